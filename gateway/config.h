@@ -1,0 +1,56 @@
+/* The configuration: one table of options with defaults and comments, loaded from a file of
+ * `key = value` lines and overridden by `--set key=value`. */
+#ifndef GATEWAY_CONFIG_H
+#define GATEWAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "lib/log.h"
+
+typedef struct {
+	/* [store] */
+	char *data_dir;
+	uint64_t map_size;
+	/* [mllp] */
+	char *mllp_listen; /* comma-separated host:port list; empty disables */
+	uint64_t mllp_max_frame_bytes;
+	uint64_t mllp_idle_timeout_ms;
+	uint64_t mllp_read_timeout_ms;
+	uint64_t mllp_max_connections;
+	uint64_t mllp_max_inflight;
+	char *ack_application; /* MSH-3 of ACKs when the sender left MSH-5 empty */
+	char *ack_facility;
+	/* [io] */
+	uint64_t io_threads; /* 0: cores minus one, at least one */
+	/* [writer] */
+	uint64_t writer_batch_max_messages;
+	uint64_t writer_batch_max_bytes;
+	uint64_t writer_batch_max_delay_us;
+	uint64_t writer_queue_max;
+	/* [hl7] */
+	uint64_t hl7_max_message_bytes;
+	uint64_t hl7_max_segments;
+	uint64_t hl7_max_field_bytes;
+	/* [server] */
+	uint64_t shutdown_timeout_ms;
+	/* [log] */
+	log_level_t log_level;
+	log_format_t log_format;
+} config_t;
+
+/* Fills c with every default. */
+void config_init(config_t *c);
+void config_free(config_t *c);
+/* Loads `key = value` lines; on error returns -FG_ECONFIG and *errmsg (caller owns) holds
+ * "file:line: problem". Keys not in the table and bad values are errors. */
+int config_load_file(config_t *c, const char *path, char **errmsg);
+/* Sets one option from text, as a file line would; errmsg as above with "--set" as the file. */
+int config_set(config_t *c, const char *key, const char *value, char **errmsg);
+/* "key=value" form of config_set. */
+int config_set_arg(config_t *c, const char *arg, char **errmsg);
+/* Writes every option, with its comment and current value, as a loadable config file. */
+void config_write(const config_t *c, FILE *f);
+
+#endif

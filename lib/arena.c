@@ -1,0 +1,142 @@
+/* Chunked bump allocator. */
+#include "config.h"
+
+#include <stdalign.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/arena.h"
+#include "lib/xalloc.h"
+
+struct chunk {
+	struct chunk *next;
+	size_t size;
+	size_t used;
+	alignas(max_align_t) unsigned char data[];
+};
+
+struct arena {
+	struct chunk *head;
+	size_t chunk_size;
+	size_t total;
+};
+
+static struct chunk *
+chunk_new(size_t size)
+{
+	struct chunk *c = xmalloc(sizeof(*c) + size);
+
+	c->next = NULL;
+	c->size = size;
+	c->used = 0;
+	return c;
+}
+
+arena_t *
+arena_new(size_t chunk_size)
+{
+	arena_t *a = xcalloc(1, sizeof(*a));
+
+	a->chunk_size = chunk_size ? chunk_size : 16384;
+	a->head = chunk_new(a->chunk_size);
+	return a;
+}
+
+static void
+chunks_free(struct chunk *c)
+{
+	while (c != NULL) {
+		struct chunk *next = c->next;
+
+		free(c);
+		c = next;
+	}
+}
+
+void
+arena_free(arena_t *a)
+{
+	if (a == NULL)
+		return;
+	chunks_free(a->head);
+	free(a);
+}
+
+void
+arena_reset(arena_t *a)
+{
+	struct chunk *last = a->head;
+
+	/* Keep the oldest chunk (the last in the list): it has the default size. */
+	while (last->next != NULL)
+		last = last->next;
+	if (last != a->head) {
+		struct chunk *c = a->head;
+
+		while (c != last) {
+			struct chunk *next = c->next;
+
+			free(c);
+			c = next;
+		}
+		a->head = last;
+	}
+	a->head->used = 0;
+	a->total = 0;
+}
+
+void *
+arena_alloc(arena_t *a, size_t size)
+{
+	const size_t align = alignof(max_align_t);
+	struct chunk *c = a->head;
+	size_t off;
+
+	if (size > SIZE_MAX - align)
+		abort();
+	off = (c->used + align - 1) & ~(align - 1);
+	if (off > c->size || size > c->size - off) {
+		size_t csize = size > a->chunk_size ? size : a->chunk_size;
+
+		c = chunk_new(csize);
+		c->next = a->head;
+		a->head = c;
+		off = 0;
+	}
+	c->used = off + size;
+	a->total += size;
+	return c->data + off;
+}
+
+void *
+arena_zalloc(arena_t *a, size_t size)
+{
+	void *p = arena_alloc(a, size);
+
+	memset(p, 0, size);
+	return p;
+}
+
+char *
+arena_strndup(arena_t *a, const char *s, size_t len)
+{
+	char *p = arena_alloc(a, len + 1);
+
+	if (len > 0)
+		memcpy(p, s, len);
+	p[len] = '\0';
+	return p;
+}
+
+slice_t
+arena_slice_dup(arena_t *a, slice_t s)
+{
+	return (slice_t){arena_strndup(a, s.ptr, s.len), s.len};
+}
+
+size_t
+arena_used(const arena_t *a)
+{
+	return a->total;
+}

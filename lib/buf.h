@@ -1,0 +1,50 @@
+/* Growable byte buffer with an optional cap (as curl's dynbuf): network input never grows unbounded. */
+#ifndef LIB_BUF_H
+#define LIB_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/slice.h"
+
+typedef struct {
+	char *data; /* owned; always NUL-terminated after len when data != NULL */
+	size_t len;
+	size_t cap;
+	size_t max; /* 0: no cap */
+} buf_t;
+
+#define BUF_INIT {NULL, 0, 0, 0}
+
+void buf_init(buf_t *b, size_t max);
+void buf_free(buf_t *b);
+void buf_reset(buf_t *b);
+/* Append; -FG_ETOOBIG (and nothing appended) past the cap, else 0. */
+int buf_append(buf_t *b, const void *p, size_t len);
+int buf_append_slice(buf_t *b, slice_t s);
+int buf_append_cstr(buf_t *b, const char *s);
+int buf_append_byte(buf_t *b, char c);
+int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int buf_vprintf(buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Big-endian fixed-width numbers, for LMDB keys whose byte order is their numeric order. */
+int buf_append_be64(buf_t *b, uint64_t v);
+int buf_append_be32(buf_t *b, uint32_t v);
+/* A length-prefixed (u16 big-endian) string; -FG_ETOOBIG when longer than 65535. */
+int buf_append_lpstr(buf_t *b, slice_t s);
+/* Removes the first n bytes. */
+void buf_consume(buf_t *b, size_t n);
+/* Hands the data to the caller (caller owns, free()), leaving b empty. */
+char *buf_steal(buf_t *b, size_t *len);
+
+static inline slice_t
+buf_slice(const buf_t *b)
+{
+	return (slice_t){b->data, b->len};
+}
+
+uint64_t be64_read(const void *p);
+uint32_t be32_read(const void *p);
+uint16_t be16_read(const void *p);
+
+#endif
