@@ -2,13 +2,17 @@
 #ifndef GATEWAY_CLI_H
 #define GATEWAY_CLI_H
 
-#include "gateway/config.h"
+#include "gateway/conf.h"
 
 /* Loads the configuration for a subcommand: `-c FILE` / `--config FILE` (default: etc/fhirgate.conf
  * if it exists, else built-in defaults) and any number of `--set key=value`. Those options are
  * removed from argv (argc updated); everything else is left for the subcommand. Prints the
  * error and returns -1 on a bad config. */
 int cli_config_load(int *argc, char **argv, config_t *c);
+
+/* Loads the configuration again from the same file and --set options as the last
+ * cli_config_load (for SIGHUP). Same error handling. */
+int cli_config_reload(config_t *c);
 
 /* Each subcommand: argv[0] is its name; returns the process exit status. */
 int cmd_serve(int argc, char **argv);

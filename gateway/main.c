@@ -11,9 +11,9 @@ static const struct {
 	int (*fn)(int, char **);
 	const char *help;
 } commands[] = {
-	{"serve", cmd_serve, "run the gateway (MLLP listener, writer)"},
-	{"send", cmd_send, "send HL7 v2 messages over MLLP and print the ACKs"},
-	{"store", cmd_store, "inspect the store: stats, list, show, dead, replay, verify"},
+    {"serve", cmd_serve, "run the gateway (MLLP listener, writer)"},
+    {"send", cmd_send, "send HL7 v2 messages over MLLP and print the ACKs"},
+    {"store", cmd_store, "inspect the store: stats, list, show, dead, replay, verify"},
 };
 
 static void

@@ -1,12 +1,13 @@
 /* Chunked bump allocator. */
 #include "config.h"
 
+#include "lib/arena.h"
+
 #include <stdalign.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "lib/arena.h"
 #include "lib/xalloc.h"
 
 struct chunk {

@@ -1,11 +1,12 @@
 /* Growable, capped byte buffers. */
 #include "config.h"
 
+#include "lib/buf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "lib/buf.h"
 #include "lib/err.h"
 #include "lib/xalloc.h"
 

@@ -1,4 +1,5 @@
-/* Growable byte buffer with an optional cap (as curl's dynbuf): network input never grows unbounded. */
+/* Growable byte buffer with an optional cap (as curl's dynbuf): network input never grows
+ * unbounded. */
 #ifndef LIB_BUF_H
 #define LIB_BUF_H
 
@@ -15,7 +16,10 @@ typedef struct {
 	size_t max; /* 0: no cap */
 } buf_t;
 
-#define BUF_INIT {NULL, 0, 0, 0}
+#define BUF_INIT              \
+	{                     \
+		NULL, 0, 0, 0 \
+	}
 
 void buf_init(buf_t *b, size_t max);
 void buf_free(buf_t *b);

@@ -13,10 +13,10 @@ enum {
 	FG_ESTORE = 7,    /* the store (LMDB) failed */
 	FG_EPARSE = 8,    /* input could not be parsed */
 	FG_EUNSUPPORTED = 9,
-	FG_ECLOSED = 10,  /* the peer or queue is closed */
-	FG_EFULL = 11,    /* a queue or store is full */
+	FG_ECLOSED = 10, /* the peer or queue is closed */
+	FG_EFULL = 11,   /* a queue or store is full */
 	FG_ETIMEDOUT = 12,
-	FG_ECONFIG = 13,  /* bad configuration */
+	FG_ECONFIG = 13, /* bad configuration */
 	FG_E_MAX
 };
 

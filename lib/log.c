@@ -1,5 +1,8 @@
-/* Logging: one formatted line per event, written with a single write(2) so threads do not interleave. */
+/* Logging: one formatted line per event, written with a single write(2) so threads do not
+ * interleave. */
 #include "config.h"
+
+#include "lib/log.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -9,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "lib/log.h"
 #include "lib/timeutil.h"
 
 static atomic_int log_level = LOG_INFO;
@@ -78,9 +80,10 @@ log_write(log_level_t level, const char *domain, const char *fmt, ...)
 	va_end(ap);
 	time_format_rfc3339(time_now_ns(), ts, sizeof(ts));
 	if (atomic_load(&log_format) == LOG_FORMAT_JSON) {
-		pos = (size_t)snprintf(line, sizeof(line),
-				       "{\"ts\":\"%s\",\"level\":\"%s\",\"domain\":\"%s\",\"msg\":\"", ts,
-				       names[level], domain);
+		pos =
+		    (size_t)snprintf(line, sizeof(line),
+				     "{\"ts\":\"%s\",\"level\":\"%s\",\"domain\":\"%s\",\"msg\":\"",
+				     ts, names[level], domain);
 		append_escaped(line, sizeof(line), &pos, msg);
 		pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "\"}\n");
 	} else {

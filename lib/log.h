@@ -16,13 +16,13 @@ bool log_level_parse(const char *name, log_level_t *out);
 
 /* The free text is escaped (control characters as \xNN); keep it short and data-free. */
 void log_write(log_level_t level, const char *domain, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define log_enabled(lvl) ((lvl) <= log_get_level())
-#define LOG(lvl, dom, ...)                                                                         \
-	do {                                                                                       \
-		if (log_enabled(lvl))                                                              \
-			log_write((lvl), (dom), __VA_ARGS__);                                      \
+#define LOG(lvl, dom, ...)                                    \
+	do {                                                  \
+		if (log_enabled(lvl))                         \
+			log_write((lvl), (dom), __VA_ARGS__); \
 	} while (0)
 #define log_error(dom, ...) LOG(LOG_ERROR, dom, __VA_ARGS__)
 #define log_warn(dom, ...)  LOG(LOG_WARN, dom, __VA_ARGS__)

@@ -1,9 +1,9 @@
 /* Helpers over length-delimited strings. */
 #include "config.h"
 
-#include <ctype.h>
-
 #include "lib/slice.h"
+
+#include <ctype.h>
 
 bool
 slice_eq_nocase(slice_t a, slice_t b)

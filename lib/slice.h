@@ -12,7 +12,7 @@ typedef struct {
 	size_t len;
 } slice_t;
 
-#define SLICE_NULL ((slice_t){NULL, 0})
+#define SLICE_NULL   ((slice_t){NULL, 0})
 #define SLICE_LIT(s) ((slice_t){(s), sizeof(s) - 1})
 
 static inline slice_t

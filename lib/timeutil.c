@@ -1,10 +1,10 @@
 /* Clocks and timestamp formatting. */
 #include "config.h"
 
+#include "lib/timeutil.h"
+
 #include <stdio.h>
 #include <time.h>
-
-#include "lib/timeutil.h"
 
 uint64_t
 time_now_ns(void)

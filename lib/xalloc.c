@@ -1,13 +1,13 @@
 /* Allocation wrappers: abort with a message instead of returning NULL. */
 #include "config.h"
 
+#include "lib/xalloc.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "lib/xalloc.h"
 
 static void
 oom(size_t size)

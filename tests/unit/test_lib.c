@@ -104,9 +104,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_buf_cap),   cmocka_unit_test(test_buf_be),
-		cmocka_unit_test(test_slice_numbers), cmocka_unit_test(test_arena),
-		cmocka_unit_test(test_hash_err),
+	    cmocka_unit_test(test_buf_cap),       cmocka_unit_test(test_buf_be),
+	    cmocka_unit_test(test_slice_numbers), cmocka_unit_test(test_arena),
+	    cmocka_unit_test(test_hash_err),
 	};
 
 	return cmocka_run_group_tests_name("lib", tests, NULL, NULL);

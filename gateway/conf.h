@@ -1,7 +1,7 @@
 /* The configuration: one table of options with defaults and comments, loaded from a file of
  * `key = value` lines and overridden by `--set key=value`. */
-#ifndef GATEWAY_CONFIG_H
-#define GATEWAY_CONFIG_H
+#ifndef GATEWAY_CONF_H
+#define GATEWAY_CONF_H
 
 #include <stdbool.h>
 #include <stdint.h>

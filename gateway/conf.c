@@ -1,0 +1,397 @@
+/* The configuration table: every option once, with its type, default and comment. */
+#include "config.h"
+
+#include "gateway/conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/buf.h"
+#include "lib/err.h"
+#include "lib/slice.h"
+#include "lib/xalloc.h"
+
+typedef enum {
+	OPT_STRING,
+	OPT_SIZE,
+	OPT_COUNT,
+	OPT_MS,
+	OPT_US,
+	OPT_LOGLEVEL,
+	OPT_LOGFORMAT
+} opt_type_t;
+
+typedef struct {
+	const char *key;
+	opt_type_t type;
+	size_t offset;
+	const char *def;
+	const char *comment;
+	uint64_t min, max; /* numeric range after unit conversion */
+} opt_t;
+
+#define OFF(f) offsetof(config_t, f)
+#define GiB    (1024ull * 1024 * 1024)
+
+static const opt_t options[] = {
+    {"store.data_dir", OPT_STRING, OFF(data_dir), "./var/fhirgate",
+     "Directory of the LMDB environment (created when absent).", 0, 0},
+    {"store.map_size", OPT_SIZE, OFF(map_size), "16G",
+     "Largest size the store may grow to (address space, not disk, until used).", 1 << 20,
+     1024 * GiB},
+    {"mllp.listen", OPT_STRING, OFF(mllp_listen), "127.0.0.1:2575",
+     "MLLP listeners, host:port separated by commas; empty disables MLLP.", 0, 0},
+    {"mllp.max_frame_bytes", OPT_SIZE, OFF(mllp_max_frame_bytes), "16M",
+     "Largest MLLP frame accepted; a larger one is answered AR and dead-lettered.", 64,
+     1024ull << 20},
+    {"mllp.idle_timeout", OPT_MS, OFF(mllp_idle_timeout_ms), "300s",
+     "Close a connection after this long without a byte; 0 never.", 0, 86400000},
+    {"mllp.read_timeout", OPT_MS, OFF(mllp_read_timeout_ms), "30s",
+     "Close a connection whose started frame is not completed within this time; 0 never.", 0,
+     86400000},
+    {"mllp.max_connections", OPT_COUNT, OFF(mllp_max_connections), "1024",
+     "Connections per I/O thread; further ones wait in the kernel's accept queue.", 1, 1000000},
+    {"mllp.max_inflight", OPT_COUNT, OFF(mllp_max_inflight), "128",
+     "Messages per connection read but not yet ACKed; past this, reading pauses.", 1, 100000},
+    {"mllp.ack_application", OPT_STRING, OFF(ack_application), "FHIRGATE",
+     "MSH-3 of ACKs when the sender left MSH-5 empty.", 0, 0},
+    {"mllp.ack_facility", OPT_STRING, OFF(ack_facility), "",
+     "MSH-4 of ACKs when the sender left MSH-6 empty.", 0, 0},
+    {"io.threads", OPT_COUNT, OFF(io_threads), "0",
+     "I/O threads (each with its own event loop and SO_REUSEPORT listeners); 0: cores minus one, "
+     "at least one.",
+     0, 256},
+    {"writer.batch_max_messages", OPT_COUNT, OFF(writer_batch_max_messages), "1024",
+     "Most messages committed in one LMDB write transaction (group commit).", 1, 1000000},
+    {"writer.batch_max_bytes", OPT_SIZE, OFF(writer_batch_max_bytes), "32M",
+     "Most message bytes committed in one write transaction.", 1024, 1024ull << 20},
+    {"writer.batch_max_delay", OPT_US, OFF(writer_batch_max_delay_us), "0ms",
+     "How long the writer may wait for more messages before committing a batch; 0 commits "
+     "what is queued at once (batches still form while a commit runs).",
+     0, 1000000},
+    {"writer.queue_max", OPT_COUNT, OFF(writer_queue_max), "65536",
+     "Messages waiting for the writer; when full, MLLP reads pause.", 16, 10000000},
+    {"hl7.max_message_bytes", OPT_SIZE, OFF(hl7_max_message_bytes), "16M",
+     "Largest HL7 v2 message parsed.", 64, 1024ull << 20},
+    {"hl7.max_segments", OPT_COUNT, OFF(hl7_max_segments), "10000", "Most segments in one message.",
+     1, 10000000},
+    {"hl7.max_field_bytes", OPT_SIZE, OFF(hl7_max_field_bytes), "8M",
+     "Longest field (all repetitions), e.g. an embedded base64 document.", 16, 1024ull << 20},
+    {"server.shutdown_timeout", OPT_MS, OFF(shutdown_timeout_ms), "10s",
+     "On SIGTERM, how long to wait for in-flight messages to be committed and ACKed.", 0, 3600000},
+    {"log.level", OPT_LOGLEVEL, OFF(log_level), "info",
+     "error, warn, info or debug. Patient data is logged at debug only.", 0, 0},
+    {"log.format", OPT_LOGFORMAT, OFF(log_format), "logfmt", "logfmt or json.", 0, 0},
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+static const opt_t *
+opt_find(const char *key)
+{
+	for (size_t i = 0; i < N_OPTIONS; i++)
+		if (strcmp(options[i].key, key) == 0)
+			return &options[i];
+	return NULL;
+}
+
+struct unit {
+	const char *suffix;
+	uint64_t mult;
+};
+
+/* Parses a number with an optional unit into *out (scaled by the unit table). */
+static bool
+parse_scaled(const char *s, const struct unit *units, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return false;
+	while (isdigit((unsigned char)*p)) {
+		unsigned d = (unsigned)(*p - '0');
+
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+		p++;
+	}
+	for (const struct unit *u = units; u->suffix != NULL; u++) {
+		if (strcmp(p, u->suffix) == 0) {
+			if (u->mult != 0 && v > UINT64_MAX / u->mult)
+				return false;
+			*out = v * u->mult;
+			return true;
+		}
+	}
+	return false;
+}
+
+static const struct unit size_units[] = {{"", 1},      {"B", 1},           {"K", 1024},
+					 {"KB", 1024}, {"M", 1024 * 1024}, {"MB", 1024 * 1024},
+					 {"G", GiB},   {"GB", GiB},        {NULL, 0}};
+static const struct unit ms_units[] = {
+    {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {NULL, 0}};
+static const struct unit us_units[] = {{"us", 1}, {"ms", 1000}, {"s", 1000000}, {NULL, 0}};
+static const struct unit count_units[] = {{"", 1}, {NULL, 0}};
+
+static int
+opt_apply(config_t *c, const opt_t *o, const char *value, char **why)
+{
+	char *field = (char *)c + o->offset;
+	const struct unit *units = NULL;
+	uint64_t v;
+
+	switch (o->type) {
+	case OPT_STRING:
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	case OPT_LOGLEVEL:
+		if (!log_level_parse(value, (log_level_t *)field)) {
+			*why =
+			    xasprintf("'%s' is not a log level (error, warn, info, debug)", value);
+			return -FG_ECONFIG;
+		}
+		return 0;
+	case OPT_LOGFORMAT:
+		if (strcmp(value, "logfmt") == 0) {
+			*(log_format_t *)field = LOG_FORMAT_LOGFMT;
+		} else if (strcmp(value, "json") == 0) {
+			*(log_format_t *)field = LOG_FORMAT_JSON;
+		} else {
+			*why = xasprintf("'%s' is not a log format (logfmt, json)", value);
+			return -FG_ECONFIG;
+		}
+		return 0;
+	case OPT_SIZE:
+		units = size_units;
+		break;
+	case OPT_COUNT:
+		units = count_units;
+		break;
+	case OPT_MS:
+		units = ms_units;
+		break;
+	case OPT_US:
+		units = us_units;
+		break;
+	}
+	if (!parse_scaled(value, units, &v)) {
+		static const char *const hints[] = {
+		    [OPT_SIZE] = "a size such as 512K, 16M, 2G",
+		    [OPT_COUNT] = "a whole number",
+		    [OPT_MS] = "a duration such as 500ms, 30s, 5m",
+		    [OPT_US] = "a duration such as 200us, 2ms",
+		};
+
+		*why = xasprintf("'%s' is not %s", value, hints[o->type]);
+		return -FG_ECONFIG;
+	}
+	if (v < o->min || v > o->max) {
+		*why = xasprintf("'%s' is out of range for %s", value, o->key);
+		return -FG_ECONFIG;
+	}
+	*(uint64_t *)field = v;
+	return 0;
+}
+
+void
+config_init(config_t *c)
+{
+	memset(c, 0, sizeof(*c));
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		char *why = NULL;
+
+		if (opt_apply(c, &options[i], options[i].def, &why) < 0)
+			abort(); /* a bad built-in default is a programming error */
+	}
+}
+
+void
+config_free(config_t *c)
+{
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		if (options[i].type == OPT_STRING) {
+			char **p = (char **)((char *)c + options[i].offset);
+
+			free(*p);
+			*p = NULL;
+		}
+	}
+}
+
+static int
+config_set_at(config_t *c, const char *file, size_t line, const char *key, const char *value,
+	      char **errmsg)
+{
+	const opt_t *o = opt_find(key);
+	char *why = NULL;
+	int rc;
+
+	if (o == NULL) {
+		*errmsg = line ? xasprintf("%s:%zu: unknown key '%s'", file, line, key)
+			       : xasprintf("%s: unknown key '%s'", file, key);
+		return -FG_ECONFIG;
+	}
+	rc = opt_apply(c, o, value, &why);
+	if (rc < 0) {
+		*errmsg = line ? xasprintf("%s:%zu: %s: %s", file, line, key, why)
+			       : xasprintf("%s: %s: %s", file, key, why);
+		free(why);
+	}
+	return rc;
+}
+
+int
+config_set(config_t *c, const char *key, const char *value, char **errmsg)
+{
+	return config_set_at(c, "--set", 0, key, value, errmsg);
+}
+
+int
+config_set_arg(config_t *c, const char *arg, char **errmsg)
+{
+	const char *eq = strchr(arg, '=');
+	char *key;
+	int rc;
+
+	if (eq == NULL) {
+		*errmsg = xasprintf("--set: expected key=value, got '%s'", arg);
+		return -FG_ECONFIG;
+	}
+	key = xmemdup0(arg, (size_t)(eq - arg));
+	rc = config_set(c, key, eq + 1, errmsg);
+	free(key);
+	return rc;
+}
+
+/* Strips an optional pair of double quotes around a value. */
+static slice_t
+unquote(slice_t v)
+{
+	if (v.len >= 2 && v.ptr[0] == '"' && v.ptr[v.len - 1] == '"')
+		return slice_make(v.ptr + 1, v.len - 2);
+	return v;
+}
+
+int
+config_load_file(config_t *c, const char *path, char **errmsg)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	size_t lineno = 0;
+	int rc = 0;
+
+	if (f == NULL) {
+		*errmsg = xasprintf("%s: %s", path, strerror(errno));
+		return -FG_ECONFIG;
+	}
+	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+		slice_t s, key, value;
+		const char *eq;
+		char *k, *v;
+
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			*errmsg = xasprintf("%s:%zu: line too long", path, lineno);
+			rc = -FG_ECONFIG;
+			break;
+		}
+		s = slice_trim(slice_cstr(line));
+		if (s.len == 0 || s.ptr[0] == '#')
+			continue;
+		eq = memchr(s.ptr, '=', s.len);
+		if (eq == NULL) {
+			*errmsg = xasprintf("%s:%zu: expected 'key = value'", path, lineno);
+			rc = -FG_ECONFIG;
+			break;
+		}
+		key = slice_trim(slice_make(s.ptr, (size_t)(eq - s.ptr)));
+		value = unquote(slice_trim(slice_make(eq + 1, s.len - (size_t)(eq - s.ptr) - 1)));
+		k = xmemdup0(key.ptr, key.len);
+		v = xmemdup0(value.ptr, value.len);
+		rc = config_set_at(c, path, lineno, k, v, errmsg);
+		free(k);
+		free(v);
+	}
+	fclose(f);
+	return rc;
+}
+
+static void
+opt_format(const config_t *c, const opt_t *o, buf_t *out)
+{
+	const char *field = (const char *)c + o->offset;
+	uint64_t v;
+
+	switch (o->type) {
+	case OPT_STRING:
+		buf_printf(out, "\"%s\"", *(char *const *)field ? *(char *const *)field : "");
+		return;
+	case OPT_LOGLEVEL: {
+		static const char *const names[] = {"error", "warn", "info", "debug"};
+
+		buf_append_cstr(out, names[*(const log_level_t *)field]);
+		return;
+	}
+	case OPT_LOGFORMAT:
+		buf_append_cstr(out, *(const log_format_t *)field == LOG_FORMAT_JSON ? "json"
+										     : "logfmt");
+		return;
+	default:
+		break;
+	}
+	v = *(const uint64_t *)field;
+	if (o->type == OPT_SIZE) {
+		if (v != 0 && v % GiB == 0)
+			buf_printf(out, "%lluG", (unsigned long long)(v / GiB));
+		else if (v != 0 && v % (1 << 20) == 0)
+			buf_printf(out, "%lluM", (unsigned long long)(v >> 20));
+		else if (v != 0 && v % 1024 == 0)
+			buf_printf(out, "%lluK", (unsigned long long)(v >> 10));
+		else
+			buf_printf(out, "%llu", (unsigned long long)v);
+	} else if (o->type == OPT_MS) {
+		if (v != 0 && v % 1000 == 0)
+			buf_printf(out, "%llus", (unsigned long long)(v / 1000));
+		else
+			buf_printf(out, "%llums", (unsigned long long)v);
+	} else if (o->type == OPT_US) {
+		if (v % 1000 == 0)
+			buf_printf(out, "%llums", (unsigned long long)(v / 1000));
+		else
+			buf_printf(out, "%lluus", (unsigned long long)v);
+	} else {
+		buf_printf(out, "%llu", (unsigned long long)v);
+	}
+}
+
+void
+config_write(const config_t *c, FILE *f)
+{
+	const char *section = "";
+
+	fprintf(f,
+		"# fhirgate configuration: `key = value`, one per line; '#' starts a comment.\n"
+		"# Sizes take K, M, G; durations us, ms, s, m, h. Every option is listed with its\n"
+		"# default. Override any of them with `--set key=value`.\n");
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const opt_t *o = &options[i];
+		const char *dot = strchr(o->key, '.');
+		buf_t v = BUF_INIT;
+
+		if (strncmp(section, o->key, (size_t)(dot - o->key)) != 0 ||
+		    section[dot - o->key] != '.') {
+			fprintf(f, "\n# --- %.*s ---\n", (int)(dot - o->key), o->key);
+			section = o->key;
+		}
+		opt_format(c, o, &v);
+		fprintf(f, "\n# %s\n%s = %s\n", o->comment, o->key, v.data);
+		buf_free(&v);
+	}
+}

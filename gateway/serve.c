@@ -1,0 +1,189 @@
+/* `fhirgate serve`: open the store, start the writer and the I/O threads, handle signals. */
+#include "config.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "gateway/cli.h"
+#include "gateway/server.h"
+#include "gateway/writer.h"
+#include "lib/err.h"
+#include "lib/log.h"
+#include "store/store.h"
+
+typedef struct {
+	struct event_base *base;
+	server_t *server;
+	writer_t *writer;
+	config_t *cfg;
+} serve_ctx_t;
+
+static void
+log_stats(serve_ctx_t *x, const char *when)
+{
+	server_stats_t s;
+	writer_stats_t w;
+
+	server_get_stats(x->server, &s);
+	writer_get_stats(x->writer, &w);
+	log_info("stats",
+		 "%s conns_open=%llu conns_accepted=%llu frames=%llu aa=%llu ae=%llu ar=%llu "
+		 "duplicates=%llu garbage_bytes=%llu aborted_frames=%llu oversize_frames=%llu "
+		 "store_failures=%llu accept_pauses=%llu batches=%llu largest_batch=%llu "
+		 "commit_ms_avg=%.2f commit_ms_max=%.2f",
+		 when, (unsigned long long)s.conns_open, (unsigned long long)s.conns_accepted,
+		 (unsigned long long)s.frames, (unsigned long long)s.acks_aa,
+		 (unsigned long long)s.acks_ae, (unsigned long long)s.acks_ar,
+		 (unsigned long long)s.duplicates, (unsigned long long)s.garbage_bytes,
+		 (unsigned long long)s.aborted_frames, (unsigned long long)s.oversize_frames,
+		 (unsigned long long)s.store_failures, (unsigned long long)s.accept_pauses,
+		 (unsigned long long)w.batches, (unsigned long long)w.largest_batch,
+		 w.batches ? (double)w.commit_ns_total / (double)w.batches / 1e6 : 0.0,
+		 (double)w.commit_ns_max / 1e6);
+}
+
+static void
+on_stop(evutil_socket_t sig, short what, void *arg)
+{
+	serve_ctx_t *x = arg;
+
+	log_info("server", "%s received: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	event_base_loopbreak(x->base);
+}
+
+static void
+on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	serve_ctx_t *x = arg;
+	config_t fresh;
+
+	if (cli_config_reload(&fresh) < 0) {
+		log_error("config", "reload failed; the running configuration stays in force");
+		return;
+	}
+	if (strcmp(fresh.mllp_listen, x->cfg->mllp_listen) != 0 ||
+	    strcmp(fresh.data_dir, x->cfg->data_dir) != 0 || fresh.io_threads != x->cfg->io_threads)
+		log_warn("config",
+			 "mllp.listen, store.data_dir and io.threads change on restart only");
+	server_reload(x->server, &fresh);
+	log_set_level(fresh.log_level);
+	log_set_format(fresh.log_format);
+	log_info("config", "configuration reloaded");
+	config_free(&fresh);
+}
+
+static void
+on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	log_stats(arg, "periodic");
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: fhirgate serve [-c FILE] [--set key=value]...\n\n"
+		"Runs the gateway: MLLP listeners (mllp.listen), the LMDB store (store.data_dir)\n"
+		"and its group-commit writer. A message is ACKed AA only once it is committed.\n"
+		"Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the configuration.\n"
+		"`fhirgate serve --print-config` writes the effective configuration and exits.\n");
+}
+
+int
+cmd_serve(int argc, char **argv)
+{
+	serve_ctx_t x = {0};
+	store_opts_t sopts = {0};
+	writer_opts_t wopts;
+	config_t cfg;
+	store_t *store = NULL;
+	char *err = NULL;
+	sigset_t block, old;
+	struct event *ev_term, *ev_int, *ev_hup, *ev_tick;
+	struct timeval minute = {60, 0};
+	int rc;
+
+	if (cli_config_load(&argc, argv, &cfg) < 0)
+		return 2;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			config_free(&cfg);
+			return 0;
+		}
+		if (strcmp(argv[i], "--print-config") == 0) {
+			config_write(&cfg, stdout);
+			config_free(&cfg);
+			return 0;
+		}
+		fprintf(stderr, "fhirgate serve: unknown option '%s'\n", argv[i]);
+		usage(stderr);
+		config_free(&cfg);
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	evthread_use_pthreads();
+	sopts.map_size = cfg.map_size;
+	rc = store_open(cfg.data_dir, &sopts, &store);
+	if (rc < 0) {
+		fprintf(stderr, "fhirgate serve: cannot open store %s: %s (%s)\n", cfg.data_dir,
+			fg_strerror(rc), store_last_error());
+		config_free(&cfg);
+		return 1;
+	}
+	wopts.batch_max_messages = cfg.writer_batch_max_messages;
+	wopts.batch_max_bytes = cfg.writer_batch_max_bytes;
+	wopts.batch_max_delay_us = cfg.writer_batch_max_delay_us;
+	wopts.queue_max = cfg.writer_queue_max;
+	/* Threads inherit a mask with the signals blocked: only this thread handles them. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	rc = writer_start(store, &wopts, &x.writer);
+	if (rc == 0)
+		rc = server_start(&cfg, x.writer, &x.server, &err);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc < 0) {
+		fprintf(stderr, "fhirgate serve: %s\n", err ? err : fg_strerror(rc));
+		free(err);
+		writer_free(x.writer);
+		store_close(store);
+		config_free(&cfg);
+		return 1;
+	}
+	x.cfg = &cfg;
+	x.base = event_base_new();
+	ev_term = evsignal_new(x.base, SIGTERM, on_stop, &x);
+	ev_int = evsignal_new(x.base, SIGINT, on_stop, &x);
+	ev_hup = evsignal_new(x.base, SIGHUP, on_hup, &x);
+	ev_tick = event_new(x.base, -1, EV_PERSIST, on_tick, &x);
+	evsignal_add(ev_term, NULL);
+	evsignal_add(ev_int, NULL);
+	evsignal_add(ev_hup, NULL);
+	evtimer_add(ev_tick, &minute);
+	log_info("server", "fhirgate %s ready data_dir=%s", PACKAGE_VERSION, cfg.data_dir);
+	event_base_dispatch(x.base);
+
+	server_drain(x.server);
+	writer_stop(x.writer); /* commits whatever is still queued */
+	log_stats(&x, "final");
+	server_free(x.server);
+	writer_free(x.writer);
+	store_close(store);
+	event_free(ev_term);
+	event_free(ev_int);
+	event_free(ev_hup);
+	event_free(ev_tick);
+	event_base_free(x.base);
+	config_free(&cfg);
+	log_info("server", "stopped");
+	return 0;
+}

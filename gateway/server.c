@@ -1,0 +1,823 @@
+/* MLLP server: I/O threads accept, frame and parse; the writer commits; the I/O threads ACK. */
+#include "config.h"
+
+#include "gateway/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "gateway/ingest.h"
+#include "gateway/mllp.h"
+#include "lib/arena.h"
+#include "lib/err.h"
+#include "lib/log.h"
+#include "lib/timeutil.h"
+#include "lib/xalloc.h"
+
+/* What may change on reload; immutable once published, so threads read it without locks. */
+typedef struct live {
+	struct live *older; /* freed with the server */
+	hl7_limits_t limits;
+	uint64_t max_frame, idle_ms, read_ms, max_inflight;
+	char *ack_app, *ack_fac;
+} live_t;
+
+typedef struct io_thread io_thread_t;
+typedef struct conn conn_t;
+
+typedef struct job {
+	writer_job_t wj; /* first: the writer hands this pointer back */
+	TAILQ_ENTRY(job) link;
+	struct job *done_next;
+	conn_t *conn;
+	arena_t *arena;
+	slice_t raw, peer;
+	uint64_t received_ns;
+	ingest_check_t check;
+	ingest_outcome_t outcome;
+	int store_rc;
+	bool done;
+} job_t;
+
+struct conn {
+	TAILQ_ENTRY(conn) link;
+	io_thread_t *io;
+	struct bufferevent *bev; /* NULL once closed */
+	mllp_framer_t framer;
+	TAILQ_HEAD(, job) pending; /* in arrival order: ACKs go out in this order */
+	uint64_t inflight;
+	bool reading, eof, mid_frame;
+	char peer[64];
+	log_ratelimit_t rl;
+};
+
+struct io_thread {
+	server_t *srv;
+	unsigned index;
+	pthread_t thread;
+	struct event_base *base;
+	struct evconnlistener **listeners;
+	size_t nlisteners;
+	bool listening;
+	struct event *done_ev, *drain_ev, *retry_ev, *deadline_ev;
+	pthread_mutex_t done_mu;
+	job_t *done_head;
+	TAILQ_HEAD(, conn) conns;
+	uint64_t nconns;
+	bool draining;
+	log_ratelimit_t rl;
+};
+
+struct server {
+	writer_t *writer;
+	_Atomic(live_t *) live;
+	pthread_mutex_t live_mu; /* serialises reloads */
+	uint64_t max_connections, shutdown_ms;
+	io_thread_t *io;
+	unsigned nio;
+	atomic_uint_fast64_t ack_counter;
+	uint64_t started_s;
+	struct {
+		atomic_uint_fast64_t conns_accepted, conns_open, frames, acks_aa, acks_ae, acks_ar,
+		    duplicates, garbage_bytes, aborted_frames, oversize_frames, store_failures,
+		    accept_pauses;
+	} st;
+};
+
+static void conn_read(conn_t *c);
+static void conn_close(conn_t *c);
+
+static live_t *
+live_new(const config_t *cfg)
+{
+	live_t *l = xcalloc(1, sizeof(*l));
+
+	l->limits.max_message_bytes = cfg->hl7_max_message_bytes;
+	l->limits.max_segments = cfg->hl7_max_segments;
+	l->limits.max_field_bytes = cfg->hl7_max_field_bytes;
+	l->max_frame = cfg->mllp_max_frame_bytes;
+	l->idle_ms = cfg->mllp_idle_timeout_ms;
+	l->read_ms = cfg->mllp_read_timeout_ms;
+	l->max_inflight = cfg->mllp_max_inflight;
+	l->ack_app = xstrdup(cfg->ack_application);
+	l->ack_fac = xstrdup(cfg->ack_facility);
+	return l;
+}
+
+static live_t *
+live_get(server_t *s)
+{
+	return atomic_load_explicit(&s->live, memory_order_acquire);
+}
+
+/* ---- jobs: writer side ---- */
+
+static int
+job_apply(writer_job_t *wj, store_txn_t *t)
+{
+	job_t *j = (job_t *)wj;
+
+	return ingest_record(t, &j->check, j->raw, j->peer, j->received_ns, &j->outcome);
+}
+
+static void
+job_done(writer_job_t *wj, int rc)
+{
+	job_t *j = (job_t *)wj;
+	io_thread_t *io = j->conn->io;
+	bool wake;
+
+	j->store_rc = rc;
+	pthread_mutex_lock(&io->done_mu);
+	wake = io->done_head == NULL;
+	j->done_next = io->done_head;
+	io->done_head = j;
+	pthread_mutex_unlock(&io->done_mu);
+	if (wake)
+		event_active(io->done_ev, EV_READ, 0);
+}
+
+static void
+job_free(job_t *j)
+{
+	arena_free(j->arena);
+	free(j);
+}
+
+/* ---- ACKs ---- */
+
+static void
+ack_control_id(server_t *s, char *out, size_t cap)
+{
+	uint64_t n = atomic_fetch_add(&s->ack_counter, 1);
+
+	/* Unique across restarts too: the start time, then a counter (at most 20 characters). */
+	snprintf(out, cap, "FG%08llx%llx", (unsigned long long)s->started_s, (unsigned long long)n);
+}
+
+static void
+ack_append(conn_t *c, const job_t *j, hl7_ack_code_t code, const hl7_error_t *err, buf_t *out)
+{
+	server_t *s = c->io->srv;
+	live_t *l = live_get(s);
+	buf_t ack = BUF_INIT;
+	char id[32];
+
+	ack_control_id(s, id, sizeof(id));
+	if (hl7_ack_build(j->check.msg, code, err, l->ack_app, l->ack_fac, slice_cstr(id),
+			  time_now_ns(), &ack) == 0)
+		mllp_frame_append(out, ack.data, ack.len);
+	buf_free(&ack);
+}
+
+static hl7_ack_code_t
+commit_code_of(hl7_ack_code_t code)
+{
+	return code == HL7_ACK_AA ? HL7_ACK_CA : code == HL7_ACK_AR ? HL7_ACK_CR : HL7_ACK_CE;
+}
+
+/* Writes the ACK(s) of a committed job. */
+static void
+job_ack(conn_t *c, job_t *j)
+{
+	server_t *s = c->io->srv;
+	hl7_error_t store_err = {.code = HL7_ERR_INTERNAL, .ack = 'R'};
+	const hl7_error_t *err = &j->check.err;
+	hl7_ack_code_t code = j->outcome.code;
+	const hl7_msg_t *m = j->check.msg;
+	buf_t out = BUF_INIT;
+
+	if (j->store_rc < 0) {
+		code = HL7_ACK_AR;
+		snprintf(store_err.text, sizeof(store_err.text),
+			 "message could not be stored (%s); send it again later",
+			 fg_strerror(j->store_rc));
+		err = &store_err;
+		atomic_fetch_add(&s->st.store_failures, 1);
+	}
+	if (code == HL7_ACK_AA)
+		err = NULL;
+	if (j->outcome.duplicate)
+		atomic_fetch_add(&s->st.duplicates, 1);
+	atomic_fetch_add(code == HL7_ACK_AA   ? &s->st.acks_aa
+			 : code == HL7_ACK_AR ? &s->st.acks_ar
+					      : &s->st.acks_ae,
+			 1);
+	if (m != NULL && hl7_msg_is_enhanced(m) && hl7_ack_is_wanted(m, commit_code_of(code)))
+		ack_append(c, j, commit_code_of(code), err, &out);
+	if (m == NULL || hl7_ack_is_wanted(m, code))
+		ack_append(c, j, code, err, &out);
+	if (out.len > 0 && c->bev != NULL)
+		bufferevent_write(c->bev, out.data, out.len);
+	buf_free(&out);
+}
+
+/* ---- connections ---- */
+
+static void
+conn_free(conn_t *c)
+{
+	io_thread_t *io = c->io;
+
+	TAILQ_REMOVE(&io->conns, c, link);
+	io->nconns--;
+	atomic_fetch_sub(&io->srv->st.conns_open, 1);
+	mllp_framer_free(&c->framer);
+	free(c);
+	if (!io->draining && !io->listening)
+		for (size_t i = 0; i < io->nlisteners; i++)
+			evconnlistener_enable(io->listeners[i]);
+	io->listening = !io->draining;
+	if (io->draining && io->nconns == 0)
+		event_base_loopexit(io->base, NULL);
+}
+
+/* Reads and drops what the peer sent and we will not process: closing a socket with unread
+ * data makes the kernel send RST, which can destroy ACKs still on their way to the peer. */
+static void
+discard_input(evutil_socket_t fd)
+{
+	char sink[16384];
+
+	for (int i = 0; i < 64; i++)
+		if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0)
+			break;
+}
+
+/* Closes the socket now; the struct goes when its last job has come back. */
+static void
+conn_close(conn_t *c)
+{
+	if (c->bev != NULL) {
+		atomic_fetch_add(&c->io->srv->st.garbage_bytes, c->framer.garbage);
+		atomic_fetch_add(&c->io->srv->st.aborted_frames, c->framer.aborted);
+		if (c->framer.garbage > 0)
+			log_info("mllp",
+				 "peer=%s closed after discarding %llu bytes outside frames",
+				 c->peer, (unsigned long long)c->framer.garbage);
+		discard_input(bufferevent_getfd(c->bev));
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+	}
+	if (c->inflight == 0)
+		conn_free(c);
+}
+
+static void
+conn_set_timeout(conn_t *c)
+{
+	live_t *l = live_get(c->io->srv);
+	uint64_t ms = c->mid_frame ? l->read_ms : l->idle_ms;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+
+	bufferevent_set_timeouts(c->bev, ms ? &tv : NULL, NULL);
+}
+
+static void
+conn_pause(conn_t *c)
+{
+	if (c->reading && c->bev != NULL)
+		bufferevent_disable(c->bev, EV_READ);
+	c->reading = false;
+}
+
+/* Whether a connection with nothing in flight is finished: the peer is gone or we drain. */
+static bool
+conn_is_finished(const conn_t *c)
+{
+	return c->inflight == 0 && (c->eof || c->io->draining);
+}
+
+/* Sends the ACKs of jobs at the head of the queue that are committed, in order. */
+static void
+conn_flush(conn_t *c)
+{
+	job_t *j;
+
+	while ((j = TAILQ_FIRST(&c->pending)) != NULL && j->done) {
+		TAILQ_REMOVE(&c->pending, j, link);
+		job_ack(c, j);
+		job_free(j);
+		c->inflight--;
+	}
+	if (c->bev == NULL) {
+		if (c->inflight == 0)
+			conn_free(c);
+		return;
+	}
+	if (conn_is_finished(c)) {
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_close(c);
+		return; /* else the write callback closes it once the ACKs are out */
+	}
+	if (!c->reading && !c->io->draining && c->inflight < live_get(c->io->srv)->max_inflight) {
+		c->reading = true;
+		bufferevent_enable(c->bev, EV_READ);
+		conn_read(c); /* frames may already wait in the input buffer */
+	}
+}
+
+static int
+on_frame(void *ctx, const char *data, size_t len, bool oversize, size_t len_total)
+{
+	conn_t *c = ctx;
+	io_thread_t *io = c->io;
+	live_t *l = live_get(io->srv);
+	job_t *j = xcalloc(1, sizeof(*j));
+	bool full;
+
+	j->conn = c;
+	j->arena = arena_new(len + 4096 < 16384 ? 16384 : len + 4096);
+	j->raw = arena_slice_dup(j->arena, slice_make(data, len));
+	j->peer = arena_slice_dup(j->arena, slice_cstr(c->peer));
+	j->received_ns = time_now_ns();
+	ingest_check(j->arena, j->raw.ptr, j->raw.len, &l->limits, &j->check);
+	if (oversize) {
+		/* Keep the head of the frame for the dead letter and to mirror its MSH. */
+		j->check.code = HL7_ACK_AR;
+		j->check.stage = INGEST_STAGE_FRAME;
+		j->check.key = SLICE_NULL;
+		memset(&j->check.err, 0, sizeof(j->check.err));
+		j->check.err.code = HL7_ERR_INTERNAL;
+		j->check.err.ack = 'R';
+		snprintf(
+		    j->check.err.text, sizeof(j->check.err.text),
+		    "frame of %zu bytes exceeds mllp.max_frame_bytes (%llu); first %zu bytes kept",
+		    len_total, (unsigned long long)l->max_frame, len);
+		atomic_fetch_add(&io->srv->st.oversize_frames, 1);
+	}
+	if (j->check.code != HL7_ACK_AA && log_ratelimit_allow(&c->rl))
+		log_warn("mllp", "peer=%s message rejected: %s (code %d)", c->peer,
+			 j->check.err.text, j->check.err.code);
+	atomic_fetch_add(&io->srv->st.frames, 1);
+	j->wj.apply = job_apply;
+	j->wj.done = job_done;
+	j->wj.bytes = len;
+	TAILQ_INSERT_TAIL(&c->pending, j, link);
+	c->inflight++;
+	full = writer_submit(io->srv->writer, &j->wj);
+	if (full || c->inflight >= l->max_inflight) {
+		conn_pause(c);
+		return 1;
+	}
+	return 0;
+}
+
+static void
+conn_read(conn_t *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	bool was_mid = c->mid_frame;
+
+	while (c->reading && evbuffer_get_length(in) > 0) {
+		size_t avail = evbuffer_get_contiguous_space(in);
+		const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)avail);
+		size_t used = mllp_framer_feed(&c->framer, p, avail, on_frame, c);
+
+		evbuffer_drain(in, used);
+	}
+	c->mid_frame = mllp_framer_is_mid_frame(&c->framer);
+	if (c->mid_frame != was_mid && c->bev != NULL)
+		conn_set_timeout(c);
+}
+
+static void
+read_cb(struct bufferevent *bev, void *ctx)
+{
+	conn_read(ctx);
+}
+
+static void
+write_cb(struct bufferevent *bev, void *ctx)
+{
+	conn_t *c = ctx;
+
+	if (conn_is_finished(c))
+		conn_close(c);
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *ctx)
+{
+	conn_t *c = ctx;
+
+	if (what & BEV_EVENT_EOF) {
+		/* The peer may have only shut down its sending side: it still reads our ACKs. */
+		c->eof = true;
+		conn_pause(c);
+		if (mllp_framer_is_mid_frame(&c->framer) && log_ratelimit_allow(&c->rl))
+			log_info("mllp", "peer=%s closed in the middle of a frame", c->peer);
+		if (conn_is_finished(c) && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			conn_close(c);
+		return; /* else the write callback closes it once the ACKs are out */
+	}
+	if (what & BEV_EVENT_TIMEOUT)
+		log_info("mllp", "peer=%s %s timeout, closing", c->peer,
+			 c->mid_frame ? "read" : "idle");
+	else if (what & BEV_EVENT_ERROR)
+		log_debug("mllp", "peer=%s connection error: %s", c->peer, strerror(errno));
+	conn_close(c);
+}
+
+static void
+format_peer(const struct sockaddr *sa, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(out, cap, "%s:%u", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(out, cap, "[%s]:%u", host, port);
+	} else {
+		snprintf(out, cap, "unknown");
+	}
+}
+
+static void
+accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	io_thread_t *io = arg;
+	server_t *s = io->srv;
+	conn_t *c;
+	int one = 1;
+
+	if (io->draining) {
+		evutil_closesocket(fd);
+		return;
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->io = io;
+	TAILQ_INIT(&c->pending);
+	format_peer(sa, c->peer, sizeof(c->peer));
+	mllp_framer_init(&c->framer, live_get(s)->max_frame);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->bev = bufferevent_socket_new(io->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		evutil_closesocket(fd);
+		mllp_framer_free(&c->framer);
+		free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	TAILQ_INSERT_TAIL(&io->conns, c, link);
+	io->nconns++;
+	atomic_fetch_add(&s->st.conns_accepted, 1);
+	atomic_fetch_add(&s->st.conns_open, 1);
+	c->reading = true;
+	conn_set_timeout(c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	log_debug("mllp", "peer=%s connected (thread %u)", c->peer, io->index);
+	if (io->nconns >= s->max_connections) {
+		/* Further connections wait in the kernel's accept queue. */
+		for (size_t i = 0; i < io->nlisteners; i++)
+			evconnlistener_disable(io->listeners[i]);
+		io->listening = false;
+	}
+}
+
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	io_thread_t *io = arg;
+
+	if (io->draining || io->nconns >= io->srv->max_connections)
+		return;
+	for (size_t i = 0; i < io->nlisteners; i++)
+		evconnlistener_enable(io->listeners[i]);
+	io->listening = true;
+}
+
+static void
+accept_error_cb(struct evconnlistener *lis, void *arg)
+{
+	io_thread_t *io = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval pause = {0, 200000};
+
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		/* Out of descriptors: pause accepting instead of spinning on a ready listener. */
+		for (size_t i = 0; i < io->nlisteners; i++)
+			evconnlistener_disable(io->listeners[i]);
+		io->listening = false;
+		atomic_fetch_add(&io->srv->st.accept_pauses, 1);
+		if (log_ratelimit_allow(&io->rl))
+			log_warn("mllp", "accept failed (%s): pausing accept for 200ms",
+				 strerror(err));
+		evtimer_add(io->retry_ev, &pause);
+		return;
+	}
+	if (log_ratelimit_allow(&io->rl))
+		log_warn("mllp", "accept failed: %s", strerror(err));
+}
+
+/* ---- I/O threads ---- */
+
+static void
+done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	io_thread_t *io = arg;
+	job_t *list, *rev = NULL;
+
+	pthread_mutex_lock(&io->done_mu);
+	list = io->done_head;
+	io->done_head = NULL;
+	pthread_mutex_unlock(&io->done_mu);
+	/* The list is newest first: reverse it so connections see their jobs in order. */
+	while (list != NULL) {
+		job_t *next = list->done_next;
+
+		list->done_next = rev;
+		rev = list;
+		list = next;
+	}
+	while (rev != NULL) {
+		job_t *next = rev->done_next;
+
+		rev->done = true;
+		conn_flush(rev->conn);
+		rev = next;
+	}
+}
+
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	io_thread_t *io = arg;
+
+	log_warn("server", "thread %u: shutdown timeout with %llu connections still open",
+		 io->index, (unsigned long long)io->nconns);
+	event_base_loopbreak(io->base);
+}
+
+static void
+drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	io_thread_t *io = arg;
+	uint64_t ms = io->srv->shutdown_ms;
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+	conn_t *c, *next;
+
+	io->draining = true;
+	for (size_t i = 0; i < io->nlisteners; i++)
+		evconnlistener_free(io->listeners[i]);
+	io->nlisteners = 0;
+	io->listening = false;
+	for (c = TAILQ_FIRST(&io->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, link);
+		conn_pause(c);
+		if (c->bev != NULL && conn_is_finished(c) &&
+		    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_close(c);
+	}
+	if (io->nconns == 0) {
+		event_base_loopexit(io->base, NULL);
+		return;
+	}
+	evtimer_add(io->deadline_ev, &tv);
+}
+
+static void *
+io_main(void *arg)
+{
+	io_thread_t *io = arg;
+
+	event_base_dispatch(io->base);
+	return NULL;
+}
+
+/* Binds one host:port with SO_REUSEPORT (every I/O thread binds its own socket). */
+static int
+listen_socket(const char *spec, int *out, char **errmsg)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	const char *colon = strrchr(spec, ':');
+	char *host;
+	int fd = -1, one = 1, rc;
+
+	if (colon == NULL || colon[1] == '\0') {
+		*errmsg = xasprintf("mllp.listen: '%s' is not host:port", spec);
+		return -FG_ECONFIG;
+	}
+	host = xmemdup0(spec, (size_t)(colon - spec));
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
+	free(host);
+	if (rc != 0) {
+		*errmsg = xasprintf("mllp.listen: %s: %s", spec, gai_strerror(rc));
+		return -FG_ECONFIG;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+		*errmsg = xasprintf("mllp.listen: %s: %s", spec, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		return -FG_EIO;
+	}
+	freeaddrinfo(res);
+	*out = fd;
+	return 0;
+}
+
+static unsigned
+default_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n > 2 ? (unsigned)(n - 1) : 1;
+}
+
+int
+server_start(const config_t *cfg, writer_t *writer, server_t **out, char **errmsg)
+{
+	server_t *s = xcalloc(1, sizeof(*s));
+	char *specs = xstrdup(cfg->mllp_listen), *save = NULL;
+	int rc = 0;
+
+	s->writer = writer;
+	s->started_s = time_now_ns() / 1000000000u;
+	atomic_init(&s->live, live_new(cfg));
+	pthread_mutex_init(&s->live_mu, NULL);
+	s->max_connections = cfg->mllp_max_connections;
+	s->shutdown_ms = cfg->shutdown_timeout_ms;
+	s->nio = cfg->io_threads ? (unsigned)cfg->io_threads : default_threads();
+	s->io = xcalloc(s->nio, sizeof(*s->io));
+	for (unsigned i = 0; i < s->nio; i++) {
+		io_thread_t *io = &s->io[i];
+
+		io->srv = s;
+		io->index = i;
+		io->base = event_base_new();
+		if (io->base == NULL)
+			abort();
+		io->done_ev = event_new(io->base, -1, 0, done_cb, io);
+		io->drain_ev = event_new(io->base, -1, 0, drain_cb, io);
+		io->retry_ev = evtimer_new(io->base, retry_cb, io);
+		io->deadline_ev = evtimer_new(io->base, deadline_cb, io);
+		pthread_mutex_init(&io->done_mu, NULL);
+		TAILQ_INIT(&io->conns);
+		io->listening = true;
+	}
+	for (char *spec = strtok_r(specs, ",", &save); rc == 0 && spec != NULL;
+	     spec = strtok_r(NULL, ",", &save)) {
+		slice_t t = slice_trim(slice_cstr(spec));
+		char *one = xmemdup0(t.ptr, t.len);
+
+		for (unsigned i = 0; rc == 0 && i < s->nio; i++) {
+			io_thread_t *io = &s->io[i];
+			struct evconnlistener *lis;
+			int fd;
+
+			rc = listen_socket(one, &fd, errmsg);
+			if (rc < 0)
+				break;
+			lis = evconnlistener_new(io->base, accept_cb, io,
+						 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
+						 fd);
+			if (lis == NULL)
+				abort();
+			evconnlistener_set_error_cb(lis, accept_error_cb);
+			io->listeners = xreallocarray(io->listeners, io->nlisteners + 1,
+						      sizeof(*io->listeners));
+			io->listeners[io->nlisteners++] = lis;
+		}
+		if (rc == 0)
+			log_info("server", "MLLP listening on %s (%u threads)", one, s->nio);
+		free(one);
+	}
+	free(specs);
+	for (unsigned i = 0; rc == 0 && i < s->nio; i++)
+		if (pthread_create(&s->io[i].thread, NULL, io_main, &s->io[i]) != 0)
+			abort();
+	if (rc < 0) {
+		server_free(s); /* no thread was started */
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+void
+server_reload(server_t *s, const config_t *cfg)
+{
+	live_t *l = live_new(cfg);
+
+	pthread_mutex_lock(&s->live_mu);
+	l->older = live_get(s);
+	atomic_store_explicit(&s->live, l, memory_order_release);
+	pthread_mutex_unlock(&s->live_mu);
+}
+
+void
+server_drain(server_t *s)
+{
+	for (unsigned i = 0; i < s->nio; i++)
+		event_active(s->io[i].drain_ev, EV_READ, 0);
+	for (unsigned i = 0; i < s->nio; i++)
+		pthread_join(s->io[i].thread, NULL);
+}
+
+void
+server_free(server_t *s)
+{
+	live_t *l;
+
+	if (s == NULL)
+		return;
+	for (unsigned i = 0; i < s->nio; i++) {
+		io_thread_t *io = &s->io[i];
+		conn_t *c;
+
+		/* Connections left after a shutdown timeout. The writer has stopped, so every job
+		 * has come back (into done_head, or done already) and none is referenced elsewhere.
+		 */
+		while ((c = TAILQ_FIRST(&io->conns)) != NULL) {
+			job_t *j;
+
+			while ((j = TAILQ_FIRST(&c->pending)) != NULL) {
+				TAILQ_REMOVE(&c->pending, j, link);
+				job_free(j);
+			}
+			if (c->bev != NULL)
+				bufferevent_free(c->bev);
+			c->bev = NULL;
+			c->inflight = 0;
+			TAILQ_REMOVE(&io->conns, c, link);
+			mllp_framer_free(&c->framer);
+			free(c);
+		}
+		for (size_t k = 0; k < io->nlisteners; k++)
+			evconnlistener_free(io->listeners[k]);
+		free(io->listeners);
+		event_free(io->done_ev);
+		event_free(io->drain_ev);
+		event_free(io->retry_ev);
+		event_free(io->deadline_ev);
+		event_base_free(io->base);
+		pthread_mutex_destroy(&io->done_mu);
+	}
+	free(s->io);
+	for (l = live_get(s); l != NULL;) {
+		live_t *older = l->older;
+
+		free(l->ack_app);
+		free(l->ack_fac);
+		free(l);
+		l = older;
+	}
+	pthread_mutex_destroy(&s->live_mu);
+	free(s);
+}
+
+void
+server_get_stats(server_t *s, server_stats_t *o)
+{
+	o->conns_accepted = atomic_load(&s->st.conns_accepted);
+	o->conns_open = atomic_load(&s->st.conns_open);
+	o->frames = atomic_load(&s->st.frames);
+	o->acks_aa = atomic_load(&s->st.acks_aa);
+	o->acks_ae = atomic_load(&s->st.acks_ae);
+	o->acks_ar = atomic_load(&s->st.acks_ar);
+	o->duplicates = atomic_load(&s->st.duplicates);
+	o->garbage_bytes = atomic_load(&s->st.garbage_bytes);
+	o->aborted_frames = atomic_load(&s->st.aborted_frames);
+	o->oversize_frames = atomic_load(&s->st.oversize_frames);
+	o->store_failures = atomic_load(&s->st.store_failures);
+	o->accept_pauses = atomic_load(&s->st.accept_pauses);
+}

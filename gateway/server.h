@@ -1,0 +1,31 @@
+/* The MLLP server: I/O threads (one event_base each, SO_REUSEPORT listeners), connections,
+ * parsing on the I/O threads and ACKs once the writer has committed. */
+#ifndef GATEWAY_SERVER_H
+#define GATEWAY_SERVER_H
+
+#include <stdint.h>
+
+#include "gateway/conf.h"
+#include "gateway/writer.h"
+#include "store/store.h"
+
+typedef struct server server_t;
+
+typedef struct {
+	uint64_t conns_accepted, conns_open, frames, acks_aa, acks_ae, acks_ar, duplicates;
+	uint64_t garbage_bytes, aborted_frames, oversize_frames, store_failures, accept_pauses;
+} server_stats_t;
+
+/* Binds every listener of cfg->mllp_listen and starts the I/O threads. cfg is copied where
+ * needed. On failure *errmsg (caller owns) says why. */
+int server_start(const config_t *cfg, writer_t *writer, server_t **out, char **errmsg);
+/* Applies the options that can change while running (limits, timeouts, ACK sender names). */
+void server_reload(server_t *s, const config_t *cfg);
+/* Stops accepting and reading, waits (up to the shutdown timeout) until every message read has
+ * been committed and ACKed, closes connections and joins the threads. */
+void server_drain(server_t *s);
+/* Accepts NULL; call after server_drain. */
+void server_free(server_t *s);
+void server_get_stats(server_t *s, server_stats_t *out);
+
+#endif

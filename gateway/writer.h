@@ -1,0 +1,55 @@
+/* The writer thread: owns every LMDB write transaction and commits whatever is queued in one
+ * transaction (group commit), then hands each job back to the I/O thread that sent it. */
+#ifndef GATEWAY_WRITER_H
+#define GATEWAY_WRITER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+typedef struct writer writer_t;
+typedef struct writer_job writer_job_t;
+
+/* Runs in the writer thread inside the batch's write transaction; returns 0 or a store error
+ * (which fails the whole batch). */
+typedef int (*writer_apply_fn)(writer_job_t *job, store_txn_t *t);
+/* Runs in the writer thread after the commit (rc: 0 or the commit's error): it must hand the job
+ * back to its owner (e.g. queue it to an I/O thread and wake that thread). */
+typedef void (*writer_done_fn)(writer_job_t *job, int rc);
+
+/* Embed this in the caller's job struct. */
+struct writer_job {
+	writer_job_t *next;
+	writer_apply_fn apply;
+	writer_done_fn done;
+	uint64_t bytes; /* for the batch byte bound */
+};
+
+typedef struct {
+	uint64_t batch_max_messages;
+	uint64_t batch_max_bytes;
+	uint64_t batch_max_delay_us;
+	uint64_t queue_max;
+} writer_opts_t;
+
+typedef struct {
+	uint64_t batches, jobs, failed_batches;
+	uint64_t commit_ns_total, commit_ns_max;
+	uint64_t largest_batch;
+} writer_stats_t;
+
+/* Starts the thread. Caller owns the writer; the store must outlive it. */
+int writer_start(store_t *store, const writer_opts_t *opts, writer_t **out);
+/* Queues a job (never blocks, never fails): returns true when the queue is at or past
+ * queue_max, so the caller should stop reading until its jobs come back. */
+bool writer_submit(writer_t *w, writer_job_t *job);
+/* Jobs queued and not yet committed. */
+uint64_t writer_queued(writer_t *w);
+/* Commits what is queued and stops the thread (stats stay readable). */
+void writer_stop(writer_t *w);
+/* Accepts NULL; call after writer_stop. */
+void writer_free(writer_t *w);
+void writer_get_stats(writer_t *w, writer_stats_t *out);
+
+#endif
