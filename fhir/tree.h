@@ -1,0 +1,75 @@
+/* The FHIR resource tree: a JSON-shaped tree (objects keep member order, arrays, strings,
+ * exact decimal numbers, booleans) allocated in an arena. JSON is its native form (primitive
+ * extensions are `_name` members, as in FHIR JSON); the XML codec maps to and from it with the
+ * R4 metadata. Everything returned is borrowed from the arena and valid until it is freed. */
+#ifndef FHIR_TREE_H
+#define FHIR_TREE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/arena.h"
+#include "lib/buf.h"
+#include "lib/slice.h"
+
+typedef enum {
+	FHIR_NULL = 0, /* only inside arrays of primitives with extensions ([null, "x"]) */
+	FHIR_BOOL,
+	FHIR_NUMBER, /* integer or decimal, kept as its exact text ("1.50" stays "1.50") */
+	FHIR_STRING,
+	FHIR_OBJECT,
+	FHIR_ARRAY,
+} fhir_kind_t;
+
+typedef struct fhir_node fhir_node_t;
+
+fhir_node_t *fhir_null_new(arena_t *a);
+fhir_node_t *fhir_bool_new(arena_t *a, bool v);
+/* text must be a JSON number; it is copied. */
+fhir_node_t *fhir_number_new(arena_t *a, slice_t text);
+fhir_node_t *fhir_int_new(arena_t *a, int64_t v);
+/* s is copied (it must be valid UTF-8: callers decode HL7 text first). */
+fhir_node_t *fhir_string_new(arena_t *a, slice_t s);
+fhir_node_t *fhir_object_new(arena_t *a);
+fhir_node_t *fhir_array_new(arena_t *a);
+
+fhir_kind_t fhir_node_kind(const fhir_node_t *n);
+bool fhir_node_bool(const fhir_node_t *n);
+/* The text of a string or number node; empty for other kinds. */
+slice_t fhir_node_text(const fhir_node_t *n);
+
+/* Objects: members in insertion order. set replaces the value of an existing key in place,
+ * else appends; key is copied. remove returns whether the key was there. */
+void fhir_object_set(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val);
+fhir_node_t *fhir_object_get(const fhir_node_t *obj, slice_t key);
+bool fhir_object_remove(fhir_node_t *obj, slice_t key);
+size_t fhir_object_count(const fhir_node_t *obj);
+slice_t fhir_object_key_at(const fhir_node_t *obj, size_t i);
+fhir_node_t *fhir_object_value_at(const fhir_node_t *obj, size_t i);
+/* Convenience: the same with NUL-terminated keys. */
+void fhir_object_set_cstr(arena_t *a, fhir_node_t *obj, const char *key, fhir_node_t *val);
+fhir_node_t *fhir_object_get_cstr(const fhir_node_t *obj, const char *key);
+
+/* Arrays. */
+void fhir_array_append(arena_t *a, fhir_node_t *arr, fhir_node_t *val);
+size_t fhir_array_len(const fhir_node_t *arr);
+fhir_node_t *fhir_array_at(const fhir_node_t *arr, size_t i);
+
+/* A deep copy into arena a. */
+fhir_node_t *fhir_node_clone(arena_t *a, const fhir_node_t *n);
+/* Deep equality (object member order ignored, array order kept, numbers compared as text). */
+bool fhir_node_equal(const fhir_node_t *x, const fhir_node_t *y);
+/* True for an object with no members, an array with no items, or an empty string; FHIR forbids
+ * empty elements, so builders prune them with fhir_node_prune. */
+bool fhir_node_is_empty(const fhir_node_t *n);
+/* Removes empty strings, objects and arrays, recursively; returns false if n itself is empty. */
+bool fhir_node_prune(fhir_node_t *n);
+
+/* "resourceType" of a resource object, empty when absent. */
+slice_t fhir_resource_type(const fhir_node_t *res);
+
+#define FHIR_ARRAY_FOREACH(arr, i, item)                                                           \
+	for ((i) = 0; (i) < fhir_array_len(arr) && (((item) = fhir_array_at((arr), (i))), 1); (i)++)
+
+#endif
