@@ -160,7 +160,8 @@ class Client:
 class Server:
     """fhirgate serve on 127.0.0.1:<free port> with its own LMDB directory."""
 
-    def __init__(self, *sets, data_dir=None, threads=2):
+    def __init__(self, *sets, data_dir=None, threads=2, nofile=None):
+        self.nofile = nofile
         self.tmp = tempfile.mkdtemp(prefix="fhirgate-it-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.port = free_port()
@@ -180,8 +181,15 @@ class Server:
 
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
+        preexec = None
+        if self.nofile:
+            import resource
+            limit = self.nofile
+
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         self.proc = subprocess.Popen([FHIRGATE, "serve"] + self.args(), stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=preexec)
         if wait:
             self.wait_ready()
         return self
@@ -220,6 +228,12 @@ class Server:
             self.proc.kill()
             self.proc.wait()
             return None
+
+    def cpu_seconds(self):
+        """User + system CPU time the server has used so far."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def kill9(self):
         self.proc.kill()

@@ -227,6 +227,32 @@ def test_timeouts(t):
         c.close()
 
 
+def test_emfile(t):
+    """Out of file descriptors: the server pauses accept instead of spinning, and recovers."""
+    with Server(threads=1, nofile=32) as srv:
+        socks = []
+        for _ in range(60):
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=2))
+            except OSError:
+                break
+        time.sleep(0.5)
+        cpu0 = srv.cpu_seconds()
+        time.sleep(1.5)
+        used = srv.cpu_seconds() - cpu0
+        t.ok(used < 0.5, "at the descriptor limit the server does not spin (%.2fs CPU in 1.5s)"
+             % used)
+        t.ok("pausing accept" in srv.read_log(), "the pause is logged", srv.read_log()[-1000:])
+        for s in socks:
+            s.close()
+        time.sleep(0.5)
+        c = srv.client()
+        ack = c.roundtrip(adt("AFTEREMFILE"))
+        c.close()
+        t.ok(ack is not None and ack.code == "AA", "accepting resumes once descriptors are free",
+             repr(ack))
+
+
 def test_drain(t):
     srv = Server()
     srv.start()
@@ -321,7 +347,7 @@ def main():
              "garbage bytes are counted in the final stats", log[-1000:])
     finally:
         srv.cleanup()
-    for fn in (test_oversize, test_timeouts, test_drain, test_reload, test_config_errors):
+    for fn in (test_oversize, test_timeouts, test_emfile, test_drain, test_reload, test_config_errors):
         t.run(fn)
     t.done()
 
