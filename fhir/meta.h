@@ -12,9 +12,10 @@
 
 enum {
 	FHIR_ELEM_ARRAY = 1 << 0,     /* max cardinality * */
-	FHIR_ELEM_REQUIRED = 1 << 1,  /* min cardinality >= 1 */
+	FHIR_ELEM_REQUIRED = 1 << 1,  /* min cardinality >= 1 (never on a choice expansion) */
 	FHIR_ELEM_PRIMITIVE = 1 << 2, /* of a primitive type: has a `_name` companion in JSON */
 	FHIR_ELEM_CHOICE = 1 << 3,    /* one expansion of a choice element value[x] */
+	FHIR_ELEM_ATTRIBUTE = 1 << 4, /* in XML an attribute: Element.id, Extension.url */
 };
 
 typedef enum {
@@ -51,6 +52,9 @@ const fhir_type_t *fhir_meta_type(slice_t name);
 const fhir_elem_t *fhir_meta_elem(const fhir_type_t *t, slice_t name);
 /* Index of an element in its type's order; -1 when unknown. */
 int fhir_meta_elem_index(const fhir_type_t *t, slice_t name);
+/* The type of element e of owner (e from owner->elems), without a lookup; NULL for
+ * "ResourceList". */
+const fhir_type_t *fhir_meta_elem_type(const fhir_type_t *owner, const fhir_elem_t *e);
 bool fhir_meta_is_resource(slice_t name);
 size_t fhir_meta_resource_count(void);
 const fhir_type_t *fhir_meta_resource_at(size_t i);

@@ -40,13 +40,20 @@ bool fhir_node_bool(const fhir_node_t *n);
 slice_t fhir_node_text(const fhir_node_t *n);
 
 /* Objects: members in insertion order. set replaces the value of an existing key in place,
- * else appends; key is copied. remove returns whether the key was there. */
+ * else appends; key is copied (a NULL val removes the key). remove returns whether the key
+ * was there. Large objects get a hash index, so lookups stay cheap on hostile input. */
 void fhir_object_set(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val);
+/* Appends key (copied) unless it is already there; returns false, changing nothing, if it is.
+ * val may be NULL for a moment, until set_value_at fills it (the JSON parser meets the key
+ * before its value). */
+bool fhir_object_add_new(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val);
 fhir_node_t *fhir_object_get(const fhir_node_t *obj, slice_t key);
 bool fhir_object_remove(fhir_node_t *obj, slice_t key);
 size_t fhir_object_count(const fhir_node_t *obj);
 slice_t fhir_object_key_at(const fhir_node_t *obj, size_t i);
 fhir_node_t *fhir_object_value_at(const fhir_node_t *obj, size_t i);
+/* Replaces the value of member i (out of range: nothing). */
+void fhir_object_set_value_at(fhir_node_t *obj, size_t i, fhir_node_t *val);
 /* Convenience: the same with NUL-terminated keys. */
 void fhir_object_set_cstr(arena_t *a, fhir_node_t *obj, const char *key, fhir_node_t *val);
 fhir_node_t *fhir_object_get_cstr(const fhir_node_t *obj, const char *key);
@@ -55,6 +62,9 @@ fhir_node_t *fhir_object_get_cstr(const fhir_node_t *obj, const char *key);
 void fhir_array_append(arena_t *a, fhir_node_t *arr, fhir_node_t *val);
 size_t fhir_array_len(const fhir_node_t *arr);
 fhir_node_t *fhir_array_at(const fhir_node_t *arr, size_t i);
+/* Replace or remove (shifting the rest down) item i; out-of-range i does nothing. */
+void fhir_array_set(fhir_node_t *arr, size_t i, fhir_node_t *val);
+void fhir_array_remove_at(fhir_node_t *arr, size_t i);
 
 /* A deep copy into arena a. */
 fhir_node_t *fhir_node_clone(arena_t *a, const fhir_node_t *n);
@@ -63,7 +73,9 @@ bool fhir_node_equal(const fhir_node_t *x, const fhir_node_t *y);
 /* True for an object with no members, an array with no items, or an empty string; FHIR forbids
  * empty elements, so builders prune them with fhir_node_prune. */
 bool fhir_node_is_empty(const fhir_node_t *n);
-/* Removes empty strings, objects and arrays, recursively; returns false if n itself is empty. */
+/* Removes empty strings, objects and arrays, recursively; returns false if n itself is empty.
+ * A primitive array `x` and its `_x` companion stay aligned: an index goes when both sides are
+ * empty, an empty side beside a kept one becomes null, and an all-null array is removed. */
 bool fhir_node_prune(fhir_node_t *n);
 
 /* "resourceType" of a resource object, empty when absent. */

@@ -10,6 +10,9 @@
 #include "lib/arena.h"
 #include "lib/buf.h"
 
+/* Initializes libxml2; call once from the main thread before other threads use the codec. */
+void fhir_xml_init(void);
+
 typedef struct {
 	size_t max_bytes; /* 0: 64 MiB */
 	size_t max_depth; /* 0: 64 */

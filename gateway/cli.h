@@ -18,5 +18,7 @@ int cli_config_reload(config_t *c);
 int cmd_serve(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_store(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_mappings(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "gateway/cli.h"
 #include "gateway/ingest.h"
+#include "gateway/maps.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
 #include "lib/err.h"
@@ -27,6 +28,8 @@ enum {
 	OPT_RAW = 1 << 3,
 	OPT_ALL = 1 << 4,
 	ARG_ONE_SEQ = 1 << 5, /* exactly one SEQ */
+	ARG_REF = 1 << 7,     /* exactly one TYPE/ID */
+	OPT_HISTORY = 1 << 8,
 	ARG_SEQS = 1 << 6,    /* SEQ... (or --all) */
 };
 
@@ -38,6 +41,8 @@ typedef struct {
 	bool all;
 	uint64_t *seqs; /* caller owns */
 	size_t nseqs;
+	bool history;
+	const char *ref; /* TYPE/ID (borrowed from argv) */
 } store_args_t;
 
 typedef struct {
@@ -168,6 +173,11 @@ run_stats(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 	printf("dead letters  %" PRIu64 "\n", st.dead);
 	printf("dedupe keys   %" PRIu64 "\n", st.msgkeys);
 	printf("last seq      %" PRIu64 "\n", st.last_seq);
+	printf("resources     %" PRIu64 "\n", st.resources);
+	printf("  versions    %" PRIu64 "\n", st.versions);
+	printf("  changes     %" PRIu64 "\n", st.changes);
+	printf("index entries %" PRIu64 "\n", st.index_entries);
+	printf("pending work  %" PRIu64 "\n", st.work);
 	printf("map size      %s\n", map);
 	printf("used          %s\n", used);
 	return EXIT_OK;
@@ -303,12 +313,11 @@ collect_dead(void *ctx, const store_dead_t *d)
 /* Re-checks one dead letter; appends the line to print to out. Returns 1 when it still fails
  * (or is not there), 0 when replayed, or a store error. */
 static int
-replay_one(store_txn_t *t, arena_t *ar, const hl7_limits_t *lim, uint64_t seq, buf_t *out)
+replay_one(store_txn_t *t, arena_t *ar, const ingest_opts_t *opt, uint64_t seq, buf_t *out)
 {
 	store_dead_t d;
 	store_msg_t m;
 	ingest_check_t c;
-	char loc[48];
 	slice_t raw;
 	int rc;
 
@@ -324,54 +333,53 @@ replay_one(store_txn_t *t, arena_t *ar, const hl7_limits_t *lim, uint64_t seq, b
 		return rc;
 	/* Our own copy: the writes below may move what LMDB lent us. */
 	raw = arena_slice_dup(ar, m.raw);
-	ingest_check(ar, raw.ptr, raw.len, lim, &c);
-	if (c.code == HL7_ACK_AA) {
-		rc = store_msg_set_status(t, seq, ingest_status_of(HL7_ACK_AA));
-		if (rc == 0)
-			rc = store_dead_del(t, seq);
-		if (rc == 0 && c.key.len > 0)
-			rc = store_msgkey_put(t, c.key, seq, c.content_hash);
-		if (rc == 0)
-			buf_printf(out, "%" PRIu64 " replayed: AA\n", seq);
-		return rc;
+	ingest_check(ar, raw.ptr, raw.len, opt, &c);
+	rc = ingest_replay(t, &c, &d, time_now_ns());
+	if (rc == 0) {
+		buf_printf(out, "%" PRIu64 " replayed: AA (%zu resources)\n", seq, c.nres);
+	} else if (rc == 1) {
+		buf_printf(out, "%" PRIu64 " still failing: %s %d ", seq, ingest_stage_name(c.stage),
+			   c.err.code);
+		for (const char *p = c.err.text; *p != '\0'; p++)
+			buf_append_byte(out, (unsigned char)*p < 0x20 ? '?' : *p);
+		buf_append_byte(out, '\n');
 	}
-	/* Same record as ingest_record writes, with today's verdict; the mapping version stays. */
-	ingest_error_location(&c.err, loc, sizeof(loc));
-	d.time_ns = time_now_ns();
-	d.stage = (uint8_t)c.stage;
-	d.code = (uint16_t)c.err.code;
-	d.reason = slice_cstr(c.err.text);
-	d.location = slice_cstr(loc);
-	if ((rc = store_dead_put(t, &d)) < 0)
-		return rc;
-	buf_printf(out, "%" PRIu64 " still failing: %s %d ", seq, ingest_stage_name(c.stage),
-		   c.err.code);
-	for (const char *p = c.err.text; *p != '\0'; p++)
-		buf_append_byte(out, (unsigned char)*p < 0x20 ? '?' : *p);
-	buf_append_byte(out, '\n');
-	return 1;
+	return rc;
 }
 
 /* One write transaction for the whole command: every replay is kept, or none. */
 static int
 run_replay(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 {
-	hl7_limits_t lim = {cfg->hl7_max_message_bytes, cfg->hl7_max_segments,
-			    cfg->hl7_max_field_bytes};
+	ingest_opts_t opt = {.limits = {cfg->hl7_max_message_bytes, cfg->hl7_max_segments,
+					cfg->hl7_max_field_bytes},
+			     .accept_unmapped = false};
 	seq_list_t all = {NULL, 0, 0};
 	const uint64_t *seqs = a->seqs;
 	size_t n = a->nseqs, failing = 0;
-	arena_t *ar = arena_new(0);
+	maps_t *maps = NULL;
+	maps_ref_t *ref = NULL;
+	arena_t *ar;
 	buf_t out = BUF_INIT;
 	int rc = 0;
 
+	/* Replay means: with the mappings as they are now. */
+	if (maps_open(cfg, &maps) < 0) {
+		fprintf(stderr, "fhirgate store replay: the mappings do not load; fix them first "
+				"(fhirgate mappings check)\n");
+		store_txn_abort(t);
+		return EXIT_PROBLEM;
+	}
+	opt.maps = maps_acquire(maps, &ref);
+	maps_options(cfg, &opt.map_opt);
+	ar = arena_new(0);
 	if (a->all) {
 		rc = store_dead_foreach(t, 0, collect_dead, &all);
 		seqs = all.seqs;
 		n = all.n;
 	}
 	for (size_t i = 0; rc >= 0 && i < n; i++) {
-		rc = replay_one(t, ar, &lim, seqs[i], &out);
+		rc = replay_one(t, ar, &opt, seqs[i], &out);
 		failing += rc == 1;
 		arena_reset(ar);
 	}
@@ -380,6 +388,8 @@ run_replay(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 	else
 		store_txn_abort(t);
 	arena_free(ar);
+	maps_release(ref);
+	maps_free(maps);
 	free(all.seqs);
 	if (rc < 0) {
 		buf_free(&out);
@@ -445,6 +455,71 @@ run_dump(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 	return EXIT_OK;
 }
 
+static void
+print_version(const store_res_t *r)
+{
+	char when[40];
+
+	time_format_rfc3339(r->last_updated_ns, when, sizeof(when));
+	printf("%.*s/%.*s version %u %s%s %zu bytes\n", (int)r->type.len, r->type.ptr,
+	       (int)r->id.len, r->id.ptr, (unsigned)r->version, when, r->deleted ? " deleted" : "",
+	       r->body.len);
+}
+
+static int
+history_one(void *ctx, const store_res_t *r)
+{
+	print_version(r);
+	return 0;
+}
+
+/* `store resource TYPE/ID [--history]`: the current version (patient data), or every version. */
+static int
+run_resource(store_txn_t *t, const config_t *cfg, const store_args_t *a)
+{
+	const char *slash = strchr(a->ref, '/');
+	slice_t type = slice_make(a->ref, (size_t)(slash - a->ref)), id = slice_cstr(slash + 1);
+	store_res_t r;
+	int rc;
+
+	if (a->history) {
+		rc = store_hist_foreach_instance(t, type, id, 0, 0, history_one, NULL);
+	} else if ((rc = store_res_get(t, type, id, &r)) == 0) {
+		print_version(&r);
+		fwrite(r.body.ptr, 1, r.body.len, stdout);
+		putchar('\n');
+	}
+	if (rc == -FG_ENOTFOUND) {
+		fprintf(stderr, "fhirgate store resource: no %s\n", a->ref);
+		return EXIT_PROBLEM;
+	}
+	if (rc < 0) {
+		print_store_error("resource", rc);
+		return EXIT_PROBLEM;
+	}
+	return EXIT_OK;
+}
+
+static int
+count_one(void *ctx, slice_t type, uint64_t n)
+{
+	printf("%-24.*s %" PRIu64 "\n", (int)type.len, type.ptr, n);
+	return 0;
+}
+
+/* `store resources`: current resources per type. */
+static int
+run_resources(store_txn_t *t, const config_t *cfg, const store_args_t *a)
+{
+	int rc = store_res_foreach_count(t, count_one, NULL);
+
+	if (rc < 0) {
+		print_store_error("resources", rc);
+		return EXIT_PROBLEM;
+	}
+	return EXIT_OK;
+}
+
 static const store_cmd_t store_cmds[] = {
     {"stats", run_stats, 0, false, "", "counts, last sequence, map size and bytes used"},
     {"list", run_list, OPT_FROM | OPT_LIMIT | OPT_STATUS, false,
@@ -457,6 +532,9 @@ static const store_cmd_t store_cmds[] = {
     {"replay", run_replay, OPT_ALL | ARG_SEQS, true, "SEQ... | --all",
      "re-check dead letters with the ingest rules; accept those that now pass"},
     {"verify", run_verify, 0, false, "", "check the store's consistency"},
+    {"resources", run_resources, 0, false, "", "current FHIR resources per type"},
+    {"resource", run_resource, ARG_REF | OPT_HISTORY, false, "[--history] TYPE/ID",
+     "a FHIR resource's current version (patient data), or with --history every version"},
     {"dump", run_dump, OPT_FROM, false, "[--from SEQ]",
      "write every message (patient data), blank-line separated, for `fhirgate send`"},
 };
@@ -496,7 +574,7 @@ parse_seq(const char *s, uint64_t *out)
 static bool
 parse_args(const store_cmd_t *c, int argc, char **argv, store_args_t *a)
 {
-	*a = (store_args_t){0, UINT64_MAX, 0, false, false, NULL, 0};
+	*a = (store_args_t){0, UINT64_MAX, 0, false, false, NULL, 0, false, NULL};
 	a->seqs = xcalloc((size_t)argc, sizeof(*a->seqs));
 	for (int i = 2; i < argc; i++) {
 		const char *arg = argv[i], *val = NULL;
@@ -512,6 +590,8 @@ parse_args(const store_cmd_t *c, int argc, char **argv, store_args_t *a)
 			opt = OPT_RAW;
 		else if (strcmp(arg, "--all") == 0)
 			opt = OPT_ALL;
+		else if (strcmp(arg, "--history") == 0)
+			opt = OPT_HISTORY;
 		if (opt == 0 && arg[0] == '-') {
 			fprintf(stderr, "fhirgate store %s: unknown option %s\n", c->name, arg);
 			return false;
@@ -545,6 +625,11 @@ parse_args(const store_cmd_t *c, int argc, char **argv, store_args_t *a)
 		}
 		a->raw |= opt == OPT_RAW;
 		a->all |= opt == OPT_ALL;
+		a->history |= opt == OPT_HISTORY;
+		if (opt == 0 && (c->opts & ARG_REF) && a->ref == NULL && strchr(arg, '/') != NULL) {
+			a->ref = arg;
+			continue;
+		}
 		if (opt == 0) {
 			if (!(c->opts & (ARG_ONE_SEQ | ARG_SEQS)) ||
 			    !parse_seq(arg, &a->seqs[a->nseqs])) {
@@ -554,6 +639,10 @@ parse_args(const store_cmd_t *c, int argc, char **argv, store_args_t *a)
 			}
 			a->nseqs++;
 		}
+	}
+	if ((c->opts & ARG_REF) && a->ref == NULL) {
+		fprintf(stderr, "fhirgate store %s: needs TYPE/ID\n", c->name);
+		return false;
 	}
 	if ((c->opts & ARG_ONE_SEQ) && a->nseqs != 1) {
 		fprintf(stderr, "fhirgate store %s: needs one SEQ\n", c->name);

@@ -21,7 +21,9 @@ typedef enum {
 	OPT_MS,
 	OPT_US,
 	OPT_LOGLEVEL,
-	OPT_LOGFORMAT
+	OPT_LOGFORMAT,
+	OPT_UNMAPPED,
+	OPT_TZ
 } opt_type_t;
 
 typedef struct {
@@ -60,6 +62,17 @@ static const opt_t options[] = {
      "MSH-3 of ACKs when the sender left MSH-5 empty.", 0, 0},
     {"mllp.ack_facility", OPT_STRING, OFF(ack_facility), "",
      "MSH-4 of ACKs when the sender left MSH-6 empty.", 0, 0},
+    {"http.listen", OPT_STRING, OFF(http_listen), "127.0.0.1:8080",
+     "HTTP listeners for the FHIR REST API (base /fhir), host:port separated by commas; empty "
+     "disables HTTP.",
+     0, 0},
+    {"http.max_body_bytes", OPT_SIZE, OFF(http_max_body_bytes), "16M",
+     "Largest request body; a larger one is answered 413.", 1024, 1024ull << 20},
+    {"http.max_inflight", OPT_COUNT, OFF(http_max_inflight), "16",
+     "Pipelined requests per connection read but not yet answered; past this, reading pauses.",
+     1, 10000},
+    {"http.idle_timeout", OPT_MS, OFF(http_idle_timeout_ms), "60s",
+     "Close a keep-alive connection after this long without a request; 0 never.", 0, 86400000},
     {"io.threads", OPT_COUNT, OFF(io_threads), "0",
      "I/O threads (each with its own event loop and SO_REUSEPORT listeners); 0: cores minus one, "
      "at least one.",
@@ -80,6 +93,23 @@ static const opt_t options[] = {
      1, 10000000},
     {"hl7.max_field_bytes", OPT_SIZE, OFF(hl7_max_field_bytes), "8M",
      "Longest field (all repetitions), e.g. an embedded base64 document.", 16, 1024ull << 20},
+    {"mappings.dir", OPT_STRING, OFF(mappings_dir), "mappings/hl7v2",
+     "Folder of the shipped HL7 v2 -> FHIR mapping files (docs/mapping-language.md).", 0, 0},
+    {"mappings.site_dir", OPT_STRING, OFF(mappings_site_dir), "",
+     "Folder of site mapping files that override (same path) or extend the shipped ones; "
+     "empty: none.",
+     0, 0},
+    {"mappings.unmapped", OPT_UNMAPPED, OFF(mappings_unmapped), "error",
+     "A message with no map, or whose mapping fails: 'error' ACKs AE, 'accept' ACKs AA with a "
+     "warning; both keep the message and a dead letter for replay.",
+     0, 0},
+    {"mappings.watch_interval", OPT_MS, OFF(mappings_watch_ms), "2s",
+     "How often the server looks for changed mapping files and reloads them; 0: only on SIGHUP.",
+     0, 3600000},
+    {"mappings.timezone", OPT_TZ, OFF(mappings_timezone), "",
+     "UTC offset (+HHMM or -HHMM) for HL7 times that carry none; empty: such times keep only "
+     "their date (and instants are left out), with a warning.",
+     0, 0},
     {"server.shutdown_timeout", OPT_MS, OFF(shutdown_timeout_ms), "10s",
      "On SIGTERM, how long to wait for in-flight messages to be committed and ACKed.", 0, 3600000},
     {"log.level", OPT_LOGLEVEL, OFF(log_level), "info",
@@ -168,6 +198,27 @@ opt_apply(config_t *c, const opt_t *o, const char *value, char **why)
 			return -FG_ECONFIG;
 		}
 		return 0;
+	case OPT_UNMAPPED:
+		if (strcmp(value, "error") == 0) {
+			*(int *)field = CONF_UNMAPPED_ERROR;
+		} else if (strcmp(value, "accept") == 0) {
+			*(int *)field = CONF_UNMAPPED_ACCEPT;
+		} else {
+			*why = xasprintf("'%s' is not error or accept", value);
+			return -FG_ECONFIG;
+		}
+		return 0;
+	case OPT_TZ:
+		if (value[0] != '\0' &&
+		    (strlen(value) != 5 || (value[0] != '+' && value[0] != '-') ||
+		     strspn(value + 1, "0123456789") != 4 || (value[1] - '0') * 10 + value[2] - '0' > 14 ||
+		     (value[3] - '0') * 10 + value[4] - '0' > 59)) {
+			*why = xasprintf("'%s' is not an offset such as +0100 or -0500", value);
+			return -FG_ECONFIG;
+		}
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
 	case OPT_SIZE:
 		units = size_units;
 		break;
@@ -216,7 +267,7 @@ void
 config_free(config_t *c)
 {
 	for (size_t i = 0; i < N_OPTIONS; i++) {
-		if (options[i].type == OPT_STRING) {
+		if (options[i].type == OPT_STRING || options[i].type == OPT_TZ) {
 			char **p = (char **)((char *)c + options[i].offset);
 
 			free(*p);
@@ -331,7 +382,11 @@ opt_format(const config_t *c, const opt_t *o, buf_t *out)
 
 	switch (o->type) {
 	case OPT_STRING:
+	case OPT_TZ:
 		buf_printf(out, "\"%s\"", *(char *const *)field ? *(char *const *)field : "");
+		return;
+	case OPT_UNMAPPED:
+		buf_append_cstr(out, *(const int *)field == CONF_UNMAPPED_ACCEPT ? "accept" : "error");
 		return;
 	case OPT_LOGLEVEL: {
 		static const char *const names[] = {"error", "warn", "info", "debug"};

@@ -22,6 +22,11 @@ typedef struct {
 	uint64_t mllp_max_inflight;
 	char *ack_application; /* MSH-3 of ACKs when the sender left MSH-5 empty */
 	char *ack_facility;
+	/* [http] */
+	char *http_listen; /* comma-separated host:port list; empty disables HTTP */
+	uint64_t http_max_body_bytes;
+	uint64_t http_max_inflight;
+	uint64_t http_idle_timeout_ms;
 	/* [io] */
 	uint64_t io_threads; /* 0: cores minus one, at least one */
 	/* [writer] */
@@ -33,12 +38,20 @@ typedef struct {
 	uint64_t hl7_max_message_bytes;
 	uint64_t hl7_max_segments;
 	uint64_t hl7_max_field_bytes;
+	/* [mappings] */
+	char *mappings_dir;      /* shipped mapping files */
+	char *mappings_site_dir; /* site overrides and additions; empty: none */
+	int mappings_unmapped;   /* CONF_UNMAPPED_ERROR or CONF_UNMAPPED_ACCEPT */
+	uint64_t mappings_watch_ms;
+	char *mappings_timezone; /* "" or an offset such as +0100 for DTMs without one */
 	/* [server] */
 	uint64_t shutdown_timeout_ms;
 	/* [log] */
 	log_level_t log_level;
 	log_format_t log_format;
 } config_t;
+
+enum { CONF_UNMAPPED_ERROR = 0, CONF_UNMAPPED_ACCEPT = 1 };
 
 /* Fills c with every default. */
 void config_init(config_t *c);

@@ -1,12 +1,14 @@
 /* Ingest rules: check a raw HL7 v2 message and record it (dedupe, message log, dead letters). */
 #include "config.h"
 
-#include "gateway/ingest.h"
-
 #include <stdio.h>
 #include <string.h>
 
+#include "fhir/json.h"
+#include "fhir/search.h"
+#include "gateway/ingest.h"
 #include "lib/buf.h"
+#include "lib/err.h"
 #include "lib/hash.h"
 
 const char *
@@ -67,15 +69,85 @@ dedupe_key(arena_t *a, const hl7_header_t *h)
 	return key;
 }
 
+/* The search index entries of a resource, in the store's form (the same fields). */
+static int
+index_entries(arena_t *a, const fhir_node_t *res, ingest_res_t *out)
+{
+	fhir_idx_entry_t *e = NULL;
+	size_t n = 0;
+	int rc = fhir_search_index(a, res, store_idx_value_max, &e, &n);
+
+	if (rc < 0)
+		return rc;
+	out->entries = arena_alloc(a, (n ? n : 1) * sizeof(*out->entries));
+	for (size_t i = 0; i < n; i++) {
+		out->entries[i].code = e[i].code;
+		out->entries[i].value = e[i].value;
+	}
+	out->nentries = n;
+	return 0;
+}
+
+/* Serializes the converted resources for the store (canonical compact JSON, in the arena). */
+static int
+serialize_resources(arena_t *a, const map_result_t *r, ingest_check_t *out)
+{
+	buf_t b = BUF_INIT;
+	int rc = 0;
+
+	out->res = arena_zalloc(a, (r->nresources ? r->nresources : 1) * sizeof(*out->res));
+	for (size_t i = 0; rc == 0 && i < r->nresources; i++) {
+		const map_resource_t *mr = &r->resources[i];
+
+		buf_reset(&b);
+		rc = fhir_json_write(mr->resource, false, &b);
+		out->res[i].type = mr->type;
+		out->res[i].id = mr->id;
+		out->res[i].body = arena_slice_dup(a, buf_slice(&b));
+		if (rc == 0)
+			rc = index_entries(a, mr->resource, &out->res[i]);
+	}
+	out->nres = rc == 0 ? r->nresources : 0;
+	buf_free(&b);
+	return rc;
+}
+
+static void
+convert(arena_t *a, const ingest_opts_t *opt, ingest_check_t *out)
+{
+	map_result_t *r = NULL;
+	int rc = map_convert(opt->maps, out->msg, &opt->map_opt, a, &r);
+
+	out->conv = r;
+	out->map_version = (uint32_t)map_set_version(opt->maps);
+	if (rc == 0 && r != NULL && r->bundle != NULL)
+		rc = serialize_resources(a, r, out);
+	if (rc == 0)
+		return;
+	out->stage = INGEST_STAGE_MAP;
+	out->dead = true;
+	if (r != NULL && r->error.code != 0) {
+		out->err = r->error;
+	} else {
+		memset(&out->err, 0, sizeof(out->err));
+		out->err.code = HL7_ERR_INTERNAL;
+		out->err.ack = 'E';
+		snprintf(out->err.text, sizeof(out->err.text), "conversion failed: %s",
+			 fg_strerror(rc));
+	}
+	out->code = opt->accept_unmapped ? HL7_ACK_AA : HL7_ACK_AE;
+}
+
 void
-ingest_check(arena_t *a, const char *raw, size_t len, const hl7_limits_t *lim, ingest_check_t *out)
+ingest_check(arena_t *a, const char *raw, size_t len, const ingest_opts_t *opt,
+	     ingest_check_t *out)
 {
 	int rc;
 
 	memset(out, 0, sizeof(*out));
 	out->code = HL7_ACK_AA;
 	out->content_hash = hash_fnv1a64(raw, len, 0);
-	rc = hl7_parse(a, raw, len, lim, &out->msg, &out->err);
+	rc = hl7_parse(a, raw, len, &opt->limits, &out->msg, &out->err);
 	if (out->msg != NULL)
 		out->key = dedupe_key(a, hl7_msg_header(out->msg));
 	if (rc < 0) {
@@ -83,8 +155,11 @@ ingest_check(arena_t *a, const char *raw, size_t len, const hl7_limits_t *lim, i
 	} else if (hl7_msg_validate(out->msg, &out->err) < 0) {
 		out->stage = INGEST_STAGE_VALIDATE;
 	} else {
+		if (opt->maps != NULL)
+			convert(a, opt, out);
 		return;
 	}
+	out->dead = true;
 	out->code = out->err.ack == 'R' ? HL7_ACK_AR : HL7_ACK_AE;
 }
 
@@ -103,6 +178,42 @@ ingest_error_location(const hl7_error_t *err, char *out, size_t cap)
 		n += snprintf(out + n, cap - (size_t)n, ".%u", err->comp);
 	if (err->field > 0 && err->comp > 0 && err->sub > 0 && n >= 0 && (size_t)n < cap)
 		snprintf(out + n, cap - (size_t)n, ".%u", err->sub);
+}
+
+/* The dead letter of a checked message (d->seq set by the caller). */
+static int
+dead_put(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint64_t now_ns)
+{
+	char loc[48];
+
+	ingest_error_location(&c->err, loc, sizeof(loc));
+	d->time_ns = now_ns;
+	d->stage = (uint8_t)c->stage;
+	d->code = (uint16_t)c->err.code;
+	d->map_version = c->map_version;
+	d->reason = slice_cstr(c->err.text);
+	d->location = slice_cstr(loc);
+	return store_dead_put(t, d);
+}
+
+/* Upserts the message's resources: an unchanged one writes nothing. */
+static int
+store_resources(store_txn_t *t, const ingest_check_t *c, uint64_t now_ns)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < c->nres; i++) {
+		store_res_put_t p = {.type = c->res[i].type,
+				     .id = c->res[i].id,
+				     .body = c->res[i].body,
+				     .entries = c->res[i].entries,
+				     .n_entries = c->res[i].nentries,
+				     .now_ns = now_ns};
+		store_res_result_t r;
+
+		rc = store_res_put(t, &p, &r);
+	}
+	return rc;
 }
 
 int
@@ -132,17 +243,31 @@ ingest_record(store_txn_t *t, const ingest_check_t *c, slice_t raw, slice_t peer
 	rc = store_msg_append(t, &m, &out->seq);
 	if (rc == 0 && c->key.len > 0)
 		rc = store_msgkey_put(t, c->key, out->seq, c->content_hash);
-	if (rc == 0 && c->code != HL7_ACK_AA) {
-		char loc[48];
-		store_dead_t d = {.seq = out->seq,
-				  .time_ns = now_ns,
-				  .stage = (uint8_t)c->stage,
-				  .code = (uint16_t)c->err.code,
-				  .reason = slice_cstr(c->err.text)};
+	if (rc == 0 && c->dead) {
+		store_dead_t d = {.seq = out->seq};
 
-		ingest_error_location(&c->err, loc, sizeof(loc));
-		d.location = slice_cstr(loc);
-		rc = store_dead_put(t, &d);
+		rc = dead_put(t, c, &d, now_ns);
+	} else if (rc == 0) {
+		rc = store_resources(t, c, now_ns);
 	}
+	return rc;
+}
+
+int
+ingest_replay(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint64_t now_ns)
+{
+	int rc;
+
+	if (c->dead) {
+		rc = dead_put(t, c, d, now_ns);
+		return rc < 0 ? rc : 1;
+	}
+	rc = store_msg_set_status(t, d->seq, ingest_status_of(HL7_ACK_AA));
+	if (rc == 0)
+		rc = store_dead_del(t, d->seq);
+	if (rc == 0 && c->key.len > 0)
+		rc = store_msgkey_put(t, c->key, d->seq, c->content_hash);
+	if (rc == 0)
+		rc = store_resources(t, c, now_ns);
 	return rc;
 }

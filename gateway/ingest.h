@@ -10,6 +10,7 @@
 #include "lib/arena.h"
 #include "lib/slice.h"
 #include "mappings/hl7.h"
+#include "mappings/map.h"
 #include "store/store.h"
 
 /* Where a message failed; stored in dead letters. */
@@ -23,17 +24,37 @@ typedef enum {
 
 const char *ingest_stage_name(ingest_stage_t stage);
 
+/* How to check: limits, and the mappings to convert with (NULL: parse and validate only). */
+typedef struct {
+	hl7_limits_t limits;
+	const map_set_t *maps;
+	map_options_t map_opt;
+	bool accept_unmapped; /* no map / failed mapping: AA with a dead letter instead of AE */
+} ingest_opts_t;
+
+/* A resource to store, serialized canonically (compact JSON), with its search index entries. */
+typedef struct {
+	slice_t type, id, body;
+	store_idx_entry_t *entries;
+	size_t nentries;
+} ingest_res_t;
+
 typedef struct {
 	hl7_msg_t *msg;        /* arena; NULL when no MSH could be read */
 	hl7_ack_code_t code;   /* HL7_ACK_AA, HL7_ACK_AE or HL7_ACK_AR */
-	ingest_stage_t stage;  /* INGEST_STAGE_NONE when code is AA */
-	hl7_error_t err;       /* valid when code is not AA */
+	ingest_stage_t stage;  /* where it failed; INGEST_STAGE_NONE when it did not */
+	bool dead;             /* record a dead letter (a failure, or an accepted unmapped message) */
+	hl7_error_t err;       /* valid when dead */
 	slice_t key;           /* arena; dedupe key (sender + MSH-10), empty without MSH-10 */
 	uint64_t content_hash; /* of the raw bytes */
+	uint32_t map_version;  /* low bits of the mapping set's version, for the dead letter */
+	const map_result_t *conv; /* the conversion (NULL when none was tried) */
+	ingest_res_t *res;     /* arena: the resources to store with the message */
+	size_t nres;
 } ingest_check_t;
 
-/* Parses and validates raw (which must outlive the result) into *out using arena a. */
-void ingest_check(arena_t *a, const char *raw, size_t len, const hl7_limits_t *lim,
+/* Parses, validates and converts raw (which must outlive the result) into *out using arena a. */
+void ingest_check(arena_t *a, const char *raw, size_t len, const ingest_opts_t *opt,
 		  ingest_check_t *out);
 
 /* Status byte stored in msg records: the ACK code's letter 'A', 'E' or 'R'. */
@@ -54,6 +75,12 @@ typedef struct {
  * Returns 0 or a store error (then t is poisoned and must be aborted). */
 int ingest_record(store_txn_t *t, const ingest_check_t *c, slice_t raw, slice_t peer,
 		  uint64_t now_ns, ingest_outcome_t *out);
+
+/* Re-checks the stored message seq whose dead letter is d with check c (made from the stored
+ * bytes): when it now passes, its status becomes accepted, its resources are stored, its dedupe
+ * key is set and the dead letter goes (returns 0); otherwise the dead letter gets today's verdict
+ * (returns 1). A negative return is a store error. */
+int ingest_replay(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint64_t now_ns);
 
 /* "PID-5.1" style location of an error into out (at least 32 bytes); "" when unknown. */
 void ingest_error_location(const hl7_error_t *err, char *out, size_t cap);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fhir/xml.h"
 #include "gateway/cli.h"
 
 static const struct {
@@ -14,6 +15,8 @@ static const struct {
     {"serve", cmd_serve, "run the gateway (MLLP listener, writer)"},
     {"send", cmd_send, "send HL7 v2 messages over MLLP and print the ACKs"},
     {"store", cmd_store, "inspect the store: stats, list, show, dead, replay, verify"},
+    {"convert", cmd_convert, "convert HL7 v2 messages to FHIR Bundles (--explain)"},
+    {"mappings", cmd_mappings, "check the mapping files: file:line:col for every problem"},
 };
 
 static void
@@ -42,6 +45,7 @@ main(int argc, char **argv)
 		printf("fhirgate %s\n", PACKAGE_VERSION);
 		return 0;
 	}
+	fhir_xml_init(); /* libxml2's global state, once, before any thread starts */
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[1], commands[i].name) == 0)
 			return commands[i].fn(argc - 1, argv + 1);

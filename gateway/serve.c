@@ -11,6 +11,7 @@
 #include <event2/thread.h>
 
 #include "gateway/cli.h"
+#include "gateway/maps.h"
 #include "gateway/server.h"
 #include "gateway/writer.h"
 #include "lib/err.h"
@@ -21,6 +22,8 @@ typedef struct {
 	struct event_base *base;
 	server_t *server;
 	writer_t *writer;
+	maps_t *maps;
+	rest_t *rest;
 	config_t *cfg;
 } serve_ctx_t;
 
@@ -72,6 +75,14 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		log_warn("config",
 			 "mllp.listen, store.data_dir and io.threads change on restart only");
 	server_reload(x->server, &fresh);
+	if (strcmp(fresh.mappings_dir, x->cfg->mappings_dir) != 0 ||
+	    strcmp(fresh.mappings_site_dir, x->cfg->mappings_site_dir) != 0 ||
+	    strcmp(fresh.mappings_timezone, x->cfg->mappings_timezone) != 0 ||
+	    fresh.mappings_unmapped != x->cfg->mappings_unmapped ||
+	    fresh.mappings_watch_ms != x->cfg->mappings_watch_ms)
+		log_warn("config", "new mappings.* folders and the watch interval apply on restart; "
+				   "the timezone and unmapped policy apply now");
+	maps_reload(x->maps, x->cfg);
 	log_set_level(fresh.log_level);
 	log_set_format(fresh.log_format);
 	log_info("config", "configuration reloaded");
@@ -82,6 +93,18 @@ static void
 on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	log_stats(arg, "periodic");
+}
+
+/* Reloads the mappings when a file in their folders changed. */
+static void
+on_watch(evutil_socket_t fd, short what, void *arg)
+{
+	serve_ctx_t *x = arg;
+
+	if (maps_changed(x->maps, x->cfg)) {
+		log_info("mappings", "mapping files changed: reloading");
+		maps_reload(x->maps, x->cfg);
+	}
 }
 
 static void
@@ -105,7 +128,7 @@ cmd_serve(int argc, char **argv)
 	store_t *store = NULL;
 	char *err = NULL;
 	sigset_t block, old;
-	struct event *ev_term, *ev_int, *ev_hup, *ev_tick;
+	struct event *ev_term, *ev_int, *ev_hup, *ev_tick, *ev_watch = NULL;
 	struct timeval minute = {60, 0};
 	int rc;
 
@@ -130,10 +153,18 @@ cmd_serve(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
 	sopts.map_size = cfg.map_size;
+	if (maps_open(&cfg, &x.maps) < 0) {
+		fprintf(stderr, "fhirgate serve: the mappings in %s do not load (see above; "
+				"`fhirgate mappings check` lists every problem)\n",
+			cfg.mappings_dir);
+		config_free(&cfg);
+		return 1;
+	}
 	rc = store_open(cfg.data_dir, &sopts, &store);
 	if (rc < 0) {
 		fprintf(stderr, "fhirgate serve: cannot open store %s: %s (%s)\n", cfg.data_dir,
 			fg_strerror(rc), store_last_error());
+		maps_free(x.maps);
 		config_free(&cfg);
 		return 1;
 	}
@@ -149,13 +180,17 @@ cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	rc = writer_start(store, &wopts, &x.writer);
 	if (rc == 0)
-		rc = server_start(&cfg, x.writer, &x.server, &err);
+		rc = rest_new(store, x.writer, &cfg, &x.rest);
+	if (rc == 0)
+		rc = server_start(&cfg, x.writer, x.maps, x.rest, &x.server, &err);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc < 0) {
 		fprintf(stderr, "fhirgate serve: %s\n", err ? err : fg_strerror(rc));
 		free(err);
+		rest_free(x.rest);
 		writer_free(x.writer);
 		store_close(store);
+		maps_free(x.maps);
 		config_free(&cfg);
 		return 1;
 	}
@@ -169,6 +204,13 @@ cmd_serve(int argc, char **argv)
 	evsignal_add(ev_int, NULL);
 	evsignal_add(ev_hup, NULL);
 	evtimer_add(ev_tick, &minute);
+	if (cfg.mappings_watch_ms > 0) {
+		struct timeval every = {(time_t)(cfg.mappings_watch_ms / 1000),
+					(suseconds_t)((cfg.mappings_watch_ms % 1000) * 1000)};
+
+		ev_watch = event_new(x.base, -1, EV_PERSIST, on_watch, &x);
+		evtimer_add(ev_watch, &every);
+	}
 	log_info("server", "fhirgate %s ready data_dir=%s", PACKAGE_VERSION, cfg.data_dir);
 	event_base_dispatch(x.base);
 
@@ -176,12 +218,16 @@ cmd_serve(int argc, char **argv)
 	writer_stop(x.writer); /* commits whatever is still queued */
 	log_stats(&x, "final");
 	server_free(x.server);
+	rest_free(x.rest);
 	writer_free(x.writer);
 	store_close(store);
+	maps_free(x.maps);
 	event_free(ev_term);
 	event_free(ev_int);
 	event_free(ev_hup);
 	event_free(ev_tick);
+	if (ev_watch != NULL)
+		event_free(ev_watch);
 	event_base_free(x.base);
 	config_free(&cfg);
 	log_info("server", "stopped");

@@ -37,6 +37,8 @@
 typedef struct live {
 	struct live *older; /* freed with the server */
 	hl7_limits_t limits;
+	map_options_t map_opt;
+	bool accept_unmapped;
 	uint64_t max_frame, idle_ms, read_ms, max_inflight;
 	char *ack_app, *ack_fac;
 } live_t;
@@ -50,6 +52,7 @@ typedef struct job {
 	struct job *done_next;
 	conn_t *conn;
 	arena_t *arena;
+	maps_ref_t *maps; /* keeps the mappings used for this message alive */
 	slice_t raw, peer;
 	uint64_t received_ns;
 	ingest_check_t check;
@@ -75,8 +78,11 @@ struct io_thread {
 	unsigned index;
 	pthread_t thread;
 	struct event_base *base;
-	struct evconnlistener **listeners;
+	struct evconnlistener **listeners; /* MLLP and HTTP, paused and resumed together */
 	size_t nlisteners;
+	rest_thread_t *rest;
+	http_conn_t **https; /* open HTTP connections, for the drain */
+	size_t nhttps, caphttps;
 	bool listening;
 	struct event *done_ev, *drain_ev, *retry_ev, *deadline_ev;
 	pthread_mutex_t done_mu;
@@ -89,6 +95,9 @@ struct io_thread {
 
 struct server {
 	writer_t *writer;
+	maps_t *maps;
+	rest_t *rest;
+	http_opts_t http_opts;
 	_Atomic(live_t *) live;
 	pthread_mutex_t live_mu; /* serialises reloads */
 	uint64_t max_connections, shutdown_ms;
@@ -97,6 +106,7 @@ struct server {
 	atomic_uint_fast64_t ack_counter;
 	uint64_t started_s;
 	struct {
+		atomic_uint_fast64_t http_conns_open;
 		atomic_uint_fast64_t conns_accepted, conns_open, frames, acks_aa, acks_ae, acks_ar,
 		    duplicates, garbage_bytes, aborted_frames, oversize_frames, store_failures,
 		    accept_pauses;
@@ -114,6 +124,8 @@ live_new(const config_t *cfg)
 	l->limits.max_message_bytes = cfg->hl7_max_message_bytes;
 	l->limits.max_segments = cfg->hl7_max_segments;
 	l->limits.max_field_bytes = cfg->hl7_max_field_bytes;
+	maps_options(cfg, &l->map_opt);
+	l->accept_unmapped = cfg->mappings_unmapped == CONF_UNMAPPED_ACCEPT;
 	l->max_frame = cfg->mllp_max_frame_bytes;
 	l->idle_ms = cfg->mllp_idle_timeout_ms;
 	l->read_ms = cfg->mllp_read_timeout_ms;
@@ -159,6 +171,7 @@ job_done(writer_job_t *wj, int rc)
 static void
 job_free(job_t *j)
 {
+	maps_release(j->maps);
 	arena_free(j->arena);
 	free(j);
 }
@@ -233,6 +246,14 @@ job_ack(conn_t *c, job_t *j)
 
 /* ---- connections ---- */
 
+/* During a drain, the thread ends once its last connection of either kind is gone. */
+static void
+io_exit_if_idle(io_thread_t *io)
+{
+	if (io->draining && io->nconns == 0 && io->nhttps == 0)
+		event_base_loopexit(io->base, NULL);
+}
+
 static void
 conn_free(conn_t *c)
 {
@@ -247,8 +268,7 @@ conn_free(conn_t *c)
 		for (size_t i = 0; i < io->nlisteners; i++)
 			evconnlistener_enable(io->listeners[i]);
 	io->listening = !io->draining;
-	if (io->draining && io->nconns == 0)
-		event_base_loopexit(io->base, NULL);
+	io_exit_if_idle(io);
 }
 
 /* Reads and drops what the peer sent and we will not process: closing a socket with unread
@@ -350,11 +370,21 @@ on_frame(void *ctx, const char *data, size_t len, bool oversize, size_t len_tota
 	j->raw = arena_slice_dup(j->arena, slice_make(data, len));
 	j->peer = arena_slice_dup(j->arena, slice_cstr(c->peer));
 	j->received_ns = time_now_ns();
-	ingest_check(j->arena, j->raw.ptr, j->raw.len, &l->limits, &j->check);
+	{
+		ingest_opts_t opt = {.limits = l->limits,
+				     .map_opt = l->map_opt,
+				     .accept_unmapped = l->accept_unmapped};
+
+		if (io->srv->maps != NULL)
+			opt.maps = maps_acquire(io->srv->maps, &j->maps);
+		ingest_check(j->arena, j->raw.ptr, j->raw.len, &opt, &j->check);
+	}
 	if (oversize) {
 		/* Keep the head of the frame for the dead letter and to mirror its MSH. */
 		j->check.code = HL7_ACK_AR;
 		j->check.stage = INGEST_STAGE_FRAME;
+		j->check.dead = true;
+		j->check.nres = 0;
 		j->check.key = SLICE_NULL;
 		memset(&j->check.err, 0, sizeof(j->check.err));
 		j->check.err.code = HL7_ERR_INTERNAL;
@@ -365,9 +395,10 @@ on_frame(void *ctx, const char *data, size_t len, bool oversize, size_t len_tota
 		    len_total, (unsigned long long)l->max_frame, len);
 		atomic_fetch_add(&io->srv->st.oversize_frames, 1);
 	}
-	if (j->check.code != HL7_ACK_AA && log_ratelimit_allow(&c->rl))
-		log_warn("mllp", "peer=%s message rejected: %s (code %d)", c->peer,
-			 j->check.err.text, j->check.err.code);
+	if (j->check.dead && log_ratelimit_allow(&c->rl))
+		log_warn("mllp", "peer=%s message %s: %s: %s (code %d)", c->peer,
+			 j->check.code == HL7_ACK_AA ? "accepted without mapping" : "rejected",
+			 ingest_stage_name(j->check.stage), j->check.err.text, j->check.err.code);
 	atomic_fetch_add(&io->srv->st.frames, 1);
 	j->wj.apply = job_apply;
 	j->wj.done = job_done;
@@ -503,6 +534,64 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
 	}
 }
 
+/* HTTP requests go to the REST API part of the connection's thread. */
+static void
+http_handle(http_request_t *req, void *ctx)
+{
+	io_thread_t *io = ctx;
+
+	rest_handle(req, io->rest);
+}
+
+static void
+http_closed(http_conn_t *hc, void *ctx)
+{
+	io_thread_t *io = ctx;
+
+	for (size_t k = 0; k < io->nhttps; k++) {
+		if (io->https[k] == hc) {
+			io->https[k] = io->https[--io->nhttps];
+			break;
+		}
+	}
+	atomic_fetch_sub(&io->srv->st.http_conns_open, 1);
+	if (!io->draining && !io->listening)
+		for (size_t i = 0; i < io->nlisteners; i++)
+			evconnlistener_enable(io->listeners[i]);
+	io->listening = !io->draining;
+	io_exit_if_idle(io);
+}
+
+static void
+accept_http_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen,
+	       void *arg)
+{
+	io_thread_t *io = arg;
+	server_t *s = io->srv;
+	char peer[64];
+	http_conn_t *hc;
+
+	if (io->draining) {
+		evutil_closesocket(fd);
+		return;
+	}
+	format_peer(sa, peer, sizeof(peer));
+	hc = http_conn_new(io->base, fd, peer, &s->http_opts, http_handle, io);
+	if (hc == NULL)
+		return;
+	if (io->nhttps == io->caphttps) {
+		io->caphttps = io->caphttps ? io->caphttps * 2 : 64;
+		io->https = xreallocarray(io->https, io->caphttps, sizeof(*io->https));
+	}
+	io->https[io->nhttps++] = hc;
+	atomic_fetch_add(&s->st.http_conns_open, 1);
+	if (io->nconns + io->nhttps >= s->max_connections) {
+		for (size_t i = 0; i < io->nlisteners; i++)
+			evconnlistener_disable(io->listeners[i]);
+		io->listening = false;
+	}
+}
+
 static void
 retry_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -590,6 +679,16 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 		evconnlistener_free(io->listeners[i]);
 	io->nlisteners = 0;
 	io->listening = false;
+	/* http_conn_drain may close at once, and http_closed then edits the array: use a copy. */
+	if (io->nhttps > 0) {
+		size_t n = io->nhttps;
+		http_conn_t **copy = xreallocarray(NULL, n, sizeof(*copy));
+
+		memcpy(copy, io->https, n * sizeof(*copy));
+		for (size_t k = 0; k < n; k++)
+			http_conn_drain(copy[k]);
+		free(copy);
+	}
 	for (c = TAILQ_FIRST(&io->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, link);
 		conn_pause(c);
@@ -597,7 +696,7 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 		    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 			conn_close(c);
 	}
-	if (io->nconns == 0) {
+	if (io->nconns == 0 && io->nhttps == 0) {
 		event_base_loopexit(io->base, NULL);
 		return;
 	}
@@ -615,7 +714,7 @@ io_main(void *arg)
 
 /* Binds one host:port with SO_REUSEPORT (every I/O thread binds its own socket). */
 static int
-listen_socket(const char *spec, int *out, char **errmsg)
+listen_socket(const char *what, const char *spec, int *out, char **errmsg)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 				 .ai_socktype = SOCK_STREAM,
@@ -626,7 +725,7 @@ listen_socket(const char *spec, int *out, char **errmsg)
 	int fd = -1, one = 1, rc;
 
 	if (colon == NULL || colon[1] == '\0') {
-		*errmsg = xasprintf("mllp.listen: '%s' is not host:port", spec);
+		*errmsg = xasprintf("%s: '%s' is not host:port", what, spec);
 		return -FG_ECONFIG;
 	}
 	host = xmemdup0(spec, (size_t)(colon - spec));
@@ -637,14 +736,14 @@ listen_socket(const char *spec, int *out, char **errmsg)
 	rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
 	free(host);
 	if (rc != 0) {
-		*errmsg = xasprintf("mllp.listen: %s: %s", spec, gai_strerror(rc));
+		*errmsg = xasprintf("%s: %s: %s", what, spec, gai_strerror(rc));
 		return -FG_ECONFIG;
 	}
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
 	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
-		*errmsg = xasprintf("mllp.listen: %s: %s", spec, strerror(errno));
+		*errmsg = xasprintf("%s: %s: %s", what, spec, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		freeaddrinfo(res);
@@ -663,14 +762,61 @@ default_threads(void)
 	return n > 2 ? (unsigned)(n - 1) : 1;
 }
 
+/* Binds every host:port of specs (comma-separated) once per I/O thread (SO_REUSEPORT). */
+static int
+bind_all(server_t *s, const char *what, const char *specs, evconnlistener_cb cb, char **errmsg)
+{
+	char *list = xstrdup(specs), *save = NULL;
+	int rc = 0;
+
+	for (char *spec = strtok_r(list, ",", &save); rc == 0 && spec != NULL;
+	     spec = strtok_r(NULL, ",", &save)) {
+		slice_t t = slice_trim(slice_cstr(spec));
+		char *one = xmemdup0(t.ptr, t.len);
+
+		for (unsigned i = 0; rc == 0 && i < s->nio; i++) {
+			io_thread_t *io = &s->io[i];
+			struct evconnlistener *lis;
+			int fd;
+
+			rc = listen_socket(what, one, &fd, errmsg);
+			if (rc < 0)
+				break;
+			lis = evconnlistener_new(io->base, cb, io,
+						 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
+						 fd);
+			if (lis == NULL)
+				abort();
+			evconnlistener_set_error_cb(lis, accept_error_cb);
+			io->listeners = xreallocarray(io->listeners, io->nlisteners + 1,
+						      sizeof(*io->listeners));
+			io->listeners[io->nlisteners++] = lis;
+		}
+		if (rc == 0)
+			log_info("server", "%s listening on %s (%u threads)",
+				 cb == accept_cb ? "MLLP" : "HTTP", one, s->nio);
+		free(one);
+	}
+	free(list);
+	return rc;
+}
+
 int
-server_start(const config_t *cfg, writer_t *writer, server_t **out, char **errmsg)
+server_start(const config_t *cfg, writer_t *writer, maps_t *maps, rest_t *rest, server_t **out,
+	     char **errmsg)
 {
 	server_t *s = xcalloc(1, sizeof(*s));
-	char *specs = xstrdup(cfg->mllp_listen), *save = NULL;
 	int rc = 0;
 
 	s->writer = writer;
+	s->maps = maps;
+	s->rest = rest;
+	http_opts_init(&s->http_opts);
+	s->http_opts.max_body = cfg->http_max_body_bytes;
+	s->http_opts.max_inflight = (unsigned)cfg->http_max_inflight;
+	s->http_opts.idle_timeout_ms = cfg->http_idle_timeout_ms;
+	s->http_opts.error_body = rest_error_body;
+	s->http_opts.on_close = http_closed;
 	s->started_s = time_now_ns() / 1000000000u;
 	atomic_init(&s->live, live_new(cfg));
 	pthread_mutex_init(&s->live_mu, NULL);
@@ -692,36 +838,13 @@ server_start(const config_t *cfg, writer_t *writer, server_t **out, char **errms
 		io->deadline_ev = evtimer_new(io->base, deadline_cb, io);
 		pthread_mutex_init(&io->done_mu, NULL);
 		TAILQ_INIT(&io->conns);
+		if (rest != NULL)
+			io->rest = rest_thread_new(rest, io->base);
 		io->listening = true;
 	}
-	for (char *spec = strtok_r(specs, ",", &save); rc == 0 && spec != NULL;
-	     spec = strtok_r(NULL, ",", &save)) {
-		slice_t t = slice_trim(slice_cstr(spec));
-		char *one = xmemdup0(t.ptr, t.len);
-
-		for (unsigned i = 0; rc == 0 && i < s->nio; i++) {
-			io_thread_t *io = &s->io[i];
-			struct evconnlistener *lis;
-			int fd;
-
-			rc = listen_socket(one, &fd, errmsg);
-			if (rc < 0)
-				break;
-			lis = evconnlistener_new(io->base, accept_cb, io,
-						 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
-						 fd);
-			if (lis == NULL)
-				abort();
-			evconnlistener_set_error_cb(lis, accept_error_cb);
-			io->listeners = xreallocarray(io->listeners, io->nlisteners + 1,
-						      sizeof(*io->listeners));
-			io->listeners[io->nlisteners++] = lis;
-		}
-		if (rc == 0)
-			log_info("server", "MLLP listening on %s (%u threads)", one, s->nio);
-		free(one);
-	}
-	free(specs);
+	rc = bind_all(s, "mllp.listen", cfg->mllp_listen, accept_cb, errmsg);
+	if (rc == 0)
+		rc = bind_all(s, "http.listen", cfg->http_listen, accept_http_cb, errmsg);
 	for (unsigned i = 0; rc == 0 && i < s->nio; i++)
 		if (pthread_create(&s->io[i].thread, NULL, io_main, &s->io[i]) != 0)
 			abort();
@@ -782,6 +905,12 @@ server_free(server_t *s)
 			mllp_framer_free(&c->framer);
 			free(c);
 		}
+		/* HTTP connections left after a shutdown timeout. */
+		while (io->nhttps > 0)
+			http_conn_free(io->https[--io->nhttps]);
+		free(io->https);
+		if (io->rest != NULL)
+			rest_thread_free(io->rest);
 		for (size_t k = 0; k < io->nlisteners; k++)
 			evconnlistener_free(io->listeners[k]);
 		free(io->listeners);
@@ -808,6 +937,7 @@ server_free(server_t *s)
 void
 server_get_stats(server_t *s, server_stats_t *o)
 {
+	o->http_conns_open = atomic_load(&s->st.http_conns_open);
 	o->conns_accepted = atomic_load(&s->st.conns_accepted);
 	o->conns_open = atomic_load(&s->st.conns_open);
 	o->frames = atomic_load(&s->st.frames);

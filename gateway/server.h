@@ -6,19 +6,25 @@
 #include <stdint.h>
 
 #include "gateway/conf.h"
+#include "gateway/maps.h"
+#include "gateway/rest.h"
 #include "gateway/writer.h"
 #include "store/store.h"
 
 typedef struct server server_t;
 
 typedef struct {
+	uint64_t http_conns_open;
 	uint64_t conns_accepted, conns_open, frames, acks_aa, acks_ae, acks_ar, duplicates;
 	uint64_t garbage_bytes, aborted_frames, oversize_frames, store_failures, accept_pauses;
 } server_stats_t;
 
-/* Binds every listener of cfg->mllp_listen and starts the I/O threads. cfg is copied where
- * needed. On failure *errmsg (caller owns) says why. */
-int server_start(const config_t *cfg, writer_t *writer, server_t **out, char **errmsg);
+/* Binds every listener of cfg->mllp_listen and cfg->http_listen (served by rest, which must
+ * outlive the server) and starts the I/O threads. cfg is copied where
+ * needed; maps (the mappings in force, NULL: store messages without converting them) must
+ * outlive the server. On failure *errmsg (caller owns) says why. */
+int server_start(const config_t *cfg, writer_t *writer, maps_t *maps, rest_t *rest,
+		 server_t **out, char **errmsg);
 /* Applies the options that can change while running (limits, timeouts, ACK sender names). */
 void server_reload(server_t *s, const config_t *cfg);
 /* Stops accepting and reading, waits (up to the shutdown timeout) until every message read has

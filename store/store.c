@@ -1,5 +1,6 @@
-/* The LMDB store: one environment of named databases (message log, dedupe keys, dead letters and,
- * later, resources), with a sticky error per write transaction so callers run straight-line. */
+/* The LMDB store: one environment of named databases, with a sticky error per write transaction
+ * so callers run straight-line; this file holds the message log, dead letters and work queue
+ * (resources are in resource.c). */
 #include "config.h"
 
 #include "store/store.h"
@@ -13,12 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <lmdb.h>
-
 #include "lib/buf.h"
 #include "lib/err.h"
 #include "lib/hash.h"
 #include "lib/xalloc.h"
+#include "store/store_int.h"
 
 #define STORE_SCHEMA_VERSION   1u
 #define STORE_SCHEMA_KEY       "schema_version"
@@ -34,55 +34,23 @@
 #define STORE_DEAD_HEAD   16
 /* msgkey value: be64 seq, be64 content hash. */
 #define STORE_MSGKEY_VALUE 16
-/* Upper bound for the key buffer; LMDB's default build allows 511 bytes. */
-#define STORE_KEY_MAX 511
+/* meta key of the last work item id handed out, so ids are never reused. */
+#define STORE_WORK_LAST_KEY "work_last"
 
-enum {
-	STORE_DB_META,
-	STORE_DB_MSG,
-	STORE_DB_MSGKEY,
-	STORE_DB_DEAD,
-	STORE_DB_RES,
-	STORE_DB_VER,
-	STORE_DB_HIST,
-	STORE_DB_IDX,
-	STORE_DB_WORK,
-	STORE_DB_COUNT
-};
-
-/* meta first: its schema check runs before the other databases are created. */
-static const struct {
-	const char *name;
-	unsigned flags;
-} store_dbs[STORE_DB_COUNT] = {
-    [STORE_DB_META] = {"meta", 0},     [STORE_DB_MSG] = {"msg", 0},
-    [STORE_DB_MSGKEY] = {"msgkey", 0}, [STORE_DB_DEAD] = {"dead", 0},
-    [STORE_DB_RES] = {"res", 0},       [STORE_DB_VER] = {"ver", 0},
-    [STORE_DB_HIST] = {"hist", 0},     [STORE_DB_IDX] = {"idx", MDB_DUPSORT},
+/* meta first: its schema check runs before the other databases are created. Databases added
+ * since schema 1 (histtype, idxrev) are created when a writer opens an older store. */
+const store_db_def_t store_dbs[STORE_DB_COUNT] = {
+    [STORE_DB_META] = {"meta", 0},         [STORE_DB_MSG] = {"msg", 0},
+    [STORE_DB_MSGKEY] = {"msgkey", 0},     [STORE_DB_DEAD] = {"dead", 0},
+    [STORE_DB_RES] = {"res", 0},           [STORE_DB_VER] = {"ver", 0},
+    [STORE_DB_HIST] = {"hist", 0},         [STORE_DB_HISTTYPE] = {"histtype", 0, true},
+    [STORE_DB_IDX] = {"idx", MDB_DUPSORT}, [STORE_DB_IDXREV] = {"idxrev", 0, true},
     [STORE_DB_WORK] = {"work", 0},
-};
-
-struct store {
-	MDB_env *env;
-	MDB_dbi dbi[STORE_DB_COUNT];
-	size_t max_key; /* longest msgkey stored as is */
-	bool read_only;
-};
-
-struct store_txn {
-	store_t *s;
-	MDB_txn *txn;
-	int err; /* sticky: the first failure of a write transaction */
-	bool write;
-	bool have_last_seq; /* last_seq is cached after the first append */
-	uint64_t last_seq;
 };
 
 static _Thread_local char store_errbuf[256];
 
-static void store_error_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void
+void
 store_error_set(const char *fmt, ...)
 {
 	va_list ap;
@@ -98,8 +66,7 @@ store_last_error(void)
 	return store_errbuf;
 }
 
-/* Records a failed LMDB call (op names it) and maps its code to ours. */
-static int
+int
 store_mdb_fail(const char *op, int rc)
 {
 	switch (rc) {
@@ -122,9 +89,7 @@ store_mdb_fail(const char *op, int rc)
 	}
 }
 
-/* A failure in a write transaction poisons it: later operations return err and commit aborts.
- * "Not found" is an answer, not a failure. */
-static int
+int
 store_txn_fail(store_txn_t *t, int err)
 {
 	if (t->write && err != -FG_ENOTFOUND)
@@ -132,8 +97,7 @@ store_txn_fail(store_txn_t *t, int err)
 	return err;
 }
 
-/* Entry check of every operation: the sticky error first, then writes only in write txns. */
-static int
+int
 store_txn_check(store_txn_t *t, bool write, const char *op)
 {
 	if (t->err != 0)
@@ -150,45 +114,6 @@ store_corrupt(store_txn_t *t, const char *db, uint64_t seq)
 {
 	store_error_set("%s %llu: record does not decode", db, (unsigned long long)seq);
 	return store_txn_fail(t, -FG_ESTORE);
-}
-
-/* The write side of lib's be64_read, into a stack key. */
-static void
-store_be64_put(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--) {
-		p[i] = (unsigned char)(v & 0xff);
-		v >>= 8;
-	}
-}
-
-static void
-store_be16_put(unsigned char *p, uint16_t v)
-{
-	p[0] = (unsigned char)(v >> 8);
-	p[1] = (unsigned char)v;
-}
-
-static void
-store_be32_put(unsigned char *p, uint32_t v)
-{
-	store_be16_put(p, (uint16_t)(v >> 16));
-	store_be16_put(p + 2, (uint16_t)v);
-}
-
-static MDB_val
-store_seq_key(unsigned char *kb, uint64_t seq)
-{
-	store_be64_put(kb, seq);
-	return (MDB_val){8, kb};
-}
-
-static unsigned char *
-store_bytes_put(unsigned char *p, slice_t s)
-{
-	if (s.len > 0)
-		memcpy(p, s.ptr, s.len);
-	return p + s.len;
 }
 
 /* mkdir -p: parents with the usual mode, the store itself private (it holds patient data). */
@@ -273,6 +198,14 @@ store_dbs_open(store_t *s, const char *dir)
 		unsigned flags = store_dbs[i].flags | (s->read_only ? 0 : MDB_CREATE);
 
 		rc = mdb_dbi_open(txn, store_dbs[i].name, flags, &s->dbi[i]);
+		if (rc == MDB_NOTFOUND && store_dbs[i].added) {
+			store_error_set(
+			    "%s was last written by an older fhirgate (no '%s' database): "
+			    "open it once for writing (fhirgate serve) first",
+			    dir, store_dbs[i].name);
+			err = -FG_ENOTFOUND;
+			goto fail;
+		}
 		if (rc == MDB_NOTFOUND) {
 			store_error_set("%s is not an initialised store (no '%s' database)", dir,
 					store_dbs[i].name);
@@ -382,10 +315,35 @@ store_txn_begin(store_t *s, bool write, store_txn_t **out)
 }
 
 int
+store_cursor(store_txn_t *t, int db, MDB_cursor **out)
+{
+	int rc;
+
+	if (t->cur[db] == NULL) {
+		rc = mdb_cursor_open(t->txn, t->s->dbi[db], &t->cur[db]);
+		if (rc != 0) {
+			t->cur[db] = NULL;
+			return store_txn_fail(t, store_mdb_fail(store_dbs[db].name, rc));
+		}
+	}
+	*out = t->cur[db];
+	return 0;
+}
+
+void
+store_cursors_close(store_txn_t *t)
+{
+	for (int i = 0; i < STORE_DB_COUNT; i++)
+		if (t->cur[i] != NULL)
+			mdb_cursor_close(t->cur[i]);
+}
+
+int
 store_txn_commit(store_txn_t *t)
 {
 	int err = t->err, rc;
 
+	store_cursors_close(t);
 	if (err != 0 || !t->write) {
 		mdb_txn_abort(t->txn);
 		free(t);
@@ -401,6 +359,7 @@ store_txn_abort(store_txn_t *t)
 {
 	if (t == NULL)
 		return;
+	store_cursors_close(t);
 	mdb_txn_abort(t->txn);
 	free(t);
 }
@@ -426,8 +385,7 @@ store_msg_decode(const MDB_val *k, const MDB_val *v, store_msg_t *out)
 	return 0;
 }
 
-/* A be16-length-prefixed string at *p, which it advances; -1 when it overruns end. */
-static int
+int
 store_lpstr_take(const unsigned char **p, const unsigned char *end, slice_t *out)
 {
 	size_t len;
@@ -461,30 +419,28 @@ store_dead_decode(const MDB_val *k, const MDB_val *v, store_dead_t *out)
 	return 0;
 }
 
-/* The last sequence in msg as this transaction sees it; 0 when empty. */
+/* The last key of db (8 bytes) as this transaction sees it; 0 when db is empty. */
 static int
-store_msg_last(store_txn_t *t, uint64_t *seq)
+store_last_key(store_txn_t *t, int db, uint64_t *out)
 {
-	MDB_cursor *c;
+	MDB_cursor *c = NULL;
 	MDB_val k, v;
 	int rc;
 
-	rc = mdb_cursor_open(t->txn, t->s->dbi[STORE_DB_MSG], &c);
-	if (rc != 0)
-		return store_txn_fail(t, store_mdb_fail("msg cursor", rc));
+	if ((rc = store_cursor(t, db, &c)) < 0)
+		return rc;
 	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
-	mdb_cursor_close(c);
 	if (rc == MDB_NOTFOUND) {
-		*seq = 0;
+		*out = 0;
 		return 0;
 	}
 	if (rc != 0)
-		return store_txn_fail(t, store_mdb_fail("msg last", rc));
+		return store_txn_fail(t, store_mdb_fail(store_dbs[db].name, rc));
 	if (k.mv_size != 8) {
-		store_error_set("msg: last key has %zu bytes, not 8", k.mv_size);
+		store_error_set("%s: last key has %zu bytes, not 8", store_dbs[db].name, k.mv_size);
 		return store_txn_fail(t, -FG_ESTORE);
 	}
-	*seq = be64_read(k.mv_data);
+	*out = be64_read(k.mv_data);
 	return 0;
 }
 
@@ -503,7 +459,7 @@ store_msg_append(store_txn_t *t, const store_msg_t *m, uint64_t *seq)
 	}
 	/* Another process may have appended since our last transaction: ask LMDB once per txn. */
 	if (!t->have_last_seq) {
-		if ((rc = store_msg_last(t, &t->last_seq)) < 0)
+		if ((rc = store_last_key(t, STORE_DB_MSG, &t->last_seq)) < 0)
 			return rc;
 		t->have_last_seq = true;
 	}
@@ -691,11 +647,7 @@ store_dead_del(store_txn_t *t, uint64_t seq)
 	return rc != 0 ? store_txn_fail(t, store_mdb_fail("dead del", rc)) : 0;
 }
 
-/* Calls visit for each record of a database from key `from` (all records when from is NULL);
- * stops at visit's first non-zero return, which it returns. */
-typedef int (*store_visit_fn)(void *ctx, const MDB_val *k, const MDB_val *v);
-
-static int
+int
 store_range(store_txn_t *t, int db, const MDB_val *from, store_visit_fn visit, void *ctx)
 {
 	MDB_cursor *c;
@@ -722,10 +674,98 @@ store_range(store_txn_t *t, int db, const MDB_val *from, store_visit_fn visit, v
 	return 0;
 }
 
+/* The last work id handed out: meta remembers it, so ids of done (deleted) items are not handed
+ * out again; the queue's last key covers a meta record lost to damage. */
+static int
+store_work_last(store_txn_t *t, uint64_t *out)
+{
+	MDB_val k = {sizeof(STORE_WORK_LAST_KEY) - 1, STORE_WORK_LAST_KEY}, v;
+	uint64_t last_key;
+	int rc;
+
+	if ((rc = store_last_key(t, STORE_DB_WORK, &last_key)) < 0)
+		return rc;
+	rc = mdb_get(t->txn, t->s->dbi[STORE_DB_META], &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		*out = last_key;
+		return 0;
+	}
+	if (rc != 0)
+		return store_txn_fail(t, store_mdb_fail("work last", rc));
+	if (v.mv_size != 8) {
+		store_error_set("meta %s: record of %zu bytes, not 8", STORE_WORK_LAST_KEY,
+				v.mv_size);
+		return store_txn_fail(t, -FG_ESTORE);
+	}
+	*out = be64_read(v.mv_data);
+	if (*out < last_key)
+		*out = last_key;
+	return 0;
+}
+
+int
+store_work_put(store_txn_t *t, uint8_t kind, slice_t payload, uint64_t *id)
+{
+	unsigned char kb[8], vb[8];
+	MDB_val k, v, mk = {sizeof(STORE_WORK_LAST_KEY) - 1, STORE_WORK_LAST_KEY};
+	int rc;
+
+	if ((rc = store_txn_check(t, true, "work put")) < 0)
+		return store_txn_fail(t, rc);
+	if (payload.len > SIZE_MAX - 1) {
+		store_error_set("work put: payload too long");
+		return store_txn_fail(t, -FG_EINVAL);
+	}
+	if (!t->have_work) {
+		if ((rc = store_work_last(t, &t->work_last)) < 0)
+			return rc;
+		t->have_work = true;
+	}
+	k = store_seq_key(kb, t->work_last + 1);
+	v = (MDB_val){1 + payload.len, NULL};
+	rc = mdb_put(t->txn, t->s->dbi[STORE_DB_WORK], &k, &v, MDB_APPEND | MDB_RESERVE);
+	if (rc != 0)
+		return store_txn_fail(t, store_mdb_fail("work put", rc));
+	*(unsigned char *)v.mv_data = kind;
+	store_bytes_put((unsigned char *)v.mv_data + 1, payload);
+	v = (MDB_val){8, vb};
+	store_be64_put(vb, t->work_last + 1);
+	rc = mdb_put(t->txn, t->s->dbi[STORE_DB_META], &mk, &v, 0);
+	if (rc != 0)
+		return store_txn_fail(t, store_mdb_fail("work put", rc));
+	*id = ++t->work_last;
+	return 0;
+}
+
+int
+store_work_del(store_txn_t *t, uint64_t id)
+{
+	unsigned char kb[8];
+	MDB_val k = store_seq_key(kb, id);
+	int rc;
+
+	if ((rc = store_txn_check(t, true, "work del")) < 0)
+		return store_txn_fail(t, rc);
+	rc = mdb_del(t->txn, t->s->dbi[STORE_DB_WORK], &k, NULL);
+	return rc != 0 ? store_txn_fail(t, store_mdb_fail("work del", rc)) : 0;
+}
+
+static int
+store_work_decode(const MDB_val *k, const MDB_val *v, store_work_t *out)
+{
+	if (k->mv_size != 8 || v->mv_size < 1)
+		return -1;
+	out->id = be64_read(k->mv_data);
+	out->kind = *(const unsigned char *)v->mv_data;
+	out->payload = slice_make((const char *)v->mv_data + 1, v->mv_size - 1);
+	return 0;
+}
+
 typedef struct {
 	store_txn_t *t;
 	store_msg_cb msg_cb;
 	store_dead_cb dead_cb;
+	store_work_cb work_cb;
 	void *ctx;
 } store_each_t;
 
@@ -751,10 +791,21 @@ store_dead_visit(void *ctx, const MDB_val *k, const MDB_val *v)
 	return e->dead_cb(e->ctx, &d);
 }
 
+static int
+store_work_visit(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	store_each_t *e = ctx;
+	store_work_t w;
+
+	if (store_work_decode(k, v, &w) < 0)
+		return store_corrupt(e->t, "work", k->mv_size == 8 ? be64_read(k->mv_data) : 0);
+	return e->work_cb(e->ctx, &w);
+}
+
 int
 store_msg_foreach(store_txn_t *t, uint64_t from, store_msg_cb cb, void *ctx)
 {
-	store_each_t e = {t, cb, NULL, ctx};
+	store_each_t e = {.t = t, .msg_cb = cb, .ctx = ctx};
 	unsigned char kb[8];
 	MDB_val k = store_seq_key(kb, from);
 	int rc;
@@ -767,7 +818,7 @@ store_msg_foreach(store_txn_t *t, uint64_t from, store_msg_cb cb, void *ctx)
 int
 store_dead_foreach(store_txn_t *t, uint64_t from, store_dead_cb cb, void *ctx)
 {
-	store_each_t e = {t, NULL, cb, ctx};
+	store_each_t e = {.t = t, .dead_cb = cb, .ctx = ctx};
 	unsigned char kb[8];
 	MDB_val k = store_seq_key(kb, from);
 	int rc;
@@ -778,16 +829,29 @@ store_dead_foreach(store_txn_t *t, uint64_t from, store_dead_cb cb, void *ctx)
 }
 
 int
+store_work_foreach(store_txn_t *t, uint64_t from, store_work_cb cb, void *ctx)
+{
+	store_each_t e = {.t = t, .work_cb = cb, .ctx = ctx};
+	unsigned char kb[8];
+	MDB_val k = store_seq_key(kb, from);
+	int rc;
+
+	if ((rc = store_txn_check(t, false, "work foreach")) < 0)
+		return rc;
+	return store_range(t, STORE_DB_WORK, &k, store_work_visit, &e);
+}
+
+int
 store_stats(store_txn_t *t, store_stats_t *out)
 {
-	MDB_stat st[3];
+	MDB_stat st[4];
 	MDB_envinfo info;
-	static const int dbs[3] = {STORE_DB_MSG, STORE_DB_MSGKEY, STORE_DB_DEAD};
+	static const int dbs[4] = {STORE_DB_MSG, STORE_DB_MSGKEY, STORE_DB_DEAD, STORE_DB_WORK};
 	int rc;
 
 	if ((rc = store_txn_check(t, false, "stats")) < 0)
 		return rc;
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < 4; i++) {
 		rc = mdb_stat(t->txn, t->s->dbi[dbs[i]], &st[i]);
 		if (rc != 0)
 			return store_txn_fail(t, store_mdb_fail("stats", rc));
@@ -797,27 +861,18 @@ store_stats(store_txn_t *t, store_stats_t *out)
 		return store_txn_fail(t, store_mdb_fail("stats", rc));
 	if (t->have_last_seq)
 		out->last_seq = t->last_seq;
-	else if ((rc = store_msg_last(t, &out->last_seq)) < 0)
+	else if ((rc = store_last_key(t, STORE_DB_MSG, &out->last_seq)) < 0)
 		return rc;
 	out->messages = st[0].ms_entries;
 	out->msgkeys = st[1].ms_entries;
 	out->dead = st[2].ms_entries;
+	out->work = st[3].ms_entries;
 	out->map_size = info.me_mapsize;
 	out->used_bytes = ((uint64_t)info.me_last_pgno + 1) * st[0].ms_psize;
-	return 0;
+	return store_res_stats(t, out);
 }
 
-typedef struct {
-	store_txn_t *t;
-	store_report_cb report;
-	void *ctx;
-	int problems;
-} store_verify_t;
-
-static void store_verify_problem(store_verify_t *vf, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
+void
 store_verify_problem(store_verify_t *vf, const char *fmt, ...)
 {
 	char text[512];
@@ -920,10 +975,25 @@ store_verify_dead(void *ctx, const MDB_val *k, const MDB_val *v)
 	return 0;
 }
 
+static int
+store_verify_work(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	store_verify_t *vf = ctx;
+	store_work_t w;
+
+	if (store_work_decode(k, v, &w) < 0)
+		store_verify_problem(vf, "work: record of %zu bytes under a key of %zu bytes",
+				     v->mv_size, k->mv_size);
+	else if (w.id == 0 || w.id > vf->work_last)
+		store_verify_problem(vf, "work %llu: beyond the last id handed out (%llu)",
+				     (unsigned long long)w.id, (unsigned long long)vf->work_last);
+	return 0;
+}
+
 int
 store_verify(store_txn_t *t, store_report_cb report, void *ctx)
 {
-	store_verify_t vf = {t, report, ctx, 0};
+	store_verify_t vf = {t, report, ctx, 0, 0};
 	MDB_val k = {sizeof(STORE_SCHEMA_KEY) - 1, STORE_SCHEMA_KEY}, v;
 	int rc;
 
@@ -940,6 +1010,18 @@ store_verify(store_txn_t *t, store_report_cb report, void *ctx)
 	if ((rc = store_range(t, STORE_DB_MSG, NULL, store_verify_msg, &vf)) < 0 ||
 	    (rc = store_range(t, STORE_DB_MSGKEY, NULL, store_verify_msgkey, &vf)) < 0 ||
 	    (rc = store_range(t, STORE_DB_DEAD, NULL, store_verify_dead, &vf)) < 0)
+		return rc;
+	/* Reads the meta record alone (not max'ed with the last key) to find ids beyond it. */
+	k = (MDB_val){sizeof(STORE_WORK_LAST_KEY) - 1, STORE_WORK_LAST_KEY};
+	rc = mdb_get(t->txn, t->s->dbi[STORE_DB_META], &k, &v);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return store_txn_fail(t, store_mdb_fail("verify", rc));
+	if (rc == 0 && v.mv_size != 8)
+		store_verify_problem(&vf, "meta: %s record does not decode", STORE_WORK_LAST_KEY);
+	else if (rc == 0)
+		vf.work_last = be64_read(v.mv_data);
+	if ((rc = store_range(t, STORE_DB_WORK, NULL, store_verify_work, &vf)) < 0 ||
+	    (rc = store_res_verify(&vf)) < 0)
 		return rc;
 	return vf.problems;
 }

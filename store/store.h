@@ -1,9 +1,15 @@
-/* The LMDB store: message log, dedupe keys, dead letters (and, later, resources, versions,
- * history and indexes). It knows bytes and keys, not HL7 or FHIR. Only this layer includes lmdb.h.
+/* The LMDB store: message log, dedupe keys, dead letters, resources with their versions, history
+ * and search indexes, and a work queue. It knows bytes and keys, not HL7 or FHIR. Only this layer
+ * includes lmdb.h.
  *
  * Threads: one write transaction at a time per environment (LMDB serialises writers, also across
  * processes); read transactions may run in any thread (MDB_NOTLS). Slices returned by getters are
- * borrowed from LMDB's map and valid until the transaction ends. */
+ * borrowed from LMDB's map and valid until the transaction ends or, in a write transaction, until
+ * its next write. A transaction is used by one thread at a time.
+ *
+ * Errors: a failure in a write transaction is sticky (every later call returns it and commit
+ * aborts). Answers are not failures and leave the transaction usable: -FG_ENOTFOUND, and the
+ * -FG_EEXIST of a resource precondition (if_match, create_only). */
 #ifndef STORE_STORE_H
 #define STORE_STORE_H
 
@@ -60,11 +66,11 @@ int store_msgkey_put(store_txn_t *t, slice_t key, uint64_t seq, uint64_t content
 typedef struct {
 	uint64_t seq;
 	uint64_t time_ns;
-	uint8_t stage;         /* caller-defined: frame, parse, validate, map, ... */
-	uint16_t code;         /* caller-defined (the gateway stores the HL7 0357 code) */
-	uint32_t map_version;  /* mapping version in force (0 before mappings exist) */
-	slice_t reason;        /* human text, no patient data */
-	slice_t location;      /* "PID-5.1", "" */
+	uint8_t stage;        /* caller-defined: frame, parse, validate, map, ... */
+	uint16_t code;        /* caller-defined (the gateway stores the HL7 0357 code) */
+	uint32_t map_version; /* mapping version in force (0 before mappings exist) */
+	slice_t reason;       /* human text, no patient data */
+	slice_t location;     /* "PID-5.1", "" */
 } store_dead_t;
 
 int store_dead_put(store_txn_t *t, const store_dead_t *d);
@@ -78,19 +84,144 @@ typedef int (*store_dead_cb)(void *ctx, const store_dead_t *d);
 int store_msg_foreach(store_txn_t *t, uint64_t from, store_msg_cb cb, void *ctx);
 int store_dead_foreach(store_txn_t *t, uint64_t from, store_dead_cb cb, void *ctx);
 
+/* Resources: opaque serialized bodies (the caller's canonical compact JSON) named by type
+ * (1-64 bytes of [A-Za-z0-9]) and id (1-64 bytes of [A-Za-z0-9.-], a FHIR id), with every
+ * version kept. A type or id outside that syntax is -FG_EINVAL in a write (sticky) and
+ * -FG_ENOTFOUND in a lookup (nothing can be stored under it). */
+#define STORE_TYPE_MAX 64
+#define STORE_ID_MAX   64
+
+/* One search index entry: the caller builds the bytes (parameter code and a normalized value
+ * whose byte order is the order range searches want); the store only compares them. */
 typedef struct {
-	uint64_t messages;  /* entries in msg */
-	uint64_t msgkeys;   /* entries in msgkey */
-	uint64_t dead;      /* entries in dead */
-	uint64_t last_seq;  /* 0 when empty */
-	uint64_t map_size;  /* configured bytes */
-	uint64_t used_bytes; /* pages in use times page size */
+	slice_t code;  /* search parameter code, non-empty */
+	slice_t value; /* at most store_idx_value_max(type, code) bytes: the caller truncates */
+} store_idx_entry_t;
+
+/* One version of a resource. Slices are borrowed (see the top of this file). */
+typedef struct {
+	slice_t type;
+	slice_t id;
+	uint32_t version;         /* 1, 2, ... */
+	bool deleted;             /* this version records a delete; body is empty */
+	uint64_t last_updated_ns; /* never earlier than that of an earlier change in the store */
+	uint64_t seq;             /* its change sequence in the history (1, 2, ...) */
+	slice_t body;
+} store_res_t;
+
+/* What to store. body and the entries' bytes are the caller's memory, not slices borrowed from
+ * this transaction (the writes would move them). */
+typedef struct {
+	slice_t type;
+	slice_t id;
+	slice_t body; /* non-empty */
+	/* Every index entry of this version (order and duplicates do not matter); they replace the
+	 * previous version's entries. */
+	const store_idx_entry_t *entries;
+	size_t n_entries;
+	uint32_t if_match; /* when not 0: -FG_EEXIST unless this is the current version */
+	bool create_only;  /* -FG_EEXIST when the resource exists and is not deleted */
+	uint64_t now_ns;   /* lastUpdated of the new version (raised to the last change's) */
+} store_res_put_t;
+
+typedef struct {
+	uint32_t version;         /* current version after the call (on -FG_EEXIST: as found) */
+	uint64_t last_updated_ns; /* of that version */
+	bool unchanged;           /* nothing was written */
+	bool created;             /* the resource did not exist, or was deleted, before */
+} store_res_result_t;
+
+/* Writes a new version, unless the current one is not deleted and its body is byte-identical to
+ * p->body: then nothing is written (no version, no history entry, indexes untouched) and
+ * out->unchanged is set. -FG_EEXIST (not sticky, nothing written) when a precondition fails. */
+int store_res_put(store_txn_t *t, const store_res_put_t *p, store_res_result_t *out);
+/* Writes a version marked deleted (empty body) and removes the resource's index entries.
+ * -FG_ENOTFOUND when it never existed; deleting a deleted resource changes nothing. */
+int store_res_delete(store_txn_t *t, slice_t type, slice_t id, uint64_t now_ns,
+		     store_res_result_t *out);
+/* The current version (out->deleted tells a deleted resource); -FG_ENOTFOUND when none. */
+int store_res_get(store_txn_t *t, slice_t type, slice_t id, store_res_t *out);
+/* One version; -FG_ENOTFOUND when the resource has no such version. */
+int store_res_vread(store_txn_t *t, slice_t type, slice_t id, uint32_t version, store_res_t *out);
+
+/* The callbacks of the iterations below return non-zero to stop, and that value is returned.
+ * They may call the store's lookups, and write, but the slices in r end at the first write. */
+typedef int (*store_res_cb)(void *ctx, const store_res_t *r);
+/* Current, not deleted resources of a type in id order (bytewise), from the first id after
+ * after_id (empty: from the start): paging for searches without parameters and reindexing. */
+int store_res_foreach_type(store_txn_t *t, slice_t type, slice_t after_id, store_res_cb cb,
+			   void *ctx);
+/* Current, not deleted resources of a type (0 for an unknown type): one lookup. */
+int store_res_count(store_txn_t *t, slice_t type, uint64_t *count);
+typedef int (*store_count_cb)(void *ctx, slice_t type, uint64_t count);
+/* The non-zero counts of store_res_count, in type order. */
+int store_res_foreach_count(store_txn_t *t, store_count_cb cb, void *ctx);
+
+/* History, newest first, deletes included, down to the first change older than since_ns (0: all).
+ * Paging: before (0: from the newest) resumes below a version of the instance, or below a change
+ * sequence (r->seq) for a type or the system. The instance history of a resource that never
+ * existed is -FG_ENOTFOUND. */
+int store_hist_foreach_instance(store_txn_t *t, slice_t type, slice_t id, uint64_t since_ns,
+				uint32_t before, store_res_cb cb, void *ctx);
+int store_hist_foreach_type(store_txn_t *t, slice_t type, uint64_t since_ns, uint64_t before,
+			    store_res_cb cb, void *ctx);
+int store_hist_foreach_system(store_txn_t *t, uint64_t since_ns, uint64_t before, store_res_cb cb,
+			      void *ctx);
+
+/* Search indexes. The longest entry value for type and code (keys are capped by LMDB); 0 when
+ * type and code alone are too long. A pure function: entries can be built outside a txn. */
+size_t store_idx_value_max(slice_t type, slice_t code);
+/* Replaces a current resource's index entries without a new version (reindexing); entries as
+ * in store_res_put_t. -FG_ENOTFOUND when it does not exist or is deleted. */
+int store_idx_set(store_txn_t *t, slice_t type, slice_t id, const store_idx_entry_t *entries,
+		  size_t n);
+/* Removes every index entry of a type (before reindexing it from scratch). */
+int store_idx_clear_type(store_txn_t *t, slice_t type);
+/* Matches in value order, then id order; value and id are borrowed. */
+typedef int (*store_idx_cb)(void *ctx, slice_t value, slice_t id);
+int store_idx_foreach_eq(store_txn_t *t, slice_t type, slice_t code, slice_t value, store_idx_cb cb,
+			 void *ctx);
+/* lo <= value < hi, bytewise; NULL leaves that end open. */
+int store_idx_foreach_range(store_txn_t *t, slice_t type, slice_t code, const slice_t *lo,
+			    const slice_t *hi, store_idx_cb cb, void *ctx);
+int store_idx_foreach_prefix(store_txn_t *t, slice_t type, slice_t code, slice_t prefix,
+			     store_idx_cb cb, void *ctx);
+
+/* work: pending hook work (scoring) that survives a crash: a kind byte and opaque payload under
+ * an id that is never handed out twice. */
+typedef struct {
+	uint64_t id;
+	uint8_t kind;
+	slice_t payload;
+} store_work_t;
+
+int store_work_put(store_txn_t *t, uint8_t kind, slice_t payload, uint64_t *id);
+/* -FG_ENOTFOUND when absent. */
+int store_work_del(store_txn_t *t, uint64_t id);
+typedef int (*store_work_cb)(void *ctx, const store_work_t *w);
+/* In id order from `from` (inclusive). */
+int store_work_foreach(store_txn_t *t, uint64_t from, store_work_cb cb, void *ctx);
+
+typedef struct {
+	uint64_t messages;      /* entries in msg */
+	uint64_t msgkeys;       /* entries in msgkey */
+	uint64_t dead;          /* entries in dead */
+	uint64_t last_seq;      /* 0 when empty */
+	uint64_t map_size;      /* configured bytes */
+	uint64_t used_bytes;    /* pages in use times page size */
+	uint64_t resources;     /* current, not deleted (all types) */
+	uint64_t versions;      /* every stored version, deletes included */
+	uint64_t changes;       /* entries in hist */
+	uint64_t index_entries; /* entries in idx */
+	uint64_t work;          /* pending work items */
 } store_stats_t;
 
 int store_stats(store_txn_t *t, store_stats_t *out);
 
-/* Checks consistency (every msgkey and dead entry names an existing message, records decode);
- * calls report once per problem found and returns the number of problems (>= 0) or an error. */
+/* Checks consistency: records decode; every msgkey and dead entry names an existing message;
+ * every resource has its current version, every version its history entry and the reverse;
+ * index entries agree with each resource's list of them; the per-type counts are right. Calls
+ * report once per problem found and returns the number of problems (>= 0) or an error. */
 typedef void (*store_report_cb)(void *ctx, const char *problem);
 int store_verify(store_txn_t *t, store_report_cb report, void *ctx);
 

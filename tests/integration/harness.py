@@ -168,7 +168,9 @@ class Server:
         self.conf = os.path.join(self.tmp, "fhirgate.conf")
         with open(self.conf, "w") as f:
             f.write("store.data_dir = %s\nmllp.listen = 127.0.0.1:%d\nio.threads = %d\n"
-                    "store.map_size = 1G\n" % (self.data_dir, self.port, threads))
+                    "store.map_size = 1G\nmappings.dir = %s\n" % (
+                        self.data_dir, self.port, threads,
+                        os.path.join(TOP_SRCDIR, "mappings", "hl7v2")))
         self.sets = list(sets)
         self.log_path = os.path.join(self.tmp, "server.log")
         self.proc = None

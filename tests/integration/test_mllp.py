@@ -299,11 +299,13 @@ def test_reload(t):
 
 def test_config_errors(t):
     srv = Server()
+    with open(srv.conf) as f:
+        bad_line = len(f.readlines()) + 1
     with open(srv.conf, "a") as f:
         f.write("mllp.max_inflight = lots\n")
     p = subprocess.run([FHIRGATE, "serve", "-c", srv.conf], capture_output=True, timeout=20)
     err = p.stderr.decode()
-    t.ok(p.returncode == 2 and ("%s:5:" % srv.conf) in err and "mllp.max_inflight" in err,
+    t.ok(p.returncode == 2 and ("%s:%d:" % (srv.conf, bad_line)) in err and "mllp.max_inflight" in err,
          "a bad value is an error with file:line", err)
     p = subprocess.run([FHIRGATE, "serve", "-c", srv.conf, "--set", "mllp.max_inflight=4",
                         "--print-config"], capture_output=True, timeout=20)

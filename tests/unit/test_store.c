@@ -151,6 +151,8 @@ test_open_create(void **state)
 	assert_true(S_ISDIR(sb.st_mode));
 	assert_int_equal(sb.st_mode & 0777, 0700);
 	assert_true(st.messages == 0 && st.msgkeys == 0 && st.dead == 0 && st.last_seq == 0);
+	assert_true(st.resources == 0 && st.versions == 0 && st.changes == 0 &&
+		    st.index_entries == 0 && st.work == 0);
 	assert_true(st.map_size == 16ull << 30);
 	assert_true(st.used_bytes > 0 && st.used_bytes < 1 << 20);
 	store_close(s);
@@ -713,6 +715,40 @@ test_batch(void **state)
 	store_close(s);
 }
 
+/* A store made before the histtype and idxrev databases existed (schema 1 all the same). */
+static void
+test_older_store(void **state)
+{
+	fixture_t *f = *state;
+	store_t *s = open_store(f, 0, false);
+	store_opts_t ro = {.read_only = true};
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	append_n(s, 2);
+	store_close(s);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+	assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "idxrev", 0, &dbi), 0);
+	assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+	assert_int_equal(mdb_dbi_open(txn, "histtype", 0, &dbi), 0);
+	assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	/* A reader cannot add them and says what to do; a writer adds them. */
+	assert_int_equal(store_open(f->dir, &ro, &s), -FG_ENOTFOUND);
+	assert_non_null(strstr(store_last_error(), "older fhirgate"));
+	s = open_store(f, 0, false);
+	store_close(s);
+	s = open_store(f, 0, true);
+	assert_int_equal(stats_of(s).messages, 2);
+	store_close(s);
+}
+
 static void
 test_schema_newer(void **state)
 {
@@ -735,12 +771,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    T(test_open_create),     T(test_append_get), T(test_set_status),
-	    T(test_msgkey),          T(test_dead),       T(test_foreach),
-	    T(test_stats),           T(test_verify),     T(test_sticky_invalid),
-	    T(test_sticky_map_full), T(test_reopen),     T(test_two_processes),
-	    T(test_read_only),       T(test_abort),      T(test_batch),
-	    T(test_schema_newer),
+	    T(test_open_create),     T(test_append_get),  T(test_set_status),
+	    T(test_msgkey),          T(test_dead),        T(test_foreach),
+	    T(test_stats),           T(test_verify),      T(test_sticky_invalid),
+	    T(test_sticky_map_full), T(test_reopen),      T(test_two_processes),
+	    T(test_read_only),       T(test_abort),       T(test_batch),
+	    T(test_schema_newer),    T(test_older_store),
 	};
 
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);

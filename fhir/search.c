@@ -1,0 +1,1027 @@
+/* Search-parameter extraction: a FHIRPath subset evaluated over the resource tree, and the
+ * normalizations that turn what it finds into ordered index bytes (see fhir/search.h). */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fhir/search.h"
+#include "lib/err.h"
+
+/* FHIRPath evaluation. */
+
+typedef struct {
+	const fhir_node_t *n;
+	const fhir_type_t *t; /* NULL when unknown (contained resources): no further steps */
+} fp_item_t;
+
+typedef struct {
+	fp_item_t *v;
+	size_t n, cap;
+} fp_set_t;
+
+typedef struct {
+	arena_t *a;
+	const char *p, *end;
+	bool unsupported; /* sticky: a construct outside the subset */
+	const fhir_node_t *root;
+	const fhir_type_t *rtype;
+} fp_t;
+
+static void
+set_add(arena_t *a, fp_set_t *s, const fhir_node_t *n, const fhir_type_t *t)
+{
+	if (n == NULL || fhir_node_kind(n) == FHIR_NULL)
+		return;
+	if (fhir_node_kind(n) == FHIR_ARRAY) {
+		size_t i;
+		fhir_node_t *it;
+
+		FHIR_ARRAY_FOREACH(n, i, it)
+		set_add(a, s, it, t);
+		return;
+	}
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 8;
+		fp_item_t *v = arena_alloc(a, cap * sizeof(*v));
+
+		if (s->n)
+			memcpy(v, s->v, s->n * sizeof(*v));
+		s->v = v;
+		s->cap = cap;
+	}
+	s->v[s->n++] = (fp_item_t){n, t};
+}
+
+static void
+fp_ws(fp_t *f)
+{
+	while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n'))
+		f->p++;
+}
+
+static bool
+fp_is_ident(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_';
+}
+
+static slice_t
+fp_ident(fp_t *f)
+{
+	const char *s;
+
+	fp_ws(f);
+	s = f->p;
+	while (f->p < f->end && fp_is_ident(*f->p))
+		f->p++;
+	if (f->p == s)
+		f->unsupported = true;
+	return slice_make(s, (size_t)(f->p - s));
+}
+
+static bool
+fp_eat(fp_t *f, const char *tok)
+{
+	size_t l = strlen(tok);
+
+	fp_ws(f);
+	if ((size_t)(f->end - f->p) >= l && memcmp(f->p, tok, l) == 0) {
+		f->p += l;
+		return true;
+	}
+	return false;
+}
+
+static void
+fp_expect(fp_t *f, const char *tok)
+{
+	if (!fp_eat(f, tok))
+		f->unsupported = true;
+}
+
+/* 'literal' (no escapes in the shipped expressions). */
+static slice_t
+fp_literal(fp_t *f)
+{
+	const char *s;
+
+	fp_expect(f, "'");
+	s = f->p;
+	while (f->p < f->end && *f->p != '\'')
+		f->p++;
+	if (f->p == f->end) {
+		f->unsupported = true;
+		return SLICE_NULL;
+	}
+	return slice_make(s, (size_t)(f->p++ - s));
+}
+
+/* One member step from every item: choice elements ("value") match their expansions. */
+static fp_set_t
+fp_step(fp_t *f, const fp_set_t *in, slice_t name)
+{
+	fp_set_t out = {0};
+
+	for (size_t i = 0; i < in->n; i++) {
+		const fp_item_t *it = &in->v[i];
+		const fhir_elem_t *e;
+
+		if (it->t == NULL || fhir_node_kind(it->n) != FHIR_OBJECT)
+			continue;
+		if ((e = fhir_meta_elem(it->t, name)) != NULL) {
+			set_add(f->a, &out, fhir_object_get(it->n, name), fhir_meta_elem_type(it->t, e));
+			continue;
+		}
+		for (size_t k = 0; k < fhir_object_count(it->n); k++) {
+			slice_t key = fhir_object_key_at(it->n, k);
+
+			if (key.len <= name.len || memcmp(key.ptr, name.ptr, name.len) != 0 ||
+			    key.ptr[name.len] < 'A' || key.ptr[name.len] > 'Z')
+				continue;
+			e = fhir_meta_elem(it->t, key);
+			if (e != NULL && e->choice_base != NULL && slice_eq_cstr(name, e->choice_base))
+				set_add(f->a, &out, fhir_object_value_at(it->n, k),
+					fhir_meta_elem_type(it->t, e));
+		}
+	}
+	return out;
+}
+
+static bool
+type_is(const fhir_type_t *t, slice_t name)
+{
+	if (t == NULL)
+		return false;
+	if (slice_eq_cstr(name, t->name))
+		return true;
+	/* Age, Duration, ... are Quantities in R4's type tree. */
+	return slice_eq_cstr(name, "Quantity") &&
+	       (strcmp(t->name, "Age") == 0 || strcmp(t->name, "Duration") == 0 ||
+		strcmp(t->name, "Distance") == 0 || strcmp(t->name, "Count") == 0 ||
+		strcmp(t->name, "SimpleQuantity") == 0 || strcmp(t->name, "MoneyQuantity") == 0);
+}
+
+static fp_set_t
+fp_filter_type(fp_t *f, const fp_set_t *in, slice_t tname)
+{
+	fp_set_t out = {0};
+
+	for (size_t i = 0; i < in->n; i++)
+		if (type_is(in->v[i].t, tname))
+			set_add(f->a, &out, in->v[i].n, in->v[i].t);
+	return out;
+}
+
+/* The type part of a reference string ("Patient/1", "http://x/fhir/Patient/1"). */
+static slice_t
+ref_type_of(slice_t ref)
+{
+	size_t end = ref.len, slash, start;
+
+	/* Drop a version: .../_history/N */
+	for (size_t i = 0; i + 10 <= ref.len; i++)
+		if (memcmp(ref.ptr + i, "/_history/", 10) == 0) {
+			end = i;
+			break;
+		}
+	for (slash = end; slash > 0 && ref.ptr[slash - 1] != '/'; slash--)
+		;
+	if (slash == 0)
+		return SLICE_NULL;
+	slash--;
+	for (start = slash; start > 0 && ref.ptr[start - 1] != '/'; start--)
+		;
+	return slice_make(ref.ptr + start, slash - start);
+}
+
+/* where(resolve() is X) or where(path = 'literal'). */
+static fp_set_t
+fp_where(fp_t *f, const fp_set_t *in)
+{
+	fp_set_t out = {0};
+
+	if (fp_eat(f, "resolve()")) {
+		slice_t tname;
+
+		fp_expect(f, "is");
+		tname = fp_ident(f);
+		fp_expect(f, ")");
+		for (size_t i = 0; i < in->n; i++) {
+			const fhir_node_t *r = in->v[i].n;
+			const fhir_node_t *ref = fhir_node_kind(r) == FHIR_OBJECT
+						     ? fhir_object_get_cstr(r, "reference")
+						     : NULL;
+
+			if (ref != NULL && slice_eq(ref_type_of(fhir_node_text(ref)), tname))
+				set_add(f->a, &out, r, in->v[i].t);
+		}
+		return out;
+	}
+	/* A dotted path compared with a literal. */
+	slice_t path[4];
+	size_t np = 0;
+	slice_t lit;
+
+	do {
+		if (np == 4) {
+			f->unsupported = true;
+			return out;
+		}
+		path[np++] = fp_ident(f);
+	} while (fp_eat(f, "."));
+	fp_expect(f, "=");
+	lit = fp_literal(f);
+	fp_expect(f, ")");
+	if (f->unsupported)
+		return out;
+	for (size_t i = 0; i < in->n; i++) {
+		fp_set_t cur = {0};
+
+		set_add(f->a, &cur, in->v[i].n, in->v[i].t);
+		for (size_t k = 0; k < np; k++)
+			cur = fp_step(f, &cur, path[k]);
+		for (size_t k = 0; k < cur.n; k++)
+			if (slice_eq(fhir_node_text(cur.v[k].n), lit)) {
+				set_add(f->a, &out, in->v[i].n, in->v[i].t);
+				break;
+			}
+	}
+	return out;
+}
+
+static fp_set_t fp_union(fp_t *f);
+
+/* primary ('.' step | 'as' Type)* */
+static fp_set_t
+fp_term(fp_t *f)
+{
+	fp_set_t cur = {0};
+
+	if (fp_eat(f, "(")) {
+		cur = fp_union(f);
+		fp_expect(f, ")");
+	} else {
+		slice_t first = fp_ident(f);
+
+		if (slice_eq_cstr(first, f->rtype->name) || slice_eq_cstr(first, "Resource") ||
+		    slice_eq_cstr(first, "DomainResource"))
+			set_add(f->a, &cur, f->root, f->rtype);
+		else
+			f->unsupported = true;
+	}
+	while (!f->unsupported) {
+		if (fp_eat(f, ".")) {
+			slice_t name = fp_ident(f);
+
+			if (fp_eat(f, "(")) {
+				if (slice_eq_cstr(name, "where")) {
+					cur = fp_where(f, &cur);
+				} else if (slice_eq_cstr(name, "as") || slice_eq_cstr(name, "ofType")) {
+					slice_t t = fp_ident(f);
+
+					fp_expect(f, ")");
+					cur = fp_filter_type(f, &cur, t);
+				} else {
+					f->unsupported = true; /* exists(), extension(), resolve() ... */
+				}
+			} else {
+				cur = fp_step(f, &cur, name);
+			}
+		} else if (fp_eat(f, "as ")) {
+			cur = fp_filter_type(f, &cur, fp_ident(f));
+		} else {
+			break;
+		}
+	}
+	return cur;
+}
+
+static fp_set_t
+fp_union(fp_t *f)
+{
+	fp_set_t acc = fp_term(f);
+
+	while (!f->unsupported && fp_eat(f, "|")) {
+		fp_set_t more = fp_term(f);
+
+		for (size_t i = 0; i < more.n; i++)
+			set_add(f->a, &acc, more.v[i].n, more.v[i].t);
+	}
+	return acc;
+}
+
+/* Evaluates expr on res; false when the expression is outside the subset. */
+static bool
+fp_eval(arena_t *a, const char *expr, const fhir_node_t *res, const fhir_type_t *rt, fp_set_t *out)
+{
+	fp_t f = {a, expr, expr + strlen(expr), false, res, rt};
+
+	if (*expr == '\0')
+		return false;
+	*out = fp_union(&f);
+	fp_ws(&f);
+	return !f.unsupported && f.p == f.end;
+}
+
+bool
+fhir_search_param_is_supported(const fhir_searchparam_t *sp)
+{
+	const fhir_type_t *rt = fhir_meta_type(slice_cstr(sp->resource));
+	arena_t *a;
+	fhir_node_t *res;
+	fp_set_t s;
+	bool ok;
+
+	if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE)
+		rt = fhir_meta_type(SLICE_LIT("Patient")); /* Resource, DomainResource: any will do */
+	if (rt == NULL || sp->type == FHIR_SP_COMPOSITE || sp->type == FHIR_SP_SPECIAL)
+		return false;
+	a = arena_new(0);
+	res = fhir_object_new(a);
+	ok = fp_eval(a, sp->expression, res, rt, &s);
+	arena_free(a);
+	return ok;
+}
+
+/* Normalizations. */
+
+/* Latin-1 supplement (U+00C0..U+00FF) to ASCII, lowercase; NULL keeps the character. */
+static const char *const latin1_fold[64] = {
+    "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i", "i",
+    "d", "n", "o", "o", "o", "o", "o", NULL, "o", "u", "u", "u", "u", "y", "th", "ss",
+    "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i", "i",
+    "d", "n", "o", "o", "o", "o", "o", NULL, "o", "u", "u", "u", "u", "y", "th", "y",
+};
+
+slice_t
+fhir_search_string_norm(arena_t *a, slice_t s)
+{
+	char *out = arena_alloc(a, s.len * 2 + 1);
+	size_t o = 0;
+	bool space = false;
+
+	for (size_t i = 0; i < s.len; i++) {
+		unsigned char c = (unsigned char)s.ptr[i];
+
+		if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+			space = o > 0;
+			continue;
+		}
+		if (space) {
+			out[o++] = ' ';
+			space = false;
+		}
+		if (c == 0xC3 && i + 1 < s.len && (unsigned char)s.ptr[i + 1] >= 0x80 &&
+		    (unsigned char)s.ptr[i + 1] <= 0xBF) {
+			const char *r = latin1_fold[((unsigned char)s.ptr[i + 1] - 0x80) & 63];
+
+			if (r != NULL) {
+				memcpy(out + o, r, strlen(r));
+				o += strlen(r);
+				i++;
+				continue;
+			}
+		}
+		out[o++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
+	return slice_make(out, o);
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's algorithm). */
+static int64_t
+days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool
+take_digits(slice_t s, size_t *pos, size_t n, int *out)
+{
+	int v = 0;
+
+	if (*pos + n > s.len)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s.ptr[*pos + i];
+
+		if (c < '0' || c > '9')
+			return false;
+		v = v * 10 + (c - '0');
+	}
+	*pos += n;
+	*out = v;
+	return true;
+}
+
+static bool
+take_char(slice_t s, size_t *pos, char c)
+{
+	if (*pos < s.len && s.ptr[*pos] == c) {
+		(*pos)++;
+		return true;
+	}
+	return false;
+}
+
+bool
+fhir_search_date_range(slice_t s, int64_t *lo, int64_t *hi)
+{
+	static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	size_t p = 0;
+	int y, mo = 1, d = 1, h = 0, mi = 0, sec = 0, ms = 0, zh = 0, zm = 0;
+	int64_t start, span;
+
+	if (!take_digits(s, &p, 4, &y))
+		return false;
+	if (p == s.len) {
+		*lo = days_from_civil(y, 1, 1) * 86400000;
+		*hi = days_from_civil(y + 1, 1, 1) * 86400000;
+		return true;
+	}
+	if (!take_char(s, &p, '-') || !take_digits(s, &p, 2, &mo) || mo < 1 || mo > 12)
+		return false;
+	if (p == s.len) {
+		*lo = days_from_civil(y, (unsigned)mo, 1) * 86400000;
+		*hi = (mo == 12 ? days_from_civil(y + 1, 1, 1) : days_from_civil(y, (unsigned)mo + 1, 1)) *
+		      86400000;
+		return true;
+	}
+	if (!take_char(s, &p, '-') || !take_digits(s, &p, 2, &d) || d < 1 || d > mdays[mo - 1])
+		return false;
+	if (p == s.len) {
+		*lo = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400000;
+		*hi = *lo + 86400000;
+		return true;
+	}
+	if (!take_char(s, &p, 'T') || !take_digits(s, &p, 2, &h) || !take_char(s, &p, ':') ||
+	    !take_digits(s, &p, 2, &mi) || h > 23 || mi > 59)
+		return false;
+	span = 60000;
+	if (take_char(s, &p, ':')) {
+		if (!take_digits(s, &p, 2, &sec) || sec > 60)
+			return false;
+		span = 1000;
+		if (take_char(s, &p, '.')) {
+			int digits = 0;
+
+			while (p < s.len && s.ptr[p] >= '0' && s.ptr[p] <= '9') {
+				if (digits < 3)
+					ms = ms * 10 + (s.ptr[p] - '0');
+				digits++;
+				p++;
+			}
+			if (digits == 0)
+				return false;
+			for (int k = digits; k < 3; k++)
+				ms *= 10;
+			span = digits == 1 ? 100 : digits == 2 ? 10 : 1;
+		}
+	}
+	if (p < s.len) {
+		int sign = s.ptr[p] == '-' ? -1 : 1;
+
+		if (take_char(s, &p, 'Z')) {
+		} else if ((take_char(s, &p, '+') || take_char(s, &p, '-')) &&
+			   take_digits(s, &p, 2, &zh) && take_char(s, &p, ':') &&
+			   take_digits(s, &p, 2, &zm)) {
+			zh *= sign;
+			zm *= sign;
+		} else {
+			return false;
+		}
+	}
+	if (p != s.len)
+		return false;
+	start = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400000 +
+		((int64_t)h * 3600 + mi * 60 + sec) * 1000 + ms - ((int64_t)zh * 3600 + zm * 60) * 1000;
+	*lo = start;
+	*hi = start + span;
+	return true;
+}
+
+void
+fhir_search_date_encode(int64_t ms, unsigned char out[8])
+{
+	uint64_t u = (uint64_t)ms ^ (UINT64_C(1) << 63);
+
+	for (int i = 7; i >= 0; i--, u >>= 8)
+		out[i] = (unsigned char)(u & 0xff);
+}
+
+int64_t
+fhir_search_date_decode(const unsigned char in[8])
+{
+	uint64_t u = 0;
+
+	for (int i = 0; i < 8; i++)
+		u = u << 8 | in[i];
+	return (int64_t)(u ^ (UINT64_C(1) << 63));
+}
+
+bool
+fhir_search_number_encode(arena_t *a, slice_t text, slice_t *out)
+{
+	size_t p = 0, nd = 0;
+	bool neg = false, dot = false, any = false;
+	int64_t exp = 0, e10 = 0;
+	char *digits = arena_alloc(a, text.len + 4), *o;
+
+	if (p < text.len && (text.ptr[p] == '-' || text.ptr[p] == '+'))
+		neg = text.ptr[p++] == '-';
+	/* value = 0.d1d2... * 10^exp */
+	for (; p < text.len; p++) {
+		char c = text.ptr[p];
+
+		if (c == '.' && !dot) {
+			dot = true;
+		} else if (c >= '0' && c <= '9') {
+			any = true;
+			if (nd == 0 && c == '0') {
+				if (dot)
+					exp--;
+				continue;
+			}
+			digits[nd++] = c;
+			if (!dot)
+				exp++;
+		} else {
+			break;
+		}
+	}
+	if (p < text.len && (text.ptr[p] == 'e' || text.ptr[p] == 'E')) {
+		if (!slice_to_i64(slice_make(text.ptr + p + 1, text.len - p - 1), &e10) ||
+		    e10 > 100 || e10 < -100)
+			return false;
+		p = text.len;
+	}
+	if (!any || p != text.len)
+		return false;
+	while (nd > 0 && digits[nd - 1] == '0')
+		nd--;
+	o = arena_alloc(a, nd + 3);
+	if (nd == 0) {
+		o[0] = 0x02;
+		*out = slice_make(o, 1);
+		return true;
+	}
+	exp += e10;
+	if (exp < -120 || exp > 120)
+		return false;
+	o[0] = neg ? 0x01 : 0x03;
+	o[1] = (char)(neg ? 255 - (exp + 128) : exp + 128);
+	for (size_t i = 0; i < nd; i++)
+		o[2 + i] = neg ? (char)('0' + '9' - digits[i]) : digits[i];
+	if (neg)
+		o[2 + nd++] = (char)0xff;
+	*out = slice_make(o, nd + 2);
+	return true;
+}
+
+/* Extraction. */
+
+typedef struct {
+	arena_t *a;
+	fhir_idx_value_max_fn value_max;
+	slice_t type, base;
+	fhir_idx_entry_t *v;
+	size_t n, cap;
+} ix_t;
+
+static void
+ix_add(ix_t *x, slice_t code, slice_t value)
+{
+	size_t max;
+
+	if (x->n == x->cap) {
+		size_t cap = x->cap ? x->cap * 2 : 32;
+		fhir_idx_entry_t *v = arena_alloc(x->a, cap * sizeof(*v));
+
+		if (x->n)
+			memcpy(v, x->v, x->n * sizeof(*v));
+		x->v = v;
+		x->cap = cap;
+	}
+	if (x->value_max != NULL && value.len > (max = x->value_max(x->type, code)))
+		value.len = max;
+	x->v[x->n++] = (fhir_idx_entry_t){code, value};
+}
+
+static slice_t
+cat(arena_t *a, slice_t x, const char *sep, slice_t y)
+{
+	size_t sl = strlen(sep);
+	char *p = arena_alloc(a, x.len + sl + y.len + 1);
+
+	if (x.len)
+		memcpy(p, x.ptr, x.len);
+	memcpy(p + x.len, sep, sl);
+	if (y.len)
+		memcpy(p + x.len + sl, y.ptr, y.len);
+	return slice_make(p, x.len + sl + y.len);
+}
+
+static slice_t
+member_text(const fhir_node_t *obj, const char *key)
+{
+	return fhir_node_text(fhir_object_get_cstr(obj, key));
+}
+
+static slice_t
+derived(ix_t *x, slice_t code, const char *suffix)
+{
+	return cat(x->a, code, suffix, SLICE_NULL);
+}
+
+static void
+ix_text(ix_t *x, slice_t code, slice_t text)
+{
+	if (text.len)
+		ix_add(x, derived(x, code, ".text"), fhir_search_string_norm(x->a, text));
+}
+
+static void
+ix_system_value(ix_t *x, slice_t code, slice_t sys, slice_t val)
+{
+	if (val.len == 0)
+		return;
+	ix_add(x, code, val);
+	ix_add(x, code, cat(x->a, sys, "|", val));
+}
+
+static void
+ix_token(ix_t *x, slice_t code, const fp_item_t *it)
+{
+	const char *t = it->t->name;
+	const fhir_node_t *n = it->n;
+
+	if (fhir_node_kind(n) == FHIR_BOOL) {
+		ix_add(x, code, fhir_node_bool(n) ? SLICE_LIT("true") : SLICE_LIT("false"));
+	} else if (fhir_node_kind(n) == FHIR_STRING || fhir_node_kind(n) == FHIR_NUMBER) {
+		ix_add(x, code, fhir_node_text(n));
+	} else if (fhir_node_kind(n) != FHIR_OBJECT) {
+		return;
+	} else if (strcmp(t, "Coding") == 0) {
+		ix_system_value(x, code, member_text(n, "system"), member_text(n, "code"));
+		ix_text(x, code, member_text(n, "display"));
+	} else if (strcmp(t, "CodeableConcept") == 0) {
+		const fhir_node_t *codings = fhir_object_get_cstr(n, "coding"), *c;
+		size_t i;
+
+		if (codings != NULL)
+			FHIR_ARRAY_FOREACH(codings, i, c)
+			{
+				ix_system_value(x, code, member_text(c, "system"), member_text(c, "code"));
+				ix_text(x, code, member_text(c, "display"));
+			}
+		ix_text(x, code, member_text(n, "text"));
+	} else if (strcmp(t, "Identifier") == 0) {
+		const fhir_node_t *type = fhir_object_get_cstr(n, "type");
+
+		ix_system_value(x, code, member_text(n, "system"), member_text(n, "value"));
+		if (type != NULL)
+			ix_text(x, code, member_text(type, "text"));
+	} else if (strcmp(t, "ContactPoint") == 0) {
+		if (member_text(n, "value").len)
+			ix_add(x, code, member_text(n, "value"));
+	}
+}
+
+static void
+ix_string_one(ix_t *x, slice_t code, slice_t s)
+{
+	if (s.len == 0)
+		return;
+	ix_add(x, code, fhir_search_string_norm(x->a, s));
+	ix_add(x, derived(x, code, ".exact"), s);
+}
+
+static void
+ix_string(ix_t *x, slice_t code, const fp_item_t *it)
+{
+	static const char *const name_parts[] = {"family", "given", "text", "prefix", "suffix", NULL};
+	static const char *const addr_parts[] = {"line",	"city",	   "district", "state",
+						 "postalCode", "country", "text",     NULL};
+	const char *const *parts = NULL;
+
+	if (fhir_node_kind(it->n) == FHIR_STRING) {
+		ix_string_one(x, code, fhir_node_text(it->n));
+		return;
+	}
+	if (fhir_node_kind(it->n) != FHIR_OBJECT)
+		return;
+	if (strcmp(it->t->name, "HumanName") == 0)
+		parts = name_parts;
+	else if (strcmp(it->t->name, "Address") == 0)
+		parts = addr_parts;
+	else
+		return;
+	for (; *parts != NULL; parts++) {
+		const fhir_node_t *v = fhir_object_get_cstr(it->n, *parts), *s;
+		size_t i;
+
+		if (v == NULL)
+			continue;
+		if (fhir_node_kind(v) == FHIR_ARRAY)
+			FHIR_ARRAY_FOREACH(v, i, s)
+		ix_string_one(x, code, fhir_node_text(s));
+		else ix_string_one(x, code, fhir_node_text(v));
+	}
+}
+
+static void
+ix_date_range(ix_t *x, slice_t code, int64_t lo, int64_t hi)
+{
+	unsigned char *l = arena_alloc(x->a, 16), *h = arena_alloc(x->a, 16);
+
+	fhir_search_date_encode(lo, l);
+	fhir_search_date_encode(hi, l + 8);
+	memcpy(h, l + 8, 8);
+	memcpy(h + 8, l, 8);
+	ix_add(x, derived(x, code, ".lo"), slice_make((const char *)l, 16));
+	ix_add(x, derived(x, code, ".hi"), slice_make((const char *)h, 16));
+}
+
+static void
+ix_date(ix_t *x, slice_t code, const fp_item_t *it)
+{
+	int64_t lo, hi, l2, h2;
+
+	if (fhir_node_kind(it->n) == FHIR_STRING) {
+		if (fhir_search_date_range(fhir_node_text(it->n), &lo, &hi))
+			ix_date_range(x, code, lo, hi);
+	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && strcmp(it->t->name, "Period") == 0) {
+		slice_t s = member_text(it->n, "start"), e = member_text(it->n, "end");
+
+		lo = INT64_MIN;
+		hi = INT64_MAX;
+		if (s.len && fhir_search_date_range(s, &lo, &h2) == false)
+			return;
+		if (e.len && fhir_search_date_range(e, &l2, &hi) == false)
+			return;
+		if (s.len || e.len)
+			ix_date_range(x, code, lo, hi);
+	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && strcmp(it->t->name, "Timing") == 0) {
+		const fhir_node_t *ev = fhir_object_get_cstr(it->n, "event"), *e;
+		size_t i;
+
+		if (ev != NULL)
+			FHIR_ARRAY_FOREACH(ev, i, e)
+		if (fhir_search_date_range(fhir_node_text(e), &lo, &hi))
+			ix_date_range(x, code, lo, hi);
+	}
+}
+
+/* A relative reference Type/id (version dropped), or NULL slice when ref is not one. */
+static bool
+ref_split(slice_t ref, slice_t *type, slice_t *id)
+{
+	size_t slash = 0, n = 0;
+
+	for (size_t i = 0; i < ref.len; i++)
+		if (ref.ptr[i] == '/') {
+			n++;
+			if (n == 1)
+				slash = i;
+		}
+	if (n != 1 && !(n == 3 && ref.len > slash + 1 &&
+			memmem(ref.ptr, ref.len, "/_history/", 10) != NULL))
+		return false;
+	*type = slice_make(ref.ptr, slash);
+	*id = slice_make(ref.ptr + slash + 1, ref.len - slash - 1);
+	for (size_t i = 0; i < id->len; i++)
+		if (id->ptr[i] == '/')
+			id->len = i;
+	return fhir_meta_is_resource(*type) && id->len > 0;
+}
+
+static void
+ix_reference(ix_t *x, slice_t code, const fp_item_t *it)
+{
+	slice_t ref, type, id;
+
+	if (fhir_node_kind(it->n) == FHIR_STRING) { /* canonical, uri */
+		ix_add(x, code, fhir_node_text(it->n));
+		return;
+	}
+	if (fhir_node_kind(it->n) != FHIR_OBJECT || strcmp(it->t->name, "Reference") != 0)
+		return;
+	ref = member_text(it->n, "reference");
+	if (x->base.len && ref.len > x->base.len && memcmp(ref.ptr, x->base.ptr, x->base.len) == 0)
+		ref = slice_make(ref.ptr + x->base.len, ref.len - x->base.len);
+	if (ref.len == 0 || ref.ptr[0] == '#' || (ref.len >= 4 && memcmp(ref.ptr, "urn:", 4) == 0)) {
+		/* contained and urn:uuid references resolve to nothing stored */
+	} else if (ref_split(ref, &type, &id)) {
+		ix_add(x, code, cat(x->a, type, "/", id));
+		ix_add(x, code, id);
+	} else {
+		ix_add(x, code, ref);
+	}
+	const fhir_node_t *ident = fhir_object_get_cstr(it->n, "identifier");
+
+	if (ident != NULL)
+		ix_system_value(x, derived(x, code, ".identifier"), member_text(ident, "system"),
+				member_text(ident, "value"));
+}
+
+static void
+ix_number(ix_t *x, slice_t code, slice_t text)
+{
+	slice_t enc;
+
+	if (fhir_search_number_encode(x->a, text, &enc))
+		ix_add(x, code, enc);
+}
+
+static void
+ix_quantity(ix_t *x, slice_t code, const fp_item_t *it)
+{
+	slice_t val, sys, unit, ucode, enc;
+
+	if (fhir_node_kind(it->n) != FHIR_OBJECT)
+		return;
+	val = member_text(it->n, "value");
+	if (!fhir_search_number_encode(x->a, val, &enc))
+		return;
+	sys = member_text(it->n, "system");
+	ucode = member_text(it->n, "code");
+	unit = member_text(it->n, "unit");
+	ix_add(x, code, enc);
+	if (ucode.len)
+		ix_add(x, derived(x, code, ".su"), cat(x->a, cat(x->a, sys, "|", ucode), "|", enc));
+	if (ucode.len)
+		ix_add(x, derived(x, code, ".u"), cat(x->a, ucode, "|", enc));
+	if (unit.len && !slice_eq(unit, ucode))
+		ix_add(x, derived(x, code, ".u"), cat(x->a, unit, "|", enc));
+}
+
+static void
+ix_param(ix_t *x, const fhir_searchparam_t *sp, const fp_set_t *s)
+{
+	slice_t code = slice_cstr(sp->code);
+
+	for (size_t i = 0; i < s->n; i++) {
+		const fp_item_t *it = &s->v[i];
+
+		if (it->t == NULL)
+			continue;
+		switch (sp->type) {
+		case FHIR_SP_TOKEN:
+			ix_token(x, code, it);
+			break;
+		case FHIR_SP_STRING:
+			ix_string(x, code, it);
+			break;
+		case FHIR_SP_DATE:
+			ix_date(x, code, it);
+			break;
+		case FHIR_SP_REFERENCE:
+			ix_reference(x, code, it);
+			break;
+		case FHIR_SP_NUMBER:
+			if (fhir_node_kind(it->n) == FHIR_NUMBER)
+				ix_number(x, code, fhir_node_text(it->n));
+			else if (fhir_node_kind(it->n) == FHIR_OBJECT)
+				ix_number(x, code, member_text(it->n, "value"));
+			break;
+		case FHIR_SP_QUANTITY:
+			ix_quantity(x, code, it);
+			break;
+		case FHIR_SP_URI:
+			if (fhir_node_kind(it->n) == FHIR_STRING)
+				ix_add(x, code, fhir_node_text(it->n));
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static int
+slice_cmp(slice_t a, slice_t b)
+{
+	int r = memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len);
+
+	return r != 0 ? r : (a.len > b.len) - (a.len < b.len);
+}
+
+static int
+entry_cmp(const void *a, const void *b)
+{
+	const fhir_idx_entry_t *x = a, *y = b;
+	int r = slice_cmp(x->code, y->code);
+
+	return r != 0 ? r : slice_cmp(x->value, y->value);
+}
+
+int
+fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max,
+		       slice_t base, fhir_idx_entry_t **out, size_t *n)
+{
+	slice_t type = fhir_resource_type(res);
+	const fhir_type_t *rt = fhir_meta_type(type);
+	const fhir_searchparam_t *const *list;
+	size_t np, k = 0;
+	ix_t x = {a, value_max, type, base, NULL, 0, 0};
+
+	*out = NULL;
+	*n = 0;
+	if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE)
+		return -FG_EINVAL;
+	np = fhir_meta_searchparams(type, &list);
+	for (size_t i = 0; i < np; i++) {
+		fp_set_t s;
+
+		if (list[i]->type == FHIR_SP_COMPOSITE || list[i]->type == FHIR_SP_SPECIAL)
+			continue;
+		if (fp_eval(a, list[i]->expression, res, rt, &s))
+			ix_param(&x, list[i], &s);
+	}
+	if (x.n > 0) {
+		qsort(x.v, x.n, sizeof(*x.v), entry_cmp);
+		for (size_t i = 0; i < x.n; i++)
+			if (k == 0 || entry_cmp(&x.v[k - 1], &x.v[i]) != 0)
+				x.v[k++] = x.v[i];
+	}
+	*out = x.v;
+	*n = k;
+	return 0;
+}
+
+int
+fhir_search_index(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max,
+		  fhir_idx_entry_t **out, size_t *n)
+{
+	return fhir_search_index_base(a, res, value_max, SLICE_NULL, out, n);
+}
+
+/* Request parsing. */
+
+fhir_search_prefix_t
+fhir_search_prefix_split(slice_t v, slice_t *rest)
+{
+	static const char *const names[] = {"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"};
+
+	*rest = v;
+	if (v.len < 3 || !((v.ptr[2] >= '0' && v.ptr[2] <= '9') || v.ptr[2] == '-' || v.ptr[2] == '.'))
+		return FHIR_PFX_EQ;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (memcmp(v.ptr, names[i], 2) == 0) {
+			*rest = slice_make(v.ptr + 2, v.len - 2);
+			return (fhir_search_prefix_t)i;
+		}
+	return FHIR_PFX_EQ;
+}
+
+void
+fhir_search_param_parse(arena_t *a, slice_t type, slice_t name, slice_t value,
+			fhir_search_param_t *out)
+{
+	size_t i = 0, nv = 1, start;
+	char *buf;
+	size_t bl = 0;
+
+	memset(out, 0, sizeof(*out));
+	out->name = name;
+	while (i < name.len && name.ptr[i] != ':' && name.ptr[i] != '.')
+		i++;
+	out->code = slice_make(name.ptr, i);
+	if (i < name.len && name.ptr[i] == ':') {
+		start = ++i;
+		while (i < name.len && name.ptr[i] != '.')
+			i++;
+		out->modifier = slice_make(name.ptr + start, i - start);
+	}
+	if (i < name.len && name.ptr[i] == '.')
+		out->chain = slice_make(name.ptr + i + 1, name.len - i - 1);
+	out->sp = fhir_meta_searchparam(type, out->code);
+
+	/* Values: split on unescaped commas; "\," "\|" "\$" "\\" keep the escaped character
+	 * (a "\|" stays escaped so that token splitting can tell it from a separator). */
+	for (size_t k = 0; k < value.len; k++)
+		if (value.ptr[k] == ',' && (k == 0 || value.ptr[k - 1] != '\\'))
+			nv++;
+	out->values = arena_alloc(a, nv * sizeof(*out->values));
+	buf = arena_alloc(a, value.len + 1);
+	start = 0;
+	for (size_t k = 0; k <= value.len; k++) {
+		if (k == value.len || value.ptr[k] == ',') {
+			out->values[out->nvalues++] = slice_make(buf + start, bl - start);
+			start = bl;
+			continue;
+		}
+		if (value.ptr[k] == '\\' && k + 1 < value.len &&
+		    (value.ptr[k + 1] == ',' || value.ptr[k + 1] == '$' || value.ptr[k + 1] == '\\')) {
+			k++;
+		}
+		buf[bl++] = value.ptr[k];
+	}
+}

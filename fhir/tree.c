@@ -1,0 +1,560 @@
+/* The FHIR resource tree: JSON-shaped nodes whose storage all lives in one arena. */
+#include "config.h"
+
+#include "fhir/tree.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lib/hash.h"
+
+typedef struct {
+	slice_t key;
+	fhir_node_t *val;
+} fhir_member_t;
+
+struct fhir_node {
+	fhir_kind_t kind;
+	bool b;
+	union {
+		slice_t text;
+		struct {
+			fhir_member_t *m;
+			size_t n, cap;
+			/* Open-addressing index of member positions + 1 (0: free), built only for
+			 * large objects so that a hostile document with many keys stays linear. */
+			uint32_t *idx;
+			size_t idx_cap;
+		} obj;
+		struct {
+			fhir_node_t **v;
+			size_t n, cap;
+		} arr;
+	} u;
+};
+
+/* Stands in for an emptied item of an aligned primitive array (nulls are never mutated). */
+static fhir_node_t fhir_null_shared = {.kind = FHIR_NULL};
+
+/* Objects up to this many members are searched linearly (almost every FHIR object is). */
+#define FHIR_OBJECT_LINEAR_MAX 16
+
+static fhir_node_t *
+fhir_node_new(arena_t *a, fhir_kind_t kind)
+{
+	fhir_node_t *n = arena_zalloc(a, sizeof(*n));
+
+	n->kind = kind;
+	return n;
+}
+
+fhir_node_t *
+fhir_null_new(arena_t *a)
+{
+	return fhir_node_new(a, FHIR_NULL);
+}
+
+fhir_node_t *
+fhir_bool_new(arena_t *a, bool v)
+{
+	fhir_node_t *n = fhir_node_new(a, FHIR_BOOL);
+
+	n->b = v;
+	return n;
+}
+
+fhir_node_t *
+fhir_number_new(arena_t *a, slice_t text)
+{
+	fhir_node_t *n = fhir_node_new(a, FHIR_NUMBER);
+
+	n->u.text = arena_slice_dup(a, text);
+	return n;
+}
+
+fhir_node_t *
+fhir_int_new(arena_t *a, int64_t v)
+{
+	char tmp[24];
+	int len = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
+
+	return fhir_number_new(a, slice_make(tmp, (size_t)len));
+}
+
+fhir_node_t *
+fhir_string_new(arena_t *a, slice_t s)
+{
+	fhir_node_t *n = fhir_node_new(a, FHIR_STRING);
+
+	n->u.text = arena_slice_dup(a, s);
+	return n;
+}
+
+fhir_node_t *
+fhir_object_new(arena_t *a)
+{
+	return fhir_node_new(a, FHIR_OBJECT);
+}
+
+fhir_node_t *
+fhir_array_new(arena_t *a)
+{
+	return fhir_node_new(a, FHIR_ARRAY);
+}
+
+fhir_kind_t
+fhir_node_kind(const fhir_node_t *n)
+{
+	return n->kind;
+}
+
+bool
+fhir_node_bool(const fhir_node_t *n)
+{
+	return n->kind == FHIR_BOOL && n->b;
+}
+
+slice_t
+fhir_node_text(const fhir_node_t *n)
+{
+	if (n == NULL || (n->kind != FHIR_STRING && n->kind != FHIR_NUMBER))
+		return slice_make("", 0);
+	return n->u.text;
+}
+
+/* Objects. */
+
+static size_t
+fhir_key_hash(slice_t key)
+{
+	return (size_t)hash_fnv1a64(key.ptr, key.len, 0);
+}
+
+static void
+fhir_object_index_put(fhir_node_t *obj, size_t pos)
+{
+	size_t mask = obj->u.obj.idx_cap - 1;
+	size_t h = fhir_key_hash(obj->u.obj.m[pos].key) & mask;
+
+	while (obj->u.obj.idx[h] != 0)
+		h = (h + 1) & mask;
+	obj->u.obj.idx[h] = (uint32_t)(pos + 1);
+}
+
+/* Keeps the index at most half full; rebuilt from scratch when it grows or after a removal. */
+static void
+fhir_object_index_build(arena_t *a, fhir_node_t *obj, size_t want)
+{
+	size_t cap = 64;
+
+	while (cap < want * 2)
+		cap *= 2;
+	obj->u.obj.idx = arena_zalloc(a, cap * sizeof(*obj->u.obj.idx));
+	obj->u.obj.idx_cap = cap;
+	for (size_t i = 0; i < obj->u.obj.n; i++)
+		fhir_object_index_put(obj, i);
+}
+
+static fhir_member_t *
+fhir_object_find(const fhir_node_t *obj, slice_t key)
+{
+	const fhir_member_t *m;
+
+	if (obj == NULL || obj->kind != FHIR_OBJECT)
+		return NULL;
+	m = obj->u.obj.m;
+	if (obj->u.obj.idx != NULL) {
+		size_t mask = obj->u.obj.idx_cap - 1;
+		size_t h = fhir_key_hash(key) & mask;
+		uint32_t p;
+
+		while ((p = obj->u.obj.idx[h]) != 0) {
+			if (slice_eq(m[p - 1].key, key))
+				return (fhir_member_t *)&m[p - 1];
+			h = (h + 1) & mask;
+		}
+		return NULL;
+	}
+	for (size_t i = 0; i < obj->u.obj.n; i++)
+		if (slice_eq(m[i].key, key))
+			return (fhir_member_t *)&m[i];
+	return NULL;
+}
+
+static void
+fhir_object_append(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
+{
+	size_t n = obj->u.obj.n;
+
+	if (n == obj->u.obj.cap) {
+		size_t ncap = n ? n * 2 : 4;
+		fhir_member_t *m = arena_alloc(a, ncap * sizeof(*m));
+
+		if (n > 0)
+			memcpy(m, obj->u.obj.m, n * sizeof(*m));
+		obj->u.obj.m = m;
+		obj->u.obj.cap = ncap;
+	}
+	obj->u.obj.m[n].key = key;
+	obj->u.obj.m[n].val = val;
+	obj->u.obj.n = n + 1;
+	if (obj->u.obj.idx != NULL && (n + 1) * 2 <= obj->u.obj.idx_cap)
+		fhir_object_index_put(obj, n);
+	else if (n + 1 > FHIR_OBJECT_LINEAR_MAX)
+		fhir_object_index_build(a, obj, n + 1);
+}
+
+void
+fhir_object_set(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
+{
+	fhir_member_t *m;
+
+	if (val == NULL) {
+		fhir_object_remove(obj, key);
+		return;
+	}
+	m = fhir_object_find(obj, key);
+	if (m != NULL)
+		m->val = val;
+	else
+		fhir_object_append(a, obj, arena_slice_dup(a, key), val);
+}
+
+bool
+fhir_object_add_new(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
+{
+	if (fhir_object_find(obj, key) != NULL)
+		return false;
+	fhir_object_append(a, obj, arena_slice_dup(a, key), val);
+	return true;
+}
+
+fhir_node_t *
+fhir_object_get(const fhir_node_t *obj, slice_t key)
+{
+	fhir_member_t *m = fhir_object_find(obj, key);
+
+	return m != NULL ? m->val : NULL;
+}
+
+bool
+fhir_object_remove(fhir_node_t *obj, slice_t key)
+{
+	fhir_member_t *m = fhir_object_find(obj, key);
+	size_t i;
+
+	if (m == NULL)
+		return false;
+	i = (size_t)(m - obj->u.obj.m);
+	memmove(m, m + 1, (obj->u.obj.n - i - 1) * sizeof(*m));
+	obj->u.obj.n--;
+	if (obj->u.obj.idx != NULL) {
+		/* Positions shifted: rebuild in place (same capacity, no allocation). */
+		memset(obj->u.obj.idx, 0, obj->u.obj.idx_cap * sizeof(*obj->u.obj.idx));
+		for (size_t j = 0; j < obj->u.obj.n; j++)
+			fhir_object_index_put(obj, j);
+	}
+	return true;
+}
+
+size_t
+fhir_object_count(const fhir_node_t *obj)
+{
+	return obj != NULL && obj->kind == FHIR_OBJECT ? obj->u.obj.n : 0;
+}
+
+slice_t
+fhir_object_key_at(const fhir_node_t *obj, size_t i)
+{
+	if (i >= fhir_object_count(obj))
+		return slice_make("", 0);
+	return obj->u.obj.m[i].key;
+}
+
+fhir_node_t *
+fhir_object_value_at(const fhir_node_t *obj, size_t i)
+{
+	if (i >= fhir_object_count(obj))
+		return NULL;
+	return obj->u.obj.m[i].val;
+}
+
+void
+fhir_object_set_value_at(fhir_node_t *obj, size_t i, fhir_node_t *val)
+{
+	if (i < fhir_object_count(obj))
+		obj->u.obj.m[i].val = val;
+}
+
+void
+fhir_object_set_cstr(arena_t *a, fhir_node_t *obj, const char *key, fhir_node_t *val)
+{
+	fhir_object_set(a, obj, slice_cstr(key), val);
+}
+
+fhir_node_t *
+fhir_object_get_cstr(const fhir_node_t *obj, const char *key)
+{
+	return fhir_object_get(obj, slice_cstr(key));
+}
+
+/* Arrays. */
+
+void
+fhir_array_append(arena_t *a, fhir_node_t *arr, fhir_node_t *val)
+{
+	size_t n = arr->u.arr.n;
+
+	if (n == arr->u.arr.cap) {
+		size_t ncap = n ? n * 2 : 4;
+		fhir_node_t **v = arena_alloc(a, ncap * sizeof(*v));
+
+		if (n > 0)
+			memcpy(v, arr->u.arr.v, n * sizeof(*v));
+		arr->u.arr.v = v;
+		arr->u.arr.cap = ncap;
+	}
+	arr->u.arr.v[n] = val;
+	arr->u.arr.n = n + 1;
+}
+
+size_t
+fhir_array_len(const fhir_node_t *arr)
+{
+	return arr != NULL && arr->kind == FHIR_ARRAY ? arr->u.arr.n : 0;
+}
+
+fhir_node_t *
+fhir_array_at(const fhir_node_t *arr, size_t i)
+{
+	if (i >= fhir_array_len(arr))
+		return NULL;
+	return arr->u.arr.v[i];
+}
+
+void
+fhir_array_set(fhir_node_t *arr, size_t i, fhir_node_t *val)
+{
+	if (i < fhir_array_len(arr))
+		arr->u.arr.v[i] = val;
+}
+
+void
+fhir_array_remove_at(fhir_node_t *arr, size_t i)
+{
+	size_t n = fhir_array_len(arr);
+
+	if (i >= n)
+		return;
+	memmove(&arr->u.arr.v[i], &arr->u.arr.v[i + 1], (n - i - 1) * sizeof(*arr->u.arr.v));
+	arr->u.arr.n--;
+}
+
+/* Whole-tree operations. */
+
+fhir_node_t *
+fhir_node_clone(arena_t *a, const fhir_node_t *n)
+{
+	fhir_node_t *c;
+
+	if (n == NULL)
+		return NULL;
+	switch (n->kind) {
+	case FHIR_NULL:
+		return fhir_null_new(a);
+	case FHIR_BOOL:
+		return fhir_bool_new(a, n->b);
+	case FHIR_NUMBER:
+		return fhir_number_new(a, n->u.text);
+	case FHIR_STRING:
+		return fhir_string_new(a, n->u.text);
+	case FHIR_OBJECT:
+		c = fhir_object_new(a);
+		if (n->u.obj.n > 0) {
+			c->u.obj.m = arena_alloc(a, n->u.obj.n * sizeof(*c->u.obj.m));
+			c->u.obj.cap = n->u.obj.n;
+			for (size_t i = 0; i < n->u.obj.n; i++) {
+				c->u.obj.m[i].key = arena_slice_dup(a, n->u.obj.m[i].key);
+				c->u.obj.m[i].val = fhir_node_clone(a, n->u.obj.m[i].val);
+			}
+			c->u.obj.n = n->u.obj.n;
+			if (c->u.obj.n > FHIR_OBJECT_LINEAR_MAX)
+				fhir_object_index_build(a, c, c->u.obj.n);
+		}
+		return c;
+	case FHIR_ARRAY:
+		c = fhir_array_new(a);
+		if (n->u.arr.n > 0) {
+			c->u.arr.v = arena_alloc(a, n->u.arr.n * sizeof(*c->u.arr.v));
+			c->u.arr.cap = n->u.arr.n;
+			for (size_t i = 0; i < n->u.arr.n; i++)
+				c->u.arr.v[i] = fhir_node_clone(a, n->u.arr.v[i]);
+			c->u.arr.n = n->u.arr.n;
+		}
+		return c;
+	}
+	return NULL;
+}
+
+bool
+fhir_node_equal(const fhir_node_t *x, const fhir_node_t *y)
+{
+	if (x == y)
+		return true;
+	if (x == NULL || y == NULL || x->kind != y->kind)
+		return false;
+	switch (x->kind) {
+	case FHIR_NULL:
+		return true;
+	case FHIR_BOOL:
+		return x->b == y->b;
+	case FHIR_NUMBER:
+	case FHIR_STRING:
+		return slice_eq(x->u.text, y->u.text);
+	case FHIR_OBJECT:
+		if (x->u.obj.n != y->u.obj.n)
+			return false;
+		/* Keys are unique, so same count + every key of x equal in y means equal. */
+		for (size_t i = 0; i < x->u.obj.n; i++) {
+			const fhir_member_t *m = &x->u.obj.m[i];
+			fhir_node_t *other;
+
+			/* The common case (same order) avoids a search. */
+			if (slice_eq(y->u.obj.m[i].key, m->key))
+				other = y->u.obj.m[i].val;
+			else
+				other = fhir_object_get(y, m->key);
+			if (other == NULL || !fhir_node_equal(m->val, other))
+				return false;
+		}
+		return true;
+	case FHIR_ARRAY:
+		if (x->u.arr.n != y->u.arr.n)
+			return false;
+		for (size_t i = 0; i < x->u.arr.n; i++)
+			if (!fhir_node_equal(x->u.arr.v[i], y->u.arr.v[i]))
+				return false;
+		return true;
+	}
+	return false;
+}
+
+bool
+fhir_node_is_empty(const fhir_node_t *n)
+{
+	switch (n->kind) {
+	case FHIR_STRING:
+		return n->u.text.len == 0;
+	case FHIR_OBJECT:
+		return n->u.obj.n == 0;
+	case FHIR_ARRAY:
+		return n->u.arr.n == 0;
+	default:
+		return false;
+	}
+}
+
+static bool
+fhir_array_is_all_null(const fhir_node_t *arr)
+{
+	for (size_t i = 0; i < arr->u.arr.n; i++)
+		if (arr->u.arr.v[i]->kind != FHIR_NULL)
+			return false;
+	return true;
+}
+
+/* A primitive array `x` and its `_x` companion are aligned by index: an item goes only when
+ * both sides are empty, and an empty side left beside a kept one becomes null. */
+static void
+fhir_array_prune_pair(fhir_node_t *vals, fhir_node_t *exts)
+{
+	size_t i = 0;
+
+	while (i < vals->u.arr.n) {
+		fhir_node_t *v = vals->u.arr.v[i], *e = exts->u.arr.v[i];
+		bool v_gone = v->kind == FHIR_NULL || !fhir_node_prune(v);
+		bool e_gone = e->kind == FHIR_NULL || !fhir_node_prune(e);
+
+		if (v_gone && e_gone) {
+			fhir_array_remove_at(vals, i);
+			fhir_array_remove_at(exts, i);
+			continue;
+		}
+		if (v_gone)
+			vals->u.arr.v[i] = &fhir_null_shared;
+		if (e_gone)
+			exts->u.arr.v[i] = &fhir_null_shared;
+		i++;
+	}
+}
+
+static void
+fhir_object_prune(fhir_node_t *obj)
+{
+	fhir_member_t *m = obj->u.obj.m;
+	size_t i;
+
+	/* Pair up aligned primitive arrays first, so the generic pass below sees them pruned. */
+	for (i = 0; i < obj->u.obj.n; i++) {
+		slice_t key = m[i].key;
+		fhir_node_t *vals = m[i].val, *exts;
+		char ext_key[128];
+
+		if (vals->kind != FHIR_ARRAY || key.len == 0 || key.ptr[0] == '_' ||
+		    key.len + 1 > sizeof(ext_key))
+			continue;
+		ext_key[0] = '_';
+		memcpy(ext_key + 1, key.ptr, key.len);
+		exts = fhir_object_get(obj, slice_make(ext_key, key.len + 1));
+		if (exts != NULL && exts->kind == FHIR_ARRAY && exts->u.arr.n == vals->u.arr.n)
+			fhir_array_prune_pair(vals, exts);
+	}
+	i = 0;
+	while (i < obj->u.obj.n) {
+		fhir_node_t *v = m[i].val;
+		bool keep =
+		    fhir_node_prune(v) && !(v->kind == FHIR_ARRAY && fhir_array_is_all_null(v));
+
+		if (keep)
+			i++;
+		else
+			fhir_object_remove(obj, m[i].key);
+	}
+}
+
+bool
+fhir_node_prune(fhir_node_t *n)
+{
+	size_t i;
+
+	switch (n->kind) {
+	case FHIR_OBJECT:
+		fhir_object_prune(n);
+		break;
+	case FHIR_ARRAY:
+		i = 0;
+		while (i < n->u.arr.n) {
+			fhir_node_t *item = n->u.arr.v[i];
+
+			if (item->kind != FHIR_NULL && !fhir_node_prune(item))
+				fhir_array_remove_at(n, i);
+			else
+				i++;
+		}
+		break;
+	default:
+		break;
+	}
+	return !fhir_node_is_empty(n);
+}
+
+slice_t
+fhir_resource_type(const fhir_node_t *res)
+{
+	fhir_node_t *t = fhir_object_get(res, SLICE_LIT("resourceType"));
+
+	if (t == NULL || t->kind != FHIR_STRING)
+		return slice_make("", 0);
+	return t->u.text;
+}

@@ -1,0 +1,31 @@
+/* The FHIR R4 REST API (base /fhir) on the HTTP server: routing, content negotiation, the
+ * interactions over the store, OperationOutcomes for every error. Reads run on the I/O thread
+ * in short read transactions; writes go through the writer thread (group commit) and are
+ * answered once committed. */
+#ifndef GATEWAY_REST_H
+#define GATEWAY_REST_H
+
+#include "gateway/conf.h"
+#include "gateway/http.h"
+#include "gateway/writer.h"
+#include "lib/buf.h"
+#include "store/store.h"
+
+struct event_base;
+
+typedef struct rest rest_t;
+typedef struct rest_thread rest_thread_t;
+
+/* Shared by every I/O thread; store and writer must outlive it. */
+int rest_new(store_t *store, writer_t *writer, const config_t *cfg, rest_t **out);
+/* Accepts NULL; every thread part must be freed first. */
+void rest_free(rest_t *r);
+/* The per-I/O-thread part (its completion event lives on base). */
+rest_thread_t *rest_thread_new(rest_t *r, struct event_base *base);
+void rest_thread_free(rest_thread_t *t);
+/* The http_handler_fn; handler_ctx is the rest_thread_t of the connection's thread. */
+void rest_handle(http_request_t *req, void *handler_ctx);
+/* The http_error_body_fn: errors the HTTP layer answers itself, as OperationOutcomes. */
+void rest_error_body(int status, const char *text, const char **content_type, buf_t *body);
+
+#endif

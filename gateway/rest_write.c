@@ -1,0 +1,1075 @@
+/* The REST writes: create, update, delete (plain and conditional), patch, batch and transaction.
+ * The I/O thread parses, checks and serializes each resource and builds its index entries; one
+ * writer job per request then resolves conditions and preconditions and writes, inside the
+ * writer's batch transaction, so a conditional check and its insert cannot be split by another
+ * write. The answer goes out once the batch has committed. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <event2/event.h>
+
+#include "fhir/json.h"
+#include "fhir/meta.h"
+#include "fhir/search.h"
+#include "fhir/xml.h"
+#include "gateway/rest_int.h"
+#include "gateway/search.h"
+#include "lib/err.h"
+#include "lib/log.h"
+#include "lib/timeutil.h"
+
+typedef enum { OP_PUT, OP_DELETE, OP_READ } op_kind_t;
+typedef enum { COND_NONE, COND_CREATE, COND_UPDATE, COND_DELETE } cond_t;
+
+typedef struct {
+	op_kind_t kind;
+	cond_t cond;
+	slice_t type, id;  /* id empty: decided by the condition */
+	slice_t query;     /* the condition, or a GET entry's query */
+	fhir_node_t *res;  /* to store: meta.versionId/lastUpdated stripped */
+	slice_t body;      /* res serialized */
+	store_idx_entry_t *entries;
+	size_t nentries;
+	uint32_t if_match;
+	bool create_only;
+	bool conflict_409; /* a PATCH: a version that moved on is a conflict, not a precondition */
+	/* results */
+	int status; /* 0: to be written; else the entry's HTTP status */
+	fhir_node_t *outcome;
+	store_res_result_t out;
+	bool matched; /* a conditional create found its resource */
+} rest_op_t;
+
+struct rest_job {
+	writer_job_t wj; /* first: the writer hands this pointer back */
+	rest_job_t *done_next;
+	rest_ctx_t *c;
+	rest_op_t *ops;
+	size_t nops;
+	bool bundle, transaction;
+	int fail_status; /* a transaction that wrote nothing */
+	fhir_node_t *fail_outcome;
+	int store_rc;
+};
+
+void
+rest_random_id(char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char rnd[REST_ID_HEX / 2];
+
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		abort(); /* no entropy: nothing sensible to hand out */
+	for (size_t i = 0; i < sizeof(rnd); i++) {
+		out[2 * i] = hex[rnd[i] >> 4];
+		out[2 * i + 1] = hex[rnd[i] & 15];
+	}
+	out[REST_ID_HEX] = '\0';
+}
+
+static slice_t
+new_id(arena_t *a)
+{
+	char id[REST_ID_HEX + 1];
+
+	rest_random_id(id);
+	return arena_slice_dup(a, slice_make(id, REST_ID_HEX));
+}
+
+static fhir_node_t *
+outcome_printf(arena_t *a, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static fhir_node_t *
+outcome_printf(arena_t *a, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	buf_t b = BUF_INIT;
+	fhir_node_t *oo;
+
+	va_start(ap, fmt);
+	buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	oo = rest_outcome(a, "error", code, b.data != NULL ? b.data : "");
+	buf_free(&b);
+	return oo;
+}
+
+/* ---- request bodies ---- */
+
+fhir_node_t *
+rest_body_parse(rest_ctx_t *c)
+{
+	slice_t ct = http_request_header(c->req, "Content-Type"), body = http_request_body(c->req);
+	fhir_node_t *res = NULL;
+	char err[256];
+	int fmt = -1, rc;
+	size_t semi = 0;
+
+	if (ct.ptr != NULL) {
+		while (semi < ct.len && ct.ptr[semi] != ';')
+			semi++;
+		ct = slice_trim(slice_make(ct.ptr, semi));
+		if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+json")) ||
+		    slice_eq_nocase(ct, SLICE_LIT("application/json")) ||
+		    slice_eq_nocase(ct, SLICE_LIT("application/json+fhir")) ||
+		    slice_eq_nocase(ct, SLICE_LIT("text/json")))
+			fmt = 0;
+		else if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+xml")) ||
+			 slice_eq_nocase(ct, SLICE_LIT("application/xml")) ||
+			 slice_eq_nocase(ct, SLICE_LIT("application/xml+fhir")) ||
+			 slice_eq_nocase(ct, SLICE_LIT("text/xml")))
+			fmt = 1;
+		else {
+			rest_send_error(c, 415, "not-supported",
+					"unsupported Content-Type: send application/fhir+json or "
+					"application/fhir+xml");
+			return NULL;
+		}
+	} else {
+		slice_t t = slice_trim(body);
+
+		fmt = t.len > 0 && t.ptr[0] == '<' ? 1 : 0;
+	}
+	if (body.len == 0) {
+		rest_send_error(c, 400, "invalid", "a resource is required in the body");
+		return NULL;
+	}
+	rc = fmt == 1 ? fhir_xml_parse(c->a, body.ptr, body.len, NULL, &res, err, sizeof(err))
+		      : fhir_json_parse(c->a, body.ptr, body.len, NULL, &res, err, sizeof(err));
+	if (rc < 0) {
+		rest_send_error(c, 400, "structure", "the body does not parse: %s", err);
+		return NULL;
+	}
+	if (fhir_node_kind(res) != FHIR_OBJECT) {
+		rest_send_error(c, 400, "structure", "the body is not a resource");
+		return NULL;
+	}
+	return res;
+}
+
+/* Removes what the server sets itself (meta.versionId, meta.lastUpdated). */
+static void
+meta_strip(fhir_node_t *res)
+{
+	fhir_node_t *meta = fhir_object_get_cstr(res, "meta");
+
+	if (meta == NULL || fhir_node_kind(meta) != FHIR_OBJECT)
+		return;
+	fhir_object_remove(meta, SLICE_LIT("versionId"));
+	fhir_object_remove(meta, SLICE_LIT("lastUpdated"));
+	fhir_object_remove(meta, SLICE_LIT("_versionId"));
+	fhir_object_remove(meta, SLICE_LIT("_lastUpdated"));
+	if (fhir_object_count(meta) == 0)
+		fhir_object_remove(res, SLICE_LIT("meta"));
+}
+
+/* Sets the id, serializes the body and builds the index entries (I/O thread, or the writer
+ * when a condition chose the id). */
+static int
+op_prepare(arena_t *a, rest_op_t *op)
+{
+	buf_t b = BUF_INIT;
+	fhir_idx_entry_t *e;
+	size_t n;
+	int rc;
+
+	if (fhir_object_get_cstr(op->res, "id") == NULL) {
+		/* resourceType, id, then the rest: the order clients are used to. */
+		fhir_node_t *o = fhir_object_new(a);
+
+		fhir_object_set_cstr(a, o, "resourceType", fhir_string_new(a, fhir_resource_type(op->res)));
+		fhir_object_set_cstr(a, o, "id", fhir_string_new(a, op->id));
+		for (size_t i = 0; i < fhir_object_count(op->res); i++)
+			fhir_object_set(a, o, fhir_object_key_at(op->res, i),
+					fhir_object_value_at(op->res, i));
+		op->res = o;
+	}
+	fhir_object_set_cstr(a, op->res, "id", fhir_string_new(a, op->id));
+	fhir_json_write(op->res, false, &b);
+	op->body = arena_slice_dup(a, buf_slice(&b));
+	buf_free(&b);
+	rc = fhir_search_index(a, op->res, store_idx_value_max, &e, &n);
+	if (rc < 0)
+		return rc;
+	/* fhir_idx_entry_t is store_idx_entry_t's twin (two slices): passed through as is. */
+	op->entries = (store_idx_entry_t *)e;
+	op->nentries = n;
+	return 0;
+}
+
+/* Checks a resource to store as type (and id when not empty); 0, or a status with outcome. */
+static int
+res_check(arena_t *a, fhir_node_t *res, slice_t type, slice_t id, bool id_required,
+	  fhir_node_t **outcome)
+{
+	char err[256];
+	int st;
+	fhir_node_t *rid;
+
+	if (!slice_eq(fhir_resource_type(res), type)) {
+		*outcome = outcome_printf(a, "invalid", "resourceType '%.*s' does not match the URL's '%.*s'",
+					  (int)(fhir_resource_type(res).len > 64 ? 64 : fhir_resource_type(res).len),
+					  fhir_resource_type(res).ptr, (int)type.len, type.ptr);
+		return 400;
+	}
+	rid = fhir_object_get_cstr(res, "id");
+	if (id.len > 0 && id_required && (rid == NULL || !slice_eq(fhir_node_text(rid), id))) {
+		*outcome = outcome_printf(a, "invalid", "the resource's id must be '%.*s' as in the URL",
+					  (int)id.len, id.ptr);
+		return 400;
+	}
+	if (rid != NULL && (fhir_node_kind(rid) != FHIR_STRING || !rest_id_is_valid(fhir_node_text(rid)))) {
+		*outcome = outcome_printf(a, "invalid", "the resource's id is not a valid id");
+		return 400;
+	}
+	st = rest_res_validate(res, err, sizeof(err));
+	if (st != 0) {
+		*outcome = outcome_printf(a, "structure", "%s", err);
+		return st;
+	}
+	meta_strip(res);
+	return 0;
+}
+
+/* ---- the writer side ---- */
+
+static int
+op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
+{
+	arena_t *a = j->c->a;
+	store_res_t cur;
+	int rc;
+
+	if (op->kind == OP_READ || op->status != 0)
+		return 0;
+	if (op->cond != COND_NONE) {
+		search_opts_t opts = {.max_count = 2};
+		search_result_t *sr;
+		fhir_node_t *oo = NULL;
+		size_t nmatch = 0;
+		slice_t hit = SLICE_NULL;
+
+		rc = search_run(t, a, op->type, op->query, &opts, &sr, &oo);
+		if (rc == -FG_EINVAL) {
+			op->status = 400;
+			op->outcome = oo != NULL ? oo : outcome_printf(a, "invalid", "bad condition");
+			return 0;
+		}
+		if (rc < 0)
+			return rc;
+		nmatch = sr->nmatches;
+		if (nmatch > 0)
+			hit = sr->hits[0].id;
+		if (nmatch > 1 || sr->has_next) {
+			op->status = 412;
+			op->outcome = outcome_printf(a, "multiple-matches",
+						     "the condition matches more than one resource");
+			return 0;
+		}
+		if (op->cond == COND_CREATE && nmatch == 1) {
+			op->status = 200;
+			op->matched = true;
+			op->id = arena_slice_dup(a, hit);
+			return 0;
+		}
+		if (op->cond == COND_DELETE) {
+			if (nmatch == 0) {
+				op->status = 204;
+				return 0;
+			}
+			op->id = arena_slice_dup(a, hit);
+		}
+		if (op->cond == COND_UPDATE) {
+			if (nmatch == 1 && op->id.len > 0 && !slice_eq(op->id, hit)) {
+				op->status = 400;
+				op->outcome = outcome_printf(a, "invalid",
+							     "the resource's id is not the one the condition matched");
+				return 0;
+			}
+			op->id = nmatch == 1 ? arena_slice_dup(a, hit)
+					     : op->id.len > 0 ? op->id : new_id(a);
+			if ((rc = op_prepare(a, op)) < 0) {
+				op->status = 400;
+				op->outcome = outcome_printf(a, "invalid", "index: %s", fg_strerror(rc));
+				return 0;
+			}
+		}
+	}
+	if (op->kind == OP_PUT && (op->if_match != 0 || op->create_only)) {
+		rc = store_res_get(t, op->type, op->id, &cur);
+		if (rc < 0 && rc != -FG_ENOTFOUND)
+			return rc;
+		if (op->if_match != 0 && (rc < 0 || cur.deleted || cur.version != op->if_match)) {
+			op->status = op->conflict_409 ? 409 : 412;
+			op->outcome = outcome_printf(a, "conflict",
+						     "version %u is not the current version", op->if_match);
+		} else if (op->create_only && rc == 0 && !cur.deleted) {
+			op->status = 412;
+			op->outcome = outcome_printf(a, "duplicate", "%.*s/%.*s exists already",
+						     (int)op->type.len, op->type.ptr, (int)op->id.len,
+						     op->id.ptr);
+		}
+	}
+	return 0;
+}
+
+static int
+op_write(rest_job_t *j, store_txn_t *t, rest_op_t *op, uint64_t now_ns)
+{
+	int rc;
+
+	if (op->kind == OP_READ || op->status != 0)
+		return 0;
+	if (op->kind == OP_DELETE) {
+		rc = store_res_delete(t, op->type, op->id, now_ns, &op->out);
+		if (rc == -FG_ENOTFOUND)
+			rc = 0;
+		op->status = 204;
+		return rc;
+	} else {
+		store_res_put_t p = {.type = op->type, .id = op->id, .body = op->body,
+				     .entries = op->entries, .n_entries = op->nentries,
+				     .if_match = op->if_match, .create_only = op->create_only,
+				     .now_ns = now_ns};
+
+		rc = store_res_put(t, &p, &op->out);
+		if (rc == -FG_EEXIST) {
+			op->status = op->conflict_409 ? 409 : 412;
+			op->outcome = outcome_printf(j->c->a, "conflict", "precondition failed");
+			return 0;
+		}
+		op->status = op->out.created ? 201 : 200;
+		return rc;
+	}
+}
+
+static int
+job_apply(writer_job_t *wj, store_txn_t *t)
+{
+	rest_job_t *j = (rest_job_t *)wj;
+	uint64_t now = time_now_ns();
+	int rc = 0;
+
+	if (j->transaction) {
+		/* Every check first: a failing entry leaves the transaction unwritten. */
+		for (size_t i = 0; rc == 0 && i < j->nops; i++) {
+			rc = op_resolve(j, t, &j->ops[i]);
+			if (rc == 0 && j->ops[i].status >= 400) {
+				j->fail_status = j->ops[i].status;
+				j->fail_outcome = j->ops[i].outcome;
+				return 0;
+			}
+		}
+		for (size_t i = 0; rc == 0 && i < j->nops; i++)
+			rc = op_write(j, t, &j->ops[i], now);
+		return rc;
+	}
+	for (size_t i = 0; rc == 0 && i < j->nops; i++) {
+		rc = op_resolve(j, t, &j->ops[i]);
+		if (rc == 0)
+			rc = op_write(j, t, &j->ops[i], now);
+	}
+	return rc;
+}
+
+static void
+job_done(writer_job_t *wj, int rc)
+{
+	rest_job_t *j = (rest_job_t *)wj;
+	rest_thread_t *th = j->c->th;
+	bool wake;
+
+	j->store_rc = rc;
+	pthread_mutex_lock(&th->done_mu);
+	wake = th->done_head == NULL;
+	j->done_next = th->done_head;
+	th->done_head = j;
+	pthread_mutex_unlock(&th->done_mu);
+	if (wake)
+		event_active(th->done_ev, EV_READ, 0);
+}
+
+static rest_job_t *
+job_new(rest_ctx_t *c, size_t nops)
+{
+	rest_job_t *j = arena_zalloc(c->a, sizeof(*j));
+
+	j->c = c;
+	j->nops = nops;
+	j->ops = arena_zalloc(c->a, (nops ? nops : 1) * sizeof(rest_op_t));
+	j->wj.apply = job_apply;
+	j->wj.done = job_done;
+	return j;
+}
+
+static void
+job_submit(rest_job_t *j)
+{
+	for (size_t i = 0; i < j->nops; i++)
+		j->wj.bytes += j->ops[i].body.len + 64;
+	/* The queue bound is advisory here: the HTTP module caps requests in flight per
+	 * connection. */
+	(void)writer_submit(j->c->rest->writer, &j->wj);
+}
+
+/* ---- answers ---- */
+
+static const char *
+location_of(rest_ctx_t *c, const rest_op_t *op, bool absolute)
+{
+	buf_t b = BUF_INIT;
+	const char *s;
+
+	buf_printf(&b, "%s%s%.*s/%.*s/_history/%u", absolute ? c->base : "", absolute ? "/" : "",
+		   (int)op->type.len, op->type.ptr, (int)op->id.len, op->id.ptr, op->out.version);
+	s = rest_cstr(c->a, buf_slice(&b));
+	buf_free(&b);
+	return s;
+}
+
+static void
+finish_single(rest_job_t *j)
+{
+	rest_ctx_t *c = j->c;
+	rest_op_t *op = &j->ops[0];
+	char ts[40];
+
+	if (j->store_rc < 0) {
+		rest_send_error(c, 500, "exception", "the write failed: %s", fg_strerror(j->store_rc));
+		return;
+	}
+	if (op->status >= 400) {
+		rest_send(c, op->status, op->outcome, NULL);
+		return;
+	}
+	if (op->matched) { /* conditional create: the one that exists */
+		store_txn_t *t = rest_read_begin(c);
+		fhir_node_t *res, *oo;
+		uint32_t ver = 0;
+		uint64_t lu = 0;
+		int st;
+
+		if (t == NULL)
+			return;
+		st = rest_read_result(c, t, op->type, op->id, 0, &res, &oo, &ver, &lu);
+		store_txn_abort(t);
+		op->out.version = ver;
+		{
+			http_field_t f[] = {{"ETag", rest_etag(c->a, ver)},
+					    {"Location", location_of(c, op, true)},
+					    {NULL, NULL}};
+
+			rest_send(c, st, st == 200 ? (c->prefer == REST_PREFER_MINIMAL ? NULL : res) : oo,
+				  st == 200 ? f : NULL);
+		}
+		return;
+	}
+	if (op->kind == OP_DELETE) {
+		if (c->prefer == REST_PREFER_OUTCOME)
+			rest_send(c, 200, rest_outcome(c->a, "information", "informational", "deleted"),
+				  NULL);
+		else
+			rest_send(c, 204, NULL, NULL);
+		return;
+	}
+	rest_meta_set(c->a, op->res, op->out.version, op->out.last_updated_ns);
+	time_format_rfc3339(op->out.last_updated_ns, ts, sizeof(ts));
+	{
+		http_field_t f[] = {{"ETag", rest_etag(c->a, op->out.version)},
+				    {"Last-Modified", rest_http_date(c->a, op->out.last_updated_ns)},
+				    {"Location", location_of(c, op, true)},
+				    {NULL, NULL}};
+		const fhir_node_t *body = op->res;
+
+		if (c->prefer == REST_PREFER_MINIMAL)
+			body = NULL;
+		else if (c->prefer == REST_PREFER_OUTCOME)
+			body = rest_outcome(c->a, "information", "informational",
+					    op->out.unchanged ? "unchanged: no new version"
+							      : op->status == 201 ? "created" : "updated");
+		rest_send(c, op->status, body, f);
+	}
+}
+
+static void
+status_text(char *out, size_t cap, int status)
+{
+	snprintf(out, cap, "%d %s", status, http_status_reason(status));
+}
+
+static void
+finish_bundle(rest_job_t *j)
+{
+	rest_ctx_t *c = j->c;
+	arena_t *a = c->a;
+	fhir_node_t *b, *entries;
+	store_txn_t *t = NULL;
+
+	if (j->store_rc < 0) {
+		rest_send_error(c, 500, "exception", "the write failed: %s", fg_strerror(j->store_rc));
+		return;
+	}
+	if (j->fail_status != 0) {
+		rest_send(c, j->fail_status, j->fail_outcome, NULL);
+		return;
+	}
+	b = fhir_object_new(a);
+	fhir_object_set_cstr(a, b, "resourceType", fhir_string_new(a, SLICE_LIT("Bundle")));
+	fhir_object_set_cstr(a, b, "id", fhir_string_new(a, new_id(a)));
+	fhir_object_set_cstr(a, b, "type",
+			     fhir_string_new(a, j->transaction ? SLICE_LIT("transaction-response")
+							       : SLICE_LIT("batch-response")));
+	entries = fhir_array_new(a);
+	for (size_t i = 0; i < j->nops; i++) {
+		rest_op_t *op = &j->ops[i];
+		fhir_node_t *e = fhir_object_new(a), *resp = fhir_object_new(a);
+		char st[64], ts[40];
+
+		if (op->kind == OP_READ && op->status == 0) {
+			fhir_node_t *res = NULL;
+			uint32_t ver = 0;
+			uint64_t lu = 0;
+
+			if (t == NULL && (t = rest_read_begin(c)) == NULL)
+				return;
+			op->status = rest_read_result(c, t, op->type, op->id, 0, &res, &op->outcome,
+						      &ver, &lu);
+			if (res != NULL) {
+				fhir_object_set_cstr(a, e, "resource", res);
+				fhir_object_set_cstr(a, resp, "etag",
+						     fhir_string_new(a, slice_cstr(rest_etag(a, ver))));
+			}
+		}
+		status_text(st, sizeof(st), op->status);
+		fhir_object_set_cstr(a, resp, "status", fhir_string_new(a, slice_cstr(st)));
+		if (op->status < 300 && op->kind == OP_PUT && !op->matched) {
+			fhir_object_set_cstr(a, resp, "location",
+					     fhir_string_new(a, slice_cstr(location_of(c, op, false))));
+			fhir_object_set_cstr(a, resp, "etag",
+					     fhir_string_new(a, slice_cstr(rest_etag(a, op->out.version))));
+			time_format_rfc3339(op->out.last_updated_ns, ts, sizeof(ts));
+			fhir_object_set_cstr(a, resp, "lastModified", fhir_string_new(a, slice_cstr(ts)));
+			if (c->prefer == REST_PREFER_REPRESENTATION &&
+			    http_request_header(c->req, "Prefer").ptr != NULL) {
+				rest_meta_set(a, op->res, op->out.version, op->out.last_updated_ns);
+				fhir_object_set_cstr(a, e, "resource", op->res);
+			}
+		}
+		if (op->matched) {
+			buf_t lb = BUF_INIT;
+
+			buf_printf(&lb, "%.*s/%.*s", (int)op->type.len, op->type.ptr, (int)op->id.len,
+				   op->id.ptr);
+			fhir_object_set_cstr(a, resp, "location",
+					     fhir_string_new(a, arena_slice_dup(a, buf_slice(&lb))));
+			buf_free(&lb);
+		}
+		if (op->outcome != NULL && op->status >= 400)
+			fhir_object_set_cstr(a, resp, "outcome", op->outcome);
+		fhir_object_set_cstr(a, e, "response", resp);
+		fhir_array_append(a, entries, e);
+	}
+	store_txn_abort(t);
+	if (fhir_array_len(entries) > 0)
+		fhir_object_set_cstr(a, b, "entry", entries);
+	rest_send(c, 200, b, NULL);
+}
+
+static void
+job_finish(rest_job_t *j)
+{
+	if (j->bundle)
+		finish_bundle(j);
+	else
+		finish_single(j);
+}
+
+void
+rest_jobs_finish(rest_thread_t *th)
+{
+	rest_job_t *list, *rev = NULL;
+
+	pthread_mutex_lock(&th->done_mu);
+	list = th->done_head;
+	th->done_head = NULL;
+	pthread_mutex_unlock(&th->done_mu);
+	while (list != NULL) { /* newest first: reverse, so answers keep submission order */
+		rest_job_t *next = list->done_next;
+
+		list->done_next = rev;
+		rev = list;
+		list = next;
+	}
+	while (rev != NULL) {
+		rest_job_t *next = rev->done_next;
+
+		job_finish(rev); /* frees rev with its request */
+		rev = next;
+	}
+}
+
+void
+rest_jobs_drop(rest_thread_t *th)
+{
+	rest_jobs_finish(th);
+}
+
+/* ---- the interactions ---- */
+
+/* W/"3", "3" -> 3; 0 when it is not a version. */
+static uint32_t
+etag_version(slice_t v)
+{
+	uint64_t n;
+
+	v = slice_trim(v);
+	if (v.len >= 2 && v.ptr[0] == 'W' && v.ptr[1] == '/')
+		v = slice_make(v.ptr + 2, v.len - 2);
+	if (v.len >= 2 && v.ptr[0] == '"' && v.ptr[v.len - 1] == '"')
+		v = slice_make(v.ptr + 1, v.len - 2);
+	return slice_to_u64(v, &n) && n > 0 && n <= UINT32_MAX ? (uint32_t)n : 0;
+}
+
+/* Fills a PUT op from a checked resource; answers and returns false on failure. */
+static bool
+single_put(rest_ctx_t *c, rest_op_t *op)
+{
+	int rc;
+
+	op->kind = OP_PUT;
+	if (op->id.len == 0)
+		return true; /* decided in the writer */
+	rc = op_prepare(c->a, op);
+	if (rc < 0) {
+		rest_send_error(c, 400, "invalid", "cannot index the resource: %s", fg_strerror(rc));
+		return false;
+	}
+	return true;
+}
+
+void
+rest_do_create(rest_ctx_t *c, slice_t type)
+{
+	fhir_node_t *res = rest_body_parse(c), *oo = NULL;
+	rest_job_t *j;
+	rest_op_t *op;
+	slice_t ine;
+	int st;
+
+	if (res == NULL)
+		return;
+	if ((st = res_check(c->a, res, type, SLICE_NULL, false, &oo)) != 0) {
+		rest_send(c, st, oo, NULL);
+		return;
+	}
+	j = job_new(c, 1);
+	op = &j->ops[0];
+	op->type = type;
+	op->id = new_id(c->a); /* the server names what is created */
+	op->res = res;
+	op->create_only = true;
+	ine = http_request_header(c->req, "If-None-Exist");
+	if (ine.ptr != NULL) {
+		slice_t q = slice_trim(ine);
+		size_t qm = 0;
+
+		/* "identifier=x" or a whole "Patient?identifier=x". */
+		while (qm < q.len && q.ptr[qm] != '?')
+			qm++;
+		op->cond = COND_CREATE;
+		op->query = qm < q.len ? slice_make(q.ptr + qm + 1, q.len - qm - 1) : q;
+	}
+	if (single_put(c, op))
+		job_submit(j);
+}
+
+static bool
+put_headers(rest_ctx_t *c, rest_op_t *op)
+{
+	slice_t im = http_request_header(c->req, "If-Match"), inm;
+
+	if (im.ptr != NULL && (op->if_match = etag_version(im)) == 0) {
+		rest_send_error(c, 400, "invalid", "If-Match must be an ETag such as W/\"1\"");
+		return false;
+	}
+	inm = http_request_header(c->req, "If-None-Match");
+	op->create_only = inm.ptr != NULL && slice_eq_cstr(slice_trim(inm), "*");
+	return true;
+}
+
+void
+rest_do_update(rest_ctx_t *c, slice_t type, slice_t id)
+{
+	fhir_node_t *res = rest_body_parse(c), *oo = NULL;
+	rest_job_t *j;
+	int st;
+
+	if (res == NULL)
+		return;
+	if ((st = res_check(c->a, res, type, id, true, &oo)) != 0) {
+		rest_send(c, st, oo, NULL);
+		return;
+	}
+	j = job_new(c, 1);
+	j->ops[0].type = type;
+	j->ops[0].id = id;
+	j->ops[0].res = res;
+	if (put_headers(c, &j->ops[0]) && single_put(c, &j->ops[0]))
+		job_submit(j);
+}
+
+static bool
+query_is_condition(rest_ctx_t *c)
+{
+	static const char *const ours[] = {"_format", "_pretty", NULL};
+	http_query_t it;
+	slice_t k, v;
+
+	http_query_init(&it, c->query, c->a);
+	while (http_query_next(&it, &k, &v)) {
+		bool mine = false;
+
+		for (size_t i = 0; ours[i] != NULL; i++)
+			mine = mine || slice_eq_cstr(k, ours[i]);
+		if (!mine)
+			return true;
+	}
+	rest_send_error(c, 412, "invalid", "a conditional interaction needs search parameters");
+	return false;
+}
+
+void
+rest_do_cond_update(rest_ctx_t *c, slice_t type)
+{
+	fhir_node_t *res, *oo = NULL, *rid;
+	rest_job_t *j;
+	int st;
+
+	if (!query_is_condition(c) || (res = rest_body_parse(c)) == NULL)
+		return;
+	if ((st = res_check(c->a, res, type, SLICE_NULL, false, &oo)) != 0) {
+		rest_send(c, st, oo, NULL);
+		return;
+	}
+	j = job_new(c, 1);
+	j->ops[0].type = type;
+	rid = fhir_object_get_cstr(res, "id");
+	j->ops[0].id = rid != NULL ? fhir_node_text(rid) : slice_make("", 0);
+	j->ops[0].res = res;
+	j->ops[0].kind = OP_PUT;
+	j->ops[0].cond = COND_UPDATE;
+	j->ops[0].query = c->query;
+	if (put_headers(c, &j->ops[0]))
+		job_submit(j);
+}
+
+void
+rest_do_delete(rest_ctx_t *c, slice_t type, slice_t id)
+{
+	rest_job_t *j = job_new(c, 1);
+
+	j->ops[0].kind = OP_DELETE;
+	j->ops[0].type = type;
+	j->ops[0].id = id;
+	job_submit(j);
+}
+
+void
+rest_do_cond_delete(rest_ctx_t *c, slice_t type)
+{
+	rest_job_t *j;
+
+	if (!query_is_condition(c))
+		return;
+	j = job_new(c, 1);
+	j->ops[0].kind = OP_DELETE;
+	j->ops[0].cond = COND_DELETE;
+	j->ops[0].type = type;
+	j->ops[0].query = c->query;
+	job_submit(j);
+}
+
+void
+rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
+{
+	slice_t ct = http_request_header(c->req, "Content-Type"), body = http_request_body(c->req);
+	fhir_node_t *patch, *res, *oo = NULL;
+	store_txn_t *t;
+	uint32_t ver = 0, want;
+	uint64_t lu;
+	char err[256];
+	rest_job_t *j;
+	int st;
+
+	if (ct.ptr == NULL || ct.len < 27 ||
+	    !slice_eq_nocase(slice_make(ct.ptr, 27), SLICE_LIT("application/json-patch+json"))) {
+		rest_send_error(c, 415, "not-supported", "PATCH takes application/json-patch+json");
+		return;
+	}
+	if (fhir_json_parse(c->a, body.ptr, body.len, NULL, &patch, err, sizeof(err)) < 0) {
+		rest_send_error(c, 400, "structure", "the patch does not parse: %s", err);
+		return;
+	}
+	if ((t = rest_read_begin(c)) == NULL)
+		return;
+	st = rest_read_result(c, t, type, id, 0, &res, &oo, &ver, &lu);
+	store_txn_abort(t);
+	if (st != 200) {
+		rest_send(c, st, oo, NULL);
+		return;
+	}
+	want = etag_version(http_request_header(c->req, "If-Match"));
+	if (want != 0 && want != ver) {
+		rest_send_error(c, 412, "conflict", "version %u is not the current version %u", want,
+				ver);
+		return;
+	}
+	meta_strip(res);
+	if ((st = rest_json_patch(c->a, &res, patch, err, sizeof(err))) != 0) {
+		rest_send_error(c, st, st == 422 ? "processing" : "invalid", "%s", err);
+		return;
+	}
+	if ((st = res_check(c->a, res, type, id, true, &oo)) != 0) {
+		rest_send(c, st == 400 ? 422 : st, oo, NULL);
+		return;
+	}
+	j = job_new(c, 1);
+	j->ops[0].type = type;
+	j->ops[0].id = id;
+	j->ops[0].res = res;
+	j->ops[0].if_match = ver; /* the version patched: a write since then is a conflict */
+	j->ops[0].conflict_409 = true;
+	if (single_put(c, &j->ops[0]))
+		job_submit(j);
+}
+
+/* ---- batch and transaction ---- */
+
+typedef struct {
+	slice_t from; /* "urn:uuid:..." */
+	slice_t to;   /* "Patient/abc" */
+} urn_map_t;
+
+/* Replaces every reference to a Bundle-local urn:uuid by the id it was given. */
+static void
+refs_rewrite(arena_t *a, fhir_node_t *n, const urn_map_t *map, size_t nmap, int depth)
+{
+	if (depth > 64)
+		return;
+	if (fhir_node_kind(n) == FHIR_ARRAY) {
+		for (size_t i = 0; i < fhir_array_len(n); i++)
+			refs_rewrite(a, fhir_array_at(n, i), map, nmap, depth + 1);
+		return;
+	}
+	if (fhir_node_kind(n) != FHIR_OBJECT)
+		return;
+	for (size_t i = 0; i < fhir_object_count(n); i++) {
+		fhir_node_t *v = fhir_object_value_at(n, i);
+
+		if (slice_eq_cstr(fhir_object_key_at(n, i), "reference") &&
+		    fhir_node_kind(v) == FHIR_STRING) {
+			for (size_t k = 0; k < nmap; k++)
+				if (slice_eq(fhir_node_text(v), map[k].from))
+					fhir_object_set_value_at(n, i, fhir_string_new(a, map[k].to));
+		} else
+			refs_rewrite(a, v, map, nmap, depth + 1);
+	}
+}
+
+/* Splits an entry URL "T", "T/id", "T?q" (relative, or under this base). */
+static bool
+entry_url(rest_ctx_t *c, slice_t url, slice_t *type, slice_t *id, slice_t *query)
+{
+	size_t blen = strlen(c->base), i = 0, q;
+
+	if (url.len > blen && memcmp(url.ptr, c->base, blen) == 0 && url.ptr[blen] == '/')
+		url = slice_make(url.ptr + blen + 1, url.len - blen - 1);
+	if (url.len > 0 && url.ptr[0] == '/')
+		url = slice_make(url.ptr + 1, url.len - 1);
+	for (q = 0; q < url.len && url.ptr[q] != '?'; q++)
+		;
+	*query = q < url.len ? slice_make(url.ptr + q + 1, url.len - q - 1) : SLICE_NULL;
+	while (i < q && url.ptr[i] != '/')
+		i++;
+	*type = slice_make(url.ptr, i);
+	*id = i < q ? slice_make(url.ptr + i + 1, q - i - 1) : slice_make("", 0);
+	return fhir_meta_is_resource(*type) && (id->len == 0 || rest_id_is_valid(*id));
+}
+
+/* Builds op i from entry e; 0, or a status with op->outcome set. */
+static int
+entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
+{
+	arena_t *a = c->a;
+	fhir_node_t *req = fhir_object_get_cstr(e, "request"), *res = fhir_object_get_cstr(e, "resource");
+	slice_t method = fhir_node_text(fhir_object_get_cstr(req, "method"));
+	slice_t url = fhir_node_text(fhir_object_get_cstr(req, "url")), type, id, q;
+	int st;
+
+	if (req == NULL || method.len == 0 || url.len == 0 || !entry_url(c, url, &type, &id, &q)) {
+		op->outcome = outcome_printf(a, "invalid", "entry.request needs a method and a url");
+		return 400;
+	}
+	op->type = type;
+	op->id = id;
+	if (slice_eq_cstr(method, "GET")) {
+		if (id.len == 0 || q.ptr != NULL) {
+			op->outcome = outcome_printf(a, "not-supported",
+						     "only reads (GET T/id) are supported in a Bundle");
+			return 400;
+		}
+		op->kind = OP_READ;
+		return 0;
+	}
+	if (slice_eq_cstr(method, "DELETE")) {
+		op->kind = OP_DELETE;
+		if (id.len == 0) {
+			if (q.ptr == NULL) {
+				op->outcome = outcome_printf(a, "invalid", "DELETE needs an id or a condition");
+				return 400;
+			}
+			op->cond = COND_DELETE;
+			op->query = q;
+		}
+		return 0;
+	}
+	if (!slice_eq_cstr(method, "POST") && !slice_eq_cstr(method, "PUT")) {
+		op->outcome = outcome_printf(a, "not-supported", "method %.*s is not supported here",
+					     (int)(method.len > 16 ? 16 : method.len), method.ptr);
+		return 400;
+	}
+	if (res == NULL || fhir_node_kind(res) != FHIR_OBJECT) {
+		op->outcome = outcome_printf(a, "invalid", "entry.resource is required");
+		return 400;
+	}
+	op->kind = OP_PUT;
+	op->res = res;
+	if (slice_eq_cstr(method, "POST")) {
+		slice_t ine = fhir_node_text(fhir_object_get_cstr(req, "ifNoneExist"));
+
+		if ((st = res_check(a, res, type, SLICE_NULL, false, &op->outcome)) != 0)
+			return st;
+		op->create_only = true;
+		if (ine.len > 0) {
+			size_t qm = 0;
+
+			while (qm < ine.len && ine.ptr[qm] != '?')
+				qm++;
+			op->cond = COND_CREATE;
+			op->query = qm < ine.len ? slice_make(ine.ptr + qm + 1, ine.len - qm - 1) : ine;
+		}
+		return 0;
+	}
+	if (id.len == 0) {
+		fhir_node_t *rid = fhir_object_get_cstr(res, "id");
+
+		if (q.ptr == NULL) {
+			op->outcome = outcome_printf(a, "invalid", "PUT needs an id or a condition");
+			return 400;
+		}
+		if ((st = res_check(a, res, type, SLICE_NULL, false, &op->outcome)) != 0)
+			return st;
+		op->cond = COND_UPDATE;
+		op->query = q;
+		op->id = rid != NULL ? fhir_node_text(rid) : slice_make("", 0);
+		return 0;
+	}
+	if ((st = res_check(a, res, type, id, true, &op->outcome)) != 0)
+		return st;
+	op->if_match = etag_version(fhir_node_text(fhir_object_get_cstr(req, "ifMatch")));
+	return 0;
+}
+
+void
+rest_do_bundle(rest_ctx_t *c)
+{
+	fhir_node_t *b = rest_body_parse(c), *entries, *e;
+	slice_t btype;
+	rest_job_t *j;
+	urn_map_t *map;
+	size_t n, nmap = 0, i;
+
+	if (b == NULL)
+		return;
+	btype = fhir_node_text(fhir_object_get_cstr(b, "type"));
+	if (!slice_eq_cstr(fhir_resource_type(b), "Bundle") ||
+	    (!slice_eq_cstr(btype, "batch") && !slice_eq_cstr(btype, "transaction"))) {
+		rest_send_error(c, 400, "invalid", "POST /fhir takes a batch or transaction Bundle");
+		return;
+	}
+	entries = fhir_object_get_cstr(b, "entry");
+	n = entries != NULL ? fhir_array_len(entries) : 0;
+	if (n > REST_BUNDLE_MAX) {
+		rest_send_error(c, 413, "too-costly", "at most %d entries per Bundle", REST_BUNDLE_MAX);
+		return;
+	}
+	j = job_new(c, n);
+	j->bundle = true;
+	j->transaction = slice_eq_cstr(btype, "transaction");
+	map = arena_zalloc(c->a, (n ? n : 1) * sizeof(*map));
+	for (i = 0; i < n; i++) {
+		rest_op_t *op = &j->ops[i];
+		slice_t full;
+
+		e = fhir_array_at(entries, i);
+		op->status = fhir_node_kind(e) == FHIR_OBJECT ? entry_op(c, e, op) : 400;
+		if (op->status != 0 && op->outcome == NULL)
+			op->outcome = outcome_printf(c->a, "invalid", "bad entry");
+		if (op->status != 0 && j->transaction) { /* nothing is written */
+			rest_send(c, op->status, op->outcome, NULL);
+			return;
+		}
+		if (op->status != 0 || op->kind != OP_PUT)
+			continue;
+		if (op->id.len == 0 && op->cond != COND_UPDATE)
+			op->id = new_id(c->a);
+		else if (op->create_only) /* POST: the server names it */
+			op->id = new_id(c->a);
+		full = fhir_node_text(fhir_object_get_cstr(e, "fullUrl"));
+		if (full.len > 9 && memcmp(full.ptr, "urn:uuid:", 9) == 0 && op->id.len > 0) {
+			buf_t to = BUF_INIT;
+
+			buf_printf(&to, "%.*s/%.*s", (int)op->type.len, op->type.ptr, (int)op->id.len,
+				   op->id.ptr);
+			map[nmap].from = full;
+			map[nmap++].to = arena_slice_dup(c->a, buf_slice(&to));
+			buf_free(&to);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		rest_op_t *op = &j->ops[i];
+
+		if (op->status != 0 || op->kind != OP_PUT)
+			continue;
+		if (nmap > 0)
+			refs_rewrite(c->a, op->res, map, nmap, 0);
+		if (op->id.len > 0 && op_prepare(c->a, op) < 0) {
+			op->status = 400;
+			op->outcome = outcome_printf(c->a, "invalid", "cannot index entry %zu", i);
+		}
+	}
+	if (j->transaction) {
+		/* One entry per resource: the outcome of two would depend on their order. */
+		for (i = 0; i < n; i++)
+			for (size_t k = i + 1; k < n; k++)
+				if (j->ops[i].id.len > 0 && slice_eq(j->ops[i].type, j->ops[k].type) &&
+				    slice_eq(j->ops[i].id, j->ops[k].id) &&
+				    j->ops[i].kind != OP_READ && j->ops[k].kind != OP_READ) {
+					rest_send_error(c, 400, "invalid",
+							"entries %zu and %zu change the same resource", i,
+							k);
+					return;
+				}
+		for (i = 0; i < n; i++)
+			if (j->ops[i].status != 0) {
+				rest_send(c, j->ops[i].status, j->ops[i].outcome, NULL);
+				return;
+			}
+	}
+	job_submit(j);
+}

@@ -1,0 +1,1265 @@
+/* Search execution: each parameter becomes a scan of one index (eq, prefix or range) with a
+ * filter on the value bytes; id sets are intersected across parameters, sorted, paged by a
+ * keyset cursor, and includes are resolved for the page (see gateway/search.h). */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fhir/json.h"
+#include "fhir/search.h"
+#include "gateway/http.h"
+#include "gateway/search.h"
+#include "lib/err.h"
+
+#define MAX_SORT 4
+
+typedef struct {
+	slice_t *v;
+	size_t n, cap;
+} idset_t;
+
+typedef struct {
+	store_txn_t *t;
+	arena_t *a;
+	const search_opts_t *opt;
+	fhir_node_t *issues;   /* warnings: OperationOutcome.issue */
+	const char *error;     /* first bad-request message */
+	int rc;                /* sticky store error */
+} ctx_t;
+
+/* Id sets. */
+
+static void
+ids_add(arena_t *a, idset_t *s, slice_t id)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		slice_t *v = arena_alloc(a, cap * sizeof(*v));
+
+		if (s->n)
+			memcpy(v, s->v, s->n * sizeof(*v));
+		s->v = v;
+		s->cap = cap;
+	}
+	s->v[s->n++] = arena_slice_dup(a, id);
+}
+
+static int
+bytes_cmp(slice_t a, slice_t b)
+{
+	int r = a.len && b.len ? memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len) : 0;
+
+	return r != 0 ? r : (a.len > b.len) - (a.len < b.len);
+}
+
+static int
+slice_qcmp(const void *a, const void *b)
+{
+	return bytes_cmp(*(const slice_t *)a, *(const slice_t *)b);
+}
+
+static void
+ids_normalize(idset_t *s)
+{
+	size_t k = 0;
+
+	if (s->n == 0)
+		return;
+	qsort(s->v, s->n, sizeof(*s->v), slice_qcmp);
+	for (size_t i = 0; i < s->n; i++)
+		if (k == 0 || !slice_eq(s->v[k - 1], s->v[i]))
+			s->v[k++] = s->v[i];
+	s->n = k;
+}
+
+static bool
+ids_has(const idset_t *s, slice_t id)
+{
+	size_t lo = 0, hi = s->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int r = bytes_cmp(s->v[mid], id);
+
+		if (r == 0)
+			return true;
+		if (r < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+/* x := x AND (or minus, when minus) y; both normalized. */
+static void
+ids_and(idset_t *x, const idset_t *y, bool minus)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < x->n; i++)
+		if (ids_has(y, x->v[i]) != minus)
+			x->v[k++] = x->v[i];
+	x->n = k;
+}
+
+static int
+ids_collect_res(void *c, const store_res_t *r)
+{
+	void **p = c;
+
+	ids_add(p[0], p[1], r->id);
+	return 0;
+}
+
+static int
+ids_all(ctx_t *c, slice_t type, idset_t *out)
+{
+	void *p[2] = {c->a, out};
+
+	memset(out, 0, sizeof(*out));
+	return store_res_foreach_type(c->t, type, SLICE_NULL, ids_collect_res, p);
+}
+
+/* Predicates over one index's values. */
+
+typedef enum { P_EQ, P_PREFIX, P_CONTAINS, P_DATE, P_NUMBER } pkind_t;
+
+typedef struct {
+	pkind_t kind;
+	slice_t code; /* the index */
+	slice_t key;  /* EQ/PREFIX/CONTAINS: the bytes; NUMBER: the unit prefix */
+	/* DATE */
+	fhir_search_prefix_t pfx;
+	int64_t slo, shi;
+	bool hi_index; /* values are hi||lo */
+	/* NUMBER: lo/hi bounds (encoded, empty: open) */
+	slice_t nlo, nhi;
+	bool nlo_incl, nhi_incl, negate;
+} pred_t;
+
+static bool
+pred_date(const pred_t *p, slice_t v)
+{
+	int64_t a, b, tlo, thi;
+
+	if (v.len != 16)
+		return false;
+	a = fhir_search_date_decode((const unsigned char *)v.ptr);
+	b = fhir_search_date_decode((const unsigned char *)v.ptr + 8);
+	tlo = p->hi_index ? b : a;
+	thi = p->hi_index ? a : b;
+	switch (p->pfx) {
+	case FHIR_PFX_EQ:
+		return tlo >= p->slo && thi <= p->shi;
+	case FHIR_PFX_NE:
+		return !(tlo >= p->slo && thi <= p->shi);
+	case FHIR_PFX_GT:
+		return thi > p->shi;
+	case FHIR_PFX_LT:
+		return tlo < p->slo;
+	case FHIR_PFX_GE:
+		return thi > p->slo;
+	case FHIR_PFX_LE:
+		return tlo < p->shi;
+	case FHIR_PFX_SA:
+		return tlo >= p->shi;
+	case FHIR_PFX_EB:
+		return thi <= p->slo;
+	case FHIR_PFX_AP:
+		return tlo < p->shi && thi > p->slo; /* slo/shi already widened */
+	}
+	return false;
+}
+
+static bool
+pred_number(const pred_t *p, slice_t v)
+{
+	bool in;
+
+	if (p->key.len && (v.len < p->key.len || memcmp(v.ptr, p->key.ptr, p->key.len) != 0))
+		return false;
+	v = slice_make(v.ptr + p->key.len, v.len - p->key.len);
+	in = true;
+	if (p->nlo.len) {
+		int r = bytes_cmp(v, p->nlo);
+
+		in = p->nlo_incl ? r >= 0 : r > 0;
+	}
+	if (in && p->nhi.len) {
+		int r = bytes_cmp(v, p->nhi);
+
+		in = p->nhi_incl ? r <= 0 : r < 0;
+	}
+	return in != p->negate;
+}
+
+static bool
+pred_match(const pred_t *p, slice_t v)
+{
+	switch (p->kind) {
+	case P_EQ:
+		return slice_eq(v, p->key);
+	case P_PREFIX:
+		return p->key.len == 0 ||
+		       (v.len >= p->key.len && memcmp(v.ptr, p->key.ptr, p->key.len) == 0);
+	case P_CONTAINS:
+		return p->key.len == 0 || memmem(v.ptr, v.len, p->key.ptr, p->key.len) != NULL;
+	case P_DATE:
+		return pred_date(p, v);
+	case P_NUMBER:
+		return pred_number(p, v);
+	}
+	return false;
+}
+
+typedef struct {
+	ctx_t *c;
+	slice_t type;
+	const pred_t *p;
+	size_t vmax;
+	idset_t *out;
+} scan_t;
+
+/* A value cut at the key limit may match in full: evaluate the predicate on the entries of the
+ * stored resource, extracted without the cap. */
+static bool
+pred_recheck(ctx_t *c, slice_t type, slice_t id, const pred_t *p)
+{
+	store_res_t r;
+	fhir_node_t *res;
+	fhir_idx_entry_t *e;
+	size_t n;
+	char err[128];
+
+	if (store_res_get(c->t, type, id, &r) != 0 || r.deleted ||
+	    fhir_json_parse(c->a, r.body.ptr, r.body.len, NULL, &res, err, sizeof(err)) != 0 ||
+	    fhir_search_index_base(c->a, res, NULL, c->opt->base, &e, &n) != 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (slice_eq(e[i].code, p->code) && pred_match(p, e[i].value))
+			return true;
+	return false;
+}
+
+static int
+scan_cb(void *ctx, slice_t value, slice_t id)
+{
+	scan_t *s = ctx;
+
+	if (pred_match(s->p, value) ||
+	    (value.len >= s->vmax && pred_recheck(s->c, s->type, id, s->p)))
+		ids_add(s->c->a, s->out, id);
+	return 0;
+}
+
+static int
+pred_run(ctx_t *c, slice_t type, const pred_t *p, idset_t *out)
+{
+	scan_t s = {c, type, p, store_idx_value_max(type, p->code), out};
+	slice_t key = p->key;
+	unsigned char lo[8];
+	slice_t los;
+	int rc;
+
+	if (key.len > s.vmax)
+		key.len = s.vmax;
+	switch (p->kind) {
+	case P_EQ:
+		rc = key.len < p->key.len
+			 ? store_idx_foreach_prefix(c->t, type, p->code, key, scan_cb, &s)
+			 : store_idx_foreach_eq(c->t, type, p->code, key, scan_cb, &s);
+		break;
+	case P_PREFIX:
+	case P_NUMBER:
+		rc = store_idx_foreach_prefix(c->t, type, p->code, key, scan_cb, &s);
+		break;
+	case P_DATE:
+		/* Narrow the scan where the prefix allows; the filter decides. */
+		if (!p->hi_index && p->pfx == FHIR_PFX_SA) {
+			fhir_search_date_encode(p->shi, lo);
+			los = slice_make((const char *)lo, 8);
+			rc = store_idx_foreach_range(c->t, type, p->code, &los, NULL, scan_cb, &s);
+		} else if (!p->hi_index && p->pfx == FHIR_PFX_EQ) {
+			fhir_search_date_encode(p->slo, lo);
+			los = slice_make((const char *)lo, 8);
+			rc = store_idx_foreach_range(c->t, type, p->code, &los, NULL, scan_cb, &s);
+		} else if (p->hi_index && (p->pfx == FHIR_PFX_GT || p->pfx == FHIR_PFX_GE)) {
+			fhir_search_date_encode((p->pfx == FHIR_PFX_GT ? p->shi : p->slo) + 1, lo);
+			los = slice_make((const char *)lo, 8);
+			rc = store_idx_foreach_range(c->t, type, p->code, &los, NULL, scan_cb, &s);
+		} else {
+			rc = store_idx_foreach_prefix(c->t, type, p->code, SLICE_NULL, scan_cb, &s);
+		}
+		break;
+	default:
+		rc = store_idx_foreach_prefix(c->t, type, p->code, SLICE_NULL, scan_cb, &s);
+		break;
+	}
+	ids_normalize(out);
+	return rc;
+}
+
+/* Request parameters. */
+
+typedef struct {
+	fhir_search_param_t p;
+	slice_t raw; /* the value before splitting (for chains) */
+} qparam_t;
+
+static void
+bad_request(ctx_t *c, const char *msg)
+{
+	if (c->error == NULL)
+		c->error = msg;
+}
+
+static slice_t
+derived(arena_t *a, const char *code, const char *suffix)
+{
+	size_t l1 = strlen(code), l2 = strlen(suffix);
+	char *p = arena_alloc(a, l1 + l2 + 1);
+
+	memcpy(p, code, l1);
+	memcpy(p + l1, suffix, l2 + 1);
+	return slice_make(p, l1 + l2);
+}
+
+static const char *
+index_code_of(const fhir_searchparam_t *sp)
+{
+	return sp->type == FHIR_SP_DATE ? ".lo" : "";
+}
+
+static bool
+number_pred(ctx_t *c, fhir_search_prefix_t pfx, slice_t num, pred_t *p)
+{
+	char buf[64], lo[64], hi[64];
+	double v, h, d;
+	slice_t enc;
+	size_t dec = 0;
+	bool dot = false;
+
+	if (num.len == 0 || num.len >= sizeof(buf) || !fhir_search_number_encode(c->a, num, &enc))
+		return false;
+	memcpy(buf, num.ptr, num.len);
+	buf[num.len] = '\0';
+	v = strtod(buf, NULL);
+	for (size_t i = 0; i < num.len && num.ptr[i] != 'e' && num.ptr[i] != 'E'; i++) {
+		if (dot)
+			dec++;
+		dot = dot || num.ptr[i] == '.';
+	}
+	p->kind = P_NUMBER;
+	p->nlo = p->nhi = SLICE_NULL;
+	p->negate = false;
+	switch (pfx) {
+	case FHIR_PFX_EQ:
+	case FHIR_PFX_NE:
+	case FHIR_PFX_AP:
+		/* eq: the implicit range of the value's precision; ap: +-10% */
+		h = 0.5;
+		for (size_t i = 0; i < dec; i++)
+			h /= 10;
+		d = pfx == FHIR_PFX_AP ? (v < 0 ? -v : v) / 10 : h;
+		snprintf(lo, sizeof(lo), "%.15g", v - d);
+		snprintf(hi, sizeof(hi), "%.15g", v + d);
+		if (!fhir_search_number_encode(c->a, slice_cstr(lo), &p->nlo) ||
+		    !fhir_search_number_encode(c->a, slice_cstr(hi), &p->nhi))
+			return false;
+		p->nlo_incl = true;
+		p->nhi_incl = pfx == FHIR_PFX_AP;
+		p->negate = pfx == FHIR_PFX_NE;
+		break;
+	case FHIR_PFX_GT:
+	case FHIR_PFX_SA:
+	case FHIR_PFX_GE:
+		p->nlo = enc;
+		p->nlo_incl = pfx == FHIR_PFX_GE;
+		break;
+	case FHIR_PFX_LT:
+	case FHIR_PFX_EB:
+	case FHIR_PFX_LE:
+		p->nhi = enc;
+		p->nhi_incl = pfx == FHIR_PFX_LE;
+		break;
+	}
+	return true;
+}
+
+/* Splits a token value at its first unescaped '|'. */
+static bool
+token_split(slice_t v, slice_t *sys, slice_t *code)
+{
+	for (size_t i = 0; i < v.len; i++)
+		if (v.ptr[i] == '|' && (i == 0 || v.ptr[i - 1] != '\\')) {
+			*sys = slice_make(v.ptr, i);
+			*code = slice_make(v.ptr + i + 1, v.len - i - 1);
+			return true;
+		}
+	*sys = SLICE_NULL;
+	*code = v;
+	return false;
+}
+
+static int eval_param(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out);
+
+/* The ids of type matching one (OR-ed) value of q. */
+static int
+eval_value(ctx_t *c, slice_t type, const qparam_t *q, slice_t v, idset_t *out)
+{
+	const fhir_searchparam_t *sp = q->p.sp;
+	slice_t mod = q->p.modifier, sys, code, rest;
+	pred_t p;
+	int64_t lo, hi;
+
+	memset(&p, 0, sizeof(p));
+	memset(out, 0, sizeof(*out));
+	p.code = slice_cstr(sp->code);
+	if (slice_eq_cstr(mod, "missing")) {
+		idset_t all;
+		int rc;
+
+		if (!slice_eq_cstr(v, "true") && !slice_eq_cstr(v, "false")) {
+			bad_request(c, ":missing takes true or false");
+			return 0;
+		}
+		p.kind = P_PREFIX;
+		p.code = derived(c->a, sp->code, index_code_of(sp));
+		if ((rc = pred_run(c, type, &p, out)) < 0)
+			return rc;
+		if (slice_eq_cstr(v, "false"))
+			return 0;
+		if ((rc = ids_all(c, type, &all)) < 0)
+			return rc;
+		ids_normalize(&all);
+		ids_and(&all, out, true);
+		*out = all;
+		return 0;
+	}
+	switch (sp->type) {
+	case FHIR_SP_TOKEN:
+		if (slice_eq_cstr(mod, "text")) {
+			p.kind = P_CONTAINS;
+			p.code = derived(c->a, sp->code, ".text");
+			p.key = fhir_search_string_norm(c->a, v);
+			break;
+		}
+		if (mod.len && !slice_eq_cstr(mod, "not")) {
+			bad_request(c, "unsupported modifier on a token parameter");
+			return 0;
+		}
+		p.kind = P_EQ;
+		if (token_split(v, &sys, &code) && code.len == 0) {
+			p.kind = P_PREFIX; /* system| : any code of the system */
+			p.key = v;
+		} else {
+			p.key = v;
+		}
+		if (slice_eq_cstr(mod, "not")) {
+			idset_t all, hit = {0};
+			int rc;
+
+			if ((rc = pred_run(c, type, &p, &hit)) < 0 || (rc = ids_all(c, type, &all)) < 0)
+				return rc;
+			ids_normalize(&all);
+			ids_and(&all, &hit, true);
+			*out = all;
+			return 0;
+		}
+		break;
+	case FHIR_SP_STRING:
+		if (slice_eq_cstr(mod, "exact")) {
+			p.kind = P_EQ;
+			p.code = derived(c->a, sp->code, ".exact");
+			p.key = v;
+		} else if (slice_eq_cstr(mod, "contains")) {
+			p.kind = P_CONTAINS;
+			p.key = fhir_search_string_norm(c->a, v);
+		} else if (mod.len == 0) {
+			p.kind = P_PREFIX;
+			p.key = fhir_search_string_norm(c->a, v);
+		} else {
+			bad_request(c, "unsupported modifier on a string parameter");
+			return 0;
+		}
+		break;
+	case FHIR_SP_URI:
+		p.kind = slice_eq_cstr(mod, "below") ? P_PREFIX : P_EQ;
+		p.key = v;
+		if (mod.len && !slice_eq_cstr(mod, "below")) {
+			bad_request(c, "unsupported modifier on a uri parameter");
+			return 0;
+		}
+		break;
+	case FHIR_SP_REFERENCE:
+		p.kind = P_EQ;
+		p.key = v;
+		if (c->opt->base.len && v.len > c->opt->base.len &&
+		    memcmp(v.ptr, c->opt->base.ptr, c->opt->base.len) == 0)
+			p.key = slice_make(v.ptr + c->opt->base.len, v.len - c->opt->base.len);
+		if (slice_eq_cstr(mod, "identifier")) {
+			p.code = derived(c->a, sp->code, ".identifier");
+		} else if (mod.len) {
+			if (!fhir_meta_is_resource(mod)) {
+				bad_request(c, "unsupported modifier on a reference parameter");
+				return 0;
+			}
+			if (memchr(v.ptr, '/', v.len) == NULL) {
+				char *k = arena_alloc(c->a, mod.len + 1 + v.len);
+
+				memcpy(k, mod.ptr, mod.len);
+				k[mod.len] = '/';
+				memcpy(k + mod.len + 1, v.ptr, v.len);
+				p.key = slice_make(k, mod.len + 1 + v.len);
+			}
+		}
+		break;
+	case FHIR_SP_DATE:
+		if (mod.len) {
+			bad_request(c, "unsupported modifier on a date parameter");
+			return 0;
+		}
+		p.pfx = fhir_search_prefix_split(v, &rest);
+		if (!fhir_search_date_range(rest, &lo, &hi)) {
+			bad_request(c, "invalid date value");
+			return 0;
+		}
+		if (p.pfx == FHIR_PFX_AP) {
+			/* ap: widened by a tenth of the distance from now, at least a day */
+			int64_t now = (int64_t)(time(NULL)) * 1000, d = now > lo ? now - lo : lo - now;
+
+			d = d / 10 > 86400000 ? d / 10 : 86400000;
+			lo -= d;
+			hi += d;
+		}
+		p.kind = P_DATE;
+		p.slo = lo;
+		p.shi = hi;
+		p.hi_index = p.pfx == FHIR_PFX_GT || p.pfx == FHIR_PFX_GE || p.pfx == FHIR_PFX_EB;
+		p.code = derived(c->a, sp->code, p.hi_index ? ".hi" : ".lo");
+		break;
+	case FHIR_SP_NUMBER:
+	case FHIR_SP_QUANTITY: {
+		fhir_search_prefix_t pfx = fhir_search_prefix_split(v, &rest);
+		slice_t num = rest, qsys = SLICE_NULL, qcode = SLICE_NULL;
+
+		if (mod.len) {
+			bad_request(c, "unsupported modifier on a number or quantity parameter");
+			return 0;
+		}
+		if (sp->type == FHIR_SP_QUANTITY && token_split(rest, &sys, &code)) {
+			num = sys;
+			if (!token_split(code, &qsys, &qcode)) {
+				qsys = SLICE_NULL; /* "n|code": any system */
+				qcode = code;
+			}
+		}
+		if (!number_pred(c, pfx, num, &p)) {
+			bad_request(c, "invalid number value");
+			return 0;
+		}
+		p.code = slice_cstr(sp->code);
+		if (qcode.len) {
+			/* "n|system|code" -> .su "system|code|"; "n||code" -> .u "code|" */
+			buf_t b = BUF_INIT;
+
+			if (qsys.len) {
+				buf_append_slice(&b, qsys);
+				buf_append_byte(&b, '|');
+			}
+			buf_append_slice(&b, qcode);
+			buf_append_byte(&b, '|');
+			p.key = arena_slice_dup(c->a, buf_slice(&b));
+			buf_free(&b);
+			p.code = derived(c->a, sp->code, qsys.len ? ".su" : ".u");
+		}
+		break;
+	}
+	default:
+		bad_request(c, "unsupported search parameter type");
+		return 0;
+	}
+	return pred_run(c, type, &p, out);
+}
+
+/* Chained: ref.chain=value -> search the target type(s), then the reference index. */
+static int
+eval_chain(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
+{
+	const fhir_searchparam_t *sp = q->p.sp;
+	const char *tp = sp->targets;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (sp->type != FHIR_SP_REFERENCE) {
+		bad_request(c, "chained parameter on a parameter that is not a reference");
+		return 0;
+	}
+	while (*tp != '\0' || q->p.modifier.len) {
+		slice_t target;
+		qparam_t sub;
+		idset_t ids;
+
+		if (q->p.modifier.len) {
+			target = q->p.modifier;
+		} else {
+			const char *e = strchr(tp, ' ');
+
+			target = slice_make(tp, e ? (size_t)(e - tp) : strlen(tp));
+			tp += target.len + (e ? 1 : 0);
+		}
+		fhir_search_param_parse(c->a, target, q->p.chain, q->raw, &sub.p);
+		sub.raw = q->raw;
+		if (sub.p.sp != NULL && sub.p.chain.len == 0) {
+			if ((rc = eval_param(c, target, &sub, &ids)) < 0)
+				return rc;
+			for (size_t i = 0; i < ids.n; i++) {
+				qparam_t ref = *q;
+				idset_t hit;
+				char *k = arena_alloc(c->a, target.len + 1 + ids.v[i].len);
+
+				memcpy(k, target.ptr, target.len);
+				k[target.len] = '/';
+				memcpy(k + target.len + 1, ids.v[i].ptr, ids.v[i].len);
+				ref.p.modifier = SLICE_NULL;
+				ref.p.chain = SLICE_NULL;
+				if ((rc = eval_value(c, type, &ref,
+						     slice_make(k, target.len + 1 + ids.v[i].len),
+						     &hit)) < 0)
+					return rc;
+				for (size_t j = 0; j < hit.n; j++)
+					ids_add(c->a, out, hit.v[j]);
+			}
+		}
+		if (q->p.modifier.len)
+			break;
+	}
+	ids_normalize(out);
+	return 0;
+}
+
+/* The ids of type matching every value alternative of q (OR). */
+static int
+eval_param(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
+{
+	int rc;
+
+	if (q->p.chain.len)
+		return eval_chain(c, type, q, out);
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < q->p.nvalues; i++) {
+		idset_t one;
+
+		if ((rc = eval_value(c, type, q, q->p.values[i], &one)) < 0)
+			return rc;
+		for (size_t j = 0; j < one.n; j++)
+			ids_add(c->a, out, one.v[j]);
+	}
+	ids_normalize(out);
+	return 0;
+}
+
+/* Sorting and paging. */
+
+typedef struct {
+	slice_t type, id;
+	slice_t key[MAX_SORT];
+	bool has[MAX_SORT];
+} row_t;
+
+typedef struct {
+	slice_t code; /* as given, without '-' */
+	bool desc;
+} sortkey_t;
+
+typedef struct {
+	const sortkey_t *sk;
+	size_t ns;
+} sortspec_t;
+
+static int
+row_cmp_keys(const row_t *x, const row_t *y, const sortkey_t *sk, size_t ns)
+{
+	for (size_t k = 0; k < ns; k++) {
+		int r;
+
+		if (x->has[k] != y->has[k])
+			return x->has[k] ? -1 : 1; /* missing values last */
+		if (!x->has[k])
+			continue;
+		r = bytes_cmp(x->key[k], y->key[k]);
+		if (r != 0)
+			return sk[k].desc ? -r : r;
+	}
+	{
+		int r = bytes_cmp(x->type, y->type);
+
+		return r != 0 ? r : bytes_cmp(x->id, y->id);
+	}
+}
+
+static int
+row_qcmp(const void *a, const void *b, void *spec)
+{
+	const sortspec_t *s = spec;
+
+	return row_cmp_keys(a, b, s->sk, s->ns);
+}
+
+typedef struct {
+	ctx_t *c;
+	row_t *rows;
+	size_t n, k;
+	bool desc;
+	idset_t *pos; /* ids of the rows (sorted), for the lookup of a scanned id */
+} sortscan_t;
+
+static int
+sortscan_cb(void *ctx, slice_t value, slice_t id)
+{
+	sortscan_t *s = ctx;
+	size_t lo = 0, hi = s->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int r = bytes_cmp(s->rows[mid].id, id);
+
+		if (r == 0) {
+			row_t *row = &s->rows[mid];
+
+			/* values come in ascending order: first is the min, last the max */
+			if (!row->has[s->k] || s->desc) {
+				row->key[s->k] = arena_slice_dup(s->c->a, value);
+				row->has[s->k] = true;
+			}
+			return 0;
+		}
+		if (r < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* Fills key k of rows (all of one type, in id order). */
+static int
+sort_keys_fill(ctx_t *c, slice_t type, row_t *rows, size_t n, size_t k, const sortkey_t *sk)
+{
+	const fhir_searchparam_t *sp;
+	sortscan_t s = {c, rows, n, k, sk->desc, NULL};
+
+	if (slice_eq_cstr(sk->code, "_id")) {
+		for (size_t i = 0; i < n; i++) {
+			rows[i].key[k] = rows[i].id;
+			rows[i].has[k] = true;
+		}
+		return 0;
+	}
+	sp = fhir_meta_searchparam(type, sk->code);
+	if (sp == NULL)
+		return 0;
+	return store_idx_foreach_prefix(c->t, type, derived(c->a, sp->code, index_code_of(sp)),
+					SLICE_NULL, sortscan_cb, &s);
+}
+
+/* Cursor: hex of, per sort key, a presence byte and a u16-prefixed value, then type and id. */
+static slice_t
+cursor_encode(arena_t *a, const row_t *r, size_t ns)
+{
+	buf_t b = BUF_INIT;
+	char *hex;
+	slice_t out;
+
+	for (size_t k = 0; k < ns; k++) {
+		buf_append_byte(&b, r->has[k] ? 1 : 0);
+		buf_append_lpstr(&b, r->has[k] ? r->key[k] : SLICE_NULL);
+	}
+	buf_append_lpstr(&b, r->type);
+	buf_append_lpstr(&b, r->id);
+	hex = arena_alloc(a, b.len * 2 + 1);
+	for (size_t i = 0; i < b.len; i++)
+		snprintf(hex + 2 * i, 3, "%02x", (unsigned char)b.data[i]);
+	out = slice_make(hex, b.len * 2);
+	buf_free(&b);
+	return out;
+}
+
+static bool
+cursor_decode(arena_t *a, slice_t hex, size_t ns, row_t *r)
+{
+	unsigned char *b;
+	size_t n = hex.len / 2, p = 0;
+
+	if (hex.len % 2)
+		return false;
+	b = arena_alloc(a, n + 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned v = 0;
+
+		for (size_t j = 0; j < 2; j++) {
+			char ch = hex.ptr[2 * i + j];
+
+			v <<= 4;
+			if (ch >= '0' && ch <= '9')
+				v |= (unsigned)(ch - '0');
+			else if (ch >= 'a' && ch <= 'f')
+				v |= (unsigned)(ch - 'a' + 10);
+			else
+				return false;
+		}
+		b[i] = (unsigned char)v;
+	}
+	memset(r, 0, sizeof(*r));
+	for (size_t f = 0; f < ns + 2; f++) {
+		slice_t *dst = f < ns ? &r->key[f] : f == ns ? &r->type : &r->id;
+		size_t l;
+
+		if (f < ns) {
+			if (p >= n)
+				return false;
+			r->has[f] = b[p++] != 0;
+		}
+		if (p + 2 > n)
+			return false;
+		l = be16_read(b + p);
+		p += 2;
+		if (p + l > n)
+			return false;
+		*dst = slice_make((const char *)b + p, l);
+		p += l;
+	}
+	return p == n;
+}
+
+/* Includes. */
+
+static bool
+hit_seen(const search_hit_t *h, size_t n, slice_t type, slice_t id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (slice_eq(h[i].type, type) && slice_eq(h[i].id, id))
+			return true;
+	return false;
+}
+
+typedef struct {
+	search_hit_t *v;
+	size_t n, cap;
+} hits_t;
+
+static void
+hits_add(arena_t *a, hits_t *h, slice_t type, slice_t id, bool include)
+{
+	if (include && hit_seen(h->v, h->n, type, id))
+		return;
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 16;
+		search_hit_t *v = arena_alloc(a, cap * sizeof(*v));
+
+		if (h->n)
+			memcpy(v, h->v, h->n * sizeof(*v));
+		h->v = v;
+		h->cap = cap;
+	}
+	h->v[h->n++] = (search_hit_t){type, id, include};
+}
+
+/* "Src:param[:Target]" */
+static bool
+include_split(slice_t v, slice_t *src, slice_t *param, slice_t *target)
+{
+	const char *c1 = memchr(v.ptr, ':', v.len), *c2;
+
+	if (c1 == NULL)
+		return false;
+	*src = slice_make(v.ptr, (size_t)(c1 - v.ptr));
+	*param = slice_make(c1 + 1, v.len - src->len - 1);
+	*target = SLICE_NULL;
+	if ((c2 = memchr(param->ptr, ':', param->len)) != NULL) {
+		*target = slice_make(c2 + 1, param->len - (size_t)(c2 - param->ptr) - 1);
+		param->len = (size_t)(c2 - param->ptr);
+	}
+	return src->len > 0 && param->len > 0;
+}
+
+static int
+do_include(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
+{
+	slice_t src, param, target;
+	char err[128];
+
+	if (!include_split(v, &src, &param, &target))
+		return 0;
+	for (size_t i = 0; i < nmatch; i++) {
+		store_res_t r;
+		fhir_node_t *res;
+		fhir_idx_entry_t *e;
+		size_t n;
+
+		if (!slice_eq(h->v[i].type, src))
+			continue;
+		if (store_res_get(c->t, src, h->v[i].id, &r) != 0 || r.deleted ||
+		    fhir_json_parse(c->a, r.body.ptr, r.body.len, NULL, &res, err, sizeof(err)) != 0 ||
+		    fhir_search_index_base(c->a, res, NULL, c->opt->base, &e, &n) != 0)
+			continue;
+		for (size_t k = 0; k < n; k++) {
+			const fhir_searchparam_t *sp = fhir_meta_searchparam(src, e[k].code);
+			const char *slash = memchr(e[k].value.ptr, '/', e[k].value.len);
+			slice_t tt, tid;
+			store_res_t tr;
+
+			if (sp == NULL || sp->type != FHIR_SP_REFERENCE || slash == NULL ||
+			    (!slice_eq_cstr(param, "*") && !slice_eq(param, e[k].code)))
+				continue;
+			tt = slice_make(e[k].value.ptr, (size_t)(slash - e[k].value.ptr));
+			tid = slice_make(slash + 1, e[k].value.len - tt.len - 1);
+			if ((target.len && !slice_eq(target, tt)) ||
+			    store_res_get(c->t, tt, tid, &tr) != 0 || tr.deleted)
+				continue;
+			hits_add(c->a, h, arena_slice_dup(c->a, tt), arena_slice_dup(c->a, tid), true);
+		}
+	}
+	return 0;
+}
+
+static int
+do_revinclude(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
+{
+	slice_t src, param, target;
+	int rc;
+
+	if (!include_split(v, &src, &param, &target) || !fhir_meta_is_resource(src) ||
+	    fhir_meta_searchparam(src, param) == NULL)
+		return 0;
+	for (size_t i = 0; i < nmatch; i++) {
+		idset_t ids = {0};
+		pred_t p = {0};
+		char *k;
+
+		if (target.len && !slice_eq(target, h->v[i].type))
+			continue;
+		k = arena_alloc(c->a, h->v[i].type.len + 1 + h->v[i].id.len);
+		memcpy(k, h->v[i].type.ptr, h->v[i].type.len);
+		k[h->v[i].type.len] = '/';
+		memcpy(k + h->v[i].type.len + 1, h->v[i].id.ptr, h->v[i].id.len);
+		p.kind = P_EQ;
+		p.code = param;
+		p.key = slice_make(k, h->v[i].type.len + 1 + h->v[i].id.len);
+		if ((rc = pred_run(c, src, &p, &ids)) < 0)
+			return rc;
+		for (size_t j = 0; j < ids.n; j++)
+			hits_add(c->a, h, src, ids.v[j], true);
+	}
+	return 0;
+}
+
+/* Outcomes. */
+
+static fhir_node_t *
+issue_new(arena_t *a, const char *severity, const char *code, const char *text, slice_t name)
+{
+	fhir_node_t *is = fhir_object_new(a);
+	buf_t b = BUF_INIT;
+
+	buf_append_cstr(&b, text);
+	if (name.len) {
+		buf_append_cstr(&b, ": ");
+		buf_append_slice(&b, name);
+	}
+	fhir_object_set_cstr(a, is, "severity", fhir_string_new(a, slice_cstr(severity)));
+	fhir_object_set_cstr(a, is, "code", fhir_string_new(a, slice_cstr(code)));
+	fhir_object_set_cstr(a, is, "diagnostics", fhir_string_new(a, buf_slice(&b)));
+	buf_free(&b);
+	return is;
+}
+
+static fhir_node_t *
+outcome_new(arena_t *a, fhir_node_t *issues)
+{
+	fhir_node_t *oo = fhir_object_new(a);
+
+	fhir_object_set_cstr(a, oo, "resourceType", fhir_string_new(a, SLICE_LIT("OperationOutcome")));
+	fhir_object_set_cstr(a, oo, "issue", issues);
+	return oo;
+}
+
+static void
+query_append(buf_t *b, slice_t s)
+{
+	static const char hexd[] = "0123456789ABCDEF";
+
+	for (size_t i = 0; i < s.len; i++) {
+		unsigned char ch = (unsigned char)s.ptr[i];
+
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    strchr("-._~:,|", ch) != NULL) {
+			buf_append_byte(b, (char)ch);
+		} else {
+			buf_append_byte(b, '%');
+			buf_append_byte(b, hexd[ch >> 4]);
+			buf_append_byte(b, hexd[ch & 15]);
+		}
+	}
+}
+
+static bool
+is_control(slice_t k)
+{
+	static const char *const names[] = {"_count",	"_sort",    "_total",	  "_include",
+					    "_revinclude", "_summary", "_elements", "_cursor",
+					    "_format",	"_pretty",  "_type",	  NULL};
+
+	for (size_t i = 0; names[i] != NULL; i++)
+		if (slice_eq_cstr(k, names[i]) ||
+		    (k.len > strlen(names[i]) && memcmp(k.ptr, names[i], strlen(names[i])) == 0 &&
+		     k.ptr[strlen(names[i])] == ':'))
+			return true;
+	return false;
+}
+
+int
+search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search_opts_t *opt,
+	   search_result_t **out, fhir_node_t **outcome)
+{
+	static const search_opts_t defaults = {0};
+	ctx_t c = {t, a, opt != NULL ? opt : &defaults, fhir_array_new(a), NULL, 0};
+	http_query_t it;
+	slice_t k, v, cursor = SLICE_NULL, types_v = SLICE_NULL;
+	qparam_t *qp;
+	size_t nq = 0, cap = 16, count, maxc, ns = 0;
+	sortkey_t sk[MAX_SORT];
+	slice_t incl[16], revincl[16];
+	size_t nincl = 0, nrev = 0;
+	search_result_t *res = arena_zalloc(a, sizeof(*res));
+	buf_t self = BUF_INIT;
+	bool total_none = false;
+	row_t *rows = NULL;
+	size_t nrows = 0, rcap = 0, start = 0;
+	hits_t hits = {0};
+	int rc = 0;
+
+	*out = NULL;
+	*outcome = NULL;
+	count = c.opt->default_count ? c.opt->default_count : 20;
+	maxc = c.opt->max_count ? c.opt->max_count : 1000;
+	qp = arena_alloc(a, cap * sizeof(*qp));
+	http_query_init(&it, query, a);
+	while (http_query_next(&it, &k, &v)) {
+		bool keep = true;
+
+		if (slice_eq_cstr(k, "_count")) {
+			uint64_t n;
+
+			if (!slice_to_u64(v, &n))
+				bad_request(&c, "_count must be a non-negative integer");
+			else
+				count = n > maxc ? maxc : (size_t)n;
+		} else if (slice_eq_cstr(k, "_sort")) {
+			size_t s = 0;
+
+			for (size_t i = 0; i <= v.len; i++) {
+				if (i < v.len && v.ptr[i] != ',')
+					continue;
+				if (i > s && ns < MAX_SORT) {
+					bool desc = v.ptr[s] == '-';
+					slice_t code = slice_make(v.ptr + s + desc, i - s - desc);
+
+					if (!slice_eq_cstr(code, "_id") && !slice_eq_cstr(code, "_lastUpdated") &&
+					    (type.len == 0 || fhir_meta_searchparam(type, code) == NULL))
+						bad_request(&c, "unknown _sort parameter");
+					sk[ns++] = (sortkey_t){code, desc};
+				}
+				s = i + 1;
+			}
+		} else if (slice_eq_cstr(k, "_total")) {
+			total_none = slice_eq_cstr(v, "none");
+		} else if (slice_eq_cstr(k, "_include") || slice_eq_cstr(k, "_include:iterate")) {
+			if (nincl < 16)
+				incl[nincl++] = v;
+		} else if (slice_eq_cstr(k, "_revinclude") || slice_eq_cstr(k, "_revinclude:iterate")) {
+			if (nrev < 16)
+				revincl[nrev++] = v;
+		} else if (slice_eq_cstr(k, "_summary")) {
+			res->summary = v;
+		} else if (slice_eq_cstr(k, "_elements")) {
+			res->elements = v;
+		} else if (slice_eq_cstr(k, "_cursor")) {
+			cursor = v;
+			keep = false;
+		} else if (slice_eq_cstr(k, "_type")) {
+			types_v = v;
+		} else if (is_control(k)) {
+			/* _format, _pretty: the REST layer's */
+		} else {
+			fhir_search_param_t p;
+			bool system_ok = slice_eq_cstr(k, "_id") || slice_eq_cstr(k, "_lastUpdated") ||
+					 (k.len > 3 && memcmp(k.ptr, "_id", 3) == 0 && k.ptr[3] == ':') ||
+					 (k.len > 12 && memcmp(k.ptr, "_lastUpdated", 12) == 0 &&
+					  k.ptr[12] == ':');
+
+			fhir_search_param_parse(a, type.len ? type : SLICE_LIT("Patient"), k, v, &p);
+			if (p.sp == NULL || (type.len == 0 && !system_ok) ||
+			    ((p.sp->type == FHIR_SP_COMPOSITE || p.sp->type == FHIR_SP_SPECIAL ||
+			      !fhir_search_param_is_supported(p.sp)) && p.chain.len == 0)) {
+				if (c.opt->strict)
+					bad_request(&c, "unknown or unsupported search parameter");
+				fhir_array_append(a, c.issues,
+						  issue_new(a, "warning", "not-supported",
+							    "Unknown or unsupported search parameter "
+							    "ignored",
+							    k));
+				keep = false;
+			} else {
+				if (nq == cap) {
+					qparam_t *n2 = arena_alloc(a, cap * 2 * sizeof(*n2));
+
+					memcpy(n2, qp, nq * sizeof(*qp));
+					qp = n2;
+					cap *= 2;
+				}
+				qp[nq].p = p;
+				qp[nq].raw = v;
+				nq++;
+			}
+		}
+		if (keep) {
+			if (self.len)
+				buf_append_byte(&self, '&');
+			query_append(&self, k);
+			buf_append_byte(&self, '=');
+			query_append(&self, v);
+		}
+	}
+	if (it.err != 0)
+		bad_request(&c, "malformed query string");
+	res->self_query = arena_slice_dup(a, buf_slice(&self));
+	buf_free(&self);
+
+	/* Candidate rows, type by type (one type unless a system search). */
+	{
+		slice_t tlist[64];
+		size_t ntypes = 0;
+
+		if (type.len) {
+			tlist[ntypes++] = type;
+		} else if (types_v.len) {
+			size_t s = 0;
+
+			for (size_t i = 0; i <= types_v.len && ntypes < 64; i++)
+				if (i == types_v.len || types_v.ptr[i] == ',') {
+					if (i > s)
+						tlist[ntypes++] = slice_make(types_v.ptr + s, i - s);
+					s = i + 1;
+				}
+		} else {
+			for (size_t i = 0; i < fhir_meta_resource_count() && ntypes < 64; i++) {
+				uint64_t n;
+				slice_t tn = slice_cstr(fhir_meta_resource_at(i)->name);
+
+				if (store_res_count(t, tn, &n) == 0 && n > 0)
+					tlist[ntypes++] = tn;
+			}
+		}
+		for (size_t ti = 0; ti < ntypes && c.error == NULL; ti++) {
+			slice_t ty = tlist[ti];
+			idset_t set;
+			size_t first = nrows;
+
+			if ((rc = ids_all(&c, ty, &set)) < 0)
+				goto done;
+			ids_normalize(&set);
+			for (size_t i = 0; i < nq && set.n > 0; i++) {
+				idset_t one;
+				qparam_t q = qp[i];
+
+				if (type.len == 0)
+					q.p.sp = fhir_meta_searchparam(ty, q.p.code);
+				if (q.p.sp == NULL)
+					continue;
+				if ((rc = eval_param(&c, ty, &q, &one)) < 0)
+					goto done;
+				ids_and(&set, &one, false);
+			}
+			for (size_t i = 0; i < set.n; i++) {
+				if (nrows == rcap) {
+					size_t nc = rcap ? rcap * 2 : 64;
+					row_t *nr = arena_alloc(a, nc * sizeof(*nr));
+
+					if (nrows)
+						memcpy(nr, rows, nrows * sizeof(*nr));
+					rows = nr;
+					rcap = nc;
+				}
+				memset(&rows[nrows], 0, sizeof(rows[nrows]));
+				rows[nrows].type = ty;
+				rows[nrows].id = set.v[i];
+				nrows++;
+			}
+			for (size_t s = 0; s < ns; s++)
+				if ((rc = sort_keys_fill(&c, ty, rows + first, nrows - first, s, &sk[s])) < 0)
+					goto done;
+		}
+	}
+	if (c.error != NULL)
+		goto done;
+	if (nrows > 1) {
+		sortspec_t spec = {sk, ns};
+
+		qsort_r(rows, nrows, sizeof(*rows), row_qcmp, &spec);
+	}
+	if (cursor.len) {
+		row_t cur;
+
+		if (!cursor_decode(a, cursor, ns, &cur)) {
+			bad_request(&c, "invalid _cursor");
+			goto done;
+		}
+		/* first row ordered after the cursor */
+		size_t lo = 0, hi = nrows;
+
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (row_cmp_keys(&rows[mid], &cur, sk, ns) <= 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		start = lo;
+	}
+	for (size_t i = start; i < nrows && i < start + count; i++)
+		hits_add(a, &hits, rows[i].type, rows[i].id, false);
+	res->nmatches = hits.n;
+	res->has_next = start + count < nrows;
+	if (res->has_next && hits.n > 0)
+		res->next_cursor = cursor_encode(a, &rows[start + hits.n - 1], ns);
+	res->total_known = !total_none;
+	res->total = nrows;
+	for (size_t i = 0; i < nincl; i++)
+		if ((rc = do_include(&c, &hits, res->nmatches, incl[i])) < 0)
+			goto done;
+	for (size_t i = 0; i < nrev; i++)
+		if ((rc = do_revinclude(&c, &hits, res->nmatches, revincl[i])) < 0)
+			goto done;
+	res->hits = hits.v;
+	res->nhits = hits.n;
+done:
+	if (rc < 0)
+		return rc;
+	if (c.error != NULL) {
+		fhir_node_t *issues = fhir_array_new(a);
+
+		fhir_array_append(a, issues, issue_new(a, "error", "invalid", c.error, SLICE_NULL));
+		*outcome = outcome_new(a, issues);
+		return -FG_EINVAL;
+	}
+	if (fhir_array_len(c.issues) > 0)
+		res->warnings = outcome_new(a, c.issues);
+	*out = res;
+	return 0;
+}

@@ -1,0 +1,250 @@
+/* Evaluating conditions (the IG's condition language) and reading the v2 values they and the
+ * mapping lines name. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mappings/map_int.h"
+
+/* The segment a ref names: the frame's own when the id matches, else the nearest one before
+ * it, else the nearest one after it (MSH is always there). */
+static const hl7_seg_t *
+map_ref_segment(const map_frame_t *fr, const char *id, size_t *index)
+{
+	slice_t want = slice_make(id, 3);
+	size_t i;
+
+	if (fr->seg != NULL && slice_eq(hl7_seg_id(fr->seg), want)) {
+		*index = fr->seg_index;
+		return fr->seg;
+	}
+	i = map_conv_find(fr->cv, want, fr->seg_index, true);
+	if (i == SIZE_MAX)
+		return NULL;
+	*index = i;
+	return hl7_msg_segment(map_conv_msg(fr->cv), i);
+}
+
+slice_t
+map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
+	    unsigned *rep_out)
+{
+	const hl7_msg_t *m = map_conv_msg(fr->cv);
+	const hl7_delims_t *d = hl7_msg_delims(m);
+	const hl7_seg_t *s;
+	slice_t v;
+	size_t si = 0;
+	unsigned rep;
+
+	*seg_index = fr->seg_index;
+	*rep_out = fr->rep;
+	if (ref->seg[0] == '\0') {
+		v = fr->value;
+		if (ref->comp == 0) {
+			/* the whole value */
+		} else if (fr->level == 1) {
+			v = hl7_split_nth(v, d->component, ref->comp);
+			if (ref->sub > 0)
+				v = hl7_split_nth(v, d->subcomponent, ref->sub);
+		} else if (fr->level == 2 && ref->sub == 0) {
+			v = hl7_split_nth(v, d->subcomponent, ref->comp);
+		} else if (!(fr->level == 3 && ref->comp == 1 && ref->sub == 0)) {
+			v = SLICE_NULL;
+		}
+		return hl7_is_null(v) ? SLICE_NULL : v;
+	}
+	s = map_ref_segment(fr, ref->seg, &si);
+	if (s == NULL)
+		return SLICE_NULL;
+	*seg_index = si;
+	if (ref->field == 0)
+		return hl7_seg_id(s);
+	if (ref->rep > 0)
+		rep = ref->rep;
+	else if (fr->ctx_seg == s && fr->ctx_field == ref->field)
+		rep = fr->ctx_rep;
+	else
+		rep = whole && ref->comp == 0 ? 0 : 1;
+	*rep_out = rep;
+	v = hl7_seg_get(m, s, ref->field, rep, ref->comp, ref->sub);
+	if (hl7_is_null(v))
+		return SLICE_NULL;
+	if (rep == 0 && hl7_split_count(v, d->repetition) > 1) {
+		/* "" in every repetition is still not valued */
+		bool any = false;
+
+		for (size_t r = 1; r <= hl7_split_count(v, d->repetition) && !any; r++) {
+			slice_t rv = hl7_split_nth(v, d->repetition, r);
+
+			any = rv.len > 0 && !hl7_is_null(rv);
+		}
+		if (!any)
+			return SLICE_NULL;
+	}
+	return v;
+}
+
+size_t
+map_ref_count(const map_frame_t *fr, const map_ref_t *ref)
+{
+	const hl7_msg_t *m = map_conv_msg(fr->cv);
+	size_t si;
+	unsigned rep;
+	map_ref_t whole = *ref;
+	slice_t v;
+
+	if (ref->seg[0] == '\0')
+		return map_ref_raw(fr, ref, true, &si, &rep).len > 0 ? 1 : 0;
+	whole.rep = 0;
+	whole.comp = whole.sub = 0;
+	v = map_ref_raw(&(map_frame_t){.cv = fr->cv, .seg = fr->seg, .seg_index = fr->seg_index},
+			&whole, true, &si, &rep);
+	return hl7_split_count(v, hl7_msg_delims(m)->repetition);
+}
+
+/* An operand's value: text (decoded) or a number. */
+typedef struct {
+	bool valued;
+	slice_t text;
+	buf_t buf;
+} map_val_t;
+
+static void
+map_operand_eval(const map_operand_t *o, const map_frame_t *fr, map_val_t *v)
+{
+	size_t si;
+	unsigned rep;
+	slice_t raw;
+	char num[32];
+	int n;
+
+	buf_init(&v->buf, 0);
+	v->valued = true;
+	v->text = o->text;
+	if (o->kind != MAP_OPD_REF)
+		return;
+	if (o->fn == MAP_FN_COUNT) {
+		size_t count = map_ref_count(fr, &o->ref);
+
+		if (count > 0 && o->ref.seg[0] != '\0' &&
+		    map_ref_raw(fr, &o->ref, true, &si, &rep).len > 0)
+			map_mark_used(fr->cv, si, o->ref.field, MAP_REP_ALL);
+		n = snprintf(num, sizeof(num), "%zu", count);
+		buf_append(&v->buf, num, (size_t)n);
+		v->text = buf_slice(&v->buf);
+		return;
+	}
+	raw = map_ref_raw(fr, &o->ref, false, &si, &rep);
+	v->valued = raw.len > 0;
+	if (v->valued && o->ref.seg[0] != '\0')
+		map_mark_used(fr->cv, si, o->ref.field, rep);
+	map_text(fr, raw, &v->buf);
+	v->text = buf_slice(&v->buf);
+	if (o->fn == MAP_FN_LENGTH) {
+		size_t chars = 0;
+
+		for (size_t i = 0; i < v->text.len; i++)
+			chars += ((unsigned char)v->text.ptr[i] & 0xc0) != 0x80;
+		buf_reset(&v->buf);
+		n = snprintf(num, sizeof(num), "%zu", chars);
+		buf_append(&v->buf, num, (size_t)n);
+		v->text = buf_slice(&v->buf);
+	}
+}
+
+/* A number when all of the text is one. */
+static bool
+map_as_number(slice_t t, double *out)
+{
+	char tmp[64];
+	char *end;
+
+	if (t.len == 0 || t.len >= sizeof(tmp))
+		return false;
+	memcpy(tmp, t.ptr, t.len);
+	tmp[t.len] = '\0';
+	if (!(tmp[0] == '-' || tmp[0] == '+' || tmp[0] == '.' || (tmp[0] >= '0' && tmp[0] <= '9')))
+		return false;
+	*out = strtod(tmp, &end);
+	return *end == '\0';
+}
+
+/* <0, 0, >0: numerically when both sides are numbers, else byte order. */
+static int
+map_compare(slice_t a, slice_t b)
+{
+	double x, y;
+	int c;
+
+	if (map_as_number(a, &x) && map_as_number(b, &y))
+		return x < y ? -1 : x > y ? 1 : 0;
+	c = memcmp(a.ptr ? a.ptr : "", b.ptr ? b.ptr : "", a.len < b.len ? a.len : b.len);
+	if (c != 0)
+		return c;
+	return a.len < b.len ? -1 : a.len > b.len ? 1 : 0;
+}
+
+bool
+map_cond_eval(const map_cond_t *c, const map_frame_t *fr)
+{
+	map_val_t a, b;
+	bool r = false;
+	int cmp;
+	size_t si;
+	unsigned rep;
+
+	if (c == NULL)
+		return true;
+	switch (c->kind) {
+	case MAP_C_AND:
+		return map_cond_eval(c->l, fr) && map_cond_eval(c->r, fr);
+	case MAP_C_OR:
+		return map_cond_eval(c->l, fr) || map_cond_eval(c->r, fr);
+	case MAP_C_NOT:
+		return !map_cond_eval(c->l, fr);
+	case MAP_C_VALUED:
+		r = map_ref_raw(fr, &c->a.ref, true, &si, &rep).len > 0;
+		if (r && c->a.ref.seg[0] != '\0')
+			map_mark_used(fr->cv, si, c->a.ref.field, rep);
+		return r;
+	case MAP_C_IN:
+		map_operand_eval(&c->a, fr, &a);
+		for (size_t i = 0; i < c->nlist && !r; i++) {
+			map_operand_eval(&c->list[i], fr, &b);
+			r = a.valued && map_compare(a.text, b.text) == 0;
+			buf_free(&b.buf);
+		}
+		buf_free(&a.buf);
+		return r;
+	case MAP_C_CMP:
+		map_operand_eval(&c->a, fr, &a);
+		map_operand_eval(&c->b, fr, &b);
+		cmp = map_compare(a.text, b.text);
+		switch (c->op) {
+		case MAP_CMP_EQ:
+			r = cmp == 0;
+			break;
+		case MAP_CMP_NE:
+			r = cmp != 0;
+			break;
+		case MAP_CMP_LT:
+			r = a.valued && b.valued && cmp < 0;
+			break;
+		case MAP_CMP_LE:
+			r = a.valued && b.valued && cmp <= 0;
+			break;
+		case MAP_CMP_GT:
+			r = a.valued && b.valued && cmp > 0;
+			break;
+		case MAP_CMP_GE:
+			r = a.valued && b.valued && cmp >= 0;
+			break;
+		}
+		buf_free(&a.buf);
+		buf_free(&b.buf);
+		return r;
+	}
+	return false;
+}

@@ -1,0 +1,147 @@
+/* Private to store/: the handle and transaction structs and the helpers that store.c (message
+ * log, work queue, open/commit) and resource.c (resources, history, indexes) share. */
+#ifndef STORE_STORE_INT_H
+#define STORE_STORE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <lmdb.h>
+
+#include "lib/slice.h"
+#include "store/store.h"
+
+/* Upper bound for key buffers; LMDB's default build allows 511 bytes. */
+#define STORE_KEY_MAX 511
+
+enum {
+	STORE_DB_META,
+	STORE_DB_MSG,
+	STORE_DB_MSGKEY,
+	STORE_DB_DEAD,
+	STORE_DB_RES,
+	STORE_DB_VER,
+	STORE_DB_HIST,
+	STORE_DB_HISTTYPE,
+	STORE_DB_IDX,
+	STORE_DB_IDXREV,
+	STORE_DB_WORK,
+	STORE_DB_COUNT
+};
+
+typedef struct {
+	const char *name;
+	unsigned flags;
+	bool added; /* since schema 1: absent until a writer opens a store made before it */
+} store_db_def_t;
+
+extern const store_db_def_t store_dbs[STORE_DB_COUNT];
+
+struct store {
+	MDB_env *env;
+	MDB_dbi dbi[STORE_DB_COUNT];
+	size_t max_key; /* longest key LMDB accepts (at most STORE_KEY_MAX) */
+	bool read_only;
+};
+
+struct store_txn {
+	store_t *s;
+	MDB_txn *txn;
+	int err; /* sticky: the first failure of a write transaction */
+	bool write;
+	bool have_last_seq; /* last_seq is cached after the first append */
+	bool have_hist;     /* hist_seq and hist_ns are cached after the first change */
+	bool have_work;     /* work_last is cached after the first work item */
+	uint64_t last_seq;
+	uint64_t hist_seq; /* last change sequence */
+	uint64_t hist_ns;  /* its lastUpdated: no later change gets an earlier one */
+	uint64_t work_last;
+	/* Cursors for point lookups, opened on first use and closed with the transaction, so a
+	 * lookup costs no malloc. Iterations open their own: their callbacks may look things up. */
+	MDB_cursor *cur[STORE_DB_COUNT];
+};
+
+void store_error_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Records a failed LMDB call (op names it) and maps its code to ours. */
+int store_mdb_fail(const char *op, int rc);
+/* A failure in a write transaction poisons it: later operations return err and commit aborts.
+ * "Not found" is an answer, not a failure. Returns err. */
+int store_txn_fail(store_txn_t *t, int err);
+/* Entry check of every operation: the sticky error first, then writes only in write txns. */
+int store_txn_check(store_txn_t *t, bool write, const char *op);
+/* The transaction's cursor on db for point lookups (see cur above): 0 or a failure. */
+int store_cursor(store_txn_t *t, int db, MDB_cursor **out);
+/* Closes the cached cursors (before the transaction ends). */
+void store_cursors_close(store_txn_t *t);
+
+/* Calls visit for each record of a database from key `from` (all records when from is NULL);
+ * stops at visit's first non-zero return, which it returns. */
+typedef int (*store_visit_fn)(void *ctx, const MDB_val *k, const MDB_val *v);
+int store_range(store_txn_t *t, int db, const MDB_val *from, store_visit_fn visit, void *ctx);
+
+/* A be16-length-prefixed string at *p, which it advances; -1 when it overruns end. */
+int store_lpstr_take(const unsigned char **p, const unsigned char *end, slice_t *out);
+
+typedef struct {
+	store_txn_t *t;
+	store_report_cb report;
+	void *ctx;
+	int problems;
+	uint64_t work_last; /* meta's record: no work id beyond it */
+} store_verify_t;
+
+void store_verify_problem(store_verify_t *vf, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* resource.c's parts of store_stats and store_verify. */
+int store_res_stats(store_txn_t *t, store_stats_t *out);
+int store_res_verify(store_verify_t *vf);
+
+/* Big-endian writers into stack keys (lib's be*_read are the other side). */
+static inline void
+store_be16_put(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+static inline void
+store_be32_put(unsigned char *p, uint32_t v)
+{
+	store_be16_put(p, (uint16_t)(v >> 16));
+	store_be16_put(p + 2, (uint16_t)v);
+}
+
+static inline void
+store_be64_put(unsigned char *p, uint64_t v)
+{
+	store_be32_put(p, (uint32_t)(v >> 32));
+	store_be32_put(p + 4, (uint32_t)v);
+}
+
+static inline unsigned char *
+store_bytes_put(unsigned char *p, slice_t s)
+{
+	if (s.len > 0)
+		memcpy(p, s.ptr, s.len);
+	return p + s.len;
+}
+
+/* s with its be16 length in front; s.len must fit. */
+static inline unsigned char *
+store_lpstr_put(unsigned char *p, slice_t s)
+{
+	store_be16_put(p, (uint16_t)s.len);
+	return store_bytes_put(p + 2, s);
+}
+
+static inline MDB_val
+store_seq_key(unsigned char *kb, uint64_t seq)
+{
+	store_be64_put(kb, seq);
+	return (MDB_val){8, kb};
+}
+
+#endif

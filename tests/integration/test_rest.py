@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""The FHIR REST API against the real binary: every interaction, content negotiation, versioning
+headers, conditional operations (also concurrent), batch/transaction, history, patch, search,
+metadata, $everything, and resources that arrived over MLLP. TAP on stdout."""
+
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Server, Tap, adt, free_port  # noqa: E402
+
+JSON = "application/fhir+json"
+XML = "application/fhir+xml"
+NS = "{http://hl7.org/fhir}"
+
+
+class Api:
+    def __init__(self, port):
+        self.port = port
+
+    def req(self, method, path, body=None, headers=None, ctype=JSON):
+        h = dict(headers or {})
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        if body is not None and ctype and "Content-Type" not in h:
+            h["Content-Type"] = ctype
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        c.close()
+        doc = None
+        if data and "json" in hdrs.get("content-type", ""):
+            doc = json.loads(data)
+        return r.status, hdrs, doc, data
+
+
+def patient(family="Doe", ident="1", **extra):
+    p = {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": ident}],
+         "name": [{"family": family, "given": ["Jo"]}], "gender": "female",
+         "birthDate": "1970-05-06"}
+    p.update(extra)
+    return p
+
+
+def is_oo(doc):
+    return doc is not None and doc.get("resourceType") == "OperationOutcome"
+
+
+def t_crud(t, api):
+    st, h, doc, _ = api.req("POST", "/fhir/Patient", patient("Crud", "c1", id="ignored"))
+    t.eq(st, 201, "create: 201")
+    pid = doc["id"]
+    t.ok(pid != "ignored" and len(pid) == 32, "create: server-assigned id", pid)
+    t.eq(h.get("location", "").endswith("/fhir/Patient/%s/_history/1" % pid), True,
+         "create: Location .../_history/1")
+    t.eq(h.get("etag"), 'W/"1"', "create: ETag")
+    t.eq(doc["meta"]["versionId"], "1", "create: meta.versionId")
+    t.ok("last-modified" in h and h["last-modified"].endswith("GMT"), "create: Last-Modified")
+    st, h, doc, _ = api.req("GET", "/fhir/Patient/" + pid)
+    t.eq((st, doc["name"][0]["family"]), (200, "Crud"), "read")
+    doc["gender"] = "male"
+    st, h, doc2, _ = api.req("PUT", "/fhir/Patient/" + pid, doc)
+    t.eq((st, h.get("etag"), doc2["meta"]["versionId"]), (200, 'W/"2"', "2"), "update: version 2")
+    st, h, doc3, _ = api.req("PUT", "/fhir/Patient/" + pid, doc2)
+    t.eq((st, h.get("etag")), (200, 'W/"2"'), "identical update: no new version")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/%s/_history/1" % pid)
+    t.eq((st, doc["gender"], doc["meta"]["versionId"]), (200, "female", "1"), "vread v1")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/%s/_history/9" % pid)
+    t.ok(st == 404 and is_oo(doc), "vread unknown version: 404 OO", st)
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/new-one", patient("Cou", "c2", id="new-one"))
+    t.eq((st, doc["id"]), (201, "new-one"), "create on update: 201")
+    st, h, doc, _ = api.req("DELETE", "/fhir/Patient/new-one")
+    t.eq(st, 204, "delete: 204")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/new-one")
+    t.ok(st == 410 and is_oo(doc), "read after delete: 410 OO", st)
+    st, _, doc, _ = api.req("DELETE", "/fhir/Patient/new-one", headers={
+        "Prefer": "return=OperationOutcome"})
+    t.ok(st == 200 and is_oo(doc), "delete again with Prefer OO: 200 OO", st)
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/nope")
+    t.ok(st == 404 and is_oo(doc), "read unknown: 404 OO", st)
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/new-one", patient("Back", "c2", id="new-one"))
+    t.eq((st, doc["meta"]["versionId"]), (201, "3"), "recreate after delete: 201 version 3")
+
+
+def t_errors(t, api):
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/a1", patient(id="other"))
+    t.ok(st == 400 and is_oo(doc), "PUT id mismatch: 400", st)
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/a1", patient())
+    t.ok(st == 400 and is_oo(doc), "PUT without id: 400", st)
+    st, _, doc, _ = api.req("POST", "/fhir/Observation", patient())
+    t.ok(st == 400 and is_oo(doc), "resourceType mismatch: 400", st)
+    st, _, doc, _ = api.req("POST", "/fhir/Patient", patient(foo="bar"))
+    t.ok(st == 400 and is_oo(doc) and "foo" in json.dumps(doc), "unknown element: 400", doc)
+    st, _, doc, _ = api.req("POST", "/fhir/Patient", patient(active="yes"))
+    t.ok(st == 400 and is_oo(doc), "wrong primitive type: 400", st)
+    st, _, doc, _ = api.req("POST", "/fhir/Patient", "{not json")
+    t.ok(st == 400 and is_oo(doc), "bad JSON: 400", st)
+    st, _, doc, _ = api.req("POST", "/fhir/Patient", "x", ctype="text/plain")
+    t.ok(st == 415 and is_oo(doc), "unsupported Content-Type: 415", st)
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/x", headers={"Accept": "text/html"})
+    t.ok(st == 406 and is_oo(doc), "nothing acceptable: 406", st)
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/x?_format=text/csv")
+    t.ok(st == 406, "bad _format: 406", st)
+    st, h, doc, _ = api.req("PATCH", "/fhir/Patient")
+    t.ok(st == 405 and is_oo(doc) and "allow" in h, "wrong method: 405 with Allow", st)
+    st, _, doc, _ = api.req("GET", "/fhir/Nonsense/1")
+    t.ok(st == 404 and is_oo(doc), "unknown type: 404", st)
+    st, _, doc, _ = api.req("GET", "/other")
+    t.ok(st == 404 and is_oo(doc), "outside /fhir: 404", st)
+
+
+def t_xml(t, api):
+    body = ('<Patient xmlns="http://hl7.org/fhir"><id value="x1"/><gender value="male"/>'
+            '<birthDate value="2001-02-03"/></Patient>')
+    st, h, _, raw = api.req("PUT", "/fhir/Patient/x1", body, ctype=XML,
+                            headers={"Accept": XML})
+    t.eq(st, 201, "XML in, XML out: 201")
+    t.ok(h.get("content-type", "").startswith(XML), "XML Content-Type", h.get("content-type"))
+    root = ET.fromstring(raw)
+    t.eq(root.tag, NS + "Patient", "XML body is a Patient")
+    t.eq(root.find(NS + "meta/" + NS + "versionId").get("value"), "1", "XML meta.versionId")
+    st, h, doc, _ = api.req("GET", "/fhir/Patient/x1?_format=json")
+    t.eq((st, doc["birthDate"]), (200, "2001-02-03"), "XML stored, JSON read")
+    st, h, _, raw = api.req("GET", "/fhir/Patient/x1?_format=xml")
+    t.ok(st == 200 and raw.startswith(b"<Patient"), "_format=xml", raw[:60])
+    st, h, _, raw = api.req("GET", "/fhir/Patient/nope", headers={"Accept": XML})
+    t.ok(st == 404 and b"OperationOutcome" in raw and raw.startswith(b"<"), "XML OO", raw[:80])
+    st, _, _, raw = api.req("GET", "/fhir/Patient/x1?_pretty=true")
+    t.ok(b"\n" in raw, "_pretty=true indents")
+    st, h, doc, _ = api.req("GET", "/fhir/Patient/x1", headers={"Accept": "application/json"})
+    t.eq((st, doc["id"]), (200, "x1"), "Accept application/json")
+
+
+def t_versioning(t, api):
+    api.req("PUT", "/fhir/Patient/v1", patient("Ver", "v1", id="v1"))
+    st, h, _, raw = api.req("GET", "/fhir/Patient/v1", headers={"If-None-Match": 'W/"1"'})
+    t.eq((st, raw), (304, b""), "If-None-Match current: 304")
+    st, h, _, _ = api.req("GET", "/fhir/Patient/v1", headers={"If-None-Match": 'W/"7"'})
+    t.eq(st, 200, "If-None-Match other: 200")
+    lm = h["last-modified"]
+    st, _, _, _ = api.req("GET", "/fhir/Patient/v1", headers={"If-Modified-Since": lm})
+    t.eq(st, 304, "If-Modified-Since: 304")
+    st, _, _, _ = api.req("GET", "/fhir/Patient/v1",
+                          headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"})
+    t.eq(st, 200, "If-Modified-Since old: 200")
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/v1", patient("Ver2", "v1", id="v1"),
+                            headers={"If-Match": 'W/"5"'})
+    t.ok(st == 412 and is_oo(doc), "If-Match stale: 412", st)
+    st, h, doc, _ = api.req("PUT", "/fhir/Patient/v1", patient("Ver2", "v1", id="v1"),
+                            headers={"If-Match": 'W/"1"'})
+    t.eq((st, h.get("etag")), (200, 'W/"2"'), "If-Match current: 200 v2")
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/v1", patient("Ver3", "v1", id="v1"),
+                            headers={"If-None-Match": "*"})
+    t.eq(st, 412, "If-None-Match * on an existing resource: 412")
+    st, h, _, raw = api.req("PUT", "/fhir/Patient/v1", patient("Ver4", "v1", id="v1"),
+                            headers={"Prefer": "return=minimal"})
+    t.eq((st, raw, h.get("etag")), (200, b"", 'W/"3"'), "Prefer return=minimal: empty body")
+    st, h, doc, _ = api.req("PUT", "/fhir/Patient/v1", patient("Ver5", "v1", id="v1"),
+                            headers={"Prefer": "return=OperationOutcome"})
+    t.ok(st == 200 and is_oo(doc), "Prefer return=OperationOutcome", doc)
+
+
+def t_conditional(t, api):
+    q = {"If-None-Exist": "identifier=urn:test|cond1"}
+    st, _, doc, _ = api.req("POST", "/fhir/Patient", patient("Cond", "cond1"), headers=q)
+    t.eq(st, 201, "conditional create, no match: 201")
+    first = doc["id"]
+    st, _, doc, _ = api.req("POST", "/fhir/Patient", patient("Cond", "cond1"), headers=q)
+    t.eq((st, doc and doc.get("id")), (200, first), "conditional create, one match: 200 existing")
+    api.req("PUT", "/fhir/Patient/cdup", patient("Dup", "cond1", id="cdup"))
+    st, _, doc, _ = api.req("POST", "/fhir/Patient", patient("Cond", "cond1"), headers=q)
+    t.ok(st == 412 and is_oo(doc), "conditional create, two matches: 412", st)
+    # conditional update
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient?identifier=urn:test|cu1", patient("CU", "cu1"))
+    t.eq(st, 201, "conditional update, no match: create")
+    cu = doc["id"]
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient?identifier=urn:test|cu1",
+                            patient("CU2", "cu1"))
+    t.eq((st, doc["id"], doc["meta"]["versionId"]), (200, cu, "2"),
+         "conditional update, one match: updates it")
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient?identifier=urn:test|cond1", patient("X", "cond1"))
+    t.eq(st, 412, "conditional update, two matches: 412")
+    st, _, _, _ = api.req("DELETE", "/fhir/Patient?identifier=urn:test|cu1")
+    t.eq(st, 204, "conditional delete")
+    st, _, _, _ = api.req("GET", "/fhir/Patient/" + cu)
+    t.eq(st, 410, "conditionally deleted: 410")
+    st, _, _, _ = api.req("DELETE", "/fhir/Patient?identifier=urn:test|cond1")
+    t.eq(st, 412, "conditional delete, two matches: 412")
+
+
+def t_concurrent(t, api):
+    results = []
+
+    def worker():
+        st, _, doc, _ = api.req("POST", "/fhir/Patient", patient("Race", "race1"),
+                                headers={"If-None-Exist": "identifier=urn:test|race1"})
+        results.append((st, doc.get("id") if doc else None))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    created = [r for r in results if r[0] == 201]
+    ids = set(r[1] for r in results)
+    t.eq(len(created), 1, "16 concurrent conditional creates: exactly one 201")
+    t.eq(len(ids), 1, "every answer names the same resource")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?identifier=urn:test|race1")
+    t.eq(doc.get("total"), 1, "search finds exactly one")
+
+
+def t_transaction(t, api):
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111",
+         "resource": patient("Tx", "tx1"), "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": "urn:uuid:22222222-2222-2222-2222-222222222222",
+         "resource": {"resourceType": "Observation", "status": "final",
+                      "code": {"text": "weight"},
+                      "subject": {"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"}},
+         "request": {"method": "POST", "url": "Observation"}},
+        {"resource": patient("TxPut", "tx2", id="txput"),
+         "request": {"method": "PUT", "url": "Patient/txput"}},
+    ]}
+    st, _, doc, _ = api.req("POST", "/fhir", bundle)
+    t.eq((st, doc and doc.get("type")), (200, "transaction-response"), "transaction: 200")
+    stats = [e["response"]["status"] for e in doc.get("entry", [])]
+    t.eq(stats, ["201 Created", "201 Created", "201 Created"], "transaction entry statuses")
+    loc = doc["entry"][0]["response"]["location"]
+    pid = loc.split("/")[1]
+    oid = doc["entry"][1]["response"]["location"].split("/")[1]
+    st, _, obs, _ = api.req("GET", "/fhir/Observation/" + oid)
+    t.eq(obs["subject"]["reference"], "Patient/" + pid, "urn:uuid reference rewritten")
+    # all or nothing: the second entry fails its If-Match
+    bad = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient("Never", "never1", id="never1"),
+         "request": {"method": "PUT", "url": "Patient/never1"}},
+        {"resource": patient("TxPut2", "tx2", id="txput"),
+         "request": {"method": "PUT", "url": "Patient/txput", "ifMatch": 'W/"9"'}},
+    ]}
+    st, _, doc, _ = api.req("POST", "/fhir", bad)
+    t.ok(st in (409, 412) and is_oo(doc), "failing transaction: 412 OO", st)
+    st, _, _, _ = api.req("GET", "/fhir/Patient/never1")
+    t.eq(st, 404, "failing transaction wrote nothing")
+    bad["entry"][1] = {"resource": {"resourceType": "Patient", "bogus": 1},
+                       "request": {"method": "POST", "url": "Patient"}}
+    st, _, doc, _ = api.req("POST", "/fhir", bad)
+    t.eq(st, 400, "invalid entry fails the transaction: 400")
+    st, _, _, _ = api.req("GET", "/fhir/Patient/never1")
+    t.eq(st, 404, "still nothing written")
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": patient("B1", "b1", id="batch1"),
+         "request": {"method": "PUT", "url": "Patient/batch1"}},
+        {"resource": {"resourceType": "Patient", "bogus": 1},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"request": {"method": "GET", "url": "Patient/txput"}},
+        {"request": {"method": "DELETE", "url": "Patient/batch-none"}},
+    ]}
+    st, _, doc, _ = api.req("POST", "/fhir", batch)
+    t.eq((st, doc.get("type")), (200, "batch-response"), "batch: 200")
+    stats = [e["response"]["status"].split()[0] for e in doc["entry"]]
+    t.eq(stats, ["201", "400", "200", "204"], "batch entries independent")
+    t.eq(doc["entry"][2].get("resource", {}).get("id"), "txput", "batch GET returns the resource")
+    st, _, doc, _ = api.req("POST", "/fhir", patient())
+    t.eq(st, 400, "POST /fhir with a non-Bundle: 400")
+
+
+def t_history(t, api):
+    for i in range(5):
+        api.req("PUT", "/fhir/Patient/h1", patient("H%d" % i, "h1", id="h1"))
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/h1/_history")
+    t.eq((st, doc["type"], len(doc["entry"])), (200, "history", 5), "instance history")
+    t.eq(doc["entry"][0]["resource"]["meta"]["versionId"], "5", "newest first")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/h1/_history?_count=2")
+    t.eq(len(doc["entry"]), 2, "_count=2")
+    nxt = [l["url"] for l in doc["link"] if l["relation"] == "next"]
+    t.ok(len(nxt) == 1, "next link", doc["link"])
+    seen = [e["resource"]["meta"]["versionId"] for e in doc["entry"]]
+    while nxt:
+        u = urllib.parse.urlsplit(nxt[0])
+        st, _, doc, _ = api.req("GET", u.path + "?" + u.query)
+        seen += [e["resource"]["meta"]["versionId"] for e in doc.get("entry", [])]
+        nxt = [l["url"] for l in doc["link"] if l["relation"] == "next"]
+    t.eq(seen, ["5", "4", "3", "2", "1"], "paging through history")
+    time.sleep(1.1)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time())) + "Z"
+    time.sleep(1.1)
+    api.req("PUT", "/fhir/Patient/h1", patient("Late", "h1", id="h1"))
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/h1/_history?_since=" + since)
+    t.eq([e["resource"]["meta"]["versionId"] for e in doc.get("entry", [])], ["6"], "_since")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/_history?_count=3")
+    t.eq((st, len(doc["entry"])), (200, 3), "type history")
+    st, _, doc, _ = api.req("GET", "/fhir/_history?_count=1")
+    t.eq((st, len(doc["entry"])), (200, 1), "system history")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/never-was/_history")
+    t.eq(st, 404, "history of unknown: 404")
+
+
+def t_patch(t, api):
+    api.req("PUT", "/fhir/Patient/pa1", patient("Pat", "pa1", id="pa1"))
+    ops = [{"op": "replace", "path": "/gender", "value": "other"},
+           {"op": "add", "path": "/name/0/given/-", "value": "Mary"},
+           {"op": "test", "path": "/birthDate", "value": "1970-05-06"},
+           {"op": "copy", "from": "/name/0", "path": "/name/-"},
+           {"op": "remove", "path": "/name/1"},
+           {"op": "add", "path": "/active", "value": True}]
+    st, h, doc, _ = api.req("PATCH", "/fhir/Patient/pa1", json.dumps(ops),
+                            ctype="application/json-patch+json")
+    t.eq((st, doc and doc.get("gender"), doc and doc["name"][0]["given"], doc and doc.get("active")),
+         (200, "other", ["Jo", "Mary"], True), "JSON Patch applied")
+    t.eq(h.get("etag"), 'W/"2"', "patch makes version 2")
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/pa1",
+                            json.dumps([{"op": "test", "path": "/gender", "value": "male"}]),
+                            ctype="application/json-patch+json")
+    t.ok(st == 422 and is_oo(doc), "failing test op: 422", st)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/pa1",
+                            json.dumps([{"op": "add", "path": "/bogus", "value": 1}]),
+                            ctype="application/json-patch+json")
+    t.ok(st == 422 and is_oo(doc), "patch to an invalid resource: 422", st)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/pa1", "[]", ctype=JSON)
+    t.eq(st, 415, "PATCH with a resource media type: 415")
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/pa1",
+                            json.dumps([{"op": "replace", "path": "/gender", "value": "male"}]),
+                            ctype="application/json-patch+json", headers={"If-Match": 'W/"1"'})
+    t.eq(st, 412, "PATCH with a stale If-Match: 412")
+
+
+def t_search(t, api):
+    for i in range(7):
+        api.req("PUT", "/fhir/Patient/s%d" % i,
+                patient("Searchy", "s%d" % i, id="s%d" % i, birthDate="19%02d-01-01" % (50 + i)))
+    api.req("PUT", "/fhir/Observation/o1", {
+        "resourceType": "Observation", "id": "o1", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "1234-5"}]},
+        "subject": {"reference": "Patient/s1"}, "effectiveDateTime": "2020-01-01"})
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?family=Searchy")
+    t.eq((st, doc["type"], doc.get("total")), (200, "searchset", 7), "string search")
+    t.ok(all(e["search"]["mode"] == "match" for e in doc["entry"]), "search.mode match")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?identifier=urn:test|s3")
+    t.eq([e["resource"]["id"] for e in doc.get("entry", [])], ["s3"], "token search")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?family=Searchy&birthdate=ge1954-01-01")
+    t.eq(doc.get("total"), 3, "date search")
+    st, _, doc, _ = api.req("GET", "/fhir/Observation?subject=Patient/s1")
+    t.eq([e["resource"]["id"] for e in doc.get("entry", [])], ["o1"], "reference search")
+    st, _, doc, _ = api.req("GET", "/fhir/Observation?code=http://loinc.org|1234-5&_include=Observation:subject")
+    modes = sorted(e["search"]["mode"] for e in doc.get("entry", []))
+    t.eq(modes, ["include", "match"], "_include: include mode")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?family=Searchy&_count=3")
+    got = [e["resource"]["id"] for e in doc["entry"]]
+    nxt = [l["url"] for l in doc["link"] if l["relation"] == "next"]
+    t.ok(len(got) == 3 and nxt, "paging: first page of 3 with next", doc.get("link"))
+    while nxt:
+        u = urllib.parse.urlsplit(nxt[0])
+        st, _, doc, _ = api.req("GET", u.path + "?" + u.query)
+        got += [e["resource"]["id"] for e in doc.get("entry", [])]
+        nxt = [l["url"] for l in doc["link"] if l["relation"] == "next"]
+    t.eq(sorted(got), ["s%d" % i for i in range(7)], "next links reach every match once")
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/_search", "family=Searchy&gender=female",
+                            ctype="application/x-www-form-urlencoded")
+    t.eq((st, doc.get("total")), (200, 7), "POST _search")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?family=Searchy&_summary=count")
+    t.eq((doc.get("total"), doc.get("entry")), (7, None), "_summary=count")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?_id=s2&_elements=gender")
+    r = doc["entry"][0]["resource"]
+    t.ok("gender" in r and "name" not in r and
+         any(tg.get("code") == "SUBSETTED" for tg in r["meta"].get("tag", [])),
+         "_elements subsets and tags SUBSETTED", r)
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/s2?_summary=true")
+    t.ok("name" in doc and "SUBSETTED" in json.dumps(doc), "_summary=true on read", doc)
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?birthdate=notadate")
+    t.ok(st == 400 and is_oo(doc), "bad search value: 400", st)
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/s1/$everything")
+    ids = sorted("%s/%s" % (e["resource"]["resourceType"], e["resource"]["id"])
+                 for e in doc.get("entry", []))
+    t.eq(ids, ["Observation/o1", "Patient/s1"], "Patient/$everything")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/zz/$everything")
+    t.eq(st, 404, "$everything of unknown: 404")
+
+
+def t_metadata(t, api):
+    st, h, doc, _ = api.req("GET", "/fhir/metadata")
+    t.eq((st, doc["resourceType"], doc["fhirVersion"]), (200, "CapabilityStatement", "4.0.1"),
+         "metadata")
+    res = {r["type"]: r for r in doc["rest"][0]["resource"]}
+    t.ok(len(res) >= 140 and "Patient" in res, "every resource type listed", len(res))
+    ia = sorted(i["code"] for i in res["Patient"]["interaction"])
+    t.ok("read" in ia and "patch" in ia and "history-instance" in ia, "interactions", ia)
+    t.ok(any(p["name"] == "birthdate" for p in res["Patient"]["searchParam"]), "search params")
+    st, _, _, raw = api.req("GET", "/fhir/metadata", headers={"Accept": XML})
+    t.ok(st == 200 and raw.startswith(b"<CapabilityStatement"), "metadata as XML", raw[:40])
+
+
+def t_mllp(t, api, srv):
+    c = srv.client()
+    ack = c.roundtrip(adt(control_id="RESTMLLP1", pid_name="MLLP^PATIENT"))
+    c.close()
+    t.eq(ack and ack.code, "AA", "ADT over MLLP accepted")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?identifier=12345")
+    t.ok(st == 200 and doc.get("total", 0) >= 1, "MLLP Patient found by identifier", doc)
+    if doc and doc.get("entry"):
+        pid = doc["entry"][0]["resource"]["id"]
+        st, h, doc, _ = api.req("GET", "/fhir/Patient/" + pid)
+        t.ok(st == 200 and h.get("etag", "").startswith('W/"'), "MLLP Patient read with ETag")
+
+
+def main():
+    t = Tap()
+    port = free_port()
+    srv = Server("http.listen=127.0.0.1:%d" % port)
+    try:
+        srv.start()
+        api = Api(port)
+        for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
+                   t_transaction, t_history, t_patch, t_search, t_metadata):
+            t.run(fn, api)
+        t.run(t_mllp, api, srv)
+        t.eq(srv.stop(), 0, "server stops cleanly")
+        log = srv.read_log()
+        t.ok("ERROR: AddressSanitizer" not in log and "runtime error" not in log,
+             "no sanitizer report", log[-3000:])
+    finally:
+        srv.cleanup()
+    t.done()
+
+
+if __name__ == "__main__":
+    main()
