@@ -25,6 +25,8 @@ typedef struct map_inst {
 	char where[48]; /* position in the segment, for a fallback id */
 	struct map_inst *merged_into;
 	size_t result_index;
+	bool referenced; /* another resource points at it */
+	bool dropped;    /* left out: it lacks what FHIR requires, and nothing points at it */
 } map_inst_t;
 
 /* A reference made before ids are final: filled in at the end. */
@@ -976,13 +978,9 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 		return true;
 	}
 	if (cur != NULL) {
-		if (fhir_node_kind(cur) != FHIR_OBJECT || fhir_node_kind(v) != FHIR_OBJECT ||
-		    fhir_object_count(cur) == 0)
-			return cur != NULL && fhir_node_kind(cur) == FHIR_OBJECT &&
-				       fhir_object_count(cur) == 0 &&
-				       fhir_node_kind(v) == FHIR_OBJECT
-				   ? (map_merge(a, cur, v), map_path_step(path, st, 0, false), true)
-				   : false;
+		/* a value is there: only objects take in what they lack */
+		if (fhir_node_kind(cur) != FHIR_OBJECT || fhir_node_kind(v) != FHIR_OBJECT)
+			return false;
 		map_merge(a, cur, v);
 		map_path_step(path, st, 0, false);
 		return true;
@@ -1869,6 +1867,51 @@ map_full_url(map_conv_t *cv, const map_inst_t *inst, buf_t *out)
 	}
 }
 
+/* Whether a deferred "= *" line will fill this element of inst. */
+static bool
+map_deferred_fills(const map_conv_t *cv, const map_inst_t *inst, const char *elem)
+{
+	for (size_t d = 0; d < cv->deferred.n; d++)
+		if (map_inst_final(cv->deferred.v[d].inst) == inst &&
+		    slice_eq_cstr(cv->deferred.v[d].line->steps[0].name, elem))
+			return true;
+	return false;
+}
+
+/* An element R4 requires (min 1; choices are not checked) that a resource lacks: a warning,
+ * and a resource nothing points at is left out rather than sent invalid. */
+static void
+map_check_required(map_conv_t *cv, map_inst_t *inst)
+{
+	const fhir_type_t *t = fhir_meta_type(inst->type);
+	const hl7_seg_t *s = hl7_msg_segment(cv->m, inst->seg_index);
+
+	for (size_t e = 0; t != NULL && e < t->nelems; e++) {
+		const fhir_elem_t *el = &t->elems[e];
+		char text[160];
+		map_warning_t *w;
+
+		if (!(el->flags & FHIR_ELEM_REQUIRED) || (el->flags & FHIR_ELEM_CHOICE) ||
+		    fhir_object_get_cstr(inst->obj, el->name) != NULL ||
+		    map_deferred_fills(cv, inst, el->name))
+			continue;
+		if (!inst->referenced)
+			inst->dropped = true;
+		snprintf(text, sizeof(text), "%.*s%s: no %s, which FHIR requires",
+			 (int)inst->type.len, inst->type.ptr, inst->dropped ? " left out" : "",
+			 el->name);
+		w = MAP_VEC_PUSH(cv->warnings);
+		memset(w, 0, sizeof(*w));
+		w->text = arena_strndup(cv->a, text, strlen(text));
+		if (s != NULL) {
+			slice_t id = hl7_seg_id(s);
+
+			memcpy(w->segment, id.ptr, id.len < 3 ? id.len : 3);
+			w->seg_seq = map_conv_seq(cv, inst->seg_index);
+		}
+	}
+}
+
 static void
 map_build_bundle(map_conv_t *cv, map_result_t *res)
 {
@@ -1879,29 +1922,45 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	buf_t tmp = BUF_INIT;
 
 	map_ids_finish(cv);
-	for (size_t d = 0; d < cv->deferred.n; d++) {
-		map_deferred_t *df = &cv->deferred.v[d];
-		map_inst_t *self = (map_inst_t *)map_inst_final(df->inst);
-
-		map_run_t run;
-
-		map_run_init(&run, cv);
-		for (size_t i = 0; i < cv->insts.n; i++)
-			if (cv->insts.v[i] != self && cv->insts.v[i]->merged_into == NULL)
-				map_put_path(&run, df->line, self,
-					     map_reference(cv, cv->insts.v[i]), "*");
-	}
-	for (size_t i = 0; i < cv->refs.n; i++)
+	for (size_t i = 0; i < cv->refs.n; i++) {
+		((map_inst_t *)map_inst_final(cv->refs.v[i].inst))->referenced = true;
 		map_ref_fill(cv, cv->refs.v[i].node, cv->refs.v[i].inst);
+	}
 	for (size_t i = 0; i < cv->insts.n; i++) {
 		map_inst_t *inst = cv->insts.v[i];
-		fhir_node_t *e, *req, *r;
 
 		if (inst->merged_into != NULL)
 			continue;
 		fhir_object_set_cstr(a, inst->obj, "id", fhir_string_new(a, slice_cstr(inst->id)));
 		map_dedupe(inst->obj, 0);
 		(void)fhir_node_prune(inst->obj);
+		map_check_required(cv, inst);
+	}
+	/* "= *": every other resource that stays */
+	for (size_t d = 0; d < cv->deferred.n; d++) {
+		map_inst_t *self = (map_inst_t *)map_inst_final(cv->deferred.v[d].inst);
+		map_run_t run;
+
+		if (self->dropped)
+			continue;
+		map_run_init(&run, cv);
+		for (size_t i = 0; i < cv->insts.n; i++) {
+			map_inst_t *o = cv->insts.v[i];
+			fhir_node_t *ref;
+
+			if (o == self || o->merged_into != NULL || o->dropped)
+				continue;
+			ref = fhir_object_new(a);
+			map_ref_fill(cv, ref, o);
+			map_put_path(&run, cv->deferred.v[d].line, self, ref, "*");
+		}
+	}
+	for (size_t i = 0; i < cv->insts.n; i++) {
+		map_inst_t *inst = cv->insts.v[i];
+		fhir_node_t *e, *req, *r;
+
+		if (inst->merged_into != NULL || inst->dropped)
+			continue;
 		r = map_canon(a, inst->obj, NULL);
 		inst->result_index = n;
 		rs[n].type = inst->type;
@@ -1954,7 +2013,7 @@ map_collect(map_conv_t *cv, map_result_t *res)
 
 		while (inst != NULL && inst->merged_into != NULL)
 			inst = inst->merged_into;
-		if (inst == NULL || inst == &cv->bundle)
+		if (inst == NULL || inst == &cv->bundle || inst->dropped)
 			continue;
 		x[n].resource = inst->result_index;
 		x[n].path = r->path;

@@ -1,5 +1,5 @@
 /* Internals of the mapping engine, shared by its parser (map_parse.c), loader and checker
- * (map_load.c), condition evaluator (map_cond.c), value access (map_value.c) and converter
+ * (map_load.c), condition evaluator and value access (map_cond.c), dates (map_dtm.c) and converter
  * (map_engine.c). Everything a loaded set holds lives in the set's arena. */
 #ifndef MAPPINGS_MAP_INT_H
 #define MAPPINGS_MAP_INT_H
@@ -235,7 +235,7 @@ const map_def_t *map_set_find(const map_set_t *set, map_kind_t kind, slice_t nam
 /* Maximum field number of a standard segment; 0 when the segment is unknown (Z-segments). */
 unsigned map_segment_fields(slice_t seg);
 
-/* The converter's evaluation context (map_engine.c), seen by map_cond.c and map_value.c. */
+/* The converter's evaluation context (map_engine.c), seen by map_cond.c. */
 typedef struct map_conv map_conv_t;
 
 typedef struct map_frame {

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -882,9 +883,15 @@ map_read_dir(const char *dir, bool site, map_files_t *fs, map_diags_t *dg)
 		DIR *dh = opendir(sub);
 		struct dirent *de;
 
-		if (dh == NULL) {
-			free(sub);
+		if (dh == NULL && errno == ENOENT) {
+			free(sub); /* a folder may leave out a kind of map */
 			continue;
+		}
+		if (dh == NULL) {
+			map_diag(dg, MAP_DIAG_ERROR, sub, 0, 0, NULL, "cannot read the folder: %s",
+				 strerror(errno));
+			free(sub);
+			return -FG_EIO;
 		}
 		while ((de = readdir(dh)) != NULL) {
 			char *rel, *full, *data = NULL;

@@ -1200,6 +1200,29 @@ test_no_map(void **state)
 	free(rde);
 }
 
+/* A resource missing what R4 requires is reported, and left out when nothing points at it. */
+static void
+test_required(void **state)
+{
+	arena_t *a = arena_new(0);
+	map_set_t *set = load_shipped(NULL);
+	char *msg = msg_text("MSH|^~\\&|A|B|C|D|1994050216163360||ADT^A01^ADT_A01|R1|P|2.2",
+			     "PID|1||5^^^H^MR||ROE^RITA", NULL);
+	map_result_t *r = convert(a, set, msg, NULL);
+	bool warned = false;
+
+	(void)state;
+	assert_int_equal(res_count(r, "Provenance"), 0); /* MSH-7 is no valid time */
+	assert_int_equal(res_count(r, "Patient"), 1);
+	for (size_t i = 0; i < r->nwarnings; i++)
+		warned |= strcmp(r->warnings[i].text,
+				 "Provenance left out: no recorded, which FHIR requires") == 0;
+	assert_true(warned);
+	map_set_free(set);
+	arena_free(a);
+	free(msg);
+}
+
 /* The time zone option completes times without an offset. */
 static void
 test_timezone_option(void **state)
@@ -1264,6 +1287,7 @@ main(void)
 	    cmocka_unit_test(test_bundle),
 	    cmocka_unit_test(test_no_map),
 	    cmocka_unit_test(test_timezone_option),
+	    cmocka_unit_test(test_required),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
