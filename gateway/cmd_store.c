@@ -363,14 +363,15 @@ run_replay(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 	buf_t out = BUF_INIT;
 	int rc = 0;
 
-	/* Replay means: with the mappings as they are now. */
-	if (maps_open(cfg, &maps) < 0) {
+	/* Replay means: with the mappings as they are now (none when mappings.dir is empty). */
+	if (cfg->mappings_dir[0] != '\0' && maps_open(cfg, &maps) < 0) {
 		fprintf(stderr, "fhirgate store replay: the mappings do not load; fix them first "
 				"(fhirgate mappings check)\n");
 		store_txn_abort(t);
 		return EXIT_PROBLEM;
 	}
-	opt.maps = maps_acquire(maps, &ref);
+	if (maps != NULL)
+		opt.maps = maps_acquire(maps, &ref);
 	maps_options(cfg, &opt.map_opt);
 	ar = arena_new(0);
 	if (a->all) {

@@ -94,7 +94,9 @@ static const opt_t options[] = {
     {"hl7.max_field_bytes", OPT_SIZE, OFF(hl7_max_field_bytes), "8M",
      "Longest field (all repetitions), e.g. an embedded base64 document.", 16, 1024ull << 20},
     {"mappings.dir", OPT_STRING, OFF(mappings_dir), "mappings/hl7v2",
-     "Folder of the shipped HL7 v2 -> FHIR mapping files (docs/mapping-language.md).", 0, 0},
+     "Folder of the shipped HL7 v2 -> FHIR mapping files (docs/mapping-language.md); empty: "
+     "messages are stored without being converted.",
+     0, 0},
     {"mappings.site_dir", OPT_STRING, OFF(mappings_site_dir), "",
      "Folder of site mapping files that override (same path) or extend the shipped ones; "
      "empty: none.",

@@ -82,7 +82,8 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	    fresh.mappings_watch_ms != x->cfg->mappings_watch_ms)
 		log_warn("config", "new mappings.* folders and the watch interval apply on restart; "
 				   "the timezone and unmapped policy apply now");
-	maps_reload(x->maps, x->cfg);
+	if (x->maps != NULL)
+		maps_reload(x->maps, x->cfg);
 	log_set_level(fresh.log_level);
 	log_set_format(fresh.log_format);
 	log_info("config", "configuration reloaded");
@@ -153,7 +154,10 @@ cmd_serve(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
 	sopts.map_size = cfg.map_size;
-	if (maps_open(&cfg, &x.maps) < 0) {
+	/* An empty mappings.dir stores messages without converting them (store and forward). */
+	if (cfg.mappings_dir[0] == '\0') {
+		log_warn("mappings", "mappings.dir is empty: messages are stored, not converted");
+	} else if (maps_open(&cfg, &x.maps) < 0) {
 		fprintf(stderr, "fhirgate serve: the mappings in %s do not load (see above; "
 				"`fhirgate mappings check` lists every problem)\n",
 			cfg.mappings_dir);
@@ -204,7 +208,7 @@ cmd_serve(int argc, char **argv)
 	evsignal_add(ev_int, NULL);
 	evsignal_add(ev_hup, NULL);
 	evtimer_add(ev_tick, &minute);
-	if (cfg.mappings_watch_ms > 0) {
+	if (cfg.mappings_watch_ms > 0 && x.maps != NULL) {
 		struct timeval every = {(time_t)(cfg.mappings_watch_ms / 1000),
 					(suseconds_t)((cfg.mappings_watch_ms % 1000) * 1000)};
 

@@ -149,6 +149,17 @@ def test_unmapped_accept(t):
         t.ok("no map" in out, "... still with a dead letter for replay", out)
 
 
+def test_store_and_forward(t):
+    with Server("mappings.dir=") as srv:
+        rc, out, err = srv.fhirgate("send", "--port", str(srv.port), "-q",
+                                    os.path.join(SYN, "06_oru_r01_vitals.hl7"))
+        t.ok(rc == 0 and "errors=0" in out, "mappings.dir empty: messages are accepted",
+             out + err)
+        rc, out, _ = store(srv, "stats")
+        t.ok(re.search(r"^messages\s+1$", out, re.M) and re.search(r"^resources\s+0$", out, re.M),
+             "... stored raw, without resources", out)
+
+
 def test_reload(t):
     site = tempfile.mkdtemp()
     os.makedirs(os.path.join(site, "segments"))
@@ -192,7 +203,8 @@ def test_reload(t):
 
 def main():
     t = Tap()
-    for fn in (test_convert, test_mappings_check, test_ingest, test_unmapped_accept, test_reload):
+    for fn in (test_convert, test_mappings_check, test_ingest, test_unmapped_accept,
+               test_store_and_forward, test_reload):
         t.run(fn)
     t.done()
 
