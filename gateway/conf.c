@@ -55,7 +55,8 @@ static const opt_t options[] = {
      "Close a connection whose started frame is not completed within this time; 0 never.", 0,
      86400000},
     {"mllp.max_connections", OPT_COUNT, OFF(mllp_max_connections), "1024",
-     "Connections per I/O thread; further ones wait in the kernel's accept queue.", 1, 1000000},
+     "Connections (MLLP and HTTP together) per I/O thread; further ones wait in the kernel's "
+     "accept queue.", 1, 1000000},
     {"mllp.max_inflight", OPT_COUNT, OFF(mllp_max_inflight), "128",
      "Messages per connection read but not yet ACKed; past this, reading pauses.", 1, 100000},
     {"mllp.ack_application", OPT_STRING, OFF(ack_application), "FHIRGATE",

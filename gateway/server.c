@@ -246,6 +246,22 @@ job_ack(conn_t *c, job_t *j)
 
 /* ---- connections ---- */
 
+/* Pauses or resumes accepting on every listener of the thread (MLLP and HTTP alike). */
+static void
+io_listen(io_thread_t *io, bool on)
+{
+	on = on && !io->draining;
+	if (on == io->listening)
+		return;
+	for (size_t i = 0; i < io->nlisteners; i++) {
+		if (on)
+			evconnlistener_enable(io->listeners[i]);
+		else
+			evconnlistener_disable(io->listeners[i]);
+	}
+	io->listening = on;
+}
+
 /* During a drain, the thread ends once its last connection of either kind is gone. */
 static void
 io_exit_if_idle(io_thread_t *io)
@@ -264,10 +280,7 @@ conn_free(conn_t *c)
 	atomic_fetch_sub(&io->srv->st.conns_open, 1);
 	mllp_framer_free(&c->framer);
 	free(c);
-	if (!io->draining && !io->listening)
-		for (size_t i = 0; i < io->nlisteners; i++)
-			evconnlistener_enable(io->listeners[i]);
-	io->listening = !io->draining;
+	io_listen(io, true);
 	io_exit_if_idle(io);
 }
 
@@ -526,11 +539,9 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
 	conn_set_timeout(c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	log_debug("mllp", "peer=%s connected (thread %u)", c->peer, io->index);
-	if (io->nconns >= s->max_connections) {
+	if (io->nconns + io->nhttps >= s->max_connections) {
 		/* Further connections wait in the kernel's accept queue. */
-		for (size_t i = 0; i < io->nlisteners; i++)
-			evconnlistener_disable(io->listeners[i]);
-		io->listening = false;
+		io_listen(io, false);
 	}
 }
 
@@ -555,10 +566,7 @@ http_closed(http_conn_t *hc, void *ctx)
 		}
 	}
 	atomic_fetch_sub(&io->srv->st.http_conns_open, 1);
-	if (!io->draining && !io->listening)
-		for (size_t i = 0; i < io->nlisteners; i++)
-			evconnlistener_enable(io->listeners[i]);
-	io->listening = !io->draining;
+	io_listen(io, true);
 	io_exit_if_idle(io);
 }
 
@@ -586,9 +594,7 @@ accept_http_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *
 	io->https[io->nhttps++] = hc;
 	atomic_fetch_add(&s->st.http_conns_open, 1);
 	if (io->nconns + io->nhttps >= s->max_connections) {
-		for (size_t i = 0; i < io->nlisteners; i++)
-			evconnlistener_disable(io->listeners[i]);
-		io->listening = false;
+		io_listen(io, false);
 	}
 }
 
@@ -597,11 +603,9 @@ retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	io_thread_t *io = arg;
 
-	if (io->draining || io->nconns >= io->srv->max_connections)
+	if (io->draining || io->nconns + io->nhttps >= io->srv->max_connections)
 		return;
-	for (size_t i = 0; i < io->nlisteners; i++)
-		evconnlistener_enable(io->listeners[i]);
-	io->listening = true;
+	io_listen(io, true);
 }
 
 static void
@@ -613,9 +617,7 @@ accept_error_cb(struct evconnlistener *lis, void *arg)
 
 	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
 		/* Out of descriptors: pause accepting instead of spinning on a ready listener. */
-		for (size_t i = 0; i < io->nlisteners; i++)
-			evconnlistener_disable(io->listeners[i]);
-		io->listening = false;
+		io_listen(io, false);
 		atomic_fetch_add(&io->srv->st.accept_pauses, 1);
 		if (log_ratelimit_allow(&io->rl))
 			log_warn("mllp", "accept failed (%s): pausing accept for 200ms",
