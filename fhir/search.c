@@ -2,6 +2,8 @@
  * normalizations that turn what it finds into ordered index bytes (see fhir/search.h). */
 #include "config.h"
 
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,79 +199,81 @@ ref_type_of(slice_t ref)
 	return slice_make(ref.ptr + start, slash - start);
 }
 
-/* where(resolve() is X) or where(path = 'literal'). */
-static fp_set_t
-fp_where(fp_t *f, const fp_set_t *in)
-{
-	fp_set_t out = {0};
+/* Expressions are compiled once per (resource type, parameter) into this form; evaluating one
+ * then only walks the tree. */
+typedef enum { FP_OP_STEP, FP_OP_TYPE, FP_OP_RESOLVE_IS, FP_OP_WHERE_EQ } fp_op_kind_t;
 
-	if (fp_eat(f, "resolve()")) {
-		slice_t tname;
-
-		fp_expect(f, "is");
-		tname = fp_ident(f);
-		fp_expect(f, ")");
-		for (size_t i = 0; i < in->n; i++) {
-			const fhir_node_t *r = in->v[i].n;
-			const fhir_node_t *ref = fhir_node_kind(r) == FHIR_OBJECT
-						     ? fhir_object_get_cstr(r, "reference")
-						     : NULL;
-
-			if (ref != NULL && slice_eq(ref_type_of(fhir_node_text(ref)), tname))
-				set_add(f->a, &out, r, in->v[i].t);
-		}
-		return out;
-	}
-	/* A dotted path compared with a literal. */
-	slice_t path[4];
-	size_t np = 0;
+typedef struct {
+	fp_op_kind_t kind;
+	slice_t name;     /* STEP: the member; TYPE, RESOLVE_IS: the type */
+	slice_t path[4];  /* WHERE_EQ: path = 'lit' */
+	size_t np;
 	slice_t lit;
+} fp_op_t;
 
-	do {
-		if (np == 4) {
-			f->unsupported = true;
-			return out;
-		}
-		path[np++] = fp_ident(f);
-	} while (fp_eat(f, "."));
-	fp_expect(f, "=");
-	lit = fp_literal(f);
-	fp_expect(f, ")");
-	if (f->unsupported)
-		return out;
-	for (size_t i = 0; i < in->n; i++) {
-		fp_set_t cur = {0};
+typedef struct fp_expr fp_expr_t;
 
-		set_add(f->a, &cur, in->v[i].n, in->v[i].t);
-		for (size_t k = 0; k < np; k++)
-			cur = fp_step(f, &cur, path[k]);
-		for (size_t k = 0; k < cur.n; k++)
-			if (slice_eq(fhir_node_text(cur.v[k].n), lit)) {
-				set_add(f->a, &out, in->v[i].n, in->v[i].t);
-				break;
-			}
-	}
-	return out;
+/* primary ('.' step | 'as' Type)*, the primary being the resource or a parenthesized union */
+typedef struct {
+	const fp_expr_t *sub; /* NULL: the resource */
+	fp_op_t *ops;
+	size_t nops;
+} fp_term_t;
+
+struct fp_expr {
+	fp_term_t *terms; /* their union */
+	size_t nterms;
+};
+
+static fp_op_t *
+fp_op_add(fp_t *f, fp_term_t *t)
+{
+	fp_op_t *v = arena_zalloc(f->a, (t->nops + 1) * sizeof(*v));
+
+	if (t->nops > 0)
+		memcpy(v, t->ops, t->nops * sizeof(*v));
+	t->ops = v;
+	return &t->ops[t->nops++];
 }
 
-static fp_set_t fp_union(fp_t *f);
-
-/* primary ('.' step | 'as' Type)* */
-static fp_set_t
-fp_term(fp_t *f)
+/* where(resolve() is X) or where(path = 'literal'). */
+static void
+fp_where_compile(fp_t *f, fp_op_t *op)
 {
-	fp_set_t cur = {0};
+	if (fp_eat(f, "resolve()")) {
+		op->kind = FP_OP_RESOLVE_IS;
+		fp_expect(f, "is");
+		op->name = fp_ident(f);
+		fp_expect(f, ")");
+		return;
+	}
+	/* A dotted path compared with a literal. */
+	op->kind = FP_OP_WHERE_EQ;
+	do {
+		if (op->np == 4) {
+			f->unsupported = true;
+			return;
+		}
+		op->path[op->np++] = fp_ident(f);
+	} while (fp_eat(f, "."));
+	fp_expect(f, "=");
+	op->lit = fp_literal(f);
+	fp_expect(f, ")");
+}
 
+static const fp_expr_t *fp_union_compile(fp_t *f);
+
+static void
+fp_term_compile(fp_t *f, fp_term_t *t)
+{
 	if (fp_eat(f, "(")) {
-		cur = fp_union(f);
+		t->sub = fp_union_compile(f);
 		fp_expect(f, ")");
 	} else {
 		slice_t first = fp_ident(f);
 
-		if (slice_eq_cstr(first, f->rtype->name) || slice_eq_cstr(first, "Resource") ||
-		    slice_eq_cstr(first, "DomainResource"))
-			set_add(f->a, &cur, f->root, f->rtype);
-		else
+		if (!slice_eq_cstr(first, f->rtype->name) && !slice_eq_cstr(first, "Resource") &&
+		    !slice_eq_cstr(first, "DomainResource"))
 			f->unsupported = true;
 	}
 	while (!f->unsupported) {
@@ -278,52 +282,184 @@ fp_term(fp_t *f)
 
 			if (fp_eat(f, "(")) {
 				if (slice_eq_cstr(name, "where")) {
-					cur = fp_where(f, &cur);
+					fp_where_compile(f, fp_op_add(f, t));
 				} else if (slice_eq_cstr(name, "as") || slice_eq_cstr(name, "ofType")) {
-					slice_t t = fp_ident(f);
+					fp_op_t *op = fp_op_add(f, t);
 
+					op->kind = FP_OP_TYPE;
+					op->name = fp_ident(f);
 					fp_expect(f, ")");
-					cur = fp_filter_type(f, &cur, t);
 				} else {
 					f->unsupported = true; /* exists(), extension(), resolve() ... */
 				}
 			} else {
-				cur = fp_step(f, &cur, name);
+				fp_op_t *op = fp_op_add(f, t);
+
+				op->kind = FP_OP_STEP;
+				op->name = name;
 			}
 		} else if (fp_eat(f, "as ")) {
-			cur = fp_filter_type(f, &cur, fp_ident(f));
+			fp_op_t *op = fp_op_add(f, t);
+
+			op->kind = FP_OP_TYPE;
+			op->name = fp_ident(f);
 		} else {
 			break;
 		}
 	}
-	return cur;
+}
+
+static const fp_expr_t *
+fp_union_compile(fp_t *f)
+{
+	fp_expr_t *e = arena_zalloc(f->a, sizeof(*e));
+	size_t cap = 0;
+
+	do {
+		if (e->nterms == cap) {
+			fp_term_t *v = arena_zalloc(f->a, (cap = cap ? cap * 2 : 4) * sizeof(*v));
+
+			if (e->nterms > 0)
+				memcpy(v, e->terms, e->nterms * sizeof(*v));
+			e->terms = v;
+		}
+		fp_term_compile(f, &e->terms[e->nterms++]);
+	} while (!f->unsupported && fp_eat(f, "|"));
+	return e;
+}
+
+/* expr for resources of type rt, in a; NULL when the expression is outside the subset. The
+ * result borrows from expr. */
+static const fp_expr_t *
+fp_compile(arena_t *a, const char *expr, const fhir_type_t *rt)
+{
+	fp_t f = {a, expr, expr + strlen(expr), false, NULL, rt};
+	const fp_expr_t *e;
+
+	if (*expr == '\0')
+		return NULL;
+	e = fp_union_compile(&f);
+	fp_ws(&f);
+	return !f.unsupported && f.p == f.end ? e : NULL;
+}
+
+static fp_set_t fp_expr_run(fp_t *f, const fp_expr_t *e);
+
+static fp_set_t
+fp_op_run(fp_t *f, const fp_op_t *op, const fp_set_t *in)
+{
+	fp_set_t out = {0};
+
+	switch (op->kind) {
+	case FP_OP_STEP:
+		return fp_step(f, in, op->name);
+	case FP_OP_TYPE:
+		return fp_filter_type(f, in, op->name);
+	case FP_OP_RESOLVE_IS:
+		for (size_t i = 0; i < in->n; i++) {
+			const fhir_node_t *r = in->v[i].n;
+			const fhir_node_t *ref = fhir_node_kind(r) == FHIR_OBJECT
+						     ? fhir_object_get(r, SLICE_LIT("reference"))
+						     : NULL;
+
+			if (ref != NULL && slice_eq(ref_type_of(fhir_node_text(ref)), op->name))
+				set_add(f->a, &out, r, in->v[i].t);
+		}
+		return out;
+	case FP_OP_WHERE_EQ:
+		for (size_t i = 0; i < in->n; i++) {
+			fp_set_t cur = {0};
+
+			set_add(f->a, &cur, in->v[i].n, in->v[i].t);
+			for (size_t k = 0; k < op->np; k++)
+				cur = fp_step(f, &cur, op->path[k]);
+			for (size_t k = 0; k < cur.n; k++)
+				if (slice_eq(fhir_node_text(cur.v[k].n), op->lit)) {
+					set_add(f->a, &out, in->v[i].n, in->v[i].t);
+					break;
+				}
+		}
+		return out;
+	}
+	return out;
 }
 
 static fp_set_t
-fp_union(fp_t *f)
+fp_expr_run(fp_t *f, const fp_expr_t *e)
 {
-	fp_set_t acc = fp_term(f);
+	fp_set_t acc = {0};
 
-	while (!f->unsupported && fp_eat(f, "|")) {
-		fp_set_t more = fp_term(f);
+	for (size_t i = 0; i < e->nterms; i++) {
+		const fp_term_t *t = &e->terms[i];
+		fp_set_t cur = {0};
 
-		for (size_t i = 0; i < more.n; i++)
-			set_add(f->a, &acc, more.v[i].n, more.v[i].t);
+		if (t->sub != NULL)
+			cur = fp_expr_run(f, t->sub);
+		else
+			set_add(f->a, &cur, f->root, f->rtype);
+		for (size_t k = 0; k < t->nops; k++)
+			cur = fp_op_run(f, &t->ops[k], &cur);
+		if (i == 0) {
+			acc = cur;
+			continue;
+		}
+		for (size_t k = 0; k < cur.n; k++)
+			set_add(f->a, &acc, cur.v[k].n, cur.v[k].t);
 	}
 	return acc;
 }
 
-/* Evaluates expr on res; false when the expression is outside the subset. */
-static bool
-fp_eval(arena_t *a, const char *expr, const fhir_node_t *res, const fhir_type_t *rt, fp_set_t *out)
-{
-	fp_t f = {a, expr, expr + strlen(expr), false, res, rt};
+/* The compiled expressions of every resource type's parameters, built once for the process:
+ * progs[k][i] is entry i of the k-th resource type's list (NULL: outside the subset). */
+static struct {
+	pthread_once_t once;
+	arena_t *a;
+	size_t n;
+	const fhir_type_t **types; /* the resource types, in ascending address order (by name) */
+	const fp_expr_t ***progs;
+} fp_cache = {PTHREAD_ONCE_INIT, NULL, 0, NULL, NULL};
 
-	if (*expr == '\0')
-		return false;
-	*out = fp_union(&f);
-	fp_ws(&f);
-	return !f.unsupported && f.p == f.end;
+static void
+fp_cache_build(void)
+{
+	size_t n = fhir_meta_resource_count();
+
+	fp_cache.a = arena_new(0);
+	fp_cache.types = arena_zalloc(fp_cache.a, (n ? n : 1) * sizeof(*fp_cache.types));
+	fp_cache.progs = arena_zalloc(fp_cache.a, (n ? n : 1) * sizeof(*fp_cache.progs));
+	for (size_t k = 0; k < n; k++) {
+		const fhir_type_t *rt = fhir_meta_resource_at(k);
+		const fhir_searchparam_t *const *list;
+		size_t np = fhir_meta_searchparams(slice_cstr(rt->name), &list);
+
+		fp_cache.types[k] = rt;
+		fp_cache.progs[k] = arena_zalloc(fp_cache.a, (np ? np : 1) * sizeof(**fp_cache.progs));
+		for (size_t i = 0; i < np; i++)
+			fp_cache.progs[k][i] = fp_compile(fp_cache.a, list[i]->expression, rt);
+	}
+	fp_cache.n = n;
+}
+
+/* The compiled expressions of resource type rt's parameters, in fhir_meta_searchparams order;
+ * NULL when rt is no resource type. */
+static const fp_expr_t *const *
+fp_cache_find(const fhir_type_t *rt)
+{
+	size_t lo = 0, hi;
+
+	pthread_once(&fp_cache.once, fp_cache_build);
+	hi = fp_cache.n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (fp_cache.types[mid] == rt)
+			return fp_cache.progs[mid];
+		if ((uintptr_t)fp_cache.types[mid] < (uintptr_t)rt)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
 }
 
 bool
@@ -331,8 +467,6 @@ fhir_search_param_is_supported(const fhir_searchparam_t *sp)
 {
 	const fhir_type_t *rt = fhir_meta_type(slice_cstr(sp->resource));
 	arena_t *a;
-	fhir_node_t *res;
-	fp_set_t s;
 	bool ok;
 
 	if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE)
@@ -340,8 +474,7 @@ fhir_search_param_is_supported(const fhir_searchparam_t *sp)
 	if (rt == NULL || sp->type == FHIR_SP_COMPOSITE || sp->type == FHIR_SP_SPECIAL)
 		return false;
 	a = arena_new(0);
-	res = fhir_object_new(a);
-	ok = fp_eval(a, sp->expression, res, rt, &s);
+	ok = fp_compile(a, sp->expression, rt) != NULL;
 	arena_free(a);
 	return ok;
 }
@@ -929,6 +1062,7 @@ fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn
 	slice_t type = fhir_resource_type(res);
 	const fhir_type_t *rt = fhir_meta_type(type);
 	const fhir_searchparam_t *const *list;
+	const fp_expr_t *const *progs;
 	size_t np, k = 0;
 	ix_t x = {a, value_max, type, base, NULL, 0, 0};
 
@@ -937,13 +1071,16 @@ fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn
 	if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE)
 		return -FG_EINVAL;
 	np = fhir_meta_searchparams(type, &list);
-	for (size_t i = 0; i < np; i++) {
+	progs = fp_cache_find(rt);
+	for (size_t i = 0; progs != NULL && i < np; i++) {
+		fp_t f = {a, NULL, NULL, false, res, rt};
 		fp_set_t s;
 
-		if (list[i]->type == FHIR_SP_COMPOSITE || list[i]->type == FHIR_SP_SPECIAL)
+		if (list[i]->type == FHIR_SP_COMPOSITE || list[i]->type == FHIR_SP_SPECIAL ||
+		    progs[i] == NULL)
 			continue;
-		if (fp_eval(a, list[i]->expression, res, rt, &s))
-			ix_param(&x, list[i], &s);
+		s = fp_expr_run(&f, progs[i]);
+		ix_param(&x, list[i], &s);
 	}
 	if (x.n > 0) {
 		qsort(x.v, x.n, sizeof(*x.v), entry_cmp);

@@ -230,6 +230,12 @@ fhir_object_add_new(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 	return true;
 }
 
+void
+fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
+{
+	fhir_object_append(a, obj, key, val);
+}
+
 fhir_node_t *
 fhir_object_get(const fhir_node_t *obj, slice_t key)
 {

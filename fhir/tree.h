@@ -47,6 +47,9 @@ void fhir_object_set(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val
  * val may be NULL for a moment, until set_value_at fills it (the JSON parser meets the key
  * before its value). */
 bool fhir_object_add_new(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val);
+/* Appends a key the caller knows is not there yet, without looking for it; key is borrowed
+ * (it must live in a or longer), which is how a copy reuses the keys of its original. */
+void fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val);
 fhir_node_t *fhir_object_get(const fhir_node_t *obj, slice_t key);
 bool fhir_object_remove(fhir_node_t *obj, slice_t key);
 size_t fhir_object_count(const fhir_node_t *obj);

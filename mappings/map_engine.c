@@ -388,14 +388,34 @@ map_inst_final(const map_inst_t *inst)
 	return inst;
 }
 
+/* Appends "Type/id" (a reference, and a Bundle request's url). */
+static void
+map_ref_text(buf_t *b, const map_inst_t *inst)
+{
+	buf_append_slice(b, inst->type);
+	buf_append_byte(b, '/');
+	buf_append(b, inst->id, 32);
+}
+
 static void
 map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 {
-	buf_t b = BUF_INIT;
+	char tmp[160];
+	buf_t b;
 
+	/* Fixed-size scratch: buf_t would go to the heap for every reference. */
 	inst = map_inst_final(inst);
-	buf_printf(&b, "%.*s/%s", (int)inst->type.len, inst->type.ptr, inst->id);
-	fhir_object_set_cstr(cv->a, ref, "reference", fhir_string_new(cv->a, buf_slice(&b)));
+	if (inst->type.len + 33 <= sizeof(tmp)) {
+		memcpy(tmp, inst->type.ptr, inst->type.len);
+		tmp[inst->type.len] = '/';
+		memcpy(tmp + inst->type.len + 1, inst->id, 32);
+		fhir_object_set(cv->a, ref, SLICE_LIT("reference"),
+				fhir_string_new(cv->a, slice_make(tmp, inst->type.len + 33)));
+		return;
+	}
+	buf_init(&b, 0);
+	map_ref_text(&b, inst);
+	fhir_object_set(cv->a, ref, SLICE_LIT("reference"), fhir_string_new(cv->a, buf_slice(&b)));
 	buf_free(&b);
 }
 
@@ -1729,13 +1749,40 @@ map_dedupe(fhir_node_t *n, unsigned depth)
 	}
 }
 
+/* Where a member goes in R4 element order: resourceType first, then element e at 2e + 2 with
+ * its "_x" companion right after it, then (MAP_CANON_REST) the others in their own order. */
+#define MAP_CANON_REST 0xffffffffu
+
+static uint32_t
+map_canon_rank(const fhir_type_t *t, slice_t k, const fhir_type_t **et)
+{
+	int e;
+
+	*et = NULL;
+	if (slice_eq(k, SLICE_LIT("resourceType")))
+		return 0;
+	if (t == NULL)
+		return MAP_CANON_REST;
+	if ((e = fhir_meta_elem_index(t, k)) >= 0) {
+		*et = fhir_meta_elem_type(t, &t->elems[e]);
+		return 2 * (uint32_t)e + 2;
+	}
+	if (k.len > 1 && k.ptr[0] == '_' &&
+	    (e = fhir_meta_elem_index(t, slice_make(k.ptr + 1, k.len - 1))) >= 0) {
+		*et = fhir_meta_type(SLICE_LIT("Element"));
+		return 2 * (uint32_t)e + 3;
+	}
+	return MAP_CANON_REST;
+}
+
 /* A copy of n in R4 element order (resourceType first, "_x" right after x). */
 static fhir_node_t *
 map_canon(arena_t *a, const fhir_node_t *n, const fhir_type_t *t)
 {
-	fhir_node_t *out;
+	fhir_node_t *out, *rt;
 	size_t cnt;
-	bool *done;
+	uint64_t *order; /* rank << 32 | member index: sorting keeps ties in member order */
+	const fhir_type_t **types;
 
 	if (fhir_node_kind(n) == FHIR_ARRAY) {
 		out = fhir_array_new(a);
@@ -1745,50 +1792,36 @@ map_canon(arena_t *a, const fhir_node_t *n, const fhir_type_t *t)
 	}
 	if (fhir_node_kind(n) != FHIR_OBJECT)
 		return (fhir_node_t *)n;
-	if (t == NULL || fhir_object_get_cstr(n, "resourceType") != NULL)
-		t = fhir_meta_type(fhir_resource_type(n)) != NULL
-			? fhir_meta_type(fhir_resource_type(n))
-			: t;
-	cnt = fhir_object_count(n);
-	done = arena_zalloc(a, cnt ? cnt : 1);
-	out = fhir_object_new(a);
-	for (size_t i = 0; i < cnt; i++)
-		if (slice_eq_cstr(fhir_object_key_at(n, i), "resourceType")) {
-			fhir_object_set(a, out, fhir_object_key_at(n, i),
-					fhir_object_value_at(n, i));
-			done[i] = true;
-		}
-	for (size_t e = 0; t != NULL && e < t->nelems; e++) {
-		const fhir_elem_t *el = &t->elems[e];
-		const fhir_type_t *et = fhir_meta_type(slice_cstr(el->type));
+	rt = fhir_object_get(n, SLICE_LIT("resourceType"));
+	if (t == NULL || rt != NULL) {
+		const fhir_type_t *rtt = fhir_meta_type(fhir_node_text(rt));
 
-		for (size_t i = 0; i < cnt; i++) {
-			slice_t k = fhir_object_key_at(n, i);
-
-			if (done[i])
-				continue;
-			if (slice_eq_cstr(k, el->name)) {
-				fhir_object_set(a, out, k,
-						map_canon(a, fhir_object_value_at(n, i), et));
-				done[i] = true;
-			}
-		}
-		for (size_t i = 0; i < cnt; i++) {
-			slice_t k = fhir_object_key_at(n, i);
-
-			if (!done[i] && k.len > 1 && k.ptr[0] == '_' &&
-			    slice_eq_cstr(slice_make(k.ptr + 1, k.len - 1), el->name)) {
-				fhir_object_set(a, out, k,
-						map_canon(a, fhir_object_value_at(n, i),
-							  fhir_meta_type(SLICE_LIT("Element"))));
-				done[i] = true;
-			}
-		}
+		if (rtt != NULL)
+			t = rtt;
 	}
-	for (size_t i = 0; i < cnt; i++)
-		if (!done[i])
-			fhir_object_set(a, out, fhir_object_key_at(n, i),
-					map_canon(a, fhir_object_value_at(n, i), NULL));
+	cnt = fhir_object_count(n);
+	out = fhir_object_new(a);
+	if (cnt == 0)
+		return out;
+	order = arena_alloc(a, cnt * sizeof(*order));
+	types = arena_alloc(a, cnt * sizeof(*types));
+	for (size_t i = 0; i < cnt; i++) {
+		uint64_t key = (uint64_t)map_canon_rank(t, fhir_object_key_at(n, i), &types[i]) << 32 | i;
+		size_t j = i;
+
+		/* Insertion sort: objects are small and mostly in order already. */
+		while (j > 0 && order[j - 1] > key) {
+			order[j] = order[j - 1];
+			j--;
+		}
+		order[j] = key;
+	}
+	for (size_t j = 0; j < cnt; j++) {
+		size_t i = (size_t)(order[j] & 0xffffffffu);
+
+		fhir_object_push(a, out, fhir_object_key_at(n, i),
+				 map_canon(a, fhir_object_value_at(n, i), types[i]));
+	}
 	return out;
 }
 
@@ -1859,11 +1892,21 @@ map_full_url(map_conv_t *cv, const map_inst_t *inst, buf_t *out)
 
 		while (n > 0 && cv->opt->base_url[n - 1] == '/')
 			n--;
-		buf_printf(out, "%.*s/%.*s/%s", (int)n, cv->opt->base_url, (int)inst->type.len,
-			   inst->type.ptr, inst->id);
+		buf_append(out, cv->opt->base_url, n);
+		buf_append_byte(out, '/');
+		map_ref_text(out, inst);
 	} else {
-		buf_printf(out, "urn:uuid:%.8s-%.4s-%.4s-%.4s-%.12s", inst->id, inst->id + 8,
-			   inst->id + 12, inst->id + 16, inst->id + 20);
+		/* the 32 hex digits of the id as a UUID: 8-4-4-4-12 */
+		buf_append_cstr(out, "urn:uuid:");
+		buf_append(out, inst->id, 8);
+		buf_append_byte(out, '-');
+		buf_append(out, inst->id + 8, 4);
+		buf_append_byte(out, '-');
+		buf_append(out, inst->id + 12, 4);
+		buf_append_byte(out, '-');
+		buf_append(out, inst->id + 16, 4);
+		buf_append_byte(out, '-');
+		buf_append(out, inst->id + 20, 12);
 	}
 }
 
@@ -1973,7 +2016,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		req = fhir_object_new(a);
 		fhir_object_set_cstr(a, req, "method", fhir_string_new(a, SLICE_LIT("PUT")));
 		buf_reset(&tmp);
-		buf_printf(&tmp, "%.*s/%s", (int)inst->type.len, inst->type.ptr, inst->id);
+		map_ref_text(&tmp, inst);
 		fhir_object_set_cstr(a, req, "url", fhir_string_new(a, buf_slice(&tmp)));
 		fhir_object_set_cstr(a, e, "request", req);
 		fhir_array_append(a, entries, e);
