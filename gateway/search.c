@@ -1170,10 +1170,11 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 			idset_t set;
 			size_t first = nrows;
 
-			if ((rc = ids_all(&c, ty, &set)) < 0)
-				goto done;
-			ids_normalize(&set);
-			for (size_t i = 0; i < nq && set.n > 0; i++) {
+			bool have = false;
+
+			/* Start from the first parameter's matches, not from every resource of the
+			 * type: a search costs what its index lookups cost, not the type's size. */
+			for (size_t i = 0; i < nq && (!have || set.n > 0); i++) {
 				idset_t one;
 				qparam_t q = qp[i];
 
@@ -1183,7 +1184,18 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 					continue;
 				if ((rc = eval_param(&c, ty, &q, &one)) < 0)
 					goto done;
-				ids_and(&set, &one, false);
+				ids_normalize(&one);
+				if (have) {
+					ids_and(&set, &one, false);
+				} else {
+					set = one;
+					have = true;
+				}
+			}
+			if (!have) {
+				if ((rc = ids_all(&c, ty, &set)) < 0)
+					goto done;
+				ids_normalize(&set);
 			}
 			for (size_t i = 0; i < set.n; i++) {
 				if (nrows == rcap) {
