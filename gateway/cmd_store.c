@@ -337,6 +337,9 @@ replay_one(store_txn_t *t, arena_t *ar, const ingest_opts_t *opt, uint64_t seq, 
 	rc = ingest_replay(t, &c, &d, time_now_ns());
 	if (rc == 0) {
 		buf_printf(out, "%" PRIu64 " replayed: AA (%zu resources)\n", seq, c.nres);
+	} else if (rc == 1 && d.stage == INGEST_STAGE_FRAME) {
+		buf_printf(out, "%" PRIu64 " still failing: frame: an oversize frame kept only its "
+			   "head; the sender must send the message again\n", seq);
 	} else if (rc == 1) {
 		buf_printf(out, "%" PRIu64 " still failing: %s %d ", seq, ingest_stage_name(c.stage),
 			   c.err.code);

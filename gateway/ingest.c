@@ -258,6 +258,9 @@ ingest_replay(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint64_t
 {
 	int rc;
 
+	/* An oversize frame kept only its head: accepting that would store a cut message. */
+	if (d->stage == INGEST_STAGE_FRAME)
+		return 1;
 	if (c->dead) {
 		rc = dead_put(t, c, d, now_ns);
 		return rc < 0 ? rc : 1;

@@ -79,7 +79,8 @@ int ingest_record(store_txn_t *t, const ingest_check_t *c, slice_t raw, slice_t 
 /* Re-checks the stored message seq whose dead letter is d with check c (made from the stored
  * bytes): when it now passes, its status becomes accepted, its resources are stored, its dedupe
  * key is set and the dead letter goes (returns 0); otherwise the dead letter gets today's verdict
- * (returns 1). A negative return is a store error. */
+ * (returns 1). An oversize frame (stage frame: only its head was kept) never passes and keeps its
+ * dead letter as it is. A negative return is a store error. */
 int ingest_replay(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint64_t now_ns);
 
 /* "PID-5.1" style location of an error into out (at least 32 bytes); "" when unknown. */

@@ -1049,16 +1049,19 @@ capability_build(arena_t *a)
 /* ---- the handler ---- */
 
 int
-rest_new(store_t *store, writer_t *writer, const config_t *cfg, rest_t **out)
+rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, rest_t **out)
 {
 	rest_t *r = xcalloc(1, sizeof(*r));
 	arena_t *a = arena_new(0);
 	fhir_node_t *cs = capability_build(a);
 	char err[256];
 
-	(void)cfg;
 	r->store = store;
 	r->writer = writer;
+	r->maps = maps;
+	r->limits.max_message_bytes = cfg->hl7_max_message_bytes;
+	r->limits.max_segments = cfg->hl7_max_segments;
+	r->limits.max_field_bytes = cfg->hl7_max_field_bytes;
 	for (int pretty = 0; pretty < 2; pretty++) {
 		fhir_json_write(cs, pretty, &r->capability[0][pretty]);
 		if (fhir_xml_write(cs, pretty, &r->capability[1][pretty], err, sizeof(err)) < 0)
@@ -1291,6 +1294,22 @@ rest_handle(http_request_t *req, void *handler_ctx)
 			send_capability(c);
 		else
 			not_allowed(c, "GET");
+		return;
+	}
+	if (n == 1 && (slice_eq_cstr(seg[0], "$dead-letters") || slice_eq_cstr(seg[0], "$messages"))) {
+		if (!method_is(m, "GET"))
+			not_allowed(c, "GET");
+		else if (slice_eq_cstr(seg[0], "$messages"))
+			rest_do_messages(c);
+		else
+			rest_do_dead_letters(c);
+		return;
+	}
+	if (n == 1 && slice_eq_cstr(seg[0], "$replay")) {
+		if (method_is(m, "POST"))
+			rest_do_replay(c);
+		else
+			not_allowed(c, "POST");
 		return;
 	}
 	if (n == 1 && slice_eq_cstr(seg[0], "_history")) {

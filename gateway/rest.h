@@ -7,6 +7,7 @@
 
 #include "gateway/conf.h"
 #include "gateway/http.h"
+#include "gateway/maps.h"
 #include "gateway/writer.h"
 #include "lib/buf.h"
 #include "store/store.h"
@@ -16,8 +17,9 @@ struct event_base;
 typedef struct rest rest_t;
 typedef struct rest_thread rest_thread_t;
 
-/* Shared by every I/O thread; store and writer must outlive it. */
-int rest_new(store_t *store, writer_t *writer, const config_t *cfg, rest_t **out);
+/* Shared by every I/O thread; store, writer and maps (NULL when messages are not converted)
+ * must outlive it. */
+int rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, rest_t **out);
 /* Accepts NULL; every thread part must be freed first. */
 void rest_free(rest_t *r);
 /* The per-I/O-thread part (its completion event lives on base). */

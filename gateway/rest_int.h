@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "fhir/tree.h"
+#include "gateway/maps.h"
 #include "gateway/rest.h"
 #include "lib/arena.h"
 #include "lib/slice.h"
@@ -22,6 +23,8 @@ typedef struct rest_job rest_job_t;
 struct rest {
 	store_t *store;
 	writer_t *writer;
+	maps_t *maps; /* the mappings replays convert with; NULL: store and forward */
+	hl7_limits_t limits;
 	/* The CapabilityStatement, built once: [xml][pretty]. */
 	buf_t capability[2][2];
 };
@@ -109,6 +112,20 @@ void rest_do_delete(rest_ctx_t *c, slice_t type, slice_t id);
 void rest_do_cond_delete(rest_ctx_t *c, slice_t type);
 void rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id);
 void rest_do_bundle(rest_ctx_t *c);
+/* A write of an operation outside rest_write.c ($replay): apply runs in the writer thread inside
+ * the batch's transaction (a negative return fails the batch); finish runs on the I/O thread
+ * after the commit (rc: 0 or the commit's error) and must answer the request. */
+typedef int (*rest_op_apply_fn)(void *arg, store_txn_t *t);
+typedef void (*rest_op_finish_fn)(rest_ctx_t *c, void *arg, int rc);
+void rest_submit_op(rest_ctx_t *c, rest_op_apply_fn apply, rest_op_finish_fn finish, void *arg);
+
+/* ---- operator operations (rest_ops.c) ---- */
+
+/* GET /fhir/$dead-letters, GET /fhir/$messages, POST /fhir/$replay. */
+void rest_do_dead_letters(rest_ctx_t *c);
+void rest_do_messages(rest_ctx_t *c);
+void rest_do_replay(rest_ctx_t *c);
+
 /* Runs jobs the writer handed back (on the I/O thread). */
 void rest_jobs_finish(rest_thread_t *th);
 /* Frees jobs left at shutdown (answers their requests, which are dropped). */

@@ -54,6 +54,10 @@ struct rest_job {
 	int fail_status; /* a transaction that wrote nothing */
 	fhir_node_t *fail_outcome;
 	int store_rc;
+	/* An operation outside this file (rest_submit_op): its own apply and answer. */
+	rest_op_apply_fn op_apply;
+	rest_op_finish_fn op_finish;
+	void *op_arg;
 };
 
 void
@@ -417,6 +421,26 @@ job_submit(rest_job_t *j)
 	(void)writer_submit(j->c->rest->writer, &j->wj);
 }
 
+static int
+op_apply(writer_job_t *wj, store_txn_t *t)
+{
+	rest_job_t *j = (rest_job_t *)wj;
+
+	return j->op_apply(j->op_arg, t);
+}
+
+void
+rest_submit_op(rest_ctx_t *c, rest_op_apply_fn apply, rest_op_finish_fn finish, void *arg)
+{
+	rest_job_t *j = job_new(c, 0);
+
+	j->wj.apply = op_apply;
+	j->op_apply = apply;
+	j->op_finish = finish;
+	j->op_arg = arg;
+	job_submit(j);
+}
+
 /* ---- answers ---- */
 
 static const char *
@@ -583,7 +607,9 @@ finish_bundle(rest_job_t *j)
 static void
 job_finish(rest_job_t *j)
 {
-	if (j->bundle)
+	if (j->op_finish != NULL)
+		j->op_finish(j->c, j->op_arg, j->store_rc);
+	else if (j->bundle)
 		finish_bundle(j);
 	else
 		finish_single(j);
