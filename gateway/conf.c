@@ -20,9 +20,7 @@ typedef enum {
 	OPT_COUNT,
 	OPT_MS,
 	OPT_US,
-	OPT_LOGLEVEL,
-	OPT_LOGFORMAT,
-	OPT_UNMAPPED,
+	OPT_CHOICE, /* one word of opt_t.choices, stored as its index (an enum) */
 	OPT_TZ
 } opt_type_t;
 
@@ -32,92 +30,101 @@ typedef struct {
 	size_t offset;
 	const char *def;
 	const char *comment;
-	uint64_t min, max; /* numeric range after unit conversion */
+	uint64_t min, max;          /* numeric range after unit conversion */
+	const char *const *choices; /* OPT_CHOICE: the words, NULL-ended, in enum order */
 } opt_t;
+
+/* In the order of log_level_t, log_format_t and CONF_UNMAPPED_*. */
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_formats[] = {"logfmt", "json", NULL};
+static const char *const unmapped_modes[] = {"error", "accept", NULL};
 
 #define OFF(f) offsetof(config_t, f)
 #define GiB    (1024ull * 1024 * 1024)
 
 static const opt_t options[] = {
     {"store.data_dir", OPT_STRING, OFF(data_dir), "./var/fhirgate",
-     "Directory of the LMDB environment (created when absent).", 0, 0},
+     "Directory of the LMDB environment (created when absent).", 0, 0, NULL},
     {"store.map_size", OPT_SIZE, OFF(map_size), "16G",
      "Largest size the store may grow to (address space, not disk, until used).", 1 << 20,
-     1024 * GiB},
+     1024 * GiB, NULL},
     {"mllp.listen", OPT_STRING, OFF(mllp_listen), "127.0.0.1:2575",
-     "MLLP listeners, host:port separated by commas; empty disables MLLP.", 0, 0},
+     "MLLP listeners, host:port separated by commas; empty disables MLLP.", 0, 0, NULL},
     {"mllp.max_frame_bytes", OPT_SIZE, OFF(mllp_max_frame_bytes), "16M",
      "Largest MLLP frame accepted; a larger one is answered AR and dead-lettered.", 64,
-     1024ull << 20},
+     1024ull << 20, NULL},
     {"mllp.idle_timeout", OPT_MS, OFF(mllp_idle_timeout_ms), "300s",
-     "Close a connection after this long without a byte; 0 never.", 0, 86400000},
+     "Close a connection after this long without a byte; 0 never.", 0, 86400000, NULL},
     {"mllp.read_timeout", OPT_MS, OFF(mllp_read_timeout_ms), "30s",
      "Close a connection whose started frame is not completed within this time; 0 never.", 0,
-     86400000},
+     86400000, NULL},
     {"mllp.max_connections", OPT_COUNT, OFF(mllp_max_connections), "1024",
      "Connections (MLLP and HTTP together) per I/O thread; further ones wait in the kernel's "
-     "accept queue.", 1, 1000000},
+     "accept queue.",
+     1, 1000000, NULL},
     {"mllp.max_inflight", OPT_COUNT, OFF(mllp_max_inflight), "128",
-     "Messages per connection read but not yet ACKed; past this, reading pauses.", 1, 100000},
+     "Messages per connection read but not yet ACKed; past this, reading pauses.", 1, 100000, NULL},
     {"mllp.ack_application", OPT_STRING, OFF(ack_application), "FHIRGATE",
-     "MSH-3 of ACKs when the sender left MSH-5 empty.", 0, 0},
+     "MSH-3 of ACKs when the sender left MSH-5 empty.", 0, 0, NULL},
     {"mllp.ack_facility", OPT_STRING, OFF(ack_facility), "",
-     "MSH-4 of ACKs when the sender left MSH-6 empty.", 0, 0},
+     "MSH-4 of ACKs when the sender left MSH-6 empty.", 0, 0, NULL},
     {"http.listen", OPT_STRING, OFF(http_listen), "127.0.0.1:8080",
      "HTTP listeners for the FHIR REST API (base /fhir), host:port separated by commas; empty "
      "disables HTTP.",
-     0, 0},
+     0, 0, NULL},
     {"http.max_body_bytes", OPT_SIZE, OFF(http_max_body_bytes), "16M",
-     "Largest request body; a larger one is answered 413.", 1024, 1024ull << 20},
+     "Largest request body; a larger one is answered 413.", 1024, 1024ull << 20, NULL},
     {"http.max_inflight", OPT_COUNT, OFF(http_max_inflight), "16",
-     "Pipelined requests per connection read but not yet answered; past this, reading pauses.",
-     1, 10000},
+     "Pipelined requests per connection read but not yet answered; past this, reading pauses.", 1,
+     10000, NULL},
     {"http.idle_timeout", OPT_MS, OFF(http_idle_timeout_ms), "60s",
-     "Close a keep-alive connection after this long without a request; 0 never.", 0, 86400000},
+     "Close a keep-alive connection after this long without a request; 0 never.", 0, 86400000,
+     NULL},
     {"io.threads", OPT_COUNT, OFF(io_threads), "0",
      "I/O threads (each with its own event loop and SO_REUSEPORT listeners); 0: cores minus one, "
      "at least one.",
-     0, 256},
+     0, 256, NULL},
     {"writer.batch_max_messages", OPT_COUNT, OFF(writer_batch_max_messages), "1024",
-     "Most messages committed in one LMDB write transaction (group commit).", 1, 1000000},
+     "Most messages committed in one LMDB write transaction (group commit).", 1, 1000000, NULL},
     {"writer.batch_max_bytes", OPT_SIZE, OFF(writer_batch_max_bytes), "32M",
-     "Most message bytes committed in one write transaction.", 1024, 1024ull << 20},
+     "Most message bytes committed in one write transaction.", 1024, 1024ull << 20, NULL},
     {"writer.batch_max_delay", OPT_US, OFF(writer_batch_max_delay_us), "0ms",
      "How long the writer may wait for more messages before committing a batch; 0 commits "
      "what is queued at once (batches still form while a commit runs).",
-     0, 1000000},
+     0, 1000000, NULL},
     {"writer.queue_max", OPT_COUNT, OFF(writer_queue_max), "65536",
-     "Messages waiting for the writer; when full, MLLP reads pause.", 16, 10000000},
+     "Messages waiting for the writer; when full, MLLP reads pause.", 16, 10000000, NULL},
     {"hl7.max_message_bytes", OPT_SIZE, OFF(hl7_max_message_bytes), "16M",
-     "Largest HL7 v2 message parsed.", 64, 1024ull << 20},
+     "Largest HL7 v2 message parsed.", 64, 1024ull << 20, NULL},
     {"hl7.max_segments", OPT_COUNT, OFF(hl7_max_segments), "10000", "Most segments in one message.",
-     1, 10000000},
+     1, 10000000, NULL},
     {"hl7.max_field_bytes", OPT_SIZE, OFF(hl7_max_field_bytes), "8M",
-     "Longest field (all repetitions), e.g. an embedded base64 document.", 16, 1024ull << 20},
+     "Longest field (all repetitions), e.g. an embedded base64 document.", 16, 1024ull << 20, NULL},
     {"mappings.dir", OPT_STRING, OFF(mappings_dir), "mappings/hl7v2",
      "Folder of the shipped HL7 v2 -> FHIR mapping files (docs/mapping-language.md); empty: "
      "messages are stored without being converted.",
-     0, 0},
+     0, 0, NULL},
     {"mappings.site_dir", OPT_STRING, OFF(mappings_site_dir), "",
      "Folder of site mapping files that override (same path) or extend the shipped ones; "
      "empty: none.",
-     0, 0},
-    {"mappings.unmapped", OPT_UNMAPPED, OFF(mappings_unmapped), "error",
+     0, 0, NULL},
+    {"mappings.unmapped", OPT_CHOICE, OFF(mappings_unmapped), "error",
      "A message with no map, or whose mapping fails: 'error' ACKs AE, 'accept' ACKs AA with a "
      "warning; both keep the message and a dead letter for replay.",
-     0, 0},
+     0, 0, unmapped_modes},
     {"mappings.watch_interval", OPT_MS, OFF(mappings_watch_ms), "2s",
-     "How often the server looks for changed mapping files and reloads them; 0: only on SIGHUP.",
-     0, 3600000},
+     "How often the server looks for changed mapping files and reloads them; 0: only on SIGHUP.", 0,
+     3600000, NULL},
     {"mappings.timezone", OPT_TZ, OFF(mappings_timezone), "",
      "UTC offset (+HHMM or -HHMM) for HL7 times that carry none; empty: such times keep only "
      "their date (and instants are left out), with a warning.",
-     0, 0},
+     0, 0, NULL},
     {"server.shutdown_timeout", OPT_MS, OFF(shutdown_timeout_ms), "10s",
-     "On SIGTERM, how long to wait for in-flight messages to be committed and ACKed.", 0, 3600000},
-    {"log.level", OPT_LOGLEVEL, OFF(log_level), "info",
-     "error, warn, info or debug. Patient data is logged at debug only.", 0, 0},
-    {"log.format", OPT_LOGFORMAT, OFF(log_format), "logfmt", "logfmt or json.", 0, 0},
+     "On SIGTERM, how long to wait for in-flight messages to be committed and ACKed.", 0, 3600000,
+     NULL},
+    {"log.level", OPT_CHOICE, OFF(log_level), "info",
+     "error, warn, info or debug. Patient data is logged at debug only.", 0, 0, log_levels},
+    {"log.format", OPT_CHOICE, OFF(log_format), "logfmt", "logfmt or json.", 0, 0, log_formats},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -184,37 +191,25 @@ opt_apply(config_t *c, const opt_t *o, const char *value, char **why)
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
 		return 0;
-	case OPT_LOGLEVEL:
-		if (!log_level_parse(value, (log_level_t *)field)) {
-			*why =
-			    xasprintf("'%s' is not a log level (error, warn, info, debug)", value);
-			return -FG_ECONFIG;
+	case OPT_CHOICE: {
+		buf_t words = BUF_INIT;
+
+		for (int i = 0; o->choices[i] != NULL; i++) {
+			if (strcmp(value, o->choices[i]) == 0) {
+				*(int *)field = i;
+				return 0;
+			}
+			buf_printf(&words, "%s%s", i ? ", " : "", o->choices[i]);
 		}
-		return 0;
-	case OPT_LOGFORMAT:
-		if (strcmp(value, "logfmt") == 0) {
-			*(log_format_t *)field = LOG_FORMAT_LOGFMT;
-		} else if (strcmp(value, "json") == 0) {
-			*(log_format_t *)field = LOG_FORMAT_JSON;
-		} else {
-			*why = xasprintf("'%s' is not a log format (logfmt, json)", value);
-			return -FG_ECONFIG;
-		}
-		return 0;
-	case OPT_UNMAPPED:
-		if (strcmp(value, "error") == 0) {
-			*(int *)field = CONF_UNMAPPED_ERROR;
-		} else if (strcmp(value, "accept") == 0) {
-			*(int *)field = CONF_UNMAPPED_ACCEPT;
-		} else {
-			*why = xasprintf("'%s' is not error or accept", value);
-			return -FG_ECONFIG;
-		}
-		return 0;
+		*why = xasprintf("'%s' is not one of %s", value, words.data);
+		buf_free(&words);
+		return -FG_ECONFIG;
+	}
 	case OPT_TZ:
 		if (value[0] != '\0' &&
 		    (strlen(value) != 5 || (value[0] != '+' && value[0] != '-') ||
-		     strspn(value + 1, "0123456789") != 4 || (value[1] - '0') * 10 + value[2] - '0' > 14 ||
+		     strspn(value + 1, "0123456789") != 4 ||
+		     (value[1] - '0') * 10 + value[2] - '0' > 14 ||
 		     (value[3] - '0') * 10 + value[4] - '0' > 59)) {
 			*why = xasprintf("'%s' is not an offset such as +0100 or -0500", value);
 			return -FG_ECONFIG;
@@ -388,18 +383,8 @@ opt_format(const config_t *c, const opt_t *o, buf_t *out)
 	case OPT_TZ:
 		buf_printf(out, "\"%s\"", *(char *const *)field ? *(char *const *)field : "");
 		return;
-	case OPT_UNMAPPED:
-		buf_append_cstr(out, *(const int *)field == CONF_UNMAPPED_ACCEPT ? "accept" : "error");
-		return;
-	case OPT_LOGLEVEL: {
-		static const char *const names[] = {"error", "warn", "info", "debug"};
-
-		buf_append_cstr(out, names[*(const log_level_t *)field]);
-		return;
-	}
-	case OPT_LOGFORMAT:
-		buf_append_cstr(out, *(const log_format_t *)field == LOG_FORMAT_JSON ? "json"
-										     : "logfmt");
+	case OPT_CHOICE:
+		buf_append_cstr(out, o->choices[*(const int *)field]);
 		return;
 	default:
 		break;

@@ -8,7 +8,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,20 +32,6 @@ log_level_t
 log_get_level(void)
 {
 	return (log_level_t)atomic_load_explicit(&log_level, memory_order_relaxed);
-}
-
-bool
-log_level_parse(const char *name, log_level_t *out)
-{
-	static const char *const names[] = {"error", "warn", "info", "debug"};
-
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		if (strcasecmp(name, names[i]) == 0) {
-			*out = (log_level_t)i;
-			return true;
-		}
-	}
-	return false;
 }
 
 /* Appends s to out (capacity cap, position *pos) escaping quotes, backslashes and control bytes. */

@@ -11,8 +11,6 @@ typedef enum { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON = 1 } log_format_t;
 void log_set_level(log_level_t level);
 void log_set_format(log_format_t format);
 log_level_t log_get_level(void);
-/* "error", "warn", "info", "debug" -> level; false if unknown. */
-bool log_level_parse(const char *name, log_level_t *out);
 
 /* The free text is escaped (control characters as \xNN); keep it short and data-free. */
 void log_write(log_level_t level, const char *domain, const char *fmt, ...)
