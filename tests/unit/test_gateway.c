@@ -190,7 +190,11 @@ test_config_errors(void **state)
 	free(err);
 	err = NULL;
 	assert_int_equal(config_set(&c, "log.format", "xml", &err), -FG_ECONFIG);
+	assert_non_null(strstr(err, "'xml' is not one of logfmt, json"));
 	free(err);
+	err = NULL;
+	assert_int_equal(config_set(&c, "mappings.unmapped", "accept", &err), 0);
+	assert_int_equal(c.mappings_unmapped, CONF_UNMAPPED_ACCEPT);
 	unlink(path);
 	free(path);
 	config_free(&c);
