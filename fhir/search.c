@@ -2,13 +2,14 @@
  * normalizations that turn what it finds into ordered index bytes (see fhir/search.h). */
 #include "config.h"
 
+#include "fhir/search.h"
+
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fhir/search.h"
 #include "lib/err.h"
 
 /* FHIRPath evaluation. */
@@ -41,7 +42,7 @@ set_add(arena_t *a, fp_set_t *s, const fhir_node_t *n, const fhir_type_t *t)
 		fhir_node_t *it;
 
 		FHIR_ARRAY_FOREACH(n, i, it)
-		set_add(a, s, it, t);
+			set_add(a, s, it, t);
 		return;
 	}
 	if (s->n == s->cap) {
@@ -134,7 +135,8 @@ fp_step(fp_t *f, const fp_set_t *in, slice_t name)
 		if (it->t == NULL || fhir_node_kind(it->n) != FHIR_OBJECT)
 			continue;
 		if ((e = fhir_meta_elem(it->t, name)) != NULL) {
-			set_add(f->a, &out, fhir_object_get(it->n, name), fhir_meta_elem_type(it->t, e));
+			set_add(f->a, &out, fhir_object_get(it->n, name),
+				fhir_meta_elem_type(it->t, e));
 			continue;
 		}
 		for (size_t k = 0; k < fhir_object_count(it->n); k++) {
@@ -144,7 +146,8 @@ fp_step(fp_t *f, const fp_set_t *in, slice_t name)
 			    key.ptr[name.len] < 'A' || key.ptr[name.len] > 'Z')
 				continue;
 			e = fhir_meta_elem(it->t, key);
-			if (e != NULL && e->choice_base != NULL && slice_eq_cstr(name, e->choice_base))
+			if (e != NULL && e->choice_base != NULL &&
+			    slice_eq_cstr(name, e->choice_base))
 				set_add(f->a, &out, fhir_object_value_at(it->n, k),
 					fhir_meta_elem_type(it->t, e));
 		}
@@ -205,8 +208,8 @@ typedef enum { FP_OP_STEP, FP_OP_TYPE, FP_OP_RESOLVE_IS, FP_OP_WHERE_EQ } fp_op_
 
 typedef struct {
 	fp_op_kind_t kind;
-	slice_t name;     /* STEP: the member; TYPE, RESOLVE_IS: the type */
-	slice_t path[4];  /* WHERE_EQ: path = 'lit' */
+	slice_t name;    /* STEP: the member; TYPE, RESOLVE_IS: the type */
+	slice_t path[4]; /* WHERE_EQ: path = 'lit' */
 	size_t np;
 	slice_t lit;
 } fp_op_t;
@@ -283,14 +286,16 @@ fp_term_compile(fp_t *f, fp_term_t *t)
 			if (fp_eat(f, "(")) {
 				if (slice_eq_cstr(name, "where")) {
 					fp_where_compile(f, fp_op_add(f, t));
-				} else if (slice_eq_cstr(name, "as") || slice_eq_cstr(name, "ofType")) {
+				} else if (slice_eq_cstr(name, "as") ||
+					   slice_eq_cstr(name, "ofType")) {
 					fp_op_t *op = fp_op_add(f, t);
 
 					op->kind = FP_OP_TYPE;
 					op->name = fp_ident(f);
 					fp_expect(f, ")");
 				} else {
-					f->unsupported = true; /* exists(), extension(), resolve() ... */
+					f->unsupported =
+					    true; /* exists(), extension(), resolve() ... */
 				}
 			} else {
 				fp_op_t *op = fp_op_add(f, t);
@@ -433,7 +438,8 @@ fp_cache_build(void)
 		size_t np = fhir_meta_searchparams(slice_cstr(rt->name), &list);
 
 		fp_cache.types[k] = rt;
-		fp_cache.progs[k] = arena_zalloc(fp_cache.a, (np ? np : 1) * sizeof(**fp_cache.progs));
+		fp_cache.progs[k] =
+		    arena_zalloc(fp_cache.a, (np ? np : 1) * sizeof(**fp_cache.progs));
 		for (size_t i = 0; i < np; i++)
 			fp_cache.progs[k][i] = fp_compile(fp_cache.a, list[i]->expression, rt);
 	}
@@ -470,7 +476,8 @@ fhir_search_param_is_supported(const fhir_searchparam_t *sp)
 	bool ok;
 
 	if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE)
-		rt = fhir_meta_type(SLICE_LIT("Patient")); /* Resource, DomainResource: any will do */
+		rt = fhir_meta_type(
+		    SLICE_LIT("Patient")); /* Resource, DomainResource: any will do */
 	if (rt == NULL || sp->type == FHIR_SP_COMPOSITE || sp->type == FHIR_SP_SPECIAL)
 		return false;
 	a = arena_new(0);
@@ -483,10 +490,10 @@ fhir_search_param_is_supported(const fhir_searchparam_t *sp)
 
 /* Latin-1 supplement (U+00C0..U+00FF) to ASCII, lowercase; NULL keeps the character. */
 static const char *const latin1_fold[64] = {
-    "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i", "i",
-    "d", "n", "o", "o", "o", "o", "o", NULL, "o", "u", "u", "u", "u", "y", "th", "ss",
-    "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i", "i",
-    "d", "n", "o", "o", "o", "o", "o", NULL, "o", "u", "u", "u", "u", "y", "th", "y",
+    "a", "a", "a", "a", "a", "a", "ae", "c",  "e", "e", "e", "e", "i", "i", "i",  "i",
+    "d", "n", "o", "o", "o", "o", "o",  NULL, "o", "u", "u", "u", "u", "y", "th", "ss",
+    "a", "a", "a", "a", "a", "a", "ae", "c",  "e", "e", "e", "e", "i", "i", "i",  "i",
+    "d", "n", "o", "o", "o", "o", "o",  NULL, "o", "u", "u", "u", "u", "y", "th", "y",
 };
 
 slice_t
@@ -584,7 +591,8 @@ fhir_search_date_range(slice_t s, int64_t *lo, int64_t *hi)
 		return false;
 	if (p == s.len) {
 		*lo = days_from_civil(y, (unsigned)mo, 1) * 86400000;
-		*hi = (mo == 12 ? days_from_civil(y + 1, 1, 1) : days_from_civil(y, (unsigned)mo + 1, 1)) *
+		*hi = (mo == 12 ? days_from_civil(y + 1, 1, 1)
+				: days_from_civil(y, (unsigned)mo + 1, 1)) *
 		      86400000;
 		return true;
 	}
@@ -635,7 +643,8 @@ fhir_search_date_range(slice_t s, int64_t *lo, int64_t *hi)
 	if (p != s.len)
 		return false;
 	start = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400000 +
-		((int64_t)h * 3600 + mi * 60 + sec) * 1000 + ms - ((int64_t)zh * 3600 + zm * 60) * 1000;
+		((int64_t)h * 3600 + mi * 60 + sec) * 1000 + ms -
+		((int64_t)zh * 3600 + zm * 60) * 1000;
 	*lo = start;
 	*hi = start + span;
 	return true;
@@ -725,6 +734,7 @@ typedef struct {
 	arena_t *a;
 	fhir_idx_value_max_fn value_max;
 	slice_t type, base;
+	bool full; /* also the entries a search derives from the resource (<code>.exact) */
 	fhir_idx_entry_t *v;
 	size_t n, cap;
 } ix_t;
@@ -781,13 +791,14 @@ ix_text(ix_t *x, slice_t code, slice_t text)
 		ix_add(x, derived(x, code, ".text"), fhir_search_string_norm(x->a, text));
 }
 
+/* One entry "value|system" serves "value" (prefix "value|"), "system|value" and "|value"
+ * (equality) and "system|" (suffix); a lone code, string or boolean has no system. */
 static void
 ix_system_value(ix_t *x, slice_t code, slice_t sys, slice_t val)
 {
 	if (val.len == 0)
 		return;
-	ix_add(x, code, val);
-	ix_add(x, code, cat(x->a, sys, "|", val));
+	ix_add(x, code, cat(x->a, val, "|", sys));
 }
 
 static void
@@ -797,9 +808,10 @@ ix_token(ix_t *x, slice_t code, const fp_item_t *it)
 	const fhir_node_t *n = it->n;
 
 	if (fhir_node_kind(n) == FHIR_BOOL) {
-		ix_add(x, code, fhir_node_bool(n) ? SLICE_LIT("true") : SLICE_LIT("false"));
+		ix_system_value(x, code, SLICE_NULL,
+				fhir_node_bool(n) ? SLICE_LIT("true") : SLICE_LIT("false"));
 	} else if (fhir_node_kind(n) == FHIR_STRING || fhir_node_kind(n) == FHIR_NUMBER) {
-		ix_add(x, code, fhir_node_text(n));
+		ix_system_value(x, code, SLICE_NULL, fhir_node_text(n));
 	} else if (fhir_node_kind(n) != FHIR_OBJECT) {
 		return;
 	} else if (strcmp(t, "Coding") == 0) {
@@ -810,9 +822,9 @@ ix_token(ix_t *x, slice_t code, const fp_item_t *it)
 		size_t i;
 
 		if (codings != NULL)
-			FHIR_ARRAY_FOREACH(codings, i, c)
-			{
-				ix_system_value(x, code, member_text(c, "system"), member_text(c, "code"));
+			FHIR_ARRAY_FOREACH(codings, i, c) {
+				ix_system_value(x, code, member_text(c, "system"),
+						member_text(c, "code"));
 				ix_text(x, code, member_text(c, "display"));
 			}
 		ix_text(x, code, member_text(n, "text"));
@@ -823,8 +835,7 @@ ix_token(ix_t *x, slice_t code, const fp_item_t *it)
 		if (type != NULL)
 			ix_text(x, code, member_text(type, "text"));
 	} else if (strcmp(t, "ContactPoint") == 0) {
-		if (member_text(n, "value").len)
-			ix_add(x, code, member_text(n, "value"));
+		ix_system_value(x, code, SLICE_NULL, member_text(n, "value"));
 	}
 }
 
@@ -834,14 +845,16 @@ ix_string_one(ix_t *x, slice_t code, slice_t s)
 	if (s.len == 0)
 		return;
 	ix_add(x, code, fhir_search_string_norm(x->a, s));
-	ix_add(x, derived(x, code, ".exact"), s);
+	if (x->full)
+		ix_add(x, derived(x, code, ".exact"), s);
 }
 
 static void
 ix_string(ix_t *x, slice_t code, const fp_item_t *it)
 {
-	static const char *const name_parts[] = {"family", "given", "text", "prefix", "suffix", NULL};
-	static const char *const addr_parts[] = {"line",	"city",	   "district", "state",
+	static const char *const name_parts[] = {"family", "given",  "text",
+						 "prefix", "suffix", NULL};
+	static const char *const addr_parts[] = {"line",       "city",    "district", "state",
 						 "postalCode", "country", "text",     NULL};
 	const char *const *parts = NULL;
 
@@ -865,22 +878,20 @@ ix_string(ix_t *x, slice_t code, const fp_item_t *it)
 			continue;
 		if (fhir_node_kind(v) == FHIR_ARRAY)
 			FHIR_ARRAY_FOREACH(v, i, s)
-		ix_string_one(x, code, fhir_node_text(s));
-		else ix_string_one(x, code, fhir_node_text(v));
+				ix_string_one(x, code, fhir_node_text(s));
+		else
+			ix_string_one(x, code, fhir_node_text(v));
 	}
 }
 
 static void
 ix_date_range(ix_t *x, slice_t code, int64_t lo, int64_t hi)
 {
-	unsigned char *l = arena_alloc(x->a, 16), *h = arena_alloc(x->a, 16);
+	unsigned char *l = arena_alloc(x->a, 16);
 
 	fhir_search_date_encode(lo, l);
 	fhir_search_date_encode(hi, l + 8);
-	memcpy(h, l + 8, 8);
-	memcpy(h + 8, l, 8);
 	ix_add(x, derived(x, code, ".lo"), slice_make((const char *)l, 16));
-	ix_add(x, derived(x, code, ".hi"), slice_make((const char *)h, 16));
 }
 
 static void
@@ -908,8 +919,8 @@ ix_date(ix_t *x, slice_t code, const fp_item_t *it)
 
 		if (ev != NULL)
 			FHIR_ARRAY_FOREACH(ev, i, e)
-		if (fhir_search_date_range(fhir_node_text(e), &lo, &hi))
-			ix_date_range(x, code, lo, hi);
+				if (fhir_search_date_range(fhir_node_text(e), &lo, &hi))
+					ix_date_range(x, code, lo, hi);
 	}
 }
 
@@ -925,8 +936,8 @@ ref_split(slice_t ref, slice_t *type, slice_t *id)
 			if (n == 1)
 				slash = i;
 		}
-	if (n != 1 && !(n == 3 && ref.len > slash + 1 &&
-			memmem(ref.ptr, ref.len, "/_history/", 10) != NULL))
+	if (n != 1 &&
+	    !(n == 3 && ref.len > slash + 1 && memmem(ref.ptr, ref.len, "/_history/", 10) != NULL))
 		return false;
 	*type = slice_make(ref.ptr, slash);
 	*id = slice_make(ref.ptr + slash + 1, ref.len - slash - 1);
@@ -936,10 +947,24 @@ ref_split(slice_t ref, slice_t *type, slice_t *id)
 	return fhir_meta_is_resource(*type) && id->len > 0;
 }
 
+bool
+fhir_search_ref_key(arena_t *a, slice_t ref, slice_t base, slice_t *out)
+{
+	slice_t type, id;
+
+	if (base.len && ref.len > base.len && memcmp(ref.ptr, base.ptr, base.len) == 0)
+		ref = slice_make(ref.ptr + base.len, ref.len - base.len);
+	/* contained and urn:uuid references resolve to nothing stored */
+	if (ref.len == 0 || ref.ptr[0] == '#' || (ref.len >= 4 && memcmp(ref.ptr, "urn:", 4) == 0))
+		return false;
+	*out = ref_split(ref, &type, &id) ? cat(a, id, "|", type) : ref;
+	return true;
+}
+
 static void
 ix_reference(ix_t *x, slice_t code, const fp_item_t *it)
 {
-	slice_t ref, type, id;
+	slice_t key;
 
 	if (fhir_node_kind(it->n) == FHIR_STRING) { /* canonical, uri */
 		ix_add(x, code, fhir_node_text(it->n));
@@ -947,17 +972,8 @@ ix_reference(ix_t *x, slice_t code, const fp_item_t *it)
 	}
 	if (fhir_node_kind(it->n) != FHIR_OBJECT || strcmp(it->t->name, "Reference") != 0)
 		return;
-	ref = member_text(it->n, "reference");
-	if (x->base.len && ref.len > x->base.len && memcmp(ref.ptr, x->base.ptr, x->base.len) == 0)
-		ref = slice_make(ref.ptr + x->base.len, ref.len - x->base.len);
-	if (ref.len == 0 || ref.ptr[0] == '#' || (ref.len >= 4 && memcmp(ref.ptr, "urn:", 4) == 0)) {
-		/* contained and urn:uuid references resolve to nothing stored */
-	} else if (ref_split(ref, &type, &id)) {
-		ix_add(x, code, cat(x->a, type, "/", id));
-		ix_add(x, code, id);
-	} else {
-		ix_add(x, code, ref);
-	}
+	if (fhir_search_ref_key(x->a, member_text(it->n, "reference"), x->base, &key))
+		ix_add(x, code, key);
 	const fhir_node_t *ident = fhir_object_get_cstr(it->n, "identifier");
 
 	if (ident != NULL)
@@ -1055,16 +1071,16 @@ entry_cmp(const void *a, const void *b)
 	return r != 0 ? r : slice_cmp(x->value, y->value);
 }
 
-int
-fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max,
-		       slice_t base, fhir_idx_entry_t **out, size_t *n)
+static int
+index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, slice_t base,
+	  bool full, fhir_idx_entry_t **out, size_t *n)
 {
 	slice_t type = fhir_resource_type(res);
 	const fhir_type_t *rt = fhir_meta_type(type);
 	const fhir_searchparam_t *const *list;
 	const fp_expr_t *const *progs;
 	size_t np, k = 0;
-	ix_t x = {a, value_max, type, base, NULL, 0, 0};
+	ix_t x = {a, value_max, type, base, full, NULL, 0, 0};
 
 	*out = NULL;
 	*n = 0;
@@ -1094,6 +1110,20 @@ fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn
 }
 
 int
+fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max,
+		       slice_t base, fhir_idx_entry_t **out, size_t *n)
+{
+	return index_run(a, res, value_max, base, false, out, n);
+}
+
+int
+fhir_search_index_full(arena_t *a, const fhir_node_t *res, slice_t base, fhir_idx_entry_t **out,
+		       size_t *n)
+{
+	return index_run(a, res, NULL, base, true, out, n);
+}
+
+int
 fhir_search_index(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max,
 		  fhir_idx_entry_t **out, size_t *n)
 {
@@ -1108,7 +1138,8 @@ fhir_search_prefix_split(slice_t v, slice_t *rest)
 	static const char *const names[] = {"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"};
 
 	*rest = v;
-	if (v.len < 3 || !((v.ptr[2] >= '0' && v.ptr[2] <= '9') || v.ptr[2] == '-' || v.ptr[2] == '.'))
+	if (v.len < 3 ||
+	    !((v.ptr[2] >= '0' && v.ptr[2] <= '9') || v.ptr[2] == '-' || v.ptr[2] == '.'))
 		return FHIR_PFX_EQ;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (memcmp(v.ptr, names[i], 2) == 0) {
@@ -1156,7 +1187,8 @@ fhir_search_param_parse(arena_t *a, slice_t type, slice_t name, slice_t value,
 			continue;
 		}
 		if (value.ptr[k] == '\\' && k + 1 < value.len &&
-		    (value.ptr[k + 1] == ',' || value.ptr[k + 1] == '$' || value.ptr[k + 1] == '\\')) {
+		    (value.ptr[k + 1] == ',' || value.ptr[k + 1] == '$' ||
+		     value.ptr[k + 1] == '\\')) {
 			k++;
 		}
 		buf[bl++] = value.ptr[k];

@@ -2,13 +2,12 @@
  * parameter of its type (a FHIRPath subset over the tree), with values normalized into byte
  * strings whose order is the order searches need; and search requests parsed into a plan.
  * Encodings (docs/search.md has the full table):
- *   token      <code>: "code", "system|code" ("|code" without a system); <code>.text: the
+ *   token      <code>: "code|system" ("code|" without a system); <code>.text: the
  *              normalized display/text
- *   string     <code>: normalized (lowercase, Latin-1 accents folded, spaces collapsed);
- *              <code>.exact: as written
- *   date       <code>.lo: be64(lo) be64(hi); <code>.hi: be64(hi) be64(lo) (ms since the epoch,
- *              sign bit flipped; [lo, hi) in UTC)
- *   reference  <code>: "Type/id" and "id" (or the URL as written); <code>.identifier: token
+ *   string     <code>: normalized (lowercase, Latin-1 accents folded, spaces collapsed)
+ *   date       <code>.lo: be64(lo) be64(hi) (ms since the epoch, sign bit flipped; [lo, hi)
+ *              in UTC)
+ *   reference  <code>: "id|Type" (or the URL as written); <code>.identifier: token
  *   number     <code>: sortable decimal (fhir_search_number_encode)
  *   quantity   <code>: number; <code>.su: "system|code|" number; <code>.u: "code|" number
  *   uri        <code>: as written */
@@ -44,6 +43,16 @@ int fhir_search_index(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn 
  * indexed as relative ones. */
 int fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max,
 			   slice_t base, fhir_idx_entry_t **out, size_t *n);
+
+/* Every entry of res without a cap, plus those a search derives from the stored resource
+ * instead of an index: <code>.exact, strings as written. For re-checking a candidate. */
+int fhir_search_index_full(arena_t *a, const fhir_node_t *res, slice_t base, fhir_idx_entry_t **out,
+			   size_t *n);
+
+/* The reference index value of a reference string: "id|Type" for a relative reference (or
+ * an absolute one under base; version dropped), other URLs as written, in *out (borrowed
+ * from ref or a). Returns false for references that are not indexed ("#contained", "urn:"). */
+bool fhir_search_ref_key(arena_t *a, slice_t ref, slice_t base, slice_t *out);
 
 /* Whether the expression of sp is within the supported FHIRPath subset (a parameter that is
  * not yields no entries and cannot be searched). */
@@ -90,7 +99,7 @@ typedef struct {
 	slice_t modifier; /* "exact", "missing", "Patient", ... ; empty when none */
 	slice_t chain;    /* the chained parameter (with its own modifier); empty when none */
 	const fhir_searchparam_t *sp; /* NULL: not a parameter of the type */
-	slice_t *values;  /* comma-separated alternatives (OR), "\," unescaped; arena */
+	slice_t *values;              /* comma-separated alternatives (OR), "\," unescaped; arena */
 	size_t nvalues;
 } fhir_search_param_t;
 

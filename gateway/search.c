@@ -1,7 +1,10 @@
 /* Search execution: each parameter becomes a scan of one index (eq, prefix or range) with a
- * filter on the value bytes; id sets are intersected across parameters, sorted, paged by a
- * keyset cursor, and includes are resolved for the page (see gateway/search.h). */
+ * filter on the value bytes; id sets are intersected across parameters (once few candidates
+ * remain, the rest are checked on each candidate's own entries), sorted, paged by a keyset
+ * cursor, and includes are resolved for the page (see gateway/search.h). */
 #include "config.h"
+
+#include "fhir/search.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,12 +12,14 @@
 #include <time.h>
 
 #include "fhir/json.h"
-#include "fhir/search.h"
 #include "gateway/http.h"
 #include "gateway/search.h"
 #include "lib/err.h"
 
 #define MAX_SORT 4
+/* Once this few candidates remain, the other parameters are checked on each candidate's own
+ * entries instead of through their (possibly large) match sets. */
+#define CANDIDATES_MAX 256
 
 typedef struct {
 	slice_t *v;
@@ -25,9 +30,9 @@ typedef struct {
 	store_txn_t *t;
 	arena_t *a;
 	const search_opts_t *opt;
-	fhir_node_t *issues;   /* warnings: OperationOutcome.issue */
-	const char *error;     /* first bad-request message */
-	int rc;                /* sticky store error */
+	fhir_node_t *issues; /* warnings: OperationOutcome.issue */
+	const char *error;   /* first bad-request message */
+	int rc;              /* sticky store error */
 } ctx_t;
 
 /* Id sets. */
@@ -126,20 +131,32 @@ ids_all(ctx_t *c, slice_t type, idset_t *out)
 
 /* Predicates over one index's values. */
 
-typedef enum { P_EQ, P_PREFIX, P_CONTAINS, P_DATE, P_NUMBER } pkind_t;
+typedef enum { P_EQ, P_PREFIX, P_SUFFIX, P_CONTAINS, P_DATE, P_NUMBER } pkind_t;
 
-typedef struct {
+typedef struct pred pred_t;
+
+struct pred {
 	pkind_t kind;
 	slice_t code; /* the index */
-	slice_t key;  /* EQ/PREFIX/CONTAINS: the bytes; NUMBER: the unit prefix */
-	/* DATE */
+	slice_t key;  /* EQ/PREFIX/SUFFIX/CONTAINS: the bytes; NUMBER: the unit prefix */
+	/* DATE (values are lo||hi) */
 	fhir_search_prefix_t pfx;
 	int64_t slo, shi;
-	bool hi_index; /* values are hi||lo */
 	/* NUMBER: lo/hi bounds (encoded, empty: open) */
 	slice_t nlo, nhi;
 	bool nlo_incl, nhi_incl, negate;
-} pred_t;
+	/* When set, an index match is only a candidate: this predicate over the resource's
+	 * full entries (fhir_search_index_full) decides (string :exact). */
+	const pred_t *full;
+};
+
+/* One value of a parameter: its alternatives (OR), and whether the result is the type's
+ * ids without their matches (:not, :missing=true). */
+typedef struct {
+	pred_t p[2];
+	size_t n;
+	bool negate;
+} vpred_t;
 
 static bool
 pred_date(const pred_t *p, slice_t v)
@@ -150,8 +167,8 @@ pred_date(const pred_t *p, slice_t v)
 		return false;
 	a = fhir_search_date_decode((const unsigned char *)v.ptr);
 	b = fhir_search_date_decode((const unsigned char *)v.ptr + 8);
-	tlo = p->hi_index ? b : a;
-	thi = p->hi_index ? a : b;
+	tlo = a;
+	thi = b;
 	switch (p->pfx) {
 	case FHIR_PFX_EQ:
 		return tlo >= p->slo && thi <= p->shi;
@@ -206,6 +223,9 @@ pred_match(const pred_t *p, slice_t v)
 	case P_PREFIX:
 		return p->key.len == 0 ||
 		       (v.len >= p->key.len && memcmp(v.ptr, p->key.ptr, p->key.len) == 0);
+	case P_SUFFIX:
+		return v.len >= p->key.len &&
+		       memcmp(v.ptr + v.len - p->key.len, p->key.ptr, p->key.len) == 0;
 	case P_CONTAINS:
 		return p->key.len == 0 || memmem(v.ptr, v.len, p->key.ptr, p->key.len) != NULL;
 	case P_DATE:
@@ -224,34 +244,52 @@ typedef struct {
 	idset_t *out;
 } scan_t;
 
-/* A value cut at the key limit may match in full: evaluate the predicate on the entries of the
- * stored resource, extracted without the cap. */
+/* The full entries (fhir_search_index_full) of the stored resource type/id, in c->a; false
+ * when it is gone or unreadable. */
 static bool
-pred_recheck(ctx_t *c, slice_t type, slice_t id, const pred_t *p)
+res_entries(ctx_t *c, slice_t type, slice_t id, fhir_idx_entry_t **e, size_t *n)
 {
 	store_res_t r;
 	fhir_node_t *res;
-	fhir_idx_entry_t *e;
-	size_t n;
 	char err[128];
 
-	if (store_res_get(c->t, type, id, &r) != 0 || r.deleted ||
-	    fhir_json_parse(c->a, r.body.ptr, r.body.len, NULL, &res, err, sizeof(err)) != 0 ||
-	    fhir_search_index_base(c->a, res, NULL, c->opt->base, &e, &n) != 0)
-		return false;
+	return store_res_get(c->t, type, id, &r) == 0 && !r.deleted &&
+	       fhir_json_parse(c->a, r.body.ptr, r.body.len, NULL, &res, err, sizeof(err)) == 0 &&
+	       fhir_search_index_full(c->a, res, c->opt->base, e, n) == 0;
+}
+
+/* Whether the predicate that decides p holds for some of the entries e (sorted by code). */
+static bool
+pred_match_entries(const pred_t *p, const fhir_idx_entry_t *e, size_t n)
+{
+	if (p->full != NULL)
+		p = p->full;
 	for (size_t i = 0; i < n; i++)
 		if (slice_eq(e[i].code, p->code) && pred_match(p, e[i].value))
 			return true;
 	return false;
 }
 
+/* A value cut at the key limit may match in full, and some predicates are decided by the
+ * resource itself: evaluate on the stored resource's full entries. */
+static bool
+pred_recheck(ctx_t *c, slice_t type, slice_t id, const pred_t *p)
+{
+	fhir_idx_entry_t *e;
+	size_t n;
+
+	return res_entries(c, type, id, &e, &n) && pred_match_entries(p, e, n);
+}
+
 static int
 scan_cb(void *ctx, slice_t value, slice_t id)
 {
 	scan_t *s = ctx;
+	bool hit = pred_match(s->p, value)
+		       ? s->p->full == NULL || pred_recheck(s->c, s->type, id, s->p)
+		       : value.len >= s->vmax && pred_recheck(s->c, s->type, id, s->p);
 
-	if (pred_match(s->p, value) ||
-	    (value.len >= s->vmax && pred_recheck(s->c, s->type, id, s->p)))
+	if (hit)
 		ids_add(s->c->a, s->out, id);
 	return 0;
 }
@@ -278,19 +316,17 @@ pred_run(ctx_t *c, slice_t type, const pred_t *p, idset_t *out)
 		rc = store_idx_foreach_prefix(c->t, type, p->code, key, scan_cb, &s);
 		break;
 	case P_DATE:
-		/* Narrow the scan where the prefix allows; the filter decides. */
-		if (!p->hi_index && p->pfx == FHIR_PFX_SA) {
-			fhir_search_date_encode(p->shi, lo);
+		/* Narrow the scan where the prefix allows (values start with lo); the filter
+		 * decides. gt/ge/eb need the hi end, which any lo may have: a full scan. */
+		if (p->pfx == FHIR_PFX_SA || p->pfx == FHIR_PFX_EQ) {
+			fhir_search_date_encode(p->pfx == FHIR_PFX_SA ? p->shi : p->slo, lo);
 			los = slice_make((const char *)lo, 8);
 			rc = store_idx_foreach_range(c->t, type, p->code, &los, NULL, scan_cb, &s);
-		} else if (!p->hi_index && p->pfx == FHIR_PFX_EQ) {
-			fhir_search_date_encode(p->slo, lo);
+		} else if (p->pfx == FHIR_PFX_LT || p->pfx == FHIR_PFX_LE ||
+			   p->pfx == FHIR_PFX_AP) {
+			fhir_search_date_encode(p->pfx == FHIR_PFX_LT ? p->slo : p->shi, lo);
 			los = slice_make((const char *)lo, 8);
-			rc = store_idx_foreach_range(c->t, type, p->code, &los, NULL, scan_cb, &s);
-		} else if (p->hi_index && (p->pfx == FHIR_PFX_GT || p->pfx == FHIR_PFX_GE)) {
-			fhir_search_date_encode((p->pfx == FHIR_PFX_GT ? p->shi : p->slo) + 1, lo);
-			los = slice_make((const char *)lo, 8);
-			rc = store_idx_foreach_range(c->t, type, p->code, &los, NULL, scan_cb, &s);
+			rc = store_idx_foreach_range(c->t, type, p->code, NULL, &los, scan_cb, &s);
 		} else {
 			rc = store_idx_foreach_prefix(c->t, type, p->code, SLICE_NULL, scan_cb, &s);
 		}
@@ -407,140 +443,165 @@ token_split(slice_t v, slice_t *sys, slice_t *code)
 
 static int eval_param(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out);
 
-/* The ids of type matching one (OR-ed) value of q. */
-static int
-eval_value(ctx_t *c, slice_t type, const qparam_t *q, slice_t v, idset_t *out)
+/* A token value: "code" (prefix "code|"), "system|code" and "|code" (equal to "code|system"),
+ * "system|" (suffix "|system"); values are indexed as "code|system". */
+static void
+token_pred(ctx_t *c, slice_t v, pred_t *p)
+{
+	slice_t sys, code;
+	char *k;
+
+	if (!token_split(v, &sys, &code)) {
+		p->kind = P_PREFIX;
+		sys = SLICE_NULL;
+	} else if (code.len == 0) {
+		p->kind = P_SUFFIX;
+	} else {
+		p->kind = P_EQ;
+	}
+	k = arena_alloc(c->a, code.len + 1 + sys.len);
+	if (code.len)
+		memcpy(k, code.ptr, code.len);
+	k[code.len] = '|';
+	if (sys.len)
+		memcpy(k + code.len + 1, sys.ptr, sys.len);
+	p->key = slice_make(k, code.len + 1 + sys.len);
+}
+
+/* A reference value; a bare id matches "id|Type" of any type and an unparsed "id". */
+static void
+reference_vpred(ctx_t *c, const char *code, slice_t mod, slice_t v, vpred_t *vp)
+{
+	pred_t *p = &vp->p[0];
+	slice_t ref = v;
+
+	p->kind = P_EQ;
+	if (mod.len && !slice_eq_cstr(mod, "identifier") && memchr(v.ptr, '/', v.len) == NULL) {
+		char *k = arena_alloc(c->a, mod.len + 1 + v.len);
+
+		memcpy(k, mod.ptr, mod.len);
+		k[mod.len] = '/';
+		memcpy(k + mod.len + 1, v.ptr, v.len);
+		ref = slice_make(k, mod.len + 1 + v.len);
+	}
+	if (slice_eq_cstr(mod, "identifier")) {
+		p->code = derived(c->a, code, ".identifier");
+		p->key = v;
+		return;
+	}
+	if (!fhir_search_ref_key(c->a, ref, c->opt->base, &p->key))
+		p->key = ref;
+	if (memchr(ref.ptr, '/', ref.len) == NULL && memchr(ref.ptr, '|', ref.len) == NULL) {
+		char *k = arena_alloc(c->a, ref.len + 1);
+
+		if (ref.len)
+			memcpy(k, ref.ptr, ref.len);
+		k[ref.len] = '|';
+		vp->p[1] = *p;
+		vp->p[1].kind = P_PREFIX;
+		vp->p[1].key = slice_make(k, ref.len + 1);
+		vp->n = 2;
+	}
+}
+
+/* The predicates of one (OR-ed) value of q over type's indexes; false (and a bad request)
+ * when the value or modifier is not valid for the parameter. */
+static bool
+value_preds(ctx_t *c, const qparam_t *q, slice_t v, vpred_t *vp)
 {
 	const fhir_searchparam_t *sp = q->p.sp;
 	slice_t mod = q->p.modifier, sys, code, rest;
-	pred_t p;
+	pred_t *p = &vp->p[0];
 	int64_t lo, hi;
 
-	memset(&p, 0, sizeof(p));
-	memset(out, 0, sizeof(*out));
-	p.code = slice_cstr(sp->code);
+	memset(vp, 0, sizeof(*vp));
+	vp->n = 1;
+	p->code = slice_cstr(sp->code);
 	if (slice_eq_cstr(mod, "missing")) {
-		idset_t all;
-		int rc;
-
 		if (!slice_eq_cstr(v, "true") && !slice_eq_cstr(v, "false")) {
 			bad_request(c, ":missing takes true or false");
-			return 0;
+			return false;
 		}
-		p.kind = P_PREFIX;
-		p.code = derived(c->a, sp->code, index_code_of(sp));
-		if ((rc = pred_run(c, type, &p, out)) < 0)
-			return rc;
-		if (slice_eq_cstr(v, "false"))
-			return 0;
-		if ((rc = ids_all(c, type, &all)) < 0)
-			return rc;
-		ids_normalize(&all);
-		ids_and(&all, out, true);
-		*out = all;
-		return 0;
+		p->kind = P_PREFIX;
+		p->code = derived(c->a, sp->code, index_code_of(sp));
+		vp->negate = slice_eq_cstr(v, "true");
+		return true;
 	}
 	switch (sp->type) {
 	case FHIR_SP_TOKEN:
 		if (slice_eq_cstr(mod, "text")) {
-			p.kind = P_CONTAINS;
-			p.code = derived(c->a, sp->code, ".text");
-			p.key = fhir_search_string_norm(c->a, v);
+			p->kind = P_CONTAINS;
+			p->code = derived(c->a, sp->code, ".text");
+			p->key = fhir_search_string_norm(c->a, v);
 			break;
 		}
 		if (mod.len && !slice_eq_cstr(mod, "not")) {
 			bad_request(c, "unsupported modifier on a token parameter");
-			return 0;
+			return false;
 		}
-		p.kind = P_EQ;
-		if (token_split(v, &sys, &code) && code.len == 0) {
-			p.kind = P_PREFIX; /* system| : any code of the system */
-			p.key = v;
-		} else {
-			p.key = v;
-		}
-		if (slice_eq_cstr(mod, "not")) {
-			idset_t all, hit = {0};
-			int rc;
-
-			if ((rc = pred_run(c, type, &p, &hit)) < 0 || (rc = ids_all(c, type, &all)) < 0)
-				return rc;
-			ids_normalize(&all);
-			ids_and(&all, &hit, true);
-			*out = all;
-			return 0;
-		}
+		token_pred(c, v, p);
+		vp->negate = slice_eq_cstr(mod, "not");
 		break;
 	case FHIR_SP_STRING:
 		if (slice_eq_cstr(mod, "exact")) {
-			p.kind = P_EQ;
-			p.code = derived(c->a, sp->code, ".exact");
-			p.key = v;
+			/* the index has the normalized value; the resource decides */
+			pred_t *full = arena_zalloc(c->a, sizeof(*full));
+
+			full->kind = P_EQ;
+			full->code = derived(c->a, sp->code, ".exact");
+			full->key = v;
+			p->kind = P_EQ;
+			p->key = fhir_search_string_norm(c->a, v);
+			p->full = full;
 		} else if (slice_eq_cstr(mod, "contains")) {
-			p.kind = P_CONTAINS;
-			p.key = fhir_search_string_norm(c->a, v);
+			p->kind = P_CONTAINS;
+			p->key = fhir_search_string_norm(c->a, v);
 		} else if (mod.len == 0) {
-			p.kind = P_PREFIX;
-			p.key = fhir_search_string_norm(c->a, v);
+			p->kind = P_PREFIX;
+			p->key = fhir_search_string_norm(c->a, v);
 		} else {
 			bad_request(c, "unsupported modifier on a string parameter");
-			return 0;
+			return false;
 		}
 		break;
 	case FHIR_SP_URI:
-		p.kind = slice_eq_cstr(mod, "below") ? P_PREFIX : P_EQ;
-		p.key = v;
+		p->kind = slice_eq_cstr(mod, "below") ? P_PREFIX : P_EQ;
+		p->key = v;
 		if (mod.len && !slice_eq_cstr(mod, "below")) {
 			bad_request(c, "unsupported modifier on a uri parameter");
-			return 0;
+			return false;
 		}
 		break;
 	case FHIR_SP_REFERENCE:
-		p.kind = P_EQ;
-		p.key = v;
-		if (c->opt->base.len && v.len > c->opt->base.len &&
-		    memcmp(v.ptr, c->opt->base.ptr, c->opt->base.len) == 0)
-			p.key = slice_make(v.ptr + c->opt->base.len, v.len - c->opt->base.len);
-		if (slice_eq_cstr(mod, "identifier")) {
-			p.code = derived(c->a, sp->code, ".identifier");
-		} else if (mod.len) {
-			if (!fhir_meta_is_resource(mod)) {
-				bad_request(c, "unsupported modifier on a reference parameter");
-				return 0;
-			}
-			if (memchr(v.ptr, '/', v.len) == NULL) {
-				char *k = arena_alloc(c->a, mod.len + 1 + v.len);
-
-				memcpy(k, mod.ptr, mod.len);
-				k[mod.len] = '/';
-				memcpy(k + mod.len + 1, v.ptr, v.len);
-				p.key = slice_make(k, mod.len + 1 + v.len);
-			}
+		if (mod.len && !slice_eq_cstr(mod, "identifier") && !fhir_meta_is_resource(mod)) {
+			bad_request(c, "unsupported modifier on a reference parameter");
+			return false;
 		}
+		reference_vpred(c, sp->code, mod, v, vp);
 		break;
 	case FHIR_SP_DATE:
 		if (mod.len) {
 			bad_request(c, "unsupported modifier on a date parameter");
-			return 0;
+			return false;
 		}
-		p.pfx = fhir_search_prefix_split(v, &rest);
+		p->pfx = fhir_search_prefix_split(v, &rest);
 		if (!fhir_search_date_range(rest, &lo, &hi)) {
 			bad_request(c, "invalid date value");
-			return 0;
+			return false;
 		}
-		if (p.pfx == FHIR_PFX_AP) {
+		if (p->pfx == FHIR_PFX_AP) {
 			/* ap: widened by a tenth of the distance from now, at least a day */
-			int64_t now = (int64_t)(time(NULL)) * 1000, d = now > lo ? now - lo : lo - now;
+			int64_t now = (int64_t)(time(NULL)) * 1000,
+				d = now > lo ? now - lo : lo - now;
 
 			d = d / 10 > 86400000 ? d / 10 : 86400000;
 			lo -= d;
 			hi += d;
 		}
-		p.kind = P_DATE;
-		p.slo = lo;
-		p.shi = hi;
-		p.hi_index = p.pfx == FHIR_PFX_GT || p.pfx == FHIR_PFX_GE || p.pfx == FHIR_PFX_EB;
-		p.code = derived(c->a, sp->code, p.hi_index ? ".hi" : ".lo");
+		p->kind = P_DATE;
+		p->slo = lo;
+		p->shi = hi;
+		p->code = derived(c->a, sp->code, ".lo");
 		break;
 	case FHIR_SP_NUMBER:
 	case FHIR_SP_QUANTITY: {
@@ -549,7 +610,7 @@ eval_value(ctx_t *c, slice_t type, const qparam_t *q, slice_t v, idset_t *out)
 
 		if (mod.len) {
 			bad_request(c, "unsupported modifier on a number or quantity parameter");
-			return 0;
+			return false;
 		}
 		if (sp->type == FHIR_SP_QUANTITY && token_split(rest, &sys, &code)) {
 			num = sys;
@@ -558,11 +619,11 @@ eval_value(ctx_t *c, slice_t type, const qparam_t *q, slice_t v, idset_t *out)
 				qcode = code;
 			}
 		}
-		if (!number_pred(c, pfx, num, &p)) {
+		if (!number_pred(c, pfx, num, p)) {
 			bad_request(c, "invalid number value");
-			return 0;
+			return false;
 		}
-		p.code = slice_cstr(sp->code);
+		p->code = slice_cstr(sp->code);
 		if (qcode.len) {
 			/* "n|system|code" -> .su "system|code|"; "n||code" -> .u "code|" */
 			buf_t b = BUF_INIT;
@@ -573,17 +634,67 @@ eval_value(ctx_t *c, slice_t type, const qparam_t *q, slice_t v, idset_t *out)
 			}
 			buf_append_slice(&b, qcode);
 			buf_append_byte(&b, '|');
-			p.key = arena_slice_dup(c->a, buf_slice(&b));
+			p->key = arena_slice_dup(c->a, buf_slice(&b));
 			buf_free(&b);
-			p.code = derived(c->a, sp->code, qsys.len ? ".su" : ".u");
+			p->code = derived(c->a, sp->code, qsys.len ? ".su" : ".u");
 		}
 		break;
 	}
 	default:
 		bad_request(c, "unsupported search parameter type");
-		return 0;
+		return false;
 	}
-	return pred_run(c, type, &p, out);
+	return true;
+}
+
+/* The ids of type matching vp, through the indexes. */
+static int
+vpred_run(ctx_t *c, slice_t type, const vpred_t *vp, idset_t *out)
+{
+	idset_t all;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < vp->n; i++) {
+		idset_t one = {0};
+
+		if ((rc = pred_run(c, type, &vp->p[i], &one)) < 0)
+			return rc;
+		for (size_t j = 0; j < one.n; j++)
+			ids_add(c->a, out, one.v[j]);
+	}
+	ids_normalize(out);
+	if (!vp->negate)
+		return 0;
+	if ((rc = ids_all(c, type, &all)) < 0)
+		return rc;
+	ids_normalize(&all);
+	ids_and(&all, out, true);
+	*out = all;
+	return 0;
+}
+
+/* Whether a resource with the full entries e matches vp. */
+static bool
+vpred_match_entries(const vpred_t *vp, const fhir_idx_entry_t *e, size_t n)
+{
+	bool hit = false;
+
+	for (size_t i = 0; i < vp->n && !hit; i++)
+		hit = pred_match_entries(&vp->p[i], e, n);
+	return hit != vp->negate;
+}
+
+/* The ids of type matching one (OR-ed) value of q. */
+static int
+eval_value(ctx_t *c, slice_t type, const qparam_t *q, slice_t v, idset_t *out)
+{
+	vpred_t vp;
+
+	memset(out, 0, sizeof(*out));
+	if (!value_preds(c, q, v, &vp))
+		return 0;
+	return vpred_run(c, type, &vp, out);
 }
 
 /* Chained: ref.chain=value -> search the target type(s), then the reference index. */
@@ -660,6 +771,74 @@ eval_param(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 			ids_add(c->a, out, one.v[j]);
 	}
 	ids_normalize(out);
+	return 0;
+}
+
+/* Evaluation order: parameters whose index lookups are usually narrow first, so that the
+ * candidates shrink early; scans of a whole index (:contains, :text, :not, :missing, most
+ * date prefixes) last, where they are often checked per candidate. */
+static int
+param_cost(const qparam_t *q)
+{
+	slice_t mod = q->p.modifier;
+
+	if (slice_eq_cstr(mod, "missing") || slice_eq_cstr(mod, "not") ||
+	    slice_eq_cstr(mod, "contains") || slice_eq_cstr(mod, "text"))
+		return 3;
+	if (q->p.chain.len)
+		return 2;
+	switch (q->p.sp->type) {
+	case FHIR_SP_TOKEN:
+	case FHIR_SP_REFERENCE:
+	case FHIR_SP_URI:
+		return 0;
+	case FHIR_SP_STRING:
+		return 1;
+	default:
+		return 2;
+	}
+}
+
+/* Keeps the ids of set that match every parameter of qs: chains through their match sets,
+ * the others on each candidate's own entries (one load and extraction per candidate). */
+static int
+candidates_filter(ctx_t *c, slice_t type, const qparam_t *qs, size_t nqs, idset_t *set)
+{
+	vpred_t **vps = arena_alloc(c->a, nqs * sizeof(*vps));
+	size_t k = 0;
+	int rc;
+
+	for (size_t i = 0; i < nqs; i++) {
+		vps[i] = NULL;
+		if (qs[i].p.chain.len) {
+			idset_t one;
+
+			if ((rc = eval_param(c, type, &qs[i], &one)) < 0)
+				return rc;
+			ids_and(set, &one, false);
+			continue;
+		}
+		vps[i] = arena_alloc(c->a, (qs[i].p.nvalues ? qs[i].p.nvalues : 1) * sizeof(**vps));
+		for (size_t j = 0; j < qs[i].p.nvalues; j++)
+			if (!value_preds(c, &qs[i], qs[i].p.values[j], &vps[i][j]))
+				return 0;
+	}
+	for (size_t r = 0; r < set->n; r++) {
+		fhir_idx_entry_t *e;
+		size_t n;
+		bool keep = res_entries(c, type, set->v[r], &e, &n);
+
+		for (size_t i = 0; i < nqs && keep; i++) {
+			bool any = false;
+
+			for (size_t j = 0; vps[i] != NULL && j < qs[i].p.nvalues && !any; j++)
+				any = vpred_match_entries(&vps[i][j], e, n);
+			keep = vps[i] == NULL || any;
+		}
+		if (keep)
+			set->v[k++] = set->v[r];
+	}
+	set->n = k;
 	return 0;
 }
 
@@ -891,37 +1070,34 @@ static int
 do_include(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
 {
 	slice_t src, param, target;
-	char err[128];
 
 	if (!include_split(v, &src, &param, &target))
 		return 0;
 	for (size_t i = 0; i < nmatch; i++) {
-		store_res_t r;
-		fhir_node_t *res;
 		fhir_idx_entry_t *e;
 		size_t n;
 
 		if (!slice_eq(h->v[i].type, src))
 			continue;
-		if (store_res_get(c->t, src, h->v[i].id, &r) != 0 || r.deleted ||
-		    fhir_json_parse(c->a, r.body.ptr, r.body.len, NULL, &res, err, sizeof(err)) != 0 ||
-		    fhir_search_index_base(c->a, res, NULL, c->opt->base, &e, &n) != 0)
+		if (!res_entries(c, src, h->v[i].id, &e, &n))
 			continue;
 		for (size_t k = 0; k < n; k++) {
 			const fhir_searchparam_t *sp = fhir_meta_searchparam(src, e[k].code);
-			const char *slash = memchr(e[k].value.ptr, '/', e[k].value.len);
+			/* "id|Type"; other values (URLs, canonicals) have no resource type there */
+			const char *bar = memchr(e[k].value.ptr, '|', e[k].value.len);
 			slice_t tt, tid;
 			store_res_t tr;
 
-			if (sp == NULL || sp->type != FHIR_SP_REFERENCE || slash == NULL ||
+			if (sp == NULL || sp->type != FHIR_SP_REFERENCE || bar == NULL ||
 			    (!slice_eq_cstr(param, "*") && !slice_eq(param, e[k].code)))
 				continue;
-			tt = slice_make(e[k].value.ptr, (size_t)(slash - e[k].value.ptr));
-			tid = slice_make(slash + 1, e[k].value.len - tt.len - 1);
-			if ((target.len && !slice_eq(target, tt)) ||
+			tid = slice_make(e[k].value.ptr, (size_t)(bar - e[k].value.ptr));
+			tt = slice_make(bar + 1, e[k].value.len - tid.len - 1);
+			if (!fhir_meta_is_resource(tt) || (target.len && !slice_eq(target, tt)) ||
 			    store_res_get(c->t, tt, tid, &tr) != 0 || tr.deleted)
 				continue;
-			hits_add(c->a, h, arena_slice_dup(c->a, tt), arena_slice_dup(c->a, tid), true);
+			hits_add(c->a, h, arena_slice_dup(c->a, tt), arena_slice_dup(c->a, tid),
+				 true);
 		}
 	}
 	return 0;
@@ -943,13 +1119,13 @@ do_revinclude(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
 
 		if (target.len && !slice_eq(target, h->v[i].type))
 			continue;
-		k = arena_alloc(c->a, h->v[i].type.len + 1 + h->v[i].id.len);
-		memcpy(k, h->v[i].type.ptr, h->v[i].type.len);
-		k[h->v[i].type.len] = '/';
-		memcpy(k + h->v[i].type.len + 1, h->v[i].id.ptr, h->v[i].id.len);
+		k = arena_alloc(c->a, h->v[i].id.len + 1 + h->v[i].type.len);
+		memcpy(k, h->v[i].id.ptr, h->v[i].id.len);
+		k[h->v[i].id.len] = '|';
+		memcpy(k + h->v[i].id.len + 1, h->v[i].type.ptr, h->v[i].type.len);
 		p.kind = P_EQ;
 		p.code = param;
-		p.key = slice_make(k, h->v[i].type.len + 1 + h->v[i].id.len);
+		p.key = slice_make(k, h->v[i].id.len + 1 + h->v[i].type.len);
 		if ((rc = pred_run(c, src, &p, &ids)) < 0)
 			return rc;
 		for (size_t j = 0; j < ids.n; j++)
@@ -983,7 +1159,8 @@ outcome_new(arena_t *a, fhir_node_t *issues)
 {
 	fhir_node_t *oo = fhir_object_new(a);
 
-	fhir_object_set_cstr(a, oo, "resourceType", fhir_string_new(a, SLICE_LIT("OperationOutcome")));
+	fhir_object_set_cstr(a, oo, "resourceType",
+			     fhir_string_new(a, SLICE_LIT("OperationOutcome")));
 	fhir_object_set_cstr(a, oo, "issue", issues);
 	return oo;
 }
@@ -996,8 +1173,8 @@ query_append(buf_t *b, slice_t s)
 	for (size_t i = 0; i < s.len; i++) {
 		unsigned char ch = (unsigned char)s.ptr[i];
 
-		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		    strchr("-._~:,|", ch) != NULL) {
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || strchr("-._~:,|", ch) != NULL) {
 			buf_append_byte(b, (char)ch);
 		} else {
 			buf_append_byte(b, '%');
@@ -1010,9 +1187,9 @@ query_append(buf_t *b, slice_t s)
 static bool
 is_control(slice_t k)
 {
-	static const char *const names[] = {"_count",	"_sort",    "_total",	  "_include",
+	static const char *const names[] = {"_count",      "_sort",    "_total",    "_include",
 					    "_revinclude", "_summary", "_elements", "_cursor",
-					    "_format",	"_pretty",  "_type",	  NULL};
+					    "_format",     "_pretty",  "_type",     NULL};
 
 	for (size_t i = 0; names[i] != NULL; i++)
 		if (slice_eq_cstr(k, names[i]) ||
@@ -1069,8 +1246,10 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 					bool desc = v.ptr[s] == '-';
 					slice_t code = slice_make(v.ptr + s + desc, i - s - desc);
 
-					if (!slice_eq_cstr(code, "_id") && !slice_eq_cstr(code, "_lastUpdated") &&
-					    (type.len == 0 || fhir_meta_searchparam(type, code) == NULL))
+					if (!slice_eq_cstr(code, "_id") &&
+					    !slice_eq_cstr(code, "_lastUpdated") &&
+					    (type.len == 0 ||
+					     fhir_meta_searchparam(type, code) == NULL))
 						bad_request(&c, "unknown _sort parameter");
 					sk[ns++] = (sortkey_t){code, desc};
 				}
@@ -1081,7 +1260,8 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 		} else if (slice_eq_cstr(k, "_include") || slice_eq_cstr(k, "_include:iterate")) {
 			if (nincl < 16)
 				incl[nincl++] = v;
-		} else if (slice_eq_cstr(k, "_revinclude") || slice_eq_cstr(k, "_revinclude:iterate")) {
+		} else if (slice_eq_cstr(k, "_revinclude") ||
+			   slice_eq_cstr(k, "_revinclude:iterate")) {
 			if (nrev < 16)
 				revincl[nrev++] = v;
 		} else if (slice_eq_cstr(k, "_summary")) {
@@ -1097,22 +1277,26 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 			/* _format, _pretty: the REST layer's */
 		} else {
 			fhir_search_param_t p;
-			bool system_ok = slice_eq_cstr(k, "_id") || slice_eq_cstr(k, "_lastUpdated") ||
-					 (k.len > 3 && memcmp(k.ptr, "_id", 3) == 0 && k.ptr[3] == ':') ||
-					 (k.len > 12 && memcmp(k.ptr, "_lastUpdated", 12) == 0 &&
-					  k.ptr[12] == ':');
+			bool system_ok =
+			    slice_eq_cstr(k, "_id") || slice_eq_cstr(k, "_lastUpdated") ||
+			    (k.len > 3 && memcmp(k.ptr, "_id", 3) == 0 && k.ptr[3] == ':') ||
+			    (k.len > 12 && memcmp(k.ptr, "_lastUpdated", 12) == 0 &&
+			     k.ptr[12] == ':');
 
-			fhir_search_param_parse(a, type.len ? type : SLICE_LIT("Patient"), k, v, &p);
+			fhir_search_param_parse(a, type.len ? type : SLICE_LIT("Patient"), k, v,
+						&p);
 			if (p.sp == NULL || (type.len == 0 && !system_ok) ||
 			    ((p.sp->type == FHIR_SP_COMPOSITE || p.sp->type == FHIR_SP_SPECIAL ||
-			      !fhir_search_param_is_supported(p.sp)) && p.chain.len == 0)) {
+			      !fhir_search_param_is_supported(p.sp)) &&
+			     p.chain.len == 0)) {
 				if (c.opt->strict)
 					bad_request(&c, "unknown or unsupported search parameter");
-				fhir_array_append(a, c.issues,
-						  issue_new(a, "warning", "not-supported",
-							    "Unknown or unsupported search parameter "
-							    "ignored",
-							    k));
+				fhir_array_append(
+				    a, c.issues,
+				    issue_new(a, "warning", "not-supported",
+					      "Unknown or unsupported search parameter "
+					      "ignored",
+					      k));
 				keep = false;
 			} else {
 				if (nq == cap) {
@@ -1153,7 +1337,8 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 			for (size_t i = 0; i <= types_v.len && ntypes < 64; i++)
 				if (i == types_v.len || types_v.ptr[i] == ',') {
 					if (i > s)
-						tlist[ntypes++] = slice_make(types_v.ptr + s, i - s);
+						tlist[ntypes++] =
+						    slice_make(types_v.ptr + s, i - s);
 					s = i + 1;
 				}
 		} else {
@@ -1168,21 +1353,33 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 		for (size_t ti = 0; ti < ntypes && c.error == NULL; ti++) {
 			slice_t ty = tlist[ti];
 			idset_t set;
-			size_t first = nrows;
-
+			size_t first = nrows, npl = 0;
+			qparam_t *pl = arena_alloc(a, (nq ? nq : 1) * sizeof(*pl));
 			bool have = false;
 
-			/* Start from the first parameter's matches, not from every resource of the
-			 * type: a search costs what its index lookups cost, not the type's size. */
-			for (size_t i = 0; i < nq && (!have || set.n > 0); i++) {
-				idset_t one;
-				qparam_t q = qp[i];
+			for (int cost = 0; cost <= 3; cost++)
+				for (size_t i = 0; i < nq; i++) {
+					qparam_t q = qp[i];
 
-				if (type.len == 0)
-					q.p.sp = fhir_meta_searchparam(ty, q.p.code);
-				if (q.p.sp == NULL)
-					continue;
-				if ((rc = eval_param(&c, ty, &q, &one)) < 0)
+					if (type.len == 0)
+						q.p.sp = fhir_meta_searchparam(ty, q.p.code);
+					if (q.p.sp != NULL && param_cost(&q) == cost)
+						pl[npl++] = q;
+				}
+			/* Start from the first parameter's matches, not from every resource of the
+			 * type: a search costs what its index lookups cost, not the type's size.
+			 * Once few candidates remain, they are checked one by one. */
+			for (size_t i = 0; i < npl && (!have || set.n > 0) && c.error == NULL;
+			     i++) {
+				idset_t one;
+
+				if (have && set.n <= CANDIDATES_MAX) {
+					if ((rc = candidates_filter(&c, ty, pl + i, npl - i,
+								    &set)) < 0)
+						goto done;
+					break;
+				}
+				if ((rc = eval_param(&c, ty, &pl[i], &one)) < 0)
 					goto done;
 				ids_normalize(&one);
 				if (have) {
@@ -1213,7 +1410,8 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 				nrows++;
 			}
 			for (size_t s = 0; s < ns; s++)
-				if ((rc = sort_keys_fill(&c, ty, rows + first, nrows - first, s, &sk[s])) < 0)
+				if ((rc = sort_keys_fill(&c, ty, rows + first, nrows - first, s,
+							 &sk[s])) < 0)
 					goto done;
 		}
 	}

@@ -1179,25 +1179,25 @@ test_no_map(void **state)
 {
 	arena_t *a = arena_new(0);
 	map_set_t *set = load_shipped(NULL);
-	char *a17 = msg_text("MSH|^~\\&|A|B|C|D|20240101||ADT^A17|1|P|2.5", "PID|1||9", NULL);
-	char *rde = msg_text("MSH|^~\\&|A|B|C|D|20240101||RDE^O11^RDE_O11|1|P|2.5", "PID|1", NULL);
+	char *a99 = msg_text("MSH|^~\\&|A|B|C|D|20240101||ADT^A99|1|P|2.5", "PID|1||9", NULL);
+	char *bar = msg_text("MSH|^~\\&|A|B|C|D|20240101||BAR^P01^BAR_P01|1|P|2.5", "PID|1", NULL);
 	map_result_t *r = NULL;
 
 	(void)state;
-	assert_int_equal(convert_rc(a, set, a17, NULL, &r), -FG_ENOTFOUND);
+	assert_int_equal(convert_rc(a, set, a99, NULL, &r), -FG_ENOTFOUND);
 	assert_non_null(r);
 	assert_null(r->bundle);
-	assert_int_equal(r->error.code, 201); /* ADT is mapped, A17 is not */
+	assert_int_equal(r->error.code, 201); /* ADT is mapped, A99 is not */
 	assert_int_equal(r->error.ack, 'R');
 	assert_string_equal(r->error.segment, "MSH");
 	assert_int_equal(r->error.field, 9);
-	assert_string_equal(r->error.text, "no map for ADT_A17 (ADT^A17)");
-	assert_int_equal(convert_rc(a, set, rde, NULL, &r), -FG_ENOTFOUND);
+	assert_string_equal(r->error.text, "no map for ADT_A99 (ADT^A99)");
+	assert_int_equal(convert_rc(a, set, bar, NULL, &r), -FG_ENOTFOUND);
 	assert_int_equal(r->error.code, 200);
 	map_set_free(set);
 	arena_free(a);
-	free(a17);
-	free(rde);
+	free(a99);
+	free(bar);
 }
 
 /* A resource missing what R4 requires is reported, and left out when nothing points at it. */

@@ -64,9 +64,10 @@ dates(arena_t *a, const fhir_idx_entry_t *e, size_t n, const char *code)
 			continue;
 		if (b.len)
 			buf_append_byte(&b, ';');
-		buf_printf(&b, "%lld-%lld",
-			   (long long)fhir_search_date_decode((const unsigned char *)e[i].value.ptr),
-			   (long long)fhir_search_date_decode((const unsigned char *)e[i].value.ptr + 8));
+		buf_printf(
+		    &b, "%lld-%lld",
+		    (long long)fhir_search_date_decode((const unsigned char *)e[i].value.ptr),
+		    (long long)fhir_search_date_decode((const unsigned char *)e[i].value.ptr + 8));
 	}
 	out = arena_strndup(a, b.data, b.len);
 	buf_free(&b);
@@ -74,16 +75,19 @@ dates(arena_t *a, const fhir_idx_entry_t *e, size_t n, const char *code)
 }
 
 static const char *patient_json =
-    "{\"resourceType\":\"Patient\",\"id\":\"p1\",\"meta\":{\"lastUpdated\":\"2024-05-01T10:00:00Z\","
+    "{\"resourceType\":\"Patient\",\"id\":\"p1\",\"meta\":{\"lastUpdated\":\"2024-05-01T10:00:"
+    "00Z\","
     "\"tag\":[{\"system\":\"http://t\",\"code\":\"demo\"}]},"
-    "\"identifier\":[{\"system\":\"urn:oid:1.2.3\",\"value\":\"MRN-7\",\"type\":{\"text\":\"Medical "
+    "\"identifier\":[{\"system\":\"urn:oid:1.2.3\",\"value\":\"MRN-7\",\"type\":{\"text\":"
+    "\"Medical "
     "record\"}}],\"active\":true,"
     "\"name\":[{\"family\":\"Müller-Lüdenscheidt\",\"given\":[\"José\",\"  Anna   Maria \"],"
     "\"prefix\":[\"Dr.\"]}],"
     "\"telecom\":[{\"system\":\"phone\",\"value\":\"555-1234\"},{\"system\":\"email\",\"value\":"
     "\"jm@example.org\"}],\"gender\":\"male\",\"birthDate\":\"1970-03\","
     "\"address\":[{\"line\":[\"1 Main St\"],\"city\":\"Zürich\",\"postalCode\":\"8000\"}],"
-    "\"generalPractitioner\":[{\"reference\":\"Practitioner/dr1\"},{\"reference\":\"urn:uuid:abc\"},"
+    "\"generalPractitioner\":[{\"reference\":\"Practitioner/"
+    "dr1\"},{\"reference\":\"urn:uuid:abc\"},"
     "{\"reference\":\"http://elsewhere/fhir/Organization/o9\"}]}";
 
 static void
@@ -97,23 +101,24 @@ test_patient(void **state)
 	(void)state;
 	assert_int_equal(fhir_search_index(a, parse(a, patient_json), NULL, &e, &n), 0);
 	assert_string_equal(vals(a, e, n, "family"), "muller-ludenscheidt");
-	assert_string_equal(vals(a, e, n, "family.exact"), "Müller-Lüdenscheidt");
+	/* :exact is decided on the resource: only the full extraction has values as written */
+	assert_string_equal(vals(a, e, n, "family.exact"), "");
+	assert_string_equal(vals(a, e, n, "birthdate.hi"), "");
 	assert_string_equal(vals(a, e, n, "given"), "anna maria;jose");
-	assert_string_equal(vals(a, e, n, "name"),
-			    "anna maria;dr.;jose;muller-ludenscheidt");
+	assert_string_equal(vals(a, e, n, "name"), "anna maria;dr.;jose;muller-ludenscheidt");
 	assert_string_equal(vals(a, e, n, "address-city"), "zurich");
 	assert_string_equal(vals(a, e, n, "address"), "1 main st;8000;zurich");
-	assert_string_equal(vals(a, e, n, "identifier"), "MRN-7;urn:oid:1.2.3|MRN-7");
+	assert_string_equal(vals(a, e, n, "identifier"), "MRN-7|urn:oid:1.2.3");
 	assert_string_equal(vals(a, e, n, "identifier.text"), "medical record");
-	assert_string_equal(vals(a, e, n, "gender"), "male");
-	assert_string_equal(vals(a, e, n, "active"), "true");
-	assert_string_equal(vals(a, e, n, "email"), "jm@example.org");
-	assert_string_equal(vals(a, e, n, "phone"), "555-1234");
-	assert_string_equal(vals(a, e, n, "telecom"), "555-1234;jm@example.org");
+	assert_string_equal(vals(a, e, n, "gender"), "male|");
+	assert_string_equal(vals(a, e, n, "active"), "true|");
+	assert_string_equal(vals(a, e, n, "email"), "jm@example.org|");
+	assert_string_equal(vals(a, e, n, "phone"), "555-1234|");
+	assert_string_equal(vals(a, e, n, "telecom"), "555-1234|;jm@example.org|");
 	assert_string_equal(vals(a, e, n, "general-practitioner"),
-			    "Practitioner/dr1;dr1;http://elsewhere/fhir/Organization/o9");
-	assert_string_equal(vals(a, e, n, "_id"), "p1");
-	assert_string_equal(vals(a, e, n, "_tag"), "demo;http://t|demo");
+			    "dr1|Practitioner;http://elsewhere/fhir/Organization/o9");
+	assert_string_equal(vals(a, e, n, "_id"), "p1|");
+	assert_string_equal(vals(a, e, n, "_tag"), "demo|http://t");
 	/* birthDate 1970-03: all of March 1970 */
 	assert_true(fhir_search_date_range(S("1970-03-01"), &lo, &hi));
 	assert_string_equal(dates(a, e, n, "birthdate"), "5097600000-7776000000");
@@ -127,7 +132,17 @@ test_patient(void **state)
 						S("http://elsewhere/fhir/"), &e, &n),
 			 0);
 	assert_string_equal(vals(a, e, n, "general-practitioner"),
-			    "Organization/o9;Practitioner/dr1;dr1;o9");
+			    "dr1|Practitioner;o9|Organization");
+
+	/* the full extraction adds strings as written, with the same base handling */
+	assert_int_equal(
+	    fhir_search_index_full(a, parse(a, patient_json), S("http://elsewhere/fhir/"), &e, &n),
+	    0);
+	assert_string_equal(vals(a, e, n, "family.exact"), "Müller-Lüdenscheidt");
+	assert_string_equal(vals(a, e, n, "given.exact"), "  Anna   Maria ;José");
+	assert_string_equal(vals(a, e, n, "family"), "muller-ludenscheidt");
+	assert_string_equal(vals(a, e, n, "general-practitioner"),
+			    "dr1|Practitioner;o9|Organization");
 	arena_free(a);
 }
 
@@ -149,7 +164,7 @@ test_truncation(void **state)
 	(void)state;
 	assert_int_equal(fhir_search_index(a, parse(a, patient_json), cap10, &e, &n), 0);
 	assert_string_equal(vals(a, e, n, "family"), "muller-lud");
-	assert_string_equal(vals(a, e, n, "identifier"), "MRN-7;urn:oid:1.");
+	assert_string_equal(vals(a, e, n, "identifier"), "MRN-7|urn:");
 	arena_free(a);
 }
 
@@ -161,12 +176,15 @@ static const char *obs_json =
     "\"Blood pressure panel\"}],\"text\":\"BP\"},"
     "\"subject\":{\"reference\":\"Patient/p1\"},\"encounter\":{\"reference\":\"Encounter/e1\"},"
     "\"effectiveDateTime\":\"2024-03-05T10:30:00+02:00\","
-    "\"valueQuantity\":{\"value\":120.50,\"unit\":\"mmHg\",\"system\":\"http://unitsofmeasure.org\","
+    "\"valueQuantity\":{\"value\":120.50,\"unit\":\"mmHg\",\"system\":\"http://"
+    "unitsofmeasure.org\","
     "\"code\":\"mm[Hg]\"},"
     "\"component\":[{\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"8480-6\"}]},"
-    "\"valueQuantity\":{\"value\":120,\"system\":\"http://unitsofmeasure.org\",\"code\":\"mm[Hg]\"}},"
+    "\"valueQuantity\":{\"value\":120,\"system\":\"http://"
+    "unitsofmeasure.org\",\"code\":\"mm[Hg]\"}},"
     "{\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"8462-4\"}]},"
-    "\"valueQuantity\":{\"value\":-8,\"system\":\"http://unitsofmeasure.org\",\"code\":\"mm[Hg]\"}}]}";
+    "\"valueQuantity\":{\"value\":-8,\"system\":\"http://"
+    "unitsofmeasure.org\",\"code\":\"mm[Hg]\"}}]}";
 
 static void
 test_observation(void **state)
@@ -179,24 +197,25 @@ test_observation(void **state)
 
 	(void)state;
 	assert_int_equal(fhir_search_index(a, parse(a, obs_json), NULL, &e, &n), 0);
-	assert_string_equal(vals(a, e, n, "code"), "85354-9;http://loinc.org|85354-9");
+	assert_string_equal(vals(a, e, n, "code"), "85354-9|http://loinc.org");
 	assert_string_equal(vals(a, e, n, "code.text"), "blood pressure panel;bp");
 	assert_string_equal(vals(a, e, n, "component-code"),
-			    "8462-4;8480-6;http://loinc.org|8462-4;http://loinc.org|8480-6");
-	assert_string_equal(vals(a, e, n, "combo-code"),
-			    "8462-4;8480-6;85354-9;http://loinc.org|8462-4;http://loinc.org|8480-6;"
-			    "http://loinc.org|85354-9");
-	assert_string_equal(vals(a, e, n, "subject"), "Patient/p1;p1");
-	assert_string_equal(vals(a, e, n, "patient"), "Patient/p1;p1");
-	assert_string_equal(vals(a, e, n, "encounter"), "Encounter/e1;e1");
-	assert_string_equal(vals(a, e, n, "status"), "final");
+			    "8462-4|http://loinc.org;8480-6|http://loinc.org");
+	assert_string_equal(
+	    vals(a, e, n, "combo-code"),
+	    "8462-4|http://loinc.org;8480-6|http://loinc.org;85354-9|http://loinc.org");
+	assert_string_equal(vals(a, e, n, "subject"), "p1|Patient");
+	assert_string_equal(vals(a, e, n, "patient"), "p1|Patient");
+	assert_string_equal(vals(a, e, n, "encounter"), "e1|Encounter");
+	assert_string_equal(vals(a, e, n, "status"), "final|");
 	/* 10:30+02:00 is 08:30Z, second precision */
 	assert_string_equal(dates(a, e, n, "date"), "1709627400000-1709627401000");
 	/* value-quantity: the number (trailing zero dropped) and by unit */
 	assert_true(fhir_search_number_encode(a, S("120.5"), &n1205));
 	assert_true(fhir_search_number_encode(a, S("120"), &n120));
 	assert_true(fhir_search_number_encode(a, S("-8"), &nm8));
-	assert_string_equal(vals(a, e, n, "value-quantity"), arena_strndup(a, n1205.ptr, n1205.len));
+	assert_string_equal(vals(a, e, n, "value-quantity"),
+			    arena_strndup(a, n1205.ptr, n1205.len));
 	snprintf(want, sizeof(want), "http://unitsofmeasure.org|mm[Hg]|%.*s", (int)n1205.len,
 		 n1205.ptr);
 	assert_string_equal(vals(a, e, n, "value-quantity.su"), want);
@@ -217,34 +236,37 @@ test_encounter_condition_immunization(void **state)
 
 	(void)state;
 	assert_int_equal(
-	    fhir_search_index(a,
-			      parse(a, "{\"resourceType\":\"Encounter\",\"id\":\"e1\",\"status\":"
-				       "\"finished\",\"class\":{\"system\":\"http://terminology.hl7."
-				       "org/CodeSystem/v3-ActCode\",\"code\":\"IMP\"},"
-				       "\"subject\":{\"reference\":\"Patient/p1\"},\"period\":{\"start\":"
-				       "\"2024-01-10\",\"end\":\"2024-01-12T08:00:00Z\"}}"),
-			      NULL, &e, &n),
+	    fhir_search_index(
+		a,
+		parse(a, "{\"resourceType\":\"Encounter\",\"id\":\"e1\",\"status\":"
+			 "\"finished\",\"class\":{\"system\":\"http://terminology.hl7."
+			 "org/CodeSystem/v3-ActCode\",\"code\":\"IMP\"},"
+			 "\"subject\":{\"reference\":\"Patient/p1\"},\"period\":{\"start\":"
+			 "\"2024-01-10\",\"end\":\"2024-01-12T08:00:00Z\"}}"),
+		NULL, &e, &n),
 	    0);
 	assert_string_equal(vals(a, e, n, "class"),
-			    "IMP;http://terminology.hl7.org/CodeSystem/v3-ActCode|IMP");
-	assert_string_equal(vals(a, e, n, "patient"), "Patient/p1;p1");
+			    "IMP|http://terminology.hl7.org/CodeSystem/v3-ActCode");
+	assert_string_equal(vals(a, e, n, "patient"), "p1|Patient");
 	/* 2024-01-10T00:00Z .. 2024-01-12T08:00:01Z */
 	assert_string_equal(dates(a, e, n, "date"), "1704844800000-1705046401000");
 
 	assert_int_equal(
 	    fhir_search_index(
 		a,
-		parse(a, "{\"resourceType\":\"Condition\",\"id\":\"c1\",\"clinicalStatus\":{\"coding\":"
-			 "[{\"system\":\"http://terminology.hl7.org/CodeSystem/condition-clinical\","
-			 "\"code\":\"active\"}]},\"code\":{\"coding\":[{\"system\":\"http://snomed."
-			 "info/sct\",\"code\":\"38341003\",\"display\":\"Hypertension\"}]},"
-			 "\"subject\":{\"reference\":\"Patient/p1\"},\"onsetDateTime\":\"2019\","
-			 "\"recordedDate\":\"2019-06-01T12:00:00-05:00\"}"),
+		parse(
+		    a,
+		    "{\"resourceType\":\"Condition\",\"id\":\"c1\",\"clinicalStatus\":{\"coding\":"
+		    "[{\"system\":\"http://terminology.hl7.org/CodeSystem/condition-clinical\","
+		    "\"code\":\"active\"}]},\"code\":{\"coding\":[{\"system\":\"http://snomed."
+		    "info/sct\",\"code\":\"38341003\",\"display\":\"Hypertension\"}]},"
+		    "\"subject\":{\"reference\":\"Patient/p1\"},\"onsetDateTime\":\"2019\","
+		    "\"recordedDate\":\"2019-06-01T12:00:00-05:00\"}"),
 		NULL, &e, &n),
 	    0);
 	assert_string_equal(vals(a, e, n, "clinical-status"),
-			    "active;http://terminology.hl7.org/CodeSystem/condition-clinical|active");
-	assert_string_equal(vals(a, e, n, "code"), "38341003;http://snomed.info/sct|38341003");
+			    "active|http://terminology.hl7.org/CodeSystem/condition-clinical");
+	assert_string_equal(vals(a, e, n, "code"), "38341003|http://snomed.info/sct");
 	assert_string_equal(vals(a, e, n, "code.text"), "hypertension");
 	assert_string_equal(dates(a, e, n, "onset-date"), "1546300800000-1577836800000");
 	assert_string_equal(dates(a, e, n, "recorded-date"), "1559408400000-1559408401000");
@@ -252,14 +274,15 @@ test_encounter_condition_immunization(void **state)
 	assert_int_equal(
 	    fhir_search_index(
 		a,
-		parse(a, "{\"resourceType\":\"Immunization\",\"id\":\"i1\",\"status\":\"completed\","
-			 "\"vaccineCode\":{\"coding\":[{\"system\":\"http://hl7.org/fhir/sid/cvx\","
-			 "\"code\":\"140\"}]},\"patient\":{\"reference\":\"Patient/p1\"},"
-			 "\"occurrenceDateTime\":\"2023-10-02\",\"lotNumber\":\"AB12\"}"),
+		parse(a,
+		      "{\"resourceType\":\"Immunization\",\"id\":\"i1\",\"status\":\"completed\","
+		      "\"vaccineCode\":{\"coding\":[{\"system\":\"http://hl7.org/fhir/sid/cvx\","
+		      "\"code\":\"140\"}]},\"patient\":{\"reference\":\"Patient/p1\"},"
+		      "\"occurrenceDateTime\":\"2023-10-02\",\"lotNumber\":\"AB12\"}"),
 		NULL, &e, &n),
 	    0);
-	assert_string_equal(vals(a, e, n, "vaccine-code"), "140;http://hl7.org/fhir/sid/cvx|140");
-	assert_string_equal(vals(a, e, n, "patient"), "Patient/p1;p1");
+	assert_string_equal(vals(a, e, n, "vaccine-code"), "140|http://hl7.org/fhir/sid/cvx");
+	assert_string_equal(vals(a, e, n, "patient"), "p1|Patient");
 	assert_string_equal(vals(a, e, n, "lot-number"), "ab12");
 	assert_string_equal(dates(a, e, n, "date"), "1696204800000-1696291200000");
 	arena_free(a);
@@ -316,9 +339,9 @@ test_date_precision(void **state)
 static void
 test_number_order(void **state)
 {
-	static const char *const sorted[] = {"-1e3", "-12", "-1.25", "-1.2", "-0.5", "0",
-					     "0.001", "0.5",  "1",     "1.2",  "1.25", "9.99",
-					     "12",    "100",  "1e3"};
+	static const char *const sorted[] = {"-1e3", "-12",   "-1.25", "-1.2", "-0.5",
+					     "0",    "0.001", "0.5",   "1",    "1.2",
+					     "1.25", "9.99",  "12",    "100",  "1e3"};
 	arena_t *a = arena_new(0);
 	slice_t prev = SLICE_NULL, cur, x, y;
 
@@ -367,8 +390,8 @@ test_param_parse(void **state)
 	slice_t rest;
 
 	(void)state;
-	fhir_search_param_parse(a, S("Observation"), S("subject:Patient.name:exact"), S("Smith,Jo\\,nes"),
-				&p);
+	fhir_search_param_parse(a, S("Observation"), S("subject:Patient.name:exact"),
+				S("Smith,Jo\\,nes"), &p);
 	assert_true(slice_eq_cstr(p.code, "subject"));
 	assert_true(slice_eq_cstr(p.modifier, "Patient"));
 	assert_true(slice_eq_cstr(p.chain, "name:exact"));
@@ -409,8 +432,9 @@ test_param_parse(void **state)
 static void
 test_supported(void **state)
 {
-	static const char *const types[] = {"Patient", "Observation", "Encounter", "Condition",
-					    "Immunization", "Practitioner", "DiagnosticReport"};
+	static const char *const types[] = {"Patient",         "Observation",  "Encounter",
+					    "Condition",       "Immunization", "Practitioner",
+					    "DiagnosticReport"};
 	static const char *const unsupported_expected[] = {"Patient:deceased", "Patient:_text",
 							   "Patient:_content"};
 	size_t total = 0, ok = 0;
@@ -421,20 +445,21 @@ test_supported(void **state)
 		size_t n = fhir_meta_searchparams(slice_cstr(types[t]), &list);
 
 		for (size_t i = 0; i < n; i++) {
-			if (list[i]->type == FHIR_SP_COMPOSITE || list[i]->type == FHIR_SP_SPECIAL ||
-			    list[i]->expression[0] == '\0')
+			if (list[i]->type == FHIR_SP_COMPOSITE ||
+			    list[i]->type == FHIR_SP_SPECIAL || list[i]->expression[0] == '\0')
 				continue;
 			total++;
 			if (fhir_search_param_is_supported(list[i]))
 				ok++;
 			else
-				print_message("# unsupported: %s:%s (%s)\n", types[t], list[i]->code,
-					      list[i]->expression);
+				print_message("# unsupported: %s:%s (%s)\n", types[t],
+					      list[i]->code, list[i]->expression);
 		}
 	}
 	print_message("# supported %zu of %zu parameters with an expression\n", ok, total);
 	assert_true(ok * 10 >= total * 9);
-	for (size_t i = 0; i < sizeof(unsupported_expected) / sizeof(unsupported_expected[0]); i++) {
+	for (size_t i = 0; i < sizeof(unsupported_expected) / sizeof(unsupported_expected[0]);
+	     i++) {
 		const char *colon = strchr(unsupported_expected[i], ':');
 		const fhir_searchparam_t *sp = fhir_meta_searchparam(
 		    slice_make(unsupported_expected[i], (size_t)(colon - unsupported_expected[i])),
@@ -443,9 +468,10 @@ test_supported(void **state)
 		assert_non_null(sp);
 		assert_false(fhir_search_param_is_supported(sp));
 	}
-	assert_true(fhir_search_param_is_supported(fhir_meta_searchparam(S("Patient"), S("email"))));
 	assert_true(
-	    fhir_search_param_is_supported(fhir_meta_searchparam(S("Observation"), S("value-string"))));
+	    fhir_search_param_is_supported(fhir_meta_searchparam(S("Patient"), S("email"))));
+	assert_true(fhir_search_param_is_supported(
+	    fhir_meta_searchparam(S("Observation"), S("value-string"))));
 	assert_true(fhir_search_param_is_supported(fhir_meta_searchparam(S("Patient"), S("_id"))));
 }
 
@@ -453,10 +479,14 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_patient),	    cmocka_unit_test(test_truncation),
-	    cmocka_unit_test(test_observation),	    cmocka_unit_test(test_encounter_condition_immunization),
-	    cmocka_unit_test(test_date_precision),  cmocka_unit_test(test_number_order),
-	    cmocka_unit_test(test_string_norm),	    cmocka_unit_test(test_param_parse),
+	    cmocka_unit_test(test_patient),
+	    cmocka_unit_test(test_truncation),
+	    cmocka_unit_test(test_observation),
+	    cmocka_unit_test(test_encounter_condition_immunization),
+	    cmocka_unit_test(test_date_precision),
+	    cmocka_unit_test(test_number_order),
+	    cmocka_unit_test(test_string_norm),
+	    cmocka_unit_test(test_param_parse),
 	    cmocka_unit_test(test_supported),
 	};
 

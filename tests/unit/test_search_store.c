@@ -84,11 +84,13 @@ setup(void **state)
 
 		if (i != 7)
 			snprintf(bd, sizeof(bd), ",\"birthDate\":\"%d-01-15\"", 1950 + i);
-		snprintf(json, sizeof(json),
-			 "{\"resourceType\":\"Patient\",\"id\":\"p%02d\",\"meta\":{\"lastUpdated\":"
-			 "\"2024-05-%02dT00:00:00Z\"},\"identifier\":[{\"system\":\"urn:mrn\",\"value\":"
-			 "\"MRN%d\"}],\"name\":[{\"family\":\"%s\",\"given\":[\"G%d\"]}],\"gender\":\"%s\"%s}",
-			 i, i + 1, i, family_of(i), i, i % 2 == 0 ? "male" : "female", bd);
+		snprintf(
+		    json, sizeof(json),
+		    "{\"resourceType\":\"Patient\",\"id\":\"p%02d\",\"meta\":{\"lastUpdated\":"
+		    "\"2024-05-%02dT00:00:00Z\"},\"identifier\":[{\"system\":\"urn:mrn\",\"value\":"
+		    "\"MRN%d\"}],\"name\":[{\"family\":\"%s\",\"given\":[\"G%d\"]}],\"gender\":\"%"
+		    "s\"%s}",
+		    i, i + 1, i, family_of(i), i, i % 2 == 0 ? "male" : "female", bd);
 		put(t, json);
 	}
 	for (int i = 0; i < 25; i++) {
@@ -99,15 +101,17 @@ setup(void **state)
 		else
 			snprintf(eff, sizeof(eff), "2024-04");
 		if (i < 5)
-			snprintf(enc, sizeof(enc), ",\"encounter\":{\"reference\":\"Encounter/e%d\"}", i);
+			snprintf(enc, sizeof(enc),
+				 ",\"encounter\":{\"reference\":\"Encounter/e%d\"}", i);
 		snprintf(json, sizeof(json),
 			 "{\"resourceType\":\"Observation\",\"id\":\"o%02d\",\"status\":\"final\","
 			 "\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"%s\","
 			 "\"display\":\"%s\"}]},\"subject\":{\"reference\":\"Patient/p%02d\"}%s,"
-			 "\"effectiveDateTime\":\"%s\",\"valueQuantity\":{\"value\":%d,\"unit\":\"/min\","
+			 "\"effectiveDateTime\":\"%s\",\"valueQuantity\":{\"value\":%d,\"unit\":\"/"
+			 "min\","
 			 "\"system\":\"http://unitsofmeasure.org\",\"code\":\"/min\"}}",
-			 i, i < 15 ? "8867-4" : "2339-0", i < 15 ? "Heart rate" : "Glucose [Mass/volume]",
-			 i % 5, enc, eff, 60 + i);
+			 i, i < 15 ? "8867-4" : "2339-0",
+			 i < 15 ? "Heart rate" : "Glucose [Mass/volume]", i % 5, enc, eff, 60 + i);
 		put(t, json);
 	}
 	for (int i = 0; i < 5; i++) {
@@ -121,13 +125,15 @@ setup(void **state)
 	/* Two practitioners whose long names share the indexed (truncated) prefix. */
 	memset(longname, 'a', 600);
 	longname[600] = '\0';
-	snprintf(json, sizeof(json),
-		 "{\"resourceType\":\"Practitioner\",\"id\":\"pr1\",\"name\":[{\"family\":\"%sX\"}]}",
-		 longname);
+	snprintf(
+	    json, sizeof(json),
+	    "{\"resourceType\":\"Practitioner\",\"id\":\"pr1\",\"name\":[{\"family\":\"%sX\"}]}",
+	    longname);
 	put(t, json);
-	snprintf(json, sizeof(json),
-		 "{\"resourceType\":\"Practitioner\",\"id\":\"pr2\",\"name\":[{\"family\":\"%sY\"}]}",
-		 longname);
+	snprintf(
+	    json, sizeof(json),
+	    "{\"resourceType\":\"Practitioner\",\"id\":\"pr2\",\"name\":[{\"family\":\"%sY\"}]}",
+	    longname);
 	put(t, json);
 	if (store_txn_commit(t) != 0)
 		return -1;
@@ -212,7 +218,8 @@ static void
 test_token(void **state)
 {
 	(void)state;
-	assert_string_equal(run("Patient", "gender=male"), "p00,p02,p04,p06,p08,p10,p12,p14,p16,p18");
+	assert_string_equal(run("Patient", "gender=male"),
+			    "p00,p02,p04,p06,p08,p10,p12,p14,p16,p18");
 	assert_string_equal(run("Patient", "identifier=urn:mrn|MRN4"), "p04");
 	assert_string_equal(run("Patient", "identifier=MRN4"), "p04");
 	assert_string_equal(run("Patient", "identifier=other|MRN4"), "");
@@ -237,7 +244,8 @@ test_string(void **state)
 	assert_string_equal(run("Patient", "family:exact=smith"), "");
 	assert_string_equal(run("Patient", "family:contains=ULL"), "p05");
 	assert_string_equal(run("Patient", "family=muller"), "p05");
-	assert_string_equal(run("Patient", "name=g1"), "p01,p10,p11,p12,p13,p14,p15,p16,p17,p18,p19");
+	assert_string_equal(run("Patient", "name=g1"),
+			    "p01,p10,p11,p12,p13,p14,p15,p16,p17,p18,p19");
 	/* truncated index values are re-checked against the resource */
 	{
 		char q[800] = "family:exact=";
@@ -307,8 +315,9 @@ test_quantity(void **state)
 {
 	(void)state;
 	assert_string_equal(run("Observation", "value-quantity=gt80"), "o21,o22,o23,o24");
-	assert_string_equal(run("Observation", "value-quantity=le62|http://unitsofmeasure.org|/min"),
-			    "o00,o01,o02");
+	assert_string_equal(
+	    run("Observation", "value-quantity=le62|http://unitsofmeasure.org|/min"),
+	    "o00,o01,o02");
 	assert_string_equal(run("Observation", "value-quantity=lt62||/min"), "o00,o01");
 	assert_string_equal(run("Observation", "value-quantity=le62|other|/min"), "");
 	assert_string_equal(run("Observation", "value-quantity=70"), "o10");
@@ -342,7 +351,8 @@ test_sort_and_paging(void **state)
 		char *copy = strdup(out), *tok, *save = NULL;
 
 		pages++;
-		for (tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+		for (tok = strtok_r(copy, ",", &save); tok != NULL;
+		     tok = strtok_r(NULL, ",", &save)) {
 			int i = atoi(tok + 1);
 
 			assert_int_equal(seen[i], 0);
@@ -378,7 +388,8 @@ test_include(void **state)
 	assert_int_equal(g_res.nmatches, 2);
 	assert_string_equal(run("Observation", "_id=o01&_include=Observation:*"),
 			    "o01 +Encounter/e1 +Patient/p01");
-	assert_string_equal(run("Observation", "_id=o01&_include=Observation:subject:Group"), "o01");
+	assert_string_equal(run("Observation", "_id=o01&_include=Observation:subject:Group"),
+			    "o01");
 	assert_string_equal(run("Patient", "_id=p02&_revinclude=Observation:subject"),
 			    "p02 +Observation/o02 +Observation/o07 +Observation/o12 "
 			    "+Observation/o17 +Observation/o22");
@@ -409,14 +420,121 @@ test_unknown_total_system(void **state)
 	assert_string_equal(run_opts("", "gender=male", &strict), "ERR");
 }
 
+/* One value per token form and one id per reference form, on the single-entry encodings. */
+static void
+test_token_reference_forms(void **state)
+{
+	(void)state;
+	assert_string_equal(run("Patient", "identifier=urn:mrn|"),
+			    "p00,p01,p02,p03,p04,p05,p06,p07,"
+			    "p08,p09,p10,p11,p12,p13,p14,"
+			    "p15,p16,p17,p18,p19");
+	assert_string_equal(run("Patient", "identifier=urn:mr|"), "");
+	assert_string_equal(run("Patient", "identifier=|MRN4"), "");
+	assert_string_equal(run("Patient", "identifier=MRN1"), "p01");
+	assert_string_equal(run("Patient", "gender=|female&_count=3"), "p01,p03,p05");
+	assert_string_equal(run("Observation", "code=|8867-4"), "");
+	assert_string_equal(run("Observation", "code=http://loinc.org|&code:not=8867-4&_count=2"),
+			    "o15,o16");
+	assert_string_equal(run("Observation", "code=http://loinc.org|886"), "");
+	assert_string_equal(run("Observation", "encounter=e1"), "o01");
+	assert_string_equal(run("Observation", "encounter=Encounter/e1"), "o01");
+	assert_string_equal(run("Observation", "encounter=Patient/e1"), "");
+	assert_string_equal(run("Observation", "encounter:Encounter=e2"), "o02");
+	assert_string_equal(run("Observation", "encounter=e"), "");
+}
+
+/* x AND y for comma-separated id lists: the ids of x that are in y. */
+static void
+ids_and_str(const char *x, const char *y, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	out[0] = '\0';
+	while (*x != '\0') {
+		size_t l = strcspn(x, ",");
+		const char *f = y;
+
+		while (*f != '\0') {
+			size_t m = strcspn(f, ",");
+
+			if (m == l && memcmp(f, x, l) == 0) {
+				o += (size_t)snprintf(out + o, cap - o, "%s%.*s", o ? "," : "",
+						      (int)l, x);
+				break;
+			}
+			f += m + (f[m] == ',');
+		}
+		x += l + (x[l] == ',');
+	}
+}
+
+/* With a small first match set the other parameters are checked per candidate; the result
+ * must be what intersecting each parameter's own (index) match set gives. */
+static void
+test_candidates_match_index(void **state)
+{
+	static const char *const first[] = {"Observation", "subject=Patient/p01,Patient/p02,p03",
+					    "Patient", "gender=male"};
+	static const char *const second[][2] = {
+	    {"Observation", "code=8867-4"},
+	    {"Observation", "code=http://loinc.org|2339-0"},
+	    {"Observation", "code=http://loinc.org|"},
+	    {"Observation", "code:not=2339-0"},
+	    {"Observation", "code:text=glucose"},
+	    {"Observation", "encounter:missing=true"},
+	    {"Observation", "encounter:missing=false"},
+	    {"Observation", "encounter=e1,Encounter/e2"},
+	    {"Observation", "date=ge2024-03-10"},
+	    {"Observation", "date=lt2024-03-10"},
+	    {"Observation", "date=eb2024-04"},
+	    {"Observation", "date=sa2024-03-05"},
+	    {"Observation", "value-quantity=gt70"},
+	    {"Observation", "value-quantity=ge70|http://unitsofmeasure.org|/min"},
+	    {"Observation", "subject.family=jones"},
+	    {"Patient", "family:exact=Smith"},
+	    {"Patient", "family:exact=smith"},
+	    {"Patient", "family=smi"},
+	    {"Patient", "family:contains=ith"},
+	    {"Patient", "birthdate=ge1960"},
+	    {"Patient", "birthdate:missing=false"},
+	    {"Patient", "identifier=urn:mrn|MRN4,MRN6"},
+	    {"Patient", "_lastUpdated=le2024-05-10"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(second) / sizeof(second[0]); i++) {
+		const char *type = second[i][0];
+		const char *f = strcmp(type, first[0]) == 0 ? first[1] : first[3];
+		char a[8192], b[8192], want[8192], q[512];
+
+		snprintf(q, sizeof(q), "%s&_count=1000", f);
+		snprintf(a, sizeof(a), "%s", run(type, q));
+		snprintf(q, sizeof(q), "%s&_count=1000", second[i][1]);
+		snprintf(b, sizeof(b), "%s", run(type, q));
+		ids_and_str(a, b, want, sizeof(want));
+		/* both orders: the evaluation order is the search's own choice */
+		snprintf(q, sizeof(q), "%s&%s&_count=1000", f, second[i][1]);
+		assert_string_equal(run(type, q), want);
+		snprintf(q, sizeof(q), "%s&%s&_count=1000", second[i][1], f);
+		assert_string_equal(run(type, q), want);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_token),	  cmocka_unit_test(test_string),
-	    cmocka_unit_test(test_date),	  cmocka_unit_test(test_reference_chain),
-	    cmocka_unit_test(test_quantity),	  cmocka_unit_test(test_sort_and_paging),
-	    cmocka_unit_test(test_include),	  cmocka_unit_test(test_unknown_total_system),
+	    cmocka_unit_test(test_token),
+	    cmocka_unit_test(test_string),
+	    cmocka_unit_test(test_date),
+	    cmocka_unit_test(test_reference_chain),
+	    cmocka_unit_test(test_quantity),
+	    cmocka_unit_test(test_sort_and_paging),
+	    cmocka_unit_test(test_include),
+	    cmocka_unit_test(test_unknown_total_system),
+	    cmocka_unit_test(test_token_reference_forms),
+	    cmocka_unit_test(test_candidates_match_index),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
