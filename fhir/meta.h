@@ -41,8 +41,8 @@ struct fhir_type {
 	const char *name;
 	fhir_type_kind_t kind;
 	fhir_json_form_t json_form; /* primitives */
-	const char *pattern;        /* primitives: the regular expression of the R4 JSON schema, or NULL */
-	const fhir_elem_t *elems;   /* in R4 element order (XML order) */
+	const char *pattern; /* primitives: the regular expression of the R4 JSON schema, or NULL */
+	const fhir_elem_t *elems; /* in R4 element order (XML order) */
 	size_t nelems;
 };
 
@@ -77,11 +77,12 @@ typedef enum {
 } fhir_sp_type_t;
 
 typedef struct {
-	const char *code;       /* "birthdate" */
-	const char *resource;   /* the base this entry is for ("Patient"); one entry per base */
+	const char *code;     /* "birthdate" */
+	const char *resource; /* the base this entry is for ("Patient"); one entry per base */
 	fhir_sp_type_t type;
 	const char *expression; /* the FHIRPath expression, restricted to this base's part */
-	const char *targets;    /* reference targets, space separated ("" when any / not a reference) */
+	const char
+	    *targets; /* reference targets, space separated ("" when any / not a reference) */
 	const char *url;
 } fhir_searchparam_t;
 

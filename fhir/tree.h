@@ -84,7 +84,7 @@ bool fhir_node_prune(fhir_node_t *n);
 /* "resourceType" of a resource object, empty when absent. */
 slice_t fhir_resource_type(const fhir_node_t *res);
 
-#define FHIR_ARRAY_FOREACH(arr, i, item)                                                           \
+#define FHIR_ARRAY_FOREACH(arr, i, item) \
 	for ((i) = 0; (i) < fhir_array_len(arr) && (((item) = fhir_array_at((arr), (i))), 1); (i)++)
 
 #endif

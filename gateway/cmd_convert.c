@@ -75,8 +75,8 @@ print_warnings(const map_result_t *r)
 
 /* Converts one message and prints its Bundle; returns 0 or 1 (failed). */
 static int
-convert_one(const map_set_t *set, const map_options_t *opt, const char *name, slice_t msg,
-	    bool xml, bool explain)
+convert_one(const map_set_t *set, const map_options_t *opt, const char *name, slice_t msg, bool xml,
+	    bool explain)
 {
 	arena_t *a = arena_new(0);
 	hl7_limits_t lim;
@@ -132,22 +132,23 @@ convert_one(const map_set_t *set, const map_options_t *opt, const char *name, sl
 static void
 convert_usage(FILE *f)
 {
-	fprintf(f, "usage: fhirgate convert [--format json|xml] [--explain] FILE|-...\n\n"
-		   "Converts HL7 v2 messages (a file may hold several, or FHS/BHS batches) with the\n"
-		   "mappings of the config (mappings.dir, mappings.site_dir) and prints one FHIR\n"
-		   "transaction Bundle per message. --explain then lists which mapping line made each\n"
-		   "element and every source field with a value that no line used. Warnings (values a\n"
-		   "mapping could not use) go to stderr. Exit status 1 when a message fails.\n");
+	fprintf(
+	    f, "usage: fhirgate convert [--format json|xml] [--explain] FILE|-...\n\n"
+	       "Converts HL7 v2 messages (a file may hold several, or FHS/BHS batches) with the\n"
+	       "mappings of the config (mappings.dir, mappings.site_dir) and prints one FHIR\n"
+	       "transaction Bundle per message. --explain then lists which mapping line made each\n"
+	       "element and every source field with a value that no line used. Warnings (values a\n"
+	       "mapping could not use) go to stderr. Exit status 1 when a message fails.\n");
 }
 
 int
 cmd_convert(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"format", required_argument, NULL, 'f'},
-		{"explain", no_argument, NULL, 'e'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"format", required_argument, NULL, 'f'},
+	    {"explain", no_argument, NULL, 'e'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	bool xml = false, explain = false;
 	config_t cfg;
@@ -184,8 +185,9 @@ cmd_convert(int argc, char **argv)
 		}
 	}
 	if (maps_open(&cfg, &maps) < 0) {
-		fprintf(stderr, "fhirgate convert: the mappings in %s do not load "
-				"(`fhirgate mappings check` lists every problem)\n",
+		fprintf(stderr,
+			"fhirgate convert: the mappings in %s do not load "
+			"(`fhirgate mappings check` lists every problem)\n",
 			cfg.mappings_dir);
 		config_free(&cfg);
 		return 2;
@@ -202,12 +204,14 @@ cmd_convert(int argc, char **argv)
 
 		if (read_input(path, &in) < 0) {
 			failed = 1;
-		} else if (hl7_batch_split(a, in.data ? in.data : "", in.len, &msgs, &n, &err) < 0) {
+		} else if (hl7_batch_split(a, in.data ? in.data : "", in.len, &msgs, &n, &err) <
+			   0) {
 			fprintf(stderr, "%s: %s\n", path, err.text);
 			failed = 1;
 		} else {
 			for (size_t k = 0; k < n; k++) {
-				char *name = n > 1 ? xasprintf("%s#%zu", path, k + 1) : xstrdup(path);
+				char *name =
+				    n > 1 ? xasprintf("%s#%zu", path, k + 1) : xstrdup(path);
 
 				failed |= convert_one(set, &opt, name, msgs[k], xml, explain);
 				free(name);
@@ -227,11 +231,12 @@ cmd_convert(int argc, char **argv)
 static void
 mappings_usage(FILE *f)
 {
-	fprintf(f, "usage: fhirgate mappings check [DIR [SITE_DIR]]\n\n"
-		   "Loads every mapping file (default: mappings.dir and mappings.site_dir of the\n"
-		   "config) and reports `file:line:col: problem` for syntax errors, unknown fields,\n"
-		   "unknown target paths, unknown datatype and vocabulary maps and unreachable\n"
-		   "lines. Exit status 1 when there is any error (warnings alone: 0).\n");
+	fprintf(f,
+		"usage: fhirgate mappings check [DIR [SITE_DIR]]\n\n"
+		"Loads every mapping file (default: mappings.dir and mappings.site_dir of the\n"
+		"config) and reports `file:line:col: problem` for syntax errors, unknown fields,\n"
+		"unknown target paths, unknown datatype and vocabulary maps and unreachable\n"
+		"lines. Exit status 1 when there is any error (warnings alone: 0).\n");
 }
 
 int
@@ -245,7 +250,8 @@ cmd_mappings(int argc, char **argv)
 	if (cli_config_load(&argc, argv, &cfg) < 0)
 		return 2;
 	if (argc < 2 || strcmp(argv[1], "check") != 0 || argc > 4) {
-		bool help = argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
+		bool help =
+		    argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
 
 		mappings_usage(help ? stdout : stderr);
 		config_free(&cfg);

@@ -30,7 +30,7 @@ enum {
 	ARG_ONE_SEQ = 1 << 5, /* exactly one SEQ */
 	ARG_REF = 1 << 7,     /* exactly one TYPE/ID */
 	OPT_HISTORY = 1 << 8,
-	ARG_SEQS = 1 << 6,    /* SEQ... (or --all) */
+	ARG_SEQS = 1 << 6, /* SEQ... (or --all) */
 };
 
 typedef struct {
@@ -338,11 +338,13 @@ replay_one(store_txn_t *t, arena_t *ar, const ingest_opts_t *opt, uint64_t seq, 
 	if (rc == 0) {
 		buf_printf(out, "%" PRIu64 " replayed: AA (%zu resources)\n", seq, c.nres);
 	} else if (rc == 1 && d.stage == INGEST_STAGE_FRAME) {
-		buf_printf(out, "%" PRIu64 " still failing: frame: an oversize frame kept only its "
-			   "head; the sender must send the message again\n", seq);
+		buf_printf(out,
+			   "%" PRIu64 " still failing: frame: an oversize frame kept only its "
+			   "head; the sender must send the message again\n",
+			   seq);
 	} else if (rc == 1) {
-		buf_printf(out, "%" PRIu64 " still failing: %s %d ", seq, ingest_stage_name(c.stage),
-			   c.err.code);
+		buf_printf(out, "%" PRIu64 " still failing: %s %d ", seq,
+			   ingest_stage_name(c.stage), c.err.code);
 		for (const char *p = c.err.text; *p != '\0'; p++)
 			buf_append_byte(out, (unsigned char)*p < 0x20 ? '?' : *p);
 		buf_append_byte(out, '\n');
@@ -354,9 +356,9 @@ replay_one(store_txn_t *t, arena_t *ar, const ingest_opts_t *opt, uint64_t seq, 
 static int
 run_replay(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 {
-	ingest_opts_t opt = {.limits = {cfg->hl7_max_message_bytes, cfg->hl7_max_segments,
-					cfg->hl7_max_field_bytes},
-			     .accept_unmapped = false};
+	ingest_opts_t opt = {
+	    .limits = {cfg->hl7_max_message_bytes, cfg->hl7_max_segments, cfg->hl7_max_field_bytes},
+	    .accept_unmapped = false};
 	seq_list_t all = {NULL, 0, 0};
 	const uint64_t *seqs = a->seqs;
 	size_t n = a->nseqs, failing = 0;

@@ -1,12 +1,13 @@
 /* Ingest rules: check a raw HL7 v2 message and record it (dedupe, message log, dead letters). */
 #include "config.h"
 
+#include "gateway/ingest.h"
+
 #include <stdio.h>
 #include <string.h>
 
 #include "fhir/json.h"
 #include "fhir/search.h"
-#include "gateway/ingest.h"
 #include "lib/buf.h"
 #include "lib/err.h"
 #include "lib/hash.h"
@@ -139,8 +140,7 @@ convert(arena_t *a, const ingest_opts_t *opt, ingest_check_t *out)
 }
 
 void
-ingest_check(arena_t *a, const char *raw, size_t len, const ingest_opts_t *opt,
-	     ingest_check_t *out)
+ingest_check(arena_t *a, const char *raw, size_t len, const ingest_opts_t *opt, ingest_check_t *out)
 {
 	int rc;
 

@@ -40,16 +40,16 @@ typedef struct {
 } ingest_res_t;
 
 typedef struct {
-	hl7_msg_t *msg;        /* arena; NULL when no MSH could be read */
-	hl7_ack_code_t code;   /* HL7_ACK_AA, HL7_ACK_AE or HL7_ACK_AR */
-	ingest_stage_t stage;  /* where it failed; INGEST_STAGE_NONE when it did not */
-	bool dead;             /* record a dead letter (a failure, or an accepted unmapped message) */
-	hl7_error_t err;       /* valid when dead */
-	slice_t key;           /* arena; dedupe key (sender + MSH-10), empty without MSH-10 */
-	uint64_t content_hash; /* of the raw bytes */
-	uint32_t map_version;  /* low bits of the mapping set's version, for the dead letter */
+	hl7_msg_t *msg;       /* arena; NULL when no MSH could be read */
+	hl7_ack_code_t code;  /* HL7_ACK_AA, HL7_ACK_AE or HL7_ACK_AR */
+	ingest_stage_t stage; /* where it failed; INGEST_STAGE_NONE when it did not */
+	bool dead;       /* record a dead letter (a failure, or an accepted unmapped message) */
+	hl7_error_t err; /* valid when dead */
+	slice_t key;     /* arena; dedupe key (sender + MSH-10), empty without MSH-10 */
+	uint64_t content_hash;    /* of the raw bytes */
+	uint32_t map_version;     /* low bits of the mapping set's version, for the dead letter */
 	const map_result_t *conv; /* the conversion (NULL when none was tried) */
-	ingest_res_t *res;     /* arena: the resources to store with the message */
+	ingest_res_t *res;        /* arena: the resources to store with the message */
 	size_t nres;
 } ingest_check_t;
 

@@ -1,7 +1,10 @@
 /* The mappings in force: reference-counted sets, swapped on reload. */
 #include "config.h"
 
+#include "gateway/maps.h"
+
 #include <sys/stat.h>
+
 #include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -9,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/maps.h"
 #include "lib/err.h"
 #include "lib/hash.h"
 #include "lib/log.h"
@@ -49,7 +51,8 @@ maps_options(const config_t *cfg, map_options_t *opt)
 
 	memset(opt, 0, sizeof(*opt));
 	if (tz != NULL && tz[0] != '\0') {
-		int mins = ((tz[1] - '0') * 10 + (tz[2] - '0')) * 60 + (tz[3] - '0') * 10 + (tz[4] - '0');
+		int mins =
+		    ((tz[1] - '0') * 10 + (tz[2] - '0')) * 60 + (tz[3] - '0') * 10 + (tz[4] - '0');
 
 		opt->tz_set = true;
 		opt->tz_minutes = tz[0] == '-' ? -mins : mins;

@@ -34,8 +34,7 @@ str_node(arena_t *a, const char *s)
 	return fhir_string_new(a, slice_cstr(s));
 }
 
-static char *
-arena_printf(arena_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *arena_printf(arena_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static char *
 arena_printf(arena_t *a, const char *fmt, ...)
@@ -207,8 +206,9 @@ rest_send(rest_ctx_t *c, int status, const fhir_node_t *res, const http_field_t 
 	if (res != NULL && !xml)
 		fhir_json_write(res, c->pretty, &body);
 	if (res != NULL)
-		f[n++] = (http_field_t){"Content-Type", xml ? "application/fhir+xml;charset=utf-8"
-							    : "application/fhir+json;charset=utf-8"};
+		f[n++] =
+		    (http_field_t){"Content-Type", xml ? "application/fhir+xml;charset=utf-8"
+						       : "application/fhir+json;charset=utf-8"};
 	for (size_t i = 0; extra != NULL && extra[i].name != NULL && n < 15; i++)
 		f[n++] = extra[i];
 	f[n] = (http_field_t){NULL, NULL};
@@ -220,12 +220,22 @@ static const char *
 code_of_status(int status)
 {
 	switch (status) {
-	case 404: case 410: return "not-found";
-	case 405: case 406: case 415: return "not-supported";
-	case 409: case 412: return "conflict";
-	case 422: return "processing";
-	case 400: return "invalid";
-	default: return "exception";
+	case 404:
+	case 410:
+		return "not-found";
+	case 405:
+	case 406:
+	case 415:
+		return "not-supported";
+	case 409:
+	case 412:
+		return "conflict";
+	case 422:
+		return "processing";
+	case 400:
+		return "invalid";
+	default:
+		return "exception";
 	}
 }
 
@@ -292,11 +302,31 @@ rest_res_load(arena_t *a, const store_res_t *r)
 static bool
 is_summary_elem(const fhir_type_t *t, slice_t key)
 {
-	static const char *const keep[] = {"id", "meta", "implicitRules", "identifier", "status",
-					   "active", "name", "code", "subject", "patient", "gender",
-					   "birthDate", "type", "category", "date", "effectiveDateTime",
-					   "effectivePeriod", "issued", "intent", "title", "url",
-					   "version", "period", "encounter", NULL};
+	static const char *const keep[] = {"id",
+					   "meta",
+					   "implicitRules",
+					   "identifier",
+					   "status",
+					   "active",
+					   "name",
+					   "code",
+					   "subject",
+					   "patient",
+					   "gender",
+					   "birthDate",
+					   "type",
+					   "category",
+					   "date",
+					   "effectiveDateTime",
+					   "effectivePeriod",
+					   "issued",
+					   "intent",
+					   "title",
+					   "url",
+					   "version",
+					   "period",
+					   "encounter",
+					   NULL};
 	const fhir_elem_t *e;
 
 	for (size_t i = 0; keep[i] != NULL; i++)
@@ -353,7 +383,8 @@ rest_res_shape(rest_ctx_t *c, fhir_node_t *res)
 		else
 			keep = in_elements(c->elements, k);
 		if (keep)
-			fhir_object_set(c->a, out, k, fhir_node_clone(c->a, fhir_object_value_at(res, i)));
+			fhir_object_set(c->a, out, k,
+					fhir_node_clone(c->a, fhir_object_value_at(res, i)));
 	}
 	if (c->summary == REST_SUMMARY_DATA)
 		return out;
@@ -369,8 +400,9 @@ rest_res_shape(rest_ctx_t *c, fhir_node_t *res)
 		fhir_object_set_cstr(c->a, meta, "tag", tags);
 	}
 	tag = fhir_object_new(c->a);
-	fhir_object_set_cstr(c->a, tag, "system",
-			     str_node(c->a, "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"));
+	fhir_object_set_cstr(
+	    c->a, tag, "system",
+	    str_node(c->a, "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"));
 	fhir_object_set_cstr(c->a, tag, "code", str_node(c->a, "SUBSETTED"));
 	fhir_array_append(c->a, tags, tag);
 	return out;
@@ -412,8 +444,8 @@ format_of(slice_t mt, bool wildcards)
 	    slice_eq_nocase(mt, SLICE_LIT("xml")) || slice_eq_nocase(mt, SLICE_LIT("text/xml")) ||
 	    slice_eq_nocase(mt, SLICE_LIT("application/xml+fhir")))
 		return 1;
-	if (wildcards && (slice_eq(mt, SLICE_LIT("*/*")) ||
-			  slice_eq_nocase(mt, SLICE_LIT("application/*"))))
+	if (wildcards &&
+	    (slice_eq(mt, SLICE_LIT("*/*")) || slice_eq_nocase(mt, SLICE_LIT("application/*"))))
 		return 0;
 	return -1;
 }
@@ -440,7 +472,8 @@ accept_pick(slice_t accept)
 			;
 		params = slice_make(item.ptr + semi, item.len - semi);
 		for (size_t k = 0; k + 2 < params.len; k++)
-			if ((params.ptr[k] == 'q' || params.ptr[k] == 'Q') && params.ptr[k + 1] == '=') {
+			if ((params.ptr[k] == 'q' || params.ptr[k] == 'Q') &&
+			    params.ptr[k + 1] == '=') {
 				char tmp[8] = {0};
 
 				memcpy(tmp, params.ptr + k + 2,
@@ -469,11 +502,11 @@ rest_read_result(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, uint32
 
 	*res = NULL;
 	if (rc == -FG_ENOTFOUND) {
-		msg = version != 0 ? arena_printf(c->a, "version %u of %.*s/%.*s is not known",
-						  version, (int)type.len, type.ptr, (int)id.len,
-						  id.ptr)
-				   : arena_printf(c->a, "%.*s/%.*s is not known", (int)type.len,
-						  type.ptr, (int)id.len, id.ptr);
+		msg = version != 0
+			  ? arena_printf(c->a, "version %u of %.*s/%.*s is not known", version,
+					 (int)type.len, type.ptr, (int)id.len, id.ptr)
+			  : arena_printf(c->a, "%.*s/%.*s is not known", (int)type.len, type.ptr,
+					 (int)id.len, id.ptr);
 		*outcome = rest_outcome(c->a, "error", "not-found", msg);
 		return 404;
 	}
@@ -520,12 +553,13 @@ do_read(rest_ctx_t *c, slice_t type, slice_t id, uint32_t version)
 	}
 	etag = rest_etag(c->a, ver);
 	{
-		http_field_t f[] = {{"ETag", etag},
-				    {"Last-Modified", rest_http_date(c->a, lu)},
-				    {"Content-Location",
-				     arena_printf(c->a, "%s/%.*s/%.*s/_history/%u", c->base,
-						  (int)type.len, type.ptr, (int)id.len, id.ptr, ver)},
-				    {NULL, NULL}};
+		http_field_t f[] = {
+		    {"ETag", etag},
+		    {"Last-Modified", rest_http_date(c->a, lu)},
+		    {"Content-Location",
+		     arena_printf(c->a, "%s/%.*s/%.*s/_history/%u", c->base, (int)type.len,
+				  type.ptr, (int)id.len, id.ptr, ver)},
+		    {NULL, NULL}};
 
 		inm = http_request_header(c->req, "If-None-Match");
 		ims = http_request_header(c->req, "If-Modified-Since");
@@ -574,8 +608,10 @@ hist_cb(void *ctx, const store_res_t *r)
 		return 1;
 	}
 	e = fhir_object_new(a);
-	url = arena_printf(a, "%.*s/%.*s", (int)r->type.len, r->type.ptr, (int)r->id.len, r->id.ptr);
-	fhir_object_set_cstr(a, e, "fullUrl", str_node(a, arena_printf(a, "%s/%s", h->c->base, url)));
+	url =
+	    arena_printf(a, "%.*s/%.*s", (int)r->type.len, r->type.ptr, (int)r->id.len, r->id.ptr);
+	fhir_object_set_cstr(a, e, "fullUrl",
+			     str_node(a, arena_printf(a, "%s/%s", h->c->base, url)));
 	if (!r->deleted) {
 		res = rest_res_load(a, r);
 		if (res != NULL)
@@ -583,15 +619,20 @@ hist_cb(void *ctx, const store_res_t *r)
 	}
 	req = fhir_object_new(a);
 	fhir_object_set_cstr(a, req, "method",
-			     str_node(a, r->deleted ? "DELETE" : r->version == 1 ? "POST" : "PUT"));
-	fhir_object_set_cstr(a, req, "url",
-			     str_node(a, r->version == 1 && !r->deleted
-					     ? arena_printf(a, "%.*s", (int)r->type.len, r->type.ptr)
-					     : url));
+			     str_node(a, r->deleted        ? "DELETE"
+					 : r->version == 1 ? "POST"
+							   : "PUT"));
+	fhir_object_set_cstr(
+	    a, req, "url",
+	    str_node(a, r->version == 1 && !r->deleted
+			    ? arena_printf(a, "%.*s", (int)r->type.len, r->type.ptr)
+			    : url));
 	fhir_object_set_cstr(a, e, "request", req);
 	resp = fhir_object_new(a);
 	fhir_object_set_cstr(a, resp, "status",
-			     str_node(a, r->deleted ? "204" : r->version == 1 ? "201" : "200"));
+			     str_node(a, r->deleted        ? "204"
+					 : r->version == 1 ? "201"
+							   : "200"));
 	fhir_object_set_cstr(a, resp, "etag", str_node(a, rest_etag(a, r->version)));
 	{
 		char ts[40];
@@ -755,12 +796,14 @@ search_entry(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, const char
 	store_res_t r;
 	fhir_node_t *e, *res, *s;
 
-	if (store_res_get(t, type, id, &r) < 0 || r.deleted || (res = rest_res_load(c->a, &r)) == NULL)
+	if (store_res_get(t, type, id, &r) < 0 || r.deleted ||
+	    (res = rest_res_load(c->a, &r)) == NULL)
 		return NULL;
 	e = fhir_object_new(c->a);
-	fhir_object_set_cstr(c->a, e, "fullUrl",
-			     str_node(c->a, arena_printf(c->a, "%s/%.*s/%.*s", c->base, (int)type.len,
-							 type.ptr, (int)id.len, id.ptr)));
+	fhir_object_set_cstr(
+	    c->a, e, "fullUrl",
+	    str_node(c->a, arena_printf(c->a, "%s/%.*s/%.*s", c->base, (int)type.len, type.ptr,
+					(int)id.len, id.ptr)));
 	fhir_object_set_cstr(c->a, e, "resource", rest_res_shape(c, res));
 	s = fhir_object_new(c->a);
 	fhir_object_set_cstr(c->a, s, "mode", str_node(c->a, mode));
@@ -779,8 +822,8 @@ pct_encode(arena_t *a, slice_t v)
 	for (size_t i = 0; i < v.len; i++) {
 		unsigned char ch = (unsigned char)v.ptr[i];
 
-		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-		    ch == '-' || ch == '.' || ch == '_' || ch == '~')
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~')
 			buf_append_byte(&b, (char)ch);
 		else {
 			buf_append_byte(&b, '%');
@@ -798,8 +841,8 @@ static void
 do_search(rest_ctx_t *c, slice_t type, slice_t q)
 {
 	static const char *const drop[] = {"_format", "_pretty", NULL};
-	search_opts_t opts = {.strict = c->strict, .max_count = REST_COUNT_MAX,
-			      .default_count = REST_COUNT_DEFAULT};
+	search_opts_t opts = {
+	    .strict = c->strict, .max_count = REST_COUNT_MAX, .default_count = REST_COUNT_DEFAULT};
 	search_result_t *res = NULL;
 	fhir_node_t *oo = NULL, *b, *links, *entries;
 	store_txn_t *t;
@@ -848,9 +891,9 @@ do_search(rest_ctx_t *c, slice_t type, slice_t q)
 		 cur.ptr != NULL ? arena_printf(c->a, "%s&_cursor=%s", self, pct_encode(c->a, cur))
 				 : self);
 	if (res->has_next)
-		link_add(c, links, "next",
-			 arena_printf(c->a, "%s&_cursor=%s", self,
-				      pct_encode(c->a, res->next_cursor)));
+		link_add(
+		    c, links, "next",
+		    arena_printf(c->a, "%s&_cursor=%s", self, pct_encode(c->a, res->next_cursor)));
 	fhir_object_set_cstr(c->a, b, "link", links);
 	if (fhir_array_len(entries) > 0)
 		fhir_object_set_cstr(c->a, b, "entry", entries);
@@ -913,8 +956,8 @@ do_everything(rest_ctx_t *c, slice_t id)
 
 			if (!targets_patient(sps[k]))
 				continue;
-			q = arena_printf(c->a, "%s=Patient/%.*s&_count=%d", sps[k]->code, (int)id.len,
-					 id.ptr, REST_COUNT_MAX);
+			q = arena_printf(c->a, "%s=Patient/%.*s&_count=%d", sps[k]->code,
+					 (int)id.len, id.ptr, REST_COUNT_MAX);
 			if (search_run(t, c->a, tn, slice_cstr(q), &opts, &sr, &soo) < 0)
 				continue;
 			for (size_t h = 0; h < sr->nmatches && total < REST_BUNDLE_MAX; h++) {
@@ -922,13 +965,15 @@ do_everything(rest_ctx_t *c, slice_t id)
 
 				/* Several parameters can find the same resource of a type. */
 				for (size_t j = first; j < fhir_array_len(entries) && !dup; j++) {
-					fhir_node_t *r = fhir_object_get_cstr(fhir_array_at(entries, j),
-									      "resource");
+					fhir_node_t *r = fhir_object_get_cstr(
+					    fhir_array_at(entries, j), "resource");
 
-					dup = slice_eq(fhir_node_text(fhir_object_get_cstr(r, "id")),
-						       sr->hits[h].id);
+					dup =
+					    slice_eq(fhir_node_text(fhir_object_get_cstr(r, "id")),
+						     sr->hits[h].id);
 				}
-				if (!dup && (e = search_entry(c, t, tn, sr->hits[h].id, "match")) != NULL) {
+				if (!dup &&
+				    (e = search_entry(c, t, tn, sr->hits[h].id, "match")) != NULL) {
 					fhir_array_append(c->a, entries, e);
 					total++;
 				}
@@ -936,7 +981,8 @@ do_everything(rest_ctx_t *c, slice_t id)
 		}
 	}
 	store_txn_abort(t);
-	fhir_object_set_cstr(c->a, b, "total", fhir_int_new(c->a, (int64_t)fhir_array_len(entries)));
+	fhir_object_set_cstr(c->a, b, "total",
+			     fhir_int_new(c->a, (int64_t)fhir_array_len(entries)));
 	fhir_object_set_cstr(c->a, b, "entry", entries);
 	rest_send(c, 200, b, NULL);
 }
@@ -960,9 +1006,9 @@ interactions_add(arena_t *a, fhir_node_t *obj, const char *const *codes)
 static const char *
 sp_type_name(fhir_sp_type_t t)
 {
-	static const char *const names[] = {"number",    "date",     "string",
-					    "token",     "reference", "composite",
-					    "quantity",  "uri",      "special"};
+	static const char *const names[] = {"number",   "date",      "string",
+					    "token",    "reference", "composite",
+					    "quantity", "uri",       "special"};
 
 	return names[t];
 }
@@ -970,12 +1016,13 @@ sp_type_name(fhir_sp_type_t t)
 static fhir_node_t *
 capability_build(arena_t *a)
 {
-	static const char *const type_ia[] = {"read",   "vread",           "update",
-					      "patch",  "delete",          "history-instance",
-					      "history-type", "create",    "search-type", NULL};
+	static const char *const type_ia[] = {
+	    "read",         "vread",  "update",      "patch", "delete", "history-instance",
+	    "history-type", "create", "search-type", NULL};
 	static const char *const sys_ia[] = {"transaction", "batch", "history-system",
 					     "search-system", NULL};
-	fhir_node_t *cs = fhir_object_new(a), *rest = fhir_object_new(a), *rests = fhir_array_new(a);
+	fhir_node_t *cs = fhir_object_new(a), *rest = fhir_object_new(a),
+		    *rests = fhir_array_new(a);
 	fhir_node_t *fmts = fhir_array_new(a), *resources = fhir_array_new(a), *sw;
 	char ts[40];
 
@@ -1021,8 +1068,10 @@ capability_build(arena_t *a)
 				continue;
 			fhir_object_set_cstr(a, sp, "name", str_node(a, list[k]->code));
 			if (list[k]->url != NULL && *list[k]->url != '\0')
-				fhir_object_set_cstr(a, sp, "definition", str_node(a, list[k]->url));
-			fhir_object_set_cstr(a, sp, "type", str_node(a, sp_type_name(list[k]->type)));
+				fhir_object_set_cstr(a, sp, "definition",
+						     str_node(a, list[k]->url));
+			fhir_object_set_cstr(a, sp, "type",
+					     str_node(a, sp_type_name(list[k]->type)));
 			fhir_array_append(a, sps, sp);
 		}
 		if (fhir_array_len(sps) > 0)
@@ -1116,10 +1165,11 @@ rest_thread_free(rest_thread_t *t)
 static void
 send_capability(rest_ctx_t *c)
 {
-	const buf_t *b = &c->rest->capability[c->xml && c->rest->capability[1][0].len > 0][c->pretty];
+	const buf_t *b =
+	    &c->rest->capability[c->xml && c->rest->capability[1][0].len > 0][c->pretty];
 	http_field_t f[] = {{"Content-Type", b == &c->rest->capability[1][c->pretty]
-						     ? "application/fhir+xml;charset=utf-8"
-						     : "application/fhir+json;charset=utf-8"},
+						 ? "application/fhir+xml;charset=utf-8"
+						 : "application/fhir+json;charset=utf-8"},
 			    {NULL, NULL}};
 
 	http_respond(c->req, 200, f, buf_slice(b));
@@ -1131,7 +1181,8 @@ path_split(rest_ctx_t *c, slice_t path, slice_t *seg, size_t *nseg, size_t max)
 {
 	size_t start;
 
-	if (path.len < 5 || memcmp(path.ptr, "/fhir", 5) != 0 || (path.len > 5 && path.ptr[5] != '/'))
+	if (path.len < 5 || memcmp(path.ptr, "/fhir", 5) != 0 ||
+	    (path.len > 5 && path.ptr[5] != '/'))
 		return false;
 	*nseg = 0;
 	start = 6;
@@ -1142,7 +1193,8 @@ path_split(rest_ctx_t *c, slice_t path, slice_t *seg, size_t *nseg, size_t max)
 			continue;
 		if (i > start) {
 			if (*nseg == max ||
-			    http_pct_decode(c->a, slice_make(path.ptr + start, i - start), false, &s) < 0)
+			    http_pct_decode(c->a, slice_make(path.ptr + start, i - start), false,
+					    &s) < 0)
 				return false;
 			seg[(*nseg)++] = s;
 		}
@@ -1200,8 +1252,8 @@ ctx_options(rest_ctx_t *c)
 	}
 	v = http_request_header(c->req, "Host");
 	c->base = v.ptr != NULL && v.len > 0
-			  ? arena_printf(c->a, "http://%.*s/fhir", (int)v.len, v.ptr)
-			  : "http://localhost/fhir";
+		      ? arena_printf(c->a, "http://%.*s/fhir", (int)v.len, v.ptr)
+		      : "http://localhost/fhir";
 	return true;
 }
 
@@ -1239,9 +1291,9 @@ do_search_post(rest_ctx_t *c, slice_t type)
 	buf_t b = BUF_INIT;
 	slice_t q;
 
-	if (body.len > 0 && (ct.ptr == NULL ||
-			     !slice_eq_nocase(slice_make(ct.ptr, ct.len < 33 ? ct.len : 33),
-					      SLICE_LIT("application/x-www-form-urlencoded")))) {
+	if (body.len > 0 &&
+	    (ct.ptr == NULL || !slice_eq_nocase(slice_make(ct.ptr, ct.len < 33 ? ct.len : 33),
+						SLICE_LIT("application/x-www-form-urlencoded")))) {
 		rest_send_error(c, 415, "not-supported",
 				"_search takes application/x-www-form-urlencoded");
 		return;
@@ -1296,7 +1348,8 @@ rest_handle(http_request_t *req, void *handler_ctx)
 			not_allowed(c, "GET");
 		return;
 	}
-	if (n == 1 && (slice_eq_cstr(seg[0], "$dead-letters") || slice_eq_cstr(seg[0], "$messages"))) {
+	if (n == 1 &&
+	    (slice_eq_cstr(seg[0], "$dead-letters") || slice_eq_cstr(seg[0], "$messages"))) {
 		if (!method_is(m, "GET"))
 			not_allowed(c, "GET");
 		else if (slice_eq_cstr(seg[0], "$messages"))
@@ -1357,8 +1410,8 @@ rest_handle(http_request_t *req, void *handler_ctx)
 	}
 	if (!rest_id_is_valid(seg[1])) {
 		rest_send_error(c, n == 2 && method_is(m, "PUT") ? 400 : 404, "invalid",
-				"'%.*s' is not a valid id", (int)(seg[1].len > 64 ? 64 : seg[1].len),
-				seg[1].ptr);
+				"'%.*s' is not a valid id",
+				(int)(seg[1].len > 64 ? 64 : seg[1].len), seg[1].ptr);
 		return;
 	}
 	if (n == 2) {

@@ -52,9 +52,10 @@ check_value(const fhir_type_t *owner, const fhir_elem_t *e, const fhir_node_t *v
 
 	if (companion) /* `_x`: the primitive's id and extensions */
 		return k == FHIR_NULL ? 0
-				      : k == FHIR_OBJECT ? check_object(fhir_meta_type(SLICE_LIT("Element")),
-									v, path, depth + 1, err, cap)
-							 : fail(err, cap, path, "a primitive's extension must be an object");
+		       : k == FHIR_OBJECT
+			   ? check_object(fhir_meta_type(SLICE_LIT("Element")), v, path, depth + 1,
+					  err, cap)
+			   : fail(err, cap, path, "a primitive's extension must be an object");
 	if (et == NULL) { /* ResourceList: any resource */
 		const fhir_type_t *rt;
 
@@ -114,10 +115,10 @@ check_object(const fhir_type_t *t, const fhir_node_t *obj, buf_t *path, int dept
 				return fail(err, cap, path, "an array where one value is allowed");
 			if (fhir_array_len(v) == 0)
 				return fail(err, cap, path, "empty array");
-			FHIR_ARRAY_FOREACH(v, j, item)
-			{
+			FHIR_ARRAY_FOREACH(v, j, item) {
 				if (rc == 0)
-					rc = check_value(t, e, item, companion, path, depth, err, cap);
+					rc = check_value(t, e, item, companion, path, depth, err,
+							 cap);
 			}
 		} else if (e->flags & FHIR_ELEM_ARRAY)
 			return fail(err, cap, path, "an array is expected");
@@ -173,7 +174,8 @@ pointer_walk(arena_t *a, fhir_node_t *doc, slice_t ptr, fhir_node_t **parent, sl
 		while (i < ptr.len && ptr.ptr[i] != '/')
 			i++;
 		for (size_t k = start; k < i; k++) {
-			if (ptr.ptr[k] == '~' && k + 1 < i && (ptr.ptr[k + 1] == '0' || ptr.ptr[k + 1] == '1')) {
+			if (ptr.ptr[k] == '~' && k + 1 < i &&
+			    (ptr.ptr[k + 1] == '0' || ptr.ptr[k + 1] == '1')) {
 				buf_append_byte(&tok, ptr.ptr[k + 1] == '0' ? '~' : '/');
 				k++;
 			} else
@@ -193,8 +195,9 @@ pointer_walk(arena_t *a, fhir_node_t *doc, slice_t ptr, fhir_node_t **parent, sl
 		else if (fhir_node_kind(cur) == FHIR_ARRAY) {
 			uint64_t idx;
 
-			cur = slice_to_u64(t, &idx) && idx < fhir_array_len(cur) ? fhir_array_at(cur, idx)
-										 : NULL;
+			cur = slice_to_u64(t, &idx) && idx < fhir_array_len(cur)
+				  ? fhir_array_at(cur, idx)
+				  : NULL;
 		} else
 			cur = NULL;
 		if (cur == NULL)
@@ -288,8 +291,7 @@ rest_json_patch(arena_t *a, fhir_node_t **doc, const fhir_node_t *patch, char *e
 		snprintf(err, cap, "a JSON Patch document is an array of operations");
 		return 400;
 	}
-	FHIR_ARRAY_FOREACH(patch, i, op)
-	{
+	FHIR_ARRAY_FOREACH(patch, i, op) {
 		slice_t name = fhir_node_text(fhir_object_get_cstr(op, "op"));
 		fhir_node_t *pathn = fhir_object_get_cstr(op, "path");
 		fhir_node_t *val = fhir_object_get_cstr(op, "value");
@@ -303,7 +305,8 @@ rest_json_patch(arena_t *a, fhir_node_t **doc, const fhir_node_t *patch, char *e
 			return 400;
 		}
 		if (path.len == 0 && !slice_eq_cstr(name, "test")) {
-			snprintf(err, cap, "operation %zu: the whole resource cannot be patched", i);
+			snprintf(err, cap, "operation %zu: the whole resource cannot be patched",
+				 i);
 			return 422;
 		}
 		if (slice_eq_cstr(name, "add") || slice_eq_cstr(name, "replace")) {

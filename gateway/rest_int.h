@@ -37,8 +37,13 @@ struct rest_thread {
 	rest_job_t *done_head; /* jobs back from the writer, newest first */
 };
 
-typedef enum { REST_SUMMARY_FALSE, REST_SUMMARY_TRUE, REST_SUMMARY_TEXT, REST_SUMMARY_DATA,
-	       REST_SUMMARY_COUNT } rest_summary_t;
+typedef enum {
+	REST_SUMMARY_FALSE,
+	REST_SUMMARY_TRUE,
+	REST_SUMMARY_TEXT,
+	REST_SUMMARY_DATA,
+	REST_SUMMARY_COUNT
+} rest_summary_t;
 
 typedef enum { REST_PREFER_REPRESENTATION, REST_PREFER_MINIMAL, REST_PREFER_OUTCOME } rest_prefer_t;
 
@@ -48,12 +53,12 @@ typedef struct {
 	rest_thread_t *th;
 	rest_t *rest;
 	arena_t *a;
-	bool xml;    /* negotiated output format */
+	bool xml; /* negotiated output format */
 	bool pretty;
 	rest_summary_t summary;
 	slice_t elements; /* _elements, raw comma list; ptr NULL when absent */
 	rest_prefer_t prefer;
-	bool strict; /* Prefer: handling=strict */
+	bool strict;      /* Prefer: handling=strict */
 	const char *base; /* "http://host/fhir" */
 	slice_t query;    /* raw query */
 } rest_ctx_t;
@@ -96,8 +101,7 @@ int rest_read_result(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, ui
  * or an HTTP status (400) with a message in err. */
 int rest_res_validate(const fhir_node_t *res, char *err, size_t cap);
 /* Applies a JSON Patch document to doc (in place, arena a); 0, or a status (400/422) with err. */
-int rest_json_patch(arena_t *a, fhir_node_t **doc, const fhir_node_t *patch, char *err,
-		    size_t cap);
+int rest_json_patch(arena_t *a, fhir_node_t **doc, const fhir_node_t *patch, char *err, size_t cap);
 bool rest_id_is_valid(slice_t id);
 /* A new server-assigned id (REST_ID_HEX hex digits and a NUL). */
 void rest_random_id(char *out);

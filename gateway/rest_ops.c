@@ -27,10 +27,13 @@ ops_paging(rest_ctx_t *c, uint64_t *from, uint64_t *count)
 	*count = OPS_COUNT_DEFAULT;
 	http_query_init(&q, c->query, c->a);
 	while (http_query_next(&q, &k, &v)) {
-		uint64_t *dst = slice_eq_cstr(k, "from") ? from : slice_eq_cstr(k, "_count") ? count : NULL;
+		uint64_t *dst = slice_eq_cstr(k, "from")     ? from
+				: slice_eq_cstr(k, "_count") ? count
+							     : NULL;
 
 		if (dst != NULL && !slice_to_u64(v, dst)) {
-			rest_send_error(c, 400, "invalid", "%.*s wants a whole number", (int)k.len, k.ptr);
+			rest_send_error(c, 400, "invalid", "%.*s wants a whole number", (int)k.len,
+					k.ptr);
 			return false;
 		}
 	}
@@ -72,8 +75,9 @@ sender_text(arena_t *a, slice_t s)
 	size_t n = 0;
 
 	for (size_t i = 0; i < s.len; i++)
-		out[n++] = (unsigned char)s.ptr[i] < 0x20 || (unsigned char)s.ptr[i] >= 0x7f ? '?'
-											       : s.ptr[i];
+		out[n++] = (unsigned char)s.ptr[i] < 0x20 || (unsigned char)s.ptr[i] >= 0x7f
+			       ? '?'
+			       : s.ptr[i];
 	return fhir_string_new(a, slice_make(out, n));
 }
 
@@ -100,9 +104,11 @@ msg_header(rest_ctx_t *c, slice_t raw, fhir_node_t *parts)
 		const hl7_header_t *h = hl7_msg_header(m);
 		char type[64];
 
-		snprintf(type, sizeof(type), "%.*s^%.*s", (int)(h->msg_code.len > 20 ? 20 : h->msg_code.len),
-			 h->msg_code.ptr, (int)(h->trigger.len > 20 ? 20 : h->trigger.len), h->trigger.ptr);
-		part_add(c->a, parts, "messageType", "valueString", sender_text(c->a, slice_cstr(type)));
+		snprintf(type, sizeof(type), "%.*s^%.*s",
+			 (int)(h->msg_code.len > 20 ? 20 : h->msg_code.len), h->msg_code.ptr,
+			 (int)(h->trigger.len > 20 ? 20 : h->trigger.len), h->trigger.ptr);
+		part_add(c->a, parts, "messageType", "valueString",
+			 sender_text(c->a, slice_cstr(type)));
 	}
 	if (hl7_msg_header(m)->control_id.len > 0)
 		part_add(c->a, parts, "controlId", "valueString",
@@ -159,8 +165,9 @@ message_one(void *ctx, const store_msg_t *m)
 	part_add(a, parts, "seq", "valueString", str(a, slice_cstr(seq)));
 	part_add(a, parts, "received", "valueInstant", instant(a, m->received_ns));
 	part_add(a, parts, "status", "valueCode",
-		 str(a, slice_cstr(status[0] == 'A' ? "accepted" : status[0] == 'R' ? "rejected"
-										: "error")));
+		 str(a, slice_cstr(status[0] == 'A'   ? "accepted"
+				   : status[0] == 'R' ? "rejected"
+						      : "error")));
 	part_add(a, parts, "peer", "valueString", sender_text(a, m->peer));
 	part_add(a, parts, "bytes", "valueUnsignedInt",
 		 fhir_int_new(a, (int64_t)(m->raw.len > 0x7fffffff ? 0x7fffffff : m->raw.len)));
@@ -211,10 +218,10 @@ rest_do_messages(rest_ctx_t *c)
 
 typedef struct {
 	uint64_t seq;
-	bool found;          /* a dead letter with its message was there when checked */
-	bool frame;          /* an oversize frame: never replayable */
+	bool found;           /* a dead letter with its message was there when checked */
+	bool frame;           /* an oversize frame: never replayable */
 	ingest_check_t check; /* made on the I/O thread from the stored bytes */
-	int result;          /* from the writer: 0 replayed, 1 still failing, -FG_ENOTFOUND gone */
+	int result;           /* from the writer: 0 replayed, 1 still failing, -FG_ENOTFOUND gone */
 } replay_item_t;
 
 typedef struct {
@@ -257,7 +264,8 @@ replay_finish(rest_ctx_t *c, void *arg, int rc)
 
 	maps_release(r->ref);
 	if (rc < 0) {
-		rest_send_error(c, 500, "exception", "the replay could not be stored (%s); nothing changed",
+		rest_send_error(c, 500, "exception",
+				"the replay could not be stored (%s); nothing changed",
 				fg_strerror(rc));
 		return;
 	}
@@ -268,8 +276,9 @@ replay_finish(rest_ctx_t *c, void *arg, int rc)
 		replay_item_t *it = &r->items[i];
 		fhir_node_t *p = fhir_object_new(c->a), *parts = fhir_array_new(c->a);
 		char seq[24];
-		const char *outcome = it->result == 0 ? "replayed" : it->result == 1 ? "still-failing"
-										       : "not-found";
+		const char *outcome = it->result == 0   ? "replayed"
+				      : it->result == 1 ? "still-failing"
+							: "not-found";
 
 		snprintf(seq, sizeof(seq), "%llu", (unsigned long long)it->seq);
 		fhir_object_set_cstr(c->a, p, "name", str(c->a, SLICE_LIT("result")));
@@ -277,9 +286,10 @@ replay_finish(rest_ctx_t *c, void *arg, int rc)
 		part_add(c->a, parts, "outcome", "valueCode", str(c->a, slice_cstr(outcome)));
 		if (it->result == 1 && it->frame) {
 			part_add(c->a, parts, "stage", "valueCode", str(c->a, SLICE_LIT("frame")));
-			part_add(c->a, parts, "reason", "valueString",
-				 str(c->a, SLICE_LIT("an oversize frame kept only its head: the sender "
-						     "must send the message again")));
+			part_add(
+			    c->a, parts, "reason", "valueString",
+			    str(c->a, SLICE_LIT("an oversize frame kept only its head: the sender "
+						"must send the message again")));
 		} else if (it->result == 1) {
 			part_add(c->a, parts, "stage", "valueCode",
 				 str(c->a, slice_cstr(ingest_stage_name(it->check.stage))));
@@ -350,7 +360,8 @@ rest_do_replay(rest_ctx_t *c)
 		} else if (slice_eq_cstr(k, "all") && slice_eq_cstr(v, "true")) {
 			all = true;
 		} else if (k.len > 0 && k.ptr[0] != '_') {
-			rest_send_error(c, 400, "invalid", "$replay takes seq=N (repeatable) or all=true");
+			rest_send_error(c, 400, "invalid",
+					"$replay takes seq=N (repeatable) or all=true");
 			return;
 		}
 	}

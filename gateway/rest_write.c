@@ -5,10 +5,11 @@
  * write. The answer goes out once the batch has committed. */
 #include "config.h"
 
+#include <sys/random.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include <event2/event.h>
 
@@ -28,10 +29,10 @@ typedef enum { COND_NONE, COND_CREATE, COND_UPDATE, COND_DELETE } cond_t;
 typedef struct {
 	op_kind_t kind;
 	cond_t cond;
-	slice_t type, id;  /* id empty: decided by the condition */
-	slice_t query;     /* the condition, or a GET entry's query */
-	fhir_node_t *res;  /* to store: meta.versionId/lastUpdated stripped */
-	slice_t body;      /* res serialized */
+	slice_t type, id; /* id empty: decided by the condition */
+	slice_t query;    /* the condition, or a GET entry's query */
+	fhir_node_t *res; /* to store: meta.versionId/lastUpdated stripped */
+	slice_t body;     /* res serialized */
 	store_idx_entry_t *entries;
 	size_t nentries;
 	uint32_t if_match;
@@ -84,8 +85,7 @@ new_id(arena_t *a)
 	return arena_slice_dup(a, slice_make(id, REST_ID_HEX));
 }
 
-static fhir_node_t *
-outcome_printf(arena_t *a, const char *code, const char *fmt, ...)
+static fhir_node_t *outcome_printf(arena_t *a, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static fhir_node_t *
@@ -186,7 +186,8 @@ op_prepare(arena_t *a, rest_op_t *op)
 		/* resourceType, id, then the rest: the order clients are used to. */
 		fhir_node_t *o = fhir_object_new(a);
 
-		fhir_object_set_cstr(a, o, "resourceType", fhir_string_new(a, fhir_resource_type(op->res)));
+		fhir_object_set_cstr(a, o, "resourceType",
+				     fhir_string_new(a, fhir_resource_type(op->res)));
 		fhir_object_set_cstr(a, o, "id", fhir_string_new(a, op->id));
 		for (size_t i = 0; i < fhir_object_count(op->res); i++)
 			fhir_object_set(a, o, fhir_object_key_at(op->res, i),
@@ -216,18 +217,21 @@ res_check(arena_t *a, fhir_node_t *res, slice_t type, slice_t id, bool id_requir
 	fhir_node_t *rid;
 
 	if (!slice_eq(fhir_resource_type(res), type)) {
-		*outcome = outcome_printf(a, "invalid", "resourceType '%.*s' does not match the URL's '%.*s'",
-					  (int)(fhir_resource_type(res).len > 64 ? 64 : fhir_resource_type(res).len),
-					  fhir_resource_type(res).ptr, (int)type.len, type.ptr);
+		*outcome = outcome_printf(
+		    a, "invalid", "resourceType '%.*s' does not match the URL's '%.*s'",
+		    (int)(fhir_resource_type(res).len > 64 ? 64 : fhir_resource_type(res).len),
+		    fhir_resource_type(res).ptr, (int)type.len, type.ptr);
 		return 400;
 	}
 	rid = fhir_object_get_cstr(res, "id");
 	if (id.len > 0 && id_required && (rid == NULL || !slice_eq(fhir_node_text(rid), id))) {
-		*outcome = outcome_printf(a, "invalid", "the resource's id must be '%.*s' as in the URL",
-					  (int)id.len, id.ptr);
+		*outcome =
+		    outcome_printf(a, "invalid", "the resource's id must be '%.*s' as in the URL",
+				   (int)id.len, id.ptr);
 		return 400;
 	}
-	if (rid != NULL && (fhir_node_kind(rid) != FHIR_STRING || !rest_id_is_valid(fhir_node_text(rid)))) {
+	if (rid != NULL &&
+	    (fhir_node_kind(rid) != FHIR_STRING || !rest_id_is_valid(fhir_node_text(rid)))) {
 		*outcome = outcome_printf(a, "invalid", "the resource's id is not a valid id");
 		return 400;
 	}
@@ -261,7 +265,8 @@ op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 		rc = search_run(t, a, op->type, op->query, &opts, &sr, &oo);
 		if (rc == -FG_EINVAL) {
 			op->status = 400;
-			op->outcome = oo != NULL ? oo : outcome_printf(a, "invalid", "bad condition");
+			op->outcome =
+			    oo != NULL ? oo : outcome_printf(a, "invalid", "bad condition");
 			return 0;
 		}
 		if (rc < 0)
@@ -271,8 +276,8 @@ op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 			hit = sr->hits[0].id;
 		if (nmatch > 1 || sr->has_next) {
 			op->status = 412;
-			op->outcome = outcome_printf(a, "multiple-matches",
-						     "the condition matches more than one resource");
+			op->outcome = outcome_printf(
+			    a, "multiple-matches", "the condition matches more than one resource");
 			return 0;
 		}
 		if (op->cond == COND_CREATE && nmatch == 1) {
@@ -291,15 +296,18 @@ op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 		if (op->cond == COND_UPDATE) {
 			if (nmatch == 1 && op->id.len > 0 && !slice_eq(op->id, hit)) {
 				op->status = 400;
-				op->outcome = outcome_printf(a, "invalid",
-							     "the resource's id is not the one the condition matched");
+				op->outcome = outcome_printf(
+				    a, "invalid",
+				    "the resource's id is not the one the condition matched");
 				return 0;
 			}
-			op->id = nmatch == 1 ? arena_slice_dup(a, hit)
-					     : op->id.len > 0 ? op->id : new_id(a);
+			op->id = nmatch == 1      ? arena_slice_dup(a, hit)
+				 : op->id.len > 0 ? op->id
+						  : new_id(a);
 			if ((rc = op_prepare(a, op)) < 0) {
 				op->status = 400;
-				op->outcome = outcome_printf(a, "invalid", "index: %s", fg_strerror(rc));
+				op->outcome =
+				    outcome_printf(a, "invalid", "index: %s", fg_strerror(rc));
 				return 0;
 			}
 		}
@@ -310,13 +318,13 @@ op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 			return rc;
 		if (op->if_match != 0 && (rc < 0 || cur.deleted || cur.version != op->if_match)) {
 			op->status = op->conflict_409 ? 409 : 412;
-			op->outcome = outcome_printf(a, "conflict",
-						     "version %u is not the current version", op->if_match);
+			op->outcome = outcome_printf(
+			    a, "conflict", "version %u is not the current version", op->if_match);
 		} else if (op->create_only && rc == 0 && !cur.deleted) {
 			op->status = 412;
 			op->outcome = outcome_printf(a, "duplicate", "%.*s/%.*s exists already",
-						     (int)op->type.len, op->type.ptr, (int)op->id.len,
-						     op->id.ptr);
+						     (int)op->type.len, op->type.ptr,
+						     (int)op->id.len, op->id.ptr);
 		}
 	}
 	return 0;
@@ -336,9 +344,13 @@ op_write(rest_job_t *j, store_txn_t *t, rest_op_t *op, uint64_t now_ns)
 		op->status = 204;
 		return rc;
 	} else {
-		store_res_put_t p = {.type = op->type, .id = op->id, .body = op->body,
-				     .entries = op->entries, .n_entries = op->nentries,
-				     .if_match = op->if_match, .create_only = op->create_only,
+		store_res_put_t p = {.type = op->type,
+				     .id = op->id,
+				     .body = op->body,
+				     .entries = op->entries,
+				     .n_entries = op->nentries,
+				     .if_match = op->if_match,
+				     .create_only = op->create_only,
 				     .now_ns = now_ns};
 
 		rc = store_res_put(t, &p, &op->out);
@@ -464,7 +476,8 @@ finish_single(rest_job_t *j)
 	char ts[40];
 
 	if (j->store_rc < 0) {
-		rest_send_error(c, 500, "exception", "the write failed: %s", fg_strerror(j->store_rc));
+		rest_send_error(c, 500, "exception", "the write failed: %s",
+				fg_strerror(j->store_rc));
 		return;
 	}
 	if (op->status >= 400) {
@@ -488,14 +501,16 @@ finish_single(rest_job_t *j)
 					    {"Location", location_of(c, op, true)},
 					    {NULL, NULL}};
 
-			rest_send(c, st, st == 200 ? (c->prefer == REST_PREFER_MINIMAL ? NULL : res) : oo,
+			rest_send(c, st,
+				  st == 200 ? (c->prefer == REST_PREFER_MINIMAL ? NULL : res) : oo,
 				  st == 200 ? f : NULL);
 		}
 		return;
 	}
 	if (op->kind == OP_DELETE) {
 		if (c->prefer == REST_PREFER_OUTCOME)
-			rest_send(c, 200, rest_outcome(c->a, "information", "informational", "deleted"),
+			rest_send(c, 200,
+				  rest_outcome(c->a, "information", "informational", "deleted"),
 				  NULL);
 		else
 			rest_send(c, 204, NULL, NULL);
@@ -504,18 +519,20 @@ finish_single(rest_job_t *j)
 	rest_meta_set(c->a, op->res, op->out.version, op->out.last_updated_ns);
 	time_format_rfc3339(op->out.last_updated_ns, ts, sizeof(ts));
 	{
-		http_field_t f[] = {{"ETag", rest_etag(c->a, op->out.version)},
-				    {"Last-Modified", rest_http_date(c->a, op->out.last_updated_ns)},
-				    {"Location", location_of(c, op, true)},
-				    {NULL, NULL}};
+		http_field_t f[] = {
+		    {"ETag", rest_etag(c->a, op->out.version)},
+		    {"Last-Modified", rest_http_date(c->a, op->out.last_updated_ns)},
+		    {"Location", location_of(c, op, true)},
+		    {NULL, NULL}};
 		const fhir_node_t *body = op->res;
 
 		if (c->prefer == REST_PREFER_MINIMAL)
 			body = NULL;
 		else if (c->prefer == REST_PREFER_OUTCOME)
 			body = rest_outcome(c->a, "information", "informational",
-					    op->out.unchanged ? "unchanged: no new version"
-							      : op->status == 201 ? "created" : "updated");
+					    op->out.unchanged   ? "unchanged: no new version"
+					    : op->status == 201 ? "created"
+								: "updated");
 		rest_send(c, op->status, body, f);
 	}
 }
@@ -535,7 +552,8 @@ finish_bundle(rest_job_t *j)
 	store_txn_t *t = NULL;
 
 	if (j->store_rc < 0) {
-		rest_send_error(c, 500, "exception", "the write failed: %s", fg_strerror(j->store_rc));
+		rest_send_error(c, 500, "exception", "the write failed: %s",
+				fg_strerror(j->store_rc));
 		return;
 	}
 	if (j->fail_status != 0) {
@@ -565,19 +583,23 @@ finish_bundle(rest_job_t *j)
 						      &ver, &lu);
 			if (res != NULL) {
 				fhir_object_set_cstr(a, e, "resource", res);
-				fhir_object_set_cstr(a, resp, "etag",
-						     fhir_string_new(a, slice_cstr(rest_etag(a, ver))));
+				fhir_object_set_cstr(
+				    a, resp, "etag",
+				    fhir_string_new(a, slice_cstr(rest_etag(a, ver))));
 			}
 		}
 		status_text(st, sizeof(st), op->status);
 		fhir_object_set_cstr(a, resp, "status", fhir_string_new(a, slice_cstr(st)));
 		if (op->status < 300 && op->kind == OP_PUT && !op->matched) {
-			fhir_object_set_cstr(a, resp, "location",
-					     fhir_string_new(a, slice_cstr(location_of(c, op, false))));
-			fhir_object_set_cstr(a, resp, "etag",
-					     fhir_string_new(a, slice_cstr(rest_etag(a, op->out.version))));
+			fhir_object_set_cstr(
+			    a, resp, "location",
+			    fhir_string_new(a, slice_cstr(location_of(c, op, false))));
+			fhir_object_set_cstr(
+			    a, resp, "etag",
+			    fhir_string_new(a, slice_cstr(rest_etag(a, op->out.version))));
 			time_format_rfc3339(op->out.last_updated_ns, ts, sizeof(ts));
-			fhir_object_set_cstr(a, resp, "lastModified", fhir_string_new(a, slice_cstr(ts)));
+			fhir_object_set_cstr(a, resp, "lastModified",
+					     fhir_string_new(a, slice_cstr(ts)));
 			if (c->prefer == REST_PREFER_REPRESENTATION &&
 			    http_request_header(c->req, "Prefer").ptr != NULL) {
 				rest_meta_set(a, op->res, op->out.version, op->out.last_updated_ns);
@@ -587,10 +609,11 @@ finish_bundle(rest_job_t *j)
 		if (op->matched) {
 			buf_t lb = BUF_INIT;
 
-			buf_printf(&lb, "%.*s/%.*s", (int)op->type.len, op->type.ptr, (int)op->id.len,
-				   op->id.ptr);
-			fhir_object_set_cstr(a, resp, "location",
-					     fhir_string_new(a, arena_slice_dup(a, buf_slice(&lb))));
+			buf_printf(&lb, "%.*s/%.*s", (int)op->type.len, op->type.ptr,
+				   (int)op->id.len, op->id.ptr);
+			fhir_object_set_cstr(
+			    a, resp, "location",
+			    fhir_string_new(a, arena_slice_dup(a, buf_slice(&lb))));
 			buf_free(&lb);
 		}
 		if (op->outcome != NULL && op->status >= 400)
@@ -672,7 +695,8 @@ single_put(rest_ctx_t *c, rest_op_t *op)
 		return true; /* decided in the writer */
 	rc = op_prepare(c->a, op);
 	if (rc < 0) {
-		rest_send_error(c, 400, "invalid", "cannot index the resource: %s", fg_strerror(rc));
+		rest_send_error(c, 400, "invalid", "cannot index the resource: %s",
+				fg_strerror(rc));
 		return false;
 	}
 	return true;
@@ -851,8 +875,8 @@ rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
 	}
 	want = etag_version(http_request_header(c->req, "If-Match"));
 	if (want != 0 && want != ver) {
-		rest_send_error(c, 412, "conflict", "version %u is not the current version %u", want,
-				ver);
+		rest_send_error(c, 412, "conflict", "version %u is not the current version %u",
+				want, ver);
 		return;
 	}
 	meta_strip(res);
@@ -901,7 +925,8 @@ refs_rewrite(arena_t *a, fhir_node_t *n, const urn_map_t *map, size_t nmap, int 
 		    fhir_node_kind(v) == FHIR_STRING) {
 			for (size_t k = 0; k < nmap; k++)
 				if (slice_eq(fhir_node_text(v), map[k].from))
-					fhir_object_set_value_at(n, i, fhir_string_new(a, map[k].to));
+					fhir_object_set_value_at(n, i,
+								 fhir_string_new(a, map[k].to));
 		} else
 			refs_rewrite(a, v, map, nmap, depth + 1);
 	}
@@ -932,21 +957,23 @@ static int
 entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 {
 	arena_t *a = c->a;
-	fhir_node_t *req = fhir_object_get_cstr(e, "request"), *res = fhir_object_get_cstr(e, "resource");
+	fhir_node_t *req = fhir_object_get_cstr(e, "request"),
+		    *res = fhir_object_get_cstr(e, "resource");
 	slice_t method = fhir_node_text(fhir_object_get_cstr(req, "method"));
 	slice_t url = fhir_node_text(fhir_object_get_cstr(req, "url")), type, id, q;
 	int st;
 
 	if (req == NULL || method.len == 0 || url.len == 0 || !entry_url(c, url, &type, &id, &q)) {
-		op->outcome = outcome_printf(a, "invalid", "entry.request needs a method and a url");
+		op->outcome =
+		    outcome_printf(a, "invalid", "entry.request needs a method and a url");
 		return 400;
 	}
 	op->type = type;
 	op->id = id;
 	if (slice_eq_cstr(method, "GET")) {
 		if (id.len == 0 || q.ptr != NULL) {
-			op->outcome = outcome_printf(a, "not-supported",
-						     "only reads (GET T/id) are supported in a Bundle");
+			op->outcome = outcome_printf(
+			    a, "not-supported", "only reads (GET T/id) are supported in a Bundle");
 			return 400;
 		}
 		op->kind = OP_READ;
@@ -956,7 +983,8 @@ entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 		op->kind = OP_DELETE;
 		if (id.len == 0) {
 			if (q.ptr == NULL) {
-				op->outcome = outcome_printf(a, "invalid", "DELETE needs an id or a condition");
+				op->outcome = outcome_printf(a, "invalid",
+							     "DELETE needs an id or a condition");
 				return 400;
 			}
 			op->cond = COND_DELETE;
@@ -965,8 +993,9 @@ entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 		return 0;
 	}
 	if (!slice_eq_cstr(method, "POST") && !slice_eq_cstr(method, "PUT")) {
-		op->outcome = outcome_printf(a, "not-supported", "method %.*s is not supported here",
-					     (int)(method.len > 16 ? 16 : method.len), method.ptr);
+		op->outcome =
+		    outcome_printf(a, "not-supported", "method %.*s is not supported here",
+				   (int)(method.len > 16 ? 16 : method.len), method.ptr);
 		return 400;
 	}
 	if (res == NULL || fhir_node_kind(res) != FHIR_OBJECT) {
@@ -987,7 +1016,8 @@ entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 			while (qm < ine.len && ine.ptr[qm] != '?')
 				qm++;
 			op->cond = COND_CREATE;
-			op->query = qm < ine.len ? slice_make(ine.ptr + qm + 1, ine.len - qm - 1) : ine;
+			op->query =
+			    qm < ine.len ? slice_make(ine.ptr + qm + 1, ine.len - qm - 1) : ine;
 		}
 		return 0;
 	}
@@ -995,7 +1025,8 @@ entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 		fhir_node_t *rid = fhir_object_get_cstr(res, "id");
 
 		if (q.ptr == NULL) {
-			op->outcome = outcome_printf(a, "invalid", "PUT needs an id or a condition");
+			op->outcome =
+			    outcome_printf(a, "invalid", "PUT needs an id or a condition");
 			return 400;
 		}
 		if ((st = res_check(a, res, type, SLICE_NULL, false, &op->outcome)) != 0)
@@ -1025,13 +1056,15 @@ rest_do_bundle(rest_ctx_t *c)
 	btype = fhir_node_text(fhir_object_get_cstr(b, "type"));
 	if (!slice_eq_cstr(fhir_resource_type(b), "Bundle") ||
 	    (!slice_eq_cstr(btype, "batch") && !slice_eq_cstr(btype, "transaction"))) {
-		rest_send_error(c, 400, "invalid", "POST /fhir takes a batch or transaction Bundle");
+		rest_send_error(c, 400, "invalid",
+				"POST /fhir takes a batch or transaction Bundle");
 		return;
 	}
 	entries = fhir_object_get_cstr(b, "entry");
 	n = entries != NULL ? fhir_array_len(entries) : 0;
 	if (n > REST_BUNDLE_MAX) {
-		rest_send_error(c, 413, "too-costly", "at most %d entries per Bundle", REST_BUNDLE_MAX);
+		rest_send_error(c, 413, "too-costly", "at most %d entries per Bundle",
+				REST_BUNDLE_MAX);
 		return;
 	}
 	j = job_new(c, n);
@@ -1060,8 +1093,8 @@ rest_do_bundle(rest_ctx_t *c)
 		if (full.len > 9 && memcmp(full.ptr, "urn:uuid:", 9) == 0 && op->id.len > 0) {
 			buf_t to = BUF_INIT;
 
-			buf_printf(&to, "%.*s/%.*s", (int)op->type.len, op->type.ptr, (int)op->id.len,
-				   op->id.ptr);
+			buf_printf(&to, "%.*s/%.*s", (int)op->type.len, op->type.ptr,
+				   (int)op->id.len, op->id.ptr);
 			map[nmap].from = full;
 			map[nmap++].to = arena_slice_dup(c->a, buf_slice(&to));
 			buf_free(&to);
@@ -1083,12 +1116,13 @@ rest_do_bundle(rest_ctx_t *c)
 		/* One entry per resource: the outcome of two would depend on their order. */
 		for (i = 0; i < n; i++)
 			for (size_t k = i + 1; k < n; k++)
-				if (j->ops[i].id.len > 0 && slice_eq(j->ops[i].type, j->ops[k].type) &&
+				if (j->ops[i].id.len > 0 &&
+				    slice_eq(j->ops[i].type, j->ops[k].type) &&
 				    slice_eq(j->ops[i].id, j->ops[k].id) &&
 				    j->ops[i].kind != OP_READ && j->ops[k].kind != OP_READ) {
-					rest_send_error(c, 400, "invalid",
-							"entries %zu and %zu change the same resource", i,
-							k);
+					rest_send_error(
+					    c, 400, "invalid",
+					    "entries %zu and %zu change the same resource", i, k);
 					return;
 				}
 		for (i = 0; i < n; i++)

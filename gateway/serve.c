@@ -80,8 +80,9 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	    strcmp(fresh.mappings_timezone, x->cfg->mappings_timezone) != 0 ||
 	    fresh.mappings_unmapped != x->cfg->mappings_unmapped ||
 	    fresh.mappings_watch_ms != x->cfg->mappings_watch_ms)
-		log_warn("config", "new mappings.* folders and the watch interval apply on restart; "
-				   "the timezone and unmapped policy apply now");
+		log_warn("config",
+			 "new mappings.* folders and the watch interval apply on restart; "
+			 "the timezone and unmapped policy apply now");
 	if (x->maps != NULL)
 		maps_reload(x->maps, x->cfg);
 	log_set_level(fresh.log_level);
@@ -158,8 +159,9 @@ cmd_serve(int argc, char **argv)
 	if (cfg.mappings_dir[0] == '\0') {
 		log_warn("mappings", "mappings.dir is empty: messages are stored, not converted");
 	} else if (maps_open(&cfg, &x.maps) < 0) {
-		fprintf(stderr, "fhirgate serve: the mappings in %s do not load (see above; "
-				"`fhirgate mappings check` lists every problem)\n",
+		fprintf(stderr,
+			"fhirgate serve: the mappings in %s do not load (see above; "
+			"`fhirgate mappings check` lists every problem)\n",
 			cfg.mappings_dir);
 		config_free(&cfg);
 		return 1;

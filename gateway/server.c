@@ -784,9 +784,8 @@ bind_all(server_t *s, const char *what, const char *specs, evconnlistener_cb cb,
 			rc = listen_socket(what, one, &fd, errmsg);
 			if (rc < 0)
 				break;
-			lis = evconnlistener_new(io->base, cb, io,
-						 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
-						 fd);
+			lis = evconnlistener_new(
+			    io->base, cb, io, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 			if (lis == NULL)
 				abort();
 			evconnlistener_set_error_cb(lis, accept_error_cb);

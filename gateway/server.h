@@ -23,8 +23,8 @@ typedef struct {
  * outlive the server) and starts the I/O threads. cfg is copied where
  * needed; maps (the mappings in force, NULL: store messages without converting them) must
  * outlive the server. On failure *errmsg (caller owns) says why. */
-int server_start(const config_t *cfg, writer_t *writer, maps_t *maps, rest_t *rest,
-		 server_t **out, char **errmsg);
+int server_start(const config_t *cfg, writer_t *writer, maps_t *maps, rest_t *rest, server_t **out,
+		 char **errmsg);
 /* Applies the options that can change while running (limits, timeouts, ACK sender names). */
 void server_reload(server_t *s, const config_t *cfg);
 /* Stops accepting and reading, waits (up to the shutdown timeout) until every message read has

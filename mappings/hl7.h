@@ -38,13 +38,13 @@ enum {
 /* Where and why a message is not acceptable. Text never holds patient data: it names positions,
  * segment ids and limits, not field values. */
 typedef struct {
-	int code;         /* table 0357 */
-	char ack;         /* 'E' (AE: content error) or 'R' (AR: rejected: version, processing id, ...) */
-	char segment[4];  /* segment id, "" when unknown */
-	unsigned seg_seq; /* 1-based occurrence of that segment id; 0 unknown */
+	int code; /* table 0357 */
+	char ack; /* 'E' (AE: content error) or 'R' (AR: rejected: version, processing id, ...) */
+	char segment[4];                /* segment id, "" when unknown */
+	unsigned seg_seq;               /* 1-based occurrence of that segment id; 0 unknown */
 	unsigned field, rep, comp, sub; /* 1-based; 0 = not applicable */
-	size_t line;      /* 1-based segment number within the message; 0 unknown */
-	size_t offset;    /* byte offset in the input */
+	size_t line;                    /* 1-based segment number within the message; 0 unknown */
+	size_t offset;                  /* byte offset in the input */
 	char text[200];
 } hl7_error_t;
 
@@ -65,12 +65,13 @@ typedef struct {
 	slice_t sending_app, sending_fac;     /* MSH-3, MSH-4 (whole fields) */
 	slice_t receiving_app, receiving_fac; /* MSH-5, MSH-6 */
 	slice_t datetime;                     /* MSH-7 */
-	slice_t msg_code, trigger, structure; /* MSH-9.1, MSH-9.2, MSH-9.3 or derived from 9.1+9.2 */
-	slice_t control_id;                   /* MSH-10 */
-	slice_t processing_id;                /* MSH-11.1 */
-	slice_t version;                      /* MSH-12.1 */
-	slice_t accept_ack, app_ack;          /* MSH-15, MSH-16 */
-	slice_t charset;                      /* MSH-18 first repetition */
+	slice_t msg_code, trigger,
+	    structure;               /* MSH-9.1, MSH-9.2, MSH-9.3 or derived from 9.1+9.2 */
+	slice_t control_id;          /* MSH-10 */
+	slice_t processing_id;       /* MSH-11.1 */
+	slice_t version;             /* MSH-12.1 */
+	slice_t accept_ack, app_ack; /* MSH-15, MSH-16 */
+	slice_t charset;             /* MSH-18 first repetition */
 } hl7_header_t;
 
 typedef struct hl7_seg hl7_seg_t;
@@ -130,7 +131,14 @@ int hl7_batch_split(arena_t *a, const char *data, size_t len, slice_t **msgs, si
 		    hl7_error_t *err);
 
 /* ACKs (mappings/hl7_ack.c). */
-typedef enum { HL7_ACK_AA, HL7_ACK_AE, HL7_ACK_AR, HL7_ACK_CA, HL7_ACK_CE, HL7_ACK_CR } hl7_ack_code_t;
+typedef enum {
+	HL7_ACK_AA,
+	HL7_ACK_AE,
+	HL7_ACK_AR,
+	HL7_ACK_CA,
+	HL7_ACK_CE,
+	HL7_ACK_CR
+} hl7_ack_code_t;
 
 /* "AA", "AE", ... */
 const char *hl7_ack_code_name(hl7_ack_code_t code);

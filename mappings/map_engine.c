@@ -1806,7 +1806,8 @@ map_canon(arena_t *a, const fhir_node_t *n, const fhir_type_t *t)
 	order = arena_alloc(a, cnt * sizeof(*order));
 	types = arena_alloc(a, cnt * sizeof(*types));
 	for (size_t i = 0; i < cnt; i++) {
-		uint64_t key = (uint64_t)map_canon_rank(t, fhir_object_key_at(n, i), &types[i]) << 32 | i;
+		uint64_t key =
+		    (uint64_t)map_canon_rank(t, fhir_object_key_at(n, i), &types[i]) << 32 | i;
 		size_t j = i;
 
 		/* Insertion sort: objects are small and mostly in order already. */
