@@ -199,8 +199,9 @@ opt_apply(config_t *c, const opt_t *o, const char *value, char **why)
 				*(int *)field = i;
 				return 0;
 			}
-			buf_printf(&words, "%s%s", i ? ", " : "", o->choices[i]);
 		}
+		for (int i = 0; o->choices[i] != NULL; i++)
+			buf_printf(&words, "%s%s", i ? ", " : "", o->choices[i]);
 		*why = xasprintf("'%s' is not one of %s", value, words.data);
 		buf_free(&words);
 		return -FG_ECONFIG;
