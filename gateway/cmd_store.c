@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir/json.h"
+#include "fhir/meta.h"
+#include "fhir/search.h"
 #include "gateway/cli.h"
 #include "gateway/ingest.h"
 #include "gateway/maps.h"
@@ -43,6 +46,7 @@ typedef struct {
 	size_t nseqs;
 	bool history;
 	const char *ref; /* TYPE/ID (borrowed from argv) */
+	store_t *store;  /* for commands that commit in several transactions (reindex) */
 } store_args_t;
 
 typedef struct {
@@ -526,6 +530,129 @@ run_resources(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 	return EXIT_OK;
 }
 
+/* ---- reindex ---- */
+
+#define REINDEX_CHUNK 1000 /* resources per write transaction: LMDB bounds a txn's dirty pages */
+
+typedef struct {
+	store_txn_t *t;
+	slice_t type;
+	arena_t *a;
+	size_t count;
+	char last[STORE_ID_MAX + 1];
+	int rc;
+} reindex_ctx_t;
+
+static int
+reindex_one(void *ctx, const store_res_t *r)
+{
+	reindex_ctx_t *x = ctx;
+	fhir_node_t *res = NULL;
+	fhir_idx_entry_t *e = NULL;
+	store_idx_entry_t *entries;
+	slice_t id;
+	size_t n = 0;
+	char err[160];
+	int rc;
+
+	if (x->count >= REINDEX_CHUNK)
+		return 1;
+	arena_reset(x->a);
+	/* Copies first: the slices in r end at the first write. */
+	id = arena_slice_dup(x->a, r->id);
+	rc = fhir_json_parse(x->a, r->body.ptr, r->body.len, NULL, &res, err, sizeof(err));
+	if (rc == 0)
+		rc = fhir_search_index(x->a, res, store_idx_value_max, &e, &n);
+	if (rc < 0) {
+		fprintf(stderr, "fhirgate store reindex: %.*s/%.*s: %s\n", (int)x->type.len,
+			x->type.ptr, (int)id.len, id.ptr, rc == -FG_EPARSE ? err : fg_strerror(rc));
+		x->rc = rc;
+		return 1;
+	}
+	entries = arena_alloc(x->a, (n ? n : 1) * sizeof(*entries));
+	for (size_t i = 0; i < n; i++) {
+		entries[i].code = e[i].code;
+		entries[i].value = e[i].value;
+	}
+	if ((rc = store_idx_set(x->t, x->type, id, entries, n)) < 0) {
+		x->rc = rc;
+		return 1;
+	}
+	memcpy(x->last, id.ptr, id.len);
+	x->last[id.len] = '\0';
+	x->count++;
+	return 0;
+}
+
+/* Rebuilds one type's index entries: clear, then every resource in chunks of transactions. */
+static int
+reindex_type(store_t *s, slice_t type, uint64_t *done)
+{
+	reindex_ctx_t x = {.type = type, .a = arena_new(0)};
+	store_txn_t *t = NULL;
+	int rc = store_txn_begin(s, true, &t);
+
+	if (rc == 0 && (rc = store_idx_clear_type(t, type)) < 0)
+		store_txn_abort(t);
+	else if (rc == 0)
+		rc = store_txn_commit(t);
+	while (rc == 0) {
+		slice_t after = slice_cstr(x.last);
+
+		if ((rc = store_txn_begin(s, true, &x.t)) < 0)
+			break;
+		x.count = 0;
+		rc = store_res_foreach_type(x.t, type, after, reindex_one, &x);
+		if (rc >= 0 && x.rc < 0)
+			rc = x.rc;
+		if (rc < 0) {
+			store_txn_abort(x.t);
+			break;
+		}
+		if ((rc = store_txn_commit(x.t)) < 0)
+			break;
+		*done += x.count;
+		if (x.count < REINDEX_CHUNK)
+			break;
+	}
+	arena_free(x.a);
+	return rc;
+}
+
+/* `store reindex`: every resource's search index entries, rebuilt from its stored body (after
+ * a change of the index encodings). Commits as it goes; run it with the server stopped, or
+ * accept that searches miss entries of the type being rebuilt meanwhile. */
+static int
+run_reindex(store_txn_t *t, const config_t *cfg, const store_args_t *a)
+{
+	slice_t types[256];
+	size_t ntypes = 0;
+	uint64_t done = 0, n;
+	int rc = 0;
+
+	for (size_t i = 0; i < fhir_meta_resource_count() && ntypes < 256; i++) {
+		slice_t tn = slice_cstr(fhir_meta_resource_at(i)->name);
+
+		if (store_res_count(t, tn, &n) == 0 && n > 0)
+			types[ntypes++] = tn;
+	}
+	store_txn_abort(t);
+	for (size_t i = 0; rc == 0 && i < ntypes; i++) {
+		uint64_t before = done;
+
+		rc = reindex_type(a->store, types[i], &done);
+		if (rc == 0)
+			printf("%-24.*s %" PRIu64 " reindexed\n", (int)types[i].len, types[i].ptr,
+			       done - before);
+	}
+	if (rc < 0) {
+		print_store_error("reindex", rc);
+		return EXIT_PROBLEM;
+	}
+	printf("%" PRIu64 " resources reindexed\n", done);
+	return EXIT_OK;
+}
+
 static const store_cmd_t store_cmds[] = {
     {"stats", run_stats, 0, false, "", "counts, last sequence, map size and bytes used"},
     {"list", run_list, OPT_FROM | OPT_LIMIT | OPT_STATUS, false,
@@ -539,6 +666,8 @@ static const store_cmd_t store_cmds[] = {
      "re-check dead letters with the ingest rules; accept those that now pass"},
     {"verify", run_verify, 0, false, "", "check the store's consistency"},
     {"resources", run_resources, 0, false, "", "current FHIR resources per type"},
+    {"reindex", run_reindex, 0, true, "",
+     "rebuild every resource's search index entries from its stored body"},
     {"resource", run_resource, ARG_REF | OPT_HISTORY, false, "[--history] TYPE/ID",
      "a FHIR resource's current version (patient data), or with --history every version"},
     {"dump", run_dump, OPT_FROM, false, "[--from SEQ]",
@@ -563,7 +692,8 @@ usage_cmd(FILE *f, const store_cmd_t *c)
 	fprintf(f, "usage: fhirgate store %s%s%s\n  %s\n", c->name, c->usage[0] ? " " : "",
 		c->usage, c->help);
 	if (c->write)
-		fprintf(f, "  Opens the store for writing (one transaction); safe while the server "
+		fprintf(f, "  Opens the store for writing (replay: one transaction; reindex: one per "
+			   "1000 resources); safe while the server "
 			   "runs.\n");
 	else
 		fprintf(f, "  Opens the store read-only; safe while the server runs.\n");
@@ -580,7 +710,7 @@ parse_seq(const char *s, uint64_t *out)
 static bool
 parse_args(const store_cmd_t *c, int argc, char **argv, store_args_t *a)
 {
-	*a = (store_args_t){0, UINT64_MAX, 0, false, false, NULL, 0, false, NULL};
+	*a = (store_args_t){0, UINT64_MAX, 0, false, false, NULL, 0, false, NULL, NULL};
 	a->seqs = xcalloc((size_t)argc, sizeof(*a->seqs));
 	for (int i = 2; i < argc; i++) {
 		const char *arg = argv[i], *val = NULL;
@@ -715,6 +845,7 @@ cmd_store(int argc, char **argv)
 		print_store_error("begin transaction", rc);
 	} else {
 		/* A writing command ends its transaction itself, when it knows what to print. */
+		a.store = s;
 		status = c->run(t, &cfg, &a);
 		if (!c->write)
 			store_txn_abort(t);

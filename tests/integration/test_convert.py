@@ -136,6 +136,18 @@ def test_ingest(t):
         t.ok(" map " in out and "no map" in out, "... and a dead letter at stage map", out)
         rc, out, _ = srv.fhirgate("store", "verify")
         t.eq(rc, 0, "store verify is clean after ingest with resources")
+        rc, before, _ = store(srv, "stats")
+        rc, out, err = store(srv, "reindex")
+        t.ok(rc == 0 and re.search(r"^\d+ resources reindexed$", out, re.M),
+             "store reindex rebuilds every resource's index entries", out + err)
+        rc, after, _ = store(srv, "stats")
+        entries = lambda s: re.search(r"^index entries\s+(\d+)", s, re.M).group(1)
+        t.eq(entries(after), entries(before), "... to the same entries as ingest wrote")
+        t.eq(re.search(r"^(\d+) resources reindexed$", out, re.M).group(1) if rc == 0 else None,
+             re.search(r"^resources\s+(\d+)", before, re.M).group(1),
+             "... every current resource once")
+        rc, out, _ = srv.fhirgate("store", "verify")
+        t.eq(rc, 0, "store verify is clean after reindex")
 
 
 def test_unmapped_accept(t):
