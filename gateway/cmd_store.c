@@ -692,9 +692,10 @@ usage_cmd(FILE *f, const store_cmd_t *c)
 	fprintf(f, "usage: fhirgate store %s%s%s\n  %s\n", c->name, c->usage[0] ? " " : "",
 		c->usage, c->help);
 	if (c->write)
-		fprintf(f, "  Opens the store for writing (replay: one transaction; reindex: one per "
-			   "1000 resources); safe while the server "
-			   "runs.\n");
+		fprintf(f,
+			"  Opens the store for writing (replay: one transaction; reindex: one per "
+			"1000 resources); safe while the server "
+			"runs.\n");
 	else
 		fprintf(f, "  Opens the store read-only; safe while the server runs.\n");
 }
