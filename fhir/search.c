@@ -45,15 +45,7 @@ set_add(arena_t *a, fp_set_t *s, const fhir_node_t *n, const fhir_type_t *t)
 			set_add(a, s, it, t);
 		return;
 	}
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 8;
-		fp_item_t *v = arena_alloc(a, cap * sizeof(*v));
-
-		if (s->n)
-			memcpy(v, s->v, s->n * sizeof(*v));
-		s->v = v;
-		s->cap = cap;
-	}
+	s->v = arena_array_grow(a, s->v, s->n, &s->cap, sizeof(*s->v));
 	s->v[s->n++] = (fp_item_t){n, t};
 }
 
@@ -744,15 +736,7 @@ ix_add(ix_t *x, slice_t code, slice_t value)
 {
 	size_t max;
 
-	if (x->n == x->cap) {
-		size_t cap = x->cap ? x->cap * 2 : 32;
-		fhir_idx_entry_t *v = arena_alloc(x->a, cap * sizeof(*v));
-
-		if (x->n)
-			memcpy(v, x->v, x->n * sizeof(*v));
-		x->v = v;
-		x->cap = cap;
-	}
+	x->v = arena_array_grow(x->a, x->v, x->n, &x->cap, sizeof(*x->v));
 	if (x->value_max != NULL && value.len > (max = x->value_max(x->type, code)))
 		value.len = max;
 	x->v[x->n++] = (fhir_idx_entry_t){code, value};

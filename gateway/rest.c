@@ -34,23 +34,6 @@ str_node(arena_t *a, const char *s)
 	return fhir_string_new(a, slice_cstr(s));
 }
 
-static char *arena_printf(arena_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static char *
-arena_printf(arena_t *a, const char *fmt, ...)
-{
-	va_list ap;
-	buf_t b = BUF_INIT;
-	char *s;
-
-	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
-	va_end(ap);
-	s = arena_strndup(a, b.data != NULL ? b.data : "", b.len);
-	buf_free(&b);
-	return s;
-}
-
 const char *
 rest_etag(arena_t *a, uint32_t version)
 {

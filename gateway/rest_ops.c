@@ -316,15 +316,7 @@ typedef struct {
 static void
 seqs_add(seqs_t *s, uint64_t seq)
 {
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 16;
-		uint64_t *v = arena_alloc(s->a, cap * sizeof(*v));
-
-		if (s->n)
-			memcpy(v, s->seqs, s->n * sizeof(*v));
-		s->seqs = v;
-		s->cap = cap;
-	}
+	s->seqs = arena_array_grow(s->a, s->seqs, s->n, &s->cap, sizeof(*s->seqs));
 	s->seqs[s->n++] = seq;
 }
 

@@ -40,15 +40,7 @@ typedef struct {
 static void
 ids_add(arena_t *a, idset_t *s, slice_t id)
 {
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 16;
-		slice_t *v = arena_alloc(a, cap * sizeof(*v));
-
-		if (s->n)
-			memcpy(v, s->v, s->n * sizeof(*v));
-		s->v = v;
-		s->cap = cap;
-	}
+	s->v = arena_array_grow(a, s->v, s->n, &s->cap, sizeof(*s->v));
 	s->v[s->n++] = arena_slice_dup(a, id);
 }
 
@@ -1036,15 +1028,7 @@ hits_add(arena_t *a, hits_t *h, slice_t type, slice_t id, bool include)
 {
 	if (include && hit_seen(h->v, h->n, type, id))
 		return;
-	if (h->n == h->cap) {
-		size_t cap = h->cap ? h->cap * 2 : 16;
-		search_hit_t *v = arena_alloc(a, cap * sizeof(*v));
-
-		if (h->n)
-			memcpy(v, h->v, h->n * sizeof(*v));
-		h->v = v;
-		h->cap = cap;
-	}
+	h->v = arena_array_grow(a, h->v, h->n, &h->cap, sizeof(*h->v));
 	h->v[h->n++] = (search_hit_t){type, id, include};
 }
 
@@ -1395,15 +1379,7 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 				ids_normalize(&set);
 			}
 			for (size_t i = 0; i < set.n; i++) {
-				if (nrows == rcap) {
-					size_t nc = rcap ? rcap * 2 : 64;
-					row_t *nr = arena_alloc(a, nc * sizeof(*nr));
-
-					if (nrows)
-						memcpy(nr, rows, nrows * sizeof(*nr));
-					rows = nr;
-					rcap = nc;
-				}
+				rows = arena_array_grow(a, rows, nrows, &rcap, sizeof(*rows));
 				memset(&rows[nrows], 0, sizeof(rows[nrows]));
 				rows[nrows].type = ty;
 				rows[nrows].id = set.v[i];

@@ -4,7 +4,9 @@
 #include "lib/arena.h"
 
 #include <stdalign.h>
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,6 +136,43 @@ slice_t
 arena_slice_dup(arena_t *a, slice_t s)
 {
 	return (slice_t){arena_strndup(a, s.ptr, s.len), s.len};
+}
+
+void *
+arena_array_grow(arena_t *a, void *v, size_t n, size_t *cap, size_t size)
+{
+	size_t ncap;
+	void *nv;
+
+	if (n < *cap)
+		return v;
+	ncap = *cap ? *cap * 2 : 16;
+	if (ncap > SIZE_MAX / size)
+		abort();
+	nv = arena_alloc(a, ncap * size);
+	if (n > 0)
+		memcpy(nv, v, n * size);
+	*cap = ncap;
+	return nv;
+}
+
+char *
+arena_printf(arena_t *a, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	s = arena_alloc(a, (size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return s;
 }
 
 size_t

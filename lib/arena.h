@@ -19,6 +19,12 @@ void *arena_alloc(arena_t *a, size_t size);
 void *arena_zalloc(arena_t *a, size_t size);
 char *arena_strndup(arena_t *a, const char *s, size_t len);
 slice_t arena_slice_dup(arena_t *a, slice_t s);
+/* An arena-backed growable array: returns v when it has room for element n, else a copy of its
+ * n elements (of size bytes each) with twice the capacity (*cap updated; the old copy stays in
+ * the arena until it is reset). */
+void *arena_array_grow(arena_t *a, void *v, size_t n, size_t *cap, size_t size);
+/* printf into the arena (borrowed, valid until arena_reset/arena_free). */
+char *arena_printf(arena_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Bytes handed out since the last reset. */
 size_t arena_used(const arena_t *a);
 

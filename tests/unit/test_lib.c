@@ -91,6 +91,24 @@ test_arena(void **state)
 }
 
 static void
+test_arena_array_printf(void **state)
+{
+	arena_t *a = arena_new(128);
+	int *v = NULL;
+	size_t n = 0, cap = 0;
+
+	for (int i = 0; i < 1000; i++) {
+		v = arena_array_grow(a, v, n, &cap, sizeof(*v));
+		v[n++] = i;
+	}
+	assert_true(cap >= 1000 && cap < 2048);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(v[i], i);
+	assert_string_equal(arena_printf(a, "%s/%05d", "Patient", 42), "Patient/00042");
+	arena_free(a);
+}
+
+static void
 test_hash_err(void **state)
 {
 	/* FNV-1a 64 test vectors. */
@@ -104,8 +122,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_buf_cap),       cmocka_unit_test(test_buf_be),
-	    cmocka_unit_test(test_slice_numbers), cmocka_unit_test(test_arena),
+	    cmocka_unit_test(test_buf_cap),
+	    cmocka_unit_test(test_buf_be),
+	    cmocka_unit_test(test_slice_numbers),
+	    cmocka_unit_test(test_arena),
+	    cmocka_unit_test(test_arena_array_printf),
 	    cmocka_unit_test(test_hash_err),
 	};
 
