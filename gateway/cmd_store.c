@@ -10,7 +10,6 @@
 
 #include "fhir/json.h"
 #include "fhir/meta.h"
-#include "fhir/search.h"
 #include "gateway/cli.h"
 #include "gateway/ingest.h"
 #include "gateway/maps.h"
@@ -548,8 +547,7 @@ reindex_one(void *ctx, const store_res_t *r)
 {
 	reindex_ctx_t *x = ctx;
 	fhir_node_t *res = NULL;
-	fhir_idx_entry_t *e = NULL;
-	store_idx_entry_t *entries;
+	store_idx_entry_t *entries = NULL;
 	slice_t id;
 	size_t n = 0;
 	char err[160];
@@ -562,17 +560,12 @@ reindex_one(void *ctx, const store_res_t *r)
 	id = arena_slice_dup(x->a, r->id);
 	rc = fhir_json_parse(x->a, r->body.ptr, r->body.len, NULL, &res, err, sizeof(err));
 	if (rc == 0)
-		rc = fhir_search_index(x->a, res, store_idx_value_max, &e, &n);
+		rc = ingest_index_entries(x->a, res, &entries, &n);
 	if (rc < 0) {
 		fprintf(stderr, "fhirgate store reindex: %.*s/%.*s: %s\n", (int)x->type.len,
 			x->type.ptr, (int)id.len, id.ptr, rc == -FG_EPARSE ? err : fg_strerror(rc));
 		x->rc = rc;
 		return 1;
-	}
-	entries = arena_alloc(x->a, (n ? n : 1) * sizeof(*entries));
-	for (size_t i = 0; i < n; i++) {
-		entries[i].code = e[i].code;
-		entries[i].value = e[i].value;
 	}
 	if ((rc = store_idx_set(x->t, x->type, id, entries, n)) < 0) {
 		x->rc = rc;

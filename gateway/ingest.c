@@ -70,22 +70,19 @@ dedupe_key(arena_t *a, const hl7_header_t *h)
 	return key;
 }
 
-/* The search index entries of a resource, in the store's form (the same fields). */
-static int
-index_entries(arena_t *a, const fhir_node_t *res, ingest_res_t *out)
+int
+ingest_index_entries(arena_t *a, const fhir_node_t *res, store_idx_entry_t **out, size_t *n)
 {
 	fhir_idx_entry_t *e = NULL;
-	size_t n = 0;
-	int rc = fhir_search_index(a, res, store_idx_value_max, &e, &n);
+	int rc = fhir_search_index(a, res, store_idx_value_max, &e, n);
 
 	if (rc < 0)
 		return rc;
-	out->entries = arena_alloc(a, (n ? n : 1) * sizeof(*out->entries));
-	for (size_t i = 0; i < n; i++) {
-		out->entries[i].code = e[i].code;
-		out->entries[i].value = e[i].value;
+	*out = arena_alloc(a, (*n ? *n : 1) * sizeof(**out));
+	for (size_t i = 0; i < *n; i++) {
+		(*out)[i].code = e[i].code;
+		(*out)[i].value = e[i].value;
 	}
-	out->nentries = n;
 	return 0;
 }
 
@@ -106,7 +103,8 @@ serialize_resources(arena_t *a, const map_result_t *r, ingest_check_t *out)
 		out->res[i].id = mr->id;
 		out->res[i].body = arena_slice_dup(a, buf_slice(&b));
 		if (rc == 0)
-			rc = index_entries(a, mr->resource, &out->res[i]);
+			rc = ingest_index_entries(a, mr->resource, &out->res[i].entries,
+						  &out->res[i].nentries);
 	}
 	out->nres = rc == 0 ? r->nresources : 0;
 	buf_free(&b);

@@ -83,6 +83,10 @@ int ingest_record(store_txn_t *t, const ingest_check_t *c, slice_t raw, slice_t 
  * dead letter as it is. A negative return is a store error. */
 int ingest_replay(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint64_t now_ns);
 
+/* The search index entries of a resource in the store's form (arena a): what every write path
+ * (ingest, REST, reindex) stores with a resource. Returns 0 or -FG_EINVAL (not a resource). */
+int ingest_index_entries(arena_t *a, const fhir_node_t *res, store_idx_entry_t **out, size_t *n);
+
 /* "PID-5.1" style location of an error into out (at least 32 bytes); "" when unknown. */
 void ingest_error_location(const hl7_error_t *err, char *out, size_t cap);
 

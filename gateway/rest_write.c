@@ -15,8 +15,8 @@
 
 #include "fhir/json.h"
 #include "fhir/meta.h"
-#include "fhir/search.h"
 #include "fhir/xml.h"
+#include "gateway/ingest.h"
 #include "gateway/rest_int.h"
 #include "gateway/search.h"
 #include "lib/err.h"
@@ -178,9 +178,6 @@ static int
 op_prepare(arena_t *a, rest_op_t *op)
 {
 	buf_t b = BUF_INIT;
-	fhir_idx_entry_t *e;
-	size_t n;
-	int rc;
 
 	if (fhir_object_get_cstr(op->res, "id") == NULL) {
 		/* resourceType, id, then the rest: the order clients are used to. */
@@ -198,13 +195,7 @@ op_prepare(arena_t *a, rest_op_t *op)
 	fhir_json_write(op->res, false, &b);
 	op->body = arena_slice_dup(a, buf_slice(&b));
 	buf_free(&b);
-	rc = fhir_search_index(a, op->res, store_idx_value_max, &e, &n);
-	if (rc < 0)
-		return rc;
-	/* fhir_idx_entry_t is store_idx_entry_t's twin (two slices): passed through as is. */
-	op->entries = (store_idx_entry_t *)e;
-	op->nentries = n;
-	return 0;
+	return ingest_index_entries(a, op->res, &op->entries, &op->nentries);
 }
 
 /* Checks a resource to store as type (and id when not empty); 0, or a status with outcome. */
