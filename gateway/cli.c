@@ -35,6 +35,7 @@ config_build(config_t *c)
 	if (rc == 0) {
 		log_set_level(c->log_level);
 		log_set_format(c->log_format);
+		log_set_output(c->log_output);
 	} else {
 		config_free(c);
 	}

@@ -34,9 +34,10 @@ typedef struct {
 	const char *const *choices; /* OPT_CHOICE: the words, NULL-ended, in enum order */
 } opt_t;
 
-/* In the order of log_level_t, log_format_t and CONF_UNMAPPED_*. */
+/* In the order of log_level_t, log_format_t, log_output_t and CONF_UNMAPPED_*. */
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
+static const char *const log_outputs[] = {"stderr", "syslog", NULL};
 static const char *const unmapped_modes[] = {"error", "accept", NULL};
 
 #define OFF(f) offsetof(config_t, f)
@@ -93,7 +94,13 @@ static const opt_t options[] = {
      "what is queued at once (batches still form while a commit runs).",
      0, 1000000, NULL},
     {"writer.queue_max", OPT_COUNT, OFF(writer_queue_max), "65536",
-     "Messages waiting for the writer; when full, MLLP reads pause.", 16, 10000000, NULL},
+     "Jobs (messages, REST writes) waiting for the writer; when full, MLLP reads pause and "
+     "HTTP writes get 503 with Retry-After.",
+     16, 10000000, NULL},
+    {"writer.queue_max_bytes", OPT_SIZE, OFF(writer_queue_max_bytes), "256M",
+     "Bytes of messages and REST bodies waiting for the writer; past it the queue counts as "
+     "full.",
+     1024 * 1024, 64ull << 30, NULL},
     {"hl7.max_message_bytes", OPT_SIZE, OFF(hl7_max_message_bytes), "16M",
      "Largest HL7 v2 message parsed.", 64, 1024ull << 20, NULL},
     {"hl7.max_segments", OPT_COUNT, OFF(hl7_max_segments), "10000", "Most segments in one message.",
@@ -125,6 +132,8 @@ static const opt_t options[] = {
     {"log.level", OPT_CHOICE, OFF(log_level), "info",
      "error, warn, info or debug. Patient data is logged at debug only.", 0, 0, log_levels},
     {"log.format", OPT_CHOICE, OFF(log_format), "logfmt", "logfmt or json.", 0, 0, log_formats},
+    {"log.output", OPT_CHOICE, OFF(log_output), "stderr",
+     "stderr, or syslog (facility daemon; the system logger adds the time).", 0, 0, log_outputs},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))

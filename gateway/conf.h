@@ -34,6 +34,7 @@ typedef struct {
 	uint64_t writer_batch_max_bytes;
 	uint64_t writer_batch_max_delay_us;
 	uint64_t writer_queue_max;
+	uint64_t writer_queue_max_bytes;
 	/* [hl7] */
 	uint64_t hl7_max_message_bytes;
 	uint64_t hl7_max_segments;
@@ -49,6 +50,7 @@ typedef struct {
 	/* [log] */
 	log_level_t log_level;
 	log_format_t log_format;
+	log_output_t log_output;
 } config_t;
 
 enum { CONF_UNMAPPED_ERROR = 0, CONF_UNMAPPED_ACCEPT = 1 };

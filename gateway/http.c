@@ -21,6 +21,7 @@
 
 #include "lib/err.h"
 #include "lib/log.h"
+#include "lib/timeutil.h"
 #include "lib/xalloc.h"
 
 /* A chunk-size line (size and extensions) longer than this is refused. */
@@ -348,6 +349,8 @@ struct http_request {
 	bool keep_alive, is_head;
 	bool answered; /* out holds the whole response, waiting for its turn */
 	buf_t out;
+	metrics_route_t route;  /* for /metrics, set by the handler */
+	uint64_t dispatched_ns; /* monotonic, when the handler got it */
 };
 
 static http_request_t *
@@ -384,6 +387,12 @@ http_request_free(http_request_t *r)
 	request_release(r);
 	buf_free(&r->out);
 	free(r);
+}
+
+void
+http_request_set_route(http_request_t *req, metrics_route_t route)
+{
+	req->route = route;
 }
 
 slice_t
@@ -1386,6 +1395,7 @@ conn_fail(http_conn_t *c, int status, const char *text, http_request_t *r)
 	r->answered = true;
 	request_release(r);
 	queue_push(c, r);
+	metrics_http(METRICS_ROUTE_OTHER, status, 0);
 }
 
 static void
@@ -1402,6 +1412,7 @@ conn_dispatch(http_conn_t *c, http_request_t *r)
 		c->closing = true;
 	log_debug("http", "peer=%s %.*s %.*s HTTP/1.%d", c->peer, (int)r->method.len, r->method.ptr,
 		  (int)r->target.len, r->target.ptr, r->version - 10);
+	r->dispatched_ns = time_mono_ns();
 	c->handler(r, c->handler_ctx);
 }
 
@@ -1590,6 +1601,7 @@ http_respond(http_request_t *r, int status, const http_field_t *fields, slice_t 
 	http_conn_t *c = r->conn;
 	int rc = 0;
 
+	metrics_http(r->route, status, time_mono_ns() - r->dispatched_ns);
 	if (c == NULL) {
 		http_request_free(r);
 		return 0;

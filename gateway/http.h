@@ -10,6 +10,7 @@
 
 #include <event2/util.h>
 
+#include "gateway/metrics.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
 #include "lib/slice.h"
@@ -95,6 +96,8 @@ void http_request_header_at(const http_request_t *req, size_t i, slice_t *name, 
 slice_t http_request_body(const http_request_t *req);
 /* The client's address, "?" for a parser-only request; borrowed like the slices. */
 const char *http_request_peer(const http_request_t *req);
+/* What the request was, for the metrics' route label (default METRICS_ROUTE_OTHER). */
+void http_request_set_route(http_request_t *req, metrics_route_t route);
 /* Request-scoped arena for the handler, freed when the request is answered. */
 arena_t *http_request_arena(http_request_t *req);
 /* True when the connection is gone: a response would be dropped. */

@@ -26,6 +26,7 @@ struct maps {
 	pthread_mutex_t mu;
 	maps_ref_t *cur;
 	uint64_t fingerprint;
+	maps_stats_t st; /* under mu */
 };
 
 static void
@@ -157,7 +158,9 @@ maps_reload(maps_t *m, const config_t *cfg)
 
 	pthread_mutex_lock(&m->mu);
 	m->fingerprint = fp; /* a broken file is not retried until it changes again */
+	m->st.last_failed = rc < 0;
 	if (rc < 0) {
+		m->st.reloads_failed++;
 		pthread_mutex_unlock(&m->mu);
 		log_error("mappings", "reload failed (%s); the mappings in force stay",
 			  fg_strerror(rc));
@@ -165,9 +168,18 @@ maps_reload(maps_t *m, const config_t *cfg)
 	}
 	old = m->cur;
 	m->cur = fresh;
+	m->st.reloads_ok++;
 	pthread_mutex_unlock(&m->mu);
 	maps_release(old);
 	return 0;
+}
+
+void
+maps_get_stats(maps_t *m, maps_stats_t *out)
+{
+	pthread_mutex_lock(&m->mu);
+	*out = m->st;
+	pthread_mutex_unlock(&m->mu);
 }
 
 bool

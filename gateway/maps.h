@@ -4,6 +4,7 @@
 #ifndef GATEWAY_MAPS_H
 #define GATEWAY_MAPS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "gateway/conf.h"
@@ -17,6 +18,12 @@ typedef struct maps_ref maps_ref_t;
 int maps_open(const config_t *cfg, maps_t **out);
 /* Loads again (from cfg's folders); on failure logs why and keeps the set in force. */
 int maps_reload(maps_t *m, const config_t *cfg);
+typedef struct {
+	uint64_t reloads_ok, reloads_failed;
+	bool last_failed; /* the last reload failed: older mappings are in force */
+} maps_stats_t;
+
+void maps_get_stats(maps_t *m, maps_stats_t *out);
 /* True when a file in the folders changed (path, size or mtime) since the last (re)load. */
 bool maps_changed(maps_t *m, const config_t *cfg);
 /* The set in force, with a reference that keeps it alive until maps_release (any thread). */

@@ -1104,6 +1104,12 @@ rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, re
 	return 0;
 }
 
+store_t *
+rest_store(rest_t *r)
+{
+	return r->store;
+}
+
 void
 rest_free(rest_t *r)
 {
@@ -1290,6 +1296,35 @@ do_search_post(rest_ctx_t *c, slice_t type)
 	do_search(c, type, q.ptr != NULL ? q : slice_make("", 0));
 }
 
+/* The metrics' route label of a request, from its method and path segments. */
+static metrics_route_t
+route_of(slice_t m, const slice_t *seg, size_t n)
+{
+	slice_t last = n > 0 ? seg[n - 1] : slice_make("", 0);
+
+	if (n == 0)
+		return method_is(m, "POST") ? METRICS_ROUTE_BUNDLE : METRICS_ROUTE_SEARCH;
+	if (slice_eq_cstr(seg[0], "metadata"))
+		return METRICS_ROUTE_METADATA;
+	if (last.len > 0 && last.ptr[0] == '$')
+		return METRICS_ROUTE_OPERATION;
+	if (slice_eq_cstr(last, "_search"))
+		return METRICS_ROUTE_SEARCH;
+	if (slice_eq_cstr(last, "_history"))
+		return METRICS_ROUTE_HISTORY;
+	if (n == 4)
+		return METRICS_ROUTE_READ; /* vread */
+	if (method_is(m, "PUT"))
+		return METRICS_ROUTE_UPDATE;
+	if (method_is(m, "DELETE"))
+		return METRICS_ROUTE_DELETE;
+	if (method_is(m, "PATCH"))
+		return METRICS_ROUTE_PATCH;
+	if (n == 1)
+		return method_is(m, "POST") ? METRICS_ROUTE_CREATE : METRICS_ROUTE_SEARCH;
+	return n == 2 ? METRICS_ROUTE_READ : METRICS_ROUTE_OTHER;
+}
+
 void
 rest_handle(http_request_t *req, void *handler_ctx)
 {
@@ -1315,6 +1350,7 @@ rest_handle(http_request_t *req, void *handler_ctx)
 	}
 	if (method_is(m, "HEAD"))
 		m = SLICE_LIT("GET");
+	http_request_set_route(req, route_of(m, seg, n));
 	if (n == 0) {
 		if (method_is(m, "POST"))
 			rest_do_bundle(c);

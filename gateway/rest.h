@@ -22,6 +22,8 @@ typedef struct rest_thread rest_thread_t;
 int rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, rest_t **out);
 /* Accepts NULL; every thread part must be freed first. */
 void rest_free(rest_t *r);
+/* The store it serves. */
+store_t *rest_store(rest_t *r);
 /* The per-I/O-thread part (its completion event lives on base). */
 rest_thread_t *rest_thread_new(rest_t *r, struct event_base *base);
 void rest_thread_free(rest_thread_t *t);

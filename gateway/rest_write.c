@@ -414,14 +414,24 @@ job_new(rest_ctx_t *c, size_t nops)
 	return j;
 }
 
+/* Queues the job, or answers 503 with Retry-After when the writer's queue is full (the job
+ * lives in the request's arena and goes with it). */
 static void
 job_submit(rest_job_t *j)
 {
+	static const http_field_t retry[] = {{"Retry-After", "1"}, {NULL, NULL}};
+	rest_ctx_t *c = j->c;
+
+	if (writer_full(c->rest->writer)) {
+		rest_send(c, 503,
+			  rest_outcome(c->a, "error", "transient",
+				       "the store is busy (writer queue full): retry shortly"),
+			  retry);
+		return;
+	}
 	for (size_t i = 0; i < j->nops; i++)
 		j->wj.bytes += j->ops[i].body.len + 64;
-	/* The queue bound is advisory here: the HTTP module caps requests in flight per
-	 * connection. */
-	(void)writer_submit(j->c->rest->writer, &j->wj);
+	(void)writer_submit(c->rest->writer, &j->wj);
 }
 
 static int

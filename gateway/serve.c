@@ -87,6 +87,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		maps_reload(x->maps, x->cfg);
 	log_set_level(fresh.log_level);
 	log_set_format(fresh.log_format);
+	log_set_output(fresh.log_output);
 	log_info("config", "configuration reloaded");
 	config_free(&fresh);
 }
@@ -178,6 +179,7 @@ cmd_serve(int argc, char **argv)
 	wopts.batch_max_bytes = cfg.writer_batch_max_bytes;
 	wopts.batch_max_delay_us = cfg.writer_batch_max_delay_us;
 	wopts.queue_max = cfg.writer_queue_max;
+	wopts.queue_max_bytes = cfg.writer_queue_max_bytes;
 	/* Threads inherit a mask with the signals blocked: only this thread handles them. */
 	sigemptyset(&block);
 	sigaddset(&block, SIGTERM);

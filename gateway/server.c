@@ -26,7 +26,9 @@
 #include <event2/listener.h>
 
 #include "gateway/ingest.h"
+#include "gateway/metrics.h"
 #include "gateway/mllp.h"
+#include "gateway/ops.h"
 #include "lib/arena.h"
 #include "lib/err.h"
 #include "lib/log.h"
@@ -105,6 +107,7 @@ struct server {
 	unsigned nio;
 	atomic_uint_fast64_t ack_counter;
 	uint64_t started_s;
+	atomic_bool draining;
 	struct {
 		atomic_uint_fast64_t http_conns_open;
 		atomic_uint_fast64_t conns_accepted, conns_open, frames, acks_aa, acks_ae, acks_ar,
@@ -388,9 +391,12 @@ on_frame(void *ctx, const char *data, size_t len, bool oversize, size_t len_tota
 				     .map_opt = l->map_opt,
 				     .accept_unmapped = l->accept_unmapped};
 
+		uint64_t t0 = time_mono_ns();
+
 		if (io->srv->maps != NULL)
 			opt.maps = maps_acquire(io->srv->maps, &j->maps);
 		ingest_check(j->arena, j->raw.ptr, j->raw.len, &opt, &j->check);
+		metrics_observe(METRICS_HIST_CONVERT, time_mono_ns() - t0);
 	}
 	if (oversize) {
 		/* Keep the head of the frame for the dead letter and to mirror its MSH. */
@@ -545,13 +551,17 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
 	}
 }
 
-/* HTTP requests go to the REST API part of the connection's thread. */
+/* HTTP requests go to the operations endpoints or to the REST API part of the connection's
+ * thread. */
 static void
 http_handle(http_request_t *req, void *ctx)
 {
 	io_thread_t *io = ctx;
 
-	rest_handle(req, io->rest);
+	if (ops_handles(req))
+		ops_handle(req, io->srv);
+	else
+		rest_handle(req, io->rest);
 }
 
 static void
@@ -871,6 +881,7 @@ server_reload(server_t *s, const config_t *cfg)
 void
 server_drain(server_t *s)
 {
+	atomic_store(&s->draining, true);
 	for (unsigned i = 0; i < s->nio; i++)
 		event_active(s->io[i].drain_ev, EV_READ, 0);
 	for (unsigned i = 0; i < s->nio; i++)
@@ -951,4 +962,34 @@ server_get_stats(server_t *s, server_stats_t *o)
 	o->oversize_frames = atomic_load(&s->st.oversize_frames);
 	o->store_failures = atomic_load(&s->st.store_failures);
 	o->accept_pauses = atomic_load(&s->st.accept_pauses);
+}
+
+writer_t *
+server_writer(server_t *s)
+{
+	return s->writer;
+}
+
+rest_t *
+server_rest(server_t *s)
+{
+	return s->rest;
+}
+
+maps_t *
+server_maps(server_t *s)
+{
+	return s->maps;
+}
+
+uint64_t
+server_started_s(server_t *s)
+{
+	return s->started_s;
+}
+
+bool
+server_is_draining(server_t *s)
+{
+	return atomic_load(&s->draining);
 }

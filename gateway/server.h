@@ -3,6 +3,7 @@
 #ifndef GATEWAY_SERVER_H
 #define GATEWAY_SERVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "gateway/conf.h"
@@ -33,5 +34,12 @@ void server_drain(server_t *s);
 /* Accepts NULL; call after server_drain. */
 void server_free(server_t *s);
 void server_get_stats(server_t *s, server_stats_t *out);
+/* For the operations endpoints (gateway/ops.c): what the server was started with. */
+writer_t *server_writer(server_t *s);
+rest_t *server_rest(server_t *s);
+maps_t *server_maps(server_t *s); /* NULL: store and forward */
+uint64_t server_started_s(server_t *s);
+/* True once server_drain has begun. */
+bool server_is_draining(server_t *s);
 
 #endif

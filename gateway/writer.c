@@ -4,10 +4,12 @@
 #include "gateway/writer.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "gateway/metrics.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/timeutil.h"
@@ -20,9 +22,12 @@ struct writer {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	writer_job_t *head, *tail; /* FIFO */
-	uint64_t queued;
+	uint64_t queued, queued_bytes;
 	bool stopping;
 	writer_stats_t stats; /* under mu */
+	uint64_t last_commit_mono_ns;
+	_Atomic uint64_t committing_since; /* written by the writer thread only */
+	int last_rc;
 };
 
 /* Takes up to the batch bounds from the queue; mu held. */
@@ -45,6 +50,7 @@ take_batch(writer_t *w, uint64_t *count)
 	if (j == NULL)
 		w->tail = NULL;
 	w->queued -= n;
+	w->queued_bytes -= bytes;
 	*count = n;
 	return first;
 }
@@ -69,7 +75,10 @@ commit_batch(writer_t *w, writer_job_t *batch, uint64_t count)
 {
 	uint64_t t0 = time_mono_ns(), dt;
 	store_txn_t *t = NULL;
-	int rc = store_txn_begin(w->store, true, &t);
+	int rc;
+
+	atomic_store(&w->committing_since, t0);
+	rc = store_txn_begin(w->store, true, &t);
 
 	for (writer_job_t *j = batch; rc == 0 && j != NULL; j = j->next)
 		rc = j->apply(j, t);
@@ -82,6 +91,7 @@ commit_batch(writer_t *w, writer_job_t *batch, uint64_t count)
 		log_error("writer", "commit of %llu messages failed: %s (%s)",
 			  (unsigned long long)count, fg_strerror(rc), store_last_error());
 	dt = time_mono_ns() - t0;
+	metrics_observe(METRICS_HIST_COMMIT, dt);
 	pthread_mutex_lock(&w->mu);
 	w->stats.batches++;
 	w->stats.jobs += count;
@@ -91,6 +101,9 @@ commit_batch(writer_t *w, writer_job_t *batch, uint64_t count)
 		w->stats.commit_ns_max = dt;
 	if (count > w->stats.largest_batch)
 		w->stats.largest_batch = count;
+	w->last_commit_mono_ns = t0 + dt;
+	w->last_rc = rc;
+	atomic_store(&w->committing_since, 0);
 	pthread_mutex_unlock(&w->mu);
 	while (batch != NULL) {
 		writer_job_t *next = batch->next;
@@ -145,12 +158,21 @@ writer_start(store_t *store, const writer_opts_t *opts, writer_t **out)
 	return 0;
 }
 
+/* mu held. */
+static bool
+is_full(const writer_t *w)
+{
+	return w->queued >= w->opts.queue_max ||
+	       (w->opts.queue_max_bytes != 0 && w->queued_bytes >= w->opts.queue_max_bytes);
+}
+
 bool
 writer_submit(writer_t *w, writer_job_t *job)
 {
 	bool full;
 
 	job->next = NULL;
+	job->queued_mono_ns = time_mono_ns();
 	pthread_mutex_lock(&w->mu);
 	if (w->tail != NULL)
 		w->tail->next = job;
@@ -158,10 +180,36 @@ writer_submit(writer_t *w, writer_job_t *job)
 		w->head = job;
 	w->tail = job;
 	w->queued++;
-	full = w->queued >= w->opts.queue_max;
+	w->queued_bytes += job->bytes;
+	full = is_full(w);
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
 	return full;
+}
+
+bool
+writer_full(writer_t *w)
+{
+	bool full;
+
+	pthread_mutex_lock(&w->mu);
+	full = is_full(w);
+	pthread_mutex_unlock(&w->mu);
+	return full;
+}
+
+void
+writer_get_health(writer_t *w, writer_health_t *out)
+{
+	pthread_mutex_lock(&w->mu);
+	out->queued = w->queued;
+	out->queue_max = w->opts.queue_max;
+	out->queued_bytes = w->queued_bytes;
+	out->last_commit_mono_ns = w->last_commit_mono_ns;
+	out->oldest_queued_mono_ns = w->head != NULL ? w->head->queued_mono_ns : 0;
+	out->last_rc = w->last_rc;
+	pthread_mutex_unlock(&w->mu);
+	out->committing_since_mono_ns = atomic_load(&w->committing_since);
 }
 
 uint64_t

@@ -23,7 +23,8 @@ struct writer_job {
 	writer_job_t *next;
 	writer_apply_fn apply;
 	writer_done_fn done;
-	uint64_t bytes; /* for the batch byte bound */
+	uint64_t bytes;          /* for the batch byte bound */
+	uint64_t queued_mono_ns; /* set by writer_submit */
 };
 
 typedef struct {
@@ -31,6 +32,7 @@ typedef struct {
 	uint64_t batch_max_bytes;
 	uint64_t batch_max_delay_us;
 	uint64_t queue_max;
+	uint64_t queue_max_bytes; /* 0: no byte bound */
 } writer_opts_t;
 
 typedef struct {
@@ -42,10 +44,25 @@ typedef struct {
 /* Starts the thread. Caller owns the writer; the store must outlive it. */
 int writer_start(store_t *store, const writer_opts_t *opts, writer_t **out);
 /* Queues a job (never blocks, never fails): returns true when the queue is at or past
- * queue_max, so the caller should stop reading until its jobs come back. */
+ * queue_max jobs or queue_max_bytes, so the caller should stop reading until its jobs come
+ * back. */
 bool writer_submit(writer_t *w, writer_job_t *job);
 /* Jobs queued and not yet committed. */
 uint64_t writer_queued(writer_t *w);
+/* True when the queue is full (as writer_submit says): callers that can refuse work (HTTP writes)
+ * should answer 503 instead of queueing more. */
+bool writer_full(writer_t *w);
+
+typedef struct {
+	uint64_t queued, queue_max, queued_bytes;
+	uint64_t last_commit_mono_ns;   /* end of the last batch; 0 before the first */
+	uint64_t oldest_queued_mono_ns; /* when the job at the queue's head was queued; 0: empty */
+	uint64_t committing_since_mono_ns; /* start of the batch being written; 0: idle */
+	int last_rc;                       /* the last batch's result: 0 or a store error */
+} writer_health_t;
+
+/* A snapshot for /healthz and /readyz. */
+void writer_get_health(writer_t *w, writer_health_t *out);
 /* Commits what is queued and stops the thread (stats stay readable). */
 void writer_stop(writer_t *w);
 /* Accepts NULL; call after writer_stop. */

@@ -1,4 +1,4 @@
-/* Leveled, domain-tagged logging to stderr, one line per event (logfmt or JSON).
+/* Leveled, domain-tagged logging to stderr or syslog, one line per event (logfmt or JSON).
  * Never pass patient data (message bodies, names, identifiers) above LOG_DEBUG. */
 #ifndef LIB_LOG_H
 #define LIB_LOG_H
@@ -7,9 +7,12 @@
 
 typedef enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 } log_level_t;
 typedef enum { LOG_FORMAT_LOGFMT = 0, LOG_FORMAT_JSON = 1 } log_format_t;
+typedef enum { LOG_OUTPUT_STDERR = 0, LOG_OUTPUT_SYSLOG = 1 } log_output_t;
 
 void log_set_level(log_level_t level);
 void log_set_format(log_format_t format);
+/* stderr (with a timestamp) or syslog (facility daemon; the logger adds the time). */
+void log_set_output(log_output_t output);
 log_level_t log_get_level(void);
 
 /* The free text is escaped (control characters as \xNN); keep it short and data-free. */
