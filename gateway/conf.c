@@ -39,6 +39,8 @@ static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL}
 static const char *const log_formats[] = {"logfmt", "json", NULL};
 static const char *const log_outputs[] = {"stderr", "syslog", NULL};
 static const char *const unmapped_modes[] = {"error", "accept", NULL};
+static const char *const audit_rest_modes[] = {"all", "writes", "off", NULL};
+static const char *const on_off[] = {"on", "off", NULL};
 
 #define OFF(f) offsetof(config_t, f)
 #define GiB    (1024ull * 1024 * 1024)
@@ -126,6 +128,14 @@ static const opt_t options[] = {
      "UTC offset (+HHMM or -HHMM) for HL7 times that carry none; empty: such times keep only "
      "their date (and instants are left out), with a warning.",
      0, 0, NULL},
+    {"audit.rest", OPT_CHOICE, OFF(audit_rest), "all",
+     "AuditEvents for FHIR REST requests: all, writes (create, update, patch, delete, "
+     "transactions, operations) or off.",
+     0, 0, audit_rest_modes},
+    {"audit.messages", OPT_CHOICE, OFF(audit_messages), "on",
+     "An AuditEvent for every HL7 v2 message received, in the message's own transaction: on "
+     "or off.",
+     0, 0, on_off},
     {"server.shutdown_timeout", OPT_MS, OFF(shutdown_timeout_ms), "10s",
      "On SIGTERM, how long to wait for in-flight messages to be committed and ACKed.", 0, 3600000,
      NULL},

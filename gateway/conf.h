@@ -45,6 +45,9 @@ typedef struct {
 	int mappings_unmapped;   /* CONF_UNMAPPED_ERROR or CONF_UNMAPPED_ACCEPT */
 	uint64_t mappings_watch_ms;
 	char *mappings_timezone; /* "" or an offset such as +0100 for DTMs without one */
+	/* [audit] */
+	int audit_rest;     /* CONF_AUDIT_REST_* */
+	int audit_messages; /* CONF_OFF or CONF_ON */
 	/* [server] */
 	uint64_t shutdown_timeout_ms;
 	/* [log] */
@@ -54,6 +57,8 @@ typedef struct {
 } config_t;
 
 enum { CONF_UNMAPPED_ERROR = 0, CONF_UNMAPPED_ACCEPT = 1 };
+enum { CONF_AUDIT_REST_ALL = 0, CONF_AUDIT_REST_WRITES = 1, CONF_AUDIT_REST_OFF = 2 };
+enum { CONF_ON = 0, CONF_OFF = 1 };
 
 /* Fills c with every default. */
 void config_init(config_t *c);

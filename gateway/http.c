@@ -351,6 +351,8 @@ struct http_request {
 	buf_t out;
 	metrics_route_t route;  /* for /metrics, set by the handler */
 	uint64_t dispatched_ns; /* monotonic, when the handler got it */
+	http_answer_fn on_answer;
+	void *on_answer_ctx;
 };
 
 static http_request_t *
@@ -393,6 +395,13 @@ void
 http_request_set_route(http_request_t *req, metrics_route_t route)
 {
 	req->route = route;
+}
+
+void
+http_request_on_answer(http_request_t *req, http_answer_fn fn, void *ctx)
+{
+	req->on_answer = fn;
+	req->on_answer_ctx = ctx;
 }
 
 slice_t
@@ -1602,6 +1611,8 @@ http_respond(http_request_t *r, int status, const http_field_t *fields, slice_t 
 	int rc = 0;
 
 	metrics_http(r->route, status, time_mono_ns() - r->dispatched_ns);
+	if (r->on_answer != NULL)
+		r->on_answer(r, status, r->on_answer_ctx);
 	if (c == NULL) {
 		http_request_free(r);
 		return 0;

@@ -98,6 +98,10 @@ slice_t http_request_body(const http_request_t *req);
 const char *http_request_peer(const http_request_t *req);
 /* What the request was, for the metrics' route label (default METRICS_ROUTE_OTHER). */
 void http_request_set_route(http_request_t *req, metrics_route_t route);
+/* Called by http_respond() with the status, before the request's memory goes (the request and
+ * its arena are still valid during the call); one per request, e.g. for the audit trail. */
+typedef void (*http_answer_fn)(http_request_t *req, int status, void *ctx);
+void http_request_on_answer(http_request_t *req, http_answer_fn fn, void *ctx);
 /* Request-scoped arena for the handler, freed when the request is answered. */
 arena_t *http_request_arena(http_request_t *req);
 /* True when the connection is gone: a response would be dropped. */

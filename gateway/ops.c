@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gateway/audit.h"
 #include "gateway/maps.h"
 #include "gateway/metrics.h"
 #include "gateway/rest.h"
@@ -105,6 +106,8 @@ write_metrics(server_t *srv, buf_t *b)
 	counter(b, "fhirgate_writer_jobs_total", "Jobs (messages, REST writes) committed.", w.jobs);
 	counter(b, "fhirgate_writer_failed_batches_total", "Transactions that failed.",
 		w.failed_batches);
+	counter(b, "fhirgate_audit_dropped_total",
+		"REST AuditEvents dropped because the writer queue was full.", audit_dropped());
 	if (maps != NULL) {
 		maps_stats_t ms;
 

@@ -929,7 +929,10 @@ do_everything(rest_ctx_t *c, slice_t id)
 		size_t nsp = fhir_meta_searchparams(tn, &sps);
 		size_t first = fhir_array_len(entries);
 
-		if (strcmp(rt->name, "Patient") == 0 || store_res_count(t, tn, &n) < 0 || n == 0)
+		/* The audit trail is about the patient's record, not part of it (and reading it
+		 * needs its own permission). */
+		if (strcmp(rt->name, "Patient") == 0 || strcmp(rt->name, "AuditEvent") == 0 ||
+		    store_res_count(t, tn, &n) < 0 || n == 0)
 			continue;
 		for (size_t k = 0; k < nsp; k++) {
 			search_opts_t opts = {.max_count = REST_COUNT_MAX};
@@ -1091,6 +1094,7 @@ rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, re
 	r->store = store;
 	r->writer = writer;
 	r->maps = maps;
+	r->audit = cfg->audit_rest;
 	r->limits.max_message_bytes = cfg->hl7_max_message_bytes;
 	r->limits.max_segments = cfg->hl7_max_segments;
 	r->limits.max_field_bytes = cfg->hl7_max_field_bytes;
@@ -1296,33 +1300,70 @@ do_search_post(rest_ctx_t *c, slice_t type)
 	do_search(c, type, q.ptr != NULL ? q : slice_make("", 0));
 }
 
-/* The metrics' route label of a request, from its method and path segments. */
-static metrics_route_t
-route_of(slice_t m, const slice_t *seg, size_t n)
+/* What a request is, from its method and path segments: the metrics' route label, and the
+ * restful-interaction code and action the audit trail records. */
+static rest_kind_t
+kind_of(slice_t m, const slice_t *seg, size_t n)
 {
 	slice_t last = n > 0 ? seg[n - 1] : slice_make("", 0);
+	bool get = method_is(m, "GET");
 
 	if (n == 0)
-		return method_is(m, "POST") ? METRICS_ROUTE_BUNDLE : METRICS_ROUTE_SEARCH;
-	if (slice_eq_cstr(seg[0], "metadata"))
-		return METRICS_ROUTE_METADATA;
+		return get ? (rest_kind_t){METRICS_ROUTE_SEARCH, "search-system", 'E'}
+			   : (rest_kind_t){METRICS_ROUTE_BUNDLE, "transaction", 'E'};
+	if (n == 1 && slice_eq_cstr(seg[0], "metadata"))
+		return (rest_kind_t){METRICS_ROUTE_METADATA, "capabilities", 'R'};
 	if (last.len > 0 && last.ptr[0] == '$')
-		return METRICS_ROUTE_OPERATION;
+		return (rest_kind_t){METRICS_ROUTE_OPERATION, "operation", 'E'};
 	if (slice_eq_cstr(last, "_search"))
-		return METRICS_ROUTE_SEARCH;
+		return (rest_kind_t){METRICS_ROUTE_SEARCH, n == 1 ? "search-system" : "search-type",
+				     'E'};
 	if (slice_eq_cstr(last, "_history"))
-		return METRICS_ROUTE_HISTORY;
+		return (rest_kind_t){METRICS_ROUTE_HISTORY,
+				     n == 1   ? "history-system"
+				     : n == 2 ? "history-type"
+					      : "history-instance",
+				     'R'};
 	if (n == 4)
-		return METRICS_ROUTE_READ; /* vread */
+		return (rest_kind_t){METRICS_ROUTE_READ, "vread", 'R'};
 	if (method_is(m, "PUT"))
-		return METRICS_ROUTE_UPDATE;
+		return (rest_kind_t){METRICS_ROUTE_UPDATE, "update", 'U'};
 	if (method_is(m, "DELETE"))
-		return METRICS_ROUTE_DELETE;
+		return (rest_kind_t){METRICS_ROUTE_DELETE, "delete", 'D'};
 	if (method_is(m, "PATCH"))
-		return METRICS_ROUTE_PATCH;
+		return (rest_kind_t){METRICS_ROUTE_PATCH, "patch", 'U'};
 	if (n == 1)
-		return method_is(m, "POST") ? METRICS_ROUTE_CREATE : METRICS_ROUTE_SEARCH;
-	return n == 2 ? METRICS_ROUTE_READ : METRICS_ROUTE_OTHER;
+		return get ? (rest_kind_t){METRICS_ROUTE_SEARCH, "search-type", 'E'}
+			   : (rest_kind_t){METRICS_ROUTE_CREATE, "create", 'C'};
+	return n == 2 ? (rest_kind_t){METRICS_ROUTE_READ, "read", 'R'}
+		      : (rest_kind_t){METRICS_ROUTE_OTHER, NULL, 'E'};
+}
+
+/* The answer hook: one AuditEvent per FHIR request (see gateway/audit.h). */
+static void
+audit_answered(http_request_t *req, int status, void *arg)
+{
+	rest_ctx_t *c = arg;
+	audit_event_t e = {0};
+
+	if (c->kind.interaction == NULL)
+		return;
+	if (c->rest->audit == CONF_AUDIT_REST_WRITES && c->kind.action != 'C' &&
+	    c->kind.action != 'U' && c->kind.action != 'D' &&
+	    strcmp(c->kind.interaction, "transaction") != 0 &&
+	    strcmp(c->kind.interaction, "operation") != 0)
+		return;
+	e.time_ns = time_now_ns();
+	e.peer = slice_cstr(http_request_peer(req));
+	e.who = c->who;
+	e.interaction = c->kind.interaction;
+	e.action = c->kind.action;
+	e.type = c->audit_type;
+	e.id = c->audit_id;
+	if (strncmp(c->kind.interaction, "search", 6) == 0)
+		e.query = c->query;
+	e.status = status;
+	audit_submit(c->rest->writer, &e);
 }
 
 void
@@ -1350,7 +1391,14 @@ rest_handle(http_request_t *req, void *handler_ctx)
 	}
 	if (method_is(m, "HEAD"))
 		m = SLICE_LIT("GET");
-	http_request_set_route(req, route_of(m, seg, n));
+	c->kind = kind_of(m, seg, n);
+	http_request_set_route(req, c->kind.route);
+	if (n >= 1 && seg[0].len > 0 && seg[0].ptr[0] >= 'A' && seg[0].ptr[0] <= 'Z')
+		c->audit_type = seg[0];
+	if (n >= 2 && seg[1].len > 0 && seg[1].ptr[0] != '$' && seg[1].ptr[0] != '_')
+		c->audit_id = seg[1];
+	if (c->rest->audit != CONF_AUDIT_REST_OFF)
+		http_request_on_answer(req, audit_answered, c);
 	if (n == 0) {
 		if (method_is(m, "POST"))
 			rest_do_bundle(c);

@@ -8,7 +8,9 @@
 #include <stdint.h>
 
 #include "fhir/tree.h"
+#include "gateway/audit.h"
 #include "gateway/maps.h"
+#include "gateway/metrics.h"
 #include "gateway/rest.h"
 #include "lib/arena.h"
 #include "lib/slice.h"
@@ -20,11 +22,20 @@
 
 typedef struct rest_job rest_job_t;
 
+/* What a request is: the metrics' route and the audit trail's interaction (NULL: none) and
+ * action (C, R, U, D, E). */
+typedef struct {
+	metrics_route_t route;
+	const char *interaction;
+	char action;
+} rest_kind_t;
+
 struct rest {
 	store_t *store;
 	writer_t *writer;
 	maps_t *maps; /* the mappings replays convert with; NULL: store and forward */
 	hl7_limits_t limits;
+	int audit; /* CONF_AUDIT_REST_* */
 	/* The CapabilityStatement, built once: [xml][pretty]. */
 	buf_t capability[2][2];
 };
@@ -53,7 +64,10 @@ typedef struct {
 	rest_thread_t *th;
 	rest_t *rest;
 	arena_t *a;
-	bool xml; /* negotiated output format */
+	rest_kind_t kind;
+	slice_t audit_type, audit_id; /* what the audit trail names; empty when none */
+	slice_t who;                  /* the authenticated client id; empty: anonymous */
+	bool xml;                     /* negotiated output format */
 	bool pretty;
 	rest_summary_t summary;
 	slice_t elements; /* _elements, raw comma list; ptr NULL when absent */

@@ -25,6 +25,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "gateway/audit.h"
 #include "gateway/ingest.h"
 #include "gateway/metrics.h"
 #include "gateway/mllp.h"
@@ -41,6 +42,7 @@ typedef struct live {
 	hl7_limits_t limits;
 	map_options_t map_opt;
 	bool accept_unmapped;
+	bool audit; /* an AuditEvent per message */
 	uint64_t max_frame, idle_ms, read_ms, max_inflight;
 	char *ack_app, *ack_fac;
 } live_t;
@@ -59,6 +61,7 @@ typedef struct job {
 	uint64_t received_ns;
 	ingest_check_t check;
 	ingest_outcome_t outcome;
+	bool audit; /* write an AuditEvent with the message */
 	int store_rc;
 	bool done;
 } job_t;
@@ -129,6 +132,7 @@ live_new(const config_t *cfg)
 	l->limits.max_field_bytes = cfg->hl7_max_field_bytes;
 	maps_options(cfg, &l->map_opt);
 	l->accept_unmapped = cfg->mappings_unmapped == CONF_UNMAPPED_ACCEPT;
+	l->audit = cfg->audit_messages == CONF_ON;
 	l->max_frame = cfg->mllp_max_frame_bytes;
 	l->idle_ms = cfg->mllp_idle_timeout_ms;
 	l->read_ms = cfg->mllp_read_timeout_ms;
@@ -146,12 +150,44 @@ live_get(server_t *s)
 
 /* ---- jobs: writer side ---- */
 
+/* The message's AuditEvent, in the message's own transaction. */
+static int
+job_audit(job_t *j, store_txn_t *t)
+{
+	audit_event_t e = {.time_ns = j->received_ns,
+			   .peer = j->peer,
+			   .action = 'C',
+			   .msg = j->check.msg,
+			   .ack = j->outcome.code,
+			   .duplicate = j->outcome.duplicate,
+			   .seq = j->outcome.seq};
+	slice_t *refs = NULL;
+	int rc;
+
+	if (!j->outcome.duplicate && !j->check.dead && j->check.nres > 0) {
+		refs = arena_alloc(j->arena, j->check.nres * sizeof(*refs));
+		for (size_t i = 0; i < j->check.nres; i++)
+			refs[i] = slice_cstr(
+			    arena_printf(j->arena, "%.*s/%.*s", (int)j->check.res[i].type.len,
+					 j->check.res[i].type.ptr, (int)j->check.res[i].id.len,
+					 j->check.res[i].id.ptr));
+		e.refs = refs;
+		e.nrefs = j->check.nres;
+	}
+	rc = audit_put(t, j->arena, &e);
+	/* An event that cannot be built must not cost the message its AA. */
+	return rc == -FG_EINVAL ? 0 : rc;
+}
+
 static int
 job_apply(writer_job_t *wj, store_txn_t *t)
 {
 	job_t *j = (job_t *)wj;
+	int rc = ingest_record(t, &j->check, j->raw, j->peer, j->received_ns, &j->outcome);
 
-	return ingest_record(t, &j->check, j->raw, j->peer, j->received_ns, &j->outcome);
+	if (rc == 0 && j->audit)
+		rc = job_audit(j, t);
+	return rc;
 }
 
 static void
@@ -422,6 +458,7 @@ on_frame(void *ctx, const char *data, size_t len, bool oversize, size_t len_tota
 	j->wj.apply = job_apply;
 	j->wj.done = job_done;
 	j->wj.bytes = len;
+	j->audit = l->audit;
 	TAILQ_INSERT_TAIL(&c->pending, j, link);
 	c->inflight++;
 	full = writer_submit(io->srv->writer, &j->wj);

@@ -136,6 +136,12 @@ def rss_kib(pid):
     return 0
 
 
+def sanitized(pid):
+    """True when the server runs under AddressSanitizer (its heap figures mean nothing)."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
 def t_backpressure(t):
     """The writer waits up to 20 ms per batch and queues at most 16 jobs: a flood fills it."""
     http_port = free_port()
@@ -220,7 +226,12 @@ def t_backpressure(t):
              "statuses: %d x 201, %d x 503" % (statuses.count(201), statuses.count(503)))
         t.eq(retry_after, {"1"}, "503s carry Retry-After: 1 and an OperationOutcome")
         grown = peak[0] - base_rss
-        t.ok(grown < 32 * 1024, "server heap grew by %d KiB during the flood (< 32 MiB)" % grown)
+        if sanitized(srv.proc.pid):
+            t.ok(True, "server heap bounded # SKIP AddressSanitizer keeps freed memory in "
+                 "quarantine (grew %d KiB)" % grown)
+        else:
+            t.ok(grown < 32 * 1024,
+                 "server heap grew by %d KiB during the flood (< 32 MiB)" % grown)
         # Nothing acknowledged is lost: every AA'd message and every 201 is in the store.
         ids = {row[2] for row in srv.stored_control_ids()}
         t.ok(all("F%05d" % i in ids for i in range(n_mllp)), "every AA'd message is stored")
