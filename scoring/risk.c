@@ -8,11 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/buf.h"
 #include "lib/err.h"
 #include "lib/hash.h"
-#include "lib/timeutil.h"
 
 #define RISK_PROBABILITY_SYSTEM "http://terminology.hl7.org/CodeSystem/risk-probability"
 #define RISK_METHOD_SYSTEM      "urn:fhirgate:model"
@@ -39,6 +39,19 @@ const char *
 risk_device_id(arena_t *a, const char *model_name)
 {
 	return risk_hash_id(a, "fhirgate-model-", SLICE_LIT("fhirgate"), model_name);
+}
+
+/* An instant ("2025-12-02T09:20:00.000Z") from ms since the epoch, before 1970 too. */
+static void
+format_instant(int64_t ms, char *out, size_t cap)
+{
+	int64_t secs = ms / 1000 - (ms % 1000 < 0 ? 1 : 0);
+	time_t t = (time_t)secs;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - secs * 1000));
 }
 
 static fhir_node_t *
@@ -115,11 +128,18 @@ rationale(arena_t *a, const features_vector_t *v, const risk_contribution_t *con
 	risk_contribution_t *sorted;
 	buf_t b = BUF_INIT;
 	const char *out;
+	size_t m = 0;
 
 	if (n == 0)
 		return NULL;
+	/* Contributions that are not numbers (an engine fault) are left out, not printed. */
 	sorted = arena_alloc(a, n * sizeof(*sorted));
-	memcpy(sorted, contribs, n * sizeof(*sorted));
+	for (size_t i = 0; i < n; i++)
+		if (contribs[i].name != NULL && isfinite(contribs[i].value))
+			sorted[m++] = contribs[i];
+	if (m == 0)
+		return NULL;
+	n = m;
 	qsort(sorted, n, sizeof(*sorted), cmp_contrib);
 	for (size_t i = 0; i < n && i < RISK_RATIONALE_MAX; i++) {
 		const feature_t *f = features_vector_get(v, sorted[i].name);
@@ -155,7 +175,7 @@ risk_build(arena_t *a, const risk_model_t *model, const features_binding_t *bind
 	features_outcome_t oc = {model->outcome_system, model->outcome_code,
 				 model->outcome_display};
 	fhir_node_t *ra, *dev, *prov, *arr, *pred, *o;
-	char prob[32], recorded[40];
+	char prob[32], recorded[80];
 	const char *band_label, *band_code, *occurrence, *method_text, *text;
 	double rounded;
 
@@ -179,9 +199,8 @@ risk_build(arena_t *a, const risk_model_t *model, const features_binding_t *bind
 	snprintf(prob, sizeof(prob), "%.*f", RISK_PROBABILITY_DECIMALS, probability);
 	rounded = strtod(prob, NULL);
 	/* No clinical time (only Patient data): the reference time the vector was bound at. */
-	time_format_rfc3339((uint64_t)(v->source_time != NULL ? v->source_ms : v->ref_ms) *
-				1000000u,
-			    recorded, sizeof(recorded));
+	format_instant(v->source_time != NULL ? v->source_ms : v->ref_ms, recorded,
+		       sizeof(recorded));
 	occurrence = v->source_time != NULL ? v->source_time : recorded;
 	out->risk_assessment_id = risk_assessment_id(a, patient_id, model->name);
 	out->device_id = risk_device_id(a, model->name);

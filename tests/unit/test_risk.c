@@ -265,6 +265,41 @@ test_no_score(void **state)
 	features_binding_free(b);
 }
 
+/* Data from before 1970 gives a correct Provenance time; contributions that are not numbers
+ * are left out of the rationale. */
+static void
+test_old_data(void **state)
+{
+	const char *text = "outcome loinc|1-8\ninput d condition snomed|44054006\n";
+	const risk_contribution_t nan_contrib[] = {{"d", NAN}};
+	features_binding_t *b;
+	features_vector_t v;
+	risk_resources_t r;
+	const char *why;
+	char err[256];
+	fx_t fx;
+
+	(void)state;
+	assert_int_equal(
+	    features_binding_parse("o.bind", text, strlen(text), NULL, &b, err, sizeof(err)), 0);
+	fx_init(&fx, REF);
+	fx_add(&fx, "{\"resourceType\":\"Condition\",\"id\":\"dm\",\"code\":{\"coding\":"
+		    "[{\"system\":\"http://snomed.info/sct\",\"code\":\"44054006\"}]},"
+		    "\"onsetDateTime\":\"1965-03-02T10:11:12.5+01:00\"}");
+	assert_int_equal(features_bind(fx.a, b, fx_input(&fx), &v), 0);
+	assert_int_equal(
+	    risk_build(fx.a, &pce_model, b, SLICE_LIT("p"), &v, 0.5, nan_contrib, 1, &r, &why), 0);
+	assert_string_equal(fhir_node_text(fhir_object_get_cstr(r.provenance, "recorded")).ptr,
+			    "1965-03-02T09:11:12.500Z");
+	assert_string_equal(
+	    fhir_node_text(fhir_object_get_cstr(r.risk_assessment, "occurrenceDateTime")).ptr,
+	    "1965-03-02T10:11:12.5+01:00");
+	assert_null(fhir_object_get_cstr(
+	    fhir_array_at(fhir_object_get_cstr(r.risk_assessment, "prediction"), 0), "rationale"));
+	fx_free(&fx);
+	features_binding_free(b);
+}
+
 static void check_type(const fhir_type_t *t, const fhir_node_t *obj, const char *path);
 
 static void
@@ -395,7 +430,7 @@ main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_expected),    cmocka_unit_test(test_rescore_identical),
 	    cmocka_unit_test(test_bands),       cmocka_unit_test(test_no_score),
-	    cmocka_unit_test(test_r4_metadata),
+	    cmocka_unit_test(test_r4_metadata), cmocka_unit_test(test_old_data),
 	};
 
 	if (argc == 3 && strcmp(argv[1], "--emit") == 0)
