@@ -17,8 +17,9 @@ typedef struct features_binding features_binding_t;
 
 /* Loads the binding file at path (a list file it names, `medication list FILE`, is read
  * relative to the binding's folder). Returns 0 with *out (caller owns, features_binding_free),
- * or -FG_ECONFIG with the first problem as "path:line:col: what is wrong" in err (cap bytes),
- * or -FG_EIO when a file cannot be read (err says which). */
+ * or -FG_ECONFIG with the first problem as "path:line:col: what is wrong" in err (cap bytes;
+ * a list file that cannot be read is such a problem, at the line naming it), or -FG_EIO when
+ * the binding file itself cannot be opened. */
 int features_binding_load(const char *path, features_binding_t **out, char *err, size_t cap);
 /* The same from text in memory; name is used in messages, dir is where list files are (NULL:
  * the current directory). */
