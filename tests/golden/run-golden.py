@@ -38,9 +38,10 @@ def corpus():
     return out
 
 
-def npm_setup():
-    """ajv from npm, installed once into the build directory (the test setup)."""
-    prefix = os.path.join(BUILD, "tests", "node")
+def npm_setup(name="node"):
+    """ajv from npm, installed once into the build directory (the test setup), in
+    tests/<name> (tests that may run at the same time use different names)."""
+    prefix = os.path.join(BUILD, "tests", name)
     if not os.path.isdir(os.path.join(prefix, "node_modules", "ajv")):
         os.makedirs(prefix, exist_ok=True)
         for f in ("package.json", "package-lock.json"):
