@@ -745,7 +745,8 @@ cmd_send(int argc, char **argv)
 		event_base_dispatch(s.base);
 	s.t_end = time_mono_ns();
 	secs = (double)(s.t_end - s.t0) / 1e9;
-	qsort(s.lat_us, s.nlat, sizeof(*s.lat_us), cmp_u32);
+	if (s.nlat > 0) /* qsort(NULL, 0) is undefined */
+		qsort(s.lat_us, s.nlat, sizeof(*s.lat_us), cmp_u32);
 	if (s.completed + s.no_ack + s.errors < s.count)
 		s.errors += s.count - (s.completed + s.no_ack + s.errors);
 	printf("sent=%llu acked=%llu AA=%llu AE=%llu AR=%llu other=%llu no_ack=%llu "

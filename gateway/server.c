@@ -528,6 +528,8 @@ event_cb(struct bufferevent *bev, short what, void *ctx)
 			return;
 		}
 		c->tls_pending = false;
+		c->mid_frame = false;
+		conn_set_timeout(c);
 		log_debug("mllp", "peer=%s TLS established subject='%s'", c->peer, subject);
 		conn_read(c);
 		return;
@@ -555,7 +557,9 @@ event_cb(struct bufferevent *bev, short what, void *ctx)
 	}
 	if (what & BEV_EVENT_TIMEOUT)
 		log_info("mllp", "peer=%s %s timeout, closing", c->peer,
-			 c->mid_frame ? "read" : "idle");
+			 c->tls_pending ? "TLS handshake"
+			 : c->mid_frame ? "read"
+					: "idle");
 	else if (what & BEV_EVENT_ERROR)
 		log_debug("mllp", "peer=%s connection error: %s", c->peer, strerror(errno));
 	conn_close(c);
@@ -615,6 +619,7 @@ mllp_accept(io_thread_t *io, evutil_socket_t fd, struct sockaddr *sa, tls_server
 	if (tls != NULL) {
 		c->bev = tls_server_bev_new(tls, io->base, fd);
 		c->tls_pending = true;
+		c->mid_frame = true; /* the handshake must end within mllp.read_timeout */
 	} else {
 		c->bev = bufferevent_socket_new(io->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	}

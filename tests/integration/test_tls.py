@@ -304,6 +304,55 @@ def test_subject_allow(t):
         t.ok(ack is None, "... and the common name no longer listed is refused", repr(ack))
 
 
+def test_ipv6(t):
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError as e:
+        print("ok %d - # SKIP no IPv6 loopback (%s)" % (t.n + 1, e))
+        t.n += 1
+        return
+    port6 = free_port()
+    with TlsServer("mllp.tls.listen = [::1]:%d" % port6, "mllp.allow = ::1") as srv:
+        raw = socket.create_connection(("::1", port6), timeout=5)
+        c = TlsClient.__new__(TlsClient)
+        c.sock = context().wrap_socket(raw, server_hostname="::1")
+        c.buf = b""
+        ack = c.roundtrip(adt("V6-OK"))
+        c.close()
+        t.ok(is_aa(ack, "V6-OK"), "TLS over IPv6 ([::1], certificate names ::1), allowed by "
+             "mllp.allow = ::1: AA", repr(ack))
+        c = srv.client(timeout=3)
+        try:
+            c.send(adt("V6-REFUSED"))
+            ack = c.recv_ack(timeout=3)
+        except OSError:
+            ack = None
+        c.close()
+        t.ok(ack is None, "... while 127.0.0.1 is refused", repr(ack))
+
+
+def test_handshake_timeout(t):
+    with TlsServer("mllp.read_timeout = 1s") as srv:
+        raw = socket.create_connection(("127.0.0.1", srv.tls_port), timeout=10)
+        start = time.time()
+        try:
+            got = raw.recv(100)
+        except OSError:
+            got = b""
+        took = time.time() - start
+        raw.close()
+        t.ok(got == b"" and 0.5 < took < 8,
+             "a client that never starts the handshake is closed after mllp.read_timeout",
+             "got %r after %.1fs" % (got, took))
+        deadline = time.time() + 5
+        while time.time() < deadline and "TLS handshake timeout" not in srv.read_log():
+            time.sleep(0.05)
+        t.ok("TLS handshake timeout" in srv.read_log(), "the handshake timeout is logged",
+             srv.read_log()[-1500:])
+
+
 # ---- reload ----
 
 def test_reload_certificate(t):
@@ -403,7 +452,8 @@ def main():
         finally:
             srv.cleanup()
         for fn in (test_client_auth_require, test_client_auth_optional, test_cidr_allow,
-                   test_subject_allow, test_reload_certificate, test_bad_material_at_start):
+                   test_subject_allow, test_ipv6, test_handshake_timeout, test_reload_certificate,
+                   test_bad_material_at_start):
             t.run(fn)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
