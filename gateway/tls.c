@@ -22,6 +22,7 @@
 
 #include "lib/err.h"
 #include "lib/log.h"
+#include "lib/slice.h"
 #include "lib/xalloc.h"
 
 /* Mozilla's "intermediate" profile for TLS 1.2 (forward secrecy, AEAD only: no RC4, 3DES or
@@ -131,31 +132,27 @@ ctx_harden(SSL_CTX *ctx)
 		abort(); /* a static list every supported OpenSSL knows */
 }
 
-static int
-subjects_parse(const char *text, subjects_t **out)
+/* The ';'-separated entries of text, trimmed; NULL (caller owns) when there are none. */
+static subjects_t *
+subjects_parse(const char *text)
 {
+	slice_t rest = slice_cstr(text);
 	subjects_t *s = NULL;
-	const char *p = text ? text : "";
 
-	while (*p != '\0') {
-		const char *semi = strchr(p, ';');
-		size_t n = semi ? (size_t)(semi - p) : strlen(p);
-		const char *b = p, *e = p + n;
+	while (rest.len > 0) {
+		const char *semi = memchr(rest.ptr, ';', rest.len);
+		size_t n = semi ? (size_t)(semi - rest.ptr) : rest.len;
+		slice_t item = slice_trim(slice_make(rest.ptr, n));
 
-		while (b < e && (*b == ' ' || *b == '\t'))
-			b++;
-		while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
-		if (e > b) {
-			if (s == NULL)
-				s = xcalloc(1, sizeof(*s));
-			s->entries = xreallocarray(s->entries, s->n + 1, sizeof(*s->entries));
-			s->entries[s->n++] = xmemdup0(b, (size_t)(e - b));
-		}
-		p = semi ? semi + 1 : p + n;
+		rest = semi ? slice_make(semi + 1, rest.len - n - 1) : SLICE_NULL;
+		if (item.len == 0)
+			continue;
+		if (s == NULL)
+			s = xcalloc(1, sizeof(*s));
+		s->entries = xreallocarray(s->entries, s->n + 1, sizeof(*s->entries));
+		s->entries[s->n++] = xmemdup0(item.ptr, item.len);
 	}
-	*out = s;
-	return 0;
+	return s;
 }
 
 /* Builds a server context from the files of o. */
@@ -184,7 +181,7 @@ server_ctx_new(const tls_server_opts_t *o, SSL_CTX **out, char **errmsg)
 				    w, w);
 		return -FG_ECONFIG;
 	}
-	subjects_parse(o->allow_subjects, &subjects);
+	subjects = subjects_parse(o->allow_subjects);
 	if (subjects != NULL && o->client_auth == TLS_CLIENT_AUTH_NONE) {
 		subjects_free(subjects);
 		*errmsg =

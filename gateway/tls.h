@@ -33,8 +33,8 @@ typedef struct {
 
 typedef struct tls_server tls_server_t;
 
-/* Loads certificate, key and CA into a new context. On error returns -FG_ECONFIG with *errmsg
- * (caller owns) naming the option and the file. */
+/* Loads certificate, key and CA into a new context (*out: caller owns). On error returns
+ * -FG_ECONFIG with *errmsg (caller owns) naming the option and the file. */
 int tls_server_new(const tls_server_opts_t *o, tls_server_t **out, char **errmsg);
 /* Builds a new context from o (files read again); on success new connections use it while
  * existing ones keep theirs. On error the old one stays and *errmsg says why. Thread-safe
@@ -42,9 +42,10 @@ int tls_server_new(const tls_server_opts_t *o, tls_server_t **out, char **errmsg
 int tls_server_reload(tls_server_t *t, const tls_server_opts_t *o, char **errmsg);
 /* Accepts NULL. No connection may be created afterwards; live ones keep their context. */
 void tls_server_free(tls_server_t *t);
-/* A server-side TLS bufferevent over the accepted fd (closed on free), with the current
- * context; the handshake starts when the bufferevent is enabled and ends with
- * BEV_EVENT_CONNECTED. Dirty shutdowns (TCP closed without close_notify) read as EOF. */
+/* A server-side TLS bufferevent (caller owns; free with tls_bev_free) over the accepted fd
+ * (closed with it), with the current context; the handshake starts when the bufferevent is enabled
+ * and ends with BEV_EVENT_CONNECTED. Dirty shutdowns (TCP closed without close_notify) read as EOF.
+ */
 struct bufferevent *tls_server_bev_new(tls_server_t *t, struct event_base *base,
 				       evutil_socket_t fd);
 
@@ -75,9 +76,12 @@ typedef struct {
 
 typedef struct tls_client tls_client_t;
 
+/* *out: caller owns. On error -FG_ECONFIG and *errmsg (caller owns) naming the option and file. */
 int tls_client_new(const tls_client_opts_t *o, tls_client_t **out, char **errmsg);
+/* Accepts NULL; bufferevents made with c keep working (they hold their own reference). */
 void tls_client_free(tls_client_t *c);
-/* An unconnected TLS bufferevent for bufferevent_socket_connect(); host (a name or an IP
+/* An unconnected TLS bufferevent (caller owns; free with tls_bev_free) for
+ * bufferevent_socket_connect(); host (a name or an IP
  * address) is what the server's certificate must name, and the SNI for names. */
 struct bufferevent *tls_client_bev_new(tls_client_t *c, struct event_base *base, const char *host);
 
