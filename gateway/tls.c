@@ -75,11 +75,12 @@ ex_init(void)
 	ex_subjects = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ex_subjects_free);
 }
 
-/* The first OpenSSL error of this thread as text (the queue is then cleared). */
+/* The first OpenSSL error of this thread as text, the most specific (the queue is then
+ * cleared). */
 static void
 ssl_error_text(char *out, size_t cap)
 {
-	unsigned long e = ERR_peek_last_error();
+	unsigned long e = ERR_peek_error();
 	const char *reason = e ? ERR_reason_error_string(e) : NULL;
 
 	snprintf(out, cap, "%s", reason ? reason : e ? "OpenSSL error" : "unknown error");

@@ -37,7 +37,13 @@ prefix_equal(const uint8_t *a, const uint8_t *b, unsigned prefix)
 	return ((a[bytes] ^ b[bytes]) & (uint8_t)(0xff << (8 - bits))) == 0;
 }
 
-static int
+typedef enum {
+	ENTRY_OK,
+	ENTRY_BAD,      /* not an address, or a bad prefix */
+	ENTRY_HOSTBITS, /* an address with bits set below its prefix; e holds the network */
+} entry_status_t;
+
+static entry_status_t
 entry_parse(slice_t s, cidr_entry_t *e)
 {
 	const char *slash = memchr(s.ptr, '/', s.len);
@@ -47,7 +53,7 @@ entry_parse(slice_t s, cidr_entry_t *e)
 	uint8_t host[16];
 
 	if (alen == 0 || alen >= sizeof(addr))
-		return -FG_EINVAL;
+		return ENTRY_BAD;
 	memcpy(addr, s.ptr, alen);
 	addr[alen] = '\0';
 	memset(e, 0, sizeof(*e));
@@ -57,23 +63,25 @@ entry_parse(slice_t s, cidr_entry_t *e)
 		e->v6 = true;
 		max = 128;
 	} else {
-		return -FG_EINVAL;
+		return ENTRY_BAD;
 	}
 	e->prefix = max;
 	if (slash != NULL) {
 		uint64_t p;
 
 		if (!slice_to_u64(slice_make(slash + 1, s.len - alen - 1), &p) || p > max)
-			return -FG_EINVAL;
+			return ENTRY_BAD;
 		e->prefix = (unsigned)p;
 	}
 	/* The bits below the prefix must be zero: 10.1.2.3/8 is more likely a typo than meant. */
 	memcpy(host, e->addr, sizeof(host));
 	for (unsigned b = e->prefix; b < max; b++)
 		host[b / 8] &= (uint8_t) ~(0x80u >> (b % 8));
-	if (memcmp(host, e->addr, max / 8) != 0)
-		return -FG_EINVAL;
-	return 0;
+	if (memcmp(host, e->addr, max / 8) != 0) {
+		memcpy(e->addr, host, sizeof(host)); /* for the hint */
+		return ENTRY_HOSTBITS;
+	}
+	return ENTRY_OK;
 }
 
 int
@@ -90,13 +98,24 @@ cidr_list_parse(const char *text, cidr_list_t **out, char **errmsg)
 		size_t n = comma ? (size_t)(comma - rest.ptr) : rest.len;
 		slice_t item = slice_trim(slice_make(rest.ptr, n));
 		cidr_entry_t e;
+		entry_status_t st;
 
 		more = comma != NULL;
 		rest = more ? slice_make(comma + 1, rest.len - n - 1) : SLICE_NULL;
-		if (item.len == 0 || entry_parse(item, &e) < 0) {
+		st = item.len == 0 ? ENTRY_BAD : entry_parse(item, &e);
+		if (st == ENTRY_HOSTBITS) {
+			char net[INET6_ADDRSTRLEN];
+
+			inet_ntop(e.v6 ? AF_INET6 : AF_INET, e.addr, net, sizeof(net));
+			*errmsg = xasprintf("'%.*s' has address bits set past the prefix (is "
+					    "%s/%u meant?)",
+					    (int)item.len, item.ptr, net, e.prefix);
+		} else if (st == ENTRY_BAD) {
 			*errmsg = xasprintf("'%.*s' is not an address or address/prefix (such as "
 					    "10.0.0.0/8, 192.168.1.20 or fd00::/8)",
 					    (int)item.len, item.ptr);
+		}
+		if (st != ENTRY_OK) {
 			cidr_list_free(l);
 			return -FG_EINVAL;
 		}

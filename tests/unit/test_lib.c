@@ -160,9 +160,20 @@ test_cidr_parse(void **state)
 		assert_int_equal(cidr_list_parse(bad[i], &l, &err), -FG_EINVAL);
 		assert_null(l);
 		assert_non_null(err);
-		assert_non_null(strstr(err, "is not an address"));
+		assert_true(strstr(err, "is not an address") != NULL ||
+			    strstr(err, "meant") != NULL);
 		free(err);
 	}
+	/* Host bits past the prefix: refused with the network meant. */
+	assert_int_equal(cidr_list_parse("10.1.2.3/8", &l, &err), -FG_EINVAL);
+	assert_non_null(strstr(err, "10.0.0.0/8 meant"));
+	free(err);
+	assert_int_equal(cidr_list_parse("::1, fd00::1/8", &l, &err), -FG_EINVAL);
+	assert_non_null(strstr(err, "fd00::/8 meant"));
+	free(err);
+	assert_int_equal(cidr_list_parse("10.0.0.0/8, 100.64.0.1/10", &l, &err), -FG_EINVAL);
+	assert_non_null(strstr(err, "100.64.0.0/10 meant"));
+	free(err);
 }
 
 static void
