@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "lib/buf.h"
+#include "lib/cidr.h"
 #include "lib/err.h"
 #include "lib/slice.h"
 #include "lib/xalloc.h"
@@ -21,7 +22,8 @@ typedef enum {
 	OPT_MS,
 	OPT_US,
 	OPT_CHOICE, /* one word of opt_t.choices, stored as its index (an enum) */
-	OPT_TZ
+	OPT_TZ,
+	OPT_CIDR, /* a string that must parse as an address allow-list (lib/cidr.h) */
 } opt_type_t;
 
 typedef struct {
@@ -41,6 +43,8 @@ static const char *const log_outputs[] = {"stderr", "syslog", NULL};
 static const char *const unmapped_modes[] = {"error", "accept", NULL};
 static const char *const audit_rest_modes[] = {"all", "writes", "off", NULL};
 static const char *const on_off[] = {"on", "off", NULL};
+/* In the order of tls_client_auth_t. */
+static const char *const client_auth_modes[] = {"none", "optional", "require", NULL};
 
 #define OFF(f) offsetof(config_t, f)
 #define GiB    (1024ull * 1024 * 1024)
@@ -71,6 +75,33 @@ static const opt_t options[] = {
      "MSH-3 of ACKs when the sender left MSH-5 empty.", 0, 0, NULL},
     {"mllp.ack_facility", OPT_STRING, OFF(ack_facility), "",
      "MSH-4 of ACKs when the sender left MSH-6 empty.", 0, 0, NULL},
+    {"mllp.allow", OPT_CIDR, OFF(mllp_allow), "",
+     "Peers allowed to connect to the MLLP listeners (plain and TLS): addresses or "
+     "address/prefix (10.0.0.0/8, 192.168.1.20, ::1, fd00::/8) separated by commas; others are "
+     "closed at accept. Empty: everyone.",
+     0, 0, NULL},
+    {"mllp.tls.listen", OPT_STRING, OFF(mllp_tls_listen), "",
+     "TLS (secure MLLP) listeners, host:port separated by commas, next to the plain ones of "
+     "mllp.listen; empty: none. Needs mllp.tls.cert and mllp.tls.key (docs/tls.md).",
+     0, 0, NULL},
+    {"mllp.tls.cert", OPT_STRING, OFF(mllp_tls_cert), "",
+     "PEM file with the server certificate of the MLLP TLS listeners, then its chain; reread on "
+     "SIGHUP.",
+     0, 0, NULL},
+    {"mllp.tls.key", OPT_STRING, OFF(mllp_tls_key), "",
+     "PEM file with the private key of mllp.tls.cert (not encrypted); reread on SIGHUP.", 0, 0,
+     NULL},
+    {"mllp.tls.ca", OPT_STRING, OFF(mllp_tls_ca), "",
+     "PEM file of the CA certificates client certificates must chain to (mutual TLS).", 0, 0, NULL},
+    {"mllp.tls.client_auth", OPT_CHOICE, OFF(mllp_tls_client_auth), "none",
+     "Client certificates on the MLLP TLS listeners: none, optional (verified when sent) or "
+     "require.",
+     0, 0, client_auth_modes},
+    {"mllp.tls.allow_subjects", OPT_STRING, OFF(mllp_tls_allow_subjects), "",
+     "Client certificate subjects allowed, separated by ';': a common name (lab-analyzer) or a "
+     "whole RFC 2253 DN (CN=lab-analyzer,O=Hospital,C=DE), case-insensitive; others are closed "
+     "after the handshake. Empty: every verified certificate.",
+     0, 0, NULL},
     {"http.listen", OPT_STRING, OFF(http_listen), "127.0.0.1:8080",
      "HTTP listeners for the FHIR REST API (base /fhir), host:port separated by commas; empty "
      "disables HTTP.",
@@ -83,6 +114,23 @@ static const opt_t options[] = {
     {"http.idle_timeout", OPT_MS, OFF(http_idle_timeout_ms), "60s",
      "Close a keep-alive connection after this long without a request; 0 never.", 0, 86400000,
      NULL},
+    {"http.tls.listen", OPT_STRING, OFF(http_tls_listen), "",
+     "HTTPS listeners for the FHIR REST API, host:port separated by commas, next to the plain "
+     "ones of http.listen; empty: none. Needs http.tls.cert and http.tls.key.",
+     0, 0, NULL},
+    {"http.tls.cert", OPT_STRING, OFF(http_tls_cert), "",
+     "PEM file with the server certificate of the HTTPS listeners, then its chain; reread on "
+     "SIGHUP.",
+     0, 0, NULL},
+    {"http.tls.key", OPT_STRING, OFF(http_tls_key), "",
+     "PEM file with the private key of http.tls.cert (not encrypted); reread on SIGHUP.", 0, 0,
+     NULL},
+    {"http.tls.ca", OPT_STRING, OFF(http_tls_ca), "",
+     "PEM file of the CA certificates client certificates must chain to (mutual TLS).", 0, 0, NULL},
+    {"http.tls.client_auth", OPT_CHOICE, OFF(http_tls_client_auth), "none",
+     "Client certificates on the HTTPS listeners: none, optional (verified when sent) or "
+     "require.",
+     0, 0, client_auth_modes},
     {"io.threads", OPT_COUNT, OFF(io_threads), "0",
      "I/O threads (each with its own event loop and SO_REUSEPORT listeners); 0: cores minus one, "
      "at least one.",
@@ -237,6 +285,16 @@ opt_apply(config_t *c, const opt_t *o, const char *value, char **why)
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
 		return 0;
+	case OPT_CIDR: {
+		cidr_list_t *l = NULL;
+
+		if (cidr_list_parse(value, &l, why) < 0)
+			return -FG_ECONFIG;
+		cidr_list_free(l);
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	}
 	case OPT_SIZE:
 		units = size_units;
 		break;
@@ -285,7 +343,8 @@ void
 config_free(config_t *c)
 {
 	for (size_t i = 0; i < N_OPTIONS; i++) {
-		if (options[i].type == OPT_STRING || options[i].type == OPT_TZ) {
+		if (options[i].type == OPT_STRING || options[i].type == OPT_TZ ||
+		    options[i].type == OPT_CIDR) {
 			char **p = (char **)((char *)c + options[i].offset);
 
 			free(*p);
@@ -401,6 +460,7 @@ opt_format(const config_t *c, const opt_t *o, buf_t *out)
 	switch (o->type) {
 	case OPT_STRING:
 	case OPT_TZ:
+	case OPT_CIDR:
 		buf_printf(out, "\"%s\"", *(char *const *)field ? *(char *const *)field : "");
 		return;
 	case OPT_CHOICE:

@@ -22,11 +22,21 @@ typedef struct {
 	uint64_t mllp_max_inflight;
 	char *ack_application; /* MSH-3 of ACKs when the sender left MSH-5 empty */
 	char *ack_facility;
+	char *mllp_allow; /* peers allowed, addresses/CIDR separated by commas; empty: everyone */
+	/* [mllp.tls] */
+	char *mllp_tls_listen; /* TLS listeners ("secure MLLP"), host:port list; empty: none */
+	char *mllp_tls_cert, *mllp_tls_key, *mllp_tls_ca;
+	int mllp_tls_client_auth; /* tls_client_auth_t */
+	char *mllp_tls_allow_subjects;
 	/* [http] */
 	char *http_listen; /* comma-separated host:port list; empty disables HTTP */
 	uint64_t http_max_body_bytes;
 	uint64_t http_max_inflight;
 	uint64_t http_idle_timeout_ms;
+	/* [http.tls] */
+	char *http_tls_listen; /* HTTPS listeners, host:port list; empty: none */
+	char *http_tls_cert, *http_tls_key, *http_tls_ca;
+	int http_tls_client_auth; /* tls_client_auth_t */
 	/* [io] */
 	uint64_t io_threads; /* 0: cores minus one, at least one */
 	/* [writer] */

@@ -19,6 +19,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "gateway/tls.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/timeutil.h"
@@ -1226,7 +1227,7 @@ conn_close_now(http_conn_t *c)
 	http_request_t *r, *next;
 
 	if (c->bev != NULL) {
-		bufferevent_free(c->bev);
+		tls_bev_free(c->bev);
 		c->bev = NULL;
 	}
 	evtimer_del(c->timer);
@@ -1330,7 +1331,7 @@ static void
 conn_linger(http_conn_t *c)
 {
 	c->lingering = true;
-	shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+	tls_bev_shutdown_write(c->bev); /* with a close_notify first on TLS */
 	evbuffer_drain(bufferevent_get_input(c->bev),
 		       evbuffer_get_length(bufferevent_get_input(c->bev)));
 	conn_set_reading(c, true);
@@ -1494,6 +1495,8 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	http_conn_t *c = arg;
 
+	if (what & BEV_EVENT_CONNECTED)
+		return; /* a TLS handshake is done: nothing to do */
 	conn_enter(c);
 	if (what & BEV_EVENT_EOF) {
 		/* The client may only have shut down its sending side: answer what it sent. */
@@ -1543,6 +1546,19 @@ http_conn_t *
 http_conn_new(struct event_base *base, evutil_socket_t fd, const char *peer,
 	      const http_opts_t *opts, http_handler_fn handler, void *handler_ctx)
 {
+	struct bufferevent *bev;
+
+	evutil_make_socket_nonblocking(fd);
+	bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		abort(); /* libevent is out of memory: as xmalloc does */
+	return http_conn_new_bev(base, bev, peer, opts, handler, handler_ctx);
+}
+
+http_conn_t *
+http_conn_new_bev(struct event_base *base, struct bufferevent *bev, const char *peer,
+		  const http_opts_t *opts, http_handler_fn handler, void *handler_ctx)
+{
 	http_conn_t *c = xcalloc(1, sizeof(*c));
 	int one = 1;
 
@@ -1555,12 +1571,11 @@ http_conn_new(struct event_base *base, evutil_socket_t fd, const char *peer,
 	TAILQ_INIT(&c->pending);
 	c->parser = http_parser_new(opts);
 	/* Fails harmlessly on sockets that are not TCP (tests use socketpairs). */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	evutil_make_socket_nonblocking(fd);
-	c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->bev = bev;
 	c->timer = evtimer_new(base, timer_cb, c);
 	c->resume = event_new(base, -1, 0, resume_cb, c);
-	if (c->bev == NULL || c->timer == NULL || c->resume == NULL)
+	if (c->timer == NULL || c->resume == NULL)
 		abort(); /* libevent is out of memory: as xmalloc does */
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	if (c->opts.write_timeout_ms > 0) {
@@ -1600,7 +1615,7 @@ http_conn_free(http_conn_t *c)
 			r->conn = NULL; /* orphaned: http_respond() frees it */
 	}
 	if (c->bev != NULL)
-		bufferevent_free(c->bev);
+		tls_bev_free(c->bev);
 	conn_destroy(c, false);
 }
 

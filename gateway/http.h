@@ -19,6 +19,7 @@ typedef struct http_conn http_conn_t;
 typedef struct http_request http_request_t;
 typedef struct http_parser http_parser_t;
 struct event_base;
+struct bufferevent;
 
 /* Called on the connection's I/O thread for every complete request, in arrival order. The
  * handler owns nothing but must answer each request exactly once with http_respond(), now or
@@ -64,6 +65,10 @@ void http_opts_init(http_opts_t *opts);
  * itself after on_close). */
 http_conn_t *http_conn_new(struct event_base *base, evutil_socket_t fd, const char *peer,
 			   const http_opts_t *opts, http_handler_fn handler, void *handler_ctx);
+/* The same over a bufferevent made by the caller (a TLS one from gateway/tls.h), which the
+ * connection takes over (freed with it, with a close_notify on TLS). */
+http_conn_t *http_conn_new_bev(struct event_base *base, struct bufferevent *bev, const char *peer,
+			       const http_opts_t *opts, http_handler_fn handler, void *handler_ctx);
 /* Stops reading new requests; answers those in flight (the last with Connection: close), then
  * closes. For a graceful shutdown. */
 void http_conn_drain(http_conn_t *conn);

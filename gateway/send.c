@@ -23,6 +23,7 @@
 
 #include "gateway/cli.h"
 #include "gateway/mllp.h"
+#include "gateway/tls.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
 #include "lib/err.h"
@@ -65,6 +66,7 @@ typedef struct {
 	double rate;    /* messages per second, 0 unlimited */
 	uint64_t timeout_ms;
 	bool quiet, unique;
+	tls_client_t *tls; /* NULL: plain MLLP */
 	/* progress */
 	uint64_t next, sent, completed, aa, ae, ar, other, errors, no_ack, unexpected;
 	uint64_t t0, t_end;
@@ -109,7 +111,7 @@ conn_finish(sconn_t *c, const char *why)
 		free(p);
 	}
 	if (c->bev != NULL)
-		bufferevent_free(c->bev);
+		tls_bev_free(c->bev);
 	c->bev = NULL;
 	mllp_framer_free(&c->framer);
 	if (--s->open == 0)
@@ -321,6 +323,7 @@ event_cb(struct bufferevent *bev, short what, void *ctx)
 		int one = 1;
 
 		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		bufferevent_set_timeouts(bev, NULL, NULL);
 		c->connected = true;
 		pump(c->s);
 		return;
@@ -328,10 +331,21 @@ event_cb(struct bufferevent *bev, short what, void *ctx)
 	if (what & BEV_EVENT_EOF)
 		conn_finish(c, c->npending ? "server closed the connection with messages unACKed"
 					   : NULL);
-	else if (what & BEV_EVENT_ERROR)
-		conn_finish(c, strerror(EVUTIL_SOCKET_ERROR()));
-	else if (what & BEV_EVENT_TIMEOUT)
-		conn_finish(c, "timed out waiting for an ACK");
+	else if (what & BEV_EVENT_ERROR) {
+		char why[512];
+
+		tls_bev_error(bev, why, sizeof(why));
+		if (why[0] != '\0') {
+			char *msg = xasprintf("TLS: %s", why);
+
+			conn_finish(c, msg);
+			free(msg);
+		} else {
+			conn_finish(c, strerror(EVUTIL_SOCKET_ERROR()));
+		}
+	} else if (what & BEV_EVENT_TIMEOUT)
+		conn_finish(c, c->connected ? "timed out waiting for an ACK"
+					    : "timed out connecting (TLS handshake)");
 }
 
 static void
@@ -506,15 +520,23 @@ usage(FILE *f)
 	    "  -r, --rate R           at most R messages per second over all connections\n"
 	    "  -u, --unique-ids       append a unique suffix to each MSH-10 (benchmarks)\n"
 	    "  -t, --timeout MS       give up on an ACK after MS milliseconds (default 10000)\n"
-	    "  -q, --quiet            print only the summary\n\n"
+	    "  -q, --quiet            print only the summary\n"
+	    "      --tls              secure MLLP: TLS 1.2 or 1.3, verifying the server's\n"
+	    "                         certificate and host name (default target: the first\n"
+	    "                         mllp.tls.listen address)\n"
+	    "      --ca FILE          PEM CA certificates to verify the server with\n"
+	    "                         (default: the system's)\n"
+	    "      --cert FILE        client certificate (PEM) for mutual TLS, with --key FILE\n"
+	    "      --key FILE         its private key (PEM)\n"
+	    "      --insecure         do not verify the server (testing only; warns)\n\n"
 	    "The summary gives messages/s and p50/p99 ACK latency. Exit status: 0 when every\n"
 	    "ACK is AA/CA, 1 when any is AE/AR/CE/CR, 2 on connection errors or timeouts.\n");
 }
 
 static void
-default_target(send_t *s, const config_t *cfg)
+default_target(send_t *s, const char *listen)
 {
-	char *first = xstrdup(cfg->mllp_listen);
+	char *first = xstrdup(listen);
 	char *comma = strchr(first, ','), *colon;
 
 	if (comma != NULL)
@@ -547,8 +569,18 @@ connect_all(send_t *s)
 		c->s = s;
 		TAILQ_INIT(&c->pending);
 		mllp_framer_init(&c->framer, 64u << 20);
-		c->bev = bufferevent_socket_new(s->base, -1, BEV_OPT_CLOSE_ON_FREE);
+		if (s->tls != NULL)
+			c->bev = tls_client_bev_new(s->tls, s->base, s->host);
+		else
+			c->bev = bufferevent_socket_new(s->base, -1, BEV_OPT_CLOSE_ON_FREE);
 		bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+		if (s->tls != NULL) {
+			/* Bound the TCP and TLS handshakes; ACK waits have their own timer. */
+			struct timeval tv = {(time_t)(s->timeout_ms / 1000),
+					     (suseconds_t)((s->timeout_ms % 1000) * 1000)};
+
+			bufferevent_set_timeouts(c->bev, &tv, &tv);
+		}
 		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 		s->open++;
 		if (bufferevent_socket_connect(c->bev, res->ai_addr, (int)res->ai_addrlen) < 0) {
@@ -560,6 +592,8 @@ connect_all(send_t *s)
 	freeaddrinfo(res);
 	return 0;
 }
+
+enum { OPT_TLS = 256, OPT_CA, OPT_CERT, OPT_KEY, OPT_INSECURE };
 
 int
 cmd_send(int argc, char **argv)
@@ -574,11 +608,20 @@ cmd_send(int argc, char **argv)
 	    {"unique-ids", no_argument, NULL, 'u'},
 	    {"timeout", required_argument, NULL, 't'},
 	    {"quiet", no_argument, NULL, 'q'},
+	    {"tls", no_argument, NULL, OPT_TLS},
+	    {"ca", required_argument, NULL, OPT_CA},
+	    {"cert", required_argument, NULL, OPT_CERT},
+	    {"key", required_argument, NULL, OPT_KEY},
+	    {"insecure", no_argument, NULL, OPT_INSECURE},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	send_t s = {.conns = 1, .pipeline = 1, .timeout_ms = 10000};
 	struct timeval tick = {0, 20000};
+	tls_client_opts_t topt = {0};
+	send_t plain = {.host = "127.0.0.1", .port = "2575"}, secure = plain;
+	bool tls = false, host_set = false, port_set = false;
+	char *errmsg = NULL;
 	arena_t *a;
 	config_t cfg;
 	uint64_t v;
@@ -587,13 +630,13 @@ cmd_send(int argc, char **argv)
 
 	if (cli_config_load(&argc, argv, &cfg) < 0)
 		return 2;
-	snprintf(s.host, sizeof(s.host), "127.0.0.1");
-	snprintf(s.port, sizeof(s.port), "2575");
-	default_target(&s, &cfg);
+	/* Default targets: the first address of the plain and of the TLS MLLP listeners. */
+	default_target(&plain, cfg.mllp_listen);
+	default_target(&secure, cfg.mllp_tls_listen[0] ? cfg.mllp_tls_listen : cfg.mllp_listen);
 	config_free(&cfg);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "H:p:n:N:d:r:ut:qh", longopts, NULL)) != -1) {
-		bool num = strchr("nNdt", opt) != NULL;
+		bool num = opt > 0 && opt < 128 && strchr("nNdt", opt) != NULL;
 
 		if (num && (!slice_to_u64(slice_cstr(optarg), &v) || v == 0 || v > UINT32_MAX)) {
 			fprintf(stderr, "fhirgate send: -%c needs a positive number\n", opt);
@@ -602,9 +645,26 @@ cmd_send(int argc, char **argv)
 		switch (opt) {
 		case 'H':
 			snprintf(s.host, sizeof(s.host), "%s", optarg);
+			host_set = true;
 			break;
 		case 'p':
 			snprintf(s.port, sizeof(s.port), "%s", optarg);
+			port_set = true;
+			break;
+		case OPT_TLS:
+			tls = true;
+			break;
+		case OPT_CA:
+			topt.ca = optarg;
+			break;
+		case OPT_CERT:
+			topt.cert = optarg;
+			break;
+		case OPT_KEY:
+			topt.key = optarg;
+			break;
+		case OPT_INSECURE:
+			topt.insecure = true;
 			break;
 		case 'n':
 			s.conns = (unsigned)v;
@@ -639,6 +699,25 @@ cmd_send(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (!host_set)
+		memcpy(s.host, tls ? secure.host : plain.host, sizeof(s.host));
+	if (!port_set)
+		memcpy(s.port, tls ? secure.port : plain.port, sizeof(s.port));
+	if (!tls && (topt.ca || topt.cert || topt.key || topt.insecure)) {
+		fprintf(stderr, "fhirgate send: --ca, --cert, --key and --insecure need --tls\n");
+		return 2;
+	}
+	if (tls) {
+		if (tls_client_new(&topt, &s.tls, &errmsg) < 0) {
+			fprintf(stderr, "fhirgate send: %s\n", errmsg);
+			free(errmsg);
+			return 2;
+		}
+		if (topt.insecure)
+			fprintf(stderr,
+				"fhirgate send: warning: --insecure: the server's certificate "
+				"and host name are not verified\n");
+	}
 	a = arena_new(0);
 	if (optind >= argc)
 		rc = load_path(&s, a, "-");
@@ -650,6 +729,7 @@ cmd_send(int argc, char **argv)
 	}
 	if (rc < 0) {
 		arena_free(a);
+		tls_client_free(s.tls);
 		return 2;
 	}
 	if (s.count == 0)
@@ -665,7 +745,8 @@ cmd_send(int argc, char **argv)
 		event_base_dispatch(s.base);
 	s.t_end = time_mono_ns();
 	secs = (double)(s.t_end - s.t0) / 1e9;
-	qsort(s.lat_us, s.nlat, sizeof(*s.lat_us), cmp_u32);
+	if (s.nlat > 0) /* qsort(NULL, 0) is undefined */
+		qsort(s.lat_us, s.nlat, sizeof(*s.lat_us), cmp_u32);
 	if (s.completed + s.no_ack + s.errors < s.count)
 		s.errors += s.count - (s.completed + s.no_ack + s.errors);
 	printf("sent=%llu acked=%llu AA=%llu AE=%llu AR=%llu other=%llu no_ack=%llu "
@@ -686,6 +767,7 @@ cmd_send(int argc, char **argv)
 		free(s.files[i]);
 	free(s.files);
 	free(s.lat_us);
+	tls_client_free(s.tls);
 	arena_free(a);
 	if (s.errors > 0)
 		return 2;

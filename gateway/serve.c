@@ -38,7 +38,8 @@ log_stats(serve_ctx_t *x, const char *when)
 	log_info("stats",
 		 "%s conns_open=%llu conns_accepted=%llu frames=%llu aa=%llu ae=%llu ar=%llu "
 		 "duplicates=%llu garbage_bytes=%llu aborted_frames=%llu oversize_frames=%llu "
-		 "store_failures=%llu accept_pauses=%llu batches=%llu largest_batch=%llu "
+		 "store_failures=%llu accept_pauses=%llu refused=%llu tls_failures=%llu "
+		 "batches=%llu largest_batch=%llu "
 		 "commit_ms_avg=%.2f commit_ms_max=%.2f",
 		 when, (unsigned long long)s.conns_open, (unsigned long long)s.conns_accepted,
 		 (unsigned long long)s.frames, (unsigned long long)s.acks_aa,
@@ -46,6 +47,7 @@ log_stats(serve_ctx_t *x, const char *when)
 		 (unsigned long long)s.duplicates, (unsigned long long)s.garbage_bytes,
 		 (unsigned long long)s.aborted_frames, (unsigned long long)s.oversize_frames,
 		 (unsigned long long)s.store_failures, (unsigned long long)s.accept_pauses,
+		 (unsigned long long)s.refused, (unsigned long long)s.tls_failures,
 		 (unsigned long long)w.batches, (unsigned long long)w.largest_batch,
 		 w.batches ? (double)w.commit_ns_total / (double)w.batches / 1e6 : 0.0,
 		 (double)w.commit_ns_max / 1e6);
@@ -71,9 +73,14 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	if (strcmp(fresh.mllp_listen, x->cfg->mllp_listen) != 0 ||
+	    strcmp(fresh.mllp_tls_listen, x->cfg->mllp_tls_listen) != 0 ||
+	    strcmp(fresh.http_listen, x->cfg->http_listen) != 0 ||
+	    strcmp(fresh.http_tls_listen, x->cfg->http_tls_listen) != 0 ||
 	    strcmp(fresh.data_dir, x->cfg->data_dir) != 0 || fresh.io_threads != x->cfg->io_threads)
 		log_warn("config",
-			 "mllp.listen, store.data_dir and io.threads change on restart only");
+			 "listen addresses (mllp.listen, mllp.tls.listen, http.listen, "
+			 "http.tls.listen), store.data_dir and io.threads change on restart "
+			 "only");
 	server_reload(x->server, &fresh);
 	if (strcmp(fresh.mappings_dir, x->cfg->mappings_dir) != 0 ||
 	    strcmp(fresh.mappings_site_dir, x->cfg->mappings_site_dir) != 0 ||

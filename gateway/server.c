@@ -30,7 +30,9 @@
 #include "gateway/metrics.h"
 #include "gateway/mllp.h"
 #include "gateway/ops.h"
+#include "gateway/tls.h"
 #include "lib/arena.h"
+#include "lib/cidr.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/timeutil.h"
@@ -45,6 +47,7 @@ typedef struct live {
 	bool audit; /* an AuditEvent per message */
 	uint64_t max_frame, idle_ms, read_ms, max_inflight;
 	char *ack_app, *ack_fac;
+	cidr_list_t *allow; /* mllp.allow; NULL: everyone */
 } live_t;
 
 typedef struct io_thread io_thread_t;
@@ -74,6 +77,7 @@ struct conn {
 	TAILQ_HEAD(, job) pending; /* in arrival order: ACKs go out in this order */
 	uint64_t inflight;
 	bool reading, eof, mid_frame;
+	bool tls_pending; /* TLS handshake (and subject check) not done: nothing is read yet */
 	char peer[64];
 	log_ratelimit_t rl;
 };
@@ -102,6 +106,7 @@ struct server {
 	writer_t *writer;
 	maps_t *maps;
 	rest_t *rest;
+	tls_server_t *mllp_tls, *http_tls; /* NULL without TLS listeners */
 	http_opts_t http_opts;
 	_Atomic(live_t *) live;
 	pthread_mutex_t live_mu; /* serialises reloads */
@@ -115,17 +120,34 @@ struct server {
 		atomic_uint_fast64_t http_conns_open;
 		atomic_uint_fast64_t conns_accepted, conns_open, frames, acks_aa, acks_ae, acks_ar,
 		    duplicates, garbage_bytes, aborted_frames, oversize_frames, store_failures,
-		    accept_pauses;
+		    accept_pauses, refused, tls_failures;
 	} st;
 };
 
 static void conn_read(conn_t *c);
 static void conn_close(conn_t *c);
 
-static live_t *
-live_new(const config_t *cfg)
+static void
+live_free(live_t *l)
+{
+	free(l->ack_app);
+	free(l->ack_fac);
+	cidr_list_free(l->allow);
+	free(l);
+}
+
+static int
+live_new(const config_t *cfg, live_t **out, char **errmsg)
 {
 	live_t *l = xcalloc(1, sizeof(*l));
+	char *why = NULL;
+
+	if (cidr_list_parse(cfg->mllp_allow, &l->allow, &why) < 0) {
+		*errmsg = xasprintf("mllp.allow: %s", why);
+		free(why);
+		free(l);
+		return -FG_ECONFIG;
+	}
 
 	l->limits.max_message_bytes = cfg->hl7_max_message_bytes;
 	l->limits.max_segments = cfg->hl7_max_segments;
@@ -139,7 +161,30 @@ live_new(const config_t *cfg)
 	l->max_inflight = cfg->mllp_max_inflight;
 	l->ack_app = xstrdup(cfg->ack_application);
 	l->ack_fac = xstrdup(cfg->ack_facility);
-	return l;
+	*out = l;
+	return 0;
+}
+
+static void
+tls_opts_mllp(const config_t *cfg, tls_server_opts_t *o)
+{
+	*o = (tls_server_opts_t){.what = "mllp.tls",
+				 .cert = cfg->mllp_tls_cert,
+				 .key = cfg->mllp_tls_key,
+				 .ca = cfg->mllp_tls_ca,
+				 .client_auth = (tls_client_auth_t)cfg->mllp_tls_client_auth,
+				 .allow_subjects = cfg->mllp_tls_allow_subjects};
+}
+
+static void
+tls_opts_http(const config_t *cfg, tls_server_opts_t *o)
+{
+	*o = (tls_server_opts_t){.what = "http.tls",
+				 .cert = cfg->http_tls_cert,
+				 .key = cfg->http_tls_key,
+				 .ca = cfg->http_tls_ca,
+				 .client_auth = (tls_client_auth_t)cfg->http_tls_client_auth,
+				 .allow_subjects = ""};
 }
 
 static live_t *
@@ -347,7 +392,7 @@ conn_close(conn_t *c)
 				 "peer=%s closed after discarding %llu bytes outside frames",
 				 c->peer, (unsigned long long)c->framer.garbage);
 		discard_input(bufferevent_getfd(c->bev));
-		bufferevent_free(c->bev);
+		tls_bev_free(c->bev);
 		c->bev = NULL;
 	}
 	if (c->inflight == 0)
@@ -475,6 +520,9 @@ conn_read(conn_t *c)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	bool was_mid = c->mid_frame;
 
+	if (c->tls_pending)
+		return; /* read once the peer has passed the checks */
+
 	while (c->reading && evbuffer_get_length(in) > 0) {
 		size_t avail = evbuffer_get_contiguous_space(in);
 		const char *p = (const char *)evbuffer_pullup(in, (ev_ssize_t)avail);
@@ -506,7 +554,40 @@ static void
 event_cb(struct bufferevent *bev, short what, void *ctx)
 {
 	conn_t *c = ctx;
+	server_t *s = c->io->srv;
 
+	if (what & BEV_EVENT_CONNECTED) {
+		/* The TLS handshake is done: the certificate subject decides, before any read. */
+		char subject[256];
+
+		if (!tls_bev_peer_is_allowed(bev, subject, sizeof(subject))) {
+			atomic_fetch_add(&s->st.refused, 1);
+			if (log_ratelimit_allow(&c->io->rl))
+				log_info("mllp",
+					 "peer=%s refused: certificate subject '%s' not in "
+					 "mllp.tls.allow_subjects",
+					 c->peer, subject);
+			conn_close(c);
+			return;
+		}
+		c->tls_pending = false;
+		c->mid_frame = false;
+		conn_set_timeout(c);
+		log_debug("mllp", "peer=%s TLS established subject='%s'", c->peer, subject);
+		conn_read(c);
+		return;
+	}
+	if (c->tls_pending && (what & BEV_EVENT_ERROR)) {
+		char why[256];
+
+		tls_bev_error(bev, why, sizeof(why));
+		atomic_fetch_add(&s->st.tls_failures, 1);
+		if (log_ratelimit_allow(&c->io->rl))
+			log_info("mllp", "peer=%s TLS handshake failed: %s", c->peer,
+				 why[0] ? why : strerror(errno));
+		conn_close(c);
+		return;
+	}
 	if (what & BEV_EVENT_EOF) {
 		/* The peer may have only shut down its sending side: it still reads our ACKs. */
 		c->eof = true;
@@ -519,7 +600,9 @@ event_cb(struct bufferevent *bev, short what, void *ctx)
 	}
 	if (what & BEV_EVENT_TIMEOUT)
 		log_info("mllp", "peer=%s %s timeout, closing", c->peer,
-			 c->mid_frame ? "read" : "idle");
+			 c->tls_pending ? "TLS handshake"
+			 : c->mid_frame ? "read"
+					: "idle");
 	else if (what & BEV_EVENT_ERROR)
 		log_debug("mllp", "peer=%s connection error: %s", c->peer, strerror(errno));
 	conn_close(c);
@@ -548,15 +631,25 @@ format_peer(const struct sockaddr *sa, char *out, size_t cap)
 	}
 }
 
+/* An MLLP connection, plain (tls NULL) or TLS; peers outside mllp.allow are closed at once. */
 static void
-accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+mllp_accept(io_thread_t *io, evutil_socket_t fd, struct sockaddr *sa, tls_server_t *tls)
 {
-	io_thread_t *io = arg;
 	server_t *s = io->srv;
 	conn_t *c;
 	int one = 1;
 
 	if (io->draining) {
+		evutil_closesocket(fd);
+		return;
+	}
+	if (!cidr_list_allows(live_get(s)->allow, sa)) {
+		char peer[64];
+
+		format_peer(sa, peer, sizeof(peer));
+		atomic_fetch_add(&s->st.refused, 1);
+		if (log_ratelimit_allow(&io->rl))
+			log_info("mllp", "peer=%s refused: address not in mllp.allow", peer);
 		evutil_closesocket(fd);
 		return;
 	}
@@ -566,7 +659,13 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
 	format_peer(sa, c->peer, sizeof(c->peer));
 	mllp_framer_init(&c->framer, live_get(s)->max_frame);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->bev = bufferevent_socket_new(io->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (tls != NULL) {
+		c->bev = tls_server_bev_new(tls, io->base, fd);
+		c->tls_pending = true;
+		c->mid_frame = true; /* the handshake must end within mllp.read_timeout */
+	} else {
+		c->bev = bufferevent_socket_new(io->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
 	if (c->bev == NULL) {
 		evutil_closesocket(fd);
 		mllp_framer_free(&c->framer);
@@ -586,6 +685,21 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
 		/* Further connections wait in the kernel's accept queue. */
 		io_listen(io, false);
 	}
+}
+
+static void
+accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	mllp_accept(arg, fd, sa, NULL);
+}
+
+static void
+accept_tls_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen,
+	      void *arg)
+{
+	io_thread_t *io = arg;
+
+	mllp_accept(io, fd, sa, io->srv->mllp_tls);
 }
 
 /* HTTP requests go to the operations endpoints or to the REST API part of the connection's
@@ -618,10 +732,8 @@ http_closed(http_conn_t *hc, void *ctx)
 }
 
 static void
-accept_http_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen,
-	       void *arg)
+http_accept(io_thread_t *io, evutil_socket_t fd, struct sockaddr *sa, tls_server_t *tls)
 {
-	io_thread_t *io = arg;
 	server_t *s = io->srv;
 	char peer[64];
 	http_conn_t *hc;
@@ -631,7 +743,11 @@ accept_http_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *
 		return;
 	}
 	format_peer(sa, peer, sizeof(peer));
-	hc = http_conn_new(io->base, fd, peer, &s->http_opts, http_handle, io);
+	if (tls != NULL)
+		hc = http_conn_new_bev(io->base, tls_server_bev_new(tls, io->base, fd), peer,
+				       &s->http_opts, http_handle, io);
+	else
+		hc = http_conn_new(io->base, fd, peer, &s->http_opts, http_handle, io);
 	if (hc == NULL)
 		return;
 	if (io->nhttps == io->caphttps) {
@@ -643,6 +759,22 @@ accept_http_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *
 	if (io->nconns + io->nhttps >= s->max_connections) {
 		io_listen(io, false);
 	}
+}
+
+static void
+accept_http_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen,
+	       void *arg)
+{
+	http_accept(arg, fd, sa, NULL);
+}
+
+static void
+accept_https_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen,
+		void *arg)
+{
+	io_thread_t *io = arg;
+
+	http_accept(io, fd, sa, io->srv->http_tls);
 }
 
 static void
@@ -813,7 +945,8 @@ default_threads(void)
 
 /* Binds every host:port of specs (comma-separated) once per I/O thread (SO_REUSEPORT). */
 static int
-bind_all(server_t *s, const char *what, const char *specs, evconnlistener_cb cb, char **errmsg)
+bind_all(server_t *s, const char *what, const char *proto, const char *specs, evconnlistener_cb cb,
+	 char **errmsg)
 {
 	char *list = xstrdup(specs), *save = NULL;
 	int rc = 0;
@@ -841,8 +974,7 @@ bind_all(server_t *s, const char *what, const char *specs, evconnlistener_cb cb,
 			io->listeners[io->nlisteners++] = lis;
 		}
 		if (rc == 0)
-			log_info("server", "%s listening on %s (%u threads)",
-				 cb == accept_cb ? "MLLP" : "HTTP", one, s->nio);
+			log_info("server", "%s listening on %s (%u threads)", proto, one, s->nio);
 		free(one);
 	}
 	free(list);
@@ -854,7 +986,14 @@ server_start(const config_t *cfg, writer_t *writer, maps_t *maps, rest_t *rest, 
 	     char **errmsg)
 {
 	server_t *s = xcalloc(1, sizeof(*s));
-	int rc = 0;
+	tls_server_opts_t to;
+	live_t *live;
+	int rc = live_new(cfg, &live, errmsg);
+
+	if (rc < 0) {
+		free(s);
+		return rc;
+	}
 
 	s->writer = writer;
 	s->maps = maps;
@@ -866,7 +1005,7 @@ server_start(const config_t *cfg, writer_t *writer, maps_t *maps, rest_t *rest, 
 	s->http_opts.error_body = rest_error_body;
 	s->http_opts.on_close = http_closed;
 	s->started_s = time_now_ns() / 1000000000u;
-	atomic_init(&s->live, live_new(cfg));
+	atomic_init(&s->live, live);
 	pthread_mutex_init(&s->live_mu, NULL);
 	s->max_connections = cfg->mllp_max_connections;
 	s->shutdown_ms = cfg->shutdown_timeout_ms;
@@ -890,9 +1029,22 @@ server_start(const config_t *cfg, writer_t *writer, maps_t *maps, rest_t *rest, 
 			io->rest = rest_thread_new(rest, io->base);
 		io->listening = true;
 	}
-	rc = bind_all(s, "mllp.listen", cfg->mllp_listen, accept_cb, errmsg);
+	tls_opts_mllp(cfg, &to);
+	if (cfg->mllp_tls_listen[0] != '\0')
+		rc = tls_server_new(&to, &s->mllp_tls, errmsg);
+	tls_opts_http(cfg, &to);
+	if (rc == 0 && cfg->http_tls_listen[0] != '\0')
+		rc = tls_server_new(&to, &s->http_tls, errmsg);
 	if (rc == 0)
-		rc = bind_all(s, "http.listen", cfg->http_listen, accept_http_cb, errmsg);
+		rc = bind_all(s, "mllp.listen", "MLLP", cfg->mllp_listen, accept_cb, errmsg);
+	if (rc == 0)
+		rc = bind_all(s, "mllp.tls.listen", "MLLP/TLS", cfg->mllp_tls_listen, accept_tls_cb,
+			      errmsg);
+	if (rc == 0)
+		rc = bind_all(s, "http.listen", "HTTP", cfg->http_listen, accept_http_cb, errmsg);
+	if (rc == 0)
+		rc = bind_all(s, "http.tls.listen", "HTTPS", cfg->http_tls_listen, accept_https_cb,
+			      errmsg);
 	for (unsigned i = 0; rc == 0 && i < s->nio; i++)
 		if (pthread_create(&s->io[i].thread, NULL, io_main, &s->io[i]) != 0)
 			abort();
@@ -904,11 +1056,38 @@ server_start(const config_t *cfg, writer_t *writer, maps_t *maps, rest_t *rest, 
 	return 0;
 }
 
+/* Rereads the certificate, key and CA files of a TLS listener kind; a failure keeps the old. */
+static void
+tls_reload(tls_server_t *t, const tls_server_opts_t *o)
+{
+	char *err = NULL;
+
+	if (t == NULL)
+		return;
+	if (tls_server_reload(t, o, &err) < 0) {
+		log_error("tls", "reload failed: %s; the previous certificate stays in force", err);
+		free(err);
+		return;
+	}
+	log_info("tls", "%s: certificate, key and CA reloaded; new connections use them", o->what);
+}
+
 void
 server_reload(server_t *s, const config_t *cfg)
 {
-	live_t *l = live_new(cfg);
+	tls_server_opts_t to;
+	char *err = NULL;
+	live_t *l;
 
+	tls_opts_mllp(cfg, &to);
+	tls_reload(s->mllp_tls, &to);
+	tls_opts_http(cfg, &to);
+	tls_reload(s->http_tls, &to);
+	if (live_new(cfg, &l, &err) < 0) {
+		log_error("config", "%s; the running settings stay", err);
+		free(err);
+		return;
+	}
 	pthread_mutex_lock(&s->live_mu);
 	l->older = live_get(s);
 	atomic_store_explicit(&s->live, l, memory_order_release);
@@ -974,11 +1153,11 @@ server_free(server_t *s)
 	for (l = live_get(s); l != NULL;) {
 		live_t *older = l->older;
 
-		free(l->ack_app);
-		free(l->ack_fac);
-		free(l);
+		live_free(l);
 		l = older;
 	}
+	tls_server_free(s->mllp_tls);
+	tls_server_free(s->http_tls);
 	pthread_mutex_destroy(&s->live_mu);
 	free(s);
 }
@@ -999,6 +1178,8 @@ server_get_stats(server_t *s, server_stats_t *o)
 	o->oversize_frames = atomic_load(&s->st.oversize_frames);
 	o->store_failures = atomic_load(&s->st.store_failures);
 	o->accept_pauses = atomic_load(&s->st.accept_pauses);
+	o->refused = atomic_load(&s->st.refused);
+	o->tls_failures = atomic_load(&s->st.tls_failures);
 }
 
 writer_t *

@@ -18,15 +18,20 @@ typedef struct {
 	uint64_t http_conns_open;
 	uint64_t conns_accepted, conns_open, frames, acks_aa, acks_ae, acks_ar, duplicates;
 	uint64_t garbage_bytes, aborted_frames, oversize_frames, store_failures, accept_pauses;
+	uint64_t refused;      /* MLLP peers closed at accept: address or certificate subject */
+	uint64_t tls_failures; /* MLLP TLS handshakes that failed */
 } server_stats_t;
 
-/* Binds every listener of cfg->mllp_listen and cfg->http_listen (served by rest, which must
- * outlive the server) and starts the I/O threads. cfg is copied where
- * needed; maps (the mappings in force, NULL: store messages without converting them) must
- * outlive the server. On failure *errmsg (caller owns) says why. */
+/* Loads the TLS material (mllp.tls.*, http.tls.*) of the TLS listeners configured, then binds
+ * every listener of cfg->mllp_listen, mllp_tls_listen, http_listen and http_tls_listen (served by
+ * rest, which must outlive the server) and starts the I/O threads. cfg is copied where needed; maps
+ * (the mappings in force, NULL: store messages without converting them) must outlive the server. On
+ * failure *errmsg (caller owns) says why. */
 int server_start(const config_t *cfg, writer_t *writer, maps_t *maps, rest_t *rest, server_t **out,
 		 char **errmsg);
-/* Applies the options that can change while running (limits, timeouts, ACK sender names). */
+/* Applies the options that can change while running (limits, timeouts, ACK sender names,
+ * mllp.allow) and rereads the TLS certificates, keys and CAs: new connections use them, and a
+ * failure is logged and keeps the previous ones. */
 void server_reload(server_t *s, const config_t *cfg);
 /* Stops accepting and reading, waits (up to the shutdown timeout) until every message read has
  * been committed and ACKed, closes connections and joins the threads. */

@@ -1,16 +1,21 @@
 /* Unit tests for lib/: buffers, slices, arena, hashing, errors. */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "lib/arena.h"
 #include "lib/buf.h"
+#include "lib/cidr.h"
 #include "lib/err.h"
 #include "lib/hash.h"
 #include "lib/slice.h"
@@ -118,6 +123,99 @@ test_hash_err(void **state)
 	assert_string_equal(fg_strerror(-1000), "unknown error");
 }
 
+/* Whether the list allows the textual address a (IPv4 or IPv6). */
+static bool
+allows(const cidr_list_t *l, const char *a)
+{
+	struct sockaddr_in in = {.sin_family = AF_INET};
+	struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+
+	if (inet_pton(AF_INET, a, &in.sin_addr) == 1)
+		return cidr_list_allows(l, (struct sockaddr *)&in);
+	assert_int_equal(inet_pton(AF_INET6, a, &in6.sin6_addr), 1);
+	return cidr_list_allows(l, (struct sockaddr *)&in6);
+}
+
+static void
+test_cidr_parse(void **state)
+{
+	static const char *const bad[] = {
+	    "10.0.0.0/33",  "::1/129",     "10.1.0.0/8",      "fd00::1/8",   "10.0.0",
+	    "10.0.0.0/",    "10.0.0.0/x",  "10.0.0.0/8,",     ",10.0.0.0/8", "10.0.0.0/8,,::1",
+	    "host.example", "10.0.0.0/-1", "1.2.3.4 5.6.7.8", "::1/08x"};
+	cidr_list_t *l = NULL;
+	char *err = NULL;
+
+	assert_int_equal(cidr_list_parse("", &l, &err), 0);
+	assert_null(l);
+	assert_int_equal(cidr_list_parse("   ", &l, &err), 0);
+	assert_null(l);
+	assert_true(allows(NULL, "192.0.2.1")); /* empty: everyone */
+	assert_int_equal(
+	    cidr_list_parse(" 10.0.0.0/8 , 127.0.0.1,::1, fd00::/8,0.0.0.0/0", &l, &err), 0);
+	assert_int_equal(cidr_list_count(l), 5);
+	cidr_list_free(l);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err = NULL;
+		assert_int_equal(cidr_list_parse(bad[i], &l, &err), -FG_EINVAL);
+		assert_null(l);
+		assert_non_null(err);
+		assert_true(strstr(err, "is not an address") != NULL ||
+			    strstr(err, "meant") != NULL);
+		free(err);
+	}
+	/* Host bits past the prefix: refused with the network meant. */
+	assert_int_equal(cidr_list_parse("10.1.2.3/8", &l, &err), -FG_EINVAL);
+	assert_non_null(strstr(err, "10.0.0.0/8 meant"));
+	free(err);
+	assert_int_equal(cidr_list_parse("::1, fd00::1/8", &l, &err), -FG_EINVAL);
+	assert_non_null(strstr(err, "fd00::/8 meant"));
+	free(err);
+	assert_int_equal(cidr_list_parse("10.0.0.0/8, 100.64.0.1/10", &l, &err), -FG_EINVAL);
+	assert_non_null(strstr(err, "100.64.0.0/10 meant"));
+	free(err);
+}
+
+static void
+test_cidr_match(void **state)
+{
+	cidr_list_t *l = NULL;
+	char *err = NULL;
+
+	assert_int_equal(cidr_list_parse("10.0.0.0/8, 192.168.1.20, 172.16.0.0/12, 2001:db8::/32, "
+					 "::1, 100.64.0.0/10",
+					 &l, &err),
+			 0);
+	assert_true(allows(l, "10.0.0.0"));
+	assert_true(allows(l, "10.255.255.255"));
+	assert_false(allows(l, "11.0.0.0"));
+	assert_false(allows(l, "9.255.255.255"));
+	assert_true(allows(l, "192.168.1.20"));
+	assert_false(allows(l, "192.168.1.21"));
+	assert_true(allows(l, "172.31.255.255"));
+	assert_false(allows(l, "172.32.0.0"));
+	assert_true(allows(l, "100.127.0.1")); /* /10: a prefix not on a byte boundary */
+	assert_false(allows(l, "100.128.0.1"));
+	assert_true(allows(l, "2001:db8:ffff::1"));
+	assert_false(allows(l, "2001:db9::1"));
+	assert_true(allows(l, "::1"));
+	assert_false(allows(l, "::2"));
+	assert_false(allows(l, "127.0.0.1"));
+	/* IPv4-mapped IPv6 peers (dual-stack sockets) match the IPv4 entries, not others. */
+	assert_true(allows(l, "::ffff:10.1.2.3"));
+	assert_false(allows(l, "::ffff:127.0.0.1"));
+	cidr_list_free(l);
+
+	assert_int_equal(cidr_list_parse("0.0.0.0/0", &l, &err), 0);
+	assert_true(allows(l, "203.0.113.9"));
+	assert_false(allows(l, "2001:db8::1")); /* an IPv4 entry never matches IPv6 */
+	cidr_list_free(l);
+	assert_int_equal(cidr_list_parse("::/0", &l, &err), 0);
+	assert_true(allows(l, "2001:db8::1"));
+	assert_false(allows(l, "203.0.113.9"));
+	cidr_list_free(l);
+}
+
 int
 main(void)
 {
@@ -128,6 +226,8 @@ main(void)
 	    cmocka_unit_test(test_arena),
 	    cmocka_unit_test(test_arena_array_printf),
 	    cmocka_unit_test(test_hash_err),
+	    cmocka_unit_test(test_cidr_parse),
+	    cmocka_unit_test(test_cidr_match),
 	};
 
 	return cmocka_run_group_tests_name("lib", tests, NULL, NULL);
