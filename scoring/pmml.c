@@ -336,6 +336,16 @@ pmml_parse_number(const char *s, size_t len, double *out)
 	return true;
 }
 
+/* "true" or "false" as 1 or 0 (boolean fields). */
+static bool
+pmml_parse_bool(slice_t s, double *out)
+{
+	if (!slice_eq_cstr(s, "true") && !slice_eq_cstr(s, "false"))
+		return false;
+	*out = s.ptr[0] == 't';
+	return true;
+}
+
 /* A numeric attribute; def when absent and not required. */
 static double
 xml_attr_number(load_t *l, const xmlNode *n, const char *name, bool required, double def)
@@ -438,12 +448,8 @@ value_typed(load_t *l, const xmlNode *n, const char *text, pmml_datatype_t t, pm
 		*out = (pmml_value_t){PMML_VALUE_STRING, 0, slice_cstr(text)};
 		return true;
 	}
-	if (t == PMML_DATATYPE_BOOLEAN &&
-	    (strcmp(text, "true") == 0 || strcmp(text, "false") == 0)) {
-		*out = pmml_value_number(text[0] == 't');
-		return true;
-	}
-	if (!pmml_parse_number(text, strlen(text), &d)) {
+	if (!(t == PMML_DATATYPE_BOOLEAN && pmml_parse_bool(slice_cstr(text), &d)) &&
+	    !pmml_parse_number(text, strlen(text), &d)) {
 		load_fail(l, n, "%s: \"%s\" is not a number", (const char *)n->name, text);
 		return false;
 	}
@@ -497,6 +503,8 @@ parse_field_value(load_t *l, field_t *f, const xmlNode *n)
 	fv.text = v;
 	fv.prop = xml_attr_enum(l, n, "property", props, VALUE_VALID, "valid, invalid, missing");
 	fv.is_num = datatype_is_numeric(f->datatype) && pmml_parse_number(v, strlen(v), &fv.num);
+	if (f->datatype == PMML_DATATYPE_BOOLEAN && pmml_parse_bool(slice_cstr(v), &fv.num))
+		fv.is_num = true;
 	if (datatype_is_numeric(f->datatype) && !fv.is_num && fv.prop == VALUE_VALID)
 		load_fail(l, n, "Value: \"%s\" is not a number (field %s is numeric)", v, f->name);
 	f->vals = arena_array_grow(l->m->a, f->vals, f->nvals, &f->valcap, sizeof(*f->vals));
@@ -1332,12 +1340,8 @@ input_coerce(eval_t *ev, const field_t *f, pmml_value_t *v)
 		return true;
 	}
 	if (v->kind == PMML_VALUE_STRING) {
-		if (f->datatype == PMML_DATATYPE_BOOLEAN &&
-		    (slice_eq_cstr(v->str, "true") || slice_eq_cstr(v->str, "false"))) {
-			*v = pmml_value_number(v->str.ptr[0] == 't');
-			return true;
-		}
-		if (!pmml_parse_number(v->str.ptr, v->str.len, &d))
+		if (!(f->datatype == PMML_DATATYPE_BOOLEAN && pmml_parse_bool(v->str, &d)) &&
+		    !pmml_parse_number(v->str.ptr, v->str.len, &d))
 			return false;
 		*v = pmml_value_number(d);
 	}

@@ -610,6 +610,41 @@ test_treatments_and_functions(void **state)
 	pmml_free(m);
 }
 
+/* A boolean field takes true/false or 1/0, and its Values may be written either way. */
+static void
+test_boolean_field(void **state)
+{
+	const char *text = "<PMML version=\"4.4\"><DataDictionary>"
+			   "<DataField name=\"f\" optype=\"categorical\" dataType=\"boolean\">"
+			   "<Value value=\"true\"/><Value value=\"false\"/></DataField>"
+			   "</DataDictionary><RegressionModel functionName=\"regression\">"
+			   "<MiningSchema><MiningField name=\"f\"/></MiningSchema>"
+			   "<RegressionTable intercept=\"1\"><NumericPredictor name=\"f\" "
+			   "coefficient=\"2\"/></RegressionTable></RegressionModel></PMML>";
+	const pmml_value_t vals[] = {pmml_value_string("true"), pmml_value_number(1),
+				     pmml_value_string("false"), pmml_value_string("1")};
+	const double want[] = {3, 3, 1, 3};
+	pmml_model_t *m;
+	char err[256];
+	pmml_result_t res;
+
+	assert_int_equal(pmml_load_mem("b.pmml", text, strlen(text), &m, err, sizeof(err)), 0);
+	for (int i = 0; i < 4; i++) {
+		pmml_input_t in = {"f", vals[i]};
+
+		assert_true(eval1(m, &in, 1, &res) == want[i]);
+		pmml_result_clear(&res);
+	}
+	{
+		pmml_input_t in = {"f", pmml_value_number(2)};
+
+		assert_int_equal(pmml_eval(m, &in, 1, &res), -FG_EINVAL);
+		assert_non_null(strstr(res.message, "not a boolean"));
+		pmml_result_clear(&res);
+	}
+	pmml_free(m);
+}
+
 /* The model is immutable: evaluations from several threads agree. */
 static void *
 thread_eval(void *arg)
@@ -666,6 +701,7 @@ main(void)
 	    cmocka_unit_test(test_doctype_refused),
 	    cmocka_unit_test(test_verification_failure),
 	    cmocka_unit_test(test_treatments_and_functions),
+	    cmocka_unit_test(test_boolean_field),
 	    cmocka_unit_test(test_threads),
 	};
 
