@@ -1007,15 +1007,31 @@ parse_regression_model(load_t *l, const xmlNode *n)
 
 /* Checks and resolution. */
 
-/* a := a ∪ b (both sorted). */
+/* dst := dst ∪ src (both sorted). Sets are never written in place, so a union that adds
+ * nothing keeps dst and one into an empty set shares src: many references to one field cost
+ * no memory. */
 static void
 idxset_union(arena_t *a, idxset_t *dst, const idxset_t *src)
 {
 	size_t *v, i = 0, j = 0, n = 0;
 
-	if (src->n == 0)
+	while (i < dst->n || j < src->n) {
+		if (j == src->n || (i < dst->n && dst->v[i] < src->v[j]))
+			i++;
+		else if (i == dst->n || src->v[j] < dst->v[i])
+			j++;
+		else
+			i++, j++;
+		n++;
+	}
+	if (n == dst->n)
 		return;
-	v = arena_alloc(a, (dst->n + src->n) * sizeof(*v));
+	if (n == src->n) {
+		*dst = *src;
+		return;
+	}
+	v = arena_alloc(a, n * sizeof(*v));
+	i = j = n = 0;
 	while (i < dst->n || j < src->n) {
 		if (j == src->n || (i < dst->n && dst->v[i] < src->v[j]))
 			v[n++] = dst->v[i++];
