@@ -1995,14 +1995,24 @@ xml_on_doctype(void *ctx, const xmlChar *name, const xmlChar *ext_id, const xmlC
 	xmlStopParser(c);
 }
 
+/* libxml2 reports encoding failures through its generic handler (to stderr) whatever the
+ * parser options; the error we return says it already. */
+static void
+pmml_xml_quiet(void *ctx, const char *msg, ...)
+{
+}
+
 /* Parses data (a DOCTYPE is refused before its internal subset is read). */
 static xmlDocPtr
 pmml_xml_read(load_t *l, const char *data, size_t len)
 {
 	xml_read_state_t st = {false, 0};
+	xmlGenericErrorFunc old_handler = xmlGenericError;
+	void *old_ctx = xmlGenericErrorContext;
 	xmlParserCtxtPtr c;
 	xmlDocPtr doc;
 
+	xmlSetGenericErrorFunc(NULL, pmml_xml_quiet);
 	c = xmlNewParserCtxt();
 	if (c == NULL)
 		abort();
@@ -2030,6 +2040,7 @@ pmml_xml_read(load_t *l, const char *data, size_t len)
 		doc = NULL;
 	}
 	xmlFreeParserCtxt(c);
+	xmlSetGenericErrorFunc(old_ctx, old_handler);
 	return doc;
 }
 
