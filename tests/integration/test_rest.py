@@ -6,14 +6,17 @@ metadata, $everything, and resources that arrived over MLLP. TAP on stdout."""
 import http.client
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Server, Tap, adt, free_port  # noqa: E402
+from harness import DATA, Server, Tap, adt, free_port  # noqa: E402
 
 JSON = "application/fhir+json"
 XML = "application/fhir+xml"
@@ -410,6 +413,55 @@ def t_mllp(t, api, srv):
         t.ok(st == 200 and h.get("etag", "").startswith('W/"'), "MLLP Patient read with ETag")
 
 
+def t_xml_xsd(t, api):
+    """XML responses of every kind validate against the official R4 XSD (xmllint)."""
+    xsd = os.path.join(DATA, "fhir", "xsd", "fhir-single.xsd")
+    if not shutil.which("xmllint") or not os.path.exists(xsd):
+        t.ok(True, "XML responses valid # SKIP xmllint or the R4 XSD not available")
+        return
+    hx = {"Accept": XML}
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?identifier=12345")
+    pid = doc["entry"][0]["resource"]["id"] if doc and doc.get("entry") else "x1"
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:7d2a0c1e-0000-4000-8000-000000000001",
+         "resource": patient("Xsd", "xsd1"), "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation", "status": "final",
+                      "code": {"text": "x"},
+                      "subject": {"reference": "urn:uuid:7d2a0c1e-0000-4000-8000-000000000001"}},
+         "request": {"method": "POST", "url": "Observation"}}]}
+    responses = [
+        ("read", api.req("GET", "/fhir/Patient/" + pid, headers=hx)),
+        ("searchset", api.req("GET", "/fhir/Patient?_count=2&_include=Patient:link", headers=hx)),
+        ("search with a warning", api.req("GET", "/fhir/Patient?nonsense=1", headers=hx)),
+        ("history", api.req("GET", "/fhir/Patient/x1/_history", headers=hx)),
+        ("system history", api.req("GET", "/fhir/_history?_count=5", headers=hx)),
+        ("capabilities", api.req("GET", "/fhir/metadata", headers=hx)),
+        ("OperationOutcome 404", api.req("GET", "/fhir/Patient/nope", headers=hx)),
+        ("OperationOutcome 400", api.req("GET", "/fhir/Patient?birthdate=notadate", headers=hx)),
+        ("transaction-response", api.req("POST", "/fhir", bundle, headers=hx)),
+        ("$everything", api.req("GET", "/fhir/Patient/%s/$everything" % pid, headers=hx)),
+        ("Encounter search", api.req("GET", "/fhir/Encounter?_count=3", headers=hx)),
+    ]
+    tmp = tempfile.mkdtemp(prefix="fhirgate-xsd-")
+    try:
+        files = []
+        for i, (name, (st, h, _, raw)) in enumerate(responses):
+            t.ok(h.get("content-type", "").startswith(XML) and raw.startswith(b"<"),
+                 "XML %s: %d, XML body" % (name, st), raw[:200])
+            path = os.path.join(tmp, "%02d.xml" % i)
+            with open(path, "wb") as f:
+                f.write(raw)
+            files.append((name, path))
+        p = subprocess.run(["xmllint", "--noout", "--schema", xsd] + [f for _, f in files],
+                           capture_output=True, timeout=300)
+        out = p.stderr.decode("utf-8", "replace")
+        for name, path in files:
+            t.ok(path + " validates" in out, "XML %s validates against the R4 XSD" % name,
+                 "\n".join(l for l in out.splitlines() if path in l)[-2000:])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     t = Tap()
     port = free_port()
@@ -421,6 +473,7 @@ def main():
                    t_transaction, t_history, t_patch, t_search, t_metadata):
             t.run(fn, api)
         t.run(t_mllp, api, srv)
+        t.run(t_xml_xsd, api)
         t.eq(srv.stop(), 0, "server stops cleanly")
         log = srv.read_log()
         t.ok("ERROR: AddressSanitizer" not in log and "runtime error" not in log,
