@@ -44,6 +44,13 @@ typedef struct {
 	int mappings_unmapped;   /* CONF_UNMAPPED_ERROR or CONF_UNMAPPED_ACCEPT */
 	uint64_t mappings_watch_ms;
 	char *mappings_timezone; /* "" or an offset such as +0100 for DTMs without one */
+	/* [auth] */
+	int auth_enabled;       /* 0 false, 1 true */
+	char *auth_clients;     /* JSON file of the registered clients */
+	char *auth_signing_key; /* PEM private key of access tokens; "": ephemeral */
+	char *auth_base_url;    /* public base URL; "": http:// + Host */
+	uint64_t auth_token_lifetime_ms;
+	uint64_t auth_clock_skew_ms;
 	/* [server] */
 	uint64_t shutdown_timeout_ms;
 	/* [log] */

@@ -186,7 +186,7 @@ cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	rc = writer_start(store, &wopts, &x.writer);
 	if (rc == 0)
-		rc = rest_new(store, x.writer, x.maps, &cfg, &x.rest);
+		rc = rest_new(store, x.writer, x.maps, &cfg, &x.rest, &err);
 	if (rc == 0)
 		rc = server_start(&cfg, x.writer, x.maps, x.rest, &x.server, &err);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
