@@ -44,6 +44,16 @@ send_plain_error(rest_ctx_t *c, int status, const char *allow, const char *text)
 	buf_free(&b);
 }
 
+/* application/x-www-form-urlencoded, parameters (charset) allowed. */
+static bool
+is_form(slice_t ct)
+{
+	static const slice_t form = SLICE_LIT("application/x-www-form-urlencoded");
+
+	return ct.len >= form.len && slice_eq_nocase(slice_make(ct.ptr, form.len), form) &&
+	       (ct.len == form.len || ct.ptr[form.len] == ';' || ct.ptr[form.len] == ' ');
+}
+
 bool
 rest_auth_route(rest_ctx_t *c)
 {
@@ -58,12 +68,7 @@ rest_auth_route(rest_ctx_t *c)
 					 "authorization is off (auth.enabled = false)");
 		else if (!slice_eq_cstr(m, "POST"))
 			send_plain_error(c, 405, "POST", "the token endpoint takes POST");
-		else if (!slice_eq_nocase(
-			     slice_make(http_request_header(c->req, "Content-Type").ptr,
-					http_request_header(c->req, "Content-Type").len < 33
-					    ? http_request_header(c->req, "Content-Type").len
-					    : 33),
-			     SLICE_LIT("application/x-www-form-urlencoded")))
+		else if (!is_form(http_request_header(c->req, "Content-Type")))
 			send_plain_error(c, 400, NULL,
 					 "the token request is application/x-www-form-urlencoded");
 		else {
@@ -243,10 +248,13 @@ rest_authorize(rest_ctx_t *c, rest_az_t az, slice_t type, slice_t id)
 
 			q = slice_cstr(both);
 		}
-		/* Included resources are of other types: only a * search scope covers them. */
+		/* Included resources are of other types: only system/ or user/ scopes on * cover
+		 * them (with patient/ scopes they could leave the compartment). */
 		if (query_includes(c, q) &&
-		    scope_set_check(&g->scopes, slice_make("", 0), SCOPE_R | SCOPE_S) != v) {
-			forbidden(c, "_include and _revinclude need system/*.rs (or patient/*.rs)");
+		    (v != SCOPE_ALLOW ||
+		     scope_set_check(&g->scopes, slice_make("", 0), SCOPE_R | SCOPE_S) !=
+			 SCOPE_ALLOW)) {
+			forbidden(c, "_include and _revinclude need system/*.rs");
 			return false;
 		}
 	}

@@ -280,6 +280,9 @@ def t_assertion_errors(t, env):
          doc)
     st, _, _ = api.req("GET", "/auth/token")
     t.eq(st, 405, "GET /auth/token: 405")
+    st, _, doc = api.req("POST", "/auth/token", json.dumps({"grant_type": "client_credentials"}),
+                         ctype="application/json")
+    t.ok(st == 400 and doc["error"] == "invalid_request", "JSON token request: 400", doc)
 
 
 def t_scopes(t, env):
@@ -303,6 +306,10 @@ def t_scopes(t, env):
     t.eq(st, 201, "create with system/Observation.c")
     st, _, doc = api.req("GET", "/fhir/Observation?_include=Observation:subject", token=tok)
     t.eq(st, 403, "_include needs a * scope")
+    st, _, doc = api.req("GET", "/fhir/Observation?_include=Observation:subject",
+                         token=env.sys_token)
+    t.ok(st == 200 and any(e["search"]["mode"] == "include" for e in doc.get("entry", [])),
+         "_include with system/*.read", (st, doc))
     st, _, _ = api.req("GET", "/fhir/_history", token=tok)
     t.eq(st, 403, "system history needs system/*.rs")
     st, _, doc = api.req("POST", "/fhir", {"resourceType": "Bundle", "type": "transaction",
@@ -362,6 +369,8 @@ def t_patient(t, env):
     st, _, _ = api.req("PUT", "/fhir/Patient/p1", {"resourceType": "Patient", "id": "p1"},
                        token=tok)
     t.eq(st, 403, "patient token: no writes")
+    st, _, _ = api.req("GET", "/fhir/Observation?_include=Observation:performer", token=tok)
+    t.eq(st, 403, "patient token: _include refused (it could leave the compartment)")
     st, _, _ = api.req("GET", "/fhir/Organization", token=tok)
     t.eq(st, 403, "patient token: type outside the compartment 403")
     st, _, _ = api.req("GET", "/fhir/AuditEvent", token=env.sys_token)
