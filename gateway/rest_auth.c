@@ -251,9 +251,8 @@ rest_authorize(rest_ctx_t *c, rest_az_t az, slice_t type, slice_t id)
 		/* Included resources are of other types: only system/ or user/ scopes on * cover
 		 * them (with patient/ scopes they could leave the compartment). */
 		if (query_includes(c, q) &&
-		    (v != SCOPE_ALLOW ||
-		     scope_set_check(&g->scopes, slice_make("", 0), SCOPE_R | SCOPE_S) !=
-			 SCOPE_ALLOW)) {
+		    (v != SCOPE_ALLOW || scope_set_check(&g->scopes, slice_make("", 0),
+							 SCOPE_R | SCOPE_S) != SCOPE_ALLOW)) {
 			forbidden(c, "_include and _revinclude need system/*.rs");
 			return false;
 		}
