@@ -531,7 +531,7 @@ times_check(const auth_t *a, const jwt_t *j, int64_t now, int64_t max_ahead, int
 
 	if (!jwt_claim_time(j, "exp", exp))
 		return "exp is missing";
-	if (*exp + a->skew_s < now)
+	if (*exp < now - a->skew_s) /* not exp + skew: exp comes from the peer, it may be huge */
 		return "expired";
 	if (max_ahead > 0 && *exp > now + max_ahead + a->skew_s)
 		return "exp is more than five minutes ahead";

@@ -74,6 +74,13 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	    strcmp(fresh.data_dir, x->cfg->data_dir) != 0 || fresh.io_threads != x->cfg->io_threads)
 		log_warn("config",
 			 "mllp.listen, store.data_dir and io.threads change on restart only");
+	if (fresh.auth_enabled != x->cfg->auth_enabled ||
+	    strcmp(fresh.auth_clients, x->cfg->auth_clients) != 0 ||
+	    strcmp(fresh.auth_signing_key, x->cfg->auth_signing_key) != 0 ||
+	    strcmp(fresh.auth_base_url, x->cfg->auth_base_url) != 0 ||
+	    fresh.auth_token_lifetime_ms != x->cfg->auth_token_lifetime_ms ||
+	    fresh.auth_clock_skew_ms != x->cfg->auth_clock_skew_ms)
+		log_warn("config", "auth.* options (and the clients file) change on restart only");
 	server_reload(x->server, &fresh);
 	if (strcmp(fresh.mappings_dir, x->cfg->mappings_dir) != 0 ||
 	    strcmp(fresh.mappings_site_dir, x->cfg->mappings_site_dir) != 0 ||

@@ -232,6 +232,12 @@ def t_assertion_errors(t, env):
             "expired assertion refused")
     refused(sign(env.ec, api.assertion_claims("sys-ec", exp=now + 3600), "ec1"),
             "assertion exp more than 5 minutes ahead refused")
+    refused(sign(env.ec, api.assertion_claims("sys-ec", exp=2**63 - 1), "ec1"),
+            "assertion exp at the int64 limit refused")
+    refused(sign(env.ec, api.assertion_claims("sys-ec", exp=2**70), "ec1"),
+            "assertion exp past int64 refused")
+    refused(sign(env.ec, api.assertion_claims("sys-ec", exp="soon"), "ec1"),
+            "assertion exp not a number refused")
     refused(sign(env.ec, api.assertion_claims("sys-ec", aud="http://elsewhere/auth/token"), "ec1"),
             "wrong audience refused")
     refused(sign(env.other, api.assertion_claims("sys-ec"), "ec1"),
