@@ -148,29 +148,74 @@ forbidden_scope(rest_ctx_t *c, slice_t type, unsigned perms)
 	forbidden(c, arena_printf(c->a, "the token's scopes do not allow this: it needs %s", need));
 }
 
+/* Whether a search of type with query q finds anything (in a read transaction of its own). */
+static bool
+search_finds(rest_ctx_t *c, slice_t type, const char *q)
+{
+	store_txn_t *t = rest_read_begin(c);
+	search_result_t *r = NULL;
+	fhir_node_t *oo = NULL;
+	bool found;
+
+	if (t == NULL)
+		return false;
+	found = search_run(t, c->a, type, slice_cstr(q), NULL, &r, &oo) == 0 && r->nmatches > 0;
+	store_txn_abort(t);
+	return found;
+}
+
 /* Whether type/id is in the compartment of patient pid (current version). */
 static bool
 in_compartment(rest_ctx_t *c, slice_t type, slice_t id, const char *pid)
 {
 	const char *const *params = scope_compartment_params(type);
-	store_txn_t *t;
-	bool in = false;
 
 	if (slice_eq_cstr(type, "Patient"))
 		return slice_eq_cstr(id, pid);
-	if (params == NULL || (t = rest_read_begin(c)) == NULL)
-		return false;
-	for (size_t i = 0; !in && params[i] != NULL; i++) {
-		search_result_t *r = NULL;
-		fhir_node_t *oo = NULL;
-		const char *q = arena_printf(c->a, "_id=%.*s&%s=Patient/%s", (int)id.len, id.ptr,
-					     params[i], pid);
+	for (size_t i = 0; params != NULL && params[i] != NULL; i++)
+		if (search_finds(c, type,
+				 arena_printf(c->a, "_id=%.*s&%s=Patient/%s", (int)id.len, id.ptr,
+					      params[i], pid)))
+			return true;
+	return false;
+}
 
-		in =
-		    search_run(t, c->a, type, slice_cstr(q), NULL, &r, &oo) == 0 && r->nmatches > 0;
+/* v2 constrained scopes (system/Observation.rs?category=laboratory) for a read or a search
+ * that no unconstrained scope allows: 1 allowed (a search gets the constraint added to
+ * c->query), 0 when none applies, -1 when it answered 403. */
+static int
+constrained_allow(rest_ctx_t *c, rest_az_t az, slice_t type, slice_t id, unsigned perms)
+{
+	const scope_t *cs[8];
+	size_t n;
+
+	if (type.len == 0 || (az != REST_AZ_READ && az != REST_AZ_SEARCH))
+		return 0;
+	n = scope_set_constrained(&c->grant->scopes, type, perms, cs, 8);
+	if (n == 0)
+		return 0;
+	if (az == REST_AZ_READ) {
+		for (size_t i = 0; i < n && i < 8; i++)
+			if (search_finds(c, type,
+					 arena_printf(c->a, "_id=%.*s&%s", (int)id.len, id.ptr,
+						      cs[i]->query)))
+				return 1;
+		forbidden(c, arena_printf(c->a,
+					  "%.*s/%.*s does not match the constraints of the token's "
+					  "%.*s scopes",
+					  (int)type.len, type.ptr, (int)id.len, id.ptr,
+					  (int)type.len, type.ptr));
+		return -1;
 	}
-	store_txn_abort(t);
-	return in;
+	if (n > 1) {
+		forbidden(c, "several constrained scopes apply to this type: a search can be held "
+			     "to one only (request one constrained scope per type)");
+		return -1;
+	}
+	c->query = slice_cstr(c->query.len > 0 ? arena_printf(c->a, "%.*s&%s", (int)c->query.len,
+							      c->query.ptr, cs[0]->query)
+					       : cs[0]->query);
+	return 1;
 }
 
 /* Whether a query names _include or _revinclude (which can bring in other types). */
@@ -234,10 +279,6 @@ rest_authorize(rest_ctx_t *c, rest_az_t az, slice_t type, slice_t id)
 		return false;
 	}
 	v = scope_set_check(&g->scopes, check_type, perms);
-	if (v == SCOPE_DENY) {
-		forbidden_scope(c, check_type, perms);
-		return false;
-	}
 	if (az == REST_AZ_SEARCH) {
 		slice_t q = c->query;
 
@@ -249,13 +290,20 @@ rest_authorize(rest_ctx_t *c, rest_az_t az, slice_t type, slice_t id)
 			q = slice_cstr(both);
 		}
 		/* Included resources are of other types: only system/ or user/ scopes on * cover
-		 * them (with patient/ scopes they could leave the compartment). */
+		 * them (with patient/ or constrained scopes they could escape). */
 		if (query_includes(c, q) &&
 		    (v != SCOPE_ALLOW || scope_set_check(&g->scopes, slice_make("", 0),
 							 SCOPE_R | SCOPE_S) != SCOPE_ALLOW)) {
 			forbidden(c, "_include and _revinclude need system/*.rs");
 			return false;
 		}
+	}
+	if (v == SCOPE_DENY) {
+		int rc = constrained_allow(c, az, type, id, perms);
+
+		if (rc == 0)
+			forbidden_scope(c, check_type, perms);
+		return rc > 0;
 	}
 	if (v == SCOPE_ALLOW)
 		return true;

@@ -11,6 +11,47 @@
 
 static const char perm_letters[] = "cruds";
 
+/* A v2 constraint ("category=laboratory&status=final"): system/ or user/ scopes on one type
+ * only, each key a search parameter of that type (modifiers allowed), values from a safe
+ * character set, so that it can be appended to a search as it is. */
+static int
+constraint_check(const scope_t *s, slice_t q)
+{
+	size_t start = 0;
+
+	if (s->ctx == SCOPE_PATIENT || strcmp(s->type, "*") == 0)
+		return -FG_EUNSUPPORTED;
+	if (q.len == 0 || q.len >= SCOPE_QUERY_MAX)
+		return -FG_EINVAL;
+	for (size_t i = 0; i <= q.len; i++) {
+		slice_t pair, key;
+		size_t eq = 0, colon;
+
+		if (i < q.len && q.ptr[i] != '&')
+			continue;
+		pair = slice_make(q.ptr + start, i - start);
+		start = i + 1;
+		while (eq < pair.len && pair.ptr[eq] != '=')
+			eq++;
+		if (eq == 0 || eq + 1 >= pair.len)
+			return -FG_EINVAL;
+		for (colon = 0; colon < eq && pair.ptr[colon] != ':'; colon++)
+			;
+		key = slice_make(pair.ptr, colon);
+		if (fhir_meta_searchparam(slice_cstr(s->type), key) == NULL)
+			return -FG_EINVAL;
+		for (size_t k = 0; k < pair.len; k++) {
+			char ch = pair.ptr[k];
+
+			if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+			      (ch >= '0' && ch <= '9') || strchr("-._~:|,/=%", ch) != NULL) ||
+			    (ch == '=' && k != eq))
+				return -FG_EINVAL;
+		}
+	}
+	return 0;
+}
+
 int
 scope_parse(slice_t text, scope_t *out)
 {
@@ -47,8 +88,25 @@ scope_parse(slice_t text, scope_t *out)
 		return -FG_EINVAL;
 	memcpy(out->type, type.ptr, type.len); /* a known type name: shorter than the array */
 	out->type[type.len] = '\0';
-	if (memchr(perms.ptr, '?', perms.len) != NULL)
-		return -FG_EUNSUPPORTED; /* v2 ?param=value constraints */
+	{
+		const char *q = memchr(perms.ptr, '?', perms.len);
+
+		if (q != NULL) {
+			slice_t query = slice_make(q + 1, perms.len - (size_t)(q - perms.ptr) - 1);
+			int rc;
+
+			perms = slice_make(perms.ptr, (size_t)(q - perms.ptr));
+			if ((rc = constraint_check(out, query)) < 0)
+				return rc;
+			memcpy(out->query, query.ptr, query.len);
+			out->query[query.len] = '\0';
+		}
+	}
+	if (perms.len == 0)
+		return -FG_EINVAL;
+	if (out->query[0] != '\0' && (slice_eq_cstr(perms, "read") ||
+				      slice_eq_cstr(perms, "write") || slice_eq_cstr(perms, "*")))
+		return -FG_EINVAL; /* constraints are v2 only */
 	if (slice_eq_cstr(perms, "read")) {
 		out->perms = SCOPE_R | SCOPE_S;
 		out->v1 = true;
@@ -72,6 +130,10 @@ scope_parse(slice_t text, scope_t *out)
 			out->perms |= 1u << (p - perm_letters);
 		}
 	}
+	/* A constraint filters what is read or searched; writes would need the new resource
+	 * checked against it, which is not done. */
+	if (out->query[0] != '\0' && (out->perms & ~(unsigned)(SCOPE_R | SCOPE_S)) != 0)
+		return -FG_EUNSUPPORTED;
 	return 0;
 }
 
@@ -115,7 +177,12 @@ scope_format(const scope_t *s, buf_t *out)
 		return;
 	}
 	buf_printf(out, "%s/%s.", ctx[s->ctx], s->type);
-	if (s->v1 && s->perms == (SCOPE_R | SCOPE_S))
+	if (s->query[0] != '\0') {
+		for (int i = 0; i < 5; i++)
+			if (s->perms & (1u << i))
+				buf_append_byte(out, perm_letters[i]);
+		buf_printf(out, "?%s", s->query);
+	} else if (s->v1 && s->perms == (SCOPE_R | SCOPE_S))
 		buf_append_cstr(out, "read");
 	else if (s->v1 && s->perms == (SCOPE_C | SCOPE_U | SCOPE_D))
 		buf_append_cstr(out, "write");
@@ -184,6 +251,12 @@ scope_grant(const scope_set_t *requested, const scope_set_t *allowed, bool patie
 				memcpy(g.type, a->type, sizeof(g.type));
 			} else if (!type_covers(a->type, slice_cstr(r->type)))
 				continue;
+			/* Constraints narrow: a constrained side wins; two must be the same. */
+			if (a->query[0] != '\0') {
+				if (r->query[0] != '\0' && strcmp(r->query, a->query) != 0)
+					continue;
+				memcpy(g.query, a->query, sizeof(g.query));
+			}
 			g.perms = r->perms & a->perms;
 			if (g.perms != 0)
 				grant_add(granted, &g);
@@ -199,7 +272,7 @@ scope_set_check(const scope_set_t *set, slice_t type, unsigned perms)
 	for (size_t i = 0; i < set->n; i++) {
 		const scope_t *s = &set->s[i];
 
-		if (s->admin || !type_covers(s->type, type))
+		if (s->admin || s->query[0] != '\0' || !type_covers(s->type, type))
 			continue;
 		if (s->ctx == SCOPE_PATIENT)
 			pat |= s->perms;
@@ -212,6 +285,25 @@ scope_set_check(const scope_set_t *set, slice_t type, unsigned perms)
 	if (((sys | pat) & perms) == perms)
 		return SCOPE_ALLOW_PATIENT;
 	return SCOPE_DENY;
+}
+
+size_t
+scope_set_constrained(const scope_set_t *set, slice_t type, unsigned perms, const scope_t **out,
+		      size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < set->n; i++) {
+		const scope_t *s = &set->s[i];
+
+		if (s->query[0] == '\0' || (s->perms & perms) != perms ||
+		    !slice_eq_cstr(type, s->type))
+			continue;
+		if (n < max)
+			out[n] = s;
+		n++;
+	}
+	return n;
 }
 
 bool

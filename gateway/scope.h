@@ -22,9 +22,10 @@ enum {
 
 typedef enum { SCOPE_PATIENT, SCOPE_USER, SCOPE_SYSTEM } scope_ctx_t;
 
-#define SCOPE_TYPE_MAX 64
-#define SCOPE_MAX      64 /* scopes in one token */
-#define SCOPE_ADMIN    "system/fhirgate.admin"
+#define SCOPE_TYPE_MAX  64
+#define SCOPE_MAX       64 /* scopes in one token */
+#define SCOPE_ADMIN     "system/fhirgate.admin"
+#define SCOPE_QUERY_MAX 256 /* a v2 ?param=value constraint */
 
 typedef struct {
 	scope_ctx_t ctx;
@@ -32,6 +33,9 @@ typedef struct {
 	unsigned perms;
 	bool v1;    /* written in v1 form (read/write/ *) */
 	bool admin; /* system/fhirgate.admin: the operator operations */
+	/* v2 constraint after '?' ("category=laboratory"), "" when none: only on system/ and
+	 * user/ scopes for one type with r and s permissions. */
+	char query[SCOPE_QUERY_MAX];
 } scope_t;
 
 typedef struct {
@@ -47,9 +51,10 @@ typedef enum {
 	SCOPE_ALLOW,         /* a system/ or user/ scope allows it */
 } scope_verdict_t;
 
-/* Parses one scope. Returns 0; -FG_EUNSUPPORTED for a v2 scope with ?param=value constraints
- * (not supported) and for scopes this server does not know (openid, launch, ...); -FG_EINVAL
- * when malformed (unknown context, bad type name, v2 letters out of order or repeated). */
+/* Parses one scope. Returns 0; -FG_EUNSUPPORTED for scopes this server does not know (openid,
+ * launch, ...) and for ?param=value constraints on patient/ scopes, on *, or with c, u or d;
+ * -FG_EINVAL when malformed (unknown context, bad type name, v2 letters out of order or
+ * repeated, a constraint key that is not a search parameter of the type). */
 int scope_parse(slice_t text, scope_t *out);
 /* Parses a space-separated list into set (which it clears); stops at the first bad scope with
  * its error and *bad set to it. More than SCOPE_MAX scopes: -FG_ETOOBIG. */
@@ -69,6 +74,11 @@ void scope_grant(const scope_set_t *requested, const scope_set_t *allowed, bool 
  * system, which only * scopes cover). AuditEvent is covered by explicit AuditEvent scopes only,
  * never by *. user/ acts like system/. */
 scope_verdict_t scope_set_check(const scope_set_t *set, slice_t type, unsigned perms);
+/* The constrained scopes (with a ?query) of set for exactly type that hold every permission in
+ * perms: the first max into out (borrowed from set); returns how many there are. They are never
+ * counted by scope_set_check. */
+size_t scope_set_constrained(const scope_set_t *set, slice_t type, unsigned perms,
+			     const scope_t **out, size_t max);
 /* Whether the set holds system/fhirgate.admin. */
 bool scope_set_is_admin(const scope_set_t *set);
 /* "system/Observation.rs" style text of what a check needed, in a (static-sized) buffer. */

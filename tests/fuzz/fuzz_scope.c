@@ -29,7 +29,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	for (size_t i = 0; i < set.n; i++)
 		if (again.s[i].perms != set.s[i].perms || again.s[i].ctx != set.s[i].ctx ||
-		    strcmp(again.s[i].type, set.s[i].type) != 0)
+		    strcmp(again.s[i].type, set.s[i].type) != 0 ||
+		    strcmp(again.s[i].query, set.s[i].query) != 0)
 			abort();
 	if (scope_set_parse(slice_cstr(allowed_text), &allowed, &bad) != 0)
 		abort();

@@ -272,9 +272,15 @@ def t_assertion_errors(t, env):
     refused(sign(env.rsa, api.assertion_claims("obs-rsa"), "rsa1"),
             "scope not allowed for the client: invalid_scope", ("invalid_scope",),
             scope="system/Patient.rs", status=400)
+    refused(sign(env.pat, api.assertion_claims("pat-app"), "pat1"),
+            "constraint on a patient/ scope: invalid_scope", ("invalid_scope",),
+            scope="patient/Observation.rs?category=laboratory", status=400)
     refused(sign(env.rsa, api.assertion_claims("obs-rsa"), "rsa1"),
-            "v2 scope with ?param= constraint: invalid_scope", ("invalid_scope",),
-            scope="system/Observation.rs?category=laboratory", status=400)
+            "constraint on a write scope: invalid_scope", ("invalid_scope",),
+            scope="system/Observation.c?category=laboratory", status=400)
+    refused(sign(env.rsa, api.assertion_claims("obs-rsa"), "rsa1"),
+            "constraint on an unknown parameter: invalid_scope", ("invalid_scope",),
+            scope="system/Observation.rs?nope=1", status=400)
     refused(sign(env.rsa, api.assertion_claims("obs-rsa"), "rsa1"),
             "malformed scope: invalid_scope", ("invalid_scope",),
             scope="system/Observation.sr", status=400)
@@ -342,6 +348,36 @@ def t_scopes(t, env):
     t.eq(st, 200, "$messages with system/fhirgate.admin")
     st, _, _ = api.req("GET", "/fhir/Patient/p1", token=adm)
     t.eq(st, 403, "the admin scope grants no FHIR data")
+
+
+def t_constrained(t, env):
+    api = env.api
+    for oid, cat in (("obs-lab", "laboratory"), ("obs-vital", "vital-signs")):
+        st, _, _ = api.req("PUT", "/fhir/Observation/" + oid, {
+            "resourceType": "Observation", "id": oid, "status": "final", "code": {"text": "x"},
+            "category": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                "code": cat}]}]}, token=env.sys_token)
+        t.ok(st in (200, 201), "system token writes Observation/" + oid, st)
+    doc = env.token_for(env.rsa, "obs-rsa", "rsa1", "system/Observation.rs?category=laboratory")
+    t.eq(doc["scope"], "system/Observation.rs?category=laboratory", "v2 constrained scope granted")
+    tok = doc["access_token"]
+    st, _, _ = api.req("GET", "/fhir/Observation/obs-lab", token=tok)
+    t.eq(st, 200, "constrained scope: read a matching Observation")
+    st, _, doc = api.req("GET", "/fhir/Observation/obs-vital", token=tok)
+    t.ok(st == 403 and "constraints" in doc["issue"][0]["diagnostics"],
+         "constrained scope: read of a non-matching Observation 403", doc)
+    st, _, doc = api.req("GET", "/fhir/Observation", token=tok)
+    ids = sorted(e["resource"]["id"] for e in doc.get("entry", [])) if doc else []
+    t.eq((st, ids), (200, ["obs-lab"]), "constrained scope: search narrowed to the constraint")
+    st, _, doc = api.req("POST", "/fhir/Observation/_search", "status=final", token=tok,
+                         ctype="application/x-www-form-urlencoded")
+    ids = sorted(e["resource"]["id"] for e in doc.get("entry", [])) if doc else []
+    t.eq((st, ids), (200, ["obs-lab"]), "constrained scope: POST _search narrowed too")
+    st, _, _ = api.req("GET", "/fhir/Observation?_include=Observation:subject", token=tok)
+    t.eq(st, 403, "constrained scope: _include refused")
+    st, _, _ = api.req("GET", "/fhir/Observation/obs-lab/_history", token=tok)
+    t.eq(st, 403, "constrained scope: history not covered")
 
 
 def t_patient(t, env):
@@ -447,7 +483,7 @@ def main():
     try:
         env.srv.start()
         for fn in (t_discovery, t_no_token, t_token_flow, t_assertion_errors, t_scopes,
-                   t_patient, t_bearer_errors):
+                   t_constrained, t_patient, t_bearer_errors):
             t.run(fn, env)
         t.eq(env.srv.stop(), 0, "server stops cleanly")
         log = env.srv.read_log()

@@ -328,7 +328,20 @@ test_scope_parse(void **state)
 	    {"system/Nope.read", -FG_EINVAL, 0, NULL, 0},
 	    {"admin/*.read", -FG_EINVAL, 0, NULL, 0},
 	    {"patient/fhirgate.admin", -FG_EINVAL, 0, NULL, 0},
-	    {"system/Observation.rs?category=laboratory", -FG_EUNSUPPORTED, 0, NULL, 0},
+	    {"system/Observation.rs?category=laboratory", 0, SCOPE_SYSTEM, "Observation",
+	     SCOPE_R | SCOPE_S},
+	    {"user/Observation.s?code=http://loinc.org|1234-5&status=final", 0, SCOPE_USER,
+	     "Observation", SCOPE_S},
+	    {"patient/Observation.rs?category=laboratory", -FG_EUNSUPPORTED, 0, NULL, 0},
+	    {"system/*.rs?category=laboratory", -FG_EUNSUPPORTED, 0, NULL, 0},
+	    {"system/Observation.cruds?category=laboratory", -FG_EUNSUPPORTED, 0, NULL, 0},
+	    {"system/Observation.rs?nope=x", -FG_EINVAL, 0, NULL, 0},
+	    {"system/Observation.rs?_include=Observation:subject", -FG_EINVAL, 0, NULL, 0},
+	    {"system/Observation.rs?category=", -FG_EINVAL, 0, NULL, 0},
+	    {"system/Observation.rs?category=a=b", -FG_EINVAL, 0, NULL, 0},
+	    {"system/Observation.rs?category=a#b", -FG_EINVAL, 0, NULL, 0},
+	    {"system/Observation.rs?", -FG_EINVAL, 0, NULL, 0},
+	    {"system/Observation.read?category=laboratory", -FG_EINVAL, 0, NULL, 0},
 	    {"openid", -FG_EUNSUPPORTED, 0, NULL, 0},
 	    {"launch", -FG_EUNSUPPORTED, 0, NULL, 0},
 	};
@@ -400,6 +413,15 @@ test_scope_grant(void **state)
 	grant("system/*.rs", "system/AuditEvent.rs", false, "");
 	grant("system/AuditEvent.rs", "system/AuditEvent.read", false, "system/AuditEvent.rs");
 	grant("system/fhirgate.admin", "system/*.*", false, "");
+	grant("system/Observation.rs?category=laboratory", "system/Observation.rs", false,
+	      "system/Observation.rs?category=laboratory");
+	grant("system/Observation.rs", "system/Observation.rs?category=laboratory", false,
+	      "system/Observation.rs?category=laboratory");
+	grant("system/*.read", "system/Observation.rs?category=laboratory", false,
+	      "system/Observation.rs?category=laboratory");
+	grant("system/Observation.rs?category=a", "system/Observation.rs?category=b", false, "");
+	grant("system/Observation.rs?category=a", "system/Observation.r", false,
+	      "system/Observation.r?category=a");
 	grant("system/fhirgate.admin system/*.read", "system/fhirgate.admin system/*.read", false,
 	      "system/fhirgate.admin system/*.read");
 }
@@ -439,6 +461,7 @@ test_scope_check_table(void **state)
 	     SCOPE_ALLOW_PATIENT},
 	    {"patient/Observation.read", "Patient", SCOPE_R, SCOPE_DENY},
 	    {"system/fhirgate.admin", "Observation", SCOPE_R, SCOPE_DENY},
+	    {"system/Observation.rs?category=laboratory", "Observation", SCOPE_R, SCOPE_DENY},
 	};
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -461,6 +484,24 @@ test_scope_check_table(void **state)
 		assert_true(scope_set_is_admin(&set));
 		assert_int_equal(scope_set_parse(SLICE_LIT("system/*.*"), &set, &bad), 0);
 		assert_false(scope_set_is_admin(&set));
+	}
+	{
+		scope_set_t set;
+		slice_t bad;
+		const scope_t *cs[4];
+
+		assert_int_equal(
+		    scope_set_parse(SLICE_LIT("system/Observation.rs?category=laboratory "
+					      "system/Observation.r?status=final system/*.read"),
+				    &set, &bad),
+		    0);
+		assert_int_equal(
+		    scope_set_constrained(&set, SLICE_LIT("Observation"), SCOPE_R, cs, 4), 2);
+		assert_int_equal(
+		    scope_set_constrained(&set, SLICE_LIT("Observation"), SCOPE_S, cs, 4), 1);
+		assert_string_equal(cs[0]->query, "category=laboratory");
+		assert_int_equal(scope_set_constrained(&set, SLICE_LIT("Patient"), SCOPE_R, cs, 4),
+				 0);
 	}
 }
 
