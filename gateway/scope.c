@@ -44,7 +44,8 @@ constraint_check(const scope_t *s, slice_t q)
 			char ch = pair.ptr[k];
 
 			if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-			      (ch >= '0' && ch <= '9') || strchr("-._~:|,/=%", ch) != NULL) ||
+			      (ch >= '0' && ch <= '9') ||
+			      (ch != '\0' && strchr("-._~:|,/=%", ch) != NULL)) ||
 			    (ch == '=' && k != eq))
 				return -FG_EINVAL;
 		}
@@ -143,6 +144,8 @@ scope_set_parse(slice_t list, scope_set_t *set, slice_t *bad)
 	size_t start = 0;
 
 	set->n = 0;
+	if (list.len == 0)
+		return 0; /* and list.ptr may be NULL */
 	for (size_t i = 0; i <= list.len; i++) {
 		slice_t one;
 		int rc;
