@@ -58,8 +58,9 @@ struct auth {
 	EVP_PKEY *key; /* signs and verifies access tokens */
 	char kid[48];
 	int64_t lifetime_s, skew_s;
-	char *base_url; /* "" : from the Host header */
-	pthread_mutex_t mu;
+	char *base_url;     /* "" : from the Host header */
+	pthread_mutex_t mu; /* the replay cache and the log rate limit */
+	log_ratelimit_t refused_rl;
 	replay_t *replay;
 	size_t nreplay;
 };
@@ -496,6 +497,21 @@ replay_record(auth_t *a, slice_t client, slice_t jti, int64_t now, int64_t until
 
 /* ---- the token endpoint ---- */
 
+/* Refusals are logged, but a client (or anybody) hammering the endpoint must not flood the
+ * log: one rate limit for all of them. */
+static bool
+refusal_log_allow(auth_t *a)
+{
+	bool ok;
+
+	if (!log_enabled(LOG_INFO))
+		return false;
+	pthread_mutex_lock(&a->mu);
+	ok = log_ratelimit_allow(&a->refused_rl);
+	pthread_mutex_unlock(&a->mu);
+	return ok;
+}
+
 static int
 oauth_error(arena_t *ar, buf_t *out, int status, const char *error, const char *desc)
 {
@@ -660,13 +676,15 @@ auth_token_request(auth_t *a, arena_t *ar, slice_t body, slice_t host, int64_t n
 				   "client_id differs from the assertion's iss");
 	c = client_find(a, iss);
 	if (c == NULL) {
-		log_info("auth", "token refused: unknown client %.*s",
-			 (int)(iss.len > 64 ? 64 : iss.len), iss.ptr);
+		if (refusal_log_allow(a))
+			log_info("auth", "token refused: unknown client %.*s",
+				 (int)(iss.len > 64 ? 64 : iss.len), iss.ptr);
 		return oauth_error(ar, out, 401, "invalid_client",
 				   "client_assertion: unknown client or bad signature");
 	}
 	if (!assertion_verify(c, &j, &why)) {
-		log_info("auth", "token refused: client=%s: %s", c->id, why);
+		if (refusal_log_allow(a))
+			log_info("auth", "token refused: client=%s: %s", c->id, why);
 		return oauth_error(ar, out, 401, "invalid_client",
 				   "client_assertion: unknown client or bad signature");
 	}
@@ -700,7 +718,8 @@ auth_token_request(auth_t *a, arena_t *ar, slice_t body, slice_t host, int64_t n
 		if (full)
 			return oauth_error(ar, out, 503, "temporarily_unavailable",
 					   "too many assertions in flight: retry shortly");
-		log_info("auth", "token refused: client=%s: jti replayed", c->id);
+		if (refusal_log_allow(a))
+			log_info("auth", "token refused: client=%s: jti replayed", c->id);
 		return oauth_error(ar, out, 401, "invalid_client",
 				   "client_assertion: jti was used before (replay)");
 	}
