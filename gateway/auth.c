@@ -132,6 +132,22 @@ auth_listen_is_loopback(const char *listen, char **bad)
 	return 0;
 }
 
+int
+auth_protected_mode_check(const config_t *cfg, char **errmsg)
+{
+	char *bad = NULL;
+
+	if (cfg->auth_enabled || auth_listen_is_loopback(cfg->http_listen, &bad) == 0)
+		return 0;
+	*errmsg = xasprintf("protected mode: http.listen address %s is not loopback and "
+			    "auth.enabled = false: anybody who can reach it could read and change "
+			    "every record. Turn authorization on (auth.enabled = true with "
+			    "auth.clients, see docs/auth.md) or listen on 127.0.0.1 only",
+			    bad);
+	free(bad);
+	return -FG_ECONFIG;
+}
+
 /* ---- clients ---- */
 
 static void
@@ -353,7 +369,6 @@ auth_new(const config_t *cfg, auth_t **out, char **errmsg)
 {
 	auth_t *a = xcalloc(1, sizeof(*a));
 	const char *why;
-	char *bad = NULL;
 	unsigned char rnd[12];
 	buf_t kid = BUF_INIT;
 	int rc = 0;
@@ -367,16 +382,8 @@ auth_new(const config_t *cfg, auth_t **out, char **errmsg)
 		a->base_url[n - 1] = '\0';
 	*out = a;
 	if (!a->enabled) {
-		if (auth_listen_is_loopback(cfg->http_listen, &bad) < 0) {
-			*errmsg = xasprintf(
-			    "protected mode: http.listen address %s is not loopback and "
-			    "auth.enabled = false: anybody who can reach it could read and change "
-			    "every record. Turn authorization on (auth.enabled = true with "
-			    "auth.clients, see docs/auth.md) or listen on 127.0.0.1 only",
-			    bad);
-			free(bad);
-			return -FG_ECONFIG;
-		}
+		if ((rc = auth_protected_mode_check(cfg, errmsg)) < 0)
+			return rc;
 		if (cfg->http_listen[0] != '\0')
 			log_warn("auth",
 				 "auth.enabled = false: the FHIR API answers anybody on %s without "

@@ -36,6 +36,10 @@ bool auth_is_enabled(const auth_t *a);
  * list is empty), else -FG_ECONFIG with *bad (caller owns) the first address that is not. */
 int auth_listen_is_loopback(const char *listen, char **bad);
 
+/* Protected mode on a configuration: 0 when auth is on or every http.listen address is loopback,
+ * else -FG_ECONFIG with *errmsg (caller owns) naming the address and what to do. */
+int auth_protected_mode_check(const config_t *cfg, char **errmsg);
+
 /* The public base URL (auth.base_url, or "http://" + host when that is empty), in the arena. */
 const char *auth_base_url(const auth_t *a, arena_t *ar, slice_t host);
 

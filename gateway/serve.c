@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "gateway/auth.h"
 #include "gateway/cli.h"
 #include "gateway/maps.h"
 #include "gateway/server.h"
@@ -158,6 +159,13 @@ cmd_serve(int argc, char **argv)
 		usage(stderr);
 		config_free(&cfg);
 		return 2;
+	}
+	/* Before anything is opened or created: a refusal leaves nothing behind. */
+	if (auth_protected_mode_check(&cfg, &err) < 0) {
+		fprintf(stderr, "fhirgate serve: %s\n", err);
+		free(err);
+		config_free(&cfg);
+		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();

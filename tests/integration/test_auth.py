@@ -461,6 +461,7 @@ def t_protected_mode(t):
     t.ok(p.returncode != 0 and "0.0.0.0" in err and "auth.enabled" in err,
          "auth off on 0.0.0.0: refuses to start, naming the address and the fix",
          (p.returncode, err))
+    t.ok(not os.path.exists(os.path.join(tmp, "d")), "... before creating the store")
 
 
 def t_production_config(t):
