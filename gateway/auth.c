@@ -47,14 +47,20 @@ typedef struct {
 
 /* A used assertion: a digest of client id and jti, kept until the assertion expires. */
 typedef struct {
+	client_t *v;
+	size_t n;
+} client_list_t;
+
+typedef struct {
 	unsigned char digest[32];
 	int64_t until;
 } replay_t;
 
 struct auth {
 	bool enabled;
-	client_t *clients;
-	size_t nclients;
+	/* Replaced as a whole on reload (SIGHUP); readers hold the lock while they use a client. */
+	pthread_rwlock_t clients_lock;
+	client_list_t clients;
 	EVP_PKEY *key; /* signs and verifies access tokens */
 	char kid[48];
 	int64_t lifetime_s, skew_s;
@@ -261,25 +267,25 @@ patient_id_ok(const char *s)
 }
 
 static int
-client_load(auth_t *a, arena_t *ar, const char *path, const fhir_node_t *o, char **errmsg)
+client_load(client_list_t *l, arena_t *ar, const char *path, const fhir_node_t *o, char **errmsg)
 {
-	client_t *c = &a->clients[a->nclients];
+	client_t *c = &l->v[l->n];
 	const char *id = member_str(ar, o, "client_id"), *scope = member_str(ar, o, "scope");
 	const char *patient = member_str(ar, o, "patient"), *jwks_file;
 	fhir_node_t *jwks = fhir_object_get_cstr(o, "jwks");
 	slice_t bad;
 
 	if (id == NULL || *id == '\0') {
-		*errmsg = xasprintf("%s: client %zu has no client_id", path, a->nclients);
+		*errmsg = xasprintf("%s: client %zu has no client_id", path, l->n);
 		return -FG_ECONFIG;
 	}
-	for (size_t i = 0; i < a->nclients; i++)
-		if (strcmp(a->clients[i].id, id) == 0) {
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i].id, id) == 0) {
 			*errmsg = xasprintf("%s: client_id %s is registered twice", path, id);
 			return -FG_ECONFIG;
 		}
 	c->id = xstrdup(id);
-	a->nclients++;
+	l->n++;
 	if (scope == NULL || scope_set_parse(slice_cstr(scope), &c->allowed, &bad) < 0 ||
 	    c->allowed.n == 0) {
 		*errmsg = xasprintf("%s: client %s: \"scope\" must list the allowed SMART scopes "
@@ -320,8 +326,19 @@ client_load(auth_t *a, arena_t *ar, const char *path, const fhir_node_t *o, char
 	return client_keys_load(c, jwks, path, errmsg);
 }
 
+static void
+clients_free(client_list_t *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		client_clear(&l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* Loads a clients file into l (empty before); on failure l holds what loaded, to be freed. */
 static int
-clients_load(auth_t *a, const char *path, char **errmsg)
+clients_load(client_list_t *l, const char *path, char **errmsg)
 {
 	arena_t *ar = arena_new(0);
 	fhir_node_t *doc, *list;
@@ -338,7 +355,7 @@ clients_load(auth_t *a, const char *path, char **errmsg)
 	}
 	if (rc == 0) {
 		n = fhir_array_len(list);
-		a->clients = xcalloc(n ? n : 1, sizeof(*a->clients));
+		l->v = xcalloc(n ? n : 1, sizeof(*l->v));
 		for (size_t i = 0; rc == 0 && i < n; i++) {
 			fhir_node_t *o = fhir_array_at(list, i);
 
@@ -346,7 +363,7 @@ clients_load(auth_t *a, const char *path, char **errmsg)
 				*errmsg = xasprintf("%s: client %zu is not an object", path, i);
 				rc = -FG_ECONFIG;
 			} else
-				rc = client_load(a, ar, path, o, errmsg);
+				rc = client_load(l, ar, path, o, errmsg);
 		}
 	}
 	arena_free(ar);
@@ -356,9 +373,9 @@ clients_load(auth_t *a, const char *path, char **errmsg)
 static const client_t *
 client_find(const auth_t *a, slice_t id)
 {
-	for (size_t i = 0; i < a->nclients; i++)
-		if (slice_eq_cstr(id, a->clients[i].id))
-			return &a->clients[i];
+	for (size_t i = 0; i < a->clients.n; i++)
+		if (slice_eq_cstr(id, a->clients.v[i].id))
+			return &a->clients.v[i];
 	return NULL;
 }
 
@@ -374,6 +391,7 @@ auth_new(const config_t *cfg, auth_t **out, char **errmsg)
 	int rc = 0;
 
 	pthread_mutex_init(&a->mu, NULL);
+	pthread_rwlock_init(&a->clients_lock, NULL);
 	a->enabled = cfg->auth_enabled != 0;
 	a->lifetime_s = (int64_t)(cfg->auth_token_lifetime_ms / 1000);
 	a->skew_s = (int64_t)(cfg->auth_clock_skew_ms / 1000);
@@ -396,7 +414,7 @@ auth_new(const config_t *cfg, auth_t **out, char **errmsg)
 				  "registered clients, see docs/auth.md)");
 		return -FG_ECONFIG;
 	}
-	rc = clients_load(a, cfg->auth_clients, errmsg);
+	rc = clients_load(&a->clients, cfg->auth_clients, errmsg);
 	if (rc < 0)
 		return rc;
 	if (cfg->auth_signing_key[0] != '\0') {
@@ -420,7 +438,7 @@ auth_new(const config_t *cfg, auth_t **out, char **errmsg)
 	buf_free(&kid);
 	a->replay = xcalloc(REPLAY_MAX, sizeof(*a->replay));
 	log_info("auth", "authorization on: %zu clients, access tokens %s, lifetime %llds",
-		 a->nclients, jwt_alg_name(jwt_alg_of_key(a->key)), (long long)a->lifetime_s);
+		 a->clients.n, jwt_alg_name(jwt_alg_of_key(a->key)), (long long)a->lifetime_s);
 	return 0;
 }
 
@@ -429,14 +447,39 @@ auth_free(auth_t *a)
 {
 	if (a == NULL)
 		return;
-	for (size_t i = 0; i < a->nclients; i++)
-		client_clear(&a->clients[i]);
-	free(a->clients);
+	clients_free(&a->clients);
+	pthread_rwlock_destroy(&a->clients_lock);
 	EVP_PKEY_free(a->key);
 	free(a->base_url);
 	free(a->replay);
 	pthread_mutex_destroy(&a->mu);
 	free(a);
+}
+
+int
+auth_clients_reload(auth_t *a, const char *path, char **errmsg)
+{
+	client_list_t fresh = {NULL, 0}, old;
+	int rc;
+
+	if (!a->enabled)
+		return 0;
+	if (path[0] == '\0') {
+		*errmsg = xstrdup("auth.clients is empty");
+		return -FG_ECONFIG;
+	}
+	rc = clients_load(&fresh, path, errmsg);
+	if (rc < 0) {
+		clients_free(&fresh);
+		return rc;
+	}
+	pthread_rwlock_wrlock(&a->clients_lock);
+	old = a->clients;
+	a->clients = fresh;
+	pthread_rwlock_unlock(&a->clients_lock);
+	clients_free(&old);
+	log_info("auth", "clients reloaded from %s: %zu clients", path, fresh.n);
+	return 0;
 }
 
 bool
@@ -629,8 +672,8 @@ token_issue(auth_t *a, arena_t *ar, const client_t *c, const scope_set_t *grante
 	buf_free(&jti);
 }
 
-int
-auth_token_request(auth_t *a, arena_t *ar, slice_t body, slice_t host, int64_t now, buf_t *out)
+static int
+token_request(auth_t *a, arena_t *ar, slice_t body, slice_t host, int64_t now, buf_t *out)
 {
 	static const char *const names[] = {"grant_type", "client_assertion_type",
 					    "client_assertion", "scope", "client_id"};
@@ -734,11 +777,22 @@ auth_token_request(auth_t *a, arena_t *ar, slice_t body, slice_t host, int64_t n
 	return 200;
 }
 
+int
+auth_token_request(auth_t *a, arena_t *ar, slice_t body, slice_t host, int64_t now, buf_t *out)
+{
+	int st;
+
+	pthread_rwlock_rdlock(&a->clients_lock);
+	st = token_request(a, ar, body, host, now, out);
+	pthread_rwlock_unlock(&a->clients_lock);
+	return st;
+}
+
 /* ---- bearer tokens ---- */
 
-int
-auth_bearer_check(auth_t *a, arena_t *ar, slice_t authorization, slice_t host, int64_t now,
-		  auth_grant_t **out, const char **why)
+static int
+bearer_check(auth_t *a, arena_t *ar, slice_t authorization, slice_t host, int64_t now,
+	     auth_grant_t **out, const char **why)
 {
 	const char *base = auth_base_url(a, ar, host);
 	slice_t tok, sub, pat, scope, bad;
@@ -785,6 +839,18 @@ auth_bearer_check(auth_t *a, arena_t *ar, slice_t authorization, slice_t host, i
 	g->jti = tok.ptr != NULL ? arena_strndup(ar, tok.ptr, tok.len) : "";
 	*out = g;
 	return 0;
+}
+
+int
+auth_bearer_check(auth_t *a, arena_t *ar, slice_t authorization, slice_t host, int64_t now,
+		  auth_grant_t **out, const char **why)
+{
+	int rc;
+
+	pthread_rwlock_rdlock(&a->clients_lock);
+	rc = bearer_check(a, ar, authorization, host, now, out, why);
+	pthread_rwlock_unlock(&a->clients_lock);
+	return rc;
 }
 
 /* ---- discovery ---- */

@@ -30,6 +30,10 @@ typedef struct {
 int auth_new(const config_t *cfg, auth_t **out, char **errmsg);
 /* Accepts NULL. */
 void auth_free(auth_t *a);
+/* Reloads the clients from path (SIGHUP: keys rotated, clients added or removed). On failure
+ * the clients in force stay and *errmsg (caller owns) says why. Tokens of a removed client stop
+ * working at once. Nothing to do when auth is off. Safe while requests run. */
+int auth_clients_reload(auth_t *a, const char *path, char **errmsg);
 bool auth_is_enabled(const auth_t *a);
 
 /* Protected mode: 0 when every address of a comma-separated host:port list is loopback (or the

@@ -1140,6 +1140,12 @@ rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, re
 	return 0;
 }
 
+int
+rest_reload(rest_t *r, const config_t *cfg, char **errmsg)
+{
+	return auth_clients_reload(r->auth, cfg->auth_clients, errmsg);
+}
+
 void
 rest_free(rest_t *r)
 {

@@ -66,6 +66,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	serve_ctx_t *x = arg;
 	config_t fresh;
+	char *err = NULL;
 
 	if (cli_config_reload(&fresh) < 0) {
 		log_error("config", "reload failed; the running configuration stays in force");
@@ -76,12 +77,15 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		log_warn("config",
 			 "mllp.listen, store.data_dir and io.threads change on restart only");
 	if (fresh.auth_enabled != x->cfg->auth_enabled ||
-	    strcmp(fresh.auth_clients, x->cfg->auth_clients) != 0 ||
 	    strcmp(fresh.auth_signing_key, x->cfg->auth_signing_key) != 0 ||
 	    strcmp(fresh.auth_base_url, x->cfg->auth_base_url) != 0 ||
 	    fresh.auth_token_lifetime_ms != x->cfg->auth_token_lifetime_ms ||
 	    fresh.auth_clock_skew_ms != x->cfg->auth_clock_skew_ms)
-		log_warn("config", "auth.* options (and the clients file) change on restart only");
+		log_warn("config", "auth.* options but auth.clients change on restart only");
+	if (rest_reload(x->rest, &fresh, &err) < 0) {
+		log_error("auth", "clients not reloaded, the previous ones stay: %s", err);
+		free(err);
+	}
 	server_reload(x->server, &fresh);
 	if (strcmp(fresh.mappings_dir, x->cfg->mappings_dir) != 0 ||
 	    strcmp(fresh.mappings_site_dir, x->cfg->mappings_site_dir) != 0 ||

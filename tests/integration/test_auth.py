@@ -451,6 +451,45 @@ def t_bearer_errors(t, env):
           "bearer with a tampered scope: 401")
 
 
+def wait_log(srv, text, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in srv.read_log():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def t_reload(t, env):
+    """SIGHUP reloads the clients file: a removed client's tokens stop at once; a broken file
+    keeps the clients in force."""
+    import signal
+    api = env.api
+    st, _, _ = api.req("GET", "/fhir/Observation/obs-p1", token=env.obs_token)
+    t.eq(st, 200, "before reload: the obs-rsa token works")
+    with open(env.clients) as f:
+        clients = json.load(f)
+    keep = dict(clients)
+    keep["clients"] = [c for c in clients["clients"] if c["client_id"] != "obs-rsa"]
+    with open(env.clients, "w") as f:
+        json.dump(keep, f)
+    env.srv.signal(signal.SIGHUP)
+    t.ok(wait_log(env.srv, "clients reloaded"), "SIGHUP reloads the clients", env.srv.read_log())
+    st, h, _ = api.req("GET", "/fhir/Observation/obs-p1", token=env.obs_token)
+    t.ok(st == 401 and "unknown client" in h.get("www-authenticate", ""),
+         "a removed client's token is refused at once", (st, h))
+    st, _, doc = api.token(sign(env.rsa, api.assertion_claims("obs-rsa"), "rsa1"),
+                           "system/Observation.rs")
+    t.ok(st == 401 and doc["error"] == "invalid_client", "a removed client gets no token", doc)
+    with open(env.clients, "w") as f:
+        f.write("{ broken")
+    env.srv.signal(signal.SIGHUP)
+    t.ok(wait_log(env.srv, "clients not reloaded"), "a broken clients file is refused",
+         env.srv.read_log())
+    st, _, _ = api.req("GET", "/fhir/Patient/p1", token=env.sys_token)
+    t.eq(st, 200, "... and the clients in force stay")
+
+
 def t_protected_mode(t):
     tmp = tempfile.mkdtemp(prefix="fhirgate-pm-")
     p = subprocess.run([FHIRGATE, "serve", "-c", "/dev/null", "--set",
@@ -484,7 +523,7 @@ def main():
     try:
         env.srv.start()
         for fn in (t_discovery, t_no_token, t_token_flow, t_assertion_errors, t_scopes,
-                   t_constrained, t_patient, t_bearer_errors):
+                   t_constrained, t_patient, t_bearer_errors, t_reload):
             t.run(fn, env)
         t.eq(env.srv.stop(), 0, "server stops cleanly")
         log = env.srv.read_log()
