@@ -566,9 +566,15 @@ static int
 oauth_error(arena_t *ar, buf_t *out, int status, const char *error, const char *desc)
 {
 	fhir_node_t *o = fhir_object_new(ar);
+	char *d = arena_strndup(ar, desc, strlen(desc));
 
 	fhir_object_set_cstr(ar, o, "error", fhir_string_new(ar, slice_cstr(error)));
-	fhir_object_set_cstr(ar, o, "error_description", fhir_string_new(ar, slice_cstr(desc)));
+	/* The text may quote the request (a scope, the Host): printable ASCII only, so that the
+	 * JSON is valid whatever bytes came in. */
+	for (char *p = d; *p != '\0'; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			*p = '?';
+	fhir_object_set_cstr(ar, o, "error_description", fhir_string_new(ar, slice_cstr(d)));
 	fhir_json_write(o, false, out);
 	return status;
 }

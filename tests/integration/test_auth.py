@@ -284,6 +284,16 @@ def t_assertion_errors(t, env):
     refused(sign(env.rsa, api.assertion_claims("obs-rsa"), "rsa1"),
             "malformed scope: invalid_scope", ("invalid_scope",),
             scope="system/Observation.sr", status=400)
+    st, _, doc = api.req("POST", "/auth/token",
+                         b"grant_type=client_credentials&client_assertion_type=" +
+                         ASSERTION_TYPE.encode() + b"&client_assertion=x.y.z&scope=%FF%FE%00",
+                         ctype="application/x-www-form-urlencoded")
+    t.ok(st in (400, 401) and doc and doc.get("error"),
+         "invalid UTF-8 in the request: still a JSON error", (st, doc))
+    st, _, doc = api.token(sign(env.rsa, api.assertion_claims("obs-rsa"), "rsa1"),
+                           "system/Obs\u00e9rvation.rs \xff")
+    t.ok(st == 400 and doc["error"] == "invalid_scope", "non-ASCII scope: invalid_scope JSON",
+         (st, doc))
     st, _, doc = api.token_raw({"grant_type": "authorization_code", "code": "x"})
     t.ok(st == 400 and doc["error"] == "unsupported_grant_type", "other grant_type refused", doc)
     st, _, doc = api.token_raw({"grant_type": "client_credentials", "scope": "system/*.read",
