@@ -45,6 +45,7 @@ static const char *const audit_rest_modes[] = {"all", "writes", "off", NULL};
 static const char *const on_off[] = {"on", "off", NULL};
 /* In the order of tls_client_auth_t. */
 static const char *const client_auth_modes[] = {"none", "optional", "require", NULL};
+static const char *const booleans[] = {"false", "true", NULL};
 
 #define OFF(f) offsetof(config_t, f)
 #define GiB    (1024ull * 1024 * 1024)
@@ -184,6 +185,27 @@ static const opt_t options[] = {
      "An AuditEvent for every HL7 v2 message received, in the message's own transaction: on "
      "or off.",
      0, 0, on_off},
+    {"auth.enabled", OPT_CHOICE, OFF(auth_enabled), "false",
+     "SMART Backend Services authorization of the FHIR API (docs/auth.md). false: no token is "
+     "needed, and then every http.listen address must be loopback (protected mode).",
+     0, 0, booleans},
+    {"auth.clients", OPT_STRING, OFF(auth_clients), "",
+     "JSON file of the registered clients: client_id, jwks or jwks_file, allowed scope, "
+     "optional patient.",
+     0, 0, NULL},
+    {"auth.signing_key", OPT_STRING, OFF(auth_signing_key), "",
+     "PEM private key (EC P-384 or RSA) that signs access tokens; empty: an ephemeral key made "
+     "at start (tokens then die with the process).",
+     0, 0, NULL},
+    {"auth.base_url", OPT_STRING, OFF(auth_base_url), "",
+     "Public base URL (https://fhir.example.org): the issuer, the token endpoint is "
+     "<base>/auth/token and the audience <base>/fhir; empty: http:// and the request's Host.",
+     0, 0, NULL},
+    {"auth.token_lifetime", OPT_MS, OFF(auth_token_lifetime_ms), "5m",
+     "Lifetime of the access tokens the token endpoint issues.", 10000, 3600000, NULL},
+    {"auth.clock_skew", OPT_MS, OFF(auth_clock_skew_ms), "60s",
+     "Clock difference tolerated when checking exp, nbf and iat of assertions and tokens.", 0,
+     300000, NULL},
     {"server.shutdown_timeout", OPT_MS, OFF(shutdown_timeout_ms), "10s",
      "On SIGTERM, how long to wait for in-flight messages to be committed and ACKed.", 0, 3600000,
      NULL},

@@ -58,6 +58,13 @@ typedef struct {
 	/* [audit] */
 	int audit_rest;     /* CONF_AUDIT_REST_* */
 	int audit_messages; /* CONF_OFF or CONF_ON */
+	/* [auth] */
+	int auth_enabled;       /* 0 false, 1 true */
+	char *auth_clients;     /* JSON file of the registered clients */
+	char *auth_signing_key; /* PEM private key of access tokens; "": ephemeral */
+	char *auth_base_url;    /* public base URL; "": http:// + Host */
+	uint64_t auth_token_lifetime_ms;
+	uint64_t auth_clock_skew_ms;
 	/* [server] */
 	uint64_t shutdown_timeout_ms;
 	/* [log] */

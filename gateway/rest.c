@@ -999,8 +999,33 @@ sp_type_name(fhir_sp_type_t t)
 	return names[t];
 }
 
+/* rest.security: SMART on FHIR, pointing at the discovery document. */
+static void
+capability_security(arena_t *a, fhir_node_t *rest)
+{
+	fhir_node_t *sec = fhir_object_new(a), *svc = fhir_array_new(a), *cc = fhir_object_new(a),
+		    *codings = fhir_array_new(a), *coding = fhir_object_new(a);
+
+	fhir_object_set_cstr(
+	    a, coding, "system",
+	    str_node(a, "http://terminology.hl7.org/CodeSystem/restful-security-service"));
+	fhir_object_set_cstr(a, coding, "code", str_node(a, "SMART-on-FHIR"));
+	fhir_array_append(a, codings, coding);
+	fhir_object_set_cstr(a, cc, "coding", codings);
+	fhir_object_set_cstr(a, cc, "text", str_node(a, "OAuth2 using SMART-on-FHIR profile"));
+	fhir_array_append(a, svc, cc);
+	fhir_object_set_cstr(a, sec, "cors", fhir_bool_new(a, false));
+	fhir_object_set_cstr(a, sec, "service", svc);
+	fhir_object_set_cstr(a, sec, "description",
+			     str_node(a,
+				      "SMART Backend Services (client_credentials with a "
+				      "private_key_jwt assertion, RS384 or ES384); token endpoint "
+				      "and scopes in /fhir/.well-known/smart-configuration"));
+	fhir_object_set_cstr(a, rest, "security", sec);
+}
+
 static fhir_node_t *
-capability_build(arena_t *a)
+capability_build(arena_t *a, bool secured)
 {
 	static const char *const type_ia[] = {
 	    "read",         "vread",  "update",      "patch", "delete", "history-instance",
@@ -1032,6 +1057,8 @@ capability_build(arena_t *a)
 		fhir_object_set_cstr(a, cs, "patchFormat", pf);
 	}
 	fhir_object_set_cstr(a, rest, "mode", str_node(a, "server"));
+	if (secured)
+		capability_security(a, rest);
 	for (size_t i = 0; i < fhir_meta_resource_count(); i++) {
 		const fhir_type_t *rt = fhir_meta_resource_at(i);
 		fhir_node_t *r = fhir_object_new(a), *sps = fhir_array_new(a);
@@ -1084,13 +1111,22 @@ capability_build(arena_t *a)
 /* ---- the handler ---- */
 
 int
-rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, rest_t **out)
+rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, rest_t **out,
+	 char **errmsg)
 {
 	rest_t *r = xcalloc(1, sizeof(*r));
-	arena_t *a = arena_new(0);
-	fhir_node_t *cs = capability_build(a);
+	arena_t *a;
+	fhir_node_t *cs;
 	char err[256];
+	int rc = auth_new(cfg, &r->auth, errmsg);
 
+	if (rc < 0) {
+		auth_free(r->auth);
+		free(r);
+		return rc;
+	}
+	a = arena_new(0);
+	cs = capability_build(a, auth_is_enabled(r->auth));
 	r->store = store;
 	r->writer = writer;
 	r->maps = maps;
@@ -1114,6 +1150,12 @@ rest_store(rest_t *r)
 	return r->store;
 }
 
+int
+rest_reload(rest_t *r, const config_t *cfg, char **errmsg)
+{
+	return auth_clients_reload(r->auth, cfg->auth_clients, errmsg);
+}
+
 void
 rest_free(rest_t *r)
 {
@@ -1121,6 +1163,7 @@ rest_free(rest_t *r)
 		return;
 	for (int i = 0; i < 4; i++)
 		buf_free(&r->capability[i / 2][i % 2]);
+	auth_free(r->auth);
 	free(r);
 }
 
@@ -1355,7 +1398,8 @@ audit_answered(http_request_t *req, int status, void *arg)
 		return;
 	e.time_ns = time_now_ns();
 	e.peer = slice_cstr(http_request_peer(req));
-	e.who = c->who;
+	if (c->grant != NULL && c->grant->client_id != NULL)
+		e.who = slice_cstr(c->grant->client_id);
 	e.interaction = c->kind.interaction;
 	e.action = c->kind.action;
 	e.type = c->audit_type;
@@ -1383,7 +1427,7 @@ rest_handle(http_request_t *req, void *handler_ctx)
 	c->query = http_request_query(req);
 	if (c->query.ptr == NULL)
 		c->query = slice_make("", 0);
-	if (!ctx_options(c))
+	if (rest_auth_route(c) || !ctx_options(c))
 		return;
 	if (!path_split(c, http_request_path(req), seg, &n, 6)) {
 		rest_send_error(c, 404, "not-found", "no such endpoint (the FHIR base is /fhir)");
@@ -1399,15 +1443,6 @@ rest_handle(http_request_t *req, void *handler_ctx)
 		c->audit_id = seg[1];
 	if (c->rest->audit != CONF_AUDIT_REST_OFF)
 		http_request_on_answer(req, audit_answered, c);
-	if (n == 0) {
-		if (method_is(m, "POST"))
-			rest_do_bundle(c);
-		else if (method_is(m, "GET"))
-			do_search(c, slice_make("", 0), c->query);
-		else
-			not_allowed(c, "GET, POST");
-		return;
-	}
 	if (n == 1 && slice_eq_cstr(seg[0], "metadata")) {
 		if (method_is(m, "GET"))
 			send_capability(c);
@@ -1415,10 +1450,24 @@ rest_handle(http_request_t *req, void *handler_ctx)
 			not_allowed(c, "GET");
 		return;
 	}
+	if (!rest_authenticate(c))
+		return;
+	if (n == 0) {
+		if (method_is(m, "POST"))
+			rest_do_bundle(c);
+		else if (method_is(m, "GET")) {
+			if (rest_authorize(c, REST_AZ_SEARCH, slice_make("", 0), SLICE_NULL))
+				do_search(c, slice_make("", 0), c->query);
+		} else
+			not_allowed(c, "GET, POST");
+		return;
+	}
 	if (n == 1 &&
 	    (slice_eq_cstr(seg[0], "$dead-letters") || slice_eq_cstr(seg[0], "$messages"))) {
 		if (!method_is(m, "GET"))
 			not_allowed(c, "GET");
+		else if (!rest_authorize(c, REST_AZ_ADMIN, SLICE_NULL, SLICE_NULL))
+			return;
 		else if (slice_eq_cstr(seg[0], "$messages"))
 			rest_do_messages(c);
 		else
@@ -1426,53 +1475,60 @@ rest_handle(http_request_t *req, void *handler_ctx)
 		return;
 	}
 	if (n == 1 && slice_eq_cstr(seg[0], "$replay")) {
-		if (method_is(m, "POST"))
-			rest_do_replay(c);
-		else
+		if (!method_is(m, "POST"))
 			not_allowed(c, "POST");
+		else if (rest_authorize(c, REST_AZ_ADMIN, SLICE_NULL, SLICE_NULL))
+			rest_do_replay(c);
 		return;
 	}
 	if (n == 1 && slice_eq_cstr(seg[0], "_history")) {
-		if (method_is(m, "GET"))
-			do_history(c, slice_make("", 0), slice_make("", 0));
-		else
+		if (!method_is(m, "GET"))
 			not_allowed(c, "GET");
+		else if (rest_authorize(c, REST_AZ_HISTORY, slice_make("", 0), SLICE_NULL))
+			do_history(c, slice_make("", 0), slice_make("", 0));
 		return;
 	}
 	if (n == 1 && slice_eq_cstr(seg[0], "_search")) {
-		if (method_is(m, "POST"))
-			do_search_post(c, slice_make("", 0));
-		else
+		if (!method_is(m, "POST"))
 			not_allowed(c, "POST");
+		else if (rest_authorize(c, REST_AZ_SEARCH, slice_make("", 0), SLICE_NULL))
+			do_search_post(c, slice_make("", 0));
 		return;
 	}
 	if (!is_type(c, seg[0]))
 		return;
 	if (n == 1) {
-		if (method_is(m, "GET"))
-			do_search(c, seg[0], c->query);
-		else if (method_is(m, "POST"))
-			rest_do_create(c, seg[0]);
-		else if (method_is(m, "PUT"))
-			rest_do_cond_update(c, seg[0]);
-		else if (method_is(m, "DELETE"))
-			rest_do_cond_delete(c, seg[0]);
-		else
+		bool cond_create = http_request_header(req, "If-None-Exist").ptr != NULL;
+
+		if (method_is(m, "GET")) {
+			if (rest_authorize(c, REST_AZ_SEARCH, seg[0], SLICE_NULL))
+				do_search(c, seg[0], c->query);
+		} else if (method_is(m, "POST")) {
+			if (rest_authorize(c, cond_create ? REST_AZ_COND_CREATE : REST_AZ_CREATE,
+					   seg[0], SLICE_NULL))
+				rest_do_create(c, seg[0]);
+		} else if (method_is(m, "PUT")) {
+			if (rest_authorize(c, REST_AZ_COND_UPDATE, seg[0], SLICE_NULL))
+				rest_do_cond_update(c, seg[0]);
+		} else if (method_is(m, "DELETE")) {
+			if (rest_authorize(c, REST_AZ_COND_DELETE, seg[0], SLICE_NULL))
+				rest_do_cond_delete(c, seg[0]);
+		} else
 			not_allowed(c, "GET, POST, PUT, DELETE");
 		return;
 	}
 	if (n == 2 && slice_eq_cstr(seg[1], "_search")) {
-		if (method_is(m, "POST"))
-			do_search_post(c, seg[0]);
-		else
+		if (!method_is(m, "POST"))
 			not_allowed(c, "POST");
+		else if (rest_authorize(c, REST_AZ_SEARCH, seg[0], SLICE_NULL))
+			do_search_post(c, seg[0]);
 		return;
 	}
 	if (n == 2 && slice_eq_cstr(seg[1], "_history")) {
-		if (method_is(m, "GET"))
-			do_history(c, seg[0], slice_make("", 0));
-		else
+		if (!method_is(m, "GET"))
 			not_allowed(c, "GET");
+		else if (rest_authorize(c, REST_AZ_HISTORY, seg[0], SLICE_NULL))
+			do_history(c, seg[0], slice_make("", 0));
 		return;
 	}
 	if (!rest_id_is_valid(seg[1])) {
@@ -1482,39 +1538,43 @@ rest_handle(http_request_t *req, void *handler_ctx)
 		return;
 	}
 	if (n == 2) {
-		if (method_is(m, "GET"))
-			do_read(c, seg[0], seg[1], 0);
-		else if (method_is(m, "PUT"))
-			rest_do_update(c, seg[0], seg[1]);
-		else if (method_is(m, "DELETE"))
-			rest_do_delete(c, seg[0], seg[1]);
-		else if (method_is(m, "PATCH"))
-			rest_do_patch(c, seg[0], seg[1]);
-		else
+		if (method_is(m, "GET")) {
+			if (rest_authorize(c, REST_AZ_READ, seg[0], seg[1]))
+				do_read(c, seg[0], seg[1], 0);
+		} else if (method_is(m, "PUT")) {
+			if (rest_authorize(c, REST_AZ_UPDATE, seg[0], seg[1]))
+				rest_do_update(c, seg[0], seg[1]);
+		} else if (method_is(m, "DELETE")) {
+			if (rest_authorize(c, REST_AZ_DELETE, seg[0], seg[1]))
+				rest_do_delete(c, seg[0], seg[1]);
+		} else if (method_is(m, "PATCH")) {
+			if (rest_authorize(c, REST_AZ_UPDATE, seg[0], seg[1]))
+				rest_do_patch(c, seg[0], seg[1]);
+		} else
 			not_allowed(c, "GET, PUT, DELETE, PATCH");
 		return;
 	}
 	if (n == 3 && slice_eq_cstr(seg[2], "_history")) {
-		if (method_is(m, "GET"))
-			do_history(c, seg[0], seg[1]);
-		else
+		if (!method_is(m, "GET"))
 			not_allowed(c, "GET");
+		else if (rest_authorize(c, REST_AZ_HISTORY, seg[0], seg[1]))
+			do_history(c, seg[0], seg[1]);
 		return;
 	}
 	if (n == 3 && slice_eq_cstr(seg[0], "Patient") && slice_eq_cstr(seg[2], "$everything")) {
-		if (method_is(m, "GET"))
-			do_everything(c, seg[1]);
-		else
+		if (!method_is(m, "GET"))
 			not_allowed(c, "GET");
+		else if (rest_authorize(c, REST_AZ_EVERYTHING, seg[0], seg[1]))
+			do_everything(c, seg[1]);
 		return;
 	}
 	if (n == 4 && slice_eq_cstr(seg[2], "_history")) {
 		if (!slice_to_u64(seg[3], &v) || v == 0 || v > UINT32_MAX)
 			rest_send_error(c, 404, "not-found", "no such version");
-		else if (method_is(m, "GET"))
-			do_read(c, seg[0], seg[1], (uint32_t)v);
-		else
+		else if (!method_is(m, "GET"))
 			not_allowed(c, "GET");
+		else if (rest_authorize(c, REST_AZ_READ, seg[0], seg[1]))
+			do_read(c, seg[0], seg[1], (uint32_t)v);
 		return;
 	}
 	rest_send_error(c, 404, "not-found", "no such endpoint");

@@ -18,8 +18,13 @@ typedef struct rest rest_t;
 typedef struct rest_thread rest_thread_t;
 
 /* Shared by every I/O thread; store, writer and maps (NULL when messages are not converted)
- * must outlive it. */
-int rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, rest_t **out);
+ * must outlive it. Loads the authorization setup (auth.*): on failure *errmsg (caller owns)
+ * says why. */
+int rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, rest_t **out,
+	     char **errmsg);
+/* Reloads what can change while running: the registered clients (auth.clients). On failure
+ * the old ones stay and *errmsg (caller owns) says why. */
+int rest_reload(rest_t *r, const config_t *cfg, char **errmsg);
 /* Accepts NULL; every thread part must be freed first. */
 void rest_free(rest_t *r);
 /* The store it serves. */

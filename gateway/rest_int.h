@@ -9,6 +9,7 @@
 
 #include "fhir/tree.h"
 #include "gateway/audit.h"
+#include "gateway/auth.h"
 #include "gateway/maps.h"
 #include "gateway/metrics.h"
 #include "gateway/rest.h"
@@ -36,6 +37,7 @@ struct rest {
 	maps_t *maps; /* the mappings replays convert with; NULL: store and forward */
 	hl7_limits_t limits;
 	int audit; /* CONF_AUDIT_REST_* */
+	auth_t *auth; /* authorization (auth.enabled false: everything is allowed) */
 	/* The CapabilityStatement, built once: [xml][pretty]. */
 	buf_t capability[2][2];
 };
@@ -66,7 +68,6 @@ typedef struct {
 	arena_t *a;
 	rest_kind_t kind;
 	slice_t audit_type, audit_id; /* what the audit trail names; empty when none */
-	slice_t who;                  /* the authenticated client id; empty: anonymous */
 	bool xml;                     /* negotiated output format */
 	bool pretty;
 	rest_summary_t summary;
@@ -75,6 +76,9 @@ typedef struct {
 	bool strict;      /* Prefer: handling=strict */
 	const char *base; /* "http://host/fhir" */
 	slice_t query;    /* raw query */
+	/* Who the request acts for (client id, scopes, patient) once the bearer token is checked;
+	 * NULL when authorization is off. For audit records. */
+	auth_grant_t *grant;
 } rest_ctx_t;
 
 /* ---- output (rest.c) ---- */
@@ -143,6 +147,35 @@ void rest_submit_op(rest_ctx_t *c, rest_op_apply_fn apply, rest_op_finish_fn fin
 void rest_do_dead_letters(rest_ctx_t *c);
 void rest_do_messages(rest_ctx_t *c);
 void rest_do_replay(rest_ctx_t *c);
+
+/* ---- authorization (rest_auth.c) ---- */
+
+/* The interactions scopes are checked for (docs/auth.md has the table). */
+typedef enum {
+	REST_AZ_READ, /* read, vread */
+	REST_AZ_SEARCH,
+	REST_AZ_HISTORY, /* instance (id given): r; type and system: r and s */
+	REST_AZ_CREATE,
+	REST_AZ_COND_CREATE,
+	REST_AZ_UPDATE, /* also patch, and update-as-create */
+	REST_AZ_COND_UPDATE,
+	REST_AZ_DELETE,
+	REST_AZ_COND_DELETE,
+	REST_AZ_EVERYTHING,
+	REST_AZ_ADMIN, /* $messages, $dead-letters, $replay */
+	REST_AZ_BUNDLE,
+} rest_az_t;
+
+/* Answers /auth/token and the SMART configuration; false when the path is neither. */
+bool rest_auth_route(rest_ctx_t *c);
+/* Checks the bearer token (sets c->grant); false when it answered 401. */
+bool rest_authenticate(rest_ctx_t *c);
+/* Checks the scopes for an interaction on type (empty: the system) and id (empty: none); for
+ * patient/ scopes also the compartment (searches get the compartment criterion added to
+ * c->query). False when it answered 403. */
+bool rest_authorize(rest_ctx_t *c, rest_az_t az, slice_t type, slice_t id);
+/* The check for one Bundle entry: 0, or 403 with a message in err. */
+int rest_authorize_entry(rest_ctx_t *c, rest_az_t az, slice_t type, char *err, size_t cap);
 
 /* Runs jobs the writer handed back (on the I/O thread). */
 void rest_jobs_finish(rest_thread_t *th);

@@ -1043,6 +1043,27 @@ entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 	return 0;
 }
 
+/* The scope check of one entry: 0, or 403 with op->outcome. */
+static int
+entry_authorize(rest_ctx_t *c, rest_op_t *op)
+{
+	rest_az_t az;
+	char err[320];
+
+	if (op->kind == OP_READ)
+		az = REST_AZ_READ;
+	else if (op->kind == OP_DELETE)
+		az = op->cond == COND_DELETE ? REST_AZ_COND_DELETE : REST_AZ_DELETE;
+	else if (op->create_only)
+		az = op->cond == COND_CREATE ? REST_AZ_COND_CREATE : REST_AZ_CREATE;
+	else
+		az = op->cond == COND_UPDATE ? REST_AZ_COND_UPDATE : REST_AZ_UPDATE;
+	if (rest_authorize_entry(c, az, op->type, err, sizeof(err)) == 0)
+		return 0;
+	op->outcome = outcome_printf(c->a, "forbidden", "%s", err);
+	return 403;
+}
+
 void
 rest_do_bundle(rest_ctx_t *c)
 {
@@ -1078,6 +1099,8 @@ rest_do_bundle(rest_ctx_t *c)
 
 		e = fhir_array_at(entries, i);
 		op->status = fhir_node_kind(e) == FHIR_OBJECT ? entry_op(c, e, op) : 400;
+		if (op->status == 0)
+			op->status = entry_authorize(c, op);
 		if (op->status != 0 && op->outcome == NULL)
 			op->outcome = outcome_printf(c->a, "invalid", "bad entry");
 		if (op->status != 0 && j->transaction) { /* nothing is written */

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "gateway/auth.h"
 #include "gateway/cli.h"
 #include "gateway/maps.h"
 #include "gateway/server.h"
@@ -67,6 +68,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	serve_ctx_t *x = arg;
 	config_t fresh;
+	char *err = NULL;
 
 	if (cli_config_reload(&fresh) < 0) {
 		log_error("config", "reload failed; the running configuration stays in force");
@@ -81,6 +83,16 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 			 "listen addresses (mllp.listen, mllp.tls.listen, http.listen, "
 			 "http.tls.listen), store.data_dir and io.threads change on restart "
 			 "only");
+	if (fresh.auth_enabled != x->cfg->auth_enabled ||
+	    strcmp(fresh.auth_signing_key, x->cfg->auth_signing_key) != 0 ||
+	    strcmp(fresh.auth_base_url, x->cfg->auth_base_url) != 0 ||
+	    fresh.auth_token_lifetime_ms != x->cfg->auth_token_lifetime_ms ||
+	    fresh.auth_clock_skew_ms != x->cfg->auth_clock_skew_ms)
+		log_warn("config", "auth.* options but auth.clients change on restart only");
+	if (rest_reload(x->rest, &fresh, &err) < 0) {
+		log_error("auth", "clients not reloaded, the previous ones stay: %s", err);
+		free(err);
+	}
 	server_reload(x->server, &fresh);
 	if (strcmp(fresh.mappings_dir, x->cfg->mappings_dir) != 0 ||
 	    strcmp(fresh.mappings_site_dir, x->cfg->mappings_site_dir) != 0 ||
@@ -160,6 +172,13 @@ cmd_serve(int argc, char **argv)
 		config_free(&cfg);
 		return 2;
 	}
+	/* Before anything is opened or created: a refusal leaves nothing behind. */
+	if (auth_protected_mode_check(&cfg, &err) < 0) {
+		fprintf(stderr, "fhirgate serve: %s\n", err);
+		free(err);
+		config_free(&cfg);
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
 	sopts.map_size = cfg.map_size;
@@ -195,7 +214,7 @@ cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	rc = writer_start(store, &wopts, &x.writer);
 	if (rc == 0)
-		rc = rest_new(store, x.writer, x.maps, &cfg, &x.rest);
+		rc = rest_new(store, x.writer, x.maps, &cfg, &x.rest, &err);
 	if (rc == 0)
 		rc = server_start(&cfg, x.writer, x.maps, x.rest, &x.server, &err);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
