@@ -137,6 +137,8 @@ class Env:
              "scope": "system/Observation.rs system/Observation.c"},
             {"client_id": "pat-app", "jwks": {"keys": [jwk(self.pat, "pat1")]},
              "scope": "patient/*.rs", "patient": "p1"},
+            {"client_id": "auditor", "jwks": {"keys": [jwk(self.other, "aud1")]},
+             "scope": "system/AuditEvent.rs"},
         ]}
         self.clients = p("clients.json")
         with open(self.clients, "w") as f:
@@ -527,13 +529,40 @@ def t_production_config(t):
     t.ok(p.returncode == 0 and "auth.enabled = true" in out, "production config loads", err)
 
 
+def t_audit(t, env):
+    """AuditEvents name the authenticated client; refused requests are audited too; reading
+    them needs system/AuditEvent.rs."""
+    api = env.api
+    tok = env.token_for(env.other, "auditor", "aud1", "system/AuditEvent.rs")["access_token"]
+    st, _, _ = api.req("GET", "/fhir/Patient/p2")
+    t.eq(st, 401, "an unauthenticated read is refused")
+    evs = []
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        st, _, doc = api.req("GET", "/fhir/AuditEvent?agent-name=sys-ec&subtype=read&_count=100",
+                             token=tok)
+        evs = [e["resource"] for e in (doc or {}).get("entry", [])]
+        if st == 200 and evs:
+            break
+        time.sleep(0.1)
+    t.ok(evs and evs[0]["agent"][0]["who"]["identifier"]["value"] == "sys-ec",
+         "AuditEvent names the client of the token", evs[:1])
+    st, _, doc = api.req("GET", "/fhir/AuditEvent?agent-name=anonymous&outcome=4&_count=100",
+                         token=tok)
+    refused = [e["resource"] for e in (doc or {}).get("entry", [])
+               if e["resource"].get("outcomeDesc") == "HTTP 401"]
+    t.ok(st == 200 and refused, "the refused (401) request is audited as anonymous", doc)
+    st, _, _ = api.req("GET", "/fhir/AuditEvent", token=env.sys_token)
+    t.eq(st, 403, "a system/*.read token cannot read the audit trail")
+
+
 def main():
     t = Tap()
     env = Env()
     try:
         env.srv.start()
         for fn in (t_discovery, t_no_token, t_token_flow, t_assertion_errors, t_scopes,
-                   t_constrained, t_patient, t_bearer_errors, t_reload):
+                   t_constrained, t_patient, t_bearer_errors, t_reload, t_audit):
             t.run(fn, env)
         t.eq(env.srv.stop(), 0, "server stops cleanly")
         log = env.srv.read_log()
