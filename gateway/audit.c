@@ -131,9 +131,10 @@ build(arena_t *a, const audit_event_t *e, slice_t id)
 	fhir_object_set_cstr(a, r, "resourceType", str(a, SLICE_LIT("AuditEvent")));
 	fhir_object_set_cstr(a, r, "id", str(a, id));
 	if (e->interaction != NULL) {
-		fhir_object_set_cstr(a, r, "type",
-				     coding(a, "http://terminology.hl7.org/CodeSystem/audit-event-type",
-					    SLICE_LIT("rest"), "RESTful Operation"));
+		fhir_object_set_cstr(
+		    a, r, "type",
+		    coding(a, "http://terminology.hl7.org/CodeSystem/audit-event-type",
+			   SLICE_LIT("rest"), "RESTful Operation"));
 		fhir_array_append(a, subtypes,
 				  coding(a, "http://hl7.org/fhir/restful-interaction",
 					 slice_cstr(e->interaction), NULL));
@@ -173,14 +174,14 @@ build(arena_t *a, const audit_event_t *e, slice_t id)
 		who = arena_slice_dup(a, buf_slice(&b));
 		buf_free(&b);
 		if (who.len > 0)
-			fhir_object_set_cstr(a, agent, "who",
-					     identifier_ref(a, "urn:fhirgate:hl7-sender", who, who));
+			fhir_object_set_cstr(
+			    a, agent, "who",
+			    identifier_ref(a, "urn:fhirgate:hl7-sender", who, who));
 	} else if (e->interaction != NULL && who.len > 0) {
 		fhir_object_set_cstr(a, agent, "who",
 				     identifier_ref(a, "urn:fhirgate:client", who, who));
 	}
-	fhir_object_set_cstr(a, agent, "name",
-			     str(a, who.len > 0 ? who : slice_cstr("anonymous")));
+	fhir_object_set_cstr(a, agent, "name", str(a, who.len > 0 ? who : slice_cstr("anonymous")));
 	fhir_object_set_cstr(a, agent, "requestor", fhir_bool_new(a, true));
 	if (e->peer.len > 0)
 		fhir_object_set_cstr(a, agent, "network", network(a, e->peer));
@@ -241,10 +242,11 @@ build(arena_t *a, const audit_event_t *e, slice_t id)
 			   SLICE_LIT("2"), "System Object"));
 		if (h != NULL)
 			set_str(a, ent, "name",
-				header_text(a, e->msg,
-					    slice_cstr(arena_printf(
-						a, "%.*s^%.*s", (int)h->msg_code.len,
-						h->msg_code.ptr, (int)h->trigger.len, h->trigger.ptr))));
+				header_text(
+				    a, e->msg,
+				    slice_cstr(arena_printf(a, "%.*s^%.*s", (int)h->msg_code.len,
+							    h->msg_code.ptr, (int)h->trigger.len,
+							    h->trigger.ptr))));
 		if (h != NULL && h->control_id.len > 0) {
 			fhir_node_t *d = fhir_object_new(a);
 
@@ -289,7 +291,8 @@ audit_put(store_txn_t *t, arena_t *a, const audit_event_t *e)
 	snprintf(id, sizeof(id), "%llx-%llx", (unsigned long long)(e->time_ns / 1000u),
 		 (unsigned long long)atomic_fetch_add(&id_counter, 1));
 	res = build(a, e, slice_cstr(id));
-	if (ingest_index_entries(a, res, &entries, &n) < 0 || fhir_json_write(res, false, &body) < 0) {
+	if (ingest_index_entries(a, res, &entries, &n) < 0 ||
+	    fhir_json_write(res, false, &body) < 0) {
 		buf_free(&body);
 		return -FG_EINVAL;
 	}

@@ -873,6 +873,12 @@ do_search(rest_ctx_t *c, slice_t type, slice_t q)
 	link_add(c, links, "self",
 		 cur.ptr != NULL ? arena_printf(c->a, "%s&_cursor=%s", self, pct_encode(c->a, cur))
 				 : self);
+	if (cur.ptr != NULL)
+		link_add(c, links, "first", self);
+	if (res->has_prev)
+		link_add(
+		    c, links, "previous",
+		    arena_printf(c->a, "%s&_cursor=%s", self, pct_encode(c->a, res->prev_cursor)));
 	if (res->has_next)
 		link_add(
 		    c, links, "next",

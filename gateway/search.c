@@ -1399,24 +1399,28 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 		qsort_r(rows, nrows, sizeof(*rows), row_qcmp, &spec);
 	}
 	if (cursor.len) {
+		/* "p<hex>": the page before that row; "<hex>": the page after it. */
+		bool before = cursor.ptr[0] == 'p';
+		slice_t hex = before ? slice_make(cursor.ptr + 1, cursor.len - 1) : cursor;
 		row_t cur;
+		size_t lo = 0, hi = nrows;
 
-		if (!cursor_decode(a, cursor, ns, &cur)) {
+		if (!cursor_decode(a, hex, ns, &cur)) {
 			bad_request(&c, "invalid _cursor");
 			goto done;
 		}
-		/* first row ordered after the cursor */
-		size_t lo = 0, hi = nrows;
-
+		/* after: the first row ordered after the cursor; before: the first row not
+		 * ordered before it */
 		while (lo < hi) {
 			size_t mid = lo + (hi - lo) / 2;
+			int r = row_cmp_keys(&rows[mid], &cur, sk, ns);
 
-			if (row_cmp_keys(&rows[mid], &cur, sk, ns) <= 0)
+			if (before ? r < 0 : r <= 0)
 				lo = mid + 1;
 			else
 				hi = mid;
 		}
-		start = lo;
+		start = before ? (lo > count ? lo - count : 0) : lo;
 	}
 	for (size_t i = start; i < nrows && i < start + count; i++)
 		hits_add(a, &hits, rows[i].type, rows[i].id, false);
@@ -1424,6 +1428,15 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 	res->has_next = start + count < nrows;
 	if (res->has_next && hits.n > 0)
 		res->next_cursor = cursor_encode(a, &rows[start + hits.n - 1], ns);
+	res->has_prev = start > 0 && start < nrows;
+	if (res->has_prev) {
+		slice_t key = cursor_encode(a, &rows[start], ns);
+		char *p = arena_alloc(a, key.len + 1);
+
+		p[0] = 'p';
+		memcpy(p + 1, key.ptr, key.len);
+		res->prev_cursor = slice_make(p, key.len + 1);
+	}
 	res->total_known = !total_none;
 	res->total = nrows;
 	for (size_t i = 0; i < nincl; i++)

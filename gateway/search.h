@@ -4,8 +4,9 @@
  *
  * Paging is keyset-based: result->next_cursor encodes the sort key and id of the last match on
  * the page; the next page is the same query plus "_cursor=<next_cursor>" and starts at the first
- * match ordered after it. Matches do not repeat or get skipped across pages while data changes,
- * except those whose sort key itself changes between the requests. No previous-page cursor. */
+ * match ordered after it. result->prev_cursor ("p" and the first match of the page) asks for the
+ * page of matches ordered before that one. Matches do not repeat or get skipped across pages
+ * while data changes, except those whose sort key itself changes between the requests. */
 #ifndef GATEWAY_SEARCH_H
 #define GATEWAY_SEARCH_H
 
@@ -31,6 +32,8 @@ typedef struct {
 	uint64_t total;        /* matches (without includes) when total_known */
 	bool has_next;         /* more matches after this page */
 	slice_t next_cursor;   /* when has_next: the value of _cursor for the next page */
+	bool has_prev;         /* matches before this page */
+	slice_t prev_cursor;   /* when has_prev: the value of _cursor for the previous page */
 	fhir_node_t *warnings; /* an OperationOutcome for ignored parameters, or NULL */
 	slice_t self_query;    /* the canonical query string of this search, without _cursor,
 				* percent-encoded (for the self link; next = self + "&_cursor=") */

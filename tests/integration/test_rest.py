@@ -359,12 +359,24 @@ def t_search(t, api):
     got = [e["resource"]["id"] for e in doc["entry"]]
     nxt = [l["url"] for l in doc["link"] if l["relation"] == "next"]
     t.ok(len(got) == 3 and nxt, "paging: first page of 3 with next", doc.get("link"))
+    t.eq([l["relation"] for l in doc["link"]], ["self", "next"], "first page: no previous link")
+    pages = [got[:]]
     while nxt:
         u = urllib.parse.urlsplit(nxt[0])
         st, _, doc, _ = api.req("GET", u.path + "?" + u.query)
-        got += [e["resource"]["id"] for e in doc.get("entry", [])]
+        page = [e["resource"]["id"] for e in doc.get("entry", [])]
+        got += page
+        pages.append(page)
         nxt = [l["url"] for l in doc["link"] if l["relation"] == "next"]
     t.eq(sorted(got), ["s%d" % i for i in range(7)], "next links reach every match once")
+    back = []
+    prev = [l["url"] for l in doc["link"] if l["relation"] == "previous"]
+    while prev:
+        u = urllib.parse.urlsplit(prev[0])
+        st, _, doc, _ = api.req("GET", u.path + "?" + u.query)
+        back.insert(0, [e["resource"]["id"] for e in doc.get("entry", [])])
+        prev = [l["url"] for l in doc["link"] if l["relation"] == "previous"]
+    t.eq(back, pages[:-1], "previous links walk the same pages back")
     st, _, doc, _ = api.req("POST", "/fhir/Patient/_search", "family=Searchy&gender=female",
                             ctype="application/x-www-form-urlencoded")
     t.eq((st, doc.get("total")), (200, 7), "POST _search")

@@ -166,6 +166,7 @@ teardown(void **state)
 static char g_out[8192];
 static search_result_t g_res;
 static char g_cursor[4096];
+static char g_prev[4096];
 
 static const char *
 run_opts(const char *type, const char *query, const search_opts_t *opt)
@@ -197,6 +198,9 @@ run_opts(const char *type, const char *query, const search_opts_t *opt)
 		snprintf(g_cursor, sizeof(g_cursor), "%.*s", (int)r->next_cursor.len,
 			 r->next_cursor.ptr ? r->next_cursor.ptr : "");
 		g_res.next_cursor = slice_cstr(g_cursor);
+		snprintf(g_prev, sizeof(g_prev), "%.*s", (int)r->prev_cursor.len,
+			 r->prev_cursor.ptr ? r->prev_cursor.ptr : "");
+		g_res.prev_cursor = slice_cstr(g_prev);
 		g_res.warnings = r->warnings != NULL ? (fhir_node_t *)1 : NULL;
 		g_res.hits = NULL;
 	}
@@ -370,6 +374,28 @@ test_sort_and_paging(void **state)
 	assert_int_equal(pages, 3);
 	for (int i = 0; i < 20; i++)
 		assert_int_equal(seen[i], 1);
+
+	/* and back: the previous links of pages 3 and 2 give pages 2 and 1 */
+	{
+		char page[3][256], prev[400];
+
+		snprintf(q, sizeof(q), "_sort=-birthdate&_count=7");
+		for (int i = 0; i < 3; i++) {
+			snprintf(page[i], sizeof(page[i]), "%s", run_opts("Patient", q, &opt));
+			assert_int_equal(g_res.has_prev, i > 0);
+			snprintf(q, sizeof(q), "_sort=-birthdate&_count=7&_cursor=%.*s",
+				 (int)g_res.next_cursor.len, g_res.next_cursor.ptr);
+		}
+		for (int i = 2; i > 0; i--) {
+			assert_true(strlen(g_prev) < sizeof(prev));
+			snprintf(prev, sizeof(prev), "%s", g_prev);
+			snprintf(q, sizeof(q), "_sort=-birthdate&_count=7&_cursor=%s", prev);
+			assert_string_equal(run_opts("Patient", q, &opt), page[i - 1]);
+			assert_int_equal(g_res.has_prev, i - 1 > 0);
+			assert_true(g_res.has_next);
+		}
+		assert_string_equal(run("Patient", "_cursor=pzz"), "ERR");
+	}
 
 	/* default and capped _count */
 	opt.default_count = 0;
