@@ -356,7 +356,7 @@ audit_submit(writer_t *w, const audit_event_t *e)
 		return;
 	}
 	j = xcalloc(1, sizeof(*j));
-	j->a = arena_new(2048);
+	j->a = arena_new(512);
 	j->e = *e;
 	j->e.peer = arena_slice_dup(j->a, e->peer);
 	j->e.who = arena_slice_dup(j->a, e->who);
@@ -368,6 +368,6 @@ audit_submit(writer_t *w, const audit_event_t *e)
 	j->e.nrefs = 0;
 	j->wj.apply = job_apply;
 	j->wj.done = job_done;
-	j->wj.bytes = 512 + e->query.len;
+	j->wj.bytes = sizeof(*j) + arena_used(j->a);
 	(void)writer_submit(w, &j->wj);
 }

@@ -139,18 +139,20 @@ static const opt_t options[] = {
     {"writer.batch_max_messages", OPT_COUNT, OFF(writer_batch_max_messages), "1024",
      "Most messages committed in one LMDB write transaction (group commit).", 1, 1000000, NULL},
     {"writer.batch_max_bytes", OPT_SIZE, OFF(writer_batch_max_bytes), "32M",
-     "Most message bytes committed in one write transaction.", 1024, 1024ull << 20, NULL},
+     "Most bytes (of the jobs' messages, bodies and parsed data) committed in one write "
+     "transaction.",
+     1024, 1024ull << 20, NULL},
     {"writer.batch_max_delay", OPT_US, OFF(writer_batch_max_delay_us), "0ms",
      "How long the writer may wait for more messages before committing a batch; 0 commits "
      "what is queued at once (batches still form while a commit runs).",
      0, 1000000, NULL},
-    {"writer.queue_max", OPT_COUNT, OFF(writer_queue_max), "65536",
+    {"writer.queue_max", OPT_COUNT, OFF(writer_queue_max), "8192",
      "Jobs (messages, REST writes) waiting for the writer; when full, MLLP reads pause and "
      "HTTP writes get 503 with Retry-After.",
      16, 10000000, NULL},
     {"writer.queue_max_bytes", OPT_SIZE, OFF(writer_queue_max_bytes), "256M",
-     "Bytes of messages and REST bodies waiting for the writer; past it the queue counts as "
-     "full.",
+     "Memory held by jobs waiting for the writer (messages, REST bodies and their parsed "
+     "data); past it the queue counts as full.",
      1024 * 1024, 64ull << 30, NULL},
     {"hl7.max_message_bytes", OPT_SIZE, OFF(hl7_max_message_bytes), "16M",
      "Largest HL7 v2 message parsed.", 64, 1024ull << 20, NULL},

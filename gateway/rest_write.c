@@ -429,8 +429,8 @@ job_submit(rest_job_t *j)
 			  retry);
 		return;
 	}
-	for (size_t i = 0; i < j->nops; i++)
-		j->wj.bytes += j->ops[i].body.len + 64;
+	/* What the job holds in memory (the request's arena and body), for the queue's bounds. */
+	j->wj.bytes = arena_used(c->a) + http_request_body(c->req).len;
 	(void)writer_submit(c->rest->writer, &j->wj);
 }
 

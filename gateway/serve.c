@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(HAVE_MALLOC_TRIM) || defined(HAVE_MALLOPT)
+#include <malloc.h>
+#endif
+
 #include <event2/event.h>
 #include <event2/thread.h>
 
@@ -115,6 +119,10 @@ static void
 on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	log_stats(arg, "periodic");
+#ifdef HAVE_MALLOC_TRIM
+	/* Freed memory of past bursts (large transactions, floods) goes back to the system. */
+	malloc_trim(0);
+#endif
 }
 
 /* Reloads the mappings when a file in their folders changed. */
@@ -180,6 +188,12 @@ cmd_serve(int argc, char **argv)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+#if defined(HAVE_MALLOPT) && defined(M_MMAP_THRESHOLD)
+	/* Blocks of 128 KiB and more (large arena chunks of big requests) are mapped and
+	 * unmapped as a whole. A fixed threshold also stops glibc from raising it after the
+	 * first big free, after which such blocks would fragment the heap for good. */
+	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
 	evthread_use_pthreads();
 	sopts.map_size = cfg.map_size;
 	/* An empty mappings.dir stores messages without converting them (store and forward). */

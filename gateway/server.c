@@ -502,7 +502,8 @@ on_frame(void *ctx, const char *data, size_t len, bool oversize, size_t len_tota
 	atomic_fetch_add(&io->srv->st.frames, 1);
 	j->wj.apply = job_apply;
 	j->wj.done = job_done;
-	j->wj.bytes = len;
+	/* What the job holds in memory, for the queue's byte bound. */
+	j->wj.bytes = len + arena_used(j->arena);
 	j->audit = l->audit;
 	TAILQ_INSERT_TAIL(&c->pending, j, link);
 	c->inflight++;

@@ -12,6 +12,8 @@
 
 #include "lib/xalloc.h"
 
+#define CHUNK_MAX (1024 * 1024)
+
 struct chunk {
 	struct chunk *next;
 	size_t size;
@@ -100,7 +102,14 @@ arena_alloc(arena_t *a, size_t size)
 		abort();
 	off = (c->used + align - 1) & ~(align - 1);
 	if (off > c->size || size > c->size - off) {
-		size_t csize = size > a->chunk_size ? size : a->chunk_size;
+		/* Chunks double up to CHUNK_MAX: a big request makes few large chunks (which the
+		 * allocator maps and unmaps as a whole) rather than thousands of small ones that
+		 * fragment the heap. */
+		size_t grow = c->size < CHUNK_MAX / 2 ? c->size * 2 : CHUNK_MAX;
+		size_t csize = grow > a->chunk_size ? grow : a->chunk_size;
+
+		if (size > csize)
+			csize = size;
 
 		c = chunk_new(csize);
 		c->next = a->head;
