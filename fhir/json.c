@@ -239,6 +239,10 @@ json_write_node(yajl_gen g, const fhir_node_t *n)
 	case FHIR_STRING:
 		t = fhir_node_text(n);
 		return yajl_gen_string(g, (const unsigned char *)t.ptr, t.len);
+	case FHIR_RAW:
+		/* yajl copies a number's text as given, with the separators around it. */
+		t = fhir_node_text(n);
+		return yajl_gen_number(g, t.ptr, t.len);
 	case FHIR_OBJECT:
 		st = yajl_gen_map_open(g);
 		for (i = 0; st == yajl_gen_status_ok && i < fhir_object_count(n); i++) {

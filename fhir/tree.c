@@ -92,6 +92,15 @@ fhir_string_new(arena_t *a, slice_t s)
 }
 
 fhir_node_t *
+fhir_raw_new(arena_t *a, slice_t json)
+{
+	fhir_node_t *n = fhir_node_new(a, FHIR_RAW);
+
+	n->u.text = json;
+	return n;
+}
+
+fhir_node_t *
 fhir_object_new(arena_t *a)
 {
 	return fhir_node_new(a, FHIR_OBJECT);
@@ -118,7 +127,7 @@ fhir_node_bool(const fhir_node_t *n)
 slice_t
 fhir_node_text(const fhir_node_t *n)
 {
-	if (n == NULL || (n->kind != FHIR_STRING && n->kind != FHIR_NUMBER))
+	if (n == NULL || (n->kind != FHIR_STRING && n->kind != FHIR_NUMBER && n->kind != FHIR_RAW))
 		return slice_make("", 0);
 	return n->u.text;
 }
@@ -375,6 +384,8 @@ fhir_node_clone(arena_t *a, const fhir_node_t *n)
 		return fhir_number_new(a, n->u.text);
 	case FHIR_STRING:
 		return fhir_string_new(a, n->u.text);
+	case FHIR_RAW:
+		return fhir_raw_new(a, arena_slice_dup(a, n->u.text));
 	case FHIR_OBJECT:
 		c = fhir_object_new(a);
 		if (n->u.obj.n > 0) {
@@ -417,6 +428,7 @@ fhir_node_equal(const fhir_node_t *x, const fhir_node_t *y)
 		return x->b == y->b;
 	case FHIR_NUMBER:
 	case FHIR_STRING:
+	case FHIR_RAW:
 		return slice_eq(x->u.text, y->u.text);
 	case FHIR_OBJECT:
 		if (x->u.obj.n != y->u.obj.n)

@@ -20,6 +20,7 @@ typedef enum {
 	FHIR_STRING,
 	FHIR_OBJECT,
 	FHIR_ARRAY,
+	FHIR_RAW, /* a value already serialized as compact JSON (see fhir_raw_new) */
 } fhir_kind_t;
 
 typedef struct fhir_node fhir_node_t;
@@ -31,6 +32,10 @@ fhir_node_t *fhir_number_new(arena_t *a, slice_t text);
 fhir_node_t *fhir_int_new(arena_t *a, int64_t v);
 /* s is copied (it must be valid UTF-8: callers decode HL7 text first). */
 fhir_node_t *fhir_string_new(arena_t *a, slice_t s);
+/* A value given as compact JSON text (borrowed: it must outlive the tree), which the JSON writer
+ * copies as it is. For output only (a stored resource placed into a Bundle without parsing it):
+ * nothing else looks inside, and the XML writer refuses it. fhir_node_text gives the text. */
+fhir_node_t *fhir_raw_new(arena_t *a, slice_t json);
 fhir_node_t *fhir_object_new(arena_t *a);
 fhir_node_t *fhir_array_new(arena_t *a);
 

@@ -474,16 +474,16 @@ accept_pick(slice_t accept)
 
 /* ---- reading ---- */
 
-int
-rest_read_result(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, uint32_t version,
-		 fhir_node_t **res, fhir_node_t **outcome, uint32_t *ver, uint64_t *lu)
+/* The record of a read (status 200, *r valid while t is open) or the status and outcome of why
+ * there is none. */
+static int
+read_record(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, uint32_t version,
+	    store_res_t *r, fhir_node_t **outcome, uint32_t *ver, uint64_t *lu)
 {
-	store_res_t r;
-	int rc = version != 0 ? store_res_vread(t, type, id, version, &r)
-			      : store_res_get(t, type, id, &r);
+	int rc =
+	    version != 0 ? store_res_vread(t, type, id, version, r) : store_res_get(t, type, id, r);
 	char *msg;
 
-	*res = NULL;
 	if (rc == -FG_ENOTFOUND) {
 		msg = version != 0
 			  ? arena_printf(c->a, "version %u of %.*s/%.*s is not known", version,
@@ -497,14 +497,85 @@ rest_read_result(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, uint32
 		*outcome = rest_outcome(c->a, "error", "exception", "store read failed");
 		return 500;
 	}
-	*ver = r.version;
-	*lu = r.last_updated_ns;
-	if (r.deleted) {
+	*ver = r->version;
+	*lu = r->last_updated_ns;
+	if (r->deleted) {
 		msg = arena_printf(c->a, "%.*s/%.*s was deleted (version %u)", (int)type.len,
-				   type.ptr, (int)id.len, id.ptr, r.version);
+				   type.ptr, (int)id.len, id.ptr, r->version);
 		*outcome = rest_outcome(c->a, "error", "deleted", msg);
 		return 410;
 	}
+	return 200;
+}
+
+static bool
+starts(slice_t s, slice_t prefix)
+{
+	return s.len >= prefix.len && memcmp(s.ptr, prefix.ptr, prefix.len) == 0;
+}
+
+/* A stored resource as the response wants it. In compact JSON with no _summary or _elements
+ * the stored bytes go out as they are, with meta.versionId and meta.lastUpdated spliced in
+ * after the id (stored bodies are canonical: resourceType, id, then meta when there is one);
+ * otherwise the body is parsed and shaped. NULL when the stored body is corrupt. */
+fhir_node_t *
+rest_res_output(rest_ctx_t *c, const store_res_t *r)
+{
+	fhir_node_t *res;
+
+	if (!c->xml && !c->pretty && c->summary == REST_SUMMARY_FALSE && c->elements.ptr == NULL) {
+		slice_t b = r->body;
+		char *prefix =
+		    arena_printf(c->a, "{\"resourceType\":\"%.*s\",\"id\":\"%.*s\"",
+				 (int)r->type.len, r->type.ptr, (int)r->id.len, r->id.ptr);
+		size_t plen = strlen(prefix);
+		char ts[40];
+
+		time_format_rfc3339(r->last_updated_ns, ts, sizeof(ts));
+		if (b.len > plen + 1 && memcmp(b.ptr, prefix, plen) == 0) {
+			slice_t rest = slice_make(b.ptr + plen, b.len - plen);
+			static const char meta_open[] = ",\"meta\":{";
+			const size_t mo = sizeof(meta_open) - 1;
+			char *out = NULL;
+
+			if (rest.len > mo && memcmp(rest.ptr, meta_open, mo) == 0) {
+				slice_t in = slice_make(rest.ptr + mo, rest.len - mo);
+
+				/* Meta's own id and extension come before versionId: parse. */
+				if (!starts(in, SLICE_LIT("\"id\"")) &&
+				    !starts(in, SLICE_LIT("\"extension\"")) &&
+				    !starts(in, SLICE_LIT("\"versionId\"")) &&
+				    !starts(in, SLICE_LIT("\"lastUpdated\"")))
+					out = arena_printf(c->a,
+							   "%s,\"meta\":{\"versionId\":\"%u\","
+							   "\"lastUpdated\":\"%s\"%s%.*s",
+							   prefix, r->version, ts,
+							   in.ptr[0] == '}' ? "" : ",", (int)in.len,
+							   in.ptr);
+			} else if (rest.ptr[0] == ',' || rest.ptr[0] == '}') {
+				out = arena_printf(
+				    c->a,
+				    "%s,\"meta\":{\"versionId\":\"%u\",\"lastUpdated\":\"%s\"}%.*s",
+				    prefix, r->version, ts, (int)rest.len, rest.ptr);
+			}
+			if (out != NULL)
+				return fhir_raw_new(c->a, slice_cstr(out));
+		}
+	}
+	res = rest_res_load(c->a, r);
+	return res == NULL ? NULL : rest_res_shape(c, res);
+}
+
+int
+rest_read_result(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, uint32_t version,
+		 fhir_node_t **res, fhir_node_t **outcome, uint32_t *ver, uint64_t *lu)
+{
+	store_res_t r;
+	int status = read_record(c, t, type, id, version, &r, outcome, ver, lu);
+
+	*res = NULL;
+	if (status != 200)
+		return status;
 	*res = rest_res_load(c->a, &r);
 	if (*res == NULL) {
 		*outcome = rest_outcome(c->a, "error", "exception", "stored resource is corrupt");
@@ -517,7 +588,8 @@ static void
 do_read(rest_ctx_t *c, slice_t type, slice_t id, uint32_t version)
 {
 	store_txn_t *t = rest_read_begin(c);
-	fhir_node_t *res, *oo = NULL;
+	fhir_node_t *res = NULL, *oo = NULL;
+	store_res_t r;
 	uint32_t ver = 0;
 	uint64_t lu = 0, since;
 	int status;
@@ -526,7 +598,12 @@ do_read(rest_ctx_t *c, slice_t type, slice_t id, uint32_t version)
 
 	if (t == NULL)
 		return;
-	status = rest_read_result(c, t, type, id, version, &res, &oo, &ver, &lu);
+	status = read_record(c, t, type, id, version, &r, &oo, &ver, &lu);
+	/* Copied out (spliced or parsed) while the read transaction still maps the body. */
+	if (status == 200 && (res = rest_res_output(c, &r)) == NULL) {
+		status = 500;
+		oo = rest_outcome(c->a, "error", "exception", "stored resource is corrupt");
+	}
 	store_txn_abort(t);
 	if (status != 200) {
 		http_field_t f[] = {{"ETag", ver != 0 ? rest_etag(c->a, ver) : NULL}, {NULL, NULL}};
@@ -560,7 +637,7 @@ do_read(rest_ctx_t *c, slice_t type, slice_t id, uint32_t version)
 			rest_send(c, 304, NULL, f);
 			return;
 		}
-		rest_send(c, 200, rest_res_shape(c, res), f);
+		rest_send(c, 200, res, f);
 	}
 }
 
@@ -596,9 +673,9 @@ hist_cb(void *ctx, const store_res_t *r)
 	fhir_object_set_cstr(a, e, "fullUrl",
 			     str_node(a, arena_printf(a, "%s/%s", h->c->base, url)));
 	if (!r->deleted) {
-		res = rest_res_load(a, r);
+		res = rest_res_output(h->c, r);
 		if (res != NULL)
-			fhir_object_set_cstr(a, e, "resource", rest_res_shape(h->c, res));
+			fhir_object_set_cstr(a, e, "resource", res);
 	}
 	req = fhir_object_new(a);
 	fhir_object_set_cstr(a, req, "method",
@@ -780,14 +857,14 @@ search_entry(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, const char
 	fhir_node_t *e, *res, *s;
 
 	if (store_res_get(t, type, id, &r) < 0 || r.deleted ||
-	    (res = rest_res_load(c->a, &r)) == NULL)
+	    (res = rest_res_output(c, &r)) == NULL)
 		return NULL;
 	e = fhir_object_new(c->a);
 	fhir_object_set_cstr(
 	    c->a, e, "fullUrl",
 	    str_node(c->a, arena_printf(c->a, "%s/%.*s/%.*s", c->base, (int)type.len, type.ptr,
 					(int)id.len, id.ptr)));
-	fhir_object_set_cstr(c->a, e, "resource", rest_res_shape(c, res));
+	fhir_object_set_cstr(c->a, e, "resource", res);
 	s = fhir_object_new(c->a);
 	fhir_object_set_cstr(c->a, s, "mode", str_node(c->a, mode));
 	fhir_object_set_cstr(c->a, e, "search", s);
@@ -933,7 +1010,8 @@ do_everything(rest_ctx_t *c, slice_t id)
 		slice_t tn = slice_cstr(rt->name);
 		const fhir_searchparam_t *const *sps;
 		size_t nsp = fhir_meta_searchparams(tn, &sps);
-		size_t first = fhir_array_len(entries);
+		slice_t *seen = NULL; /* ids of this type already in the Bundle */
+		size_t nseen = 0, seen_cap = 0;
 
 		/* The audit trail is about the patient's record, not part of it (and reading it
 		 * needs its own permission). */
@@ -956,17 +1034,14 @@ do_everything(rest_ctx_t *c, slice_t id)
 				bool dup = false;
 
 				/* Several parameters can find the same resource of a type. */
-				for (size_t j = first; j < fhir_array_len(entries) && !dup; j++) {
-					fhir_node_t *r = fhir_object_get_cstr(
-					    fhir_array_at(entries, j), "resource");
-
-					dup =
-					    slice_eq(fhir_node_text(fhir_object_get_cstr(r, "id")),
-						     sr->hits[h].id);
-				}
+				for (size_t j = 0; j < nseen && !dup; j++)
+					dup = slice_eq(seen[j], sr->hits[h].id);
 				if (!dup &&
 				    (e = search_entry(c, t, tn, sr->hits[h].id, "match")) != NULL) {
 					fhir_array_append(c->a, entries, e);
+					seen = arena_array_grow(c->a, seen, nseen, &seen_cap,
+								sizeof(*seen));
+					seen[nseen++] = sr->hits[h].id;
 					total++;
 				}
 			}

@@ -97,6 +97,10 @@ fhir_node_t *rest_res_load(arena_t *a, const store_res_t *r);
 void rest_meta_set(arena_t *a, fhir_node_t *res, uint32_t version, uint64_t last_updated_ns);
 /* _summary and _elements applied to a resource about to be returned (a copy when changed). */
 fhir_node_t *rest_res_shape(rest_ctx_t *c, fhir_node_t *res);
+/* A stored resource (r valid: its read transaction open) ready for the response: the stored
+ * JSON with meta spliced in (a raw node) for plain JSON, else loaded and shaped; NULL when
+ * corrupt. */
+fhir_node_t *rest_res_output(rest_ctx_t *c, const store_res_t *r);
 /* "W/\"n\"" and the IMF-fixdate of ns, in the arena. */
 const char *rest_etag(arena_t *a, uint32_t version);
 const char *rest_http_date(arena_t *a, uint64_t ns);
