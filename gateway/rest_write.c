@@ -179,19 +179,25 @@ op_prepare(arena_t *a, rest_op_t *op)
 {
 	buf_t b = BUF_INIT;
 
-	if (fhir_object_get_cstr(op->res, "id") == NULL) {
-		/* resourceType, id, then the rest: the order clients are used to. */
-		fhir_node_t *o = fhir_object_new(a);
+	/* resourceType, id, meta, then the rest as given: the order clients are used to, and
+	 * the one reads rely on to splice meta.versionId/lastUpdated into the stored JSON. */
+	{
+		fhir_node_t *o = fhir_object_new(a), *meta = fhir_object_get_cstr(op->res, "meta");
 
 		fhir_object_set_cstr(a, o, "resourceType",
 				     fhir_string_new(a, fhir_resource_type(op->res)));
 		fhir_object_set_cstr(a, o, "id", fhir_string_new(a, op->id));
-		for (size_t i = 0; i < fhir_object_count(op->res); i++)
-			fhir_object_set(a, o, fhir_object_key_at(op->res, i),
-					fhir_object_value_at(op->res, i));
+		if (meta != NULL)
+			fhir_object_set_cstr(a, o, "meta", meta);
+		for (size_t i = 0; i < fhir_object_count(op->res); i++) {
+			slice_t k = fhir_object_key_at(op->res, i);
+
+			if (!slice_eq_cstr(k, "resourceType") && !slice_eq_cstr(k, "id") &&
+			    !slice_eq_cstr(k, "meta"))
+				fhir_object_push(a, o, k, fhir_object_value_at(op->res, i));
+		}
 		op->res = o;
 	}
-	fhir_object_set_cstr(a, op->res, "id", fhir_string_new(a, op->id));
 	fhir_json_write(op->res, false, &b);
 	op->body = arena_slice_dup(a, buf_slice(&b));
 	buf_free(&b);

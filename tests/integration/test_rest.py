@@ -425,6 +425,32 @@ def t_mllp(t, api, srv):
         t.ok(st == 200 and h.get("etag", "").startswith('W/"'), "MLLP Patient read with ETag")
 
 
+def t_meta_output(t, api):
+    """Reads splice meta.versionId/lastUpdated into the stored JSON: with and without a stored
+    meta, and (parsed instead) when meta has its own extension; the same in search entries."""
+    cases = {
+        "meta-none": {},
+        "meta-tag": {"meta": {"tag": [{"system": "http://t", "code": "a"}],
+                              "profile": ["http://p"]}},
+        "meta-ext": {"meta": {"extension": [{"url": "http://e", "valueString": "x"}],
+                              "source": "http://s"}},
+    }
+    for pid, extra in cases.items():
+        body = patient("Meta", pid, id=pid, **extra)
+        st, _, _, _ = api.req("PUT", "/fhir/Patient/" + pid, body)
+        t.ok(st in (200, 201), "PUT " + pid)
+        st, h, doc, raw = api.req("GET", "/fhir/Patient/" + pid)
+        meta = doc.get("meta", {})
+        t.ok(st == 200 and meta.get("versionId") == "1" and
+             meta.get("lastUpdated", "").endswith("Z") and
+             all(meta.get(k) == v for k, v in extra.get("meta", {}).items()) and
+             list(doc)[:3] == ["resourceType", "id", "meta"] and doc["name"][0]["family"] == "Meta",
+             "read %s: meta spliced, stored meta kept" % pid, raw[:300])
+        st, _, doc, _ = api.req("GET", "/fhir/Patient?_id=%s" % pid)
+        res = doc["entry"][0]["resource"]
+        t.eq(res, api.req("GET", "/fhir/Patient/" + pid)[2], "search entry %s equals the read" % pid)
+
+
 def t_xml_xsd(t, api):
     """XML responses of every kind validate against the official R4 XSD (xmllint)."""
     xsd = os.path.join(DATA, "fhir", "xsd", "fhir-single.xsd")
@@ -482,7 +508,7 @@ def main():
         srv.start()
         api = Api(port)
         for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
-                   t_transaction, t_history, t_patch, t_search, t_metadata):
+                   t_transaction, t_history, t_patch, t_search, t_metadata, t_meta_output):
             t.run(fn, api)
         t.run(t_mllp, api, srv)
         t.run(t_xml_xsd, api)
