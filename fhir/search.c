@@ -1057,7 +1057,7 @@ entry_cmp(const void *a, const void *b)
 
 static int
 index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, slice_t base,
-	  bool full, fhir_idx_entry_t **out, size_t *n)
+	  bool full, const slice_t *only, size_t nonly, fhir_idx_entry_t **out, size_t *n)
 {
 	slice_t type = fhir_resource_type(res);
 	const fhir_type_t *rt = fhir_meta_type(type);
@@ -1076,8 +1076,12 @@ index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, s
 		fp_t f = {a, NULL, NULL, false, res, rt};
 		fp_set_t s;
 
-		if (list[i]->type == FHIR_SP_COMPOSITE || list[i]->type == FHIR_SP_SPECIAL ||
-		    progs[i] == NULL)
+		bool wanted = only == NULL;
+
+		for (size_t j = 0; j < nonly && !wanted; j++)
+			wanted = slice_eq_cstr(only[j], list[i]->code);
+		if (!wanted || list[i]->type == FHIR_SP_COMPOSITE ||
+		    list[i]->type == FHIR_SP_SPECIAL || progs[i] == NULL)
 			continue;
 		s = fp_expr_run(&f, progs[i]);
 		ix_param(&x, list[i], &s);
@@ -1097,14 +1101,21 @@ int
 fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max,
 		       slice_t base, fhir_idx_entry_t **out, size_t *n)
 {
-	return index_run(a, res, value_max, base, false, out, n);
+	return index_run(a, res, value_max, base, false, NULL, 0, out, n);
 }
 
 int
 fhir_search_index_full(arena_t *a, const fhir_node_t *res, slice_t base, fhir_idx_entry_t **out,
 		       size_t *n)
 {
-	return index_run(a, res, NULL, base, true, out, n);
+	return index_run(a, res, NULL, base, true, NULL, 0, out, n);
+}
+
+int
+fhir_search_index_params(arena_t *a, const fhir_node_t *res, slice_t base, const slice_t *codes,
+			 size_t ncodes, fhir_idx_entry_t **out, size_t *n)
+{
+	return index_run(a, res, NULL, base, true, codes, ncodes, out, n);
 }
 
 int

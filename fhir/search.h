@@ -49,6 +49,11 @@ int fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_ma
 int fhir_search_index_full(arena_t *a, const fhir_node_t *res, slice_t base, fhir_idx_entry_t **out,
 			   size_t *n);
 
+/* The same as fhir_search_index_full for the parameters named in codes only (their derived
+ * entries included): what re-checking a candidate against a few parameters needs. */
+int fhir_search_index_params(arena_t *a, const fhir_node_t *res, slice_t base, const slice_t *codes,
+			     size_t ncodes, fhir_idx_entry_t **out, size_t *n);
+
 /* The reference index value of a reference string: "id|Type" for a relative reference (or
  * an absolute one under base; version dropped), other URLs as written, in *out (borrowed
  * from ref or a). Returns false for references that are not indexed ("#contained", "urn:"). */

@@ -236,10 +236,11 @@ typedef struct {
 	idset_t *out;
 } scan_t;
 
-/* The full entries (fhir_search_index_full) of the stored resource type/id, in c->a; false
- * when it is gone or unreadable. */
+/* The full entries (fhir_search_index_params) of the parameters codes (NULL: all) of the
+ * stored resource type/id, in c->a; false when it is gone or unreadable. */
 static bool
-res_entries(ctx_t *c, slice_t type, slice_t id, fhir_idx_entry_t **e, size_t *n)
+res_entries(ctx_t *c, slice_t type, slice_t id, const slice_t *codes, size_t ncodes,
+	    fhir_idx_entry_t **e, size_t *n)
 {
 	store_res_t r;
 	fhir_node_t *res;
@@ -247,7 +248,17 @@ res_entries(ctx_t *c, slice_t type, slice_t id, fhir_idx_entry_t **e, size_t *n)
 
 	return store_res_get(c->t, type, id, &r) == 0 && !r.deleted &&
 	       fhir_json_parse(c->a, r.body.ptr, r.body.len, NULL, &res, err, sizeof(err)) == 0 &&
-	       fhir_search_index_full(c->a, res, c->opt->base, e, n) == 0;
+	       fhir_search_index_params(c->a, res, c->opt->base, codes, ncodes, e, n) == 0;
+}
+
+/* The parameter an index code belongs to ("family.exact" -> "family"). */
+static slice_t
+param_of_code(slice_t code)
+{
+	for (size_t i = 0; i < code.len; i++)
+		if (code.ptr[i] == '.')
+			return slice_make(code.ptr, i);
+	return code;
 }
 
 /* Whether the predicate that decides p holds for some of the entries e (sorted by code). */
@@ -269,8 +280,9 @@ pred_recheck(ctx_t *c, slice_t type, slice_t id, const pred_t *p)
 {
 	fhir_idx_entry_t *e;
 	size_t n;
+	slice_t code = param_of_code((p->full != NULL ? p->full : p)->code);
 
-	return res_entries(c, type, id, &e, &n) && pred_match_entries(p, e, n);
+	return res_entries(c, type, id, &code, 1, &e, &n) && pred_match_entries(p, e, n);
 }
 
 static int
@@ -797,7 +809,8 @@ static int
 candidates_filter(ctx_t *c, slice_t type, const qparam_t *qs, size_t nqs, idset_t *set)
 {
 	vpred_t **vps = arena_alloc(c->a, nqs * sizeof(*vps));
-	size_t k = 0;
+	slice_t *codes = arena_alloc(c->a, (nqs ? nqs : 1) * sizeof(*codes));
+	size_t k = 0, ncodes = 0;
 	int rc;
 
 	for (size_t i = 0; i < nqs; i++) {
@@ -810,6 +823,7 @@ candidates_filter(ctx_t *c, slice_t type, const qparam_t *qs, size_t nqs, idset_
 			ids_and(set, &one, false);
 			continue;
 		}
+		codes[ncodes++] = qs[i].p.code;
 		vps[i] = arena_alloc(c->a, (qs[i].p.nvalues ? qs[i].p.nvalues : 1) * sizeof(**vps));
 		for (size_t j = 0; j < qs[i].p.nvalues; j++)
 			if (!value_preds(c, &qs[i], qs[i].p.values[j], &vps[i][j]))
@@ -818,7 +832,7 @@ candidates_filter(ctx_t *c, slice_t type, const qparam_t *qs, size_t nqs, idset_
 	for (size_t r = 0; r < set->n; r++) {
 		fhir_idx_entry_t *e;
 		size_t n;
-		bool keep = res_entries(c, type, set->v[r], &e, &n);
+		bool keep = res_entries(c, type, set->v[r], codes, ncodes, &e, &n);
 
 		for (size_t i = 0; i < nqs && keep; i++) {
 			bool any = false;
@@ -1063,7 +1077,9 @@ do_include(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
 
 		if (!slice_eq(h->v[i].type, src))
 			continue;
-		if (!res_entries(c, src, h->v[i].id, &e, &n))
+		/* "*": every parameter (the reference ones are kept below) */
+		if (!res_entries(c, src, h->v[i].id, slice_eq_cstr(param, "*") ? NULL : &param, 1,
+				 &e, &n))
 			continue;
 		for (size_t k = 0; k < n; k++) {
 			const fhir_searchparam_t *sp = fhir_meta_searchparam(src, e[k].code);

@@ -139,6 +139,23 @@ test_patient(void **state)
 	    fhir_search_index_full(a, parse(a, patient_json), S("http://elsewhere/fhir/"), &e, &n),
 	    0);
 	assert_string_equal(vals(a, e, n, "family.exact"), "Müller-Lüdenscheidt");
+	/* only some parameters: theirs and their derived entries, nothing else */
+	{
+		slice_t only[] = {S("family"), S("gender")};
+		fhir_idx_entry_t *e2;
+		size_t n2;
+
+		assert_int_equal(fhir_search_index_params(a, parse(a, patient_json), SLICE_NULL,
+							  only, 2, &e2, &n2),
+				 0);
+		for (size_t i = 0; i < n2; i++)
+			assert_true(slice_eq_cstr(e2[i].code, "family") ||
+				    slice_eq_cstr(e2[i].code, "family.exact") ||
+				    slice_eq_cstr(e2[i].code, "gender"));
+		assert_string_equal(vals(a, e2, n2, "family.exact"), "Müller-Lüdenscheidt");
+		assert_string_equal(vals(a, e2, n2, "gender"), "male|");
+		assert_string_equal(vals(a, e2, n2, "given"), "");
+	}
 	assert_string_equal(vals(a, e, n, "given.exact"), "  Anna   Maria ;José");
 	assert_string_equal(vals(a, e, n, "family"), "muller-ludenscheidt");
 	assert_string_equal(vals(a, e, n, "general-practitioner"),
