@@ -58,6 +58,8 @@ typedef struct {
 	/* [audit] */
 	int audit_rest;     /* CONF_AUDIT_REST_* */
 	int audit_messages; /* CONF_OFF or CONF_ON */
+	/* [scoring] */
+	char *scoring_models_dir; /* *.pmml + *.bind; empty: no scoring */
 	/* [server] */
 	uint64_t shutdown_timeout_ms;
 	/* [log] */
