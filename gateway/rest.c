@@ -1501,6 +1501,13 @@ rest_handle(http_request_t *req, void *handler_ctx)
 			not_allowed(c, "GET");
 		return;
 	}
+	if (n == 3 && slice_eq_cstr(seg[0], "Patient") && slice_eq_cstr(seg[2], "$score")) {
+		if (method_is(m, "POST"))
+			rest_do_score(c, seg[1]);
+		else
+			not_allowed(c, "POST");
+		return;
+	}
 	if (n == 3 && slice_eq_cstr(seg[0], "Patient") && slice_eq_cstr(seg[2], "$everything")) {
 		if (method_is(m, "GET"))
 			do_everything(c, seg[1]);

@@ -144,6 +144,11 @@ void rest_do_dead_letters(rest_ctx_t *c);
 void rest_do_messages(rest_ctx_t *c);
 void rest_do_replay(rest_ctx_t *c);
 
+/* ---- risk scoring (rest_score.c) ---- */
+
+/* POST /fhir/Patient/{id}/$score. */
+void rest_do_score(rest_ctx_t *c, slice_t patient_id);
+
 /* Runs jobs the writer handed back (on the I/O thread). */
 void rest_jobs_finish(rest_thread_t *th);
 /* Frees jobs left at shutdown (answers their requests, which are dropped). */

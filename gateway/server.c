@@ -29,6 +29,7 @@
 #include "gateway/ingest.h"
 #include "gateway/metrics.h"
 #include "gateway/mllp.h"
+#include "gateway/cds.h"
 #include "gateway/ops.h"
 #include "gateway/tls.h"
 #include "lib/arena.h"
@@ -711,6 +712,8 @@ http_handle(http_request_t *req, void *ctx)
 
 	if (ops_handles(req))
 		ops_handle(req, io->srv);
+	else if (cds_handles(req))
+		cds_handle(req, io->srv);
 	else
 		rest_handle(req, io->rest);
 }
