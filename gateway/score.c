@@ -50,7 +50,7 @@ patient_ref_id(const fhir_node_t *ref, slice_t *id)
 		}
 	for (n = (size_t)(end - p); n > 0 && p[n - 1] != '/'; n--)
 		;
-	if (n < 9 || memcmp(p + n - 9, "Patient/", 8) != 0 || (n > 9 && p[n - 10] != '/'))
+	if (n < 8 || memcmp(p + n - 8, "Patient/", 8) != 0 || (n > 8 && p[n - 9] != '/'))
 		return false;
 	*id = slice_make(p + n, (size_t)(end - p) - n);
 	return id->len > 0 && id->len <= STORE_ID_MAX;
