@@ -45,7 +45,8 @@ cds_handles(http_request_t *req)
 	slice_t p = http_request_path(req);
 
 	return slice_eq_cstr(p, CDS_PREFIX) ||
-	       (p.len > sizeof(CDS_PREFIX) && memcmp(p.ptr, CDS_PREFIX "/", sizeof(CDS_PREFIX)) == 0);
+	       (p.len > sizeof(CDS_PREFIX) &&
+		memcmp(p.ptr, CDS_PREFIX "/", sizeof(CDS_PREFIX)) == 0);
 }
 
 static fhir_node_t *
@@ -57,9 +58,8 @@ str(arena_t *a, const char *s)
 static void
 respond_json(http_request_t *req, int status, const fhir_node_t *doc)
 {
-	static const http_field_t json[] = {{"Content-Type", "application/json"},
-					    {"Cache-Control", "no-store"},
-					    {NULL, NULL}};
+	static const http_field_t json[] = {
+	    {"Content-Type", "application/json"}, {"Cache-Control", "no-store"}, {NULL, NULL}};
 	buf_t b = BUF_INIT;
 
 	if (doc != NULL)
@@ -108,11 +108,12 @@ discovery(http_request_t *req, const models_set_t *s)
 		fhir_object_set_cstr(a, svc, "title",
 				     str(a, arena_printf(a, "%s (%s%s%s)", outcome_text(m), m->name,
 							 ver ? " " : "", ver ? ver : "")));
-		fhir_object_set_cstr(a, svc, "description",
-				     str(a, arena_printf(a,
-							 "The patient's %s by the model %s, from "
-							 "their data in the gateway or the prefetch.",
-							 outcome_text(m), m->name)));
+		fhir_object_set_cstr(
+		    a, svc, "description",
+		    str(a, arena_printf(a,
+					"The patient's %s by the model %s, from "
+					"their data in the gateway or the prefetch.",
+					outcome_text(m), m->name)));
 		fhir_object_set_cstr(a, svc, "id", str(a, m->name));
 		for (size_t k = 0; k < CDS_PREFETCH_N; k++)
 			fhir_object_set_cstr(a, pf, prefetch[k][0], str(a, prefetch[k][1]));
@@ -158,7 +159,8 @@ card_new(arena_t *a, const models_entry_t *m, slice_t pid, const score_result_t 
 		    a, card, "summary",
 		    str(a, arena_printf(a, "%.100s %.1f%%%s%s%s", outcome_text(m),
 					r->probability * 100.0, r->band_label ? " (" : "",
-					r->band_label ? r->band_label : "", r->band_label ? ")" : "")));
+					r->band_label ? r->band_label : "",
+					r->band_label ? ")" : "")));
 		fhir_object_set_cstr(a, card, "indicator", str(a, indicator_of(r->band_code)));
 		fhir_object_set_cstr(
 		    a, card, "detail",
@@ -167,8 +169,8 @@ card_new(arena_t *a, const models_entry_t *m, slice_t pid, const score_result_t 
 					"Inputs, largest contribution first: %.*s\n\n"
 					"Based on %zu resources (the RiskAssessment's basis).",
 					outcome_text(m), r->probability * 100.0, r->probability,
-					m->name, ver ? " " : "", ver ? ver : "", (int)why.len, why.ptr,
-					r->vector->nbasis)));
+					m->name, ver ? " " : "", ver ? ver : "", (int)why.len,
+					why.ptr, r->vector->nbasis)));
 	} else {
 		fhir_object_set_cstr(
 		    a, card, "summary",
@@ -176,9 +178,10 @@ card_new(arena_t *a, const models_entry_t *m, slice_t pid, const score_result_t 
 					r->input ? "missing or invalid input" : "cannot score",
 					r->input ? r->input : "")));
 		fhir_object_set_cstr(a, card, "indicator", str(a, "info"));
-		fhir_object_set_cstr(a, card, "detail",
-				     str(a, arena_printf(a, "The model %s cannot score this patient: %s.",
-							 m->name, r->why)));
+		fhir_object_set_cstr(
+		    a, card, "detail",
+		    str(a, arena_printf(a, "The model %s cannot score this patient: %s.", m->name,
+					r->why)));
 	}
 	fhir_object_set_cstr(a, src, "label", str(a, "fhirgate"));
 	fhir_object_set_cstr(a, card, "source", src);
@@ -215,8 +218,8 @@ prefetched(arena_t *a, const fhir_node_t *pf, size_t *n)
 			continue;
 		}
 		FHIR_ARRAY_FOREACH(fhir_object_get_cstr(v, "entry"), j, e)
-		if (kind_of(fhir_object_get_cstr(e, "resource")) == FHIR_OBJECT)
-			out[k++] = fhir_object_get_cstr(e, "resource");
+			if (kind_of(fhir_object_get_cstr(e, "resource")) == FHIR_OBJECT)
+				out[k++] = fhir_object_get_cstr(e, "resource");
 	}
 	*n = k;
 	return out;
@@ -241,7 +244,8 @@ service(http_request_t *req, server_t *srv, const models_entry_t *m)
 		return;
 	}
 	hook = fhir_node_text(fhir_object_get_cstr(doc, "hook"));
-	pid = fhir_node_text(fhir_object_get_cstr(fhir_object_get_cstr(doc, "context"), "patientId"));
+	pid =
+	    fhir_node_text(fhir_object_get_cstr(fhir_object_get_cstr(doc, "context"), "patientId"));
 	if (!slice_eq_cstr(hook, "patient-view")) {
 		respond_error(req, 400, "this service answers the patient-view hook");
 		return;
@@ -303,8 +307,7 @@ feedback(http_request_t *req, const models_entry_t *m)
 		respond_error(req, 400, "feedback wants {\"feedback\": [...]}");
 		return;
 	}
-	FHIR_ARRAY_FOREACH(fb, i, it)
-	{
+	FHIR_ARRAY_FOREACH(fb, i, it) {
 		slice_t card = fhir_node_text(fhir_object_get_cstr(it, "card"));
 		slice_t outcome = fhir_node_text(fhir_object_get_cstr(it, "outcome"));
 

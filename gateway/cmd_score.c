@@ -38,15 +38,16 @@ kind_of(const fhir_node_t *n)
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-		"usage: fhirgate score [-c FILE] [--set key=value]... [--model NAME] [--at DATE]\n"
-		"                      FILE|DIR...\n\n"
-		"Scores one patient offline with the models of scoring.models_dir and prints a\n"
-		"Bundle (type collection) of the RiskAssessments as JSON. FILE is a FHIR Bundle or a\n"
-		"resource (JSON); DIR is a folder of them (*.json). --model scores with that model\n"
-		"only; --at sets the reference time (a FHIR date or dateTime; default: now). Models\n"
-		"that cannot score say why on stderr. Exit status 1 when no model could score, 2 on\n"
-		"a usage or input error.\n");
+	fprintf(
+	    f,
+	    "usage: fhirgate score [-c FILE] [--set key=value]... [--model NAME] [--at DATE]\n"
+	    "                      FILE|DIR...\n\n"
+	    "Scores one patient offline with the models of scoring.models_dir and prints a\n"
+	    "Bundle (type collection) of the RiskAssessments as JSON. FILE is a FHIR Bundle or a\n"
+	    "resource (JSON); DIR is a folder of them (*.json). --model scores with that model\n"
+	    "only; --at sets the reference time (a FHIR date or dateTime; default: now). Models\n"
+	    "that cannot score say why on stderr. Exit status 1 when no model could score, 2 on\n"
+	    "a usage or input error.\n");
 }
 
 static void
@@ -94,8 +95,8 @@ read_json(nodes_t *ns, const char *path)
 		return 0;
 	}
 	FHIR_ARRAY_FOREACH(fhir_object_get_cstr(doc, "entry"), i, e)
-	if (kind_of(fhir_object_get_cstr(e, "resource")) == FHIR_OBJECT)
-		nodes_add(ns, fhir_object_get_cstr(e, "resource"));
+		if (kind_of(fhir_object_get_cstr(e, "resource")) == FHIR_OBJECT)
+			nodes_add(ns, fhir_object_get_cstr(e, "resource"));
 	return 0;
 }
 

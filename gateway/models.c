@@ -5,6 +5,7 @@
 #include "gateway/models.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -146,7 +147,9 @@ set_load(const char *dir, const models_set_t *old, uint64_t *fp)
 	*fp = maps_fingerprint_dir(dir, 0, &failed);
 	n = scandir(dir, &ents, is_pmml, alphasort);
 	if (n < 0) {
-		log_error("scoring", "cannot read the models folder %s: no models loaded", dir);
+		LOG(errno == ENOENT ? LOG_WARN : LOG_ERROR, "scoring",
+		    "cannot read the models folder %s (%s): no models, no scoring", dir,
+		    strerror(errno));
 		return s;
 	}
 	for (int i = 0; i < n; i++) {

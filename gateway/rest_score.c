@@ -60,8 +60,8 @@ score_apply(void *arg, store_txn_t *t)
 }
 
 static void
-issue_add(arena_t *a, fhir_node_t *issues, const char *severity, const char *code,
-	  const char *text, const char *expr)
+issue_add(arena_t *a, fhir_node_t *issues, const char *severity, const char *code, const char *text,
+	  const char *expr)
 {
 	fhir_node_t *is = fhir_object_new(a);
 
@@ -84,15 +84,15 @@ refusals(arena_t *a, const score_op_t *op, const char *severity)
 	fhir_node_t *oo = fhir_object_new(a), *issues = fhir_array_new(a);
 	size_t n = 0;
 
-	fhir_object_set_cstr(a, oo, "resourceType", fhir_string_new(a, SLICE_LIT("OperationOutcome")));
+	fhir_object_set_cstr(a, oo, "resourceType",
+			     fhir_string_new(a, SLICE_LIT("OperationOutcome")));
 	for (size_t i = 0; i < op->n; i++) {
 		const score_item_t *r = &op->items[i];
 
 		if (r->scored)
 			continue;
 		issue_add(a, issues, severity, "required",
-			  arena_printf(a, "model %s: no score: %s", r->model, r->why),
-			  r->input);
+			  arena_printf(a, "model %s: no score: %s", r->model, r->why), r->input);
 		n++;
 	}
 	fhir_object_set_cstr(a, oo, "issue", issues);
@@ -140,9 +140,9 @@ score_finish(rest_ctx_t *c, void *arg, int rc)
 					continue;
 				fhir_object_set_cstr(
 				    c->a, e, "fullUrl",
-				    fhir_string_new(c->a, slice_cstr(arena_printf(
-							      c->a, "%s/RiskAssessment/%s", c->base,
-							      r->ra_id))));
+				    fhir_string_new(
+					c->a, slice_cstr(arena_printf(c->a, "%s/RiskAssessment/%s",
+								      c->base, r->ra_id))));
 				fhir_object_set_cstr(c->a, e, "resource", r->ra);
 				fhir_array_append(c->a, entries, e);
 			}
@@ -152,7 +152,8 @@ score_finish(rest_ctx_t *c, void *arg, int rc)
 				fhir_object_set_cstr(c->a, e, "resource", oo);
 				fhir_array_append(c->a, entries, e);
 			}
-			fhir_object_set_cstr(c->a, bundle, "total", fhir_int_new(c->a, (int64_t)scored));
+			fhir_object_set_cstr(c->a, bundle, "total",
+					     fhir_int_new(c->a, (int64_t)scored));
 			fhir_object_set_cstr(c->a, bundle, "entry", entries);
 			rest_send(c, 200, bundle, NULL);
 		}
@@ -183,8 +184,7 @@ model_param(rest_ctx_t *c, slice_t *model)
 		return false;
 	}
 	params = fhir_object_get_cstr(body, "parameter");
-	FHIR_ARRAY_FOREACH(params, i, p)
-	{
+	FHIR_ARRAY_FOREACH(params, i, p) {
 		fhir_node_t *val = fhir_object_get_cstr(p, "valueString");
 
 		if (val == NULL)

@@ -121,9 +121,11 @@ score_hook_note(store_txn_t *t, slice_t type, slice_t id, slice_t body)
 		if (store_res_get(t, type, id, &cur) == 0 && !cur.deleted)
 			body = arena_slice_dup(a, cur.body);
 	}
-	if (body.len > 0 && fhir_json_parse(a, body.ptr, body.len, NULL, &res, err, sizeof(err)) == 0)
+	if (body.len > 0 &&
+	    fhir_json_parse(a, body.ptr, body.len, NULL, &res, err, sizeof(err)) == 0)
 		for (size_t i = 0; !concerned && i < models_set_count(s); i++)
-			concerned = features_binding_uses_resource(models_set_at(s, i)->binding, res);
+			concerned =
+			    features_binding_uses_resource(models_set_at(s, i)->binding, res);
 	if (concerned && score_patient_of(res, &pid) && !noted_before(t, pid)) {
 		uint64_t wid;
 
@@ -245,7 +247,8 @@ load_type(store_txn_t *t, arena_t *a, slice_t type, slice_t pid, res_list_t *l)
 			fhir_node_t *node;
 			char err[64];
 
-			if (store_res_get(t, r->hits[i].type, r->hits[i].id, &cur) < 0 || cur.deleted)
+			if (store_res_get(t, r->hits[i].type, r->hits[i].id, &cur) < 0 ||
+			    cur.deleted)
 				continue;
 			if (fhir_json_parse(a, cur.body.ptr, cur.body.len, NULL, &node, err,
 					    sizeof(err)) < 0)
@@ -320,8 +323,8 @@ score_input_from_nodes(arena_t *a, const fhir_node_t *const *res, size_t n, int6
 		slice_t ver = fhir_node_text(
 		    fhir_object_get_cstr(fhir_object_get_cstr(res[i], "meta"), "versionId"));
 		uint64_t v = 0;
-		int k = slice_eq_cstr(type, "Observation")	   ? 0
-			: slice_eq_cstr(type, "Condition")	   ? 1
+		int k = slice_eq_cstr(type, "Observation")           ? 0
+			: slice_eq_cstr(type, "Condition")           ? 1
 			: slice_eq_cstr(type, "MedicationRequest")   ? 2
 			: slice_eq_cstr(type, "MedicationStatement") ? 3
 								     : -1;
@@ -356,7 +359,8 @@ put_one(store_txn_t *t, arena_t *a, const fhir_node_t *res, const char *id, uint
 	bool *changed)
 {
 	buf_t b = BUF_INIT;
-	store_res_put_t p = {.type = fhir_resource_type(res), .id = slice_cstr(id), .now_ns = now_ns};
+	store_res_put_t p = {
+	    .type = fhir_resource_type(res), .id = slice_cstr(id), .now_ns = now_ns};
 	store_res_result_t r;
 	store_idx_entry_t *e = NULL;
 	size_t ne = 0;
@@ -489,8 +493,9 @@ run_some(store_t *st, const models_set_t *s, bool *more)
 	else
 		store_txn_abort(t);
 	if (rc < 0)
-		log_error("scoring", "scoring of %zu patients failed: %s (%s); retried after the "
-				     "next commit",
+		log_error("scoring",
+			  "scoring of %zu patients failed: %s (%s); retried after the "
+			  "next commit",
 			  r.n, fg_strerror(rc), store_last_error());
 	else if (r.n > 0)
 		log_debug("scoring", "scored %zu patients", r.n);

@@ -39,8 +39,8 @@ typedef struct {
 	bool scored;
 	double probability;
 	const char *band_label, *band_code; /* NULL without `risk` lines */
-	const char *why;   /* no score: "missing input hdl: no Observation ..." */
-	const char *input; /* no score: the input at fault (may be NULL) */
+	const char *why;                    /* no score: "missing input hdl: no Observation ..." */
+	const char *input;                  /* no score: the input at fault (may be NULL) */
 	features_vector_t *vector;
 	risk_contribution_t *contribs; /* by decreasing |value| */
 	size_t ncontribs;
@@ -49,8 +49,8 @@ typedef struct {
 
 /* Binds in to m, evaluates and builds the resources for patient_id (the logical id). Returns
  * 0 (see out->scored) or -FG_EINVAL on bad arguments. */
-int score_model(arena_t *a, const models_entry_t *m, const features_input_t *in,
-		slice_t patient_id, score_result_t *out);
+int score_model(arena_t *a, const models_entry_t *m, const features_input_t *in, slice_t patient_id,
+		score_result_t *out);
 
 /* The patient's Patient, Observations, Conditions, MedicationRequests and MedicationStatements
  * (with ids and versions) from the store, through the search index, into in (arena a).

@@ -26,10 +26,10 @@
 #include <event2/listener.h>
 
 #include "gateway/audit.h"
+#include "gateway/cds.h"
 #include "gateway/ingest.h"
 #include "gateway/metrics.h"
 #include "gateway/mllp.h"
-#include "gateway/cds.h"
 #include "gateway/ops.h"
 #include "gateway/tls.h"
 #include "lib/arena.h"
