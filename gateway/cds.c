@@ -238,7 +238,8 @@ service(http_request_t *req, server_t *srv, const models_entry_t *m)
 	char err[128];
 	size_t n = 0;
 
-	if (fhir_json_parse(a, body.ptr, body.len, NULL, &doc, err, sizeof(err)) < 0 ||
+	if (body.len == 0 ||
+	    fhir_json_parse(a, body.ptr, body.len, NULL, &doc, err, sizeof(err)) < 0 ||
 	    kind_of(doc) != FHIR_OBJECT) {
 		respond_error(req, 400, "the request is not a JSON object");
 		return;
@@ -302,7 +303,8 @@ feedback(http_request_t *req, const models_entry_t *m)
 	char err[128];
 	size_t i;
 
-	if (fhir_json_parse(a, body.ptr, body.len, NULL, &doc, err, sizeof(err)) < 0 ||
+	if (body.len == 0 ||
+	    fhir_json_parse(a, body.ptr, body.len, NULL, &doc, err, sizeof(err)) < 0 ||
 	    kind_of(fb = fhir_object_get_cstr(doc, "feedback")) != FHIR_ARRAY) {
 		respond_error(req, 400, "feedback wants {\"feedback\": [...]}");
 		return;

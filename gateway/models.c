@@ -117,6 +117,22 @@ model_load(const char *dir, const char *name)
 	return NULL;
 }
 
+/* Model names appear in metrics labels, URLs and ids: [A-Za-z0-9._-], 1 to 63 bytes. */
+static bool
+name_is_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 63)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+		      (name[i] >= '0' && name[i] <= '9') || name[i] == '.' || name[i] == '_' ||
+		      name[i] == '-'))
+			return false;
+	return true;
+}
+
 static const model_ref_t *
 set_find(const models_set_t *s, const char *name)
 {
@@ -154,10 +170,17 @@ set_load(const char *dir, const models_set_t *old, uint64_t *fp)
 	}
 	for (int i = 0; i < n; i++) {
 		char *name = xmemdup0(ents[i]->d_name, strlen(ents[i]->d_name) - 5);
-		model_ref_t *r = s->n < MODELS_MAX ? model_load(dir, name) : NULL;
+		bool valid = name_is_valid(name);
+		model_ref_t *r = s->n < MODELS_MAX && valid ? model_load(dir, name) : NULL;
 		const model_ref_t *prev = set_find(old, name);
 
-		if (s->n >= MODELS_MAX) {
+		if (!valid) {
+			log_error(
+			    "scoring",
+			    "%s/%s.pmml: skipped: a model's file name may hold letters, digits, "
+			    "'.', '_' and '-' only (63 at most)",
+			    dir, name);
+		} else if (s->n >= MODELS_MAX) {
 			log_error("scoring", "%s/%s.pmml: more than %d models: skipped", dir, name,
 				  MODELS_MAX);
 		} else if (r != NULL) {

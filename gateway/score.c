@@ -19,8 +19,8 @@
 #include "lib/log.h"
 #include "lib/timeutil.h"
 
-#define NOTED_MAX     1024 /* patients remembered per transaction (then duplicates are put) */
-#define RUN_ITEMS_MAX 32   /* work items per scoring transaction */
+#define NOTED_MAX     256 /* patients remembered per transaction (then duplicates are put) */
+#define RUN_ITEMS_MAX 32  /* work items per scoring transaction */
 
 /* Work was put since the last run (or the server just started: look for leftovers). */
 static atomic_bool pending = true;
