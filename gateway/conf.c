@@ -208,6 +208,10 @@ static const opt_t options[] = {
     {"auth.clock_skew", OPT_MS, OFF(auth_clock_skew_ms), "60s",
      "Clock difference tolerated when checking exp, nbf and iat of assertions and tokens.", 0,
      300000, NULL},
+    {"scoring.models_dir", OPT_STRING, OFF(scoring_models_dir), "etc/models",
+     "Folder of risk models: every NAME.pmml with its binding NAME.bind (docs/scoring.md); "
+     "reloaded on SIGHUP and when a file changes (mappings.watch_interval); empty: no scoring.",
+     0, 0, NULL},
     {"server.shutdown_timeout", OPT_MS, OFF(shutdown_timeout_ms), "10s",
      "On SIGTERM, how long to wait for in-flight messages to be committed and ACKed.", 0, 3600000,
      NULL},

@@ -65,6 +65,8 @@ typedef struct {
 	char *auth_base_url;    /* public base URL; "": http:// + Host */
 	uint64_t auth_token_lifetime_ms;
 	uint64_t auth_clock_skew_ms;
+	/* [scoring] */
+	char *scoring_models_dir; /* *.pmml + *.bind; empty: no scoring */
 	/* [server] */
 	uint64_t shutdown_timeout_ms;
 	/* [log] */

@@ -8,6 +8,7 @@
 
 #include "fhir/json.h"
 #include "fhir/search.h"
+#include "gateway/score.h"
 #include "lib/buf.h"
 #include "lib/err.h"
 #include "lib/hash.h"
@@ -210,6 +211,8 @@ store_resources(store_txn_t *t, const ingest_check_t *c, uint64_t now_ns)
 		store_res_result_t r;
 
 		rc = store_res_put(t, &p, &r);
+		if (rc == 0 && !r.unchanged)
+			rc = score_hook_note(t, p.type, p.id, p.body);
 	}
 	return rc;
 }

@@ -60,10 +60,8 @@ maps_options(const config_t *cfg, map_options_t *opt)
 	}
 }
 
-/* Folds every file's path, size and mtime under dir into h (sorted, so the order is stable).
- * Sets *failed when a folder cannot be read (e.g. out of descriptors): then nothing is known. */
-static uint64_t
-fingerprint_dir(const char *dir, uint64_t h, bool *failed)
+uint64_t
+maps_fingerprint_dir(const char *dir, uint64_t h, bool *failed)
 {
 	struct dirent **ents;
 	int n = scandir(dir, &ents, NULL, alphasort);
@@ -83,7 +81,7 @@ fingerprint_dir(const char *dir, uint64_t h, bool *failed)
 				*failed = true;
 			} else {
 				if (S_ISDIR(st.st_mode)) {
-					h = fingerprint_dir(path, h, failed);
+					h = maps_fingerprint_dir(path, h, failed);
 				} else {
 					uint64_t v[3] = {(uint64_t)st.st_size,
 							 (uint64_t)st.st_mtim.tv_sec,
@@ -104,10 +102,10 @@ fingerprint_dir(const char *dir, uint64_t h, bool *failed)
 static uint64_t
 fingerprint(const config_t *cfg, bool *failed)
 {
-	uint64_t h = fingerprint_dir(cfg->mappings_dir, 0, failed);
+	uint64_t h = maps_fingerprint_dir(cfg->mappings_dir, 0, failed);
 
 	if (cfg->mappings_site_dir[0] != '\0')
-		h = fingerprint_dir(cfg->mappings_site_dir, h, failed);
+		h = maps_fingerprint_dir(cfg->mappings_site_dir, h, failed);
 	return h;
 }
 

@@ -26,6 +26,10 @@ typedef struct {
 void maps_get_stats(maps_t *m, maps_stats_t *out);
 /* True when a file in the folders changed (path, size or mtime) since the last (re)load. */
 bool maps_changed(maps_t *m, const config_t *cfg);
+/* Folds every file's path, size and mtime under dir into h (sorted, so the order is stable):
+ * change detection for the watched folders. Sets *failed when a folder cannot be read (e.g. out
+ * of descriptors): then nothing is known. */
+uint64_t maps_fingerprint_dir(const char *dir, uint64_t h, bool *failed);
 /* The set in force, with a reference that keeps it alive until maps_release (any thread). */
 const map_set_t *maps_acquire(maps_t *m, maps_ref_t **ref);
 /* Accepts NULL. */

@@ -9,6 +9,7 @@
 #include "gateway/audit.h"
 #include "gateway/maps.h"
 #include "gateway/metrics.h"
+#include "gateway/models.h"
 #include "gateway/rest.h"
 #include "gateway/writer.h"
 #include "lib/buf.h"
@@ -132,6 +133,7 @@ write_metrics(server_t *srv, buf_t *b)
 		gauge(b, "fhirgate_store_index_entries", "Search index entries.", st.index_entries);
 		gauge(b, "fhirgate_store_work_pending", "Pending work items (scoring).", st.work);
 	}
+	models_metrics_write(b);
 	metrics_write(b);
 }
 

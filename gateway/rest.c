@@ -1231,6 +1231,12 @@ rest_store(rest_t *r)
 	return r->store;
 }
 
+struct auth *
+rest_auth(rest_t *r)
+{
+	return r->auth;
+}
+
 int
 rest_reload(rest_t *r, const config_t *cfg, char **errmsg)
 {
@@ -1640,6 +1646,15 @@ rest_handle(http_request_t *req, void *handler_ctx)
 			not_allowed(c, "GET");
 		else if (rest_authorize(c, REST_AZ_HISTORY, seg[0], seg[1]))
 			do_history(c, seg[0], seg[1]);
+		return;
+	}
+	if (n == 3 && slice_eq_cstr(seg[0], "Patient") && slice_eq_cstr(seg[2], "$score")) {
+		/* reads the patient's record, writes RiskAssessments */
+		if (!method_is(m, "POST"))
+			not_allowed(c, "POST");
+		else if (rest_authorize(c, REST_AZ_EVERYTHING, seg[0], seg[1]) &&
+			 rest_authorize(c, REST_AZ_UPDATE, SLICE_LIT("RiskAssessment"), SLICE_NULL))
+			rest_do_score(c, seg[1]);
 		return;
 	}
 	if (n == 3 && slice_eq_cstr(seg[0], "Patient") && slice_eq_cstr(seg[2], "$everything")) {

@@ -29,6 +29,8 @@ int rest_reload(rest_t *r, const config_t *cfg, char **errmsg);
 void rest_free(rest_t *r);
 /* The store it serves. */
 store_t *rest_store(rest_t *r);
+/* Its authorization (for endpoints outside /fhir that use the same tokens). */
+struct auth *rest_auth(rest_t *r);
 /* The per-I/O-thread part (its completion event lives on base). */
 rest_thread_t *rest_thread_new(rest_t *r, struct event_base *base);
 void rest_thread_free(rest_thread_t *t);

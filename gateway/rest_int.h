@@ -181,6 +181,11 @@ bool rest_authorize(rest_ctx_t *c, rest_az_t az, slice_t type, slice_t id);
 /* The check for one Bundle entry: 0, or 403 with a message in err. */
 int rest_authorize_entry(rest_ctx_t *c, rest_az_t az, slice_t type, char *err, size_t cap);
 
+/* ---- risk scoring (rest_score.c) ---- */
+
+/* POST /fhir/Patient/{id}/$score. */
+void rest_do_score(rest_ctx_t *c, slice_t patient_id);
+
 /* Runs jobs the writer handed back (on the I/O thread). */
 void rest_jobs_finish(rest_thread_t *th);
 /* Frees jobs left at shutdown (answers their requests, which are dropped). */

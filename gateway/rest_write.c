@@ -18,6 +18,7 @@
 #include "fhir/xml.h"
 #include "gateway/ingest.h"
 #include "gateway/rest_int.h"
+#include "gateway/score.h"
 #include "gateway/search.h"
 #include "lib/err.h"
 #include "lib/log.h"
@@ -335,7 +336,9 @@ op_write(rest_job_t *j, store_txn_t *t, rest_op_t *op, uint64_t now_ns)
 	if (op->kind == OP_READ || op->status != 0)
 		return 0;
 	if (op->kind == OP_DELETE) {
-		rc = store_res_delete(t, op->type, op->id, now_ns, &op->out);
+		rc = score_hook_note(t, op->type, op->id, SLICE_NULL);
+		if (rc == 0)
+			rc = store_res_delete(t, op->type, op->id, now_ns, &op->out);
 		if (rc == -FG_ENOTFOUND)
 			rc = 0;
 		op->status = 204;
@@ -357,6 +360,8 @@ op_write(rest_job_t *j, store_txn_t *t, rest_op_t *op, uint64_t now_ns)
 			return 0;
 		}
 		op->status = op->out.created ? 201 : 200;
+		if (rc == 0 && !op->out.unchanged)
+			rc = score_hook_note(t, op->type, op->id, op->body);
 		return rc;
 	}
 }

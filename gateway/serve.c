@@ -17,6 +17,8 @@
 #include "gateway/auth.h"
 #include "gateway/cli.h"
 #include "gateway/maps.h"
+#include "gateway/models.h"
+#include "gateway/score.h"
 #include "gateway/server.h"
 #include "gateway/writer.h"
 #include "lib/err.h"
@@ -28,6 +30,7 @@ typedef struct {
 	server_t *server;
 	writer_t *writer;
 	maps_t *maps;
+	models_t *models;
 	rest_t *rest;
 	config_t *cfg;
 } serve_ctx_t;
@@ -108,6 +111,9 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 			 "the timezone and unmapped policy apply now");
 	if (x->maps != NULL)
 		maps_reload(x->maps, x->cfg);
+	if (strcmp(fresh.scoring_models_dir, x->cfg->scoring_models_dir) != 0)
+		log_warn("config", "a new scoring.models_dir applies on restart");
+	models_reload(x->models);
 	log_set_level(fresh.log_level);
 	log_set_format(fresh.log_format);
 	log_set_output(fresh.log_output);
@@ -131,9 +137,13 @@ on_watch(evutil_socket_t fd, short what, void *arg)
 {
 	serve_ctx_t *x = arg;
 
-	if (maps_changed(x->maps, x->cfg)) {
+	if (x->maps != NULL && maps_changed(x->maps, x->cfg)) {
 		log_info("mappings", "mapping files changed: reloading");
 		maps_reload(x->maps, x->cfg);
+	}
+	if (models_changed(x->models)) {
+		log_info("scoring", "model files changed: reloading");
+		models_reload(x->models);
 	}
 }
 
@@ -220,6 +230,9 @@ cmd_serve(int argc, char **argv)
 	wopts.batch_max_delay_us = cfg.writer_batch_max_delay_us;
 	wopts.queue_max = cfg.writer_queue_max;
 	wopts.queue_max_bytes = cfg.writer_queue_max_bytes;
+	wopts.after_commit = score_run_pending;
+	models_open(cfg.scoring_models_dir, &x.models);
+	models_set_global(x.models);
 	/* Threads inherit a mask with the signals blocked: only this thread handles them. */
 	sigemptyset(&block);
 	sigaddset(&block, SIGTERM);
@@ -238,6 +251,8 @@ cmd_serve(int argc, char **argv)
 		rest_free(x.rest);
 		writer_free(x.writer);
 		store_close(store);
+		models_set_global(NULL);
+		models_free(x.models);
 		maps_free(x.maps);
 		config_free(&cfg);
 		return 1;
@@ -252,7 +267,7 @@ cmd_serve(int argc, char **argv)
 	evsignal_add(ev_int, NULL);
 	evsignal_add(ev_hup, NULL);
 	evtimer_add(ev_tick, &minute);
-	if (cfg.mappings_watch_ms > 0 && x.maps != NULL) {
+	if (cfg.mappings_watch_ms > 0) {
 		struct timeval every = {(time_t)(cfg.mappings_watch_ms / 1000),
 					(suseconds_t)((cfg.mappings_watch_ms % 1000) * 1000)};
 
@@ -269,6 +284,8 @@ cmd_serve(int argc, char **argv)
 	rest_free(x.rest);
 	writer_free(x.writer);
 	store_close(store);
+	models_set_global(NULL);
+	models_free(x.models);
 	maps_free(x.maps);
 	event_free(ev_term);
 	event_free(ev_int);

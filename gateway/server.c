@@ -26,6 +26,7 @@
 #include <event2/listener.h>
 
 #include "gateway/audit.h"
+#include "gateway/cds.h"
 #include "gateway/ingest.h"
 #include "gateway/metrics.h"
 #include "gateway/mllp.h"
@@ -712,6 +713,8 @@ http_handle(http_request_t *req, void *ctx)
 
 	if (ops_handles(req))
 		ops_handle(req, io->srv);
+	else if (cds_handles(req))
+		cds_handle(req, io->srv);
 	else
 		rest_handle(req, io->rest);
 }

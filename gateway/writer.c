@@ -119,6 +119,8 @@ writer_main(void *arg)
 {
 	writer_t *w = arg;
 
+	if (w->opts.after_commit != NULL)
+		w->opts.after_commit(w->store);
 	pthread_mutex_lock(&w->mu);
 	for (;;) {
 		writer_job_t *batch;
@@ -133,6 +135,8 @@ writer_main(void *arg)
 		batch = take_batch(w, &count);
 		pthread_mutex_unlock(&w->mu);
 		commit_batch(w, batch, count);
+		if (w->opts.after_commit != NULL)
+			w->opts.after_commit(w->store);
 		pthread_mutex_lock(&w->mu);
 	}
 	pthread_mutex_unlock(&w->mu);

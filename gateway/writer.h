@@ -33,6 +33,9 @@ typedef struct {
 	uint64_t batch_max_delay_us;
 	uint64_t queue_max;
 	uint64_t queue_max_bytes; /* 0: no byte bound */
+	/* Runs in the writer thread when it starts and after each batch (NULL: nothing): work
+	 * that follows commits, in its own transactions (scoring, gateway/score.h). */
+	void (*after_commit)(store_t *store);
 } writer_opts_t;
 
 typedef struct {

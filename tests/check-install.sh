@@ -39,6 +39,9 @@ t "installed config points at the installed mappings" \
 	grep -qx "mappings.dir = \"$datadir/fhirgate/mappings/hl7v2\"" "$conf"
 t "installed config keeps the store under localstatedir" grep -q '^store.data_dir = ".*/lib/fhirgate"' "$conf"
 t "installed config loads" "$bin" serve -c "$conf" --print-config
+t "installed config points at the installed models" \
+	grep -qx "scoring.models_dir = \"$sysconfdir/fhirgate/models\"" "$conf"
+t "installed models are there" test -f "$dest$sysconfdir/fhirgate/models/pce.pmml" -a -f "$dest$sysconfdir/fhirgate/models/pce.bind"
 t "installed mappings load" "$bin" mappings check "$dest$datadir/fhirgate/mappings/hl7v2"
 t "man pages installed" test -f "$dest$datadir/man/man1/fhirgate.1" -a -f "$dest$datadir/man/man5/fhirgate.conf.5"
 t "systemd unit installed with the installed paths" \

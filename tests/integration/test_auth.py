@@ -145,7 +145,8 @@ class Env:
             json.dump(clients, f)
         self.port = free_port()
         self.srv = Server("http.listen=127.0.0.1:%d" % self.port, "auth.enabled=true",
-                          "auth.clients=" + self.clients, "auth.signing_key=" + self.server_key)
+                          "auth.clients=" + self.clients, "auth.signing_key=" + self.server_key,
+                          "scoring.models_dir=" + os.path.join(TOP_SRCDIR, "etc", "models"))
         self.api = Api(self.port)
 
     def token_for(self, key, client, kid, scope):
@@ -556,13 +557,44 @@ def t_audit(t, env):
     t.eq(st, 403, "a system/*.read token cannot read the audit trail")
 
 
+def t_score_and_cds(t, env):
+    """$score needs to read the patient's record and write RiskAssessments; CDS service calls
+    need a token that may read the patient's data."""
+    api = env.api
+    st, _, doc = api.req("POST", "/fhir/Patient/p1/$score")
+    t.eq(st, 401, "$score without a token: 401")
+    narrow = env.token_for(env.other, "auditor", "aud1", "system/AuditEvent.rs")["access_token"]
+    st, _, doc = api.req("POST", "/fhir/Patient/p1/$score", token=narrow)
+    t.eq(st, 403, "$score with an AuditEvent-only token: 403")
+    st, _, doc = api.req("POST", "/fhir/Patient/p1/$score", token=env.sys_token)
+    t.ok(st in (200, 422), "$score with system/*.read system/*.write: allowed", (st, doc))
+    call = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+            "context": {"userId": "Practitioner/x", "patientId": "p1"}}
+    st, h, _ = api.req("POST", "/cds-services/pce", call, ctype="application/json")
+    t.ok(st == 401 and h.get("www-authenticate", "").startswith("Bearer"),
+         "CDS call without a token: 401 with WWW-Authenticate", (st, h))
+    st, _, doc = api.req("POST", "/cds-services/pce", call, token=env.sys_token,
+                         ctype="application/json")
+    t.ok(st == 200 and "cards" in (doc or {}), "CDS call with a system token: cards", doc)
+    pat = env.token_for(env.pat, "pat-app", "pat1", "patient/*.rs")["access_token"]
+    st, _, doc = api.req("POST", "/cds-services/pce", call, token=pat, ctype="application/json")
+    t.eq(st, 200, "CDS call with a patient token for its own patient: 200")
+    other = dict(call, context={"userId": "Practitioner/x", "patientId": "p2"})
+    st, _, doc = api.req("POST", "/cds-services/pce", other, token=pat, ctype="application/json")
+    t.eq(st, 403, "CDS call with a patient token for another patient: 403")
+    st, _, doc = api.req("GET", "/cds-services")
+    t.ok(st == 200 and any(s["id"] == "pce" for s in doc.get("services", [])),
+         "CDS discovery stays open", doc)
+
+
 def main():
     t = Tap()
     env = Env()
     try:
         env.srv.start()
         for fn in (t_discovery, t_no_token, t_token_flow, t_assertion_errors, t_scopes,
-                   t_constrained, t_patient, t_bearer_errors, t_reload, t_audit):
+                   t_constrained, t_patient, t_bearer_errors, t_reload, t_audit,
+                   t_score_and_cds):
             t.run(fn, env)
         t.eq(env.srv.stop(), 0, "server stops cleanly")
         log = env.srv.read_log()
