@@ -51,6 +51,9 @@ TABLES = [
     ("HospitalService", "HospitalService", "HL7 table 0069 -> Encounter.serviceType"),
     ("EventReason", "EventReason", "HL7 table 0062 -> Provenance.reason"),
     ("FillerStatusCodes[Appointment]", "FillerStatusCodes-Appointment", "HL7 table 0278 -> Appointment.status"),
+    ("ProviderRole", "ProviderRole", "HL7 table 0443 -> participant role (ROL-3, PRT-4)"),
+    ("PractitionerIDNumberType", "PractitionerIDNumberType", "HL7 table 0338 -> Identifier.type (PLN-2)"),
+    ("Participation", "Participation", "HL7 table 0912 -> PractitionerRole.code, CareTeam.participant.role (PRT-4)"),
 ]
 
 # (our name, v2 code) -> replacement (code, display, system): the IG row does not fit.
