@@ -53,6 +53,7 @@ TABLES = [
     ("FillerStatusCodes[Appointment]", "FillerStatusCodes-Appointment", "HL7 table 0278 -> Appointment.status"),
     ("RepeatPattern", "RepeatPattern", "HL7 table 0335 -> Timing.code (RPT-1)"),
     ("EventRelatedPeriod", "EventRelatedPeriod", "HL7 table 0528 -> Timing.repeat.when (RPT-8)"),
+    ("ConfidentialityCode", "ConfidentialityCode", "HL7 table 0177 -> meta.security (ORC-28)"),
     ("ProviderRole", "ProviderRole", "HL7 table 0443 -> participant role (ROL-3, PRT-4)"),
     ("PractitionerIDNumberType", "PractitionerIDNumberType", "HL7 table 0338 -> Identifier.type (PLN-2)"),
     ("Participation", "Participation", "HL7 table 0912 -> PractitionerRole.code, CareTeam.participant.role (PRT-4)"),
