@@ -208,8 +208,8 @@ test_corpus_synthetic(void **state)
 
 	(void)state;
 	corpus_dir(TEST_DATA_DIR "/synthetic", &st);
-	assert_int_equal(st.files, 19);
-	assert_int_equal(st.converted, 19); /* every synthetic message has a map */
+	assert_int_equal(st.files, 20);
+	assert_int_equal(st.converted, 20); /* every synthetic message has a map */
 }
 
 /* ---- concrete values of the synthetic messages ------------------------------------------- */
@@ -592,6 +592,13 @@ test_syn_procedure_roles(void **state)
 	       ref_of(&c, "RelatedPerson", 0));
 	expect(&c, res(&c, "RelatedPerson", 0), "name[0].family", "CARVER");
 	expect(&c, res(&c, "RelatedPerson", 0), "relationship[0].coding[0].code", "SPS");
+	arena_free(c.a);
+	/* in the ADT_A05 structure the PRT general practitioner is a PractitionerRole */
+	c = convert_file("20_adt_a28_general_practitioner.hl7");
+	expect(&c, res(&c, "Patient", 0), "generalPractitioner[0].reference",
+	       ref_of(&c, "PractitionerRole", 0));
+	expect(&c, res(&c, "PractitionerRole", 0), "specialty[0].coding[0].code", "FM");
+	assert_int_equal(count(&c, "Practitioner"), 1);
 	arena_free(c.a);
 }
 
