@@ -51,12 +51,24 @@ TABLES = [
     ("HospitalService", "HospitalService", "HL7 table 0069 -> Encounter.serviceType"),
     ("EventReason", "EventReason", "HL7 table 0062 -> Provenance.reason"),
     ("FillerStatusCodes[Appointment]", "FillerStatusCodes-Appointment", "HL7 table 0278 -> Appointment.status"),
+    ("RepeatPattern", "RepeatPattern", "HL7 table 0335 -> Timing.code (RPT-1)"),
+    ("EventRelatedPeriod", "EventRelatedPeriod", "HL7 table 0528 -> Timing.repeat.when (RPT-8)"),
+    ("ConfidentialityCode", "ConfidentialityCode", "HL7 table 0177 -> meta.security (ORC-28)"),
+    ("ProviderRole", "ProviderRole", "HL7 table 0443 -> participant role (ROL-3, PRT-4)"),
+    ("PractitionerIDNumberType", "PractitionerIDNumberType", "HL7 table 0338 -> Identifier.type (PLN-2)"),
+    ("Participation", "Participation", "HL7 table 0912 -> PractitionerRole.code, CareTeam.participant.role (PRT-4)"),
 ]
 
 # (our name, v2 code) -> replacement (code, display, system): the IG row does not fit.
 FIXES = {
     # CP is a mobile phone: ContactPoint.system "phone" (the XTN map sets use "mobile").
     ("TelecommunicationEquipmentType", "CP"): ("phone", "Phone", "http://hl7.org/fhir/contact-point-system"),
+    # Timing.repeat.when is bound (required) to event-timing, which has no "between meals" codes:
+    # known, not translated.
+    ("EventRelatedPeriod", "IC"): ("-", "", ""),
+    ("EventRelatedPeriod", "ICM"): ("-", "", ""),
+    ("EventRelatedPeriod", "ICD"): ("-", "", ""),
+    ("EventRelatedPeriod", "ICV"): ("-", "", ""),
 }
 
 

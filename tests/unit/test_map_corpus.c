@@ -208,8 +208,8 @@ test_corpus_synthetic(void **state)
 
 	(void)state;
 	corpus_dir(TEST_DATA_DIR "/synthetic", &st);
-	assert_int_equal(st.files, 12);
-	assert_int_equal(st.converted, 12); /* every synthetic message has a map */
+	assert_int_equal(st.files, 20);
+	assert_int_equal(st.converted, 20); /* every synthetic message has a map */
 }
 
 /* ---- concrete values of the synthetic messages ------------------------------------------- */
@@ -551,6 +551,130 @@ test_syn_radiology(void **state)
 }
 
 static void
+test_syn_procedure_roles(void **state)
+{
+	conv_t c = convert_file("13_adt_a01_procedure_roles.hl7");
+	const fhir_node_t *pr = res(&c, "Procedure", 0), *pat = res(&c, "Patient", 0);
+	const fhir_node_t *gp = res(&c, "PractitionerRole", 0), *enc = res(&c, "Encounter", 0);
+
+	(void)state;
+	/* PR1[Procedure] */
+	assert_int_equal(count(&c, "Procedure"), 1);
+	expect(&c, pr, "status", "unknown");
+	expect(&c, pr, "code.coding[0].code", "0DTJ4ZZ");
+	expect(&c, pr, "code.text", "Laparoscopic appendectomy");
+	expect(&c, pr, "performedDateTime", "2024-06-10T10:15:00-05:00");
+	expect(&c, pr, "performer[0].function.coding[0].code", "88189002");
+	expect(&c, pr, "performer[1].function.coding[0].code", "304292004");
+	expect(&c, pr, "identifier[0].value", "PROC-5501");
+	expect(&c, pr, "partOf[0].identifier.value", "PROC-5500");
+	expect(&c, pr, "reasonCode[0].coding[0].code", "K35.80");
+	expect(&c, pr, "subject.reference", ref_of(&c, "Patient", 0));
+	/* ROL after PR1 and PRT after PR1: more performers */
+	assert_int_equal(fhir_array_len(at(pr, "performer")), 5);
+	/* ROL PP after PID: the general practitioner, a PractitionerRole */
+	expect(&c, gp, "code[0].coding[0].code", "446050000");
+	expect(&c, gp, "identifier[0].value", "RL-1001");
+	expect(&c, pat, "generalPractitioner[0].reference", ref_of(&c, "PractitionerRole", 0));
+	/* PRT PP after PID: a Practitioner (PRT[Patient-GeneralPractitioner-Practitioner]) */
+	assert_int_equal(fhir_array_len(at(pat, "generalPractitioner")), 2);
+	/* ROL CP and PRT CP: two CareTeams */
+	assert_int_equal(count(&c, "CareTeam"), 2);
+	expect(&c, res(&c, "CareTeam", 0), "participant[0].role[0].coding[0].code", "CON");
+	expect(&c, res(&c, "CareTeam", 1), "participant[0].member.reference",
+	       ref_of(&c, "PractitionerRole", 1));
+	/* ROL after PV1: an Encounter participant whose individual is a PractitionerRole */
+	expect(&c, enc, "participant[1].type[0].coding[0].code", "ATND");
+	expect(&c, enc, "participant[1].period.start", "2024-06-10T08:00:00-05:00");
+	expect(&c, res(&c, "PractitionerRole", 2), "identifier[0].value", "RL-1003");
+	/* GT1: the Account's guarantor, a RelatedPerson */
+	expect(&c, res(&c, "Account", 0), "guarantor[0].party.reference",
+	       ref_of(&c, "RelatedPerson", 0));
+	expect(&c, res(&c, "RelatedPerson", 0), "name[0].family", "CARVER");
+	expect(&c, res(&c, "RelatedPerson", 0), "relationship[0].coding[0].code", "SPS");
+	arena_free(c.a);
+	/* in the ADT_A05 structure the PRT general practitioner is a PractitionerRole */
+	c = convert_file("20_adt_a28_general_practitioner.hl7");
+	expect(&c, res(&c, "Patient", 0), "generalPractitioner[0].reference",
+	       ref_of(&c, "PractitionerRole", 0));
+	expect(&c, res(&c, "PractitionerRole", 0), "specialty[0].coding[0].code", "FM");
+	assert_int_equal(count(&c, "Practitioner"), 1);
+	arena_free(c.a);
+}
+
+static void
+test_syn_participations(void **state)
+{
+	conv_t c = convert_file("14_oru_r01_participations.hl7");
+	conv_t v = convert_file("15_vxu_v04_participations.hl7");
+	const fhir_node_t *obs = res(&c, "Observation", 0), *dr = res(&c, "DiagnosticReport", 0);
+	const fhir_node_t *dev = res(&c, "Device", 0), *im = res(&v, "Immunization", 0);
+
+	(void)state;
+	expect(&c, res(&c, "Patient", 0), "generalPractitioner[0].reference",
+	       ref_of(&c, "PractitionerRole", 0));
+	expect(&c, res(&c, "RelatedPerson", 0), "relationship[0].coding[0].code", "CON");
+	expect(&c, res(&c, "ServiceRequest", 0), "requester.reference",
+	       ref_of(&c, "PractitionerRole", 2));
+	expect(&c, dr, "resultsInterpreter[0].reference", ref_of(&c, "PractitionerRole", 3));
+	expect(&c, dr, "performer[0].reference", ref_of(&c, "PractitionerRole", 4));
+	/* PRT after OBX: the device, the place and the performer of the observation */
+	expect(&c, obs, "device.reference", ref_of(&c, "Device", 0));
+	expect(&c, dev, "udiCarrier[0].deviceIdentifier", "(01)00643169001763");
+	expect(&c, dev, "serialNumber", "SN-552211");
+	expect(&c, dev, "manufactureDate", "2020-01-15");
+	expect(&c, obs, "extension[0].url",
+	       "http://hl7.org/fhir/StructureDefinition/event-location");
+	expect(&c, obs, "performer[0].reference", ref_of(&c, "PractitionerRole", 5));
+	expect(&c, res(&c, "PractitionerRole", 5), "telecom[0].extension[3].url",
+	       "http://hl7.org/fhir/StructureDefinition/iso21090-preferred");
+	assert_true(fhir_node_bool(
+	    at(res(&c, "PractitionerRole", 5), "telecom[0].extension[3].valueBoolean")));
+	expect(&c, res(&c, "PractitionerRole", 5), "identifier[0].value", "MLS-4455");
+	/* VXU: the ordering and administering providers are Immunization performers */
+	expect(&v, im, "performer[0].function.coding[0].code", "OP");
+	expect(&v, im, "performer[0].actor.reference", ref_of(&v, "PractitionerRole", 0));
+	expect(&v, im, "performer[1].function.coding[0].code", "AP");
+	arena_free(c.a);
+	arena_free(v.a);
+}
+
+static void
+test_syn_administration(void **state)
+{
+	conv_t c = convert_file("17_ras_o17_administration.hl7");
+	conv_t t = convert_file("19_rde_o11_weekly_timing.hl7");
+	conv_t g = convert_file("18_dft_p03_guarantor_organization.hl7");
+	const fhir_node_t *ma = res(&c, "MedicationAdministration", 0);
+	const fhir_node_t *tm = at(res(&t, "MedicationRequest", 0), "dosageInstruction[0].timing");
+
+	(void)state;
+	assert_int_equal(count(&c, "MedicationAdministration"), 1);
+	expect(&c, ma, "status", "completed");
+	expect(&c, ma, "medicationCodeableConcept.coding[0].code", "1659149");
+	expect(&c, ma, "effectivePeriod.end", "2024-06-10T16:15:00-05:00");
+	expect(&c, ma, "dosage.dose.value", "1");
+	expect(&c, ma, "dosage.route.coding[1].code", "IV");
+	expect(&c, ma, "identifier[0].value", "RX-5521");
+	expect(&c, ma, "meta.security[0].code", "R");
+	expect(&c, ma, "subject.reference", ref_of(&c, "Patient", 0));
+	/* RPT[Timing] */
+	expect(&t, tm, "code.coding[0].code", "BID");
+	expect(&t, tm, "repeat.dayOfWeek[0]", "mon");
+	expect(&t, tm, "repeat.dayOfWeek[1]", "fri");
+	expect(&t, tm, "repeat.periodUnit", "wk");
+	expect(&t, tm, "repeat.when[0]", "AC");
+	expect(&t, tm, "repeat.offset", "30");
+	/* GT1 without a person: an Organization guarantor */
+	expect(&g, res(&g, "Account", 0), "guarantor[0].party.reference",
+	       ref_of(&g, "Organization", 2));
+	expect(&g, res(&g, "Organization", 2), "name", "ACME STEEL WORKS");
+	arena_free(c.a);
+	arena_free(t.a);
+	arena_free(g.a);
+}
+
+static void
 test_appointment(void **state)
 {
 	conv_t c = convert_path(TEST_DATA_DIR "/hl7v2/SIU_S12/ms-SIU-S12-01.hl7");
@@ -564,7 +688,11 @@ test_appointment(void **state)
 	expect(&c, ap, "serviceType[0].coding[0].code", "76164006");
 	expect(&c, ap, "comment", "Appointment booked for emergency procedure");
 	expect(&c, ap, "participant[2].actor.reference", ref_of(&c, "Patient", 0));
-	assert_int_equal(fhir_array_len(at(ap, "participant")), 5);
+	/* SCH-12/16, the patient, AIG (a logical reference by AIG-3's identifier), AIL, AIP */
+	expect(&c, ap, "participant[3].actor.identifier.value", "5001");
+	expect(&c, ap, "participant[3].type[0].coding[0].code", "101");
+	expect(&c, ap, "participant[3].period.start", "2021-09-24T09:30:00+02:15");
+	assert_int_equal(fhir_array_len(at(ap, "participant")), 6);
 	arena_free(c.a);
 }
 
@@ -589,12 +717,21 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_corpus_hl7v2),  cmocka_unit_test(test_corpus_synthetic),
-	    cmocka_unit_test(test_syn_admit),     cmocka_unit_test(test_syn_update_discharge),
-	    cmocka_unit_test(test_syn_merge),     cmocka_unit_test(test_syn_vitals),
-	    cmocka_unit_test(test_syn_lab),       cmocka_unit_test(test_syn_vaccination),
-	    cmocka_unit_test(test_syn_order),     cmocka_unit_test(test_syn_escapes),
-	    cmocka_unit_test(test_syn_radiology), cmocka_unit_test(test_appointment),
+	    cmocka_unit_test(test_corpus_hl7v2),
+	    cmocka_unit_test(test_corpus_synthetic),
+	    cmocka_unit_test(test_syn_admit),
+	    cmocka_unit_test(test_syn_update_discharge),
+	    cmocka_unit_test(test_syn_merge),
+	    cmocka_unit_test(test_syn_vitals),
+	    cmocka_unit_test(test_syn_lab),
+	    cmocka_unit_test(test_syn_vaccination),
+	    cmocka_unit_test(test_syn_order),
+	    cmocka_unit_test(test_syn_escapes),
+	    cmocka_unit_test(test_syn_radiology),
+	    cmocka_unit_test(test_syn_procedure_roles),
+	    cmocka_unit_test(test_syn_participations),
+	    cmocka_unit_test(test_syn_administration),
+	    cmocka_unit_test(test_appointment),
 	    cmocka_unit_test(test_document),
 	};
 
