@@ -262,6 +262,20 @@ load_type(store_txn_t *t, arena_t *a, slice_t type, slice_t pid, res_list_t *l)
 	}
 }
 
+/* The four lists (Observation, Condition, MedicationRequest, MedicationStatement) into in. */
+static void
+lists_to_input(const res_list_t lists[4], features_input_t *in)
+{
+	in->observations = lists[0].items;
+	in->nobservations = lists[0].n;
+	in->conditions = lists[1].items;
+	in->nconditions = lists[1].n;
+	in->medication_requests = lists[2].items;
+	in->nmedication_requests = lists[2].n;
+	in->medication_statements = lists[3].items;
+	in->nmedication_statements = lists[3].n;
+}
+
 int
 score_input_from_store(store_txn_t *t, arena_t *a, slice_t pid, int64_t ref_ms,
 		       features_input_t *in)
@@ -290,14 +304,7 @@ score_input_from_store(store_txn_t *t, arena_t *a, slice_t pid, int64_t ref_ms,
 		if (rc < 0)
 			return rc;
 	}
-	in->observations = lists[0].items;
-	in->nobservations = lists[0].n;
-	in->conditions = lists[1].items;
-	in->nconditions = lists[1].n;
-	in->medication_requests = lists[2].items;
-	in->nmedication_requests = lists[2].n;
-	in->medication_statements = lists[3].items;
-	in->nmedication_statements = lists[3].n;
+	lists_to_input(lists, in);
 	return 0;
 }
 
@@ -341,14 +348,7 @@ score_input_from_nodes(arena_t *a, const fhir_node_t *const *res, size_t n, int6
 		}
 	}
 	in->patient = patient;
-	in->observations = lists[0].items;
-	in->nobservations = lists[0].n;
-	in->conditions = lists[1].items;
-	in->nconditions = lists[1].n;
-	in->medication_requests = lists[2].items;
-	in->nmedication_requests = lists[2].n;
-	in->medication_statements = lists[3].items;
-	in->nmedication_statements = lists[3].n;
+	lists_to_input(lists, in);
 	*patient_id = pid;
 }
 
