@@ -20,5 +20,6 @@ int cmd_send(int argc, char **argv);
 int cmd_store(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_mappings(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 #endif
