@@ -32,7 +32,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 		"usage: fhirgate import [--mapping FILE.map] [OPTIONS] FILE...\n\n"
-		"Imports legacy records into the store (store.dir of the config): with --mapping,\n"
+		"Imports legacy records into the store (store.data_dir of the config): with --mapping,\n"
 		"CSV, fixed-width or XML files through a record map (docs/import.md); without it,\n"
 		"HL7 v2 files (FHS/BHS batches or plain files of messages) through the v2 mappings.\n"
 		"Records that cannot be used go to a reject file in the input's format\n"
@@ -44,7 +44,7 @@ usage(FILE *f)
 		"      --restart        ignore a checkpoint from an interrupted import\n"
 		"  -r, --rejects FILE   the reject file (one input only)\n"
 		"  -n, --dry-run        convert and print Bundles, write nothing\n"
-		"      --records N      with --dry-run: the first N records (default 1)\n"
+		"      --records N      with --dry-run: the first N records (default 1, 0: all)\n"
 		"      --explain        with --dry-run: which line made each element\n"
 		"  -q, --quiet          no progress\n"
 		"  -c FILE, --set key=value   configuration\n");

@@ -199,15 +199,20 @@ import_reject(import_t *im, record_reader_t *rd, slice_t raw, const char *where,
 	if ((rc = import_rejects_open(im)) < 0)
 		return rc;
 	buf_reset(&im->rbuf);
-	if (im->ck.reject_bytes == 0 && rd != NULL) {
-		buf_t close = BUF_INIT;
+	if (rd != NULL && (im->ck.reject_bytes == 0 || im->xml_close.len == 0)) {
 		slice_t h = record_reader_header(rd);
+		buf_t open = BUF_INIT;
 
-		buf_append(&im->rbuf, h.ptr, h.len);
-		if (h.len > 0 && h.ptr[h.len - 1] != '\n')
-			buf_append_byte(&im->rbuf, '\n');
-		record_reader_xml_frame(rd, &im->rbuf, &close);
-		buf_free(&close);
+		/* an XML reject document closes the ancestors its first record had */
+		buf_reset(&im->xml_close);
+		record_reader_xml_frame(rd, &open, &im->xml_close);
+		if (im->ck.reject_bytes == 0) {
+			buf_append(&im->rbuf, h.ptr, h.len);
+			if (h.len > 0 && h.ptr[h.len - 1] != '\n')
+				buf_append_byte(&im->rbuf, '\n');
+			buf_append(&im->rbuf, open.data, open.len);
+		}
+		buf_free(&open);
 	}
 	if (rd != NULL) {
 		record_reader_raw(rd, &im->rbuf);
@@ -408,13 +413,7 @@ import_records(import_t *im)
 		snprintf(im->err, im->errcap, "%s", record_reader_error(rd));
 		rc = -FG_EINVAL;
 	}
-	if (rc == 0 && im->rf != NULL && record_map_format(o->rm) == RECORD_XML) {
-		buf_t open = BUF_INIT;
-
-		record_reader_xml_frame(rd, &open, &im->xml_close);
-		buf_free(&open);
-	}
-	if (rc == 0 && im->xml_close.len > 0) {
+	if (rc == 0 && im->rf != NULL && im->xml_close.len > 0) {
 		if (fwrite(im->xml_close.data, 1, im->xml_close.len, im->rf) != im->xml_close.len)
 			rc = -FG_EIO;
 		im->ck.reject_bytes += im->xml_close.len;
@@ -487,8 +486,9 @@ import_hl7(import_t *im)
 		ingest_check(im->a, msgs[k].ptr, msgs[k].len, &io, c);
 		im->st->map_ns += time_mono_ns() - t0;
 		im->st->warnings += c->conv ? c->conv->nwarnings : 0;
+		/* segments end with CR, LF or CRLF: each is a line */
 		for (lp = lp ? lp : data; lp < msgs[k].ptr; lp++)
-			line += *lp == '\n';
+			line += *lp == '\n' || (*lp == '\r' && lp[1] != '\n');
 		snprintf(where, sizeof(where), "%s:%llu (message %zu)", im->path,
 			 (unsigned long long)line, k + 1);
 		if (o->dry_run) {
@@ -551,6 +551,7 @@ import_file(store_t *s, const char *path, const import_opts_t *o, import_stats_t
 	im.err = err;
 	im.errcap = errcap;
 	im.a = arena_new(1u << 20);
+	im.last_progress = time_mono_ns();
 	buf_init(&im.rbuf, 0);
 	buf_init(&im.xml_close, 0);
 	rc = import_identity(path, im.ckname, sizeof(im.ckname), &size);

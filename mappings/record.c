@@ -797,7 +797,8 @@ record_map_load(const char *shown, const char *data, size_t len, const char *dir
 		record_fail(&ps, 0, "record \"/export/visit\"", "XML records need a record path");
 	if (rm->format == RECORD_FIXED && rm->ncols == 0 && rm->have_reader)
 		record_fail(&ps, 0, "column NAME FIRST-LAST", "a fixed-width reader needs columns");
-	if (ps.errors == 0) {
+	/* the resource lines are checked even when the header has errors: every problem at once */
+	if (nres > 0) {
 		map_file_t *files = xcalloc(nres + 1, sizeof(*files));
 		char **paths = xcalloc(nres + 1, sizeof(*paths));
 

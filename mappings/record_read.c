@@ -575,6 +575,7 @@ reader_xml_next_node(record_reader_t *r, bool advance)
 		int depth = xmlTextReaderDepth(r->xr);
 
 		if (type == XML_READER_TYPE_DOCUMENT_TYPE) {
+			r->err[0] = '\0'; /* this says more than an undefined entity before it */
 			reader_set_error(r, "the document has a DOCTYPE: DTDs and entities are "
 					    "refused (remove the DOCTYPE line)");
 			return -1;
@@ -637,6 +638,14 @@ reader_xml_next_node(record_reader_t *r, bool advance)
 		}
 	}
 	if (rc < 0) {
+		xmlDocPtr doc = xmlTextReaderCurrentDoc(r->xr);
+
+		/* the parser may stop on an entity of the DTD before the DOCTYPE node comes out */
+		if (doc != NULL && (doc->intSubset != NULL || doc->extSubset != NULL)) {
+			r->err[0] = '\0';
+			reader_set_error(r, "the document has a DOCTYPE: DTDs and entities are "
+					    "refused (remove the DOCTYPE line)");
+		}
 		reader_set_error(r, "malformed XML");
 		return -1;
 	}
