@@ -486,9 +486,14 @@ record_rewrite(record_ps_t *ps, const char *line, size_t len)
 		usefmt = NULL;
 		if (date) {
 			if (record_take(&p, end, ',')) {
+				const char *at;
+
+				while (p < end && (*p == ' ' || *p == '\t'))
+					p++;
+				at = p;
 				if (!record_take_string(&p, end, fmt, sizeof(fmt)) ||
 				    !record_date_fmt_ok(fmt)) {
-					record_fail(ps, (unsigned)(p - line) + 1,
+					record_fail(ps, (unsigned)(at - line) + 1,
 						    "date(column(\"DOB\"), \"%d/%m/%Y\")",
 						    "expected a date format with a year");
 					free(out);
@@ -787,6 +792,7 @@ record_map_load(const char *shown, const char *data, size_t len, const char *dir
 				record_fail(&ps, 1, "a record either stores its %s or only refers to it",
 					    "%s is both stored and reference-only", rm->refonly[i]);
 			}
+	ps.lineno = 0; /* the problems below are the whole file's */
 	if (!rm->have_reader)
 		record_fail(&ps, 0, "start the file with: reader csv (or fixed, or xml)",
 			    "no reader declared");
@@ -1043,7 +1049,7 @@ record_date_to_dtm(slice_t v, const char *fmt, char *out, size_t cap)
 		case 'y':
 			if (record_digits(&p, end, 2, 2, &y) < 0)
 				return false;
-			y += y < 70 ? 2000 : 1900; /* POSIX strptime's pivot */
+			y += y < 69 ? 2000 : 1900; /* POSIX strptime's pivot */
 			continue;
 		case 'm':
 			dst = &mo;
