@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <libxml/xpath.h>
+#include <libxml/xpathInternals.h>
 
 #include "lib/err.h"
 #include "lib/hash.h"
@@ -387,6 +388,13 @@ record_word_at(const char *p, const char *end, const char *w)
 	return (size_t)(end - p) >= n && memcmp(p, w, n) == 0;
 }
 
+static void
+record_xpath_quiet(void *arg, xmlErrorPtr e)
+{
+	(void)arg;
+	(void)e;
+}
+
 /* Checks that a source fits the reader: a declared column, a compilable XPath. */
 static void
 record_check_source(record_ps_t *ps, record_src_t kind, const char *name, unsigned col)
@@ -395,13 +403,20 @@ record_check_source(record_ps_t *ps, record_src_t kind, const char *name, unsign
 
 	if (kind == RECORD_SRC_XPATH) {
 		xmlXPathCompExprPtr c;
+		xmlXPathContextPtr ctx;
 
 		if (rm->format != RECORD_XML) {
 			record_fail(ps, col, "xpath(...) reads XML records; use column(\"NAME\")",
 				    "xpath() with reader %s", record_format_name(rm->format));
 			return;
 		}
-		c = xmlXPathCompile((const xmlChar *)name);
+		ctx = xmlXPathNewContext(NULL);
+		ctx->error = record_xpath_quiet; /* the diagnostic below says it */
+		for (size_t i = 0; i < rm->nns; i++)
+			xmlXPathRegisterNs(ctx, (const xmlChar *)rm->ns[i].prefix,
+					   (const xmlChar *)rm->ns[i].uri);
+		c = xmlXPathCtxtCompile(ctx, (const xmlChar *)name);
+		xmlXPathFreeContext(ctx);
 		if (c == NULL)
 			record_fail(ps, col, "e.g. xpath(\"patient/@mrn\"), xpath(\"h:name\")",
 				    "not a valid XPath expression");
