@@ -30,24 +30,26 @@ typedef struct {
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-		"usage: fhirgate import [--mapping FILE.map] [OPTIONS] FILE...\n\n"
-		"Imports legacy records into the store (store.data_dir of the config): with --mapping,\n"
-		"CSV, fixed-width or XML files through a record map (docs/import.md); without it,\n"
-		"HL7 v2 files (FHS/BHS batches or plain files of messages) through the v2 mappings.\n"
-		"Records that cannot be used go to a reject file in the input's format\n"
-		"(NAME.rejected.EXT next to the input) with their reason on stderr; the exit\n"
-		"status is 1 when any record was rejected. An interrupted import resumes where\n"
-		"it stopped; the store may be in use by a running server.\n\n"
-		"  -m, --mapping FILE   the record map\n"
-		"  -b, --batch N        records per transaction (default 1000)\n"
-		"      --restart        ignore a checkpoint from an interrupted import\n"
-		"  -r, --rejects FILE   the reject file (one input only)\n"
-		"  -n, --dry-run        convert and print Bundles, write nothing\n"
-		"      --records N      with --dry-run: the first N records (default 1, 0: all)\n"
-		"      --explain        with --dry-run: which line made each element\n"
-		"  -q, --quiet          no progress\n"
-		"  -c FILE, --set key=value   configuration\n");
+	fprintf(
+	    f,
+	    "usage: fhirgate import [--mapping FILE.map] [OPTIONS] FILE...\n\n"
+	    "Imports legacy records into the store (store.data_dir of the config): with "
+	    "--mapping,\n"
+	    "CSV, fixed-width or XML files through a record map (docs/import.md); without it,\n"
+	    "HL7 v2 files (FHS/BHS batches or plain files of messages) through the v2 mappings.\n"
+	    "Records that cannot be used go to a reject file in the input's format\n"
+	    "(NAME.rejected.EXT next to the input) with their reason on stderr; the exit\n"
+	    "status is 1 when any record was rejected. An interrupted import resumes where\n"
+	    "it stopped; the store may be in use by a running server.\n\n"
+	    "  -m, --mapping FILE   the record map\n"
+	    "  -b, --batch N        records per transaction (default 1000)\n"
+	    "      --restart        ignore a checkpoint from an interrupted import\n"
+	    "  -r, --rejects FILE   the reject file (one input only)\n"
+	    "  -n, --dry-run        convert and print Bundles, write nothing\n"
+	    "      --records N      with --dry-run: the first N records (default 1, 0: all)\n"
+	    "      --explain        with --dry-run: which line made each element\n"
+	    "  -q, --quiet          no progress\n"
+	    "  -c FILE, --set key=value   configuration\n");
 }
 
 static void
@@ -84,7 +86,8 @@ on_progress(void *arg, const char *path, const import_stats_t *st, bool final)
 		for (int i = 0; i < 30; i++)
 			bar[i] = i < fill ? '#' : '.';
 		bar[30] = '\0';
-		fprintf(stderr, "\r%s [%s] %3d%% %s records  %.0f/s  ETA %d:%02d  rejected %llu\x1b[K",
+		fprintf(stderr,
+			"\r%s [%s] %3d%% %s records  %.0f/s  ETA %d:%02d  rejected %llu\x1b[K",
 			path, bar, (int)(frac * 100), recs, rate, (int)eta / 60, (int)eta % 60,
 			(unsigned long long)st->rejected);
 		if (final)
@@ -133,7 +136,10 @@ on_result(void *arg, const char *where, const map_result_t *r)
 
 			printf("%.*s/%.*s %s <- %s  (%s:%u)\n", (int)res->type.len, res->type.ptr,
 			       (int)res->id.len, res->id.ptr, e->path,
-			       src ? src : e->source ? e->source : "constant", e->file, e->line);
+			       src         ? src
+			       : e->source ? e->source
+					   : "constant",
+			       e->file, e->line);
 		}
 		printf("# source values that no mapping line used: %zu\n", r->nunused);
 		for (size_t i = 0; i < r->nunused; i++) {
@@ -234,10 +240,10 @@ cmd_import(int argc, char **argv)
 	maps_options(&cfg, &o.map_opt);
 	o.map_opt.explain = ui.explain;
 	if (mapping != NULL) {
-		int rc = record_map_load_file(mapping, cfg.mappings_dir,
-					      cfg.mappings_site_dir[0] ? cfg.mappings_site_dir
-								       : NULL,
-					      maps_diag_print, stderr, &rm);
+		int rc =
+		    record_map_load_file(mapping, cfg.mappings_dir,
+					 cfg.mappings_site_dir[0] ? cfg.mappings_site_dir : NULL,
+					 maps_diag_print, stderr, &rm);
 
 		if (rc < 0) {
 			fprintf(stderr, "fhirgate import: the record map %s has errors\n", mapping);
@@ -301,18 +307,20 @@ cmd_import(int argc, char **argv)
 			free(rp);
 		}
 		if (!ui.quiet && getenv("FHIRGATE_IMPORT_TIMINGS") != NULL)
-			fprintf(stderr, "%s: read %.2fs map %.2fs store %.2fs (%llu transactions)\n",
+			fprintf(stderr,
+				"%s: read %.2fs map %.2fs store %.2fs (%llu transactions)\n",
 				argv[i], (double)st.read_ns / 1e9, (double)st.map_ns / 1e9,
 				(double)st.store_ns / 1e9, (unsigned long long)st.batches);
 		ui.start_ns = time_mono_ns();
 	}
 	if (!o.dry_run) {
-		fprintf(stderr,
-			"import: %llu records read, %llu stored, %llu rejected; %llu resource writes, "
-			"%llu unchanged%s\n",
-			(unsigned long long)records, (unsigned long long)(records - rejected),
-			(unsigned long long)rejected, (unsigned long long)resources,
-			(unsigned long long)unchanged, skipped ? " (after resuming)" : "");
+		fprintf(
+		    stderr,
+		    "import: %llu records read, %llu stored, %llu rejected; %llu resource writes, "
+		    "%llu unchanged%s\n",
+		    (unsigned long long)records, (unsigned long long)(records - rejected),
+		    (unsigned long long)rejected, (unsigned long long)resources,
+		    (unsigned long long)unchanged, skipped ? " (after resuming)" : "");
 	}
 	if (rejected > 0)
 		status = 1;

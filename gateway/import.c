@@ -3,18 +3,20 @@
  * resources, so that a killed import resumes at the first record it had not committed. */
 #include "config.h"
 
+#include "gateway/import.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 
-#include "gateway/import.h"
 #include "gateway/ingest.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
@@ -23,7 +25,7 @@
 #include "lib/xalloc.h"
 
 /* Bytes at each end of a file that, with its size, identify it for its checkpoint. */
-#define IMPORT_ID_BLOCK (1u << 20)
+#define IMPORT_ID_BLOCK    (1u << 20)
 #define IMPORT_CKPT_FORMAT 1
 
 /* The checkpoint: where the next record starts and what was done up to there. */
@@ -504,7 +506,8 @@ import_hl7(import_t *im)
 		if (c->dead) {
 			char why[300];
 
-			snprintf(why, sizeof(why), "%s: %s", ingest_stage_name(c->stage), c->err.text);
+			snprintf(why, sizeof(why), "%s: %s", ingest_stage_name(c->stage),
+				 c->err.text);
 			if ((rc = import_reject(im, NULL, msgs[k], where, why)) < 0)
 				break;
 		} else {

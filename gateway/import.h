@@ -16,14 +16,14 @@
 #include "store/store.h"
 
 typedef struct {
-	uint64_t records;   /* records (messages) read in this run, resumed ones not counted */
-	uint64_t accepted;  /* of which stored */
-	uint64_t rejected;  /* of which written to the reject file */
-	uint64_t skipped;   /* records before the checkpoint this run resumed from */
-	uint64_t resources; /* resource upserts */
-	uint64_t unchanged; /* of which byte-identical to the stored version: nothing written */
-	uint64_t warnings;  /* mapping warnings (a code no vocabulary has, ...) */
-	uint64_t batches;   /* transactions committed */
+	uint64_t records;      /* records (messages) read in this run, resumed ones not counted */
+	uint64_t accepted;     /* of which stored */
+	uint64_t rejected;     /* of which written to the reject file */
+	uint64_t skipped;      /* records before the checkpoint this run resumed from */
+	uint64_t resources;    /* resource upserts */
+	uint64_t unchanged;    /* of which byte-identical to the stored version: nothing written */
+	uint64_t warnings;     /* mapping warnings (a code no vocabulary has, ...) */
+	uint64_t batches;      /* transactions committed */
 	uint64_t offset, size; /* input bytes read so far, and in all */
 	bool resumed;
 	/* time per stage (monotonic ns): reading, mapping (record -> resources, serialized),
@@ -44,8 +44,8 @@ typedef struct {
 	const record_map_t *rm; /* the record map; NULL: the files are HL7 v2 (batch) files */
 	const map_set_t *maps;  /* HL7 v2 files: the v2 mappings */
 	map_options_t map_opt;
-	size_t batch;      /* records per transaction; 0: 1000 */
-	bool restart;      /* ignore (and replace) a checkpoint of the file */
+	size_t batch;        /* records per transaction; 0: 1000 */
+	bool restart;        /* ignore (and replace) a checkpoint of the file */
 	const char *rejects; /* the reject file; NULL: next to the input, "NAME.rejected.EXT" */
 	/* dry run: convert the first dry_run_max records (0: all), give them to on_result and
 	 * write nothing (store may be NULL) */
@@ -62,8 +62,8 @@ typedef struct {
  * rejected: see st), or a negative error with the reason in err (a file that cannot be read, a
  * DOCTYPE, malformed XML, a store error): what was committed before stays, with its
  * checkpoint. */
-int import_file(store_t *s, const char *path, const import_opts_t *o, import_stats_t *st,
-		char *err, size_t errcap);
+int import_file(store_t *s, const char *path, const import_opts_t *o, import_stats_t *st, char *err,
+		size_t errcap);
 
 /* The default reject file of an input ("in/patients.csv" -> "in/patients.rejected.csv");
  * caller frees. */

@@ -3,6 +3,8 @@
  * one segment map per resource over the pseudo segment ZRC, then loaded by the mapping engine. */
 #include "config.h"
 
+#include "mappings/record.h"
+
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,7 +17,6 @@
 #include "lib/err.h"
 #include "lib/hash.h"
 #include "lib/xalloc.h"
-#include "mappings/record.h"
 #include "mappings/record_int.h"
 
 /* Longest record map accepted. */
@@ -33,8 +34,7 @@ typedef struct {
 	size_t nlines;
 } record_ps_t;
 
-static void
-record_fail(record_ps_t *ps, unsigned col, const char *hint, const char *fmt, ...)
+static void record_fail(record_ps_t *ps, unsigned col, const char *hint, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static void
@@ -187,8 +187,9 @@ record_parse_header(record_ps_t *ps, record_lex_t *lx)
 		if (lx->kind == 'w' && record_lex_is(lx, "tab")) {
 			strcpy(lx->str, "\t");
 		} else if (lx->kind != 's' || strlen(lx->str) != 1) {
-			record_fail(ps, lx->col, sep ? "separator \",\"  or  separator tab"
-						     : "quote \"\\\"\"  or  quote \"'\"",
+			record_fail(ps, lx->col,
+				    sep ? "separator \",\"  or  separator tab"
+					: "quote \"\\\"\"  or  quote \"'\"",
 				    "expected one character in quotes");
 			return;
 		}
@@ -272,14 +273,16 @@ record_parse_header(record_ps_t *ps, record_lex_t *lx)
 		memset(&c, 0, sizeof(c));
 		record_lex_next(lx);
 		if (lx->kind != 'w' && lx->kind != 's') {
-			record_fail(ps, lx->col, "column MRN 1-10  (fixed)  or  column MRN 3  (csv)",
+			record_fail(ps, lx->col,
+				    "column MRN 1-10  (fixed)  or  column MRN 3  (csv)",
 				    "expected a column name");
 			return;
 		}
 		c.name = lx->kind == 's' ? xstrdup(lx->str) : xmemdup0(lx->tp, lx->tlen);
 		record_lex_next(lx);
 		if (lx->kind != 'n' || (c.start = record_lex_num(lx)) == 0) {
-			record_fail(ps, lx->col, "column MRN 1-10  (fixed)  or  column MRN 3  (csv)",
+			record_fail(ps, lx->col,
+				    "column MRN 1-10  (fixed)  or  column MRN 3  (csv)",
 				    "expected its position (1 is the first)");
 			free(c.name);
 			return;
@@ -306,10 +309,11 @@ record_parse_header(record_ps_t *ps, record_lex_t *lx)
 		rm->cols = xreallocarray(rm->cols, rm->ncols + 1, sizeof(*rm->cols));
 		rm->cols[rm->ncols++] = c;
 	} else {
-		record_fail(ps, col,
-			    "the header has reader, separator, quote, header, encoding, "
-			    "date-format, column, record and namespace lines; then 'resource Type[n]'",
-			    "unknown header line");
+		record_fail(
+		    ps, col,
+		    "the header has reader, separator, quote, header, encoding, "
+		    "date-format, column, record and namespace lines; then 'resource Type[n]'",
+		    "unknown header line");
 		return;
 	}
 	if (lx->kind == '!')
@@ -336,8 +340,8 @@ record_field_add(record_map_t *rm, record_src_t kind, const char *name, const ch
 	rm->fields[rm->nfields].name = xstrdup(name);
 	rm->fields[rm->nfields].date_fmt = fmt ? xstrdup(fmt) : NULL;
 	rm->fields[rm->nfields].shown =
-	    fmt ? xasprintf("date(%s(\"%s\"), \"%s\")", kind == RECORD_SRC_XPATH ? "xpath" : "column",
-			    name, fmt)
+	    fmt ? xasprintf("date(%s(\"%s\"), \"%s\")",
+			    kind == RECORD_SRC_XPATH ? "xpath" : "column", name, fmt)
 		: xasprintf("%s(\"%s\")", kind == RECORD_SRC_XPATH ? "xpath" : "column", name);
 	return (unsigned)++rm->nfields;
 }
@@ -424,19 +428,19 @@ record_check_source(record_ps_t *ps, record_src_t kind, const char *name, unsign
 		return;
 	}
 	if (rm->format == RECORD_XML) {
-		record_fail(ps, col, "XML records take xpath(\"...\")",
-			    "column() with reader xml");
+		record_fail(ps, col, "XML records take xpath(\"...\")", "column() with reader xml");
 		return;
 	}
 	if (rm->format == RECORD_FIXED || !rm->header) {
 		for (size_t i = 0; i < rm->ncols; i++)
 			if (strcmp(rm->cols[i].name, name) == 0)
 				return;
-		record_fail(ps, col,
-			    rm->format == RECORD_FIXED
-				? "declare it in the header: column NAME FIRST-LAST"
-				: "declare it in the header (column NAME POSITION), or say header yes",
-			    "no column '%s' is declared", name);
+		record_fail(
+		    ps, col,
+		    rm->format == RECORD_FIXED
+			? "declare it in the header: column NAME FIRST-LAST"
+			: "declare it in the header (column NAME POSITION), or say header yes",
+		    "no column '%s' is declared", name);
 	}
 }
 
@@ -524,7 +528,8 @@ record_rewrite(record_ps_t *ps, const char *line, size_t len)
 				goto bad;
 		}
 		if (name[0] == '\0') {
-			record_fail(ps, (unsigned)(start - line) + 1, NULL, "empty column or XPath");
+			record_fail(ps, (unsigned)(start - line) + 1, NULL,
+				    "empty column or XPath");
 			free(out);
 			return NULL;
 		}
@@ -564,8 +569,8 @@ typedef struct {
 
 /* Appends line (or an empty line) to every text so that line numbers stay the file's. */
 static void
-record_texts_add(buf_t *msg, record_res_t *res, size_t nres, size_t target_res, const char *seg_line,
-		 const char *msg_line)
+record_texts_add(buf_t *msg, record_res_t *res, size_t nres, size_t target_res,
+		 const char *seg_line, const char *msg_line)
 {
 	buf_append_cstr(msg, msg_line ? msg_line : "");
 	buf_append_byte(msg, '\n');
@@ -762,8 +767,8 @@ record_map_load(const char *shown, const char *data, size_t len, const char *dir
 				record_texts_add(&msg, res, nres, SIZE_MAX, NULL, NULL);
 				goto next;
 			}
-			mline = xasprintf("%s[%u] <- ZRC as ZRC[%s-R%u] %s", r.type, r.index, r.type,
-					  r.index, rest);
+			mline = xasprintf("%s[%u] <- ZRC as ZRC[%s-R%u] %s", r.type, r.index,
+					  r.type, r.index, rest);
 			{
 				size_t plen = strlen(mline) - strlen(rest);
 
@@ -804,7 +809,8 @@ record_map_load(const char *shown, const char *data, size_t len, const char *dir
 		for (size_t k = 0; k < nres; k++)
 			if (strcmp(res[k].type, rm->refonly[i]) == 0 && !res[k].refonly) {
 				ps.lineno = res[k].lineno;
-				record_fail(&ps, 1, "a record either stores its %s or only refers to it",
+				record_fail(&ps, 1,
+					    "a record either stores its %s or only refers to it",
 					    "%s is both stored and reference-only", rm->refonly[i]);
 			}
 	ps.lineno = 0; /* the problems below are the whole file's */
@@ -826,7 +832,8 @@ record_map_load(const char *shown, const char *data, size_t len, const char *dir
 		paths[0] = xstrdup("messages/ZRC_R01.map");
 		files[0] = (map_file_t){paths[0], shown, msg.data, msg.len, false};
 		for (size_t i = 0; i < nres; i++) {
-			paths[i + 1] = xasprintf("segments/ZRC-%s-R%u.map", res[i].type, res[i].index);
+			paths[i + 1] =
+			    xasprintf("segments/ZRC-%s-R%u.map", res[i].type, res[i].index);
 			files[i + 1] = (map_file_t){paths[i + 1], shown, res[i].text.data,
 						    res[i].text.len, false};
 		}
@@ -998,8 +1005,7 @@ record_escape(buf_t *b, slice_t v)
 }
 
 int
-record_to_msg(const record_map_t *rm, const record_t *rec, slice_t key, arena_t *a,
-	      hl7_msg_t **out)
+record_to_msg(const record_map_t *rm, const record_t *rec, slice_t key, arena_t *a, hl7_msg_t **out)
 {
 	buf_t b = BUF_INIT;
 	hl7_limits_t lim;

@@ -5,6 +5,9 @@
  * file. */
 #include "config.h"
 
+#include <sys/mman.h>
+#include <sys/stat.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -12,8 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libxml/tree.h>
@@ -65,8 +66,8 @@ struct record_reader {
 	uint64_t size;
 };
 
-static void
-reader_set_error(record_reader_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reader_set_error(record_reader_t *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void
 reader_set_error(record_reader_t *r, const char *fmt, ...)
@@ -134,10 +135,10 @@ reader_ns_uri(const record_map_t *rm, const char *prefix)
 }
 
 /* Windows-1252's 0x80-0x9f; 0 where it has no character (then Latin-1's C1 control). */
-static const uint16_t cp1252[32] = {
-    0x20ac, 0,      0x201a, 0x0192, 0x201e, 0x2026, 0x2020, 0x2021, 0x02c6, 0x2030, 0x0160,
-    0x2039, 0x0152, 0,      0x017d, 0,      0,      0x2018, 0x2019, 0x201c, 0x201d, 0x2022,
-    0x2013, 0x2014, 0x02dc, 0x2122, 0x0161, 0x203a, 0x0153, 0,      0x017e, 0x0178};
+static const uint16_t cp1252[32] = {0x20ac, 0,      0x201a, 0x0192, 0x201e, 0x2026, 0x2020, 0x2021,
+				    0x02c6, 0x2030, 0x0160, 0x2039, 0x0152, 0,      0x017d, 0,
+				    0,      0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014,
+				    0x02dc, 0x2122, 0x0161, 0x203a, 0x0153, 0,      0x017e, 0x0178};
 
 static void
 reader_put_cp(buf_t *b, unsigned c)
@@ -171,7 +172,10 @@ reader_utf8_valid(const unsigned char *s, size_t n)
 			i++;
 			continue;
 		}
-		k = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+		k = c >= 0xc2 && c <= 0xdf   ? 2
+		    : c >= 0xe0 && c <= 0xef ? 3
+		    : c >= 0xf0 && c <= 0xf4 ? 4
+					     : 0;
 		if (k == 0 || i + k > n)
 			return false;
 		for (size_t j = 1; j < k; j++)
@@ -233,9 +237,10 @@ reader_csv_row(record_reader_t *r, const char **bad)
 				const char *q = memchr(p, rm->quote, (size_t)(end - p));
 
 				if (q == NULL || (size_t)(q - row) > RECORD_ROW_BYTES_MAX) {
-					*bad = q == NULL ? "a quote is never closed"
-							 : "a quoted value is too long (quote never "
-							   "closed?)";
+					*bad = q == NULL
+						   ? "a quote is never closed"
+						   : "a quoted value is too long (quote never "
+						     "closed?)";
 					for (const char *c = p; c < (q ? q : end); c++)
 						r->line += *c == '\n';
 					p = q ? q + 1 : end;
@@ -348,13 +353,15 @@ reader_fields_from_cells(record_reader_t *r, record_t *rec)
 		r->val_len[i] = 0;
 		if (c < 0 || (size_t)c >= r->ncells) {
 			if (rec->error == NULL && rm->format == RECORD_CSV) {
-				snprintf(r->why, sizeof(r->why), "column %s: missing (the row has %zu fields)",
-					 f->name, r->ncells);
+				snprintf(r->why, sizeof(r->why),
+					 "column %s: missing (the row has %zu fields)", f->name,
+					 r->ncells);
 				rec->error = r->why;
 			}
 			continue;
 		}
-		if (!reader_put_text(rm, &r->vals, r->cells.data + r->cell_off[c], r->cell_len[c]) &&
+		if (!reader_put_text(rm, &r->vals, r->cells.data + r->cell_off[c],
+				     r->cell_len[c]) &&
 		    rec->error == NULL) {
 			snprintf(r->why, sizeof(r->why),
 				 "column %s: not valid UTF-8 (is the file's encoding declared?)",
@@ -363,9 +370,10 @@ reader_fields_from_cells(record_reader_t *r, record_t *rec)
 		}
 		r->val_len[i] = r->vals.len - off;
 	}
-	if (rec->error == NULL && rm->format == RECORD_CSV && r->rowmax > 0 && r->ncells != r->rowmax) {
-		snprintf(r->why, sizeof(r->why), "the row has %zu fields, the header %zu", r->ncells,
-			 r->rowmax);
+	if (rec->error == NULL && rm->format == RECORD_CSV && r->rowmax > 0 &&
+	    r->ncells != r->rowmax) {
+		snprintf(r->why, sizeof(r->why), "the row has %zu fields, the header %zu",
+			 r->ncells, r->rowmax);
 		rec->error = r->why;
 	}
 }
@@ -386,7 +394,8 @@ reader_finish_fields(record_reader_t *r, record_t *rec)
 		v = slice_make(r->vals.data + r->val_off[i], r->val_len[i]);
 		if (!record_date_to_dtm(v, f->date_fmt, dtm, sizeof(dtm))) {
 			if (rec->error == NULL) {
-				snprintf(r->why, sizeof(r->why), "%s %s: not a date in the format %s",
+				snprintf(r->why, sizeof(r->why),
+					 "%s %s: not a date in the format %s",
 					 f->kind == RECORD_SRC_XPATH ? "xpath" : "column", f->name,
 					 f->date_fmt);
 				rec->error = r->why;
@@ -399,7 +408,8 @@ reader_finish_fields(record_reader_t *r, record_t *rec)
 		buf_append(&r->vals, dtm, r->val_len[i]);
 	}
 	for (size_t i = 0; i < rm->nfields; i++)
-		r->fields[i] = slice_make(r->vals.data ? r->vals.data + r->val_off[i] : "", r->val_len[i]);
+		r->fields[i] =
+		    slice_make(r->vals.data ? r->vals.data + r->val_off[i] : "", r->val_len[i]);
 	rec->fields = r->fields;
 	rec->nfields = rm->nfields;
 }
@@ -415,8 +425,9 @@ reader_text_header(record_reader_t *r, char *err, size_t errcap)
 		for (size_t i = 0; i < rm->nfields; i++)
 			for (size_t c = 0; c < rm->ncols; c++)
 				if (strcmp(rm->cols[c].name, rm->fields[i].name) == 0)
-					r->col_of[i] =
-					    rm->format == RECORD_FIXED ? (int)c : (int)rm->cols[c].start - 1;
+					r->col_of[i] = rm->format == RECORD_FIXED
+							   ? (int)c
+							   : (int)rm->cols[c].start - 1;
 		return 0;
 	}
 	{
@@ -432,13 +443,15 @@ reader_text_header(record_reader_t *r, char *err, size_t errcap)
 		for (size_t i = 0; i < rm->nfields; i++) {
 			for (size_t c = 0; c < r->ncells && r->col_of[i] < 0; c++) {
 				buf_reset(&name);
-				reader_put_text(rm, &name, r->cells.data + r->cell_off[c], r->cell_len[c]);
+				reader_put_text(rm, &name, r->cells.data + r->cell_off[c],
+						r->cell_len[c]);
 				if (name.len == strlen(rm->fields[i].name) &&
 				    memcmp(name.data, rm->fields[i].name, name.len) == 0)
 					r->col_of[i] = (int)c;
 			}
 			if (r->col_of[i] < 0) {
-				snprintf(err, errcap, "the header has no column '%s'", rm->fields[i].name);
+				snprintf(err, errcap, "the header has no column '%s'",
+					 rm->fields[i].name);
 				buf_free(&name);
 				return -FG_EINVAL;
 			}
@@ -546,7 +559,8 @@ reader_xml_start_tag(xmlTextReaderPtr xr)
 			if (xmlTextReaderIsNamespaceDecl(xr) == 1) {
 				xmlChar *v = xmlTextReaderValue(xr);
 
-				buf_printf(&b, " %s=\"%s\"", (const char *)xmlTextReaderConstName(xr),
+				buf_printf(&b, " %s=\"%s\"",
+					   (const char *)xmlTextReaderConstName(xr),
 					   (const char *)v);
 				xmlFree(v);
 			}
@@ -705,7 +719,8 @@ reader_open_common(record_reader_t *r, uint64_t offset, uint64_t number, char *e
 
 			if (n <= 0) {
 				snprintf(err, errcap, "%s",
-					 n < 0 ? r->err : "the file has fewer records than the checkpoint");
+					 n < 0 ? r->err
+					       : "the file has fewer records than the checkpoint");
 				return -FG_EINVAL;
 			}
 			r->number++;
@@ -813,7 +828,8 @@ record_reader_next(record_reader_t *r, record_t *rec)
 		if (rm->format == RECORD_CSV) {
 			rc = reader_csv_row(r, &bad);
 			if (rc == 1 && bad == NULL && reader_row_blank(r))
-				continue; /* blank lines (a trailing one, above all) are no records */
+				continue; /* blank lines (a trailing one, above all) are no records
+					   */
 		} else {
 			rc = reader_fixed_row(r);
 			if (rc == 2)

@@ -84,10 +84,10 @@ read_all(record_map_t *rm, const char *data, size_t len, int *rc_out)
 	return out.data;
 }
 
-#define CSV_MAP(extra)                                                                             \
-	"reader csv\n" extra "\nresource Patient[1]\n"                                             \
-	"identifier[1].value <- column(\"a\")\n"                                                   \
-	"name[1].family <- column(\"b\")\n"                                                        \
+#define CSV_MAP(extra)                                 \
+	"reader csv\n" extra "\nresource Patient[1]\n" \
+	"identifier[1].value <- column(\"a\")\n"       \
+	"name[1].family <- column(\"b\")\n"            \
 	"birthDate <- date(column(\"c\"))\n"
 
 static void
@@ -208,11 +208,13 @@ test_csv_without_header(void **state)
 static void
 test_fixed_width(void **state)
 {
-	record_map_t *rm = load("reader fixed\nencoding latin1\ndate-format \"%Y%m%d\"\n"
-				"column mrn 1-6\ncolumn name 7-16\ncolumn dob 17-24\n"
-				"resource Patient[1]\nidentifier[1].value <- column(\"mrn\")\n"
-				"name[1].family <- column(\"name\")\nbirthDate <- date(column(\"dob\"))\n");
-	const char data[] = "000123M\xfcller    19610403\r\n\r\n000124Short\n000125Bad       19611340\n";
+	record_map_t *rm =
+	    load("reader fixed\nencoding latin1\ndate-format \"%Y%m%d\"\n"
+		 "column mrn 1-6\ncolumn name 7-16\ncolumn dob 17-24\n"
+		 "resource Patient[1]\nidentifier[1].value <- column(\"mrn\")\n"
+		 "name[1].family <- column(\"name\")\nbirthDate <- date(column(\"dob\"))\n");
+	const char data[] =
+	    "000123M\xfcller    19610403\r\n\r\n000124Short\n000125Bad       19611340\n";
 	int rc;
 	char *got;
 
@@ -226,9 +228,9 @@ test_fixed_width(void **state)
 	record_map_free(rm);
 }
 
-#define XML_MAP(path)                                                                              \
-	"reader xml\nrecord \"" path "\"\nnamespace h = \"urn:x\"\n"                               \
-	"resource Patient[1]\nidentifier[1].value <- xpath(\"@id\")\n"                             \
+#define XML_MAP(path)                                                  \
+	"reader xml\nrecord \"" path "\"\nnamespace h = \"urn:x\"\n"   \
+	"resource Patient[1]\nidentifier[1].value <- xpath(\"@id\")\n" \
 	"name[1].family <- xpath(\"h:name\")\nbirthDate <- date(xpath(\"h:dob\"))\n"
 
 static void
@@ -317,14 +319,15 @@ test_map_errors(void **state)
 			 "nmae[1].family <- column(\"b\")\n"
 			 "gender <- column(\"s\") via NoSuchVocab\n"
 			 "birthDate <- date(column(\"d\"), \"%d.%m\")\n"));
-	assert_string_equal(diag_text(), "test.map:2:7: expected one character in quotes (quote "
-					 "\"\\\"\"  or  quote \"'\")\n"
-					 "test.map:6:32: expected a date format with a year "
-					 "(date(column(\"DOB\"), \"%d/%m/%Y\"))\n"
-					 "test.map:4:1: Patient has no element 'nmae' (did you mean "
-					 "'name'?)\n"
-					 "test.map:5:27: unknown vocabulary NoSuchVocab (vocabularies "
-					 "are vocab/NAME.csv files)\n");
+	assert_string_equal(diag_text(),
+			    "test.map:2:7: expected one character in quotes (quote "
+			    "\"\\\"\"  or  quote \"'\")\n"
+			    "test.map:6:32: expected a date format with a year "
+			    "(date(column(\"DOB\"), \"%d/%m/%Y\"))\n"
+			    "test.map:4:1: Patient has no element 'nmae' (did you mean "
+			    "'name'?)\n"
+			    "test.map:5:27: unknown vocabulary NoSuchVocab (vocabularies "
+			    "are vocab/NAME.csv files)\n");
 	assert_null(load("resource Patient[1]\nid <- hash(xpath(\"@id\"))\n"));
 	assert_string_equal(diag_text(),
 			    "test.map:2:12: xpath() with reader csv (xpath(...) reads XML records; "
@@ -360,8 +363,8 @@ test_dates(void **state)
 	assert_true(record_date_to_dtm(slice_cstr("2000-02-29"), "%Y-%m-%d", out, sizeof(out)));
 	assert_false(record_date_to_dtm(slice_cstr("1900-02-29"), "%Y-%m-%d", out, sizeof(out)));
 	assert_false(record_date_to_dtm(slice_cstr("1961-04-03x"), "%Y-%m-%d", out, sizeof(out)));
-	assert_false(record_date_to_dtm(slice_cstr("1961-04-03 24:00"), "%Y-%m-%d %H:%M", out,
-					sizeof(out)));
+	assert_false(
+	    record_date_to_dtm(slice_cstr("1961-04-03 24:00"), "%Y-%m-%d %H:%M", out, sizeof(out)));
 }
 
 /* The rule of segments/PID-Patient.map: a CSV row and a PID-3 of the same MRN and authority

@@ -799,8 +799,9 @@ test_checkpoint(void **state)
 	assert_int_equal(store_txn_commit(t), 0);
 	assert_int_equal(store_txn_begin(s, true, &t), 0);
 	assert_int_equal(store_checkpoint_get(t, SLICE_LIT("import:ab"), &v), -FG_ENOTFOUND);
-	assert_int_equal(store_checkpoint_put(t, SLICE_LIT("import:ab"), slice_make(big, sizeof(big))),
-			 -FG_EINVAL);
+	assert_int_equal(
+	    store_checkpoint_put(t, SLICE_LIT("import:ab"), slice_make(big, sizeof(big))),
+	    -FG_EINVAL);
 	assert_int_equal(store_txn_commit(t), -FG_EINVAL);
 	store_close(s);
 }
