@@ -128,7 +128,11 @@ on_result(void *arg, const char *where, const map_result_t *r)
 			       (int)r->resources[i].type.len, r->resources[i].type.ptr,
 			       (int)r->resources[i].id.len, r->resources[i].id.ptr);
 	if (ui->explain) {
-		printf("# explain: %s\n", r->map_name);
+		size_t nunused = 0;
+
+		for (size_t i = 0; i < r->nunused; i++)
+			nunused += ui->rm == NULL || strcmp(r->unused[i].segment, "MSH") != 0;
+		printf("# explain: %s\n", ui->rm ? record_map_name(ui->rm) : r->map_name);
 		for (size_t i = 0; i < r->nexplain; i++) {
 			const map_explain_t *e = &r->explain[i];
 			const map_resource_t *res = &r->resources[e->resource];
@@ -141,11 +145,15 @@ on_result(void *arg, const char *where, const map_result_t *r)
 					   : "constant",
 			       e->file, e->line);
 		}
-		printf("# source values that no mapping line used: %zu\n", r->nunused);
+		printf("# source values that no mapping line used: %zu\n", nunused);
 		for (size_t i = 0; i < r->nunused; i++) {
 			const map_unused_t *u = &r->unused[i];
 			char ref[32];
 			const char *src;
+
+			/* a record's MSH is made up here: nothing in it is the input's */
+			if (ui->rm != NULL && strcmp(u->segment, "MSH") == 0)
+				continue;
 
 			snprintf(ref, sizeof(ref), "%s-%u", u->segment, u->field);
 			src = ui->rm ? record_map_source_name(ui->rm, ref) : NULL;

@@ -63,6 +63,7 @@ struct record_reader {
 	char **open_names;
 	size_t nopen;
 	char *names[258], *uris[258]; /* the current element's ancestors and itself */
+	xmlDocPtr doc;                /* taken from the reader after an error */
 	uint64_t size;
 };
 
@@ -652,7 +653,8 @@ reader_xml_next_node(record_reader_t *r, bool advance)
 		}
 	}
 	if (rc < 0) {
-		xmlDocPtr doc = xmlTextReaderCurrentDoc(r->xr);
+		/* after this call the document is ours to free (record_reader_free) */
+		xmlDocPtr doc = r->doc ? r->doc : (r->doc = xmlTextReaderCurrentDoc(r->xr));
 
 		/* the parser may stop on an entity of the DTD before the DOCTYPE node comes out */
 		if (doc != NULL && (doc->intSubset != NULL || doc->extSubset != NULL)) {
@@ -929,6 +931,8 @@ record_reader_free(record_reader_t *r)
 		xmlXPathFreeContext(r->xctx);
 	if (r->xr != NULL)
 		xmlFreeTextReader(r->xr);
+	if (r->doc != NULL)
+		xmlFreeDoc(r->doc);
 	for (size_t i = 0; i < r->nopen; i++) {
 		free(r->open_tags[i]);
 		free(r->open_names[i]);
