@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,29 @@ typedef struct {
 	size_t nres;
 } import_item_t;
 
+/* Records mapped and waiting for their transaction, in their arena. */
 typedef struct {
+	arena_t *a;
+	import_item_t *items;
+	size_t nitems, cap;
+} import_batch_t;
+
+typedef struct import import_t;
+
+/* One batch's commit: what the commit thread needs, and what it reports. */
+typedef struct {
+	import_t *im;
+	import_batch_t *b;
+	import_ckpt_t ck;
+	bool done;
+	int reject_fd;
+	int rc;
+	size_t unchanged;
+	uint64_t ns;
+	char err[300];
+} import_commit_t;
+
+struct import {
 	store_t *s;
 	const import_opts_t *o;
 	const char *path;
@@ -51,16 +74,18 @@ typedef struct {
 	size_t errcap;
 	char ckname[80];
 	import_ckpt_t ck;
-	arena_t *a; /* the batch's */
-	import_item_t *items;
-	size_t nitems, cap;
+	import_batch_t batches[2];
+	import_batch_t *cur; /* being filled; the other may be committing */
+	import_commit_t job;
+	pthread_t thread;
+	bool running, threaded;
 	/* reject file */
 	char *reject_path;
 	FILE *rf;
 	buf_t rbuf;
 	buf_t xml_close;
 	uint64_t last_progress;
-} import_t;
+};
 
 char *
 import_reject_path(const char *input)
@@ -231,45 +256,44 @@ import_reject(import_t *im, record_reader_t *rd, slice_t raw, const char *where,
 	return 0;
 }
 
-/* Commits the batch with the checkpoint (offset/number: where the next record starts); done:
- * the file is finished, the checkpoint goes. */
-static int
-import_flush(import_t *im, bool done)
+/* A batch's transaction: its items and the checkpoint as of its last record; run in the commit
+ * thread while the next batch is being mapped, or inline. */
+static void *
+import_commit_run(void *arg)
 {
+	import_commit_t *j = arg;
+	import_t *im = j->im;
 	uint64_t t0 = time_mono_ns(), now = time_now_ns();
 	store_txn_t *t;
 	buf_t v = BUF_INIT;
-	size_t unchanged = 0;
-	int rc;
+	int rc = 0;
 
-	if (im->o->dry_run) {
-		im->nitems = 0;
-		arena_reset(im->a);
-		return 0;
-	}
+	j->unchanged = 0;
 	/* the rejects of the batch are on disk before the checkpoint that counts them */
-	if (im->rf != NULL && (fflush(im->rf) != 0 || fdatasync(fileno(im->rf)) != 0)) {
-		snprintf(im->err, im->errcap, "%s: %s", im->reject_path, strerror(errno));
-		return -FG_EIO;
+	if (j->reject_fd >= 0 && fdatasync(j->reject_fd) != 0) {
+		snprintf(j->err, sizeof(j->err), "%s: %s", im->reject_path, strerror(errno));
+		j->rc = -FG_EIO;
+		return NULL;
 	}
 	rc = store_txn_begin(im->s, true, &t);
-	for (size_t i = 0; rc == 0 && i < im->nitems; i++) {
-		import_item_t *it = &im->items[i];
+	for (size_t i = 0; rc == 0 && i < j->b->nitems; i++) {
+		import_item_t *it = &j->b->items[i];
 
 		if (it->check != NULL) {
 			ingest_outcome_t out;
 
 			rc = ingest_record(t, it->check, it->raw, it->peer, now, &out);
 			if (rc == 0 && out.duplicate)
-				unchanged += it->check->nres;
+				j->unchanged += it->check->nres;
 		} else {
-			rc = ingest_store_resources(t, it->res, it->nres, now, &unchanged);
+			rc = ingest_store_resources(t, it->res, it->nres, now, &j->unchanged);
 		}
 	}
-	if (rc == 0 && done) {
+	if (rc == 0 && j->done) {
 		rc = store_checkpoint_del(t, slice_cstr(im->ckname));
 	} else if (rc == 0) {
-		import_ckpt_encode(&im->ck, &v);
+		j->ck.unchanged += j->unchanged;
+		import_ckpt_encode(&j->ck, &v);
 		rc = store_checkpoint_put(t, slice_cstr(im->ckname), buf_slice(&v));
 	}
 	buf_free(&v);
@@ -277,28 +301,86 @@ import_flush(import_t *im, bool done)
 		rc = store_txn_commit(t);
 	else
 		store_txn_abort(t);
-	if (rc < 0) {
-		snprintf(im->err, im->errcap, "store: %s %s", fg_strerror(rc), store_last_error());
-		return rc;
+	if (rc < 0)
+		snprintf(j->err, sizeof(j->err), "store: %s %s", fg_strerror(rc),
+			 store_last_error());
+	j->rc = rc;
+	j->ns = time_mono_ns() - t0;
+	return NULL;
+}
+
+/* Waits for the batch being committed, if any, and takes its result. */
+static int
+import_join(import_t *im)
+{
+	import_commit_t *j = &im->job;
+
+	if (!im->running)
+		return 0;
+	if (im->threaded)
+		pthread_join(im->thread, NULL);
+	im->running = im->threaded = false;
+	j->b->nitems = 0;
+	arena_reset(j->b->a);
+	if (j->rc < 0) {
+		snprintf(im->err, im->errcap, "%s", j->err);
+		return j->rc;
 	}
 	im->st->batches++;
-	im->st->unchanged += unchanged;
-	im->ck.unchanged += unchanged;
-	im->nitems = 0;
-	arena_reset(im->a);
-	im->st->store_ns += time_mono_ns() - t0;
+	im->st->unchanged += j->unchanged;
+	im->ck.unchanged += j->unchanged;
+	im->st->store_ns += j->ns;
 	return 0;
+}
+
+/* Commits the batch being filled with the checkpoint (offset/number: where the next record
+ * starts); done: the file is finished, the checkpoint goes. async: in the commit thread, while
+ * the caller goes on mapping into the other batch (at most one commit runs at a time, in
+ * order). */
+static int
+import_flush(import_t *im, bool done, bool async)
+{
+	import_commit_t *j = &im->job;
+	int rc;
+
+	if (im->o->dry_run) {
+		im->cur->nitems = 0;
+		arena_reset(im->cur->a);
+		return 0;
+	}
+	if ((rc = import_join(im)) < 0)
+		return rc;
+	if (im->rf != NULL && fflush(im->rf) != 0) {
+		snprintf(im->err, im->errcap, "%s: %s", im->reject_path, strerror(errno));
+		return -FG_EIO;
+	}
+	memset(j, 0, sizeof(*j));
+	j->im = im;
+	j->b = im->cur;
+	j->ck = im->ck;
+	j->done = done;
+	j->reject_fd = im->rf != NULL ? fileno(im->rf) : -1;
+	im->running = true;
+	if (async && pthread_create(&im->thread, NULL, import_commit_run, j) == 0) {
+		im->threaded = true;
+		im->cur = im->cur == &im->batches[0] ? &im->batches[1] : &im->batches[0];
+		return 0;
+	}
+	import_commit_run(j);
+	return import_join(im);
 }
 
 static import_item_t *
 import_item_new(import_t *im)
 {
-	if (im->nitems == im->cap) {
-		im->cap = im->cap ? im->cap * 2 : 256;
-		im->items = xreallocarray(im->items, im->cap, sizeof(*im->items));
+	import_batch_t *b = im->cur;
+
+	if (b->nitems == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 256;
+		b->items = xreallocarray(b->items, b->cap, sizeof(*b->items));
 	}
-	memset(&im->items[im->nitems], 0, sizeof(im->items[0]));
-	return &im->items[im->nitems++];
+	memset(&b->items[b->nitems], 0, sizeof(b->items[0]));
+	return &b->items[b->nitems++];
 }
 
 static void
@@ -334,9 +416,9 @@ import_one_record(import_t *im, record_reader_t *rd, const record_t *rec)
 	if (rec->error != NULL)
 		return import_reject(im, rd, SLICE_NULL, where, rec->error);
 	snprintf(key, sizeof(key), "%llu", (unsigned long long)rec->number);
-	rc = record_to_msg(o->rm, rec, slice_cstr(key), im->a, &m);
+	rc = record_to_msg(o->rm, rec, slice_cstr(key), im->cur->a, &m);
 	if (rc == 0)
-		rc = map_convert(record_map_set(o->rm), m, &o->map_opt, im->a, &r);
+		rc = map_convert(record_map_set(o->rm), m, &o->map_opt, im->cur->a, &r);
 	im->st->warnings += r ? r->nwarnings : 0;
 	if (rc == 0 && r != NULL && r->bundle != NULL && o->dry_run) {
 		if (o->on_result != NULL)
@@ -348,9 +430,9 @@ import_one_record(import_t *im, record_reader_t *rd, const record_t *rec)
 	if (rc == 0 && r != NULL && r->bundle != NULL) {
 		import_item_t *it = import_item_new(im);
 
-		rc = ingest_resources(im->a, r, &it->res, &it->nres);
+		rc = ingest_resources(im->cur->a, r, &it->res, &it->nres);
 		if (rc < 0) {
-			im->nitems--;
+			im->cur->nitems--;
 		} else {
 			size_t k = 0;
 
@@ -370,8 +452,8 @@ import_one_record(import_t *im, record_reader_t *rd, const record_t *rec)
 	}
 	im->st->accepted++;
 	im->ck.accepted++;
-	im->st->resources += im->items[im->nitems - 1].nres;
-	im->ck.resources += im->items[im->nitems - 1].nres;
+	im->st->resources += im->cur->items[im->cur->nitems - 1].nres;
+	im->ck.resources += im->cur->items[im->cur->nitems - 1].nres;
 	return 0;
 }
 
@@ -405,8 +487,9 @@ import_records(import_t *im)
 		im->st->offset = record_reader_offset(rd);
 		if (o->dry_run && o->dry_run_max > 0 && im->st->records >= o->dry_run_max)
 			break;
-		if (im->nitems >= batch || (im->nitems == 0 && im->st->records % batch == 0)) {
-			if ((rc = import_flush(im, false)) < 0)
+		if (im->cur->nitems >= batch ||
+		    (im->cur->nitems == 0 && im->st->records % batch == 0)) {
+			if ((rc = import_flush(im, false, true)) < 0)
 				break;
 		}
 		import_progress(im, false);
@@ -421,9 +504,9 @@ import_records(import_t *im)
 		im->ck.reject_bytes += im->xml_close.len;
 	}
 	if (rc == 0)
-		rc = import_flush(im, true);
-	else if (rc != -FG_EIO || im->nitems > 0)
-		(void)import_flush(im, false); /* keep what was read before the error */
+		rc = import_flush(im, true, false);
+	else if (rc != -FG_EIO || im->cur->nitems > 0)
+		(void)import_flush(im, false, false); /* keep what was read before the error */
 	im->st->offset = record_reader_offset(rd);
 	record_reader_free(rd);
 	return rc;
@@ -484,8 +567,8 @@ import_hl7(import_t *im)
 			continue; /* committed before the checkpoint */
 		im->st->records++;
 		im->ck.number = k + 1;
-		c = arena_zalloc(im->a, sizeof(*c));
-		ingest_check(im->a, msgs[k].ptr, msgs[k].len, &io, c);
+		c = arena_zalloc(im->cur->a, sizeof(*c));
+		ingest_check(im->cur->a, msgs[k].ptr, msgs[k].len, &io, c);
 		im->st->map_ns += time_mono_ns() - t0;
 		im->st->warnings += c->conv ? c->conv->nwarnings : 0;
 		/* segments end with CR, LF or CRLF: each is a line */
@@ -520,12 +603,12 @@ import_hl7(import_t *im)
 		im->st->offset = end;
 		if (o->dry_run && o->dry_run_max > 0 && im->st->records >= o->dry_run_max)
 			break;
-		if (im->nitems >= batch && (rc = import_flush(im, false)) < 0)
+		if (im->cur->nitems >= batch && (rc = import_flush(im, false, false)) < 0)
 			break;
 		import_progress(im, false);
 	}
 	if (rc == 0)
-		rc = import_flush(im, true);
+		rc = import_flush(im, true, false);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -553,7 +636,9 @@ import_file(store_t *s, const char *path, const import_opts_t *o, import_stats_t
 	im.st = st;
 	im.err = err;
 	im.errcap = errcap;
-	im.a = arena_new(1u << 20);
+	for (int i = 0; i < 2; i++)
+		im.batches[i].a = arena_new(1u << 20);
+	im.cur = &im.batches[0];
 	im.last_progress = time_mono_ns();
 	buf_init(&im.rbuf, 0);
 	buf_init(&im.xml_close, 0);
@@ -589,14 +674,18 @@ import_file(store_t *s, const char *path, const import_opts_t *o, import_stats_t
 	rc = o->rm != NULL ? import_records(&im) : import_hl7(&im);
 	import_progress(&im, true);
 out:
+	if (import_join(&im) < 0 && rc == 0)
+		rc = -FG_ESTORE;
 	if (im.rf != NULL && fclose(im.rf) != 0 && rc == 0) {
 		snprintf(err, errcap, "%s: %s", im.reject_path, strerror(errno));
 		rc = -FG_EIO;
 	}
 	free(im.reject_path);
-	free(im.items);
+	for (int i = 0; i < 2; i++) {
+		free(im.batches[i].items);
+		arena_free(im.batches[i].a);
+	}
 	buf_free(&im.rbuf);
 	buf_free(&im.xml_close);
-	arena_free(im.a);
 	return rc;
 }
