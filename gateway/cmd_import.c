@@ -42,7 +42,7 @@ usage(FILE *f)
 	    "status is 1 when any record was rejected. An interrupted import resumes where\n"
 	    "it stopped; the store may be in use by a running server.\n\n"
 	    "  -m, --mapping FILE   the record map\n"
-	    "  -b, --batch N        records per transaction (default 1000)\n"
+	    "  -b, --batch N        records per transaction (default 20000; HL7 v2: 1000)\n"
 	    "      --restart        ignore a checkpoint from an interrupted import\n"
 	    "  -r, --rejects FILE   the reject file (one input only)\n"
 	    "  -n, --dry-run        convert and print Bundles, write nothing\n"
