@@ -185,7 +185,8 @@ record_parse_header(record_ps_t *ps, record_lex_t *lx)
 
 		record_lex_next(lx);
 		if (lx->kind == 'w' && record_lex_is(lx, "tab")) {
-			strcpy(lx->str, "\t");
+			lx->str[0] = '\t';
+			lx->str[1] = '\0';
 		} else if (lx->kind != 's' || strlen(lx->str) != 1) {
 			record_fail(ps, lx->col,
 				    sep ? "separator \",\"  or  separator tab"
