@@ -113,6 +113,13 @@ on_reject(void *arg, const char *where, const char *reason)
 }
 
 static void
+on_note(void *arg, const char *path, const char *note)
+{
+	(void)arg;
+	fprintf(stderr, "%s: %s\n", path, note);
+}
+
+static void
 on_result(void *arg, const char *where, const map_result_t *r)
 {
 	import_ui_t *ui = arg;
@@ -286,6 +293,7 @@ cmd_import(int argc, char **argv)
 	ui.rm = rm;
 	o.on_progress = on_progress;
 	o.on_reject = on_reject;
+	o.on_note = on_note;
 	o.on_result = on_result;
 	o.arg = &ui;
 	o.progress_interval_ns = ui.tty ? 200000000ull : 5000000000ull;

@@ -476,6 +476,21 @@ import_records(import_t *im)
 	if (rc < 0)
 		return rc;
 	im->st->size = record_reader_size(rd);
+	if (o->on_note != NULL && !im->st->resumed) {
+		buf_t cols = BUF_INIT;
+
+		record_reader_unread_columns(rd, &cols);
+		if (cols.len > 0) {
+			buf_append_byte(&cols, '\0');
+			buf_t note = BUF_INIT;
+
+			buf_printf(&note, "columns no mapping line reads: %s", cols.data);
+			buf_append_byte(&note, '\0');
+			o->on_note(o->arg, im->path, note.data);
+			buf_free(&note);
+		}
+		buf_free(&cols);
+	}
 	for (;;) {
 		uint64_t t0 = time_mono_ns();
 

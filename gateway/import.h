@@ -37,6 +37,8 @@ typedef void (*import_progress_fn)(void *arg, const char *path, const import_sta
 /* A rejected record: where ("patients.csv:12", "visits.xml:40 (record 3)") and why (no values:
  * the reasons name columns and formats, never patient data). */
 typedef void (*import_reject_fn)(void *arg, const char *where, const char *reason);
+/* Something about a file as a whole, once (the columns of its header the map does not read). */
+typedef void (*import_note_fn)(void *arg, const char *path, const char *note);
 /* Dry runs: each converted record's result (borrowed during the call). */
 typedef void (*import_result_fn)(void *arg, const char *where, const map_result_t *r);
 
@@ -54,6 +56,7 @@ typedef struct {
 	import_result_fn on_result;
 	import_progress_fn on_progress;
 	import_reject_fn on_reject;
+	import_note_fn on_note;
 	void *arg;
 	uint64_t progress_interval_ns; /* 0: 500 ms */
 } import_opts_t;

@@ -82,6 +82,9 @@ uint64_t record_reader_offset(const record_reader_t *r);
 uint64_t record_reader_size(const record_reader_t *r);
 /* The header row as read (CSV with a header): what a reject file starts with; empty if none. */
 slice_t record_reader_header(const record_reader_t *r);
+/* The header's column names that the map does not read, ", "-separated, into out (CSV with a
+ * header; nothing otherwise): the columns an import leaves out. */
+void record_reader_unread_columns(const record_reader_t *r, buf_t *out);
 /* Text that opens and closes an XML reject document (the record's ancestors); empty for text. */
 void record_reader_xml_frame(const record_reader_t *r, buf_t *open, buf_t *close);
 void record_reader_free(record_reader_t *r);

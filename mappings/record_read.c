@@ -64,6 +64,7 @@ struct record_reader {
 	size_t nopen;
 	char *names[258], *uris[258]; /* the current element's ancestors and itself */
 	xmlDocPtr doc;                /* taken from the reader after an error */
+	buf_t hnames;                 /* csv: the header's names, each NUL-terminated */
 	uint64_t size;
 };
 
@@ -441,6 +442,11 @@ reader_text_header(record_reader_t *r, char *err, size_t errcap)
 		}
 		r->header = slice_make(r->data + r->raw_start, r->raw_end - r->raw_start);
 		r->rowmax = r->ncells;
+		for (size_t c = 0; c < r->ncells; c++) {
+			reader_put_text(rm, &r->hnames, r->cells.data + r->cell_off[c],
+					r->cell_len[c]);
+			buf_append_byte(&r->hnames, '\0');
+		}
 		for (size_t i = 0; i < rm->nfields; i++) {
 			for (size_t c = 0; c < r->ncells && r->col_of[i] < 0; c++) {
 				buf_reset(&name);
@@ -471,6 +477,7 @@ reader_new(const record_map_t *rm)
 	r->rm = rm;
 	buf_init(&r->cells, 0);
 	buf_init(&r->vals, 0);
+	buf_init(&r->hnames, 0);
 	r->cell_off = xcalloc(RECORD_ROW_FIELDS_MAX, sizeof(size_t));
 	r->cell_len = xcalloc(RECORD_ROW_FIELDS_MAX, sizeof(size_t));
 	r->col_of = xcalloc(nf, sizeof(int));
@@ -899,6 +906,22 @@ record_reader_header(const record_reader_t *r)
 }
 
 void
+record_reader_unread_columns(const record_reader_t *r, buf_t *out)
+{
+	const char *p = r->hnames.data;
+
+	for (size_t c = 0; p != NULL && c < r->rowmax; c++) {
+		bool used = false;
+
+		for (size_t i = 0; i < r->rm->nfields; i++)
+			used |= r->col_of[i] == (int)c;
+		if (!used && *p != '\0')
+			buf_printf(out, "%s%s", out->len ? ", " : "", p);
+		p += strlen(p) + 1;
+	}
+}
+
+void
 record_reader_xml_frame(const record_reader_t *r, buf_t *open, buf_t *close)
 {
 	if (r->rm->format != RECORD_XML)
@@ -941,6 +964,7 @@ record_reader_free(record_reader_t *r)
 	free(r->open_names);
 	buf_free(&r->cells);
 	buf_free(&r->vals);
+	buf_free(&r->hnames);
 	free(r->cell_off);
 	free(r->cell_len);
 	free(r->col_of);

@@ -141,6 +141,28 @@ test_csv_missing_and_extra_columns(void **state)
 	record_map_free(rm);
 }
 
+/* The header's columns the map does not read are named (an import says so, once per file). */
+static void
+test_csv_unread_columns(void **state)
+{
+	record_map_t *rm = load(CSV_MAP(""));
+	const char data[] = "x,c,\"y,z\",b,a\n1,2000-01-01,q,w,e\n";
+	record_reader_t *r;
+	char err[128];
+	buf_t out = BUF_INIT;
+
+	(void)state;
+	assert_non_null(rm);
+	assert_int_equal(record_reader_open_mem(rm, data, sizeof(data) - 1, &r, err, sizeof(err)),
+			 0);
+	record_reader_unread_columns(r, &out);
+	buf_append_byte(&out, '\0');
+	assert_string_equal(out.data, "x, y,z");
+	buf_free(&out);
+	record_reader_free(r);
+	record_map_free(rm);
+}
+
 static void
 test_csv_unterminated_quote(void **state)
 {
@@ -416,6 +438,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_csv_quotes_newlines_crlf_bom),
 	    cmocka_unit_test(test_csv_missing_and_extra_columns),
+	    cmocka_unit_test(test_csv_unread_columns),
 	    cmocka_unit_test(test_csv_unterminated_quote),
 	    cmocka_unit_test(test_csv_encodings),
 	    cmocka_unit_test(test_csv_without_header),
