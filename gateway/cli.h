@@ -21,5 +21,6 @@ int cmd_store(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_mappings(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 #endif

@@ -87,27 +87,28 @@ ingest_index_entries(arena_t *a, const fhir_node_t *res, store_idx_entry_t **out
 	return 0;
 }
 
-/* Serializes the converted resources for the store (canonical compact JSON, in the arena). */
-static int
-serialize_resources(arena_t *a, const map_result_t *r, ingest_check_t *out)
+int
+ingest_resources(arena_t *a, const map_result_t *r, ingest_res_t **out, size_t *n)
 {
 	buf_t b = BUF_INIT;
+	ingest_res_t *res;
 	int rc = 0;
 
-	out->res = arena_zalloc(a, (r->nresources ? r->nresources : 1) * sizeof(*out->res));
+	res = arena_zalloc(a, (r->nresources ? r->nresources : 1) * sizeof(*res));
 	for (size_t i = 0; rc == 0 && i < r->nresources; i++) {
 		const map_resource_t *mr = &r->resources[i];
 
 		buf_reset(&b);
 		rc = fhir_json_write(mr->resource, false, &b);
-		out->res[i].type = mr->type;
-		out->res[i].id = mr->id;
-		out->res[i].body = arena_slice_dup(a, buf_slice(&b));
+		res[i].type = mr->type;
+		res[i].id = mr->id;
+		res[i].body = arena_slice_dup(a, buf_slice(&b));
 		if (rc == 0)
-			rc = ingest_index_entries(a, mr->resource, &out->res[i].entries,
-						  &out->res[i].nentries);
+			rc = ingest_index_entries(a, mr->resource, &res[i].entries,
+						  &res[i].nentries);
 	}
-	out->nres = rc == 0 ? r->nresources : 0;
+	*out = res;
+	*n = rc == 0 ? r->nresources : 0;
 	buf_free(&b);
 	return rc;
 }
@@ -121,7 +122,7 @@ convert(arena_t *a, const ingest_opts_t *opt, ingest_check_t *out)
 	out->conv = r;
 	out->map_version = (uint32_t)map_set_version(opt->maps);
 	if (rc == 0 && r != NULL && r->bundle != NULL)
-		rc = serialize_resources(a, r, out);
+		rc = ingest_resources(a, r, &out->res, &out->nres);
 	if (rc == 0)
 		return;
 	out->stage = INGEST_STAGE_MAP;
@@ -195,24 +196,26 @@ dead_put(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint64_t now_
 	return store_dead_put(t, d);
 }
 
-/* Upserts the message's resources: an unchanged one writes nothing. */
-static int
-store_resources(store_txn_t *t, const ingest_check_t *c, uint64_t now_ns)
+int
+ingest_store_resources(store_txn_t *t, const ingest_res_t *res, size_t n, uint64_t now_ns,
+		       size_t *unchanged)
 {
 	int rc = 0;
 
-	for (size_t i = 0; rc == 0 && i < c->nres; i++) {
-		store_res_put_t p = {.type = c->res[i].type,
-				     .id = c->res[i].id,
-				     .body = c->res[i].body,
-				     .entries = c->res[i].entries,
-				     .n_entries = c->res[i].nentries,
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		store_res_put_t p = {.type = res[i].type,
+				     .id = res[i].id,
+				     .body = res[i].body,
+				     .entries = res[i].entries,
+				     .n_entries = res[i].nentries,
 				     .now_ns = now_ns};
 		store_res_result_t r;
 
 		rc = store_res_put(t, &p, &r);
 		if (rc == 0 && !r.unchanged)
 			rc = score_hook_note(t, p.type, p.id, p.body);
+		if (rc == 0 && r.unchanged && unchanged != NULL)
+			(*unchanged)++;
 	}
 	return rc;
 }
@@ -249,7 +252,7 @@ ingest_record(store_txn_t *t, const ingest_check_t *c, slice_t raw, slice_t peer
 
 		rc = dead_put(t, c, &d, now_ns);
 	} else if (rc == 0) {
-		rc = store_resources(t, c, now_ns);
+		rc = ingest_store_resources(t, c->res, c->nres, now_ns, NULL);
 	}
 	return rc;
 }
@@ -272,6 +275,6 @@ ingest_replay(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint64_t
 	if (rc == 0 && c->key.len > 0)
 		rc = store_msgkey_put(t, c->key, d->seq, c->content_hash);
 	if (rc == 0)
-		rc = store_resources(t, c, now_ns);
+		rc = ingest_store_resources(t, c->res, c->nres, now_ns, NULL);
 	return rc;
 }

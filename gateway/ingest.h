@@ -87,6 +87,16 @@ int ingest_replay(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint
  * (ingest, REST, reindex) stores with a resource. Returns 0 or -FG_EINVAL (not a resource). */
 int ingest_index_entries(arena_t *a, const fhir_node_t *res, store_idx_entry_t **out, size_t *n);
 
+/* Serializes the resources of a conversion for the store (canonical compact JSON and index
+ * entries, in arena a). Returns 0 or an error (then *n is 0). */
+int ingest_resources(arena_t *a, const map_result_t *r, ingest_res_t **out, size_t *n);
+
+/* Upserts resources in write transaction t: a resource whose body is byte-identical to its
+ * current version writes nothing (counted in *unchanged, which may be NULL). Returns 0 or a
+ * store error. The one resource write path of MLLP ingest, replay and imports. */
+int ingest_store_resources(store_txn_t *t, const ingest_res_t *res, size_t n, uint64_t now_ns,
+			   size_t *unchanged);
+
 /* "PID-5.1" style location of an error into out (at least 32 bytes); "" when unknown. */
 void ingest_error_location(const hl7_error_t *err, char *out, size_t cap);
 

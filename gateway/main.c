@@ -17,6 +17,7 @@ static const struct {
     {"store", cmd_store, "inspect the store: stats, list, show, dead, replay, verify"},
     {"convert", cmd_convert, "convert HL7 v2 messages to FHIR Bundles (--explain)"},
     {"mappings", cmd_mappings, "check the mapping files: file:line:col for every problem"},
+    {"import", cmd_import, "import legacy records (CSV, fixed-width, XML, HL7 v2 batch files)"},
     {"score", cmd_score, "score a patient's resources offline with the risk models"},
 };
 

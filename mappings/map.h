@@ -48,6 +48,10 @@ typedef struct {
  * file cannot be read. Warnings (lint) are reported but do not fail the load. */
 int map_set_load(const char *dir, const char *site_dir, map_diag_fn diag, void *arg,
 		 map_set_t **out);
+/* map_set_load plus files in memory (record maps: mappings/record.h), which must not have the
+ * path of a file in the folders. */
+int map_set_load_with(const char *dir, const char *site_dir, const map_file_t *extra, size_t nextra,
+		      map_diag_fn diag, void *arg, map_set_t **out);
 /* The same over files already in memory (tests, fuzzing, embedding). */
 int map_set_load_files(const map_file_t *files, size_t n, map_diag_fn diag, void *arg,
 		       map_set_t **out);

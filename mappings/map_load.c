@@ -942,6 +942,13 @@ map_read_dir(const char *dir, bool site, map_files_t *fs, map_diags_t *dg)
 int
 map_set_load(const char *dir, const char *site_dir, map_diag_fn diag, void *arg, map_set_t **out)
 {
+	return map_set_load_with(dir, site_dir, NULL, 0, diag, arg, out);
+}
+
+int
+map_set_load_with(const char *dir, const char *site_dir, const map_file_t *extra, size_t nextra,
+		  map_diag_fn diag, void *arg, map_set_t **out)
+{
 	map_files_t fs;
 	map_diags_t dg = {diag, arg, 0, 0};
 	int rc;
@@ -950,6 +957,11 @@ map_set_load(const char *dir, const char *site_dir, map_diag_fn diag, void *arg,
 	rc = map_read_dir(dir, false, &fs, &dg);
 	if (rc == 0 && site_dir != NULL && site_dir[0] != '\0')
 		rc = map_read_dir(site_dir, true, &fs, &dg);
+	if (rc == 0 && nextra > 0) {
+		fs.files = xreallocarray(fs.files, fs.n + nextra, sizeof(*fs.files));
+		memcpy(fs.files + fs.n, extra, nextra * sizeof(*extra));
+		fs.n += nextra;
+	}
 	if (rc == 0)
 		rc = map_set_load_files(fs.files, fs.n, diag, arg, out);
 	for (size_t i = 0; i < fs.nowned; i++)

@@ -674,6 +674,78 @@ store_range(store_txn_t *t, int db, const MDB_val *from, store_visit_fn visit, v
 	return 0;
 }
 
+/* meta key of a checkpoint: a prefix no other meta record starts with, then the name. */
+#define STORE_CHECKPOINT_PREFIX "ckpt:"
+
+static int
+store_checkpoint_key(slice_t name, unsigned char *kb, MDB_val *k)
+{
+	size_t pl = sizeof(STORE_CHECKPOINT_PREFIX) - 1;
+
+	if (name.len == 0 || name.len > STORE_CHECKPOINT_NAME_MAX)
+		return -FG_EINVAL;
+	memcpy(kb, STORE_CHECKPOINT_PREFIX, pl);
+	memcpy(kb + pl, name.ptr, name.len);
+	*k = (MDB_val){pl + name.len, kb};
+	return 0;
+}
+
+int
+store_checkpoint_put(store_txn_t *t, slice_t name, slice_t value)
+{
+	unsigned char kb[STORE_CHECKPOINT_NAME_MAX + 8];
+	MDB_val k, v = {value.len, (void *)value.ptr};
+	int rc;
+
+	if ((rc = store_txn_check(t, true, "checkpoint put")) < 0)
+		return store_txn_fail(t, rc);
+	if (store_checkpoint_key(name, kb, &k) < 0 || value.len > STORE_CHECKPOINT_VALUE_MAX) {
+		store_error_set("checkpoint put: name or value too long");
+		return store_txn_fail(t, -FG_EINVAL);
+	}
+	rc = mdb_put(t->txn, t->s->dbi[STORE_DB_META], &k, &v, 0);
+	if (rc != 0)
+		return store_txn_fail(t, store_mdb_fail("checkpoint put", rc));
+	return 0;
+}
+
+int
+store_checkpoint_get(store_txn_t *t, slice_t name, slice_t *value)
+{
+	unsigned char kb[STORE_CHECKPOINT_NAME_MAX + 8];
+	MDB_val k, v;
+	int rc;
+
+	if ((rc = store_txn_check(t, false, "checkpoint get")) < 0)
+		return rc;
+	if (store_checkpoint_key(name, kb, &k) < 0)
+		return -FG_ENOTFOUND;
+	rc = mdb_get(t->txn, t->s->dbi[STORE_DB_META], &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return -FG_ENOTFOUND;
+	if (rc != 0)
+		return store_txn_fail(t, store_mdb_fail("checkpoint get", rc));
+	*value = slice_make(v.mv_data, v.mv_size);
+	return 0;
+}
+
+int
+store_checkpoint_del(store_txn_t *t, slice_t name)
+{
+	unsigned char kb[STORE_CHECKPOINT_NAME_MAX + 8];
+	MDB_val k;
+	int rc;
+
+	if ((rc = store_txn_check(t, true, "checkpoint del")) < 0)
+		return store_txn_fail(t, rc);
+	if (store_checkpoint_key(name, kb, &k) < 0)
+		return 0;
+	rc = mdb_del(t->txn, t->s->dbi[STORE_DB_META], &k, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return store_txn_fail(t, store_mdb_fail("checkpoint del", rc));
+	return 0;
+}
+
 /* The last work id handed out: meta remembers it, so ids of done (deleted) items are not handed
  * out again; the queue's last key covers a meta record lost to damage. */
 static int

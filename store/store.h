@@ -202,6 +202,17 @@ typedef int (*store_work_cb)(void *ctx, const store_work_t *w);
 /* In id order from `from` (inclusive). */
 int store_work_foreach(store_txn_t *t, uint64_t from, store_work_cb cb, void *ctx);
 
+/* Checkpoints of long jobs (an import's position in a file), kept in meta under a prefix of
+ * their own so that a job's progress commits in the same transaction as its writes. name: 1-200
+ * bytes; value: opaque, at most 4096 bytes. */
+#define STORE_CHECKPOINT_NAME_MAX  200
+#define STORE_CHECKPOINT_VALUE_MAX 4096
+int store_checkpoint_put(store_txn_t *t, slice_t name, slice_t value);
+/* -FG_ENOTFOUND when absent; value borrowed as for every getter. */
+int store_checkpoint_get(store_txn_t *t, slice_t name, slice_t *value);
+/* Deleting an absent checkpoint is no error. */
+int store_checkpoint_del(store_txn_t *t, slice_t name);
+
 typedef struct {
 	uint64_t messages;      /* entries in msg */
 	uint64_t msgkeys;       /* entries in msgkey */

@@ -765,6 +765,47 @@ test_schema_newer(void **state)
 	assert_int_equal(store_open(f->dir, &ro, &s), -FG_EUNSUPPORTED);
 }
 
+/* Checkpoints: put, replace, get, delete; committed with the transaction or not at all; not
+ * mistaken for other meta records (verify is clean). */
+static void
+test_checkpoint(void **state)
+{
+	fixture_t *f = *state;
+	store_t *s = open_store(f, 0, false);
+	store_txn_t *t;
+	slice_t v;
+	report_t r;
+	char big[STORE_CHECKPOINT_VALUE_MAX + 1];
+
+	memset(big, 'x', sizeof(big));
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	assert_int_equal(store_checkpoint_get(t, SLICE_LIT("import:ab"), &v), -FG_ENOTFOUND);
+	assert_int_equal(store_checkpoint_put(t, SLICE_LIT("import:ab"), SLICE_LIT("one")), 0);
+	assert_int_equal(store_checkpoint_put(t, SLICE_LIT("import:ab"), SLICE_LIT("two")), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	assert_int_equal(store_checkpoint_get(t, SLICE_LIT("import:ab"), &v), 0);
+	assert_true(slice_eq_cstr(v, "two"));
+	assert_int_equal(store_checkpoint_del(t, SLICE_LIT("import:ab")), 0);
+	store_txn_abort(t);
+	assert_int_equal(store_txn_begin(s, false, &t), 0);
+	assert_int_equal(store_checkpoint_get(t, SLICE_LIT("import:ab"), &v), 0);
+	store_txn_abort(t);
+	assert_int_equal(verify(s, &r), 0);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	assert_int_equal(store_checkpoint_del(t, SLICE_LIT("import:ab")), 0);
+	assert_int_equal(store_checkpoint_del(t, SLICE_LIT("import:ab")), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	assert_int_equal(store_checkpoint_get(t, SLICE_LIT("import:ab"), &v), -FG_ENOTFOUND);
+	assert_int_equal(
+	    store_checkpoint_put(t, SLICE_LIT("import:ab"), slice_make(big, sizeof(big))),
+	    -FG_EINVAL);
+	assert_int_equal(store_txn_commit(t), -FG_EINVAL);
+	store_close(s);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int
@@ -776,7 +817,7 @@ main(void)
 	    T(test_stats),           T(test_verify),      T(test_sticky_invalid),
 	    T(test_sticky_map_full), T(test_reopen),      T(test_two_processes),
 	    T(test_read_only),       T(test_abort),       T(test_batch),
-	    T(test_schema_newer),    T(test_older_store),
+	    T(test_schema_newer),    T(test_older_store), T(test_checkpoint),
 	};
 
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);

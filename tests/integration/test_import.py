@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""`fhirgate import` through the real binary into a real store: the shipped legacy samples,
+reject files in the input's format that can be fixed and imported again, re-import without new
+versions, a CSV patient and an ADT^A01 of the same MRN as one Patient, HL7 v2 batch files, XML
+with a DOCTYPE refused, and an import killed with SIGKILL that resumes to exactly N patients
+(IMPORT_ROWS, default 200000)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+import xml.dom.minidom
+
+from harness import FHIRGATE, TOP_SRCDIR, Tap
+
+MAPS = os.path.join(TOP_SRCDIR, "mappings", "hl7v2")
+LEGACY = os.path.join(TOP_SRCDIR, "mappings", "legacy")
+ROWS = int(os.environ.get("IMPORT_ROWS", "200000"))
+
+
+class Store:
+    def __init__(self, root):
+        self.dir = os.path.join(root, "store")
+        self.cfg = ["-c", "/dev/null", "--set", "mappings.dir=" + MAPS, "--set",
+                    "store.data_dir=" + self.dir, "--set", "mappings.timezone=+0100"]
+
+    def run(self, *args, timeout=120):
+        p = subprocess.run([FHIRGATE] + list(args) + self.cfg, capture_output=True,
+                           timeout=timeout)
+        return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8",
+                                                                                   "replace")
+
+    def imp(self, *args, timeout=120):
+        return self.run("import", *args, timeout=timeout)
+
+    def counts(self):
+        rc, out, _ = self.run("store", "resources")
+        return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
+
+    def stats(self):
+        rc, out, _ = self.run("store", "stats")
+        return {k: v for k, v in re.findall(r"^\s*(\w[\w ]*?)\s{2,}(\d+)", out, re.M)
+                if k in ("resources", "versions", "changes", "index entries")}
+
+
+def copy(src, dst):
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        g.write(f.read())
+
+
+def test_samples(t, root):
+    s = Store(root)
+    pat = os.path.join(root, "patients.csv")
+    copy(os.path.join(LEGACY, "patients.csv"), pat)
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "patients.map"), pat)
+    t.eq(rc, 1, "an import with a rejected record exits 1")
+    t.ok(re.search(r"patients\.csv:6: rejected: column birth_date: not a date in the format "
+                   r"%d/%m/%Y", err), "the reject names file, line, column and reason", err)
+    t.ok("4 stored, 1 rejected" in err, "the summary counts stored and rejected records", err)
+    rej = os.path.join(root, "patients.rejected.csv")
+    with open(rej, "rb") as f:
+        data = f.read()
+    with open(pat, "rb") as f:
+        lines = f.read().split(b"\r\n")
+    t.eq(data, lines[0] + b"\r\n" + lines[5] + b"\r\n",
+         "the reject file is the header and the rejected row, bytes as in the input")
+    t.eq(s.counts().get("Patient"), 4, "4 Patients stored")
+    before = s.stats()
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "patients.map"), pat)
+    t.ok("4 unchanged" in err, "re-import: every resource unchanged", err)
+    t.eq(s.stats(), before, "re-import: same resources, versions, changes and index entries")
+
+    fixed = os.path.join(root, "fixed.csv")
+    with open(fixed, "wb") as f:
+        f.write(data.replace(b"31/02/1990", b"28/02/1990"))
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "patients.map"), fixed)
+    t.ok(rc == 0, "the fixed reject file imports", err)
+    t.eq(s.counts().get("Patient"), 5, "5 Patients after importing the fixed rejects")
+
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "lab-results.map"),
+                       os.path.join(LEGACY, "lab-results.csv"),
+                       "--rejects", os.path.join(root, "lab.rejected.csv"))
+    c = s.counts()
+    t.eq((c.get("Observation"), c.get("Patient")), (4, 5),
+         "lab results: 4 Observations, no Patient replaced by a reference-only one")
+    rc, out, _ = s.run("store", "resource", "Patient/9908372cf611b884a1361109cd41a234")
+    t.ok('"family":"M\u00fcller"' in out, "Patient 1001 keeps its name (Latin-1 decoded)", out)
+
+    vis = os.path.join(root, "visits.xml")
+    copy(os.path.join(LEGACY, "visits.xml"), vis)
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "visits.map"), vis)
+    t.ok(re.search(r"visits\.xml:19 \(record 3\): rejected: xpath h:admitted: not a date", err),
+         "an XML reject names line, record and XPath", err)
+    t.eq((s.counts().get("Encounter"), s.counts().get("Practitioner")), (2, 2),
+         "visits: 2 Encounters, 2 Practitioners")
+    rej = os.path.join(root, "visits.rejected.xml")
+    doc = xml.dom.minidom.parse(rej)
+    visits = doc.getElementsByTagNameNS("urn:example:his:export", "visit")
+    t.ok(len(visits) == 1 and visits[0].getAttribute("number") == "V-880003" and
+         doc.documentElement.localName == "export",
+         "the XML reject file is a document with the record inside its ancestors",
+         open(rej).read())
+    with open(rej) as f:
+        text = f.read().replace(">yesterday<", ">2024-03-19T22:10<")
+    with open(rej, "w") as f:
+        f.write(text)
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "visits.map"), rej,
+                       "--rejects", os.path.join(root, "again.xml"))
+    t.eq((rc, s.counts().get("Encounter")), (0, 3), "the fixed XML reject file imports")
+
+    # The CSV patient and an ADT^A01 of the same MRN and authority are one Patient.
+    adt = os.path.join(root, "adt.hl7")
+    with open(adt, "wb") as f:
+        f.write(b"FHS|^~\\&|ADT|HOSP\rBHS|^~\\&|ADT|HOSP\r"
+                b"MSH|^~\\&|ADT|HOSP|FHIRGATE|HOSP|20240320080000||ADT^A01^ADT_A01|M1|P|2.5\r"
+                b"EVN|A01|20240320080000\rPID|1||1001^^^HOSP^MR||M\xc3\xbcller^J\xc3\xbcrgen||"
+                b"19610403|M\rPV1|1|I|W3^101^1\r"
+                b"MSH|^~\\&|ADT|HOSP|FHIRGATE|HOSP|20240320080100||ADT^A08^ADT_A01|M2|P|2.5\r"
+                b"EVN|A08|20240320080100\rPID|1||7777^^^HOSP^MR||Nouveau^Patient||19990101|F\r"
+                b"PV1|1|O\r"
+                b"BTS|2\rFTS|1\r")
+    rc, _, err = s.imp(adt)
+    t.ok(rc == 0, "an HL7 v2 batch file imports", err)
+    t.eq(s.counts().get("Patient"), 6, "the ADT patient with MRN 1001 is the CSV's Patient")
+    rc, out, _ = s.run("store", "resource", "--history",
+                       "Patient/9908372cf611b884a1361109cd41a234")
+    t.ok("version 2 " in out and "version 3" not in out,
+         "Patient 1001: a second version, from the ADT message", out[:500])
+    rc, out, _ = s.run("store", "list")
+    t.eq(len(out.strip().splitlines()), 2, "the batch's 2 messages are in the message log")
+    rc, _, err = s.imp(adt)
+    t.ok("2 unchanged" in err or "unchanged" in err, "re-importing the batch stores nothing new",
+         err)
+    rc, out, _ = s.run("store", "verify")
+    t.ok(rc == 0, "store verify: no problems after the imports", out)
+
+
+def test_refused_xml(t, root):
+    s = Store(root)
+    cases = {
+        "doctype": b'<?xml version="1.0"?>\n<!DOCTYPE export [<!ENTITY x "boom">]>\n'
+                   b'<h:export xmlns:h="urn:example:his:export"><h:visits/></h:export>\n',
+        "external entity": b'<?xml version="1.0"?>\n<!DOCTYPE export SYSTEM "file:///etc/passwd">'
+                           b'\n<h:export xmlns:h="urn:example:his:export">&x;</h:export>\n',
+    }
+    for name, data in cases.items():
+        path = os.path.join(root, name.replace(" ", "_") + ".xml")
+        with open(path, "wb") as f:
+            f.write(data)
+        rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "visits.map"), path)
+        t.ok(rc != 0 and "DOCTYPE" in err and "passwd" not in err and "root:" not in err,
+             "XML with a %s is refused with a clear error" % name, err)
+
+
+def test_dry_run(t, root):
+    s = Store(root)
+    rc, out, err = s.imp("--mapping", os.path.join(LEGACY, "patients.map"), "--dry-run",
+                         "--explain", os.path.join(LEGACY, "patients.csv"))
+    t.ok(rc == 0, "dry run of the first record exits 0", err)
+    t.ok('Patient/9908372cf611b884a1361109cd41a234 name[0].family <- column("family")' in out,
+         "--explain names the column that made an element", out[-1500:])
+    t.ok(not os.path.exists(s.dir), "a dry run does not create the store")
+
+
+def test_errors(t, root):
+    s = Store(root)
+    bad = os.path.join(root, "bad.map")
+    with open(bad, "w") as f:
+        f.write('reader csv\nseparator ";;"\n\nresource Patient[1]\n'
+                'nmae[1].family <- column("family")\n')
+    rc, _, err = s.imp("--mapping", bad, os.path.join(LEGACY, "patients.csv"))
+    t.eq(rc, 2, "a broken record map exits 2")
+    t.ok(re.search(r"bad\.map:2:11: error: expected one character in quotes", err),
+         "file:line:col of a header error", err)
+    t.ok(re.search(r"bad\.map:5:1: error: Patient has no element 'nmae'.*did you mean 'name'",
+                   err), "file:line:col and a hint for a bad target", err)
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "visits.map"),
+                       os.path.join(LEGACY, "patients.csv"))
+    t.ok(rc == 1 and "import stopped" in err, "a CSV given to an XML map stops with an error",
+         err)
+
+
+def test_kill_resume(t, root):
+    s = Store(root)
+    csv = os.path.join(root, "big.csv")
+    with open(csv, "wb") as f:
+        subprocess.run(["python3", os.path.join(TOP_SRCDIR, "tests", "bench", "gen-patients.py"),
+                        str(ROWS)], stdout=f, check=True)
+    args = [FHIRGATE, "import", "-q", "--mapping", os.path.join(LEGACY, "patients.map"), csv]
+    start = time.time()
+    p = subprocess.Popen(args + s.cfg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # kill -9 once a good part is committed
+    killed_at = 0
+    while p.poll() is None and time.time() - start < 600:
+        time.sleep(0.5)
+        killed_at = s.counts().get("Patient", 0)
+        if killed_at >= ROWS // 3:
+            p.send_signal(signal.SIGKILL)
+            break
+    p.wait()
+    t.ok(p.returncode == -signal.SIGKILL and 0 < killed_at < ROWS,
+         "import killed with SIGKILL midway (%d of %d committed)" % (killed_at, ROWS),
+         "rc %s" % p.returncode)
+    rc, _, err = s.imp("-q", "--mapping", os.path.join(LEGACY, "patients.map"), csv,
+                       timeout=1200)
+    m = re.search(r"resumed after record (\d+)", err)
+    t.ok(rc == 0 and m and int(m.group(1)) >= killed_at, "the second run resumes", err)
+    t.eq(s.counts().get("Patient"), ROWS, "exactly %d Patients after the resume" % ROWS)
+    st = s.stats()
+    t.eq(int(st["versions"]), ROWS, "no record stored twice (one version each)")
+    rc, out, _ = s.run("store", "verify", timeout=600)
+    t.ok(rc == 0, "store verify after kill and resume", out[-500:])
+    print("# %d rows: kill, resume and checks took %.1f s" % (ROWS, time.time() - start))
+
+
+def main():
+    t = Tap()
+    for fn in (test_samples, test_refused_xml, test_dry_run, test_errors, test_kill_resume):
+        with tempfile.TemporaryDirectory(prefix="fhirgate-import-") as root:
+            t.run(fn, root)
+    t.done()
+
+
+if __name__ == "__main__":
+    main()
