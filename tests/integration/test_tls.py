@@ -83,6 +83,28 @@ class TlsServer(Server):
             self.base_conf = f.read()
         self.write_conf()
 
+    def wait_ready(self, timeout=15.0):
+        """The plain port, then the TLS listeners of the config (they open one after
+        another)."""
+        super().wait_ready(timeout)
+        deadline = time.time() + timeout
+        listen = {}
+        for line in self.lines:
+            key, _, value = line.partition("=")
+            if key.strip() in ("mllp.tls.listen", "http.tls.listen") and value.strip():
+                listen[key.strip()] = value.strip().split(",")[0]
+        for addr in listen.values():
+            host, _, port = addr.rpartition(":")
+            host = host.strip("[]")
+            while True:
+                try:
+                    socket.create_connection((host, int(port)), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.time() > deadline or self.proc.poll() is not None:
+                        raise RuntimeError("%s not listening:\n%s" % (addr, self.read_log()))
+                    time.sleep(0.05)
+
     def write_conf(self, *more):
         with open(self.conf, "w") as f:
             f.write(self.base_conf + "\n".join(self.lines + list(more)) + "\n")
