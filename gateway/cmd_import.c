@@ -12,6 +12,7 @@
 #include "gateway/cli.h"
 #include "gateway/import.h"
 #include "gateway/maps.h"
+#include "gateway/models.h"
 #include "lib/buf.h"
 #include "lib/err.h"
 #include "lib/timeutil.h"
@@ -195,6 +196,7 @@ cmd_import(int argc, char **argv)
 	import_ui_t ui;
 	const char *mapping = NULL;
 	record_map_t *rm = NULL;
+	models_t *models = NULL;
 	map_set_t *set = NULL;
 	store_t *s = NULL;
 	uint64_t records = 0, rejected = 0, resources = 0, unchanged = 0, skipped = 0;
@@ -288,6 +290,12 @@ cmd_import(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* Resources that are inputs of a risk model leave scoring work items, which a server on
+	 * this store scores (it looks for them every mappings.watch_interval). */
+	if (!o.dry_run) {
+		models_open(cfg.scoring_models_dir, &models);
+		models_set_global(models);
+	}
 	ui.tty = isatty(STDERR_FILENO) == 1;
 	ui.quiet |= o.dry_run;
 	ui.rm = rm;
@@ -341,6 +349,8 @@ cmd_import(int argc, char **argv)
 	if (rejected > 0)
 		status = 1;
 	store_close(s);
+	models_set_global(NULL);
+	models_free(models);
 	record_map_free(rm);
 	map_set_free(set);
 	config_free(&cfg);

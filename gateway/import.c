@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "gateway/ingest.h"
+#include "gateway/score.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
 #include "lib/err.h"
@@ -306,6 +307,7 @@ import_commit_run(void *arg)
 		rc = store_txn_commit(t);
 	else
 		store_txn_abort(t);
+	score_hook_txn_done();
 	if (rc < 0)
 		snprintf(j->err, sizeof(j->err), "store: %s %s", fg_strerror(rc),
 			 store_last_error());

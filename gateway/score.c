@@ -505,14 +505,26 @@ run_some(store_t *st, const models_set_t *s, bool *more)
 }
 
 void
+score_hook_txn_done(void)
+{
+	noted.txn = NULL; /* the next transaction starts a new set */
+	noted.n = 0;
+}
+
+void
+score_mark_pending(void)
+{
+	atomic_store(&pending, true);
+}
+
+void
 score_run_pending(store_t *st)
 {
 	models_t *m = models_global();
 	const models_set_t *s;
 	bool more = true;
 
-	noted.txn = NULL; /* the next transaction starts a new set */
-	noted.n = 0;
+	score_hook_txn_done();
 	if (m == NULL || !atomic_exchange(&pending, false))
 		return;
 	/* For tests of crash recovery: leave the work items where they are. */

@@ -28,6 +28,14 @@
  * t, once per patient per transaction. Returns 0 or a store error. Writer thread only. */
 int score_hook_note(store_txn_t *t, slice_t type, slice_t id, slice_t body);
 
+/* Ends the once-per-patient set of the write transaction that was just committed or aborted
+ * (a writer other than the server's, such as an import, calls it after each transaction). */
+void score_hook_txn_done(void);
+
+/* Says that work items may be waiting that this process did not note (another process, such
+ * as `fhirgate import`, wrote them): the next score_run_pending looks. */
+void score_mark_pending(void);
+
 /* The writer's step after each commit (and once when it starts): scores the patients of the
  * pending work items, each model's RiskAssessment, Device and Provenance stored and the item
  * deleted in one write transaction. Does nothing without models. Writer thread only. */

@@ -31,6 +31,7 @@ typedef struct {
 	writer_t *writer;
 	maps_t *maps;
 	models_t *models;
+	store_t *store;
 	rest_t *rest;
 	config_t *cfg;
 } serve_ctx_t;
@@ -145,6 +146,21 @@ on_watch(evutil_socket_t fd, short what, void *arg)
 		log_info("scoring", "model files changed: reloading");
 		models_reload(x->models);
 	}
+	/* Work items another process (fhirgate import) left: wake the writer to score them. */
+	{
+		store_txn_t *t;
+		store_stats_t st = {0};
+
+		if (store_txn_begin(x->store, false, &t) == 0) {
+			if (store_stats(t, &st) < 0)
+				st.work = 0;
+			store_txn_abort(t);
+		}
+		if (st.work > 0 && writer_queued(x->writer) == 0) {
+			score_mark_pending();
+			writer_kick(x->writer);
+		}
+	}
 }
 
 static void
@@ -258,6 +274,7 @@ cmd_serve(int argc, char **argv)
 		return 1;
 	}
 	x.cfg = &cfg;
+	x.store = store;
 	x.base = event_base_new();
 	ev_term = evsignal_new(x.base, SIGTERM, on_stop, &x);
 	ev_int = evsignal_new(x.base, SIGINT, on_stop, &x);

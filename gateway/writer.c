@@ -216,6 +216,31 @@ writer_get_health(writer_t *w, writer_health_t *out)
 	out->committing_since_mono_ns = atomic_load(&w->committing_since);
 }
 
+static int
+noop_apply(writer_job_t *j, store_txn_t *t)
+{
+	(void)j;
+	(void)t;
+	return 0;
+}
+
+static void
+noop_done(writer_job_t *j, int rc)
+{
+	(void)rc;
+	free(j);
+}
+
+void
+writer_kick(writer_t *w)
+{
+	writer_job_t *j = xcalloc(1, sizeof(*j));
+
+	j->apply = noop_apply;
+	j->done = noop_done;
+	(void)writer_submit(w, j);
+}
+
 uint64_t
 writer_queued(writer_t *w)
 {

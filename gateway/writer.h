@@ -50,6 +50,9 @@ int writer_start(store_t *store, const writer_opts_t *opts, writer_t **out);
  * queue_max jobs or queue_max_bytes, so the caller should stop reading until its jobs come
  * back. */
 bool writer_submit(writer_t *w, writer_job_t *job);
+/* Queues an empty job: the writer commits an empty transaction and runs after_commit (to pick
+ * up work another process left). */
+void writer_kick(writer_t *w);
 /* Jobs queued and not yet committed. */
 uint64_t writer_queued(writer_t *w);
 /* True when the queue is full (as writer_submit says): callers that can refuse work (HTTP writes)

@@ -433,6 +433,22 @@ def test_crash(t, models):
         srv.cleanup()
 
 
+def test_import(t, srv, tmp):
+    """Inputs that arrive by `fhirgate import` (another process, on the live server's store)
+    are scored too: the import leaves work items, the server finds them."""
+    born = birth_for_age(55)
+    path = os.path.join(tmp, "lipids.hl7")
+    with open(path, "w") as f:
+        f.write(oru("IMP-1", "MRN-IMP", born))
+    rc, out, err = srv.fhirgate("import", "-q", path)
+    t.ok(rc == 0, "fhirgate import of an ORU with lipids into the live store", out + err)
+    pid = wait_for(lambda: patient_id(srv.http, "MRN-IMP"))
+    ra = wait_for(lambda: risk(srv.http, pid, "pce")) if pid else None
+    p = ra["prediction"][0]["probabilityDecimal"] if ra else None
+    t.ok(p is not None and abs(p - 0.0205) <= 0.001,
+         "the imported patient gets its PCE RiskAssessment (p=%s)" % p)
+
+
 def main():
     t = Tap()
     tmp = tempfile.mkdtemp(prefix="fhirgate-score-")
@@ -441,6 +457,7 @@ def main():
     srv = start(models)
     try:
         pid = test_end_to_end(t, srv)
+        test_import(t, srv, tmp)
         test_rest_write(t, srv)
         if pid:
             test_score_op(t, srv, pid)
