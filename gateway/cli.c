@@ -84,6 +84,28 @@ cli_config_load(int *argc, char **argv, config_t *c)
 	return config_build(c);
 }
 
+void
+cli_config_args(const char ***out, int *n)
+{
+	const char **v = xcalloc((size_t)last.nsets * 2 + 3, sizeof(*v));
+	int k = 0;
+
+	if (last.path != NULL) {
+		v[k++] = "-c";
+		v[k++] = last.path;
+	} else {
+		/* built-in defaults, as the parent had, even when etc/fhirgate.conf exists */
+		v[k++] = "-c";
+		v[k++] = "/dev/null";
+	}
+	for (int i = 0; i < last.nsets; i++) {
+		v[k++] = "--set";
+		v[k++] = last.sets[i];
+	}
+	*out = v;
+	*n = k;
+}
+
 int
 cli_config_reload(config_t *c)
 {

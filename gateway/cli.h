@@ -10,6 +10,11 @@
  * error and returns -1 on a bad config. */
 int cli_config_load(int *argc, char **argv, config_t *c);
 
+/* The config options of the last cli_config_load as arguments ("-c", FILE, "--set", KV, ...),
+ * for a child process that must read the same configuration: *n of them into *out (caller
+ * frees the array; the strings are borrowed). */
+void cli_config_args(const char ***out, int *n);
+
 /* Loads the configuration again from the same file and --set options as the last
  * cli_config_load (for SIGHUP). Same error handling. */
 int cli_config_reload(config_t *c);

@@ -208,6 +208,17 @@ static const opt_t options[] = {
     {"auth.clock_skew", OPT_MS, OFF(auth_clock_skew_ms), "60s",
      "Clock difference tolerated when checking exp, nbf and iat of assertions and tokens.", 0,
      300000, NULL},
+    {"import.watch_dir", OPT_STRING, OFF(import_watch_dir), "",
+     "Drop folder: files put there are imported (HL7 v2 files *.hl7/*.er7 through the v2 maps, "
+     "others through import.mapping), then moved to done/ or failed/ (docs/import.md); empty: "
+     "none.",
+     0, 0, NULL},
+    {"import.mapping", OPT_STRING, OFF(import_mapping), "",
+     "The record map for the files of import.watch_dir that are not HL7 v2.", 0, 0, NULL},
+    {"import.batch", OPT_COUNT, OFF(import_batch), "1000",
+     "Records per transaction for the drop folder's imports (small: a live MLLP feed shares the "
+     "store's write lock).",
+     1, 1000000, NULL},
     {"scoring.models_dir", OPT_STRING, OFF(scoring_models_dir), "etc/models",
      "Folder of risk models: every NAME.pmml with its binding NAME.bind (docs/scoring.md); "
      "reloaded on SIGHUP and when a file changes (mappings.watch_interval); empty: no scoring.",

@@ -65,6 +65,10 @@ typedef struct {
 	char *auth_base_url;    /* public base URL; "": http:// + Host */
 	uint64_t auth_token_lifetime_ms;
 	uint64_t auth_clock_skew_ms;
+	/* [import] */
+	char *import_watch_dir; /* drop folder; empty: none */
+	char *import_mapping;   /* the record map for files dropped there */
+	uint64_t import_batch;
 	/* [scoring] */
 	char *scoring_models_dir; /* *.pmml + *.bind; empty: no scoring */
 	/* [server] */

@@ -16,6 +16,7 @@
 
 #include "gateway/auth.h"
 #include "gateway/cli.h"
+#include "gateway/dropdir.h"
 #include "gateway/maps.h"
 #include "gateway/models.h"
 #include "gateway/score.h"
@@ -32,6 +33,7 @@ typedef struct {
 	maps_t *maps;
 	models_t *models;
 	store_t *store;
+	dropdir_t *drop;
 	rest_t *rest;
 	config_t *cfg;
 } serve_ctx_t;
@@ -164,6 +166,14 @@ on_watch(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+on_drop(evutil_socket_t fd, short what, void *arg)
+{
+	serve_ctx_t *x = arg;
+
+	dropdir_tick(x->drop);
+}
+
+static void
 usage(FILE *f)
 {
 	fprintf(f,
@@ -184,7 +194,7 @@ cmd_serve(int argc, char **argv)
 	store_t *store = NULL;
 	char *err = NULL;
 	sigset_t block, old;
-	struct event *ev_term, *ev_int, *ev_hup, *ev_tick, *ev_watch = NULL;
+	struct event *ev_term, *ev_int, *ev_hup, *ev_tick, *ev_watch = NULL, *ev_drop = NULL;
 	struct timeval minute = {60, 0};
 	int rc;
 
@@ -275,6 +285,13 @@ cmd_serve(int argc, char **argv)
 	}
 	x.cfg = &cfg;
 	x.store = store;
+	x.drop = dropdir_new(&cfg, &err);
+	if (err != NULL) {
+		/* the server runs; the drop folder waits for a fixed config and a restart */
+		log_error("import", "%s: the drop folder is off", err);
+		free(err);
+		err = NULL;
+	}
 	x.base = event_base_new();
 	ev_term = evsignal_new(x.base, SIGTERM, on_stop, &x);
 	ev_int = evsignal_new(x.base, SIGINT, on_stop, &x);
@@ -291,9 +308,16 @@ cmd_serve(int argc, char **argv)
 		ev_watch = event_new(x.base, -1, EV_PERSIST, on_watch, &x);
 		evtimer_add(ev_watch, &every);
 	}
+	if (x.drop != NULL) {
+		struct timeval second = {1, 0};
+
+		ev_drop = event_new(x.base, -1, EV_PERSIST, on_drop, &x);
+		evtimer_add(ev_drop, &second);
+	}
 	log_info("server", "fhirgate %s ready data_dir=%s", PACKAGE_VERSION, cfg.data_dir);
 	event_base_dispatch(x.base);
 
+	dropdir_free(x.drop); /* a running import stops; it resumes next time */
 	server_drain(x.server);
 	writer_stop(x.writer); /* commits whatever is still queued */
 	log_stats(&x, "final");
@@ -310,6 +334,8 @@ cmd_serve(int argc, char **argv)
 	event_free(ev_tick);
 	if (ev_watch != NULL)
 		event_free(ev_watch);
+	if (ev_drop != NULL)
+		event_free(ev_drop);
 	event_base_free(x.base);
 	config_free(&cfg);
 	log_info("server", "stopped");
