@@ -270,8 +270,8 @@ cmd_serve(int argc, char **argv)
 		rc = rest_new(store, x.writer, x.maps, &cfg, &x.rest, &err);
 	if (rc == 0)
 		rc = server_start(&cfg, x.writer, x.maps, x.rest, &x.server, &err);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc < 0) {
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		fprintf(stderr, "fhirgate serve: %s\n", err ? err : fg_strerror(rc));
 		free(err);
 		rest_free(x.rest);
@@ -300,6 +300,9 @@ cmd_serve(int argc, char **argv)
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
 	evsignal_add(ev_hup, NULL);
+	/* Only now: a SIGHUP or SIGTERM that came once the listeners were open (a client may
+	 * already have connected) waited, blocked, for these handlers instead of killing us. */
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	evtimer_add(ev_tick, &minute);
 	if (cfg.mappings_watch_ms > 0) {
 		struct timeval every = {(time_t)(cfg.mappings_watch_ms / 1000),

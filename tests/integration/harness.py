@@ -167,8 +167,10 @@ class Server:
         self.port = free_port()
         self.conf = os.path.join(self.tmp, "fhirgate.conf")
         with open(self.conf, "w") as f:
+            # No HTTP unless a test asks (--set http.listen=...): the default port 8080
+            # may be taken, or shared with the servers of tests running in parallel.
             f.write("store.data_dir = %s\nmllp.listen = 127.0.0.1:%d\nio.threads = %d\n"
-                    "store.map_size = 1G\nmappings.dir = %s\n" % (
+                    "store.map_size = 1G\nmappings.dir = %s\nhttp.listen = \"\"\n" % (
                         self.data_dir, self.port, threads,
                         os.path.join(TOP_SRCDIR, "mappings", "hl7v2")))
         self.sets = list(sets)
