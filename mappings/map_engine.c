@@ -95,6 +95,33 @@ map_seg_key(slice_t id)
 	return k;
 }
 
+/* Appends the decimal digits of v at p (no NUL); returns the end. Conversions make many small
+ * texts (instance positions, placeholders), where snprintf would cost more than the rest. */
+static char *
+map_put_u64(char *p, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* Copies the text from..end into out (cap bytes) as snprintf("%s") would: cut, NUL-ended. */
+static void
+map_text_copy(char *out, size_t cap, const char *from, const char *end)
+{
+	size_t n = (size_t)(end - from) < cap ? (size_t)(end - from) : cap - 1;
+
+	memcpy(out, from, n);
+	out[n] = '\0';
+}
+
 static int
 map_cmp_u64(const void *x, const void *y)
 {
@@ -342,7 +369,7 @@ map_inst_new(map_conv_t *cv, slice_t type, size_t seg_index, const char *where)
 
 	inst->type = type;
 	inst->seg_index = seg_index;
-	snprintf(inst->where, sizeof(inst->where), "%s", where);
+	map_text_copy(inst->where, sizeof(inst->where), where, where + strlen(where));
 	inst->obj = fhir_object_new(cv->a);
 	fhir_object_set_cstr(cv->a, inst->obj, "resourceType", fhir_string_new(cv->a, type));
 	if (cv->insts.n >= MAP_MAX_RESOURCES)
@@ -424,11 +451,13 @@ static fhir_node_t *
 map_reference(map_conv_t *cv, map_inst_t *inst)
 {
 	fhir_node_t *ref = fhir_object_new(cv->a);
-	char tmp[32];
+	char tmp[24], *end;
 
 	/* a placeholder that differs between resources, so that arrays keep both references */
-	snprintf(tmp, sizeof(tmp), "?%p", (void *)inst);
-	fhir_object_set_cstr(cv->a, ref, "reference", fhir_string_new(cv->a, slice_cstr(tmp)));
+	tmp[0] = '?';
+	end = map_put_u64(tmp + 1, (uintptr_t)inst);
+	fhir_object_set_cstr(cv->a, ref, "reference",
+			     fhir_string_new(cv->a, slice_make(tmp, (size_t)(end - tmp))));
 	*MAP_VEC_PUSH(cv->refs) = (map_pending_ref_t){ref, inst};
 	return ref;
 }
@@ -1076,12 +1105,17 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 			from.rep = rep;
 
 			if (l->as_def->is_resource) {
-				char where[48];
+				char where[64], *p = where;
 				map_inst_t *res;
 
-				snprintf(where, sizeof(where), "%u.%u.%.*s", field, rep,
-					 (int)(l->as_def->name.len > 30 ? 30 : l->as_def->name.len),
-					 l->as_def->name.ptr);
+				/* "field.rep.Name", the name cut at 30 */
+				p = map_put_u64(p, field);
+				*p++ = '.';
+				p = map_put_u64(p, rep);
+				*p++ = '.';
+				memcpy(p, l->as_def->name.ptr,
+				       l->as_def->name.len > 30 ? 30 : l->as_def->name.len);
+				p[l->as_def->name.len > 30 ? 30 : l->as_def->name.len] = '\0';
 				res = map_inst_new(cv, l->as_def->fhir, si, where);
 				map_run_def(cv, l->as_def, &from, *src_out, raw, level, res,
 					    res->obj, NULL);
@@ -1655,7 +1689,7 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 	fr.level = 1;
 	if (!map_follows_ok(cv, l, seg_index) || !map_cond_eval(l->cond, &fr))
 		return;
-	snprintf(src, sizeof(src), "%s", l->src.seg);
+	memcpy(src, l->src.seg, sizeof(l->src.seg));
 	if (l->nsteps > 0) {
 		fhir_node_t *obj;
 		size_t start = cv->xrecs.n;
@@ -1704,9 +1738,9 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 		 * add to the current one, or begin one when there is none */
 		inst = cv->current[l->slot];
 		if (inst == NULL || (begins && inst->seg_index != seg_index)) {
-			char where[32];
+			char where[32] = "slot ";
 
-			snprintf(where, sizeof(where), "slot %zu", (size_t)l->slot);
+			*map_put_u64(where + 5, (size_t)l->slot) = '\0';
 			inst = map_inst_new(cv, sl->type, seg_index, where);
 			cv->current[l->slot] = inst;
 		}
