@@ -1809,23 +1809,27 @@ map_canon_rank(const fhir_type_t *t, slice_t k, const fhir_type_t **et)
 	return MAP_CANON_REST;
 }
 
-/* A copy of n in R4 element order (resourceType first, "_x" right after x). */
-static fhir_node_t *
-map_canon(arena_t *a, const fhir_node_t *n, const fhir_type_t *t)
+/* Puts n's members, and those of everything in it, in R4 element order (resourceType first,
+ * "_x" right after x), in place: the conversion's trees are its own, and a node reached twice
+ * is under the same element both times, so sorting it again changes nothing. */
+static void
+map_canon(arena_t *a, fhir_node_t *n, const fhir_type_t *t)
 {
-	fhir_node_t *out, *rt;
+	fhir_node_t *rt;
 	size_t cnt;
-	uint64_t *order; /* rank << 32 | member index: sorting keeps ties in member order */
-	const fhir_type_t **types;
+	bool moved = false;
+	/* rank << 32 | member index: sorting keeps ties in member order */
+	uint64_t order_small[32], *order = order_small;
+	const fhir_type_t *types_small[32], **types = types_small;
+	uint32_t *perm;
 
 	if (fhir_node_kind(n) == FHIR_ARRAY) {
-		out = fhir_array_new(a);
 		for (size_t i = 0; i < fhir_array_len(n); i++)
-			fhir_array_append(a, out, map_canon(a, fhir_array_at(n, i), t));
-		return out;
+			map_canon(a, fhir_array_at(n, i), t);
+		return;
 	}
-	if (fhir_node_kind(n) != FHIR_OBJECT)
-		return (fhir_node_t *)n;
+	if (fhir_node_kind(n) != FHIR_OBJECT || (cnt = fhir_object_count(n)) == 0)
+		return;
 	rt = fhir_object_get(n, SLICE_LIT("resourceType"));
 	if (t == NULL || rt != NULL) {
 		const fhir_type_t *rtt = fhir_meta_type(fhir_node_text(rt));
@@ -1833,12 +1837,10 @@ map_canon(arena_t *a, const fhir_node_t *n, const fhir_type_t *t)
 		if (rtt != NULL)
 			t = rtt;
 	}
-	cnt = fhir_object_count(n);
-	out = fhir_object_new(a);
-	if (cnt == 0)
-		return out;
-	order = arena_alloc(a, cnt * sizeof(*order));
-	types = arena_alloc(a, cnt * sizeof(*types));
+	if (cnt > 32) {
+		order = arena_alloc(a, cnt * sizeof(*order));
+		types = arena_alloc(a, cnt * sizeof(*types));
+	}
 	for (size_t i = 0; i < cnt; i++) {
 		uint64_t key =
 		    (uint64_t)map_canon_rank(t, fhir_object_key_at(n, i), &types[i]) << 32 | i;
@@ -1850,14 +1852,15 @@ map_canon(arena_t *a, const fhir_node_t *n, const fhir_type_t *t)
 			j--;
 		}
 		order[j] = key;
+		moved |= j != i;
+		map_canon(a, fhir_object_value_at(n, i), types[i]);
 	}
-	for (size_t j = 0; j < cnt; j++) {
-		size_t i = (size_t)(order[j] & 0xffffffffu);
-
-		fhir_object_push(a, out, fhir_object_key_at(n, i),
-				 map_canon(a, fhir_object_value_at(n, i), types[i]));
-	}
-	return out;
+	if (!moved)
+		return;
+	perm = arena_alloc(a, cnt * sizeof(*perm));
+	for (size_t j = 0; j < cnt; j++)
+		perm[j] = (uint32_t)(order[j] & 0xffffffffu);
+	fhir_object_reorder(a, n, perm);
 }
 
 static bool
@@ -2039,7 +2042,8 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 
 		if (inst->merged_into != NULL || inst->dropped)
 			continue;
-		r = map_canon(a, inst->obj, NULL);
+		r = inst->obj;
+		map_canon(a, r, NULL);
 		inst->result_index = n;
 		rs[n].type = inst->type;
 		rs[n].id = slice_make(arena_strndup(a, inst->id, 32), 32);
@@ -2063,7 +2067,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	fhir_object_set_cstr(a, b, "type", fhir_string_new(a, SLICE_LIT("transaction")));
 	(void)fhir_node_prune(b);
 	/* entries are in order already, and last in R4 order (no signature is made) */
-	b = map_canon(a, b, NULL);
+	map_canon(a, b, NULL);
 	fhir_object_set_cstr(a, b, "entry", entries);
 	res->bundle = b;
 	res->resources = rs;
