@@ -525,9 +525,11 @@ map_bool_parse(slice_t t)
 static bool
 map_is_uri_type(const char *name)
 {
-	return strcmp(name, "uri") == 0 || strcmp(name, "url") == 0 ||
-	       strcmp(name, "canonical") == 0 || strcmp(name, "oid") == 0 ||
-	       strcmp(name, "uuid") == 0;
+	/* the first letter rules out most types at once (string, code, id, ...) */
+	return (name[0] == 'u' || name[0] == 'c' || name[0] == 'o') &&
+	       (strcmp(name, "uri") == 0 || strcmp(name, "url") == 0 ||
+		strcmp(name, "canonical") == 0 || strcmp(name, "oid") == 0 ||
+		strcmp(name, "uuid") == 0);
 }
 
 static bool
@@ -561,6 +563,34 @@ map_base64(slice_t in, buf_t *out)
 	}
 }
 
+/* The conversion a primitive type's values need; MAP_BI_NONE for text as it is. Looked at by
+ * first letter: this runs for every value. */
+static map_builtin_t
+map_builtin_of_type(const char *name)
+{
+	switch (name[0]) {
+	case 'b':
+		return strcmp(name, "boolean") == 0 ? MAP_BI_BOOLEAN : MAP_BI_NONE;
+	case 'd':
+		return strcmp(name, "date") == 0       ? MAP_BI_DATE
+		       : strcmp(name, "dateTime") == 0 ? MAP_BI_DATETIME
+		       : strcmp(name, "decimal") == 0  ? MAP_BI_DECIMAL
+						       : MAP_BI_NONE;
+	case 'i':
+		return strcmp(name, "instant") == 0   ? MAP_BI_INSTANT
+		       : strcmp(name, "integer") == 0 ? MAP_BI_INTEGER
+						      : MAP_BI_NONE;
+	case 'p':
+		return strcmp(name, "positiveInt") == 0 ? MAP_BI_POSITIVE : MAP_BI_NONE;
+	case 't':
+		return strcmp(name, "time") == 0 ? MAP_BI_TIME : MAP_BI_NONE;
+	case 'u':
+		return strcmp(name, "unsignedInt") == 0 ? MAP_BI_UNSIGNED : MAP_BI_NONE;
+	default:
+		return MAP_BI_NONE;
+	}
+}
+
 /* Text made into a value of primitive type t (forced by a built-in map when bi is set). */
 static fhir_node_t *
 map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_builtin_t bi,
@@ -573,26 +603,8 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 
 	if (text.len == 0)
 		return NULL;
-	if (bi == MAP_BI_NONE) {
-		if (strcmp(name, "date") == 0)
-			bi = MAP_BI_DATE;
-		else if (strcmp(name, "dateTime") == 0)
-			bi = MAP_BI_DATETIME;
-		else if (strcmp(name, "instant") == 0)
-			bi = MAP_BI_INSTANT;
-		else if (strcmp(name, "time") == 0)
-			bi = MAP_BI_TIME;
-		else if (strcmp(name, "boolean") == 0)
-			bi = MAP_BI_BOOLEAN;
-		else if (strcmp(name, "decimal") == 0)
-			bi = MAP_BI_DECIMAL;
-		else if (strcmp(name, "integer") == 0)
-			bi = MAP_BI_INTEGER;
-		else if (strcmp(name, "positiveInt") == 0)
-			bi = MAP_BI_POSITIVE;
-		else if (strcmp(name, "unsignedInt") == 0)
-			bi = MAP_BI_UNSIGNED;
-	}
+	if (bi == MAP_BI_NONE)
+		bi = map_builtin_of_type(name);
 	switch (bi) {
 	case MAP_BI_DATE:
 	case MAP_BI_DATETIME:
