@@ -1221,6 +1221,15 @@ typedef struct {
 	buf_t path;
 } map_gstate_t;
 
+/* Copies an explain path; without explain both are empty, and nothing is allocated. */
+static void
+map_path_copy(buf_t *to, const buf_t *from)
+{
+	buf_reset(to);
+	if (from->len > 0)
+		buf_append(to, from->data, from->len);
+}
+
 /* Puts one line's value where its target says. */
 static void
 map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_t *v,
@@ -1247,8 +1256,7 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 					goto drop;
 				gs->root = v;
 				gs->root_arr = key.array ? fhir_object_get(at, key.name) : NULL;
-				buf_reset(&gs->root_path);
-				buf_append(&gs->root_path, gs->path.data, gs->path.len);
+				map_path_copy(&gs->root_path, &gs->path);
 				goto done;
 			}
 			gs->root = fhir_object_new(cv->a);
@@ -1257,21 +1265,18 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 			gs->root_arr = key.array ? fhir_object_get(at, key.name) : NULL;
 			if (!key.array) /* an element already there is the one to build on */
 				gs->root = fhir_object_get(at, key.name);
-			buf_reset(&gs->root_path);
-			buf_append(&gs->root_path, gs->path.data, gs->path.len);
+			map_path_copy(&gs->root_path, &gs->path);
 		} else if (l->nsteps == g->key_steps) {
 			if (fhir_node_kind(gs->root) != FHIR_OBJECT ||
 			    fhir_node_kind(v) != FHIR_OBJECT)
 				goto drop;
 			map_merge(cv->a, gs->root, v);
-			buf_reset(&gs->path);
-			buf_append(&gs->path, gs->root_path.data, gs->root_path.len);
+			map_path_copy(&gs->path, &gs->root_path);
 			goto done;
 		}
 		if (fhir_node_kind(gs->root) != FHIR_OBJECT)
 			goto drop;
-		buf_reset(&gs->path);
-		buf_append(&gs->path, gs->root_path.data, gs->root_path.len);
+		map_path_copy(&gs->path, &gs->root_path);
 		at = gs->root;
 		from = g->key_steps;
 	}
