@@ -82,6 +82,10 @@ struct map_conv {
 	size_t nsegs;
 	uint32_t *seq; /* per segment: its occurrence number (1-based) */
 	bool too_many;
+	/* scratch text, kept from value to value (a fresh buf_t would allocate each time):
+	 * each is used between two calls that cannot reach its user again */
+	buf_t text, part, cat; /* map_line_value */
+	buf_t vcode, vsys;     /* map_vocab_match */
 };
 
 /* A segment id as a number (ids are three characters). */
@@ -730,7 +734,7 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 {
 	const hl7_delims_t *d = hl7_msg_delims(run->fr.cv->m);
 	static const unsigned trip[3][2] = {{1, 3}, {4, 6}, {10, 12}};
-	buf_t code = BUF_INIT, sys = BUF_INIT;
+	buf_t *code = &run->fr.cv->vcode, *sys = &run->fr.cv->vsys;
 	bool comps = level == 1 && memchr(raw.ptr, d->component, raw.len) != NULL;
 
 	mm->n = 0;
@@ -745,18 +749,18 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 		} else if (level <= 2) {
 			c = hl7_split_nth(raw, level == 1 ? d->component : d->subcomponent, 1);
 		}
-		map_text(&run->fr, c, &code);
-		map_text(&run->fr, s, &sys);
-		if (code.len == 0)
+		map_text(&run->fr, c, code);
+		map_text(&run->fr, s, sys);
+		if (code->len == 0)
 			continue;
 		if (mm->first_code.len == 0)
 			mm->first_code = c;
 		for (size_t i = 0; i < v->nrows && mm->n < 16; i++) {
 			const map_vrow_t *r = &v->rows[i];
 
-			if (!slice_eq(r->code, buf_slice(&code)) ||
-			    !(r->system.len == 0 || sys.len == 0 ||
-			      slice_eq(r->system, buf_slice(&sys))))
+			if (!slice_eq(r->code, buf_slice(code)) ||
+			    !(r->system.len == 0 || sys->len == 0 ||
+			      slice_eq(r->system, buf_slice(sys))))
 				continue;
 			/* "-": a known code without a FHIR equivalent (no value, no warning) */
 			if (slice_eq_cstr(r->fcode, "-"))
@@ -765,8 +769,6 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 				mm->rows[mm->n++] = r;
 		}
 	}
-	buf_free(&code);
-	buf_free(&sys);
 }
 
 static fhir_node_t *
@@ -1079,7 +1081,6 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 {
 	map_conv_t *cv = run->fr.cv;
 	const map_operand_t *p0 = &l->src.parts[0];
-	buf_t text = BUF_INIT;
 	fhir_node_t *node = NULL;
 	size_t si = run->fr.value_seg;
 	unsigned rep = run->fr.rep, field = run->fr.field;
@@ -1157,22 +1158,23 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 			 */
 			raw = hl7_split_nth(raw, hl7_msg_delims(cv->m)->component, 1);
 		}
-		map_text(&run->fr, raw, &text);
-		node = map_primitive(run, l, t, l->as_builtin, buf_slice(&text), si, field, rep);
-		buf_free(&text);
-		return node;
+		map_text(&run->fr, raw, &cv->text);
+		return map_primitive(run, l, t, l->as_builtin, buf_slice(&cv->text), si, field,
+				     rep);
 	}
 	/* concatenations ("+"): empty when every field in them is; join() puts the separator
 	 * between the ones that are not */
 	{
 		bool any_all = false;
-		buf_t part = BUF_INIT, cat = BUF_INIT;
+		buf_t *text = &cv->text, *part = &cv->part, *cat = &cv->cat;
+
+		buf_reset(text);
 
 		for (size_t c = 0; c < l->src.ncuts; c++) {
 			size_t to = c + 1 < l->src.ncuts ? l->src.cuts[c + 1] : l->src.nparts;
 			bool has_ref = false, any = false;
 
-			buf_reset(&cat);
+			buf_reset(cat);
 			for (size_t i = l->src.cuts[c]; i < to; i++) {
 				const map_operand_t *o = &l->src.parts[i];
 
@@ -1184,31 +1186,28 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 						map_mark_used(cv, si,
 							      o->ref.seg[0] ? o->ref.field : field,
 							      rep);
-					map_text(&run->fr, raw, &part);
+					map_text(&run->fr, raw, part);
 					has_ref = true;
-					any |= part.len > 0;
-					if (*src_out == NULL && part.len > 0)
+					any |= part->len > 0;
+					if (*src_out == NULL && part->len > 0)
 						*src_out = map_ref_string(run, &o->ref,
 									  o->ref.seg[0] ? rep : 0);
 				} else {
-					buf_reset(&part);
-					buf_append_slice(&part, o->text);
+					buf_reset(part);
+					buf_append_slice(part, o->text);
 				}
-				buf_append(&cat, part.data, part.len);
+				buf_append(cat, part->data, part->len);
 			}
-			if ((has_ref && !any) || cat.len == 0)
+			if ((has_ref && !any) || cat->len == 0)
 				continue;
-			if (l->src.kind == MAP_SRC_JOIN && text.len > 0)
-				buf_append_slice(&text, l->src.sep);
-			buf_append(&text, cat.data, cat.len);
+			if (l->src.kind == MAP_SRC_JOIN && text->len > 0)
+				buf_append_slice(text, l->src.sep);
+			buf_append(text, cat->data, cat->len);
 			any_all = true;
 		}
-		buf_free(&part);
-		buf_free(&cat);
 		if (any_all)
-			node = map_primitive(run, l, t, l->as_builtin, slice_trim(buf_slice(&text)),
+			node = map_primitive(run, l, t, l->as_builtin, slice_trim(buf_slice(text)),
 					     si, field, rep);
-		buf_free(&text);
 		return node;
 	}
 }
@@ -2200,5 +2199,10 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	free(cv.used.v);
 	free(cv.deferred.v);
 	free(cv.refs.v);
+	buf_free(&cv.text);
+	buf_free(&cv.part);
+	buf_free(&cv.cat);
+	buf_free(&cv.vcode);
+	buf_free(&cv.vsys);
 	return rc;
 }
