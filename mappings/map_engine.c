@@ -1431,7 +1431,8 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 {
 	map_run_t run;
 
-	memset(&run, 0, sizeof(run));
+	/* labels[] is read only below nlabels: no need to clear its 32 entries for every run */
+	run.nlabels = 0;
 	run.fr = *parent;
 	run.fr.def = def;
 	run.fr.parent = parent;
