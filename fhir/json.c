@@ -301,24 +301,42 @@ json_word_is_plain(uint64_t v)
 	return ((v | (v - ones * 0x20) | (q - ones) | (bs - ones)) & high) == 0;
 }
 
+/* How many bytes at the start of p (n bytes) are plain, 8 at a time while it can. */
+static size_t
+json_plain_len(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+	uint64_t v;
+
+	while (i + 8 <= n && (memcpy(&v, p + i, 8), json_word_is_plain(v)))
+		i += 8;
+	while (i < n && json_byte_is_plain(p[i]))
+		i++;
+	return i;
+}
+
 static void
 json_put_string(json_out_t *w, slice_t s)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *p = (const unsigned char *)s.ptr;
-	size_t beg = 0, i = 0;
+	size_t beg = 0, i = json_plain_len(p, s.len);
 	char esc[6] = {'\\', 'u', '0', '0', 0, 0};
+	buf_t *b = w->out;
 
+	if (i == s.len && w->rc == 0 && json_has_room(b, s.len + 2)) {
+		/* most strings: nothing to escape or check, and room for all of it */
+		b->data[b->len] = '"';
+		memcpy(b->data + b->len + 1, s.ptr, s.len);
+		b->data[b->len + 1 + s.len] = '"';
+		b->len += s.len + 2;
+		return;
+	}
 	json_putc(w, '"');
 	while (i < s.len) {
 		unsigned char c = p[i];
 		size_t elen = 2;
-		uint64_t v;
 
-		if (i + 8 <= s.len && (memcpy(&v, p + i, 8), json_word_is_plain(v))) {
-			i += 8;
-			continue;
-		}
 		if (json_byte_is_plain(c)) {
 			i++;
 			continue;
