@@ -895,6 +895,14 @@ map_label_find(map_run_t *run, fhir_node_t *arr, uint16_t index)
 	return NULL;
 }
 
+/* Adds a member that obj was just found not to have: no second lookup (the key is copied, as
+ * fhir_object_set copies it). */
+static void
+map_member_add(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *v)
+{
+	fhir_object_push(a, obj, arena_slice_dup(a, key), v);
+}
+
 /* The object a step leads to, made when missing: objects by key; in arrays the labelled
  * element [n], or the first element when the step has no [n]. */
 static fhir_node_t *
@@ -913,7 +921,7 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 		child = fhir_object_get(obj, buf_slice(&key));
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			fhir_object_set(a, obj, buf_slice(&key), child);
+			map_member_add(a, obj, buf_slice(&key), child);
 		}
 		buf_free(&key);
 		map_path_step(path, st, 0, false);
@@ -923,7 +931,7 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 		child = fhir_object_get(obj, st->name);
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			fhir_object_set(a, obj, st->name, child);
+			map_member_add(a, obj, st->name, child);
 		}
 		map_path_step(path, st, 0, false);
 		return fhir_node_kind(child) == FHIR_OBJECT ? child : NULL;
@@ -931,7 +939,7 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 	arr = fhir_object_get(obj, st->name);
 	if (arr == NULL) {
 		arr = fhir_array_new(a);
-		fhir_object_set(a, obj, st->name, arr);
+		map_member_add(a, obj, st->name, arr);
 	}
 	if (fhir_node_kind(arr) != FHIR_ARRAY)
 		return NULL;
@@ -1011,7 +1019,7 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 	if (st->array) {
 		if (cur == NULL) {
 			cur = fhir_array_new(a);
-			fhir_object_set(a, obj, st->name, cur);
+			map_member_add(a, obj, st->name, cur);
 		}
 		if (fhir_node_kind(cur) != FHIR_ARRAY)
 			return false;
@@ -1048,7 +1056,7 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 		map_path_step(path, st, 0, false);
 		return true;
 	}
-	fhir_object_set(a, obj, st->name, v);
+	map_member_add(a, obj, st->name, v);
 	map_path_step(path, st, 0, false);
 	return true;
 }
