@@ -1,8 +1,10 @@
-/* FHIR JSON in and out: yajl's event parser builds the tree, yajl's generator writes it. */
+/* FHIR JSON in and out: yajl's event parser builds the tree; compact output is written directly,
+ * pretty output by yajl's generator. */
 #include "config.h"
 
 #include "fhir/json.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -217,7 +219,229 @@ fhir_json_parse(arena_t *a, const char *data, size_t len, const fhir_json_limits
 	return rc;
 }
 
-/* Writing. */
+/* Writing. Compact output (what storage, ingest and the REST answers use) is written straight
+ * into the caller's buffer; pretty output goes through yajl's generator. Both give the same
+ * bytes as yajl's compact generator did: the escapes below, numbers as their text, strings
+ * checked as UTF-8 the way yajl checks them, at most YAJL_MAX_DEPTH - 1 levels. */
+
+#define JSON_WRITE_MAX_DEPTH 127
+
+typedef struct {
+	buf_t *out;
+	int rc; /* sticky: the first failure stops the writing */
+} json_out_t;
+
+/* Whether n more bytes fit the buffer as it is, below its cap, with a byte left for the final
+ * NUL (which fhir_json_write adds). */
+static bool
+json_has_room(const buf_t *b, size_t n)
+{
+	return b->data != NULL && n < b->cap - b->len && (b->max == 0 || n <= b->max - b->len);
+}
+
+/* Appends in place while the buffer has room; else buf_append grows it, or refuses past its
+ * cap. */
+static void
+json_put(json_out_t *w, const char *p, size_t n)
+{
+	buf_t *b = w->out;
+
+	if (w->rc != 0)
+		return;
+	if (json_has_room(b, n)) {
+		memcpy(b->data + b->len, p, n);
+		b->len += n;
+		return;
+	}
+	w->rc = buf_append(b, p, n);
+}
+
+static void
+json_putc(json_out_t *w, char c)
+{
+	buf_t *b = w->out;
+
+	if (w->rc == 0 && json_has_room(b, 1))
+		b->data[b->len++] = c;
+	else
+		json_put(w, &c, 1);
+}
+
+/* Length of the UTF-8 sequence at p (lead byte and continuation bytes only, as yajl's
+ * yajl_string_validate_utf8 checks); 0 when it is not one. */
+static size_t
+json_utf8_len(const unsigned char *p, size_t n)
+{
+	size_t k = (p[0] >> 5) == 0x6 ? 2 : (p[0] >> 4) == 0xe ? 3 : (p[0] >> 3) == 0x1e ? 4 : 0;
+
+	if (k == 0 || k > n)
+		return 0;
+	for (size_t i = 1; i < k; i++)
+		if ((p[i] >> 6) != 0x2)
+			return 0;
+	return k;
+}
+
+/* Bytes a string copies as they are: printable ASCII but the quote and the backslash. */
+static bool
+json_byte_is_plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/* Whether all 8 bytes of v are plain (bit tricks: a byte below 0x20, equal to '"' or '\\', or
+ * with its high bit set shows as a high bit in the mask). */
+static bool
+json_word_is_plain(uint64_t v)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
+	uint64_t q = v ^ (ones * '"'), bs = v ^ (ones * '\\');
+
+	/* without high bits in v, no subtraction borrows unless a byte is below its bound */
+	return ((v | (v - ones * 0x20) | (q - ones) | (bs - ones)) & high) == 0;
+}
+
+/* How many bytes at the start of p (n bytes) are plain, 8 at a time while it can. */
+static size_t
+json_plain_len(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+	uint64_t v;
+
+	while (i + 8 <= n && (memcpy(&v, p + i, 8), json_word_is_plain(v)))
+		i += 8;
+	while (i < n && json_byte_is_plain(p[i]))
+		i++;
+	return i;
+}
+
+static void
+json_put_string(json_out_t *w, slice_t s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p = (const unsigned char *)s.ptr;
+	size_t beg = 0, i = json_plain_len(p, s.len);
+	char esc[6] = {'\\', 'u', '0', '0', 0, 0};
+	buf_t *b = w->out;
+
+	if (i == s.len && w->rc == 0 && json_has_room(b, s.len + 2)) {
+		/* most strings: nothing to escape or check, and room for all of it */
+		b->data[b->len] = '"';
+		memcpy(b->data + b->len + 1, s.ptr, s.len);
+		b->data[b->len + 1 + s.len] = '"';
+		b->len += s.len + 2;
+		return;
+	}
+	json_putc(w, '"');
+	while (i < s.len) {
+		unsigned char c = p[i];
+		size_t elen = 2;
+
+		if (json_byte_is_plain(c)) {
+			i++;
+			continue;
+		}
+		if (c >= 0x80) {
+			size_t k = json_utf8_len(p + i, s.len - i);
+
+			if (k == 0) {
+				w->rc = w->rc != 0 ? w->rc : -FG_EINVAL;
+				return;
+			}
+			i += k;
+			continue;
+		}
+		switch (c) {
+		case '"':
+		case '\\':
+			esc[1] = (char)c;
+			break;
+		case '\b':
+			esc[1] = 'b';
+			break;
+		case '\f':
+			esc[1] = 'f';
+			break;
+		case '\n':
+			esc[1] = 'n';
+			break;
+		case '\r':
+			esc[1] = 'r';
+			break;
+		case '\t':
+			esc[1] = 't';
+			break;
+		default:
+			esc[1] = 'u';
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 0xf];
+			elen = 6;
+			break;
+		}
+		json_put(w, s.ptr + beg, i - beg);
+		json_put(w, esc, elen);
+		beg = ++i;
+	}
+	json_put(w, s.ptr + beg, s.len - beg);
+	json_putc(w, '"');
+}
+
+static void
+json_put_node(json_out_t *w, const fhir_node_t *n, unsigned depth)
+{
+	slice_t t;
+
+	if (w->rc != 0)
+		return;
+	switch (n == NULL ? FHIR_NULL : fhir_node_kind(n)) {
+	case FHIR_NULL:
+		json_put(w, "null", 4);
+		return;
+	case FHIR_BOOL:
+		if (fhir_node_bool(n))
+			json_put(w, "true", 4);
+		else
+			json_put(w, "false", 5);
+		return;
+	case FHIR_NUMBER:
+	case FHIR_RAW:
+		t = fhir_node_text(n);
+		json_put(w, t.ptr, t.len);
+		return;
+	case FHIR_STRING:
+		json_put_string(w, fhir_node_text(n));
+		return;
+	case FHIR_OBJECT:
+		if (depth >= JSON_WRITE_MAX_DEPTH) {
+			w->rc = -FG_ETOOBIG;
+			return;
+		}
+		json_putc(w, '{');
+		for (size_t i = 0; w->rc == 0 && i < fhir_object_count(n); i++) {
+			if (i > 0)
+				json_putc(w, ',');
+			json_put_string(w, fhir_object_key_at(n, i));
+			json_putc(w, ':');
+			json_put_node(w, fhir_object_value_at(n, i), depth + 1);
+		}
+		json_putc(w, '}');
+		return;
+	case FHIR_ARRAY:
+		if (depth >= JSON_WRITE_MAX_DEPTH) {
+			w->rc = -FG_ETOOBIG;
+			return;
+		}
+		json_putc(w, '[');
+		for (size_t i = 0; w->rc == 0 && i < fhir_array_len(n); i++) {
+			if (i > 0)
+				json_putc(w, ',');
+			json_put_node(w, fhir_array_at(n, i), depth + 1);
+		}
+		json_putc(w, ']');
+		return;
+	}
+	w->rc = -FG_EINVAL;
+}
 
 static yajl_gen_status
 json_write_node(yajl_gen g, const fhir_node_t *n)
@@ -264,20 +488,28 @@ json_write_node(yajl_gen g, const fhir_node_t *n)
 int
 fhir_json_write(const fhir_node_t *n, bool pretty, buf_t *out)
 {
-	yajl_gen g = yajl_gen_alloc(NULL);
+	size_t start = out->len;
+	yajl_gen g;
 	yajl_gen_status st;
 	const unsigned char *text;
 	size_t len;
 	int rc;
 
+	if (!pretty) {
+		json_out_t w = {out, 0};
+
+		json_put_node(&w, n, 0);
+		if (w.rc != 0)
+			out->len = start;
+		if (out->data != NULL)
+			out->data[out->len] = '\0';
+		return w.rc;
+	}
+	g = yajl_gen_alloc(NULL);
 	/* The tree promises UTF-8, but output is where a broken promise would reach a peer. */
 	yajl_gen_config(g, yajl_gen_validate_utf8, 1);
-	if (pretty) {
-		yajl_gen_config(g, yajl_gen_beautify, 1);
-		yajl_gen_config(g, yajl_gen_indent_string, "  ");
-	}
-	/* Into yajl's own buffer, then one append: yajl emits many tiny pieces, and its buffer
-	 * takes them cheaper than a capped buf_t can. Its size is bounded by the tree's. */
+	yajl_gen_config(g, yajl_gen_beautify, 1);
+	yajl_gen_config(g, yajl_gen_indent_string, "  ");
 	st = json_write_node(g, n);
 	if (st == yajl_gen_status_ok) {
 		yajl_gen_get_buf(g, &text, &len);

@@ -1,4 +1,5 @@
-/* FHIR JSON in and out: yajl's parser into the resource tree, yajl's generator out. */
+/* FHIR JSON in and out: yajl's parser into the resource tree; compact output written directly,
+ * pretty output by yajl's generator. */
 #ifndef FHIR_JSON_H
 #define FHIR_JSON_H
 
@@ -19,7 +20,9 @@ typedef struct {
  * error. */
 int fhir_json_parse(arena_t *a, const char *data, size_t len, const fhir_json_limits_t *lim,
 		    fhir_node_t **out, char *err, size_t cap);
-/* Appends the JSON form of n to out (compact, or pretty with two-space indents). */
+/* Appends the JSON form of n to out (compact, or pretty with two-space indents). Returns 0, or
+ * -FG_EINVAL (a string that is not UTF-8) / -FG_ETOOBIG (out's cap, or nesting deeper than 127)
+ * with out left as it was. */
 int fhir_json_write(const fhir_node_t *n, bool pretty, buf_t *out);
 
 #endif

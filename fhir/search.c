@@ -114,11 +114,20 @@ fp_literal(fp_t *f)
 	return slice_make(s, (size_t)(f->p++ - s));
 }
 
+/* A member step, with its element looked up when it was compiled: owner.name is elem, of
+ * type etype (owner NULL when the type before the step was not known then). */
+typedef struct {
+	slice_t name;
+	const fhir_type_t *owner, *etype;
+	const fhir_elem_t *elem;
+} fp_stepdef_t;
+
 /* One member step from every item: choice elements ("value") match their expansions. */
 static fp_set_t
-fp_step(fp_t *f, const fp_set_t *in, slice_t name)
+fp_step(fp_t *f, const fp_set_t *in, const fp_stepdef_t *sd)
 {
 	fp_set_t out = {0};
+	slice_t name = sd->name;
 
 	for (size_t i = 0; i < in->n; i++) {
 		const fp_item_t *it = &in->v[i];
@@ -126,6 +135,10 @@ fp_step(fp_t *f, const fp_set_t *in, slice_t name)
 
 		if (it->t == NULL || fhir_node_kind(it->n) != FHIR_OBJECT)
 			continue;
+		if (sd->owner != NULL && it->t == sd->owner) {
+			set_add(f->a, &out, fhir_object_get(it->n, name), sd->etype);
+			continue;
+		}
 		if ((e = fhir_meta_elem(it->t, name)) != NULL) {
 			set_add(f->a, &out, fhir_object_get(it->n, name),
 				fhir_meta_elem_type(it->t, e));
@@ -200,8 +213,9 @@ typedef enum { FP_OP_STEP, FP_OP_TYPE, FP_OP_RESOLVE_IS, FP_OP_WHERE_EQ } fp_op_
 
 typedef struct {
 	fp_op_kind_t kind;
-	slice_t name;    /* STEP: the member; TYPE, RESOLVE_IS: the type */
-	slice_t path[4]; /* WHERE_EQ: path = 'lit' */
+	slice_t name;      /* STEP: the member; TYPE, RESOLVE_IS: the type */
+	fp_stepdef_t step; /* STEP */
+	slice_t path[4];   /* WHERE_EQ: path = 'lit' */
 	size_t np;
 	slice_t lit;
 } fp_op_t;
@@ -261,10 +275,14 @@ static const fp_expr_t *fp_union_compile(fp_t *f);
 static void
 fp_term_compile(fp_t *f, fp_term_t *t)
 {
+	/* the type of the items so far, while one type is sure; NULL when not */
+	const fhir_type_t *cur = NULL;
+
 	if (fp_eat(f, "(")) {
 		t->sub = fp_union_compile(f);
 		fp_expect(f, ")");
 	} else {
+		cur = f->rtype;
 		slice_t first = fp_ident(f);
 
 		if (!slice_eq_cstr(first, f->rtype->name) && !slice_eq_cstr(first, "Resource") &&
@@ -285,21 +303,31 @@ fp_term_compile(fp_t *f, fp_term_t *t)
 					op->kind = FP_OP_TYPE;
 					op->name = fp_ident(f);
 					fp_expect(f, ")");
+					cur = NULL; /* Quantity takes Age, Duration ... */
 				} else {
 					f->unsupported =
 					    true; /* exists(), extension(), resolve() ... */
 				}
 			} else {
 				fp_op_t *op = fp_op_add(f, t);
+				const fhir_elem_t *e = fhir_meta_elem(cur, name);
 
 				op->kind = FP_OP_STEP;
 				op->name = name;
+				op->step.name = name;
+				if (e != NULL) {
+					op->step.owner = cur;
+					op->step.elem = e;
+					op->step.etype = fhir_meta_elem_type(cur, e);
+				}
+				cur = op->step.etype;
 			}
 		} else if (fp_eat(f, "as ")) {
 			fp_op_t *op = fp_op_add(f, t);
 
 			op->kind = FP_OP_TYPE;
 			op->name = fp_ident(f);
+			cur = NULL;
 		} else {
 			break;
 		}
@@ -349,7 +377,7 @@ fp_op_run(fp_t *f, const fp_op_t *op, const fp_set_t *in)
 
 	switch (op->kind) {
 	case FP_OP_STEP:
-		return fp_step(f, in, op->name);
+		return fp_step(f, in, &op->step);
 	case FP_OP_TYPE:
 		return fp_filter_type(f, in, op->name);
 	case FP_OP_RESOLVE_IS:
@@ -368,8 +396,11 @@ fp_op_run(fp_t *f, const fp_op_t *op, const fp_set_t *in)
 			fp_set_t cur = {0};
 
 			set_add(f->a, &cur, in->v[i].n, in->v[i].t);
-			for (size_t k = 0; k < op->np; k++)
-				cur = fp_step(f, &cur, op->path[k]);
+			for (size_t k = 0; k < op->np; k++) {
+				fp_stepdef_t sd = {op->path[k], NULL, NULL, NULL};
+
+				cur = fp_step(f, &cur, &sd);
+			}
 			for (size_t k = 0; k < cur.n; k++)
 				if (slice_eq(fhir_node_text(cur.v[k].n), op->lit)) {
 					set_add(f->a, &out, in->v[i].n, in->v[i].t);

@@ -245,6 +245,26 @@ fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 	fhir_object_append(a, obj, key, val);
 }
 
+void
+fhir_object_reorder(arena_t *a, fhir_node_t *obj, const uint32_t *order)
+{
+	size_t n = obj->u.obj.n;
+	fhir_member_t *m;
+
+	if (n == 0)
+		return;
+	m = arena_alloc(a, n * sizeof(*m));
+	for (size_t j = 0; j < n; j++)
+		m[j] = obj->u.obj.m[order[j]];
+	obj->u.obj.m = m;
+	obj->u.obj.cap = n;
+	if (obj->u.obj.idx != NULL) {
+		memset(obj->u.obj.idx, 0, obj->u.obj.idx_cap * sizeof(*obj->u.obj.idx));
+		for (size_t j = 0; j < n; j++)
+			fhir_object_index_put(obj, j);
+	}
+}
+
 fhir_node_t *
 fhir_object_get(const fhir_node_t *obj, slice_t key)
 {

@@ -55,6 +55,9 @@ bool fhir_object_add_new(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t 
 /* Appends a key the caller knows is not there yet, without looking for it; key is borrowed
  * (it must live in a or longer), which is how a copy reuses the keys of its original. */
 void fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val);
+/* Puts obj's members in a new order: order[j] is the position now of the member that goes to
+ * j (a permutation of 0 .. count - 1). */
+void fhir_object_reorder(arena_t *a, fhir_node_t *obj, const uint32_t *order);
 fhir_node_t *fhir_object_get(const fhir_node_t *obj, slice_t key);
 bool fhir_object_remove(fhir_node_t *obj, slice_t key);
 size_t fhir_object_count(const fhir_node_t *obj);

@@ -36,7 +36,8 @@ slice_is_empty(slice_t s)
 static inline bool
 slice_eq(slice_t a, slice_t b)
 {
-	return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+	return a.len == b.len &&
+	       (a.len == 0 || (a.ptr[0] == b.ptr[0] && memcmp(a.ptr, b.ptr, a.len) == 0));
 }
 
 static inline bool

@@ -1,7 +1,6 @@
 /* HL7 v2 dates and times (DTM, DT, TM, TS.1) to FHIR date, dateTime, instant and time. */
 #include "config.h"
 
-#include <stdio.h>
 #include <string.h>
 
 #include "lib/err.h"
@@ -132,12 +131,67 @@ map_dtm_trim(slice_t v)
 	return v;
 }
 
+/* Appends v (not negative) with at least width digits, as "%0*d" would; returns the end. */
+static char *
+map_dtm_num(char *p, int v, int width)
+{
+	char tmp[12];
+	int n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0 && n < (int)sizeof(tmp));
+	while (n < width)
+		tmp[n++] = '0';
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* "YYYY", "YYYY-MM" or "YYYY-MM-DD" (parts 0, 1, 2 or more); returns the end. */
+static char *
+map_dtm_put_date(char *p, const map_dtm_t *d, int parts)
+{
+	p = map_dtm_num(p, d->year, 4);
+	if (parts >= 1) {
+		*p++ = '-';
+		p = map_dtm_num(p, d->mon, 2);
+	}
+	if (parts >= 2) {
+		*p++ = '-';
+		p = map_dtm_num(p, d->day, 2);
+	}
+	*p = '\0';
+	return p;
+}
+
+/* "hh:mm:ss" and ".ffff" when there are fractions; returns the end. */
+static char *
+map_dtm_put_time(char *p, const map_dtm_t *d)
+{
+	size_t flen = strlen(d->frac);
+
+	p = map_dtm_num(p, d->hour, 2);
+	*p++ = ':';
+	p = map_dtm_num(p, d->min, 2);
+	*p++ = ':';
+	p = map_dtm_num(p, d->sec, 2);
+	if (flen > 0) {
+		*p++ = '.';
+		memcpy(p, d->frac, flen);
+		p += flen;
+	}
+	*p = '\0';
+	return p;
+}
+
 int
 map_dtm_format(slice_t v, map_dtm_kind_t kind, const map_options_t *opt, char *out, unsigned *flags)
 {
 	map_dtm_t d;
-	char frac[8] = "";
-	int n, tz, atz;
+	int tz, atz;
+	char *p;
 
 	*flags = 0;
 	out[0] = '\0';
@@ -145,9 +199,7 @@ map_dtm_format(slice_t v, map_dtm_kind_t kind, const map_options_t *opt, char *o
 	if (kind == MAP_DTM_TIME) {
 		if (map_dtm_parse_time(v, &d) != 0)
 			return -FG_EINVAL;
-		if (d.frac[0] != '\0')
-			snprintf(frac, sizeof(frac), ".%s", d.frac);
-		snprintf(out, MAP_DTM_MAX, "%02d:%02d:%02d%s", d.hour, d.min, d.sec, frac);
+		map_dtm_put_time(out, &d);
 		return 0;
 	}
 	if (map_dtm_parse(v, &d) != 0)
@@ -155,12 +207,7 @@ map_dtm_format(slice_t v, map_dtm_kind_t kind, const map_options_t *opt, char *o
 	if (kind == MAP_DTM_INSTANT && d.parts < 3)
 		return -FG_EINVAL;
 	if (kind == MAP_DTM_DATE || d.parts < 3) {
-		if (d.parts == 0)
-			snprintf(out, MAP_DTM_MAX, "%04d", d.year);
-		else if (d.parts == 1)
-			snprintf(out, MAP_DTM_MAX, "%04d-%02d", d.year, d.mon);
-		else
-			snprintf(out, MAP_DTM_MAX, "%04d-%02d-%02d", d.year, d.mon, d.day);
+		map_dtm_put_date(out, &d, d.parts);
 		return 0;
 	}
 	if (d.has_tz) {
@@ -174,13 +221,18 @@ map_dtm_format(slice_t v, map_dtm_kind_t kind, const map_options_t *opt, char *o
 	} else {
 		/* a clinical time is never shifted: keep what is certain */
 		*flags = MAP_DTM_TIME_DROPPED;
-		snprintf(out, MAP_DTM_MAX, "%04d-%02d-%02d", d.year, d.mon, d.day);
+		map_dtm_put_date(out, &d, 2);
 		return 0;
 	}
-	if (d.frac[0] != '\0')
-		snprintf(frac, sizeof(frac), ".%s", d.frac);
+	/* at most 10 + 1 + 13 + 1 + 8 (any int offset) + 3 + NUL bytes: within MAP_DTM_MAX */
 	atz = tz < 0 ? -tz : tz;
-	n = snprintf(out, MAP_DTM_MAX, "%04d-%02d-%02dT%02d:%02d:%02d%s%c%02d:%02d", d.year, d.mon,
-		     d.day, d.hour, d.min, d.sec, frac, tz < 0 ? '-' : '+', atz / 60, atz % 60);
-	return n > 0 && n < MAP_DTM_MAX ? 0 : -FG_EINVAL;
+	p = map_dtm_put_date(out, &d, 2);
+	*p++ = 'T';
+	p = map_dtm_put_time(p, &d);
+	*p++ = tz < 0 ? '-' : '+';
+	p = map_dtm_num(p, atz / 60, 2);
+	*p++ = ':';
+	p = map_dtm_num(p, atz % 60, 2);
+	*p = '\0';
+	return 0;
 }

@@ -82,6 +82,10 @@ struct map_conv {
 	size_t nsegs;
 	uint32_t *seq; /* per segment: its occurrence number (1-based) */
 	bool too_many;
+	/* scratch text, kept from value to value (a fresh buf_t would allocate each time):
+	 * each is used between two calls that cannot reach its user again */
+	buf_t text, part, cat; /* map_line_value */
+	buf_t vcode, vsys;     /* map_vocab_match */
 };
 
 /* A segment id as a number (ids are three characters). */
@@ -93,6 +97,33 @@ map_seg_key(slice_t id)
 	for (size_t i = 0; i < 3; i++)
 		k = k << 8 | (i < id.len ? (unsigned char)id.ptr[i] : 0);
 	return k;
+}
+
+/* Appends the decimal digits of v at p (no NUL); returns the end. Conversions make many small
+ * texts (instance positions, placeholders), where snprintf would cost more than the rest. */
+static char *
+map_put_u64(char *p, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* Copies the text from..end into out (cap bytes) as snprintf("%s") would: cut, NUL-ended. */
+static void
+map_text_copy(char *out, size_t cap, const char *from, const char *end)
+{
+	size_t n = (size_t)(end - from) < cap ? (size_t)(end - from) : cap - 1;
+
+	memcpy(out, from, n);
+	out[n] = '\0';
 }
 
 static int
@@ -342,7 +373,7 @@ map_inst_new(map_conv_t *cv, slice_t type, size_t seg_index, const char *where)
 
 	inst->type = type;
 	inst->seg_index = seg_index;
-	snprintf(inst->where, sizeof(inst->where), "%s", where);
+	map_text_copy(inst->where, sizeof(inst->where), where, where + strlen(where));
 	inst->obj = fhir_object_new(cv->a);
 	fhir_object_set_cstr(cv->a, inst->obj, "resourceType", fhir_string_new(cv->a, type));
 	if (cv->insts.n >= MAP_MAX_RESOURCES)
@@ -424,11 +455,13 @@ static fhir_node_t *
 map_reference(map_conv_t *cv, map_inst_t *inst)
 {
 	fhir_node_t *ref = fhir_object_new(cv->a);
-	char tmp[32];
+	char tmp[24], *end;
 
 	/* a placeholder that differs between resources, so that arrays keep both references */
-	snprintf(tmp, sizeof(tmp), "?%p", (void *)inst);
-	fhir_object_set_cstr(cv->a, ref, "reference", fhir_string_new(cv->a, slice_cstr(tmp)));
+	tmp[0] = '?';
+	end = map_put_u64(tmp + 1, (uintptr_t)inst);
+	fhir_object_set_cstr(cv->a, ref, "reference",
+			     fhir_string_new(cv->a, slice_make(tmp, (size_t)(end - tmp))));
 	*MAP_VEC_PUSH(cv->refs) = (map_pending_ref_t){ref, inst};
 	return ref;
 }
@@ -496,9 +529,11 @@ map_bool_parse(slice_t t)
 static bool
 map_is_uri_type(const char *name)
 {
-	return strcmp(name, "uri") == 0 || strcmp(name, "url") == 0 ||
-	       strcmp(name, "canonical") == 0 || strcmp(name, "oid") == 0 ||
-	       strcmp(name, "uuid") == 0;
+	/* the first letter rules out most types at once (string, code, id, ...) */
+	return (name[0] == 'u' || name[0] == 'c' || name[0] == 'o') &&
+	       (strcmp(name, "uri") == 0 || strcmp(name, "url") == 0 ||
+		strcmp(name, "canonical") == 0 || strcmp(name, "oid") == 0 ||
+		strcmp(name, "uuid") == 0);
 }
 
 static bool
@@ -532,6 +567,34 @@ map_base64(slice_t in, buf_t *out)
 	}
 }
 
+/* The conversion a primitive type's values need; MAP_BI_NONE for text as it is. Looked at by
+ * first letter: this runs for every value. */
+static map_builtin_t
+map_builtin_of_type(const char *name)
+{
+	switch (name[0]) {
+	case 'b':
+		return strcmp(name, "boolean") == 0 ? MAP_BI_BOOLEAN : MAP_BI_NONE;
+	case 'd':
+		return strcmp(name, "date") == 0       ? MAP_BI_DATE
+		       : strcmp(name, "dateTime") == 0 ? MAP_BI_DATETIME
+		       : strcmp(name, "decimal") == 0  ? MAP_BI_DECIMAL
+						       : MAP_BI_NONE;
+	case 'i':
+		return strcmp(name, "instant") == 0   ? MAP_BI_INSTANT
+		       : strcmp(name, "integer") == 0 ? MAP_BI_INTEGER
+						      : MAP_BI_NONE;
+	case 'p':
+		return strcmp(name, "positiveInt") == 0 ? MAP_BI_POSITIVE : MAP_BI_NONE;
+	case 't':
+		return strcmp(name, "time") == 0 ? MAP_BI_TIME : MAP_BI_NONE;
+	case 'u':
+		return strcmp(name, "unsignedInt") == 0 ? MAP_BI_UNSIGNED : MAP_BI_NONE;
+	default:
+		return MAP_BI_NONE;
+	}
+}
+
 /* Text made into a value of primitive type t (forced by a built-in map when bi is set). */
 static fhir_node_t *
 map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_builtin_t bi,
@@ -544,26 +607,8 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 
 	if (text.len == 0)
 		return NULL;
-	if (bi == MAP_BI_NONE) {
-		if (strcmp(name, "date") == 0)
-			bi = MAP_BI_DATE;
-		else if (strcmp(name, "dateTime") == 0)
-			bi = MAP_BI_DATETIME;
-		else if (strcmp(name, "instant") == 0)
-			bi = MAP_BI_INSTANT;
-		else if (strcmp(name, "time") == 0)
-			bi = MAP_BI_TIME;
-		else if (strcmp(name, "boolean") == 0)
-			bi = MAP_BI_BOOLEAN;
-		else if (strcmp(name, "decimal") == 0)
-			bi = MAP_BI_DECIMAL;
-		else if (strcmp(name, "integer") == 0)
-			bi = MAP_BI_INTEGER;
-		else if (strcmp(name, "positiveInt") == 0)
-			bi = MAP_BI_POSITIVE;
-		else if (strcmp(name, "unsignedInt") == 0)
-			bi = MAP_BI_UNSIGNED;
-	}
+	if (bi == MAP_BI_NONE)
+		bi = map_builtin_of_type(name);
 	switch (bi) {
 	case MAP_BI_DATE:
 	case MAP_BI_DATETIME:
@@ -689,7 +734,7 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 {
 	const hl7_delims_t *d = hl7_msg_delims(run->fr.cv->m);
 	static const unsigned trip[3][2] = {{1, 3}, {4, 6}, {10, 12}};
-	buf_t code = BUF_INIT, sys = BUF_INIT;
+	buf_t *code = &run->fr.cv->vcode, *sys = &run->fr.cv->vsys;
 	bool comps = level == 1 && memchr(raw.ptr, d->component, raw.len) != NULL;
 
 	mm->n = 0;
@@ -704,18 +749,18 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 		} else if (level <= 2) {
 			c = hl7_split_nth(raw, level == 1 ? d->component : d->subcomponent, 1);
 		}
-		map_text(&run->fr, c, &code);
-		map_text(&run->fr, s, &sys);
-		if (code.len == 0)
+		map_text(&run->fr, c, code);
+		map_text(&run->fr, s, sys);
+		if (code->len == 0)
 			continue;
 		if (mm->first_code.len == 0)
 			mm->first_code = c;
 		for (size_t i = 0; i < v->nrows && mm->n < 16; i++) {
 			const map_vrow_t *r = &v->rows[i];
 
-			if (!slice_eq(r->code, buf_slice(&code)) ||
-			    !(r->system.len == 0 || sys.len == 0 ||
-			      slice_eq(r->system, buf_slice(&sys))))
+			if (!slice_eq(r->code, buf_slice(code)) ||
+			    !(r->system.len == 0 || sys->len == 0 ||
+			      slice_eq(r->system, buf_slice(sys))))
 				continue;
 			/* "-": a known code without a FHIR equivalent (no value, no warning) */
 			if (slice_eq_cstr(r->fcode, "-"))
@@ -724,8 +769,6 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 				mm->rows[mm->n++] = r;
 		}
 	}
-	buf_free(&code);
-	buf_free(&sys);
 }
 
 static fhir_node_t *
@@ -852,6 +895,14 @@ map_label_find(map_run_t *run, fhir_node_t *arr, uint16_t index)
 	return NULL;
 }
 
+/* Adds a member that obj was just found not to have: no second lookup (the key is copied, as
+ * fhir_object_set copies it). */
+static void
+map_member_add(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *v)
+{
+	fhir_object_push(a, obj, arena_slice_dup(a, key), v);
+}
+
 /* The object a step leads to, made when missing: objects by key; in arrays the labelled
  * element [n], or the first element when the step has no [n]. */
 static fhir_node_t *
@@ -870,7 +921,7 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 		child = fhir_object_get(obj, buf_slice(&key));
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			fhir_object_set(a, obj, buf_slice(&key), child);
+			map_member_add(a, obj, buf_slice(&key), child);
 		}
 		buf_free(&key);
 		map_path_step(path, st, 0, false);
@@ -880,7 +931,7 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 		child = fhir_object_get(obj, st->name);
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			fhir_object_set(a, obj, st->name, child);
+			map_member_add(a, obj, st->name, child);
 		}
 		map_path_step(path, st, 0, false);
 		return fhir_node_kind(child) == FHIR_OBJECT ? child : NULL;
@@ -888,7 +939,7 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 	arr = fhir_object_get(obj, st->name);
 	if (arr == NULL) {
 		arr = fhir_array_new(a);
-		fhir_object_set(a, obj, st->name, arr);
+		map_member_add(a, obj, st->name, arr);
 	}
 	if (fhir_node_kind(arr) != FHIR_ARRAY)
 		return NULL;
@@ -968,7 +1019,7 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 	if (st->array) {
 		if (cur == NULL) {
 			cur = fhir_array_new(a);
-			fhir_object_set(a, obj, st->name, cur);
+			map_member_add(a, obj, st->name, cur);
 		}
 		if (fhir_node_kind(cur) != FHIR_ARRAY)
 			return false;
@@ -1005,7 +1056,7 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 		map_path_step(path, st, 0, false);
 		return true;
 	}
-	fhir_object_set(a, obj, st->name, v);
+	map_member_add(a, obj, st->name, v);
 	map_path_step(path, st, 0, false);
 	return true;
 }
@@ -1038,7 +1089,6 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 {
 	map_conv_t *cv = run->fr.cv;
 	const map_operand_t *p0 = &l->src.parts[0];
-	buf_t text = BUF_INIT;
 	fhir_node_t *node = NULL;
 	size_t si = run->fr.value_seg;
 	unsigned rep = run->fr.rep, field = run->fr.field;
@@ -1076,12 +1126,17 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 			from.rep = rep;
 
 			if (l->as_def->is_resource) {
-				char where[48];
+				char where[64], *p = where;
 				map_inst_t *res;
 
-				snprintf(where, sizeof(where), "%u.%u.%.*s", field, rep,
-					 (int)(l->as_def->name.len > 30 ? 30 : l->as_def->name.len),
-					 l->as_def->name.ptr);
+				/* "field.rep.Name", the name cut at 30 */
+				p = map_put_u64(p, field);
+				*p++ = '.';
+				p = map_put_u64(p, rep);
+				*p++ = '.';
+				memcpy(p, l->as_def->name.ptr,
+				       l->as_def->name.len > 30 ? 30 : l->as_def->name.len);
+				p[l->as_def->name.len > 30 ? 30 : l->as_def->name.len] = '\0';
 				res = map_inst_new(cv, l->as_def->fhir, si, where);
 				map_run_def(cv, l->as_def, &from, *src_out, raw, level, res,
 					    res->obj, NULL);
@@ -1111,22 +1166,23 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 			 */
 			raw = hl7_split_nth(raw, hl7_msg_delims(cv->m)->component, 1);
 		}
-		map_text(&run->fr, raw, &text);
-		node = map_primitive(run, l, t, l->as_builtin, buf_slice(&text), si, field, rep);
-		buf_free(&text);
-		return node;
+		map_text(&run->fr, raw, &cv->text);
+		return map_primitive(run, l, t, l->as_builtin, buf_slice(&cv->text), si, field,
+				     rep);
 	}
 	/* concatenations ("+"): empty when every field in them is; join() puts the separator
 	 * between the ones that are not */
 	{
 		bool any_all = false;
-		buf_t part = BUF_INIT, cat = BUF_INIT;
+		buf_t *text = &cv->text, *part = &cv->part, *cat = &cv->cat;
+
+		buf_reset(text);
 
 		for (size_t c = 0; c < l->src.ncuts; c++) {
 			size_t to = c + 1 < l->src.ncuts ? l->src.cuts[c + 1] : l->src.nparts;
 			bool has_ref = false, any = false;
 
-			buf_reset(&cat);
+			buf_reset(cat);
 			for (size_t i = l->src.cuts[c]; i < to; i++) {
 				const map_operand_t *o = &l->src.parts[i];
 
@@ -1138,31 +1194,28 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 						map_mark_used(cv, si,
 							      o->ref.seg[0] ? o->ref.field : field,
 							      rep);
-					map_text(&run->fr, raw, &part);
+					map_text(&run->fr, raw, part);
 					has_ref = true;
-					any |= part.len > 0;
-					if (*src_out == NULL && part.len > 0)
+					any |= part->len > 0;
+					if (*src_out == NULL && part->len > 0)
 						*src_out = map_ref_string(run, &o->ref,
 									  o->ref.seg[0] ? rep : 0);
 				} else {
-					buf_reset(&part);
-					buf_append_slice(&part, o->text);
+					buf_reset(part);
+					buf_append_slice(part, o->text);
 				}
-				buf_append(&cat, part.data, part.len);
+				buf_append(cat, part->data, part->len);
 			}
-			if ((has_ref && !any) || cat.len == 0)
+			if ((has_ref && !any) || cat->len == 0)
 				continue;
-			if (l->src.kind == MAP_SRC_JOIN && text.len > 0)
-				buf_append_slice(&text, l->src.sep);
-			buf_append(&text, cat.data, cat.len);
+			if (l->src.kind == MAP_SRC_JOIN && text->len > 0)
+				buf_append_slice(text, l->src.sep);
+			buf_append(text, cat->data, cat->len);
 			any_all = true;
 		}
-		buf_free(&part);
-		buf_free(&cat);
 		if (any_all)
-			node = map_primitive(run, l, t, l->as_builtin, slice_trim(buf_slice(&text)),
+			node = map_primitive(run, l, t, l->as_builtin, slice_trim(buf_slice(text)),
 					     si, field, rep);
-		buf_free(&text);
 		return node;
 	}
 }
@@ -1174,6 +1227,15 @@ typedef struct {
 	buf_t root_path;
 	buf_t path;
 } map_gstate_t;
+
+/* Copies an explain path; without explain both are empty, and nothing is allocated. */
+static void
+map_path_copy(buf_t *to, const buf_t *from)
+{
+	buf_reset(to);
+	if (from->len > 0)
+		buf_append(to, from->data, from->len);
+}
 
 /* Puts one line's value where its target says. */
 static void
@@ -1201,8 +1263,7 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 					goto drop;
 				gs->root = v;
 				gs->root_arr = key.array ? fhir_object_get(at, key.name) : NULL;
-				buf_reset(&gs->root_path);
-				buf_append(&gs->root_path, gs->path.data, gs->path.len);
+				map_path_copy(&gs->root_path, &gs->path);
 				goto done;
 			}
 			gs->root = fhir_object_new(cv->a);
@@ -1211,21 +1272,18 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 			gs->root_arr = key.array ? fhir_object_get(at, key.name) : NULL;
 			if (!key.array) /* an element already there is the one to build on */
 				gs->root = fhir_object_get(at, key.name);
-			buf_reset(&gs->root_path);
-			buf_append(&gs->root_path, gs->path.data, gs->path.len);
+			map_path_copy(&gs->root_path, &gs->path);
 		} else if (l->nsteps == g->key_steps) {
 			if (fhir_node_kind(gs->root) != FHIR_OBJECT ||
 			    fhir_node_kind(v) != FHIR_OBJECT)
 				goto drop;
 			map_merge(cv->a, gs->root, v);
-			buf_reset(&gs->path);
-			buf_append(&gs->path, gs->root_path.data, gs->root_path.len);
+			map_path_copy(&gs->path, &gs->root_path);
 			goto done;
 		}
 		if (fhir_node_kind(gs->root) != FHIR_OBJECT)
 			goto drop;
-		buf_reset(&gs->path);
-		buf_append(&gs->path, gs->root_path.data, gs->root_path.len);
+		map_path_copy(&gs->path, &gs->root_path);
 		at = gs->root;
 		from = g->key_steps;
 	}
@@ -1381,7 +1439,8 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 {
 	map_run_t run;
 
-	memset(&run, 0, sizeof(run));
+	/* labels[] is read only below nlabels: no need to clear its 32 entries for every run */
+	run.nlabels = 0;
 	run.fr = *parent;
 	run.fr.def = def;
 	run.fr.parent = parent;
@@ -1655,7 +1714,7 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 	fr.level = 1;
 	if (!map_follows_ok(cv, l, seg_index) || !map_cond_eval(l->cond, &fr))
 		return;
-	snprintf(src, sizeof(src), "%s", l->src.seg);
+	memcpy(src, l->src.seg, sizeof(l->src.seg));
 	if (l->nsteps > 0) {
 		fhir_node_t *obj;
 		size_t start = cv->xrecs.n;
@@ -1704,9 +1763,9 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 		 * add to the current one, or begin one when there is none */
 		inst = cv->current[l->slot];
 		if (inst == NULL || (begins && inst->seg_index != seg_index)) {
-			char where[32];
+			char where[32] = "slot ";
 
-			snprintf(where, sizeof(where), "slot %zu", (size_t)l->slot);
+			*map_put_u64(where + 5, (size_t)l->slot) = '\0';
 			inst = map_inst_new(cv, sl->type, seg_index, where);
 			cv->current[l->slot] = inst;
 		}
@@ -1775,23 +1834,56 @@ map_canon_rank(const fhir_type_t *t, slice_t k, const fhir_type_t **et)
 	return MAP_CANON_REST;
 }
 
-/* A copy of n in R4 element order (resourceType first, "_x" right after x). */
-static fhir_node_t *
-map_canon(arena_t *a, const fhir_node_t *n, const fhir_type_t *t)
+/* Ranks already found in one conversion: the same (type, member) pairs come up again and
+ * again, and a slot costs less than a binary search of the type's elements. */
+#define MAP_RANK_SLOTS 256
+
+typedef struct {
+	const fhir_type_t *t;
+	slice_t key; /* NULL ptr: empty slot */
+	const fhir_type_t *et;
+	uint32_t rank;
+} map_rank_slot_t;
+
+static uint32_t
+map_canon_rank_cached(map_rank_slot_t *slots, const fhir_type_t *t, slice_t k,
+		      const fhir_type_t **et)
 {
-	fhir_node_t *out, *rt;
+	size_t h = k.len > 0
+		       ? k.len * 31 + (unsigned char)k.ptr[0] * 7 + (unsigned char)k.ptr[k.len - 1]
+		       : 0;
+	map_rank_slot_t *s = &slots[(h ^ (uintptr_t)t >> 4) % MAP_RANK_SLOTS];
+
+	if (s->key.ptr == NULL || s->t != t || !slice_eq(s->key, k)) {
+		s->rank = map_canon_rank(t, k, &s->et);
+		s->t = t;
+		s->key = k;
+	}
+	*et = s->et;
+	return s->rank;
+}
+
+/* Puts n's members, and those of everything in it, in R4 element order (resourceType first,
+ * "_x" right after x), in place: the conversion's trees are its own, and a node reached twice
+ * is under the same element both times, so sorting it again changes nothing. */
+static void
+map_canon(arena_t *a, map_rank_slot_t *slots, fhir_node_t *n, const fhir_type_t *t)
+{
+	fhir_node_t *rt;
 	size_t cnt;
-	uint64_t *order; /* rank << 32 | member index: sorting keeps ties in member order */
-	const fhir_type_t **types;
+	bool moved = false;
+	/* rank << 32 | member index: sorting keeps ties in member order */
+	uint64_t order_small[32], *order = order_small;
+	const fhir_type_t *types_small[32], **types = types_small;
+	uint32_t *perm;
 
 	if (fhir_node_kind(n) == FHIR_ARRAY) {
-		out = fhir_array_new(a);
 		for (size_t i = 0; i < fhir_array_len(n); i++)
-			fhir_array_append(a, out, map_canon(a, fhir_array_at(n, i), t));
-		return out;
+			map_canon(a, slots, fhir_array_at(n, i), t);
+		return;
 	}
-	if (fhir_node_kind(n) != FHIR_OBJECT)
-		return (fhir_node_t *)n;
+	if (fhir_node_kind(n) != FHIR_OBJECT || (cnt = fhir_object_count(n)) == 0)
+		return;
 	rt = fhir_object_get(n, SLICE_LIT("resourceType"));
 	if (t == NULL || rt != NULL) {
 		const fhir_type_t *rtt = fhir_meta_type(fhir_node_text(rt));
@@ -1799,15 +1891,14 @@ map_canon(arena_t *a, const fhir_node_t *n, const fhir_type_t *t)
 		if (rtt != NULL)
 			t = rtt;
 	}
-	cnt = fhir_object_count(n);
-	out = fhir_object_new(a);
-	if (cnt == 0)
-		return out;
-	order = arena_alloc(a, cnt * sizeof(*order));
-	types = arena_alloc(a, cnt * sizeof(*types));
+	if (cnt > 32) {
+		order = arena_alloc(a, cnt * sizeof(*order));
+		types = arena_alloc(a, cnt * sizeof(*types));
+	}
 	for (size_t i = 0; i < cnt; i++) {
-		uint64_t key =
-		    (uint64_t)map_canon_rank(t, fhir_object_key_at(n, i), &types[i]) << 32 | i;
+		uint32_t rank =
+		    map_canon_rank_cached(slots, t, fhir_object_key_at(n, i), &types[i]);
+		uint64_t key = (uint64_t)rank << 32 | i;
 		size_t j = i;
 
 		/* Insertion sort: objects are small and mostly in order already. */
@@ -1816,14 +1907,15 @@ map_canon(arena_t *a, const fhir_node_t *n, const fhir_type_t *t)
 			j--;
 		}
 		order[j] = key;
+		moved |= j != i;
+		map_canon(a, slots, fhir_object_value_at(n, i), types[i]);
 	}
-	for (size_t j = 0; j < cnt; j++) {
-		size_t i = (size_t)(order[j] & 0xffffffffu);
-
-		fhir_object_push(a, out, fhir_object_key_at(n, i),
-				 map_canon(a, fhir_object_value_at(n, i), types[i]));
-	}
-	return out;
+	if (!moved)
+		return;
+	perm = arena_alloc(a, cnt * sizeof(*perm));
+	for (size_t j = 0; j < cnt; j++)
+		perm[j] = (uint32_t)(order[j] & 0xffffffffu);
+	fhir_object_reorder(a, n, perm);
 }
 
 static bool
@@ -1962,6 +2054,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	arena_t *a = cv->a;
 	fhir_node_t *entries = fhir_array_new(a), *b;
 	map_resource_t *rs = arena_alloc(a, (cv->insts.n ? cv->insts.n : 1) * sizeof(*rs));
+	map_rank_slot_t *slots = arena_zalloc(a, MAP_RANK_SLOTS * sizeof(*slots));
 	size_t n = 0;
 	buf_t tmp = BUF_INIT;
 
@@ -2005,7 +2098,8 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 
 		if (inst->merged_into != NULL || inst->dropped)
 			continue;
-		r = map_canon(a, inst->obj, NULL);
+		r = inst->obj;
+		map_canon(a, slots, r, NULL);
 		inst->result_index = n;
 		rs[n].type = inst->type;
 		rs[n].id = slice_make(arena_strndup(a, inst->id, 32), 32);
@@ -2029,7 +2123,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	fhir_object_set_cstr(a, b, "type", fhir_string_new(a, SLICE_LIT("transaction")));
 	(void)fhir_node_prune(b);
 	/* entries are in order already, and last in R4 order (no signature is made) */
-	b = map_canon(a, b, NULL);
+	map_canon(a, slots, b, NULL);
 	fhir_object_set_cstr(a, b, "entry", entries);
 	res->bundle = b;
 	res->resources = rs;
@@ -2145,5 +2239,10 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	free(cv.used.v);
 	free(cv.deferred.v);
 	free(cv.refs.v);
+	buf_free(&cv.text);
+	buf_free(&cv.part);
+	buf_free(&cv.cat);
+	buf_free(&cv.vcode);
+	buf_free(&cv.vsys);
 	return rc;
 }
