@@ -29,7 +29,7 @@ extern char **environ;
 struct dropdir {
 	char *dir, *mapping;
 	unsigned long long batch;
-	pid_t child; /* 0: no import running */
+	pid_t child;             /* 0: no import running */
 	char name[NAME_MAX + 1]; /* the file it imports */
 };
 
@@ -56,7 +56,8 @@ move(const dropdir_t *d, const char *from, const char *to, const char *name)
 	int rc = rename(a, b);
 
 	if (rc != 0)
-		log_error("import", "drop folder: cannot move %s to %s/: %s", a, to, strerror(errno));
+		log_error("import", "drop folder: cannot move %s to %s/: %s", a, to,
+			  strerror(errno));
 	free(a);
 	free(b);
 	return rc;
