@@ -21,6 +21,10 @@
 #include "lib/xalloc.h"
 
 static atomic_uint_fast64_t id_counter;
+
+/* Stands for the message's sequence number in a prepared event (id characters only, so that
+ * JSON and index values carry it unescaped). */
+#define SEQ_PLACEHOLDER "fgseq0placeholder"
 static atomic_uint_fast64_t dropped;
 
 uint64_t
@@ -232,7 +236,10 @@ build(arena_t *a, const audit_event_t *e, slice_t id)
 		fhir_node_t *ent = fhir_object_new(a), *details = fhir_array_new(a);
 		char seq[24];
 
-		snprintf(seq, sizeof(seq), "%llu", (unsigned long long)e->seq);
+		if (e->seq_placeholder)
+			snprintf(seq, sizeof(seq), "%s", SEQ_PLACEHOLDER);
+		else
+			snprintf(seq, sizeof(seq), "%llu", (unsigned long long)e->seq);
 		fhir_object_set_cstr(
 		    a, ent, "what",
 		    identifier_ref(a, "urn:fhirgate:message", slice_cstr(seq), slice_make("", 0)));
@@ -275,36 +282,96 @@ build(arena_t *a, const audit_event_t *e, slice_t id)
 	return r;
 }
 
+/* Builds e with a fresh id: its body and index entries. */
+static int
+make(arena_t *a, const audit_event_t *e, slice_t *id, slice_t *body, store_idx_entry_t **entries,
+     size_t *n)
+{
+	char idbuf[40];
+	fhir_node_t *res;
+	buf_t b = BUF_INIT;
+
+	/* Unique: the time, then a process-wide counter. */
+	snprintf(idbuf, sizeof(idbuf), "%llx-%llx", (unsigned long long)(e->time_ns / 1000u),
+		 (unsigned long long)atomic_fetch_add(&id_counter, 1));
+	*id = arena_slice_dup(a, slice_cstr(idbuf));
+	res = build(a, e, *id);
+	if (ingest_index_entries(a, res, entries, n) < 0 || fhir_json_write(res, false, &b) < 0) {
+		buf_free(&b);
+		return -FG_EINVAL;
+	}
+	*body = arena_slice_dup(a, buf_slice(&b));
+	buf_free(&b);
+	return 0;
+}
+
+static int
+put(store_txn_t *t, slice_t id, slice_t body, store_idx_entry_t *entries, size_t n,
+    uint64_t time_ns)
+{
+	store_res_put_t p = {0};
+	store_res_result_t out;
+
+	p.type = SLICE_LIT("AuditEvent");
+	p.id = id;
+	p.body = body;
+	p.entries = entries;
+	p.n_entries = n;
+	p.now_ns = time_ns;
+	return store_res_put(t, &p, &out);
+}
+
 int
 audit_put(store_txn_t *t, arena_t *a, const audit_event_t *e)
 {
-	char id[40];
-	fhir_node_t *res;
-	buf_t body = BUF_INIT;
+	slice_t id, body;
 	store_idx_entry_t *entries;
 	size_t n;
-	store_res_put_t p = {0};
-	store_res_result_t out;
-	int rc;
+	int rc = make(a, e, &id, &body, &entries, &n);
 
-	/* Unique: the time, then a process-wide counter. */
-	snprintf(id, sizeof(id), "%llx-%llx", (unsigned long long)(e->time_ns / 1000u),
-		 (unsigned long long)atomic_fetch_add(&id_counter, 1));
-	res = build(a, e, slice_cstr(id));
-	if (ingest_index_entries(a, res, &entries, &n) < 0 ||
-	    fhir_json_write(res, false, &body) < 0) {
-		buf_free(&body);
-		return -FG_EINVAL;
-	}
-	p.type = SLICE_LIT("AuditEvent");
-	p.id = arena_slice_dup(a, slice_cstr(id));
-	p.body = arena_slice_dup(a, buf_slice(&body));
-	p.entries = entries;
-	p.n_entries = n;
-	p.now_ns = e->time_ns;
-	buf_free(&body);
-	rc = store_res_put(t, &p, &out);
-	return rc;
+	return rc < 0 ? rc : put(t, id, body, entries, n, e->time_ns);
+}
+
+void
+audit_prepare(arena_t *a, const audit_event_t *e, audit_prepared_t *out)
+{
+	audit_event_t pe = *e;
+
+	memset(out, 0, sizeof(*out));
+	pe.seq_placeholder = true;
+	out->ack = e->ack;
+	out->time_ns = e->time_ns;
+	out->ok = make(a, &pe, &out->id, &out->body, &out->entries, &out->n) == 0;
+}
+
+/* s with the placeholder replaced by seq (s itself when it has none). */
+static slice_t
+patch(arena_t *a, slice_t s, const char *seq)
+{
+	static const size_t pl = sizeof(SEQ_PLACEHOLDER) - 1;
+	const char *at = s.len >= pl ? memmem(s.ptr, s.len, SEQ_PLACEHOLDER, pl) : NULL;
+	size_t before, sl = strlen(seq);
+	char *out;
+
+	if (at == NULL)
+		return s;
+	before = (size_t)(at - s.ptr);
+	out = arena_alloc(a, s.len - pl + sl);
+	memcpy(out, s.ptr, before);
+	memcpy(out + before, seq, sl);
+	memcpy(out + before + sl, at + pl, s.len - before - pl);
+	return slice_make(out, s.len - pl + sl);
+}
+
+int
+audit_put_prepared(store_txn_t *t, arena_t *a, const audit_prepared_t *p, uint64_t seq)
+{
+	char num[24];
+
+	snprintf(num, sizeof(num), "%llu", (unsigned long long)seq);
+	for (size_t i = 0; i < p->n; i++)
+		p->entries[i].value = patch(a, p->entries[i].value, num);
+	return put(t, p->id, patch(a, p->body, num), p->entries, p->n, p->time_ns);
 }
 
 /* ---- REST events through the writer ---- */

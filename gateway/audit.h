@@ -31,6 +31,7 @@ typedef struct {
 	hl7_ack_code_t ack;
 	bool duplicate;
 	uint64_t seq;
+	bool seq_placeholder; /* internal (audit_prepare): a placeholder stands for seq */
 	const slice_t *refs;
 	size_t nrefs;
 } audit_event_t;
@@ -38,6 +39,23 @@ typedef struct {
 /* Builds the AuditEvent and stores it (with its search index entries) in write transaction t,
  * using arena a for the work. Returns 0 or a store error. */
 int audit_put(store_txn_t *t, arena_t *a, const audit_event_t *e);
+
+/* A message's AuditEvent built ahead of the write (on the I/O thread, for the outcome the
+ * check predicts), so that the writer only stores it: the message's sequence number, known
+ * only in the writer, is patched into the body and index entries then. */
+typedef struct {
+	bool ok;            /* built; false: the writer builds it itself */
+	hl7_ack_code_t ack; /* the outcome it was built for */
+	uint64_t time_ns;
+	slice_t id, body;
+	store_idx_entry_t *entries;
+	size_t n;
+} audit_prepared_t;
+
+/* Builds e (a message event; e->seq is ignored) into out, in arena a. */
+void audit_prepare(arena_t *a, const audit_event_t *e, audit_prepared_t *out);
+/* Stores a prepared event with the message's sequence number seq. 0 or a store error. */
+int audit_put_prepared(store_txn_t *t, arena_t *a, const audit_prepared_t *p, uint64_t seq);
 
 /* Queues an AuditEvent for the next group commit (copies what it needs). When the writer's
  * queue is full the event is dropped, counted (audit_dropped) and logged: audit never makes

@@ -65,7 +65,8 @@ typedef struct job {
 	uint64_t received_ns;
 	ingest_check_t check;
 	ingest_outcome_t outcome;
-	bool audit; /* write an AuditEvent with the message */
+	bool audit;                  /* write an AuditEvent with the message */
+	audit_prepared_t audit_prep; /* built on the I/O thread for the expected outcome */
 	int store_rc;
 	bool done;
 } job_t;
@@ -196,31 +197,50 @@ live_get(server_t *s)
 
 /* ---- jobs: writer side ---- */
 
-/* The message's AuditEvent, in the message's own transaction. */
-static int
-job_audit(job_t *j, store_txn_t *t)
+/* The AuditEvent of the message the way job_audit wants it, with refs in j's arena. */
+static void
+job_audit_event(job_t *j, audit_event_t *e)
 {
-	audit_event_t e = {.time_ns = j->received_ns,
-			   .peer = j->peer,
-			   .action = 'C',
-			   .msg = j->check.msg,
-			   .ack = j->outcome.code,
-			   .duplicate = j->outcome.duplicate,
-			   .seq = j->outcome.seq};
-	slice_t *refs = NULL;
-	int rc;
+	*e = (audit_event_t){.time_ns = j->received_ns,
+			     .peer = j->peer,
+			     .action = 'C',
+			     .msg = j->check.msg,
+			     .ack = j->check.code};
+	if (!j->check.dead && j->check.nres > 0) {
+		slice_t *refs = arena_alloc(j->arena, j->check.nres * sizeof(*refs));
 
-	if (!j->outcome.duplicate && !j->check.dead && j->check.nres > 0) {
-		refs = arena_alloc(j->arena, j->check.nres * sizeof(*refs));
 		for (size_t i = 0; i < j->check.nres; i++)
 			refs[i] = slice_cstr(
 			    arena_printf(j->arena, "%.*s/%.*s", (int)j->check.res[i].type.len,
 					 j->check.res[i].type.ptr, (int)j->check.res[i].id.len,
 					 j->check.res[i].id.ptr));
-		e.refs = refs;
-		e.nrefs = j->check.nres;
+		e->refs = refs;
+		e->nrefs = j->check.nres;
 	}
-	rc = audit_put(t, j->arena, &e);
+}
+
+/* The message's AuditEvent, in the message's own transaction. */
+static int
+job_audit(job_t *j, store_txn_t *t)
+{
+	audit_event_t e;
+	int rc;
+
+	if (j->audit_prep.ok && !j->outcome.duplicate && j->outcome.code == j->audit_prep.ack) {
+		/* the usual case: as the I/O thread built it, with the message's sequence */
+		rc = audit_put_prepared(t, j->arena, &j->audit_prep, j->outcome.seq);
+	} else {
+		/* a resend (or another outcome than expected): built here */
+		job_audit_event(j, &e);
+		e.ack = j->outcome.code;
+		e.duplicate = j->outcome.duplicate;
+		e.seq = j->outcome.seq;
+		if (e.duplicate) {
+			e.refs = NULL; /* it wrote nothing */
+			e.nrefs = 0;
+		}
+		rc = audit_put(t, j->arena, &e);
+	}
 	/* An event that cannot be built must not cost the message its AA. */
 	return rc == -FG_EINVAL ? 0 : rc;
 }
@@ -503,9 +523,15 @@ on_frame(void *ctx, const char *data, size_t len, bool oversize, size_t len_tota
 	atomic_fetch_add(&io->srv->st.frames, 1);
 	j->wj.apply = job_apply;
 	j->wj.done = job_done;
+	j->audit = l->audit;
+	if (j->audit) {
+		audit_event_t e;
+
+		job_audit_event(j, &e);
+		audit_prepare(j->arena, &e, &j->audit_prep);
+	}
 	/* What the job holds in memory, for the queue's byte bound. */
 	j->wj.bytes = len + arena_used(j->arena);
-	j->audit = l->audit;
 	TAILQ_INSERT_TAIL(&c->pending, j, link);
 	c->inflight++;
 	full = writer_submit(io->srv->writer, &j->wj);
