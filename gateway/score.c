@@ -427,7 +427,9 @@ score_patient(store_txn_t *t, arena_t *a, const models_set_t *s, slice_t pid, sl
 			return rc;
 		if (!r->scored) {
 			models_count_refused(m->name);
-			log_info("scoring", "model %s: no score: %s", m->name, r->why);
+			/* the reason can hold a value (an age, a cholesterol): debug only */
+			log_info("scoring", "model %s: no score (reason at debug level)", m->name);
+			log_debug("scoring", "model %s: no score: %s", m->name, r->why);
 			continue;
 		}
 		if (store && (rc = score_store(t, a, r, now, &written)) < 0)
