@@ -168,7 +168,7 @@ spawn_import(dropdir_t *d, const char *name)
 	cli_config_args(&conf, &nconf);
 	argv = xcalloc((size_t)nconf + 16, sizeof(*argv));
 	logname = xmalloc(strlen(name) + 8);
-	sprintf(logname, "%s.log", name);
+	snprintf(logname, strlen(name) + 8, "%s.log", name);
 	logp = path_of(d, "logs", logname);
 	failed = path_of(d, "failed", name);
 	rejects = import_reject_path(failed);
