@@ -38,28 +38,31 @@ fhir_xml_init(void)
 
 typedef struct {
 	bool doctype;
+	long line;
 } xml_read_state_t;
 
 static void
 xml_on_doctype(void *ctx, const xmlChar *name, const xmlChar *ext_id, const xmlChar *sys_id)
 {
 	xmlParserCtxtPtr c = ctx;
+	xml_read_state_t *st = c->_private;
 
-	((xml_read_state_t *)c->_private)->doctype = true;
+	st->doctype = true;
+	st->line = c->input != NULL ? c->input->line : 0;
 	xmlStopParser(c);
 }
 
-/* Parses data into a document (caller frees with xmlFreeDoc), or returns NULL with err set;
- * encoding NULL follows the document's declaration. */
-static xmlDocPtr
-xml_doc_read(const char *data, size_t len, const char *encoding, char *err, size_t cap)
+xmlDocPtr
+fhir_xml_doc_read(const char *data, size_t len, const char *encoding, int options,
+		  fhir_xml_read_error_t *e)
 {
-	xml_read_state_t st = {false};
+	xml_read_state_t st = {false, 0};
 	xmlParserCtxtPtr c;
 	xmlDocPtr doc;
 
+	memset(e, 0, sizeof(*e));
 	if (len > INT32_MAX) {
-		snprintf(err, cap, "document too large");
+		snprintf(e->msg, sizeof(e->msg), "document too large");
 		return NULL;
 	}
 	c = xmlNewParserCtxt();
@@ -67,28 +70,50 @@ xml_doc_read(const char *data, size_t len, const char *encoding, char *err, size
 		abort();
 	c->_private = &st;
 	c->sax->internalSubset = xml_on_doctype;
-	doc = xmlCtxtReadMemory(c, data, (int)len, NULL, encoding, XML_READ_OPTIONS);
+	doc = xmlCtxtReadMemory(c, data, (int)len, NULL, encoding, XML_READ_OPTIONS | options);
 	if (st.doctype || (doc != NULL && (doc->intSubset != NULL || doc->extSubset != NULL))) {
-		snprintf(err, cap, "a DOCTYPE is not allowed");
+		e->doctype = true;
+		e->line = st.line;
 		xmlFreeDoc(doc);
 		doc = NULL;
 	} else if (doc == NULL || !c->wellFormed) {
-		const xmlError *e = xmlCtxtGetLastError(c);
-		const char *msg = e != NULL && e->message != NULL ? e->message : "not well-formed";
+		const xmlError *le = xmlCtxtGetLastError(c);
+		const char *msg =
+		    le != NULL && le->message != NULL ? le->message : "not well-formed";
 		size_t mlen = strlen(msg);
 
 		while (mlen > 0 && (msg[mlen - 1] == '\n' || msg[mlen - 1] == ' '))
 			mlen--;
-		if (e != NULL)
-			snprintf(err, cap, "line %d, column %d: %.*s", e->line, e->int2, (int)mlen,
-				 msg);
-		else
-			snprintf(err, cap, "%.*s", (int)mlen, msg);
+		snprintf(e->msg, sizeof(e->msg), "%.*s", (int)mlen, msg);
+		if (le != NULL) {
+			e->located = true;
+			e->line = le->line;
+			e->col = le->int2;
+		}
 		xmlFreeDoc(doc);
 		doc = NULL;
 	}
 	xmlFreeParserCtxt(c);
 	return doc;
+}
+
+/* Parses data into a document (caller frees with xmlFreeDoc), or returns NULL with err set;
+ * encoding NULL follows the document's declaration. */
+static xmlDocPtr
+xml_doc_read(const char *data, size_t len, const char *encoding, char *err, size_t cap)
+{
+	fhir_xml_read_error_t e;
+	xmlDocPtr doc = fhir_xml_doc_read(data, len, encoding, 0, &e);
+
+	if (doc != NULL)
+		return doc;
+	if (e.doctype)
+		snprintf(err, cap, "a DOCTYPE is not allowed");
+	else if (e.located)
+		snprintf(err, cap, "line %ld, column %d: %s", e.line, e.col, e.msg);
+	else
+		snprintf(err, cap, "%s", e.msg);
+	return NULL;
 }
 
 typedef struct {

@@ -25,4 +25,20 @@ int fhir_xml_parse(arena_t *a, const char *data, size_t len, const fhir_xml_limi
  * -FG_EINVAL (with err) for members the metadata does not know. */
 int fhir_xml_write(const fhir_node_t *res, bool pretty, buf_t *out, char *err, size_t cap);
 
+/* Why fhir_xml_doc_read gave no document. */
+typedef struct {
+	bool doctype;  /* it had a DOCTYPE (refused before its internal subset is read) */
+	long line;     /* of the DOCTYPE, or of the first error (0: unknown) */
+	int col;       /* of the first error */
+	bool located;  /* line and col come from libxml2's error */
+	char msg[256]; /* libxml2's message without the trailing newline; "" for a DOCTYPE */
+} fhir_xml_read_error_t;
+
+/* Reads data into a libxml2 document (caller frees with xmlFreeDoc) without network, DTD or
+ * entity loading, refusing any DOCTYPE: for FHIR XML here and other XML formats above (PMML).
+ * options: libxml2 parser options added to XML_PARSE_NONET | NOERROR | NOWARNING; encoding
+ * NULL follows the document's declaration. NULL with *e filled on failure. */
+struct _xmlDoc *fhir_xml_doc_read(const char *data, size_t len, const char *encoding, int options,
+				  fhir_xml_read_error_t *e);
+
 #endif

@@ -16,6 +16,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+#include "fhir/xml.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
 #include "lib/err.h"
@@ -1979,22 +1980,6 @@ verify_model(load_t *l, const xmlNode *mv)
 
 /* Loading. */
 
-typedef struct {
-	bool doctype;
-	long line;
-} xml_read_state_t;
-
-static void
-xml_on_doctype(void *ctx, const xmlChar *name, const xmlChar *ext_id, const xmlChar *sys_id)
-{
-	xmlParserCtxtPtr c = ctx;
-	xml_read_state_t *st = c->_private;
-
-	st->doctype = true;
-	st->line = c->input != NULL ? c->input->line : 0;
-	xmlStopParser(c);
-}
-
 /* libxml2 reports encoding failures through its generic handler (to stderr) whatever the
  * parser options; the error we return says it already. */
 static void
@@ -2002,46 +1987,28 @@ pmml_xml_quiet(void *ctx, const char *msg, ...)
 {
 }
 
-/* Parses data (a DOCTYPE is refused before its internal subset is read). */
+/* Parses data (fhir_xml_doc_read: a DOCTYPE is refused before its internal subset is read). */
 static xmlDocPtr
 pmml_xml_read(load_t *l, const char *data, size_t len)
 {
-	xml_read_state_t st = {false, 0};
 	xmlGenericErrorFunc old_handler = xmlGenericError;
 	void *old_ctx = xmlGenericErrorContext;
-	xmlParserCtxtPtr c;
+	fhir_xml_read_error_t e;
 	xmlDocPtr doc;
 
 	xmlSetGenericErrorFunc(NULL, pmml_xml_quiet);
-	c = xmlNewParserCtxt();
-	if (c == NULL)
-		abort();
-	c->_private = &st;
-	c->sax->internalSubset = xml_on_doctype;
-	doc = xmlCtxtReadMemory(c, data, (int)len, NULL, NULL, PMML_XML_OPTIONS);
-	if (st.doctype || (doc != NULL && (doc->intSubset != NULL || doc->extSubset != NULL))) {
-		l->rc = -FG_EPARSE;
+	doc = fhir_xml_doc_read(data, len, NULL, PMML_XML_OPTIONS, &e);
+	xmlSetGenericErrorFunc(old_ctx, old_handler);
+	if (doc != NULL)
+		return doc;
+	l->rc = -FG_EPARSE;
+	if (e.doctype)
 		snprintf(l->err, l->errlen,
 			 "%s:%ld: DOCTYPE: not allowed (no DTDs or entities in model files)",
-			 l->file, st.line);
-		xmlFreeDoc(doc);
-		doc = NULL;
-	} else if (doc == NULL || !c->wellFormed) {
-		const xmlError *e = xmlCtxtGetLastError(c);
-		const char *msg = e != NULL && e->message != NULL ? e->message : "not well-formed";
-		size_t mlen = strlen(msg);
-
-		while (mlen > 0 && (msg[mlen - 1] == '\n' || msg[mlen - 1] == ' '))
-			mlen--;
-		l->rc = -FG_EPARSE;
-		snprintf(l->err, l->errlen, "%s:%d: malformed XML: %.*s", l->file,
-			 e != NULL ? e->line : 0, (int)mlen, msg);
-		xmlFreeDoc(doc);
-		doc = NULL;
-	}
-	xmlFreeParserCtxt(c);
-	xmlSetGenericErrorFunc(old_ctx, old_handler);
-	return doc;
+			 l->file, e.line);
+	else
+		snprintf(l->err, l->errlen, "%s:%ld: malformed XML: %s", l->file, e.line, e.msg);
+	return NULL;
 }
 
 static void
