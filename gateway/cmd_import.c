@@ -278,7 +278,8 @@ cmd_import(int argc, char **argv)
 	}
 	o.maps = set;
 	if (!o.dry_run) {
-		store_opts_t so = {.map_size = cfg.map_size};
+		store_opts_t so = {.map_size = cfg.map_size,
+				   .no_writemap = cfg.store_writemap == CONF_OFF};
 		int rc = store_open(cfg.data_dir, &so, &s);
 
 		if (rc < 0) {

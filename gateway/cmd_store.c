@@ -829,6 +829,7 @@ cmd_store(int argc, char **argv)
 	}
 	status = EXIT_PROBLEM;
 	opts.map_size = cfg.map_size;
+	opts.no_writemap = cfg.store_writemap == CONF_OFF;
 	opts.read_only = !c->write;
 	if ((rc = store_open(cfg.data_dir, &opts, &s)) < 0) {
 		fprintf(stderr, "fhirgate store: cannot open the store in %s: %s: %s\n",

@@ -56,6 +56,11 @@ static const opt_t options[] = {
     {"store.map_size", OPT_SIZE, OFF(map_size), "16G",
      "Largest size the store may grow to (address space, not disk, until used).", 1 << 20,
      1024 * GiB, NULL},
+    {"store.writemap", OPT_CHOICE, OFF(store_writemap), "on",
+     "Write pages straight into the map (on), or through heap copies that LMDB keeps as large "
+     "as the biggest transaction (off: more memory, but a stray pointer cannot write into the "
+     "store).",
+     0, 0, on_off},
     {"mllp.listen", OPT_STRING, OFF(mllp_listen), "127.0.0.1:2575",
      "MLLP listeners, host:port separated by commas; empty disables MLLP.", 0, 0, NULL},
     {"mllp.max_frame_bytes", OPT_SIZE, OFF(mllp_max_frame_bytes), "16M",

@@ -13,6 +13,7 @@ typedef struct {
 	/* [store] */
 	char *data_dir;
 	uint64_t map_size;
+	int store_writemap; /* CONF_ON or CONF_OFF */
 	/* [mllp] */
 	char *mllp_listen; /* comma-separated host:port list; empty disables */
 	uint64_t mllp_max_frame_bytes;

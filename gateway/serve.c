@@ -232,6 +232,7 @@ cmd_serve(int argc, char **argv)
 #endif
 	evthread_use_pthreads();
 	sopts.map_size = cfg.map_size;
+	sopts.no_writemap = cfg.store_writemap == CONF_OFF;
 	/* An empty mappings.dir stores messages without converting them (store and forward). */
 	if (cfg.mappings_dir[0] == '\0') {
 		log_warn("mappings", "mappings.dir is empty: messages are stored, not converted");

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -260,6 +261,9 @@ store_open(const char *dir, const store_opts_t *opts, store_t **out)
 	}
 	if (opts->read_only)
 		flags |= MDB_RDONLY;
+	else if (!opts->no_writemap)
+		flags |= MDB_WRITEMAP;
+	s->writemap = (flags & MDB_WRITEMAP) != 0;
 	rc = mdb_env_open(s->env, dir, flags, 0600);
 	if (rc != 0) {
 		char op[PATH_MAX + 16];
@@ -290,6 +294,74 @@ store_close(store_t *s)
 	free(s);
 }
 
+/* With MDB_WRITEMAP LMDB sizes data.mdb to the whole map (a sparse file) and writes new pages
+ * straight into the mapping: on a full disk, touching a page without a disk block would kill
+ * the process with SIGBUS instead of failing the transaction. So before a write transaction
+ * the file gets real blocks (fallocate) beyond the pages in use: at least four times the most
+ * one transaction has grown the file so far, and STORE_RESERVE_MIN; renewed when half of that
+ * is left. When the disk cannot give them, the transaction fails cleanly before anything is
+ * written. A file system without fallocate gets no reservation. */
+#define STORE_RESERVE_MIN (32ull << 20)
+
+static int
+store_used_bytes(store_t *s, uint64_t *used, uint64_t *map_size)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	int rc;
+
+	if ((rc = mdb_env_info(s->env, &info)) != 0 || (rc = mdb_env_stat(s->env, &st)) != 0)
+		return store_mdb_fail("store size", rc);
+	*used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+	*map_size = info.me_mapsize;
+	return 0;
+}
+
+static int
+store_reserve(store_t *s, store_txn_t *t)
+{
+	uint64_t used, map_size, margin, want;
+	int fd, rc;
+
+	if (!s->writemap)
+		return 0;
+	if ((rc = store_used_bytes(s, &used, &map_size)) < 0)
+		return rc;
+	t->start_used = used;
+	if (s->reserved == UINT64_MAX)
+		return 0;
+	margin = 4 * s->max_growth > STORE_RESERVE_MIN ? 4 * s->max_growth : STORE_RESERVE_MIN;
+	if (used + margin / 2 <= s->reserved)
+		return 0;
+	want = used + margin < map_size ? used + margin : map_size;
+	if (want <= s->reserved)
+		return 0;
+	if ((rc = mdb_env_get_fd(s->env, &fd)) != 0)
+		return store_mdb_fail("reserve disk space", rc);
+	if (fallocate(fd, 0, (off_t)s->reserved, (off_t)(want - s->reserved)) != 0) {
+		if (errno == EOPNOTSUPP || errno == ENOSYS) {
+			s->reserved = UINT64_MAX;
+			return 0;
+		}
+		store_error_set("reserve %llu MiB of disk ahead of the store: %s",
+				(unsigned long long)((want - used) >> 20), strerror(errno));
+		return errno == ENOSPC ? -FG_EFULL : -FG_EIO;
+	}
+	s->reserved = want;
+	return 0;
+}
+
+/* After a commit: how much the transaction grew the file, for store_reserve's margin. */
+static void
+store_note_growth(store_txn_t *t)
+{
+	uint64_t used, map_size;
+
+	if (t->s->writemap && store_used_bytes(t->s, &used, &map_size) == 0 &&
+	    used > t->start_used && used - t->start_used > t->s->max_growth)
+		t->s->max_growth = used - t->start_used;
+}
+
 int
 store_txn_begin(store_t *s, bool write, store_txn_t **out)
 {
@@ -309,6 +381,12 @@ store_txn_begin(store_t *s, bool write, store_txn_t **out)
 		free(t);
 		return store_mdb_fail(write ? "begin write transaction" : "begin read transaction",
 				      rc);
+	}
+	/* Under the write lock, so that the pages in use cannot move meanwhile. */
+	if (write && (rc = store_reserve(s, t)) < 0) {
+		mdb_txn_abort(t->txn);
+		free(t);
+		return rc;
 	}
 	*out = t;
 	return 0;
@@ -350,6 +428,8 @@ store_txn_commit(store_txn_t *t)
 		return err;
 	}
 	rc = mdb_txn_commit(t->txn);
+	if (rc == 0)
+		store_note_growth(t);
 	free(t);
 	return rc != 0 ? store_mdb_fail("commit", rc) : 0;
 }

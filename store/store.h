@@ -26,6 +26,10 @@ typedef struct {
 	uint64_t map_size;    /* bytes of address space for the map; 0: 16 GiB */
 	unsigned max_readers; /* 0: 126 */
 	bool read_only;       /* open for reading only (store inspection while a server runs) */
+	/* Write through heap copies of the pages (LMDB's default) instead of straight into the
+	 * map (MDB_WRITEMAP, our default): costs heap memory the size of the largest transaction,
+	 * which LMDB keeps, but a stray pointer cannot write into the store. */
+	bool no_writemap;
 } store_opts_t;
 
 /* Opens (creating the directory and databases when absent) the environment in dir. */

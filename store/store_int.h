@@ -44,6 +44,9 @@ struct store {
 	MDB_dbi dbi[STORE_DB_COUNT];
 	size_t max_key; /* longest key LMDB accepts (at most STORE_KEY_MAX) */
 	bool read_only;
+	bool writemap;       /* MDB_WRITEMAP: dirty pages live in the map, not on the heap */
+	uint64_t reserved;   /* bytes of data.mdb known to have disk blocks (store_reserve) */
+	uint64_t max_growth; /* the most one write transaction grew the pages in use */
 };
 
 struct store_txn {
@@ -51,9 +54,10 @@ struct store_txn {
 	MDB_txn *txn;
 	int err; /* sticky: the first failure of a write transaction */
 	bool write;
-	bool have_last_seq; /* last_seq is cached after the first append */
-	bool have_hist;     /* hist_seq and hist_ns are cached after the first change */
-	bool have_work;     /* work_last is cached after the first work item */
+	uint64_t start_used; /* writemap: bytes of pages in use when the transaction began */
+	bool have_last_seq;  /* last_seq is cached after the first append */
+	bool have_hist;      /* hist_seq and hist_ns are cached after the first change */
+	bool have_work;      /* work_last is cached after the first work item */
 	uint64_t last_seq;
 	uint64_t hist_seq; /* last change sequence */
 	uint64_t hist_ns;  /* its lastUpdated: no later change gets an earlier one */
