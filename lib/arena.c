@@ -3,6 +3,7 @@
 
 #include "lib/arena.h"
 
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -27,15 +28,76 @@ struct arena {
 	size_t total;
 };
 
+/* Freed chunks of the large sizes that growth makes (POOL_MIN, twice that, ... CHUNK_MAX) are
+ * kept for the next arena, up to POOL_MAX bytes in all: malloc maps and unmaps blocks that large
+ * (see serve.c), and faulting fresh zeroed pages in for every message cost more than the work
+ * done in them. Shared by all threads (an arena may be freed by another thread than the one
+ * that made it). Off under AddressSanitizer, so that it still sees a use after free. */
+#define POOL_MIN     (128 * 1024)
+#define POOL_CLASSES 4 /* POOL_MIN << 0 .. POOL_MIN << 3 == CHUNK_MAX */
+#define POOL_MAX     (16 * 1024 * 1024)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_ENABLED 0
+#else
+#define POOL_ENABLED 1
+#endif
+
+static struct {
+	pthread_mutex_t lock;
+	struct chunk *free[POOL_CLASSES];
+	size_t bytes;
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* The pool class of a chunk of size bytes, or -1 when it is not pooled. */
+static int
+pool_class(size_t size)
+{
+	for (int i = 0; i < POOL_CLASSES; i++)
+		if (size == (size_t)POOL_MIN << i)
+			return POOL_ENABLED ? i : -1;
+	return -1;
+}
+
 static struct chunk *
 chunk_new(size_t size)
 {
-	struct chunk *c = xmalloc(sizeof(*c) + size);
+	int k = pool_class(size);
+	struct chunk *c = NULL;
 
+	if (k >= 0) {
+		pthread_mutex_lock(&pool.lock);
+		if ((c = pool.free[k]) != NULL) {
+			pool.free[k] = c->next;
+			pool.bytes -= size;
+		}
+		pthread_mutex_unlock(&pool.lock);
+	}
+	if (c == NULL) {
+		c = xmalloc(sizeof(*c) + size);
+		c->size = size;
+	}
 	c->next = NULL;
-	c->size = size;
 	c->used = 0;
 	return c;
+}
+
+static void
+chunk_free(struct chunk *c)
+{
+	int k = pool_class(c->size);
+
+	if (k >= 0) {
+		pthread_mutex_lock(&pool.lock);
+		if (pool.bytes + c->size <= POOL_MAX) {
+			c->next = pool.free[k];
+			pool.free[k] = c;
+			pool.bytes += c->size;
+			c = NULL;
+		}
+		pthread_mutex_unlock(&pool.lock);
+	}
+	free(c);
 }
 
 arena_t *
@@ -54,7 +116,7 @@ chunks_free(struct chunk *c)
 	while (c != NULL) {
 		struct chunk *next = c->next;
 
-		free(c);
+		chunk_free(c);
 		c = next;
 	}
 }
@@ -82,7 +144,7 @@ arena_reset(arena_t *a)
 		while (c != last) {
 			struct chunk *next = c->next;
 
-			free(c);
+			chunk_free(c);
 			c = next;
 		}
 		a->head = last;
