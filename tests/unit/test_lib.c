@@ -95,6 +95,29 @@ test_arena(void **state)
 	arena_free(NULL);
 }
 
+/* Large chunks go to a pool when an arena is freed and come back to the next one: what a new
+ * arena hands out must be its own, whatever the previous one wrote there. */
+static void
+test_arena_pool_reuse(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 4; round++) {
+		arena_t *a = arena_new(0);
+		unsigned char *p[64];
+
+		for (int i = 0; i < 64; i++) {
+			p[i] = arena_alloc(a, 60000);
+			memset(p[i], round * 64 + i, 60000);
+		}
+		for (int i = 0; i < 64; i++)
+			for (int j = 0; j < 60000; j += 4999)
+				assert_int_equal(p[i][j], (unsigned char)(round * 64 + i));
+		if (round % 2)
+			arena_reset(a);
+		arena_free(a);
+	}
+}
+
 static void
 test_arena_array_printf(void **state)
 {
@@ -225,6 +248,7 @@ main(void)
 	    cmocka_unit_test(test_slice_numbers),
 	    cmocka_unit_test(test_arena),
 	    cmocka_unit_test(test_arena_array_printf),
+	    cmocka_unit_test(test_arena_pool_reuse),
 	    cmocka_unit_test(test_hash_err),
 	    cmocka_unit_test(test_cidr_parse),
 	    cmocka_unit_test(test_cidr_match),
