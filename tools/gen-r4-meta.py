@@ -309,6 +309,183 @@ def part_subject(part):
     return m.group(1) if m else None
 
 
+# search-parameters.xml as shipped in ../shared is of FHIR 4.2.0 (a ballot after R4), not 4.0.1:
+# it renames MedicationStatement to MedicationUsage and changes some parameters of R4 resources.
+# The renamed type's parameters are taken back under the R4 name, and the parameters whose
+# element paths do not exist in R4 are put back as R4 4.0.1 defines them (hl7.org/fhir/R4,
+# each resource's search table), or dropped where R4 has no such parameter. Whatever else
+# names a non-R4 element is listed in the output (unresolved_parts).
+R4_RENAMED_TYPES = {"MedicationUsage": "MedicationStatement"}
+
+# (resource, code): None drops it; (type, expression, targets) defines it as in R4.
+R4_SEARCH_FIXES = {
+    ("AdverseEvent", "code"): None,
+    ("AdverseEvent", "status"): None,
+    ("AdverseEvent", "date"): ("date", "AdverseEvent.date", ""),
+    ("AdverseEvent", "event"): ("token", "AdverseEvent.event", ""),
+    ("AdverseEvent", "severity"): ("token", "AdverseEvent.severity", ""),
+    ("AdverseEvent", "substance"): (
+        "reference",
+        "AdverseEvent.suspectEntity.instance",
+        "Device Immunization Medication MedicationAdministration MedicationStatement Procedure "
+        "Substance",
+    ),
+    ("Appointment", "reason-code"): ("token", "Appointment.reasonCode", ""),
+    ("Appointment", "reason-reference"): (
+        "reference",
+        "Appointment.reasonReference",
+        "Condition ImmunizationRecommendation Observation Procedure",
+    ),
+    ("CareTeam", "date"): ("date", "CareTeam.period", ""),
+    ("CatalogEntry", "name"): None,
+    ("CatalogEntry", "related-entry"): None,
+    ("ClinicalImpression", "finding-code"): (
+        "token",
+        "ClinicalImpression.finding.itemCodeableConcept",
+        "",
+    ),
+    ("ClinicalImpression", "finding-ref"): (
+        "reference",
+        "ClinicalImpression.finding.itemReference",
+        "Condition Media Observation",
+    ),
+    ("ClinicalImpression", "performer"): None,
+    ("ClinicalImpression", "assessor"): (
+        "reference",
+        "ClinicalImpression.assessor",
+        "Practitioner PractitionerRole",
+    ),
+    ("CommunicationRequest", "information-provider"): None,
+    ("DocumentReference", "based-on"): None,
+    ("Encounter", "reason-code"): ("token", "Encounter.reasonCode", ""),
+    ("Encounter", "reason-reference"): (
+        "reference",
+        "Encounter.reasonReference",
+        "Condition ImmunizationRecommendation Observation Procedure",
+    ),
+    ("Encounter", "subject-status"): None,
+    ("Immunization", "reason-code"): ("token", "Immunization.reasonCode", ""),
+    ("Immunization", "reason-reference"): (
+        "reference",
+        "Immunization.reasonReference",
+        "Condition DiagnosticReport Observation",
+    ),
+    # Media (R4, replaced by DocumentReference after it) has no parameters in 4.2.0.
+    ("Media", "based-on"): ("reference", "Media.basedOn", "CarePlan ServiceRequest"),
+    ("Media", "created"): ("date", "Media.created", ""),
+    ("Media", "device"): ("reference", "Media.device", "Device DeviceMetric"),
+    ("Media", "encounter"): ("reference", "Media.encounter", "Encounter"),
+    ("Media", "identifier"): ("token", "Media.identifier", ""),
+    ("Media", "modality"): ("token", "Media.modality", ""),
+    ("Media", "operator"): (
+        "reference",
+        "Media.operator",
+        "CareTeam Device Organization Patient Practitioner PractitionerRole RelatedPerson",
+    ),
+    ("Media", "patient"): ("reference", "Media.subject.where(resolve() is Patient)", "Patient"),
+    ("Media", "site"): ("token", "Media.bodySite", ""),
+    ("Media", "status"): ("token", "Media.status", ""),
+    ("Media", "subject"): (
+        "reference",
+        "Media.subject",
+        "Device Group Location Patient Practitioner PractitionerRole Specimen",
+    ),
+    ("Media", "type"): ("token", "Media.type", ""),
+    ("Media", "view"): ("token", "Media.view", ""),
+    ("MedicationAdministration", "date"): None,
+    ("MedicationAdministration", "encounter"): None,
+    ("MedicationAdministration", "effective-time"): (
+        "date",
+        "MedicationAdministration.effective",
+        "",
+    ),
+    ("MedicationAdministration", "context"): (
+        "reference",
+        "MedicationAdministration.context",
+        "Encounter EpisodeOfCare",
+    ),
+    ("MedicationAdministration", "reason-given"): (
+        "token",
+        "MedicationAdministration.reasonCode",
+        "",
+    ),
+    ("MedicationDispense", "encounter"): None,
+    ("MedicationDispense", "context"): (
+        "reference",
+        "MedicationDispense.context",
+        "Encounter EpisodeOfCare",
+    ),
+    ("MedicationKnowledge", "identifier"): None,
+    ("MedicationRequest", "intended-dispenser"): (
+        "reference",
+        "MedicationRequest.dispenseRequest.performer",
+        "Organization",
+    ),
+    ("MedicationStatement", "adherence"): None,
+    ("MedicationStatement", "encounter"): None,
+    ("MedicationStatement", "context"): (
+        "reference",
+        "MedicationStatement.context",
+        "Encounter EpisodeOfCare",
+    ),
+    ("NamingSystem", "url"): None,
+    ("NamingSystem", "version"): None,
+    ("ObservationDefinition", "experimental"): None,
+    ("ObservationDefinition", "status"): None,
+    ("ObservationDefinition", "title"): None,
+    ("Procedure", "date"): ("date", "Procedure.performed", ""),
+    ("Procedure", "reason-code"): ("token", "Procedure.reasonCode", ""),
+    ("Procedure", "reason-reference"): (
+        "reference",
+        "Procedure.reasonReference",
+        "Condition DiagnosticReport DocumentReference Observation Procedure",
+    ),
+    ("ResearchSubject", "state"): None,
+    ("SpecimenDefinition", "experimental"): None,
+    ("SpecimenDefinition", "status"): None,
+    ("SpecimenDefinition", "title"): None,
+}
+
+
+def r4_renamed(text):
+    for old, new in R4_RENAMED_TYPES.items():
+        text = re.sub(r"\b%s\b" % old, new, text)
+    return text
+
+
+def apply_r4_fixes(entries):
+    """entries with R4_SEARCH_FIXES applied; every fix must find its parameter, or add one."""
+    by_key = {(e["resource"], e["code"]): e for e in entries}
+    out = []
+    for e in entries:
+        key = (e["resource"], e["code"])
+        if key in R4_SEARCH_FIXES:
+            fix = R4_SEARCH_FIXES[key]
+            if fix is None:
+                continue
+            typ, expr, targets = fix
+            e = dict(e, type=SP_TYPES[typ], expression=expr, targets=targets)
+            e["url"] = "http://hl7.org/fhir/SearchParameter/%s-%s" % key
+        out.append(e)
+    for key, fix in R4_SEARCH_FIXES.items():
+        if key in by_key:
+            continue
+        if fix is None:
+            fail("R4_SEARCH_FIXES drops %s:%s, which the definitions do not have" % key)
+        typ, expr, targets = fix
+        out.append(
+            {
+                "code": key[1],
+                "resource": key[0],
+                "type": SP_TYPES[typ],
+                "expression": expr,
+                "targets": targets,
+                "url": "http://hl7.org/fhir/SearchParameter/%s-%s" % key,
+            }
+        )
+    return out
+
+
 def build_searchparams(path, types, resources):
     root = ET.parse(path).getroot()
     entries = []  # dicts: code, resource, type, expression, targets, url
@@ -321,11 +498,12 @@ def build_searchparams(path, types, resources):
 
     for sp in root.iter(FHIR + "SearchParameter"):
         code = val(sp, "code")
-        bases = [b.get("value") for b in sp.findall(FHIR + "base")]
+        bases = [r4_renamed(b.get("value")) for b in sp.findall(FHIR + "base")]
         typ = SP_TYPES[val(sp, "type")]
-        expr = val(sp, "expression") or ""
-        targets = " ".join(sorted(t.get("value") for t in sp.findall(FHIR + "target")))
+        expr = r4_renamed(val(sp, "expression") or "")
+        targets = " ".join(sorted(r4_renamed(t.get("value")) for t in sp.findall(FHIR + "target")))
         url = val(sp, "url")
+        url = r4_renamed(url) if url else url
         parts = split_union(expr)
         for base in bases:
             if base not in resources and base not in ("Resource", "DomainResource"):
@@ -351,6 +529,7 @@ def build_searchparams(path, types, resources):
                 }
             )
 
+    entries = apply_r4_fixes(entries)
     entries.sort(key=lambda e: (e["resource"], e["code"]))
     lists = {r: [] for r in resources}
     for i, e in enumerate(entries):

@@ -399,6 +399,36 @@ def t_search(t, api):
     t.eq(st, 404, "$everything of unknown: 404")
 
 
+def t_search_r4_params(t, api):
+    """Parameters that the shipped search-parameters.xml (FHIR 4.2.0) defines differently from
+    R4 work as R4 defines them (tools/gen-r4-meta.py R4_SEARCH_FIXES)."""
+    api.req("PUT", "/fhir/Encounter/r4e", {
+        "resourceType": "Encounter", "id": "r4e", "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "reasonCode": [{"coding": [{"system": "http://snomed.info/sct", "code": "386661006"}]}]})
+    api.req("PUT", "/fhir/Procedure/r4p", {
+        "resourceType": "Procedure", "id": "r4p", "status": "completed",
+        "subject": {"reference": "Patient/s1"}, "performedDateTime": "2021-03-04"})
+    api.req("PUT", "/fhir/MedicationStatement/r4m", {
+        "resourceType": "MedicationStatement", "id": "r4m", "status": "active",
+        "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                  "code": "197361"}]},
+        "subject": {"reference": "Patient/s1"}, "effectiveDateTime": "2022-05-06",
+        "context": {"reference": "Encounter/r4e"}})
+    for q, want in (("Encounter?reason-code=http://snomed.info/sct|386661006", ["r4e"]),
+                    ("Procedure?date=2021-03-04", ["r4p"]),
+                    ("Procedure?date=2020", []),
+                    ("MedicationStatement?effective=ge2022-01-01&patient=Patient/s1", ["r4m"]),
+                    ("MedicationStatement?code=197361", ["r4m"]),
+                    ("MedicationStatement?context=Encounter/r4e", ["r4m"])):
+        st, _, doc, _ = api.req("GET", "/fhir/" + q, headers={"Prefer": "handling=strict"})
+        got = [e["resource"]["id"] for e in (doc or {}).get("entry", [])]
+        t.eq((st, got), (200, want), "R4 search parameter: " + q)
+    st, _, doc, _ = api.req("GET", "/fhir/Encounter?subject-status=arrived",
+                            headers={"Prefer": "handling=strict"})
+    t.ok(st == 400 and is_oo(doc), "a 4.2-only parameter is unknown in R4 (strict: 400)", st)
+
+
 def t_metadata(t, api):
     st, h, doc, _ = api.req("GET", "/fhir/metadata")
     t.eq((st, doc["resourceType"], doc["fhirVersion"]), (200, "CapabilityStatement", "4.0.1"),
@@ -508,7 +538,8 @@ def main():
         srv.start()
         api = Api(port)
         for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
-                   t_transaction, t_history, t_patch, t_search, t_metadata, t_meta_output):
+                   t_transaction, t_history, t_patch, t_search, t_search_r4_params, t_metadata,
+                   t_meta_output):
             t.run(fn, api)
         t.run(t_mllp, api, srv)
         t.run(t_xml_xsd, api)
