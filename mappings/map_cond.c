@@ -27,6 +27,38 @@ map_ref_segment(const map_frame_t *fr, const char *id, size_t *index)
 	return hl7_msg_segment(map_conv_msg(fr->cv), i);
 }
 
+/* Part n (1-based) of a datatype map's value at its next level, as hl7_split_nth gives it. */
+static slice_t
+map_value_part(const map_frame_t *fr, char delim, size_t n)
+{
+	if (fr->parts == NULL)
+		return hl7_split_nth(fr->value, delim, n);
+	return n >= 1 && n <= fr->nparts ? fr->parts[n - 1] : SLICE_NULL;
+}
+
+void
+map_value_split(slice_t value, char delim, slice_t *parts, size_t *nparts)
+{
+	const char *p = value.ptr, *end = value.ptr + value.len, *q;
+	size_t n = 0;
+
+	*nparts = 0;
+	if (value.len == 0)
+		return;
+	for (;;) {
+		if (n == MAP_PARTS_MAX) {
+			*nparts = SIZE_MAX;
+			return;
+		}
+		q = memchr(p, delim, (size_t)(end - p));
+		parts[n++] = slice_make(p, (size_t)((q != NULL ? q : end) - p));
+		if (q == NULL)
+			break;
+		p = q + 1;
+	}
+	*nparts = n;
+}
+
 slice_t
 map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
 	    unsigned *rep_out)
@@ -45,11 +77,11 @@ map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg
 		if (ref->comp == 0) {
 			/* the whole value */
 		} else if (fr->level == 1) {
-			v = hl7_split_nth(v, d->component, ref->comp);
+			v = map_value_part(fr, d->component, ref->comp);
 			if (ref->sub > 0)
 				v = hl7_split_nth(v, d->subcomponent, ref->sub);
 		} else if (fr->level == 2 && ref->sub == 0) {
-			v = hl7_split_nth(v, d->subcomponent, ref->comp);
+			v = map_value_part(fr, d->subcomponent, ref->comp);
 		} else if (!(fr->level == 3 && ref->comp == 1 && ref->sub == 0)) {
 			v = SLICE_NULL;
 		}

@@ -196,6 +196,7 @@ typedef struct {
 		fhir_node_t *child;
 	} labels[32];
 	size_t nlabels;
+	slice_t parts[MAP_PARTS_MAX]; /* fr.parts */
 } map_run_t;
 
 const hl7_msg_t *
@@ -1446,6 +1447,17 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 	run.fr.parent = parent;
 	run.fr.value = value;
 	run.fr.level = level;
+	run.fr.parts = NULL;
+	if (def->kind == MAP_DATATYPE && (level == 1 || level == 2)) {
+		const hl7_delims_t *d = hl7_msg_delims(cv->m);
+		size_t n;
+
+		map_value_split(value, level == 1 ? d->component : d->subcomponent, run.parts, &n);
+		if (n != SIZE_MAX) {
+			run.fr.parts = run.parts;
+			run.fr.nparts = n;
+		}
+	}
 	if (def->kind == MAP_DATATYPE && parent->def != NULL) {
 		/* where the value came from: set by map_line_value through the parent's ctx */
 		run.fr.value_seg = parent->value_seg;
@@ -1642,7 +1654,10 @@ map_put_path(map_run_t *run, const map_line_t *l, map_inst_t *inst, fhir_node_t 
 static void
 map_run_init(map_run_t *run, map_conv_t *cv)
 {
-	memset(run, 0, sizeof(*run));
+	/* labels[] and parts[] are read only below nlabels and through fr.parts */
+	memset(&run->fr, 0, sizeof(run->fr));
+	run->src = NULL;
+	run->nlabels = 0;
 	run->fr.cv = cv;
 	run->fr.def = cv->msg;
 }
@@ -1741,9 +1756,7 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 			buf_t *pp = cv->opt->explain ? &path : NULL;
 			fhir_node_t *at = inst->obj;
 
-			memset(&run, 0, sizeof(run));
-			run.fr.cv = cv;
-			run.fr.def = d;
+			map_run_init(&run, cv);
 			for (size_t i = 0; at != NULL && i + 1 < l->nsteps; i++)
 				at = map_nav_step(&run, at, &l->steps[i], pp);
 			if (at != NULL && map_put(&run, at, &l->steps[l->nsteps - 1], obj, pp))

@@ -245,6 +245,11 @@ typedef struct map_frame {
 	size_t seg_index;
 	slice_t value; /* datatype maps: the value they were applied to */
 	int level;     /* of value: 1 repetition, 2 component, 3 subcomponent */
+	/* value split once at its next level (components of a repetition, subcomponents of a
+	 * component), so that each line does not split it again; NULL: not split (more parts
+	 * than MAP_PARTS_MAX, or a frame made on the fly), split on demand */
+	const slice_t *parts;
+	size_t nparts;
 	/* repetition context of the element group being built */
 	const hl7_seg_t *ctx_seg;
 	uint16_t ctx_field, ctx_rep;
@@ -254,10 +259,16 @@ typedef struct map_frame {
 	const struct map_frame *parent;
 } map_frame_t;
 
+/* Parts of a datatype map's value kept split (map_frame_t.parts). */
+#define MAP_PARTS_MAX 32
+
 /* map_cond.c: the raw value a ref names in a frame (escapes intact); empty when absent or
  * the HL7 null (""). whole: a field ref without [r] outside its group gives the whole field. */
 slice_t map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
 		    unsigned *rep);
+/* Splits value at delim into parts (room for MAP_PARTS_MAX); *nparts is SIZE_MAX when there
+ * are more. */
+void map_value_split(slice_t value, char delim, slice_t *parts, size_t *nparts);
 /* Repetitions of the field a ref names (LST.COUNT). */
 size_t map_ref_count(const map_frame_t *fr, const map_ref_t *ref);
 /* Decoded, trimmed UTF-8 text of a raw value into out (reset first). */
