@@ -2,7 +2,6 @@
  * mapping lines name. */
 #include "config.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,23 +135,23 @@ map_ref_count(const map_frame_t *fr, const map_ref_t *ref)
 	return hl7_split_count(v, hl7_msg_delims(m)->repetition);
 }
 
-/* An operand's value: text (decoded) or a number. */
+/* An operand's value: text (decoded) or a number. The text of a ref is in one of the
+ * conversion's scratch buffers (which), valid until the operand in that slot is evaluated
+ * again. */
 typedef struct {
 	bool valued;
 	slice_t text;
-	buf_t buf;
+	char num[24];
 } map_val_t;
 
 static void
-map_operand_eval(const map_operand_t *o, const map_frame_t *fr, map_val_t *v)
+map_operand_eval(const map_operand_t *o, const map_frame_t *fr, unsigned which, map_val_t *v)
 {
 	size_t si;
 	unsigned rep;
 	slice_t raw;
-	char num[32];
-	int n;
+	buf_t *buf;
 
-	buf_init(&v->buf, 0);
 	v->valued = true;
 	v->text = o->text;
 	if (o->kind != MAP_OPD_REF)
@@ -163,26 +162,26 @@ map_operand_eval(const map_operand_t *o, const map_frame_t *fr, map_val_t *v)
 		if (count > 0 && o->ref.seg[0] != '\0' &&
 		    map_ref_raw(fr, &o->ref, true, &si, &rep).len > 0)
 			map_mark_used(fr->cv, si, o->ref.field, MAP_REP_ALL);
-		n = snprintf(num, sizeof(num), "%zu", count);
-		buf_append(&v->buf, num, (size_t)n);
-		v->text = buf_slice(&v->buf);
+		v->text = slice_make(v->num, (size_t)(map_put_u64(v->num, count) - v->num));
 		return;
 	}
 	raw = map_ref_raw(fr, &o->ref, false, &si, &rep);
 	v->valued = raw.len > 0;
 	if (v->valued && o->ref.seg[0] != '\0')
 		map_mark_used(fr->cv, si, o->ref.field, rep);
-	map_text(fr, raw, &v->buf);
-	v->text = buf_slice(&v->buf);
+	if (!v->valued) {
+		v->text = SLICE_NULL;
+	} else {
+		buf = map_conv_scratch(fr->cv, which);
+		map_text(fr, raw, buf);
+		v->text = buf_slice(buf);
+	}
 	if (o->fn == MAP_FN_LENGTH) {
 		size_t chars = 0;
 
 		for (size_t i = 0; i < v->text.len; i++)
 			chars += ((unsigned char)v->text.ptr[i] & 0xc0) != 0x80;
-		buf_reset(&v->buf);
-		n = snprintf(num, sizeof(num), "%zu", chars);
-		buf_append(&v->buf, num, (size_t)n);
-		v->text = buf_slice(&v->buf);
+		v->text = slice_make(v->num, (size_t)(map_put_u64(v->num, chars) - v->num));
 	}
 }
 
@@ -193,12 +192,12 @@ map_as_number(slice_t t, double *out)
 	char tmp[64];
 	char *end;
 
-	if (t.len == 0 || t.len >= sizeof(tmp))
+	if (t.len == 0 || t.len >= sizeof(tmp) ||
+	    !(t.ptr[0] == '-' || t.ptr[0] == '+' || t.ptr[0] == '.' ||
+	      (t.ptr[0] >= '0' && t.ptr[0] <= '9')))
 		return false;
 	memcpy(tmp, t.ptr, t.len);
 	tmp[t.len] = '\0';
-	if (!(tmp[0] == '-' || tmp[0] == '+' || tmp[0] == '.' || (tmp[0] >= '0' && tmp[0] <= '9')))
-		return false;
 	*out = strtod(tmp, &end);
 	return *end == '\0';
 }
@@ -242,17 +241,15 @@ map_cond_eval(const map_cond_t *c, const map_frame_t *fr)
 			map_mark_used(fr->cv, si, c->a.ref.field, rep);
 		return r;
 	case MAP_C_IN:
-		map_operand_eval(&c->a, fr, &a);
+		map_operand_eval(&c->a, fr, 0, &a);
 		for (size_t i = 0; i < c->nlist && !r; i++) {
-			map_operand_eval(&c->list[i], fr, &b);
+			map_operand_eval(&c->list[i], fr, 1, &b);
 			r = a.valued && map_compare(a.text, b.text) == 0;
-			buf_free(&b.buf);
 		}
-		buf_free(&a.buf);
 		return r;
 	case MAP_C_CMP:
-		map_operand_eval(&c->a, fr, &a);
-		map_operand_eval(&c->b, fr, &b);
+		map_operand_eval(&c->a, fr, 0, &a);
+		map_operand_eval(&c->b, fr, 1, &b);
 		cmp = map_compare(a.text, b.text);
 		switch (c->op) {
 		case MAP_CMP_EQ:
@@ -274,8 +271,6 @@ map_cond_eval(const map_cond_t *c, const map_frame_t *fr)
 			r = a.valued && b.valued && cmp >= 0;
 			break;
 		}
-		buf_free(&a.buf);
-		buf_free(&b.buf);
 		return r;
 	}
 	return false;

@@ -86,6 +86,7 @@ struct map_conv {
 	 * each is used between two calls that cannot reach its user again */
 	buf_t text, part, cat; /* map_line_value */
 	buf_t vcode, vsys;     /* map_vocab_match */
+	buf_t opd[2];          /* map_conv_scratch */
 };
 
 /* A segment id as a number (ids are three characters). */
@@ -101,7 +102,7 @@ map_seg_key(slice_t id)
 
 /* Appends the decimal digits of v at p (no NUL); returns the end. Conversions make many small
  * texts (instance positions, placeholders), where snprintf would cost more than the rest. */
-static char *
+char *
 map_put_u64(char *p, uint64_t v)
 {
 	char tmp[20];
@@ -203,6 +204,12 @@ const hl7_msg_t *
 map_conv_msg(const map_conv_t *cv)
 {
 	return cv->m;
+}
+
+buf_t *
+map_conv_scratch(map_conv_t *cv, unsigned which)
+{
+	return &cv->opd[which & 1];
 }
 
 void
@@ -2257,5 +2264,7 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	buf_free(&cv.cat);
 	buf_free(&cv.vcode);
 	buf_free(&cv.vsys);
+	buf_free(&cv.opd[0]);
+	buf_free(&cv.opd[1]);
 	return rc;
 }

@@ -281,6 +281,12 @@ const hl7_msg_t *map_conv_msg(const map_conv_t *cv);
  * it; SIZE_MAX when there is none. */
 size_t map_conv_find(map_conv_t *cv, slice_t id, size_t pos, bool after);
 
+/* One of the conversion's two scratch buffers for condition operands (which: 0 or 1);
+ * borrowed, valid until the conversion ends. */
+buf_t *map_conv_scratch(map_conv_t *cv, unsigned which);
+/* Appends the decimal digits of v at p (no NUL, at most 20 bytes); returns the end. */
+char *map_put_u64(char *p, uint64_t v);
+
 /* map_cond.c */
 bool map_cond_eval(const map_cond_t *c, const map_frame_t *fr);
 
