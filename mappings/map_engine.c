@@ -1854,40 +1854,56 @@ map_canon_rank(const fhir_type_t *t, slice_t k, const fhir_type_t **et)
 	return MAP_CANON_REST;
 }
 
-/* Ranks already found in one conversion: the same (type, member) pairs come up again and
- * again, and a slot costs less than a binary search of the type's elements. */
-#define MAP_RANK_SLOTS 256
+/* Ranks already found, kept from conversion to conversion (per thread: the set is shared): the
+ * same (type, member) pairs come up again and again, and a slot costs less than a binary search
+ * of the type's elements. Types are the static R4 metadata; keys are copied. */
+#define MAP_RANK_SLOTS   256
+#define MAP_RANK_KEY_MAX 30
 
 typedef struct {
-	const fhir_type_t *t;
-	slice_t key; /* NULL ptr: empty slot */
+	const fhir_type_t *t; /* NULL: empty slot */
 	const fhir_type_t *et;
 	uint32_t rank;
+	uint8_t klen;
+	char key[MAP_RANK_KEY_MAX];
 } map_rank_slot_t;
 
-static uint32_t
-map_canon_rank_cached(map_rank_slot_t *slots, const fhir_type_t *t, slice_t k,
-		      const fhir_type_t **et)
-{
-	size_t h = k.len > 0
-		       ? k.len * 31 + (unsigned char)k.ptr[0] * 7 + (unsigned char)k.ptr[k.len - 1]
-		       : 0;
-	map_rank_slot_t *s = &slots[(h ^ (uintptr_t)t >> 4) % MAP_RANK_SLOTS];
+static _Thread_local map_rank_slot_t map_rank_cache[MAP_RANK_SLOTS];
 
-	if (s->key.ptr == NULL || s->t != t || !slice_eq(s->key, k)) {
+static uint32_t
+map_canon_rank_cached(const fhir_type_t *t, slice_t k, const fhir_type_t **et)
+{
+	size_t h;
+	map_rank_slot_t *s;
+
+	if (t == NULL || k.len == 0 || k.len > MAP_RANK_KEY_MAX)
+		return map_canon_rank(t, k, et);
+	h = k.len * 31 + (unsigned char)k.ptr[0] * 7 + (unsigned char)k.ptr[k.len - 1];
+	s = &map_rank_cache[(h ^ (uintptr_t)t >> 4) % MAP_RANK_SLOTS];
+	if (s->t != t || s->klen != k.len || memcmp(s->key, k.ptr, k.len) != 0) {
 		s->rank = map_canon_rank(t, k, &s->et);
 		s->t = t;
-		s->key = k;
+		s->klen = (uint8_t)k.len;
+		memcpy(s->key, k.ptr, k.len);
 	}
 	*et = s->et;
 	return s->rank;
+}
+
+/* Whether map_canon has anything to do in n: objects and arrays (primitives are most nodes). */
+static bool
+map_canon_has_members(const fhir_node_t *n)
+{
+	fhir_kind_t k = fhir_node_kind(n);
+
+	return k == FHIR_OBJECT || k == FHIR_ARRAY;
 }
 
 /* Puts n's members, and those of everything in it, in R4 element order (resourceType first,
  * "_x" right after x), in place: the conversion's trees are its own, and a node reached twice
  * is under the same element both times, so sorting it again changes nothing. */
 static void
-map_canon(arena_t *a, map_rank_slot_t *slots, fhir_node_t *n, const fhir_type_t *t)
+map_canon(arena_t *a, fhir_node_t *n, const fhir_type_t *t)
 {
 	fhir_node_t *rt;
 	size_t cnt;
@@ -1899,7 +1915,8 @@ map_canon(arena_t *a, map_rank_slot_t *slots, fhir_node_t *n, const fhir_type_t 
 
 	if (fhir_node_kind(n) == FHIR_ARRAY) {
 		for (size_t i = 0; i < fhir_array_len(n); i++)
-			map_canon(a, slots, fhir_array_at(n, i), t);
+			if (map_canon_has_members(fhir_array_at(n, i)))
+				map_canon(a, fhir_array_at(n, i), t);
 		return;
 	}
 	if (fhir_node_kind(n) != FHIR_OBJECT || (cnt = fhir_object_count(n)) == 0)
@@ -1916,8 +1933,7 @@ map_canon(arena_t *a, map_rank_slot_t *slots, fhir_node_t *n, const fhir_type_t 
 		types = arena_alloc(a, cnt * sizeof(*types));
 	}
 	for (size_t i = 0; i < cnt; i++) {
-		uint32_t rank =
-		    map_canon_rank_cached(slots, t, fhir_object_key_at(n, i), &types[i]);
+		uint32_t rank = map_canon_rank_cached(t, fhir_object_key_at(n, i), &types[i]);
 		uint64_t key = (uint64_t)rank << 32 | i;
 		size_t j = i;
 
@@ -1928,7 +1944,8 @@ map_canon(arena_t *a, map_rank_slot_t *slots, fhir_node_t *n, const fhir_type_t 
 		}
 		order[j] = key;
 		moved |= j != i;
-		map_canon(a, slots, fhir_object_value_at(n, i), types[i]);
+		if (map_canon_has_members(fhir_object_value_at(n, i)))
+			map_canon(a, fhir_object_value_at(n, i), types[i]);
 	}
 	if (!moved)
 		return;
@@ -2074,7 +2091,6 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	arena_t *a = cv->a;
 	fhir_node_t *entries = fhir_array_new(a), *b;
 	map_resource_t *rs = arena_alloc(a, (cv->insts.n ? cv->insts.n : 1) * sizeof(*rs));
-	map_rank_slot_t *slots = arena_zalloc(a, MAP_RANK_SLOTS * sizeof(*slots));
 	size_t n = 0;
 	buf_t tmp = BUF_INIT;
 
@@ -2119,7 +2135,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		if (inst->merged_into != NULL || inst->dropped)
 			continue;
 		r = inst->obj;
-		map_canon(a, slots, r, NULL);
+		map_canon(a, r, NULL);
 		inst->result_index = n;
 		rs[n].type = inst->type;
 		rs[n].id = slice_make(arena_strndup(a, inst->id, 32), 32);
@@ -2143,7 +2159,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	fhir_object_set_cstr(a, b, "type", fhir_string_new(a, SLICE_LIT("transaction")));
 	(void)fhir_node_prune(b);
 	/* entries are in order already, and last in R4 order (no signature is made) */
-	map_canon(a, slots, b, NULL);
+	map_canon(a, b, NULL);
 	fhir_object_set_cstr(a, b, "entry", entries);
 	res->bundle = b;
 	res->resources = rs;
