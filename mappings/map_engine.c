@@ -18,6 +18,7 @@
 
 typedef struct map_inst {
 	slice_t type;
+	const fhir_type_t *meta; /* fhir_meta_type(type), known from the map */
 	char id[33];
 	bool has_id;
 	fhir_node_t *obj;
@@ -375,11 +376,13 @@ map_fallback_id(map_conv_t *cv, slice_t type, size_t seg_index, const char *wher
 }
 
 static map_inst_t *
-map_inst_new(map_conv_t *cv, slice_t type, size_t seg_index, const char *where)
+map_inst_new(map_conv_t *cv, slice_t type, const fhir_type_t *meta, size_t seg_index,
+	     const char *where)
 {
 	map_inst_t *inst = arena_zalloc(cv->a, sizeof(*inst));
 
 	inst->type = type;
+	inst->meta = meta;
 	inst->seg_index = seg_index;
 	map_text_copy(inst->where, sizeof(inst->where), where, where + strlen(where));
 	inst->obj = fhir_object_new(cv->a);
@@ -1145,7 +1148,7 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 				memcpy(p, l->as_def->name.ptr,
 				       l->as_def->name.len > 30 ? 30 : l->as_def->name.len);
 				p[l->as_def->name.len > 30 ? 30 : l->as_def->name.len] = '\0';
-				res = map_inst_new(cv, l->as_def->fhir, si, where);
+				res = map_inst_new(cv, l->as_def->fhir, l->as_def->type, si, where);
 				map_run_def(cv, l->as_def, &from, *src_out, raw, level, res,
 					    res->obj, NULL);
 				node = map_reference(cv, res);
@@ -1786,7 +1789,7 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 			char where[32] = "slot ";
 
 			*map_put_u64(where + 5, (size_t)l->slot) = '\0';
-			inst = map_inst_new(cv, sl->type, seg_index, where);
+			inst = map_inst_new(cv, sl->type, sl->meta, seg_index, where);
 			cv->current[l->slot] = inst;
 		}
 		fr.inst = inst;
@@ -1922,7 +1925,8 @@ map_canon(arena_t *a, fhir_node_t *n, const fhir_type_t *t)
 	if (fhir_node_kind(n) != FHIR_OBJECT || (cnt = fhir_object_count(n)) == 0)
 		return;
 	rt = fhir_object_get(n, SLICE_LIT("resourceType"));
-	if (t == NULL || rt != NULL) {
+	/* a resource whose type the caller knows already (t) needs no lookup */
+	if (t == NULL || (rt != NULL && !slice_eq(fhir_node_text(rt), slice_cstr(t->name)))) {
 		const fhir_type_t *rtt = fhir_meta_type(fhir_node_text(rt));
 
 		if (rtt != NULL)
@@ -2056,7 +2060,7 @@ map_deferred_fills(const map_conv_t *cv, const map_inst_t *inst, const char *ele
 static void
 map_check_required(map_conv_t *cv, map_inst_t *inst)
 {
-	const fhir_type_t *t = fhir_meta_type(inst->type);
+	const fhir_type_t *t = inst->meta;
 	const hl7_seg_t *s = hl7_msg_segment(cv->m, inst->seg_index);
 
 	for (size_t e = 0; t != NULL && e < t->nelems; e++) {
@@ -2135,7 +2139,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		if (inst->merged_into != NULL || inst->dropped)
 			continue;
 		r = inst->obj;
-		map_canon(a, r, NULL);
+		map_canon(a, r, inst->meta); /* r has its resourceType (map_inst_new) */
 		inst->result_index = n;
 		rs[n].type = inst->type;
 		rs[n].id = slice_make(arena_strndup(a, inst->id, 32), 32);
