@@ -221,6 +221,20 @@ map_mark_used(map_conv_t *cv, size_t seg_index, unsigned field, unsigned rep)
 		    (uint64_t)seg_index << 40 | (uint64_t)(field & 0xfff) << 28 | (rep & 0xfffffff);
 }
 
+/* Whether decoding would leave raw as it is: ASCII without NULs or escape sequences (most
+ * values), so that it can be copied instead. */
+static bool
+map_text_is_plain(slice_t raw, char escape)
+{
+	for (size_t i = 0; i < raw.len; i++) {
+		unsigned char c = (unsigned char)raw.ptr[i];
+
+		if (c == 0 || c >= 0x80 || c == (unsigned char)escape)
+			return false;
+	}
+	return true;
+}
+
 void
 map_text(const map_frame_t *fr, slice_t raw, buf_t *out)
 {
@@ -229,6 +243,12 @@ map_text(const map_frame_t *fr, slice_t raw, buf_t *out)
 	buf_reset(out);
 	if (raw.len == 0)
 		return;
+	if (map_text_is_plain(raw, hl7_msg_delims(fr->cv->m)->escape)) {
+		/* what decoding would give: the bytes as they are */
+		t = slice_trim(raw);
+		buf_append(out, t.ptr, t.len);
+		return;
+	}
 	(void)hl7_text_decode(fr->cv->m, raw, out);
 	t = slice_trim(buf_slice(out));
 	if (t.len != out->len) {
