@@ -1459,8 +1459,10 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 				break;
 			}
 	}
-	buf_free(&gs.path);
-	buf_free(&gs.root_path);
+	if (cv->opt->explain) { /* without explain, the paths stay empty (map_path_copy) */
+		buf_free(&gs.path);
+		buf_free(&gs.root_path);
+	}
 }
 
 /* Applies a segment or datatype map: into obj, or for a primitive map into *value_out. */
