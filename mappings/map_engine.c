@@ -759,6 +759,25 @@ typedef struct {
 	slice_t first_code; /* for warnings */
 } map_matches_t;
 
+/* Where the rows with code begin in v's vkeys (the first not below it). */
+static size_t
+map_vocab_first(const map_def_t *v, slice_t code)
+{
+	size_t lo = 0, hi = v->nrows;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		slice_t k = v->vkeys[mid].code;
+		int c = memcmp(k.ptr, code.ptr, k.len < code.len ? k.len : code.len);
+
+		if (c < 0 || (c == 0 && k.len < code.len))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* Rows matching the code triplets of a value (CWE .1/.3, .4/.6, .10/.12, or the value). */
 static void
 map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_matches_t *mm)
@@ -786,11 +805,13 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 			continue;
 		if (mm->first_code.len == 0)
 			mm->first_code = c;
-		for (size_t i = 0; i < v->nrows && mm->n < 16; i++) {
-			const map_vrow_t *r = &v->rows[i];
+		/* the rows with this code, in file order */
+		for (size_t i = map_vocab_first(v, buf_slice(code));
+		     i < v->nrows && slice_eq(v->vkeys[i].code, buf_slice(code)) && mm->n < 16;
+		     i++) {
+			const map_vrow_t *r = &v->rows[v->vkeys[i].row];
 
-			if (!slice_eq(r->code, buf_slice(code)) ||
-			    !(r->system.len == 0 || sys->len == 0 ||
+			if (!(r->system.len == 0 || sys->len == 0 ||
 			      slice_eq(r->system, buf_slice(sys))))
 				continue;
 			/* "-": a known code without a FHIR equivalent (no value, no warning) */

@@ -172,6 +172,12 @@ typedef struct {
 	unsigned lineno;
 } map_vrow_t;
 
+/* A vocabulary row by its v2 code: rows sorted by code, then by position in the file. */
+typedef struct {
+	slice_t code;
+	uint32_t row;
+} map_vkey_t;
+
 typedef struct map_def {
 	map_kind_t kind;
 	const char *path; /* as shown in diagnostics */
@@ -200,6 +206,7 @@ typedef struct map_def {
 	/* vocabularies */
 	map_vrow_t *rows;
 	size_t nrows;
+	map_vkey_t *vkeys;      /* nrows of them */
 	bool checked, checking; /* cycle detection among datatype maps */
 } map_def_t;
 
