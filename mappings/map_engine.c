@@ -1903,7 +1903,7 @@ map_canon_rank(const fhir_type_t *t, slice_t k, const fhir_type_t **et)
 /* Ranks already found, kept from conversion to conversion (per thread: the set is shared): the
  * same (type, member) pairs come up again and again, and a slot costs less than a binary search
  * of the type's elements. Types are the static R4 metadata; keys are copied. */
-#define MAP_RANK_SLOTS   256
+#define MAP_RANK_SLOTS   1024
 #define MAP_RANK_KEY_MAX 30
 
 typedef struct {
@@ -1924,7 +1924,8 @@ map_canon_rank_cached(const fhir_type_t *t, slice_t k, const fhir_type_t **et)
 
 	if (t == NULL || k.len == 0 || k.len > MAP_RANK_KEY_MAX)
 		return map_canon_rank(t, k, et);
-	h = k.len * 31 + (unsigned char)k.ptr[0] * 7 + (unsigned char)k.ptr[k.len - 1];
+	h = k.len * 31 + (unsigned char)k.ptr[0] * 7 + (unsigned char)k.ptr[k.len - 1] * 131 +
+	    (unsigned char)k.ptr[k.len / 2] * 17;
 	s = &map_rank_cache[(h ^ (uintptr_t)t >> 4) % MAP_RANK_SLOTS];
 	if (s->t != t || s->klen != k.len || memcmp(s->key, k.ptr, k.len) != 0) {
 		s->rank = map_canon_rank(t, k, &s->et);
