@@ -209,6 +209,9 @@ map_compare(slice_t a, slice_t b)
 	double x, y;
 	int c;
 
+	/* equal bytes compare equal either way (strtod reads them the same) */
+	if (a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0))
+		return 0;
 	if (map_as_number(a, &x) && map_as_number(b, &y))
 		return x < y ? -1 : x > y ? 1 : 0;
 	c = memcmp(a.ptr ? a.ptr : "", b.ptr ? b.ptr : "", a.len < b.len ? a.len : b.len);

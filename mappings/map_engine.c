@@ -1412,7 +1412,7 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 		const char *src;
 		size_t start = cv->xrecs.n;
 
-		if (!map_cond_eval(l->cond, &run->fr))
+		if (l->cond != NULL && !map_cond_eval(l->cond, &run->fr))
 			continue;
 		if (l->is_id) {
 			if (run->fr.inst != NULL && !run->fr.inst->has_id &&
