@@ -3,7 +3,11 @@
 
 #include "fhir/meta.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "lib/hash.h"
 
 /* Defined in the generated fhir/r4_meta.c. */
 extern const fhir_type_t fhir_r4_types[];
@@ -32,22 +36,48 @@ meta_cmp(slice_t s, const char *c)
 	return c[s.len] == '\0' ? 0 : -1;
 }
 
+/* Types by name hash (positions + 1; 0: free), built once: a type is looked up for every
+ * resource converted, indexed or read, and for every reference indexed, where a binary
+ * search of the sorted table took ten comparisons. */
+#define META_TYPE_SLOTS 2048
+
+static struct {
+	pthread_once_t once;
+	uint16_t slot[META_TYPE_SLOTS];
+} meta_type_index = {PTHREAD_ONCE_INIT, {0}};
+
+static size_t
+meta_name_hash(const char *p, size_t len)
+{
+	return (size_t)hash_fnv1a64(p, len, 0) & (META_TYPE_SLOTS - 1);
+}
+
+static void
+meta_type_index_build(void)
+{
+	if (fhir_r4_ntypes > META_TYPE_SLOTS / 2)
+		abort(); /* the generated tables outgrew the index: make it bigger */
+	for (size_t i = 0; i < fhir_r4_ntypes; i++) {
+		const char *name = fhir_r4_types[i].name;
+		size_t h = meta_name_hash(name, strlen(name));
+
+		while (meta_type_index.slot[h] != 0)
+			h = (h + 1) & (META_TYPE_SLOTS - 1);
+		meta_type_index.slot[h] = (uint16_t)(i + 1);
+	}
+}
+
 static const fhir_type_t *
 meta_type_find(slice_t name)
 {
-	size_t lo = 0, hi = fhir_r4_ntypes;
+	size_t h;
+	uint16_t p;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int r = meta_cmp(name, fhir_r4_types[mid].name);
-
-		if (r == 0)
-			return &fhir_r4_types[mid];
-		if (r < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
+	pthread_once(&meta_type_index.once, meta_type_index_build);
+	for (h = meta_name_hash(name.ptr, name.len); (p = meta_type_index.slot[h]) != 0;
+	     h = (h + 1) & (META_TYPE_SLOTS - 1))
+		if (meta_cmp(name, fhir_r4_types[p - 1].name) == 0)
+			return &fhir_r4_types[p - 1];
 	return NULL;
 }
 

@@ -1086,6 +1086,27 @@ entry_cmp(const void *a, const void *b)
 	return r != 0 ? r : slice_cmp(x->value, y->value);
 }
 
+/* Sorts entries by entry_cmp: insertion sort for the usual few dozen (they come grouped by
+ * parameter already, and qsort's setup costs more than the sort), qsort beyond. */
+static void
+entries_sort(fhir_idx_entry_t *v, size_t n)
+{
+	if (n > 64) {
+		qsort(v, n, sizeof(*v), entry_cmp);
+		return;
+	}
+	for (size_t i = 1; i < n; i++) {
+		fhir_idx_entry_t e = v[i];
+		size_t j = i;
+
+		while (j > 0 && entry_cmp(&v[j - 1], &e) > 0) {
+			v[j] = v[j - 1];
+			j--;
+		}
+		v[j] = e;
+	}
+}
+
 static int
 index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, slice_t base,
 	  bool full, const slice_t *only, size_t nonly, fhir_idx_entry_t **out, size_t *n)
@@ -1118,7 +1139,7 @@ index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, s
 		ix_param(&x, list[i], &s);
 	}
 	if (x.n > 0) {
-		qsort(x.v, x.n, sizeof(*x.v), entry_cmp);
+		entries_sort(x.v, x.n);
 		for (size_t i = 0; i < x.n; i++)
 			if (k == 0 || entry_cmp(&x.v[k - 1], &x.v[i]) != 0)
 				x.v[k++] = x.v[i];

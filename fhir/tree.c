@@ -43,9 +43,25 @@ static fhir_node_t fhir_null_shared = {.kind = FHIR_NULL};
 static fhir_node_t *
 fhir_node_new(arena_t *a, fhir_kind_t kind)
 {
-	fhir_node_t *n = arena_zalloc(a, sizeof(*n));
+	fhir_node_t *n = arena_alloc(a, sizeof(*n));
 
-	n->kind = kind;
+	*n = (fhir_node_t){.kind = kind};
+	return n;
+}
+
+/* A number or string node with its text copied right after it: one allocation, not two (a
+ * conversion makes hundreds of them). */
+static fhir_node_t *
+fhir_text_node_new(arena_t *a, fhir_kind_t kind, slice_t text)
+{
+	fhir_node_t *n = arena_alloc(a, sizeof(*n) + text.len + 1);
+	char *p = (char *)(n + 1);
+
+	*n = (fhir_node_t){.kind = kind};
+	if (text.len > 0)
+		memcpy(p, text.ptr, text.len);
+	p[text.len] = '\0';
+	n->u.text = slice_make(p, text.len);
 	return n;
 }
 
@@ -67,10 +83,7 @@ fhir_bool_new(arena_t *a, bool v)
 fhir_node_t *
 fhir_number_new(arena_t *a, slice_t text)
 {
-	fhir_node_t *n = fhir_node_new(a, FHIR_NUMBER);
-
-	n->u.text = arena_slice_dup(a, text);
-	return n;
+	return fhir_text_node_new(a, FHIR_NUMBER, text);
 }
 
 fhir_node_t *
@@ -85,10 +98,7 @@ fhir_int_new(arena_t *a, int64_t v)
 fhir_node_t *
 fhir_string_new(arena_t *a, slice_t s)
 {
-	fhir_node_t *n = fhir_node_new(a, FHIR_STRING);
-
-	n->u.text = arena_slice_dup(a, s);
-	return n;
+	return fhir_text_node_new(a, FHIR_STRING, s);
 }
 
 fhir_node_t *

@@ -2,7 +2,6 @@
  * mapping lines name. */
 #include "config.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +26,38 @@ map_ref_segment(const map_frame_t *fr, const char *id, size_t *index)
 	return hl7_msg_segment(map_conv_msg(fr->cv), i);
 }
 
+/* Part n (1-based) of a datatype map's value at its next level, as hl7_split_nth gives it. */
+static slice_t
+map_value_part(const map_frame_t *fr, char delim, size_t n)
+{
+	if (fr->parts == NULL)
+		return hl7_split_nth(fr->value, delim, n);
+	return n >= 1 && n <= fr->nparts ? fr->parts[n - 1] : SLICE_NULL;
+}
+
+void
+map_value_split(slice_t value, char delim, slice_t *parts, size_t *nparts)
+{
+	const char *p = value.ptr, *end = value.ptr + value.len, *q;
+	size_t n = 0;
+
+	*nparts = 0;
+	if (value.len == 0)
+		return;
+	for (;;) {
+		if (n == MAP_PARTS_MAX) {
+			*nparts = SIZE_MAX;
+			return;
+		}
+		q = memchr(p, delim, (size_t)(end - p));
+		parts[n++] = slice_make(p, (size_t)((q != NULL ? q : end) - p));
+		if (q == NULL)
+			break;
+		p = q + 1;
+	}
+	*nparts = n;
+}
+
 slice_t
 map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
 	    unsigned *rep_out)
@@ -45,11 +76,11 @@ map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg
 		if (ref->comp == 0) {
 			/* the whole value */
 		} else if (fr->level == 1) {
-			v = hl7_split_nth(v, d->component, ref->comp);
+			v = map_value_part(fr, d->component, ref->comp);
 			if (ref->sub > 0)
 				v = hl7_split_nth(v, d->subcomponent, ref->sub);
 		} else if (fr->level == 2 && ref->sub == 0) {
-			v = hl7_split_nth(v, d->subcomponent, ref->comp);
+			v = map_value_part(fr, d->subcomponent, ref->comp);
 		} else if (!(fr->level == 3 && ref->comp == 1 && ref->sub == 0)) {
 			v = SLICE_NULL;
 		}
@@ -104,23 +135,23 @@ map_ref_count(const map_frame_t *fr, const map_ref_t *ref)
 	return hl7_split_count(v, hl7_msg_delims(m)->repetition);
 }
 
-/* An operand's value: text (decoded) or a number. */
+/* An operand's value: text (decoded) or a number. The text of a ref is in one of the
+ * conversion's scratch buffers (which), valid until the operand in that slot is evaluated
+ * again. */
 typedef struct {
 	bool valued;
 	slice_t text;
-	buf_t buf;
+	char num[24];
 } map_val_t;
 
 static void
-map_operand_eval(const map_operand_t *o, const map_frame_t *fr, map_val_t *v)
+map_operand_eval(const map_operand_t *o, const map_frame_t *fr, unsigned which, map_val_t *v)
 {
 	size_t si;
 	unsigned rep;
 	slice_t raw;
-	char num[32];
-	int n;
+	buf_t *buf;
 
-	buf_init(&v->buf, 0);
 	v->valued = true;
 	v->text = o->text;
 	if (o->kind != MAP_OPD_REF)
@@ -131,26 +162,26 @@ map_operand_eval(const map_operand_t *o, const map_frame_t *fr, map_val_t *v)
 		if (count > 0 && o->ref.seg[0] != '\0' &&
 		    map_ref_raw(fr, &o->ref, true, &si, &rep).len > 0)
 			map_mark_used(fr->cv, si, o->ref.field, MAP_REP_ALL);
-		n = snprintf(num, sizeof(num), "%zu", count);
-		buf_append(&v->buf, num, (size_t)n);
-		v->text = buf_slice(&v->buf);
+		v->text = slice_make(v->num, (size_t)(map_put_u64(v->num, count) - v->num));
 		return;
 	}
 	raw = map_ref_raw(fr, &o->ref, false, &si, &rep);
 	v->valued = raw.len > 0;
 	if (v->valued && o->ref.seg[0] != '\0')
 		map_mark_used(fr->cv, si, o->ref.field, rep);
-	map_text(fr, raw, &v->buf);
-	v->text = buf_slice(&v->buf);
+	if (!v->valued) {
+		v->text = SLICE_NULL;
+	} else {
+		buf = map_conv_scratch(fr->cv, which);
+		map_text(fr, raw, buf);
+		v->text = buf_slice(buf);
+	}
 	if (o->fn == MAP_FN_LENGTH) {
 		size_t chars = 0;
 
 		for (size_t i = 0; i < v->text.len; i++)
 			chars += ((unsigned char)v->text.ptr[i] & 0xc0) != 0x80;
-		buf_reset(&v->buf);
-		n = snprintf(num, sizeof(num), "%zu", chars);
-		buf_append(&v->buf, num, (size_t)n);
-		v->text = buf_slice(&v->buf);
+		v->text = slice_make(v->num, (size_t)(map_put_u64(v->num, chars) - v->num));
 	}
 }
 
@@ -161,12 +192,12 @@ map_as_number(slice_t t, double *out)
 	char tmp[64];
 	char *end;
 
-	if (t.len == 0 || t.len >= sizeof(tmp))
+	if (t.len == 0 || t.len >= sizeof(tmp) ||
+	    !(t.ptr[0] == '-' || t.ptr[0] == '+' || t.ptr[0] == '.' ||
+	      (t.ptr[0] >= '0' && t.ptr[0] <= '9')))
 		return false;
 	memcpy(tmp, t.ptr, t.len);
 	tmp[t.len] = '\0';
-	if (!(tmp[0] == '-' || tmp[0] == '+' || tmp[0] == '.' || (tmp[0] >= '0' && tmp[0] <= '9')))
-		return false;
 	*out = strtod(tmp, &end);
 	return *end == '\0';
 }
@@ -178,6 +209,9 @@ map_compare(slice_t a, slice_t b)
 	double x, y;
 	int c;
 
+	/* equal bytes compare equal either way (strtod reads them the same) */
+	if (a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0))
+		return 0;
 	if (map_as_number(a, &x) && map_as_number(b, &y))
 		return x < y ? -1 : x > y ? 1 : 0;
 	c = memcmp(a.ptr ? a.ptr : "", b.ptr ? b.ptr : "", a.len < b.len ? a.len : b.len);
@@ -210,17 +244,15 @@ map_cond_eval(const map_cond_t *c, const map_frame_t *fr)
 			map_mark_used(fr->cv, si, c->a.ref.field, rep);
 		return r;
 	case MAP_C_IN:
-		map_operand_eval(&c->a, fr, &a);
+		map_operand_eval(&c->a, fr, 0, &a);
 		for (size_t i = 0; i < c->nlist && !r; i++) {
-			map_operand_eval(&c->list[i], fr, &b);
+			map_operand_eval(&c->list[i], fr, 1, &b);
 			r = a.valued && map_compare(a.text, b.text) == 0;
-			buf_free(&b.buf);
 		}
-		buf_free(&a.buf);
 		return r;
 	case MAP_C_CMP:
-		map_operand_eval(&c->a, fr, &a);
-		map_operand_eval(&c->b, fr, &b);
+		map_operand_eval(&c->a, fr, 0, &a);
+		map_operand_eval(&c->b, fr, 1, &b);
 		cmp = map_compare(a.text, b.text);
 		switch (c->op) {
 		case MAP_CMP_EQ:
@@ -242,8 +274,6 @@ map_cond_eval(const map_cond_t *c, const map_frame_t *fr)
 			r = a.valued && b.valued && cmp >= 0;
 			break;
 		}
-		buf_free(&a.buf);
-		buf_free(&b.buf);
 		return r;
 	}
 	return false;

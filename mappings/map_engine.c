@@ -18,6 +18,7 @@
 
 typedef struct map_inst {
 	slice_t type;
+	const fhir_type_t *meta; /* fhir_meta_type(type), known from the map */
 	char id[33];
 	bool has_id;
 	fhir_node_t *obj;
@@ -86,6 +87,7 @@ struct map_conv {
 	 * each is used between two calls that cannot reach its user again */
 	buf_t text, part, cat; /* map_line_value */
 	buf_t vcode, vsys;     /* map_vocab_match */
+	buf_t opd[2];          /* map_conv_scratch */
 };
 
 /* A segment id as a number (ids are three characters). */
@@ -101,7 +103,7 @@ map_seg_key(slice_t id)
 
 /* Appends the decimal digits of v at p (no NUL); returns the end. Conversions make many small
  * texts (instance positions, placeholders), where snprintf would cost more than the rest. */
-static char *
+char *
 map_put_u64(char *p, uint64_t v)
 {
 	char tmp[20];
@@ -196,12 +198,19 @@ typedef struct {
 		fhir_node_t *child;
 	} labels[32];
 	size_t nlabels;
+	slice_t parts[MAP_PARTS_MAX]; /* fr.parts */
 } map_run_t;
 
 const hl7_msg_t *
 map_conv_msg(const map_conv_t *cv)
 {
 	return cv->m;
+}
+
+buf_t *
+map_conv_scratch(map_conv_t *cv, unsigned which)
+{
+	return &cv->opd[which & 1];
 }
 
 void
@@ -212,6 +221,20 @@ map_mark_used(map_conv_t *cv, size_t seg_index, unsigned field, unsigned rep)
 		    (uint64_t)seg_index << 40 | (uint64_t)(field & 0xfff) << 28 | (rep & 0xfffffff);
 }
 
+/* Whether decoding would leave raw as it is: ASCII without NULs or escape sequences (most
+ * values), so that it can be copied instead. */
+static bool
+map_text_is_plain(slice_t raw, char escape)
+{
+	for (size_t i = 0; i < raw.len; i++) {
+		unsigned char c = (unsigned char)raw.ptr[i];
+
+		if (c == 0 || c >= 0x80 || c == (unsigned char)escape)
+			return false;
+	}
+	return true;
+}
+
 void
 map_text(const map_frame_t *fr, slice_t raw, buf_t *out)
 {
@@ -220,6 +243,12 @@ map_text(const map_frame_t *fr, slice_t raw, buf_t *out)
 	buf_reset(out);
 	if (raw.len == 0)
 		return;
+	if (map_text_is_plain(raw, hl7_msg_delims(fr->cv->m)->escape)) {
+		/* what decoding would give: the bytes as they are */
+		t = slice_trim(raw);
+		buf_append(out, t.ptr, t.len);
+		return;
+	}
 	(void)hl7_text_decode(fr->cv->m, raw, out);
 	t = slice_trim(buf_slice(out));
 	if (t.len != out->len) {
@@ -367,11 +396,13 @@ map_fallback_id(map_conv_t *cv, slice_t type, size_t seg_index, const char *wher
 }
 
 static map_inst_t *
-map_inst_new(map_conv_t *cv, slice_t type, size_t seg_index, const char *where)
+map_inst_new(map_conv_t *cv, slice_t type, const fhir_type_t *meta, size_t seg_index,
+	     const char *where)
 {
 	map_inst_t *inst = arena_zalloc(cv->a, sizeof(*inst));
 
 	inst->type = type;
+	inst->meta = meta;
 	inst->seg_index = seg_index;
 	map_text_copy(inst->where, sizeof(inst->where), where, where + strlen(where));
 	inst->obj = fhir_object_new(cv->a);
@@ -728,6 +759,25 @@ typedef struct {
 	slice_t first_code; /* for warnings */
 } map_matches_t;
 
+/* Where the rows with code begin in v's vkeys (the first not below it). */
+static size_t
+map_vocab_first(const map_def_t *v, slice_t code)
+{
+	size_t lo = 0, hi = v->nrows;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		slice_t k = v->vkeys[mid].code;
+		int c = memcmp(k.ptr, code.ptr, k.len < code.len ? k.len : code.len);
+
+		if (c < 0 || (c == 0 && k.len < code.len))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* Rows matching the code triplets of a value (CWE .1/.3, .4/.6, .10/.12, or the value). */
 static void
 map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_matches_t *mm)
@@ -755,11 +805,13 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 			continue;
 		if (mm->first_code.len == 0)
 			mm->first_code = c;
-		for (size_t i = 0; i < v->nrows && mm->n < 16; i++) {
-			const map_vrow_t *r = &v->rows[i];
+		/* the rows with this code, in file order */
+		for (size_t i = map_vocab_first(v, buf_slice(code));
+		     i < v->nrows && slice_eq(v->vkeys[i].code, buf_slice(code)) && mm->n < 16;
+		     i++) {
+			const map_vrow_t *r = &v->rows[v->vkeys[i].row];
 
-			if (!slice_eq(r->code, buf_slice(code)) ||
-			    !(r->system.len == 0 || sys->len == 0 ||
+			if (!(r->system.len == 0 || sys->len == 0 ||
 			      slice_eq(r->system, buf_slice(sys))))
 				continue;
 			/* "-": a known code without a FHIR equivalent (no value, no warning) */
@@ -1137,7 +1189,7 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 				memcpy(p, l->as_def->name.ptr,
 				       l->as_def->name.len > 30 ? 30 : l->as_def->name.len);
 				p[l->as_def->name.len > 30 ? 30 : l->as_def->name.len] = '\0';
-				res = map_inst_new(cv, l->as_def->fhir, si, where);
+				res = map_inst_new(cv, l->as_def->fhir, l->as_def->type, si, where);
 				map_run_def(cv, l->as_def, &from, *src_out, raw, level, res,
 					    res->obj, NULL);
 				node = map_reference(cv, res);
@@ -1360,7 +1412,7 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 		const char *src;
 		size_t start = cv->xrecs.n;
 
-		if (!map_cond_eval(l->cond, &run->fr))
+		if (l->cond != NULL && !map_cond_eval(l->cond, &run->fr))
 			continue;
 		if (l->is_id) {
 			if (run->fr.inst != NULL && !run->fr.inst->has_id &&
@@ -1428,8 +1480,10 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 				break;
 			}
 	}
-	buf_free(&gs.path);
-	buf_free(&gs.root_path);
+	if (cv->opt->explain) { /* without explain, the paths stay empty (map_path_copy) */
+		buf_free(&gs.path);
+		buf_free(&gs.root_path);
+	}
 }
 
 /* Applies a segment or datatype map: into obj, or for a primitive map into *value_out. */
@@ -1446,6 +1500,17 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 	run.fr.parent = parent;
 	run.fr.value = value;
 	run.fr.level = level;
+	run.fr.parts = NULL;
+	if (def->kind == MAP_DATATYPE && (level == 1 || level == 2)) {
+		const hl7_delims_t *d = hl7_msg_delims(cv->m);
+		size_t n;
+
+		map_value_split(value, level == 1 ? d->component : d->subcomponent, run.parts, &n);
+		if (n != SIZE_MAX) {
+			run.fr.parts = run.parts;
+			run.fr.nparts = n;
+		}
+	}
 	if (def->kind == MAP_DATATYPE && parent->def != NULL) {
 		/* where the value came from: set by map_line_value through the parent's ctx */
 		run.fr.value_seg = parent->value_seg;
@@ -1642,7 +1707,10 @@ map_put_path(map_run_t *run, const map_line_t *l, map_inst_t *inst, fhir_node_t 
 static void
 map_run_init(map_run_t *run, map_conv_t *cv)
 {
-	memset(run, 0, sizeof(*run));
+	/* labels[] and parts[] are read only below nlabels and through fr.parts */
+	memset(&run->fr, 0, sizeof(run->fr));
+	run->src = NULL;
+	run->nlabels = 0;
 	run->fr.cv = cv;
 	run->fr.def = cv->msg;
 }
@@ -1741,9 +1809,7 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 			buf_t *pp = cv->opt->explain ? &path : NULL;
 			fhir_node_t *at = inst->obj;
 
-			memset(&run, 0, sizeof(run));
-			run.fr.cv = cv;
-			run.fr.def = d;
+			map_run_init(&run, cv);
 			for (size_t i = 0; at != NULL && i + 1 < l->nsteps; i++)
 				at = map_nav_step(&run, at, &l->steps[i], pp);
 			if (at != NULL && map_put(&run, at, &l->steps[l->nsteps - 1], obj, pp))
@@ -1766,7 +1832,7 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 			char where[32] = "slot ";
 
 			*map_put_u64(where + 5, (size_t)l->slot) = '\0';
-			inst = map_inst_new(cv, sl->type, seg_index, where);
+			inst = map_inst_new(cv, sl->type, sl->meta, seg_index, where);
 			cv->current[l->slot] = inst;
 		}
 		fr.inst = inst;
@@ -1834,40 +1900,57 @@ map_canon_rank(const fhir_type_t *t, slice_t k, const fhir_type_t **et)
 	return MAP_CANON_REST;
 }
 
-/* Ranks already found in one conversion: the same (type, member) pairs come up again and
- * again, and a slot costs less than a binary search of the type's elements. */
-#define MAP_RANK_SLOTS 256
+/* Ranks already found, kept from conversion to conversion (per thread: the set is shared): the
+ * same (type, member) pairs come up again and again, and a slot costs less than a binary search
+ * of the type's elements. Types are the static R4 metadata; keys are copied. */
+#define MAP_RANK_SLOTS   1024
+#define MAP_RANK_KEY_MAX 30
 
 typedef struct {
-	const fhir_type_t *t;
-	slice_t key; /* NULL ptr: empty slot */
+	const fhir_type_t *t; /* NULL: empty slot */
 	const fhir_type_t *et;
 	uint32_t rank;
+	uint8_t klen;
+	char key[MAP_RANK_KEY_MAX];
 } map_rank_slot_t;
 
-static uint32_t
-map_canon_rank_cached(map_rank_slot_t *slots, const fhir_type_t *t, slice_t k,
-		      const fhir_type_t **et)
-{
-	size_t h = k.len > 0
-		       ? k.len * 31 + (unsigned char)k.ptr[0] * 7 + (unsigned char)k.ptr[k.len - 1]
-		       : 0;
-	map_rank_slot_t *s = &slots[(h ^ (uintptr_t)t >> 4) % MAP_RANK_SLOTS];
+static _Thread_local map_rank_slot_t map_rank_cache[MAP_RANK_SLOTS];
 
-	if (s->key.ptr == NULL || s->t != t || !slice_eq(s->key, k)) {
+static uint32_t
+map_canon_rank_cached(const fhir_type_t *t, slice_t k, const fhir_type_t **et)
+{
+	size_t h;
+	map_rank_slot_t *s;
+
+	if (t == NULL || k.len == 0 || k.len > MAP_RANK_KEY_MAX)
+		return map_canon_rank(t, k, et);
+	h = k.len * 31 + (unsigned char)k.ptr[0] * 7 + (unsigned char)k.ptr[k.len - 1] * 131 +
+	    (unsigned char)k.ptr[k.len / 2] * 17;
+	s = &map_rank_cache[(h ^ (uintptr_t)t >> 4) % MAP_RANK_SLOTS];
+	if (s->t != t || s->klen != k.len || memcmp(s->key, k.ptr, k.len) != 0) {
 		s->rank = map_canon_rank(t, k, &s->et);
 		s->t = t;
-		s->key = k;
+		s->klen = (uint8_t)k.len;
+		memcpy(s->key, k.ptr, k.len);
 	}
 	*et = s->et;
 	return s->rank;
+}
+
+/* Whether map_canon has anything to do in n: objects and arrays (primitives are most nodes). */
+static bool
+map_canon_has_members(const fhir_node_t *n)
+{
+	fhir_kind_t k = fhir_node_kind(n);
+
+	return k == FHIR_OBJECT || k == FHIR_ARRAY;
 }
 
 /* Puts n's members, and those of everything in it, in R4 element order (resourceType first,
  * "_x" right after x), in place: the conversion's trees are its own, and a node reached twice
  * is under the same element both times, so sorting it again changes nothing. */
 static void
-map_canon(arena_t *a, map_rank_slot_t *slots, fhir_node_t *n, const fhir_type_t *t)
+map_canon(arena_t *a, fhir_node_t *n, const fhir_type_t *t)
 {
 	fhir_node_t *rt;
 	size_t cnt;
@@ -1879,13 +1962,15 @@ map_canon(arena_t *a, map_rank_slot_t *slots, fhir_node_t *n, const fhir_type_t 
 
 	if (fhir_node_kind(n) == FHIR_ARRAY) {
 		for (size_t i = 0; i < fhir_array_len(n); i++)
-			map_canon(a, slots, fhir_array_at(n, i), t);
+			if (map_canon_has_members(fhir_array_at(n, i)))
+				map_canon(a, fhir_array_at(n, i), t);
 		return;
 	}
 	if (fhir_node_kind(n) != FHIR_OBJECT || (cnt = fhir_object_count(n)) == 0)
 		return;
 	rt = fhir_object_get(n, SLICE_LIT("resourceType"));
-	if (t == NULL || rt != NULL) {
+	/* a resource whose type the caller knows already (t) needs no lookup */
+	if (t == NULL || (rt != NULL && !slice_eq(fhir_node_text(rt), slice_cstr(t->name)))) {
 		const fhir_type_t *rtt = fhir_meta_type(fhir_node_text(rt));
 
 		if (rtt != NULL)
@@ -1896,8 +1981,7 @@ map_canon(arena_t *a, map_rank_slot_t *slots, fhir_node_t *n, const fhir_type_t 
 		types = arena_alloc(a, cnt * sizeof(*types));
 	}
 	for (size_t i = 0; i < cnt; i++) {
-		uint32_t rank =
-		    map_canon_rank_cached(slots, t, fhir_object_key_at(n, i), &types[i]);
+		uint32_t rank = map_canon_rank_cached(t, fhir_object_key_at(n, i), &types[i]);
 		uint64_t key = (uint64_t)rank << 32 | i;
 		size_t j = i;
 
@@ -1908,7 +1992,8 @@ map_canon(arena_t *a, map_rank_slot_t *slots, fhir_node_t *n, const fhir_type_t 
 		}
 		order[j] = key;
 		moved |= j != i;
-		map_canon(a, slots, fhir_object_value_at(n, i), types[i]);
+		if (map_canon_has_members(fhir_object_value_at(n, i)))
+			map_canon(a, fhir_object_value_at(n, i), types[i]);
 	}
 	if (!moved)
 		return;
@@ -2019,7 +2104,7 @@ map_deferred_fills(const map_conv_t *cv, const map_inst_t *inst, const char *ele
 static void
 map_check_required(map_conv_t *cv, map_inst_t *inst)
 {
-	const fhir_type_t *t = fhir_meta_type(inst->type);
+	const fhir_type_t *t = inst->meta;
 	const hl7_seg_t *s = hl7_msg_segment(cv->m, inst->seg_index);
 
 	for (size_t e = 0; t != NULL && e < t->nelems; e++) {
@@ -2054,7 +2139,6 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	arena_t *a = cv->a;
 	fhir_node_t *entries = fhir_array_new(a), *b;
 	map_resource_t *rs = arena_alloc(a, (cv->insts.n ? cv->insts.n : 1) * sizeof(*rs));
-	map_rank_slot_t *slots = arena_zalloc(a, MAP_RANK_SLOTS * sizeof(*slots));
 	size_t n = 0;
 	buf_t tmp = BUF_INIT;
 
@@ -2099,7 +2183,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		if (inst->merged_into != NULL || inst->dropped)
 			continue;
 		r = inst->obj;
-		map_canon(a, slots, r, NULL);
+		map_canon(a, r, inst->meta); /* r has its resourceType (map_inst_new) */
 		inst->result_index = n;
 		rs[n].type = inst->type;
 		rs[n].id = slice_make(arena_strndup(a, inst->id, 32), 32);
@@ -2123,7 +2207,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	fhir_object_set_cstr(a, b, "type", fhir_string_new(a, SLICE_LIT("transaction")));
 	(void)fhir_node_prune(b);
 	/* entries are in order already, and last in R4 order (no signature is made) */
-	map_canon(a, slots, b, NULL);
+	map_canon(a, b, NULL);
 	fhir_object_set_cstr(a, b, "entry", entries);
 	res->bundle = b;
 	res->resources = rs;
@@ -2244,5 +2328,7 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	buf_free(&cv.cat);
 	buf_free(&cv.vcode);
 	buf_free(&cv.vsys);
+	buf_free(&cv.opd[0]);
+	buf_free(&cv.opd[1]);
 	return rc;
 }

@@ -172,6 +172,12 @@ typedef struct {
 	unsigned lineno;
 } map_vrow_t;
 
+/* A vocabulary row by its v2 code: rows sorted by code, then by position in the file. */
+typedef struct {
+	slice_t code;
+	uint32_t row;
+} map_vkey_t;
+
 typedef struct map_def {
 	map_kind_t kind;
 	const char *path; /* as shown in diagnostics */
@@ -200,6 +206,7 @@ typedef struct map_def {
 	/* vocabularies */
 	map_vrow_t *rows;
 	size_t nrows;
+	map_vkey_t *vkeys;      /* nrows of them */
 	bool checked, checking; /* cycle detection among datatype maps */
 } map_def_t;
 
@@ -245,6 +252,11 @@ typedef struct map_frame {
 	size_t seg_index;
 	slice_t value; /* datatype maps: the value they were applied to */
 	int level;     /* of value: 1 repetition, 2 component, 3 subcomponent */
+	/* value split once at its next level (components of a repetition, subcomponents of a
+	 * component), so that each line does not split it again; NULL: not split (more parts
+	 * than MAP_PARTS_MAX, or a frame made on the fly), split on demand */
+	const slice_t *parts;
+	size_t nparts;
 	/* repetition context of the element group being built */
 	const hl7_seg_t *ctx_seg;
 	uint16_t ctx_field, ctx_rep;
@@ -254,10 +266,16 @@ typedef struct map_frame {
 	const struct map_frame *parent;
 } map_frame_t;
 
+/* Parts of a datatype map's value kept split (map_frame_t.parts). */
+#define MAP_PARTS_MAX 32
+
 /* map_cond.c: the raw value a ref names in a frame (escapes intact); empty when absent or
  * the HL7 null (""). whole: a field ref without [r] outside its group gives the whole field. */
 slice_t map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
 		    unsigned *rep);
+/* Splits value at delim into parts (room for MAP_PARTS_MAX); *nparts is SIZE_MAX when there
+ * are more. */
+void map_value_split(slice_t value, char delim, slice_t *parts, size_t *nparts);
 /* Repetitions of the field a ref names (LST.COUNT). */
 size_t map_ref_count(const map_frame_t *fr, const map_ref_t *ref);
 /* Decoded, trimmed UTF-8 text of a raw value into out (reset first). */
@@ -269,6 +287,12 @@ const hl7_msg_t *map_conv_msg(const map_conv_t *cv);
 /* The segment of this id nearest to pos: at or before it, else (with after) the first after
  * it; SIZE_MAX when there is none. */
 size_t map_conv_find(map_conv_t *cv, slice_t id, size_t pos, bool after);
+
+/* One of the conversion's two scratch buffers for condition operands (which: 0 or 1);
+ * borrowed, valid until the conversion ends. */
+buf_t *map_conv_scratch(map_conv_t *cv, unsigned which);
+/* Appends the decimal digits of v at p (no NUL, at most 20 bytes); returns the end. */
+char *map_put_u64(char *p, uint64_t v);
 
 /* map_cond.c */
 bool map_cond_eval(const map_cond_t *c, const map_frame_t *fr);

@@ -1440,6 +1440,20 @@ map_csv_split(arena_t *a, const char *p, size_t len, slice_t *out, size_t max, s
 	}
 }
 
+static int
+map_vkey_cmp(const void *x, const void *y)
+{
+	const map_vkey_t *a = x, *b = y;
+	int c =
+	    memcmp(a->code.ptr, b->code.ptr, a->code.len < b->code.len ? a->code.len : b->code.len);
+
+	if (c != 0)
+		return c;
+	if (a->code.len != b->code.len)
+		return a->code.len < b->code.len ? -1 : 1;
+	return a->row < b->row ? -1 : a->row > b->row;
+}
+
 /* A vocabulary: a header naming the columns, then one row per v2 code. */
 static void
 map_parse_vocab(map_ps_t *ps, map_diags_t *dg, const char *data, size_t len)
@@ -1517,6 +1531,12 @@ map_parse_vocab(map_ps_t *ps, map_diags_t *dg, const char *data, size_t len)
 		memcpy(d->rows, rows, nrows * sizeof(*rows));
 	d->nrows = nrows;
 	free(rows);
+	/* conversions look codes up in this order instead of reading every row */
+	d->vkeys = arena_alloc(ps->a, (nrows ? nrows : 1) * sizeof(*d->vkeys));
+	for (size_t i = 0; i < nrows; i++)
+		d->vkeys[i] = (map_vkey_t){d->rows[i].code, (uint32_t)i};
+	if (nrows > 1)
+		qsort(d->vkeys, nrows, sizeof(*d->vkeys), map_vkey_cmp);
 }
 
 map_def_t *
