@@ -133,6 +133,16 @@ test_arena_array_printf(void **state)
 	for (int i = 0; i < 1000; i++)
 		assert_int_equal(v[i], i);
 	assert_string_equal(arena_printf(a, "%s/%05d", "Patient", 42), "Patient/00042");
+	/* Longer than the first formatting pass's stack buffer. */
+	{
+		char want[1001];
+		const char *got;
+
+		memset(want, 'x', 1000);
+		want[1000] = '\0';
+		got = arena_printf(a, "%.*s", 1000, want);
+		assert_string_equal(got, want);
+	}
 	arena_free(a);
 }
 
