@@ -12,19 +12,26 @@
 #include <openssl/evp.h>
 
 #include "fhir/json.h"
+#include "fhir/search.h"
 #include "fhir/tree.h"
-#include "gateway/ingest.h"
 #include "lib/buf.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/timeutil.h"
 #include "lib/xalloc.h"
 
-static atomic_uint_fast64_t id_counter;
-
-/* Stands for the message's sequence number in a prepared event (id characters only, so that
- * JSON and index values carry it unescaped). */
+/* Stands for the message's sequence number in a prepared event; found by its unescaped context
+ * (which no string value can hold), so a sender's text cannot be taken for it. */
 #define SEQ_PLACEHOLDER "fgseq0placeholder"
+#define SEQ_CONTEXT     "\"urn:fhirgate:message\",\"value\":\""
+
+/* Placeholders the writer overwrites once it has the event's key (same lengths as the real
+ * values: 16 hex digits, and an instant to the millisecond). */
+#define ID_PLACEHOLDER       "0000000000000000"
+#define RECORDED_PLACEHOLDER "1970-01-01T00:00:00.000Z"
+#define BODY_PREFIX          "{\"resourceType\":\"AuditEvent\",\"id\":\""
+#define RECORDED_KEY         "\"recorded\":\""
+
 static atomic_uint_fast64_t dropped;
 
 uint64_t
@@ -128,10 +135,9 @@ build(arena_t *a, const audit_event_t *e, slice_t id)
 	fhir_node_t *r = fhir_object_new(a), *agent = fhir_object_new(a), *agents;
 	fhir_node_t *source = fhir_object_new(a), *types = fhir_array_new(a), *obs;
 	fhir_node_t *entities = fhir_array_new(a), *subtypes = fhir_array_new(a);
-	char when[40], desc[64];
+	char desc[64];
 	slice_t who = e->who;
 
-	time_format_rfc3339(e->time_ns, when, sizeof(when));
 	fhir_object_set_cstr(a, r, "resourceType", str(a, SLICE_LIT("AuditEvent")));
 	fhir_object_set_cstr(a, r, "id", str(a, id));
 	if (e->interaction != NULL) {
@@ -159,7 +165,7 @@ build(arena_t *a, const audit_event_t *e, slice_t id)
 	if (fhir_array_len(subtypes) > 0)
 		fhir_object_set_cstr(a, r, "subtype", subtypes);
 	fhir_object_set_cstr(a, r, "action", str(a, slice_make(&e->action, 1)));
-	fhir_object_set_cstr(a, r, "recorded", str(a, slice_cstr(when)));
+	fhir_object_set_cstr(a, r, "recorded", str(a, SLICE_LIT(RECORDED_PLACEHOLDER)));
 	fhir_object_set_cstr(a, r, "outcome", str(a, slice_cstr(outcome_of(e))));
 	fhir_object_set_cstr(a, r, "outcomeDesc", str(a, slice_cstr(desc)));
 
@@ -234,15 +240,9 @@ build(arena_t *a, const audit_event_t *e, slice_t id)
 	} else if (e->interaction == NULL) {
 		const hl7_header_t *h = e->msg != NULL ? hl7_msg_header(e->msg) : NULL;
 		fhir_node_t *ent = fhir_object_new(a), *details = fhir_array_new(a);
-		char seq[24];
-
-		if (e->seq_placeholder)
-			snprintf(seq, sizeof(seq), "%s", SEQ_PLACEHOLDER);
-		else
-			snprintf(seq, sizeof(seq), "%llu", (unsigned long long)e->seq);
-		fhir_object_set_cstr(
-		    a, ent, "what",
-		    identifier_ref(a, "urn:fhirgate:message", slice_cstr(seq), slice_make("", 0)));
+		fhir_object_set_cstr(a, ent, "what",
+				     identifier_ref(a, "urn:fhirgate:message",
+						    SLICE_LIT(SEQ_PLACEHOLDER), slice_make("", 0)));
 		fhir_object_set_cstr(
 		    a, ent, "type",
 		    coding(a, "http://terminology.hl7.org/CodeSystem/audit-entity-type",
@@ -282,79 +282,86 @@ build(arena_t *a, const audit_event_t *e, slice_t id)
 	return r;
 }
 
-/* Builds e with a fresh id: its body and index entries. */
-static int
-make(arena_t *a, const audit_event_t *e, slice_t *id, slice_t *body, store_idx_entry_t **entries,
-     size_t *n)
+void
+audit_key_id(uint64_t key, char out[AUDIT_ID_LEN + 1])
 {
-	char idbuf[40];
-	fhir_node_t *res;
-	buf_t b = BUF_INIT;
+	snprintf(out, AUDIT_ID_LEN + 1, "%016llx", (unsigned long long)key);
+}
 
-	/* Unique: the time, then a process-wide counter. */
-	snprintf(idbuf, sizeof(idbuf), "%llx-%llx", (unsigned long long)(e->time_ns / 1000u),
-		 (unsigned long long)atomic_fetch_add(&id_counter, 1));
-	*id = arena_slice_dup(a, slice_cstr(idbuf));
-	res = build(a, e, *id);
-	if (ingest_index_entries(a, res, entries, n) < 0 || fhir_json_write(res, false, &b) < 0) {
-		buf_free(&b);
-		return -FG_EINVAL;
+bool
+audit_id_key(slice_t id, uint64_t *key)
+{
+	uint64_t k = 0;
+
+	if (id.len != AUDIT_ID_LEN)
+		return false;
+	for (size_t i = 0; i < id.len; i++) {
+		char ch = id.ptr[i];
+
+		if (ch >= '0' && ch <= '9')
+			k = k << 4 | (uint64_t)(ch - '0');
+		else if (ch >= 'a' && ch <= 'f')
+			k = k << 4 | (uint64_t)(ch - 'a' + 10);
+		else
+			return false;
 	}
-	*body = arena_slice_dup(a, buf_slice(&b));
-	buf_free(&b);
-	return 0;
-}
-
-static int
-put(store_txn_t *t, slice_t id, slice_t body, store_idx_entry_t *entries, size_t n,
-    uint64_t time_ns)
-{
-	store_res_put_t p = {0};
-	store_res_result_t out;
-
-	p.type = SLICE_LIT("AuditEvent");
-	p.id = id;
-	p.body = body;
-	p.entries = entries;
-	p.n_entries = n;
-	p.now_ns = time_ns;
-	return store_res_put(t, &p, &out);
-}
-
-int
-audit_put(store_txn_t *t, arena_t *a, const audit_event_t *e)
-{
-	slice_t id, body;
-	store_idx_entry_t *entries;
-	size_t n;
-	int rc = make(a, e, &id, &body, &entries, &n);
-
-	return rc < 0 ? rc : put(t, id, body, entries, n, e->time_ns);
+	*key = k;
+	return true;
 }
 
 void
 audit_prepare(arena_t *a, const audit_event_t *e, audit_prepared_t *out)
 {
-	audit_event_t pe = *e;
+	fhir_node_t *res;
+	buf_t b = BUF_INIT;
+	slice_t *refs;
+	size_t nrefs = 0, cap = e->nrefs + 1;
 
 	memset(out, 0, sizeof(*out));
-	pe.seq_placeholder = true;
 	out->ack = e->ack;
 	out->time_ns = e->time_ns;
-	out->ok = make(a, &pe, &out->id, &out->body, &out->entries, &out->n) == 0;
+	res = build(a, e, SLICE_LIT(ID_PLACEHOLDER));
+	if (fhir_json_write(res, false, &b) < 0 || b.len < sizeof(BODY_PREFIX) - 1 ||
+	    memcmp(b.data, BODY_PREFIX, sizeof(BODY_PREFIX) - 1) != 0) {
+		buf_free(&b);
+		return;
+	}
+	out->body = arena_slice_dup(a, buf_slice(&b));
+	buf_free(&b);
+	/* The entity references, as the search index writes them ("id|Type"), for entity= and
+	 * patient= searches. */
+	refs = arena_alloc(a, cap * sizeof(*refs));
+	if (e->interaction != NULL && e->type.len > 0 && e->id.len > 0)
+		(void)fhir_search_ref_key(
+		    a,
+		    slice_cstr(arena_printf(a, "%.*s/%.*s", (int)e->type.len, e->type.ptr,
+					    (int)e->id.len, e->id.ptr)),
+		    SLICE_NULL, &refs[nrefs++]);
+	for (size_t i = 0; e->interaction == NULL && i < e->nrefs; i++)
+		if (fhir_search_ref_key(a, e->refs[i], SLICE_NULL, &refs[nrefs]))
+			nrefs++;
+	/* Too long or odd references are found by the scan instead of the index. */
+	for (size_t i = 0; i < nrefs; i++)
+		if (refs[i].len == 0 || refs[i].len > STORE_AUDIT_REF_MAX ||
+		    memchr(refs[i].ptr, 0, refs[i].len) != NULL)
+			refs[i--] = refs[--nrefs];
+	out->refs = refs;
+	out->nrefs = nrefs;
+	out->ok = true;
 }
 
-/* s with the placeholder replaced by seq (s itself when it has none). */
+/* s with the placeholder replaced by seq, in a copy (the caller writes into it). */
 static slice_t
 patch(arena_t *a, slice_t s, const char *seq)
 {
-	static const size_t pl = sizeof(SEQ_PLACEHOLDER) - 1;
-	const char *at = s.len >= pl ? memmem(s.ptr, s.len, SEQ_PLACEHOLDER, pl) : NULL;
+	static const size_t pl = sizeof(SEQ_PLACEHOLDER) - 1, cl = sizeof(SEQ_CONTEXT) - 1;
+	const char *at = memmem(s.ptr, s.len, SEQ_CONTEXT SEQ_PLACEHOLDER, cl + pl);
 	size_t before, sl = strlen(seq);
 	char *out;
 
 	if (at == NULL)
-		return s;
+		return arena_slice_dup(a, s);
+	at += cl;
 	before = (size_t)(at - s.ptr);
 	out = arena_alloc(a, s.len - pl + sl);
 	memcpy(out, s.ptr, before);
@@ -366,75 +373,162 @@ patch(arena_t *a, slice_t s, const char *seq)
 int
 audit_put_prepared(store_txn_t *t, arena_t *a, const audit_prepared_t *p, uint64_t seq)
 {
-	char num[24];
+	static const size_t rl = sizeof(RECORDED_KEY) - 1, tl = sizeof(RECORDED_PLACEHOLDER) - 1;
+	char num[24], id[AUDIT_ID_LEN + 1], when[40];
+	slice_t body;
+	char *rec;
+	uint64_t key;
+	int rc;
 
+	if (!p->ok)
+		return -FG_EINVAL;
 	snprintf(num, sizeof(num), "%llu", (unsigned long long)seq);
-	for (size_t i = 0; i < p->n; i++)
-		p->entries[i].value = patch(a, p->entries[i].value, num);
-	return put(t, p->id, patch(a, p->body, num), p->entries, p->n, p->time_ns);
+	body = patch(a, p->body, num);
+	/* A JSON string cannot hold the bare key (its quotes would be escaped): the first match
+	 * is the element. */
+	rec = memmem(body.ptr, body.len, RECORDED_KEY, rl);
+	if (rec == NULL || (size_t)(body.ptr + body.len - rec) < rl + tl)
+		return -FG_EINVAL;
+	if ((rc = store_audit_next_key(t, p->time_ns, &key)) < 0)
+		return rc;
+	audit_key_id(key, id);
+	time_format_rfc3339(key, when, sizeof(when));
+	if (strlen(when) != tl)
+		return -FG_EINVAL;
+	memcpy((char *)body.ptr + sizeof(BODY_PREFIX) - 1, id, AUDIT_ID_LEN);
+	memcpy(rec + rl, when, tl);
+	return store_audit_append(t, key, body, p->refs, p->nrefs);
+}
+
+int
+audit_put(store_txn_t *t, arena_t *a, const audit_event_t *e)
+{
+	audit_prepared_t p;
+
+	audit_prepare(a, e, &p);
+	return audit_put_prepared(t, a, &p, e->seq);
 }
 
 /* ---- REST events through the writer ---- */
 
+/* REST events are built on the I/O threads and handed to the writer in batches: one writer job
+ * takes every event submitted while it waits in the queue (up to AUDIT_BATCH_MAX), so the queue
+ * holds one audit job, not one per request, and the writer pays one put per event. */
+#define AUDIT_BATCH_MAX 4096
+
 typedef struct {
 	writer_job_t wj; /* first */
+	writer_t *w;
 	arena_t *a;
-	audit_event_t e;
-} audit_job_t;
+	audit_prepared_t *ev;
+	size_t n, cap;
+} audit_batch_t;
+
+static pthread_mutex_t batch_mu = PTHREAD_MUTEX_INITIALIZER;
+static audit_batch_t *batch_open; /* queued, not yet taken by the writer; under batch_mu */
 
 static int
-job_apply(writer_job_t *wj, store_txn_t *t)
+batch_apply(writer_job_t *wj, store_txn_t *t)
 {
-	audit_job_t *j = (audit_job_t *)wj;
-	int rc = audit_put(t, j->a, &j->e);
+	audit_batch_t *b = (audit_batch_t *)wj;
+	int rc = 0;
 
-	/* A malformed event must not fail the batch it rides in. */
-	return rc == -FG_EINVAL ? 0 : rc;
+	pthread_mutex_lock(&batch_mu);
+	if (batch_open == b)
+		batch_open = NULL; /* from now on events go to a new batch */
+	pthread_mutex_unlock(&batch_mu);
+	for (size_t i = 0; i < b->n && rc >= 0; i++) {
+		rc = audit_put_prepared(t, b->a, &b->ev[i], 0);
+		/* A malformed event must not fail the batch it rides in. */
+		if (rc == -FG_EINVAL)
+			rc = 0;
+	}
+	return rc;
 }
 
 static void
-job_done(writer_job_t *wj, int rc)
+batch_done(writer_job_t *wj, int rc)
 {
-	audit_job_t *j = (audit_job_t *)wj;
+	audit_batch_t *b = (audit_batch_t *)wj;
 
 	if (rc < 0)
-		log_error("audit", "an AuditEvent was not stored: %s", fg_strerror(rc));
-	arena_free(j->a);
-	free(j);
+		log_error("audit", "%zu AuditEvents were not stored: %s", b->n, fg_strerror(rc));
+	arena_free(b->a);
+	free(b->ev);
+	free(b);
+}
+
+static void
+batch_add(audit_batch_t *b, const audit_prepared_t *p)
+{
+	audit_prepared_t *q;
+
+	if (b->n == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 64;
+		b->ev = xreallocarray(b->ev, b->cap, sizeof(*b->ev));
+	}
+	q = &b->ev[b->n++];
+	*q = *p;
+	q->body = arena_slice_dup(b->a, p->body);
+	q->refs = arena_alloc(b->a, (p->nrefs ? p->nrefs : 1) * sizeof(*q->refs));
+	for (size_t i = 0; i < p->nrefs; i++)
+		q->refs[i] = arena_slice_dup(b->a, p->refs[i]);
+}
+
+static void
+drop(void)
+{
+	static log_ratelimit_t rl;
+	static pthread_mutex_t rl_mu = PTHREAD_MUTEX_INITIALIZER;
+	bool say;
+
+	atomic_fetch_add(&dropped, 1);
+	pthread_mutex_lock(&rl_mu);
+	say = log_ratelimit_allow(&rl);
+	pthread_mutex_unlock(&rl_mu);
+	if (say)
+		log_warn("audit", "writer queue full: AuditEvent dropped (%llu so far)",
+			 (unsigned long long)atomic_load(&dropped));
 }
 
 void
 audit_submit(writer_t *w, const audit_event_t *e)
 {
-	static log_ratelimit_t rl;
-	static pthread_mutex_t rl_mu = PTHREAD_MUTEX_INITIALIZER;
-	audit_job_t *j;
+	arena_t *a = arena_new(2048);
+	audit_event_t re = *e;
+	audit_prepared_t p;
+	audit_batch_t *b = NULL;
+	bool added = false;
 
-	if (writer_full(w)) {
-		bool say;
-
-		atomic_fetch_add(&dropped, 1);
-		pthread_mutex_lock(&rl_mu);
-		say = log_ratelimit_allow(&rl);
-		pthread_mutex_unlock(&rl_mu);
-		if (say)
-			log_warn("audit", "writer queue full: AuditEvent dropped (%llu so far)",
-				 (unsigned long long)atomic_load(&dropped));
+	re.msg = NULL;
+	re.refs = NULL;
+	re.nrefs = 0;
+	audit_prepare(a, &re, &p);
+	if (!p.ok) {
+		arena_free(a);
 		return;
 	}
-	j = xcalloc(1, sizeof(*j));
-	j->a = arena_new(512);
-	j->e = *e;
-	j->e.peer = arena_slice_dup(j->a, e->peer);
-	j->e.who = arena_slice_dup(j->a, e->who);
-	j->e.type = arena_slice_dup(j->a, e->type);
-	j->e.id = arena_slice_dup(j->a, e->id);
-	j->e.query = arena_slice_dup(j->a, e->query);
-	j->e.msg = NULL;
-	j->e.refs = NULL;
-	j->e.nrefs = 0;
-	j->wj.apply = job_apply;
-	j->wj.done = job_done;
-	j->wj.bytes = sizeof(*j) + arena_used(j->a);
-	(void)writer_submit(w, &j->wj);
+	pthread_mutex_lock(&batch_mu);
+	if (batch_open != NULL && batch_open->w == w && batch_open->n < AUDIT_BATCH_MAX) {
+		batch_add(batch_open, &p);
+		added = true;
+	} else if (!writer_full(w)) {
+		b = xcalloc(1, sizeof(*b));
+		b->w = w;
+		b->a = arena_new(64 * 1024);
+		b->wj.apply = batch_apply;
+		b->wj.done = batch_done;
+		batch_add(b, &p);
+		/* The queue's byte bound sees the first event; a batch grows to at most
+		 * AUDIT_BATCH_MAX events (a few MiB) while it waits. */
+		b->wj.bytes = sizeof(*b) + arena_used(b->a);
+		batch_open = b;
+		added = true;
+	}
+	pthread_mutex_unlock(&batch_mu);
+	arena_free(a);
+	if (b != NULL)
+		(void)writer_submit(w, &b->wj); /* the writer may take it at once: not ours now */
+	if (!added)
+		drop();
 }
