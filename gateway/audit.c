@@ -451,6 +451,11 @@ batch_done(writer_job_t *wj, int rc)
 {
 	audit_batch_t *b = (audit_batch_t *)wj;
 
+	/* Another job's failure can end the transaction before this batch was applied. */
+	pthread_mutex_lock(&batch_mu);
+	if (batch_open == b)
+		batch_open = NULL;
+	pthread_mutex_unlock(&batch_mu);
 	if (rc < 0)
 		log_error("audit", "%zu AuditEvents were not stored: %s", b->n, fg_strerror(rc));
 	arena_free(b->a);

@@ -1314,6 +1314,14 @@ audit_search(ctx_t *c, const qparam_t *qp, size_t nq, const sortkey_t *sk, size_
 			   ref.len > 0) {
 			/* decided by the auditref entries */
 		} else {
+			slice_t pref;
+
+			/* patient=Patient/x: the events that name it, each checked */
+			if (slice_eq_cstr(q->p.code, "patient") && single && ref.len == 0 &&
+			    memchr(q->p.values[0].ptr, '/', q->p.values[0].len) != NULL &&
+			    fhir_search_ref_key(c->a, q->p.values[0], c->opt->base, &pref) &&
+			    pref.len > 8 && memcmp(pref.ptr + pref.len - 8, "|Patient", 8) == 0)
+				ref = pref;
 			s.qs[s.nqs] = q;
 			s.codes[s.nqs] = q->p.code;
 			s.vps[s.nqs] =
