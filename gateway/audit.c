@@ -331,20 +331,20 @@ audit_prepare(arena_t *a, const audit_event_t *e, audit_prepared_t *out)
 	/* The entity references, as the search index writes them ("id|Type"), for entity= and
 	 * patient= searches. */
 	refs = arena_alloc(a, cap * sizeof(*refs));
-	if (e->interaction != NULL && e->type.len > 0 && e->id.len > 0)
-		(void)fhir_search_ref_key(
-		    a,
-		    slice_cstr(arena_printf(a, "%.*s/%.*s", (int)e->type.len, e->type.ptr,
-					    (int)e->id.len, e->id.ptr)),
-		    SLICE_NULL, &refs[nrefs++]);
+	if (e->interaction != NULL && e->type.len > 0 && e->id.len > 0 &&
+	    fhir_search_ref_key(a,
+				slice_cstr(arena_printf(a, "%.*s/%.*s", (int)e->type.len,
+							e->type.ptr, (int)e->id.len, e->id.ptr)),
+				SLICE_NULL, &refs[nrefs]))
+		nrefs++;
 	for (size_t i = 0; e->interaction == NULL && i < e->nrefs; i++)
 		if (fhir_search_ref_key(a, e->refs[i], SLICE_NULL, &refs[nrefs]))
 			nrefs++;
-	/* Too long or odd references are found by the scan instead of the index. */
-	for (size_t i = 0; i < nrefs; i++)
+	/* Too long or odd references are left out: searches for them scan instead. */
+	for (size_t i = nrefs; i-- > 0;)
 		if (refs[i].len == 0 || refs[i].len > STORE_AUDIT_REF_MAX ||
 		    memchr(refs[i].ptr, 0, refs[i].len) != NULL)
-			refs[i--] = refs[--nrefs];
+			refs[i] = refs[--nrefs];
 	out->refs = refs;
 	out->nrefs = nrefs;
 	out->ok = true;

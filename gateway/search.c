@@ -1248,6 +1248,20 @@ date_narrow(ctx_t *c, const qparam_t *q, uint64_t *lo, uint64_t *hi)
 	return true;
 }
 
+/* The auditref key of a reference value ("Type/id" or a URL under the base), when the index
+ * can answer it. */
+static bool
+audit_ref_of(ctx_t *c, const qparam_t *q, slice_t *ref)
+{
+	slice_t v = q->p.values[0], k;
+
+	if (memchr(v.ptr, '/', v.len) == NULL || !fhir_search_ref_key(c->a, v, c->opt->base, &k) ||
+	    k.len == 0 || k.len > STORE_AUDIT_REF_MAX || memchr(k.ptr, 0, k.len) != NULL)
+		return false;
+	*ref = k;
+	return true;
+}
+
 static slice_t
 audit_cursor(arena_t *a, bool prev, uint64_t key)
 {
@@ -1309,19 +1323,14 @@ audit_search(ctx_t *c, const qparam_t *qp, size_t nq, const sortkey_t *sk, size_
 			   date_narrow(c, q, &lo, &hi)) {
 			/* decided by the key range */
 		} else if (slice_eq_cstr(q->p.code, "entity") && single && ref.len == 0 &&
-			   memchr(q->p.values[0].ptr, '/', q->p.values[0].len) != NULL &&
-			   fhir_search_ref_key(c->a, q->p.values[0], c->opt->base, &ref) &&
-			   ref.len > 0) {
+			   audit_ref_of(c, q, &ref)) {
 			/* decided by the auditref entries */
 		} else {
-			slice_t pref;
-
 			/* patient=Patient/x: the events that name it, each checked */
 			if (slice_eq_cstr(q->p.code, "patient") && single && ref.len == 0 &&
-			    memchr(q->p.values[0].ptr, '/', q->p.values[0].len) != NULL &&
-			    fhir_search_ref_key(c->a, q->p.values[0], c->opt->base, &pref) &&
-			    pref.len > 8 && memcmp(pref.ptr + pref.len - 8, "|Patient", 8) == 0)
-				ref = pref;
+			    audit_ref_of(c, q, &ref) &&
+			    (ref.len < 8 || memcmp(ref.ptr + ref.len - 8, "|Patient", 8) != 0))
+				ref = SLICE_NULL;
 			s.qs[s.nqs] = q;
 			s.codes[s.nqs] = q->p.code;
 			s.vps[s.nqs] =
