@@ -411,21 +411,22 @@ audit_put(store_txn_t *t, arena_t *a, const audit_event_t *e)
 
 /* ---- REST events through the writer ---- */
 
-/* REST events are built on the I/O threads and handed to the writer in batches: one writer job
- * takes every event submitted while it waits in the queue (up to AUDIT_BATCH_MAX), so the queue
- * holds one audit job, not one per request, and the writer pays one put per event. */
-#define AUDIT_BATCH_MAX 4096
+/* REST events are built on the I/O threads and collected in one open batch, which is queued to
+ * the writer as one job when audit_flush runs (every AUDIT_FLUSH_MS from the main thread) or when
+ * it holds AUDIT_BATCH_FLUSH events: the writer then commits a few hundred events at a time, with
+ * one sync, instead of a small transaction per request. */
+#define AUDIT_BATCH_FLUSH 1024
+#define AUDIT_BATCH_MAX   4096
 
 typedef struct {
 	writer_job_t wj; /* first */
-	writer_t *w;
 	arena_t *a;
 	audit_prepared_t *ev;
 	size_t n, cap;
 } audit_batch_t;
 
 static pthread_mutex_t batch_mu = PTHREAD_MUTEX_INITIALIZER;
-static audit_batch_t *batch_open; /* queued, not yet taken by the writer; under batch_mu */
+static audit_batch_t *batch_open; /* not queued yet; under batch_mu */
 
 static int
 batch_apply(writer_job_t *wj, store_txn_t *t)
@@ -433,10 +434,6 @@ batch_apply(writer_job_t *wj, store_txn_t *t)
 	audit_batch_t *b = (audit_batch_t *)wj;
 	int rc = 0;
 
-	pthread_mutex_lock(&batch_mu);
-	if (batch_open == b)
-		batch_open = NULL; /* from now on events go to a new batch */
-	pthread_mutex_unlock(&batch_mu);
 	for (size_t i = 0; i < b->n && rc >= 0; i++) {
 		rc = audit_put_prepared(t, b->a, &b->ev[i], 0);
 		/* A malformed event must not fail the batch it rides in. */
@@ -451,16 +448,22 @@ batch_done(writer_job_t *wj, int rc)
 {
 	audit_batch_t *b = (audit_batch_t *)wj;
 
-	/* Another job's failure can end the transaction before this batch was applied. */
-	pthread_mutex_lock(&batch_mu);
-	if (batch_open == b)
-		batch_open = NULL;
-	pthread_mutex_unlock(&batch_mu);
 	if (rc < 0)
 		log_error("audit", "%zu AuditEvents were not stored: %s", b->n, fg_strerror(rc));
 	arena_free(b->a);
 	free(b->ev);
 	free(b);
+}
+
+static audit_batch_t *
+batch_new(void)
+{
+	audit_batch_t *b = xcalloc(1, sizeof(*b));
+
+	b->a = arena_new(64 * 1024);
+	b->wj.apply = batch_apply;
+	b->wj.done = batch_done;
+	return b;
 }
 
 static void
@@ -478,6 +481,19 @@ batch_add(audit_batch_t *b, const audit_prepared_t *p)
 	q->refs = arena_alloc(b->a, (p->nrefs ? p->nrefs : 1) * sizeof(*q->refs));
 	for (size_t i = 0; i < p->nrefs; i++)
 		q->refs[i] = arena_slice_dup(b->a, p->refs[i]);
+}
+
+/* The open batch, when it has events and the writer's queue has room; under batch_mu. */
+static audit_batch_t *
+batch_take(writer_t *w)
+{
+	audit_batch_t *b = batch_open;
+
+	if (b == NULL || b->n == 0 || writer_full(w))
+		return NULL;
+	batch_open = NULL;
+	b->wj.bytes = sizeof(*b) + arena_used(b->a) + b->cap * sizeof(*b->ev);
+	return b;
 }
 
 static void
@@ -502,7 +518,7 @@ audit_submit(writer_t *w, const audit_event_t *e)
 	arena_t *a = arena_new(2048);
 	audit_event_t re = *e;
 	audit_prepared_t p;
-	audit_batch_t *b = NULL;
+	audit_batch_t *full = NULL;
 	bool added = false;
 
 	re.msg = NULL;
@@ -514,26 +530,47 @@ audit_submit(writer_t *w, const audit_event_t *e)
 		return;
 	}
 	pthread_mutex_lock(&batch_mu);
-	if (batch_open != NULL && batch_open->w == w && batch_open->n < AUDIT_BATCH_MAX) {
+	if (batch_open != NULL && batch_open->n >= AUDIT_BATCH_MAX)
+		full = batch_take(w);
+	if (batch_open == NULL)
+		batch_open = batch_new();
+	if (batch_open->n < AUDIT_BATCH_MAX) {
 		batch_add(batch_open, &p);
 		added = true;
-	} else if (!writer_full(w)) {
-		b = xcalloc(1, sizeof(*b));
-		b->w = w;
-		b->a = arena_new(64 * 1024);
-		b->wj.apply = batch_apply;
-		b->wj.done = batch_done;
-		batch_add(b, &p);
-		/* The queue's byte bound sees the first event; a batch grows to at most
-		 * AUDIT_BATCH_MAX events (a few MiB) while it waits. */
-		b->wj.bytes = sizeof(*b) + arena_used(b->a);
-		batch_open = b;
-		added = true;
 	}
+	if (full == NULL && batch_open->n >= AUDIT_BATCH_FLUSH)
+		full = batch_take(w);
 	pthread_mutex_unlock(&batch_mu);
 	arena_free(a);
-	if (b != NULL)
-		(void)writer_submit(w, &b->wj); /* the writer may take it at once: not ours now */
+	if (full != NULL)
+		(void)writer_submit(w, &full->wj);
 	if (!added)
 		drop();
+}
+
+void
+audit_flush(writer_t *w)
+{
+	audit_batch_t *b;
+
+	pthread_mutex_lock(&batch_mu);
+	b = batch_take(w);
+	pthread_mutex_unlock(&batch_mu);
+	if (b != NULL)
+		(void)writer_submit(w, &b->wj);
+}
+
+void
+audit_discard(void)
+{
+	audit_batch_t *b;
+
+	pthread_mutex_lock(&batch_mu);
+	b = batch_open;
+	batch_open = NULL;
+	pthread_mutex_unlock(&batch_mu);
+	if (b != NULL && b->n > 0)
+		log_error("audit", "%zu AuditEvents were not stored: the writer stopped", b->n);
+	if (b != NULL)
+		batch_done(&b->wj, 0);
 }

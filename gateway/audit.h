@@ -67,11 +67,17 @@ void audit_key_id(uint64_t key, char out[AUDIT_ID_LEN + 1]);
  * kept as an ordinary resource). */
 bool audit_id_key(slice_t id, uint64_t *key);
 
-/* Builds a REST AuditEvent on the calling thread and adds it to the batch waiting in the
- * writer's queue (or queues a new batch). When a new batch is needed and the writer's queue is
- * full, the event is dropped, counted (audit_dropped) and logged: audit never makes a request
- * wait. */
+/* Builds a REST AuditEvent on the calling thread and adds it to the open batch, which goes to
+ * the writer as one job on the next audit_flush or once it holds 1024 events. When the batch is
+ * full (4096 events) and the writer's queue too, the event is dropped, counted (audit_dropped)
+ * and logged: audit never makes a request wait and its memory is bounded. */
 void audit_submit(writer_t *w, const audit_event_t *e);
+/* Queues the open batch to w (unless it is empty or w's queue is full). The server calls it
+ * every AUDIT_FLUSH_MS, and once more before it stops the writer. */
+#define AUDIT_FLUSH_MS 10
+void audit_flush(writer_t *w);
+/* Frees what the open batch still holds (logged as lost): after the writer has stopped. */
+void audit_discard(void);
 
 /* AuditEvents dropped because the writer queue was full, since the start. */
 uint64_t audit_dropped(void);
