@@ -351,6 +351,9 @@ store_txn_commit(store_txn_t *t)
 {
 	int err = t->err, rc;
 
+	if (err == 0 && t->write)
+		err = store_audit_txn_commit(t);
+	store_audit_txn_free(t);
 	store_cursors_close(t);
 	if (err != 0 || !t->write) {
 		mdb_txn_abort(t->txn);
@@ -367,6 +370,7 @@ store_txn_abort(store_txn_t *t)
 {
 	if (t == NULL)
 		return;
+	store_audit_txn_free(t);
 	store_cursors_close(t);
 	mdb_txn_abort(t->txn);
 	free(t);

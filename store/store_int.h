@@ -62,6 +62,12 @@ struct store_txn {
 	uint64_t hist_ns;  /* its lastUpdated: no later change gets an earlier one */
 	uint64_t work_last;
 	uint64_t audit_last; /* the last audit key in this transaction */
+	/* This transaction's auditref entries, written as one sorted run at commit: ref bytes in
+	 * aref_bytes, each entry's offset, length and audit key in aref. */
+	struct store_aref *aref;
+	size_t aref_n, aref_cap;
+	char *aref_bytes;
+	size_t aref_len, aref_bytes_cap;
 	/* Cursors for point lookups, opened on first use and closed with the transaction, so a
 	 * lookup costs no malloc. Iterations open their own: their callbacks may look things up. */
 	MDB_cursor *cur[STORE_DB_COUNT];
@@ -104,6 +110,9 @@ int store_res_stats(store_txn_t *t, store_stats_t *out);
 int store_res_verify(store_verify_t *vf);
 int store_audit_stats(store_txn_t *t, store_stats_t *out);
 int store_audit_verify(store_verify_t *vf);
+/* Writes the transaction's auditref run (before the commit); frees what it collected. */
+int store_audit_txn_commit(store_txn_t *t);
+void store_audit_txn_free(store_txn_t *t);
 /* The last key of db (8 bytes) as this transaction sees it; 0 when db is empty. */
 int store_last_key(store_txn_t *t, int db, uint64_t *out);
 

@@ -844,8 +844,9 @@ audit_add(store_txn_t *t, uint64_t time_ns, const char *ref)
 }
 
 /* The audit trail: keys only grow (a time that goes back gets the last key + 1), records and
- * reference entries come back in either order within a key range, paging stops where the
- * callback says, bad appends are refused, stats and verify count them. */
+ * reference entries (one sorted run per transaction) come back in either order within a key
+ * range, paging stops where the callback says, bad appends are refused (and a failed
+ * transaction leaves no run), stats and verify count them. */
 static void
 test_audit_trail(void **state)
 {
@@ -945,23 +946,22 @@ test_audit_trail(void **state)
 	assert_int_equal(store_verify(t, NULL, NULL), 0);
 	assert_int_equal(store_txn_commit(t), 0);
 	assert_int_equal(stats_of(s).audit, 5);
-	assert_int_equal(stats_of(s).audit_refs, 9);
+	assert_int_equal(stats_of(s).audit_refs, 2); /* one run per transaction */
 	/* Writes only in write transactions. */
 	assert_int_equal(store_txn_begin(s, false, &t), 0);
 	assert_int_equal(store_audit_next_key(t, 1, &key), -FG_EINVAL);
 	store_txn_abort(t);
 	store_close(s);
 
-	/* verify finds a reference entry whose record is gone and a record that does not
-	 * decode. */
+	/* verify finds a run entry whose record is gone and a record that does not decode. */
 	{
-		unsigned char rk[9 + 9] = "9|Patient", ak[8] = {0, 0, 0, 0, 0, 0, 0x30, 0x39};
-		unsigned char empty = 0;
+		unsigned char run[1 + 2 + 9 + 8] = {1,   0,   9,   '9', '|',  'P', 'a',
+						    't', 'i', 'e', 'n', 't',  0,   0,
+						    0,   0,   0,   0,   0x30, 0x3a};
+		unsigned char rk[8] = {0, 0, 0, 0, 0, 0, 0x30, 0x3a};
+		unsigned char ak[8] = {0, 0, 0, 0, 0, 0, 0x30, 0x39};
 
-		rk[9] = 0;
-		memcpy(rk + 10, ak, 8);
-		rk[17] = 0x3a; /* 12346: no such record */
-		raw_put(f, "auditref", rk, sizeof(rk), &empty, 0);
+		raw_put(f, "auditref", rk, sizeof(rk), run, sizeof(run));
 		raw_put(f, "audit", ak, sizeof(ak), "\x09x", 2);
 	}
 	s = open_store(f, 0, true);
