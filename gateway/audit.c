@@ -13,7 +13,6 @@
 
 #include "fhir/json.h"
 #include "fhir/search.h"
-#include "fhir/tree.h"
 #include "lib/buf.h"
 #include "lib/err.h"
 #include "lib/log.h"
@@ -42,42 +41,68 @@ audit_dropped(void)
 
 /* ---- building ---- */
 
-static fhir_node_t *
-str(arena_t *a, slice_t s)
+/* The AuditEvent is written as compact JSON directly (its shape is fixed), in the element order
+ * of the R4 definition, leaving out what is empty; a string that is not UTF-8 fails the event. */
+typedef struct {
+	buf_t b;
+	int rc;
+} jw_t;
+
+static void
+jraw(jw_t *w, const char *s)
 {
-	return fhir_string_new(a, s);
+	buf_append_cstr(&w->b, s);
 }
 
 static void
-set_str(arena_t *a, fhir_node_t *obj, const char *key, slice_t v)
+jstr(jw_t *w, slice_t s)
 {
-	if (v.len > 0)
-		fhir_object_set_cstr(a, obj, key, str(a, v));
+	if (fhir_json_string_write(s, &w->b) < 0)
+		w->rc = -FG_EINVAL;
 }
 
-static fhir_node_t *
-coding(arena_t *a, const char *system, slice_t code, const char *display)
+/* ,"key":"value" (nothing when value is empty); first: no comma. */
+static void
+jfield(jw_t *w, bool first, const char *key, slice_t v)
 {
-	fhir_node_t *c = fhir_object_new(a);
-
-	fhir_object_set_cstr(a, c, "system", str(a, slice_cstr(system)));
-	fhir_object_set_cstr(a, c, "code", str(a, code));
-	if (display != NULL)
-		fhir_object_set_cstr(a, c, "display", str(a, slice_cstr(display)));
-	return c;
+	if (v.len == 0)
+		return;
+	jraw(w, first ? "\"" : ",\"");
+	jraw(w, key);
+	jraw(w, "\":");
+	jstr(w, v);
 }
 
-static fhir_node_t *
-identifier_ref(arena_t *a, const char *system, slice_t value, slice_t display)
+/* {"system":...,"code":...,"display":...} */
+static void
+jcoding(jw_t *w, const char *system, slice_t code, const char *display)
 {
-	fhir_node_t *ref = fhir_object_new(a), *ident = fhir_object_new(a);
-
-	fhir_object_set_cstr(a, ident, "system", str(a, slice_cstr(system)));
-	fhir_object_set_cstr(a, ident, "value", str(a, value));
-	fhir_object_set_cstr(a, ref, "identifier", ident);
-	set_str(a, ref, "display", display);
-	return ref;
+	jraw(w, "{\"system\":\"");
+	jraw(w, system);
+	jraw(w, "\"");
+	jfield(w, false, "code", code);
+	if (display != NULL) {
+		jraw(w, ",\"display\":\"");
+		jraw(w, display);
+		jraw(w, "\"");
+	}
+	jraw(w, "}");
 }
+
+/* {"identifier":{"system":...,"value":...},"display":...} */
+static void
+jidentifier_ref(jw_t *w, const char *system, slice_t value, slice_t display)
+{
+	jraw(w, "{\"identifier\":{\"system\":\"");
+	jraw(w, system);
+	jraw(w, "\"");
+	jfield(w, false, "value", value);
+	jraw(w, "}");
+	jfield(w, false, "display", display);
+	jraw(w, "}");
+}
+
+static const char entity_type[] = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
 
 /* "10.0.0.1:5123" -> "10.0.0.1", "[::1]:5123" -> "::1". */
 static slice_t
@@ -110,17 +135,6 @@ header_text(arena_t *a, const hl7_msg_t *m, slice_t raw)
 	return out;
 }
 
-static fhir_node_t *
-network(arena_t *a, slice_t peer)
-{
-	fhir_node_t *n = fhir_object_new(a);
-
-	set_str(a, n, "address", peer_address(peer));
-	/* network-type: 2 is an IP address (v4 or v6). */
-	fhir_object_set_cstr(a, n, "type", str(a, SLICE_LIT("2")));
-	return n;
-}
-
 static const char *
 outcome_of(const audit_event_t *e)
 {
@@ -129,157 +143,149 @@ outcome_of(const audit_event_t *e)
 	return e->status < 400 ? "0" : e->status < 500 ? "4" : "8";
 }
 
-static fhir_node_t *
-build(arena_t *a, const audit_event_t *e, slice_t id)
+/* "prefix" + a + sep + b, in a. */
+static slice_t
+join(arena_t *a, slice_t x, char sep, slice_t y)
 {
-	fhir_node_t *r = fhir_object_new(a), *agent = fhir_object_new(a), *agents;
-	fhir_node_t *source = fhir_object_new(a), *types = fhir_array_new(a), *obs;
-	fhir_node_t *entities = fhir_array_new(a), *subtypes = fhir_array_new(a);
-	char desc[64];
-	slice_t who = e->who;
+	char *p = arena_alloc(a, x.len + 1 + y.len);
 
-	fhir_object_set_cstr(a, r, "resourceType", str(a, SLICE_LIT("AuditEvent")));
-	fhir_object_set_cstr(a, r, "id", str(a, id));
+	memcpy(p, x.ptr, x.len);
+	p[x.len] = sep;
+	memcpy(p + x.len + 1, y.ptr, y.len);
+	return slice_make(p, x.len + 1 + y.len);
+}
+
+/* The REST entity: the resource acted on, or the type searched, and a search's query. */
+static void
+build_rest_entity(jw_t *w, arena_t *a, const audit_event_t *e)
+{
+	if (e->type.len == 0 && e->query.len == 0)
+		return;
+	jraw(w, ",\"entity\":[{");
+	if (e->type.len > 0 && e->id.len > 0) {
+		jraw(w, "\"what\":{");
+		jfield(w, true, "reference", join(a, e->type, '/', e->id));
+		jraw(w, "},");
+	}
+	jraw(w, "\"type\":");
+	jcoding(w, entity_type, SLICE_LIT("2"), "System Object");
+	if (e->type.len > 0 && e->id.len == 0)
+		jfield(w, false, "name", e->type);
+	if (e->query.len > 0) {
+		size_t cap = 4 * ((e->query.len + 2) / 3) + 1;
+		unsigned char *b64 = arena_alloc(a, cap);
+		int n =
+		    EVP_EncodeBlock(b64, (const unsigned char *)e->query.ptr, (int)e->query.len);
+
+		jfield(w, false, "query", slice_make((const char *)b64, (size_t)n));
+	}
+	jraw(w, "}]");
+}
+
+/* A message's entities: the message (its sequence a placeholder), then what it wrote. */
+static void
+build_msg_entities(jw_t *w, arena_t *a, const audit_event_t *e, const hl7_header_t *h)
+{
+	slice_t name = SLICE_NULL, ctl = SLICE_NULL;
+
+	jraw(w, ",\"entity\":[{\"what\":");
+	jidentifier_ref(w, "urn:fhirgate:message", SLICE_LIT(SEQ_PLACEHOLDER), SLICE_NULL);
+	jraw(w, ",\"type\":");
+	jcoding(w, entity_type, SLICE_LIT("2"), "System Object");
+	if (h != NULL) {
+		name = header_text(a, e->msg, join(a, h->msg_code, '^', h->trigger));
+		ctl = header_text(a, e->msg, h->control_id);
+	}
+	jfield(w, false, "name", name);
+	if (ctl.len > 0) {
+		jraw(w, ",\"detail\":[{\"type\":\"MSH-10\"");
+		jfield(w, false, "valueString", ctl);
+		jraw(w, "}]");
+	}
+	jraw(w, "}");
+	for (size_t i = 0; i < e->nrefs; i++) {
+		jraw(w, ",{\"what\":{");
+		jfield(w, true, "reference", e->refs[i]);
+		jraw(w, "},\"type\":");
+		jcoding(w, entity_type, SLICE_LIT("2"), "System Object");
+		jraw(w, "}");
+	}
+	jraw(w, "]");
+}
+
+/* The JSON of e with placeholders for id, recorded and a message's sequence, into out. */
+static int
+build(arena_t *a, const audit_event_t *e, buf_t *out)
+{
+	const hl7_header_t *h =
+	    e->interaction == NULL && e->msg != NULL ? hl7_msg_header(e->msg) : NULL;
+	jw_t w = {BUF_INIT, 0};
+	char desc[64];
+	slice_t who = e->who, trigger = SLICE_NULL, addr = peer_address(e->peer);
+	const char *ident = "urn:fhirgate:client";
+
+	jraw(&w, BODY_PREFIX ID_PLACEHOLDER "\",\"type\":");
 	if (e->interaction != NULL) {
-		fhir_object_set_cstr(
-		    a, r, "type",
-		    coding(a, "http://terminology.hl7.org/CodeSystem/audit-event-type",
-			   SLICE_LIT("rest"), "RESTful Operation"));
-		fhir_array_append(a, subtypes,
-				  coding(a, "http://hl7.org/fhir/restful-interaction",
-					 slice_cstr(e->interaction), NULL));
+		jcoding(&w, "http://terminology.hl7.org/CodeSystem/audit-event-type",
+			SLICE_LIT("rest"), "RESTful Operation");
+		jraw(&w, ",\"subtype\":[");
+		jcoding(&w, "http://hl7.org/fhir/restful-interaction", slice_cstr(e->interaction),
+			NULL);
+		jraw(&w, "]");
 		snprintf(desc, sizeof(desc), "HTTP %d", e->status);
 	} else {
-		const hl7_header_t *h = e->msg != NULL ? hl7_msg_header(e->msg) : NULL;
-
-		fhir_object_set_cstr(a, r, "type",
-				     coding(a, "http://dicom.nema.org/resources/ontology/DCM",
-					    SLICE_LIT("110107"), "Import"));
-		if (h != NULL && h->trigger.len > 0)
-			fhir_array_append(a, subtypes,
-					  coding(a, "http://terminology.hl7.org/CodeSystem/v2-0003",
-						 header_text(a, e->msg, h->trigger), NULL));
+		jcoding(&w, "http://dicom.nema.org/resources/ontology/DCM", SLICE_LIT("110107"),
+			"Import");
+		if (h != NULL)
+			trigger = header_text(a, e->msg, h->trigger);
+		if (trigger.len > 0) {
+			jraw(&w, ",\"subtype\":[");
+			jcoding(&w, "http://terminology.hl7.org/CodeSystem/v2-0003", trigger, NULL);
+			jraw(&w, "]");
+		}
 		snprintf(desc, sizeof(desc), "%s%s", hl7_ack_code_name(e->ack),
 			 e->duplicate ? " (resent message, not stored again)" : "");
-	}
-	if (fhir_array_len(subtypes) > 0)
-		fhir_object_set_cstr(a, r, "subtype", subtypes);
-	fhir_object_set_cstr(a, r, "action", str(a, slice_make(&e->action, 1)));
-	fhir_object_set_cstr(a, r, "recorded", str(a, SLICE_LIT(RECORDED_PLACEHOLDER)));
-	fhir_object_set_cstr(a, r, "outcome", str(a, slice_cstr(outcome_of(e))));
-	fhir_object_set_cstr(a, r, "outcomeDesc", str(a, slice_cstr(desc)));
+		/* The agent: the sending application and facility. */
+		who = SLICE_NULL;
+		ident = "urn:fhirgate:hl7-sender";
+		if (h != NULL) {
+			slice_t app = header_text(a, e->msg, h->sending_app);
+			slice_t fac = header_text(a, e->msg, h->sending_fac);
 
-	/* The agent: the REST client (by its client id), or the sending application. */
-	if (e->interaction == NULL && e->msg != NULL) {
-		const hl7_header_t *h = hl7_msg_header(e->msg);
-		slice_t app = header_text(a, e->msg, h->sending_app);
-		slice_t fac = header_text(a, e->msg, h->sending_fac);
-		buf_t b = BUF_INIT;
-
-		buf_append_slice(&b, app);
-		if (fac.len > 0) {
-			buf_append_byte(&b, '|');
-			buf_append_slice(&b, fac);
-		}
-		who = arena_slice_dup(a, buf_slice(&b));
-		buf_free(&b);
-		if (who.len > 0)
-			fhir_object_set_cstr(
-			    a, agent, "who",
-			    identifier_ref(a, "urn:fhirgate:hl7-sender", who, who));
-	} else if (e->interaction != NULL && who.len > 0) {
-		fhir_object_set_cstr(a, agent, "who",
-				     identifier_ref(a, "urn:fhirgate:client", who, who));
-	}
-	fhir_object_set_cstr(a, agent, "name", str(a, who.len > 0 ? who : slice_cstr("anonymous")));
-	fhir_object_set_cstr(a, agent, "requestor", fhir_bool_new(a, true));
-	if (e->peer.len > 0)
-		fhir_object_set_cstr(a, agent, "network", network(a, e->peer));
-	agents = fhir_array_new(a);
-	fhir_array_append(a, agents, agent);
-	fhir_object_set_cstr(a, r, "agent", agents);
-
-	obs = fhir_object_new(a);
-	fhir_object_set_cstr(a, obs, "display", str(a, SLICE_LIT("fhirgate")));
-	fhir_object_set_cstr(a, source, "observer", obs);
-	fhir_array_append(a, types,
-			  coding(a, "http://terminology.hl7.org/CodeSystem/security-source-type",
-				 SLICE_LIT("4"), "Application Server"));
-	fhir_object_set_cstr(a, source, "type", types);
-	fhir_object_set_cstr(a, r, "source", source);
-
-	/* Entities: the resource acted on (and a search's query), or the message and what it
-	 * wrote. */
-	if (e->interaction != NULL && (e->type.len > 0 || e->query.len > 0)) {
-		fhir_node_t *ent = fhir_object_new(a);
-
-		if (e->type.len > 0 && e->id.len > 0) {
-			fhir_node_t *what = fhir_object_new(a);
-			char *ref = arena_printf(a, "%.*s/%.*s", (int)e->type.len, e->type.ptr,
-						 (int)e->id.len, e->id.ptr);
-
-			fhir_object_set_cstr(a, what, "reference", str(a, slice_cstr(ref)));
-			fhir_object_set_cstr(a, ent, "what", what);
-		}
-		fhir_object_set_cstr(
-		    a, ent, "type",
-		    coding(a, "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-			   SLICE_LIT("2"), "System Object"));
-		if (e->type.len > 0 && e->id.len == 0)
-			set_str(a, ent, "name", e->type);
-		if (e->query.len > 0) {
-			size_t cap = 4 * ((e->query.len + 2) / 3) + 1;
-			unsigned char *b64 = arena_alloc(a, cap);
-			int n = EVP_EncodeBlock(b64, (const unsigned char *)e->query.ptr,
-						(int)e->query.len);
-
-			fhir_object_set_cstr(a, ent, "query",
-					     str(a, slice_make((const char *)b64, (size_t)n)));
-		}
-		fhir_array_append(a, entities, ent);
-	} else if (e->interaction == NULL) {
-		const hl7_header_t *h = e->msg != NULL ? hl7_msg_header(e->msg) : NULL;
-		fhir_node_t *ent = fhir_object_new(a), *details = fhir_array_new(a);
-		fhir_object_set_cstr(a, ent, "what",
-				     identifier_ref(a, "urn:fhirgate:message",
-						    SLICE_LIT(SEQ_PLACEHOLDER), slice_make("", 0)));
-		fhir_object_set_cstr(
-		    a, ent, "type",
-		    coding(a, "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-			   SLICE_LIT("2"), "System Object"));
-		if (h != NULL)
-			set_str(a, ent, "name",
-				header_text(
-				    a, e->msg,
-				    slice_cstr(arena_printf(a, "%.*s^%.*s", (int)h->msg_code.len,
-							    h->msg_code.ptr, (int)h->trigger.len,
-							    h->trigger.ptr))));
-		if (h != NULL && h->control_id.len > 0) {
-			fhir_node_t *d = fhir_object_new(a);
-
-			fhir_object_set_cstr(a, d, "type", str(a, SLICE_LIT("MSH-10")));
-			fhir_object_set_cstr(a, d, "valueString",
-					     str(a, header_text(a, e->msg, h->control_id)));
-			fhir_array_append(a, details, d);
-			fhir_object_set_cstr(a, ent, "detail", details);
-		}
-		fhir_array_append(a, entities, ent);
-		for (size_t i = 0; i < e->nrefs; i++) {
-			fhir_node_t *w = fhir_object_new(a), *what = fhir_object_new(a);
-
-			fhir_object_set_cstr(a, what, "reference", str(a, e->refs[i]));
-			fhir_object_set_cstr(a, w, "what", what);
-			fhir_object_set_cstr(
-			    a, w, "type",
-			    coding(a, "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-				   SLICE_LIT("2"), "System Object"));
-			fhir_array_append(a, entities, w);
+			who = fac.len > 0 ? join(a, app, '|', fac) : app;
 		}
 	}
-	if (fhir_array_len(entities) > 0)
-		fhir_object_set_cstr(a, r, "entity", entities);
-	fhir_node_prune(r);
-	return r;
+	jfield(&w, false, "action", slice_make(&e->action, 1));
+	jraw(&w, ",\"recorded\":\"" RECORDED_PLACEHOLDER "\",\"outcome\":\"");
+	jraw(&w, outcome_of(e));
+	jraw(&w, "\"");
+	jfield(&w, false, "outcomeDesc", slice_cstr(desc));
+	jraw(&w, ",\"agent\":[{");
+	if (who.len > 0) {
+		jraw(&w, "\"who\":");
+		jidentifier_ref(&w, ident, who, who);
+		jraw(&w, ",");
+	}
+	jfield(&w, true, "name", who.len > 0 ? who : SLICE_LIT("anonymous"));
+	jraw(&w, ",\"requestor\":true");
+	if (e->peer.len > 0) {
+		jraw(&w, ",\"network\":{");
+		jfield(&w, true, "address", addr);
+		jraw(&w, addr.len > 0 ? ",\"type\":\"2\"}" : "\"type\":\"2\"}");
+	}
+	jraw(&w, "}],\"source\":{\"observer\":{\"display\":\"fhirgate\"},\"type\":[");
+	jcoding(&w, "http://terminology.hl7.org/CodeSystem/security-source-type", SLICE_LIT("4"),
+		"Application Server");
+	jraw(&w, "]}");
+	if (e->interaction != NULL)
+		build_rest_entity(&w, a, e);
+	else
+		build_msg_entities(&w, a, e, h);
+	jraw(&w, "}");
+	if (w.rc == 0)
+		buf_append_slice(out, buf_slice(&w.b));
+	buf_free(&w.b);
+	return w.rc;
 }
 
 void
@@ -312,7 +318,6 @@ audit_id_key(slice_t id, uint64_t *key)
 void
 audit_prepare(arena_t *a, const audit_event_t *e, audit_prepared_t *out)
 {
-	fhir_node_t *res;
 	buf_t b = BUF_INIT;
 	slice_t *refs;
 	size_t nrefs = 0, cap = e->nrefs + 1;
@@ -320,9 +325,7 @@ audit_prepare(arena_t *a, const audit_event_t *e, audit_prepared_t *out)
 	memset(out, 0, sizeof(*out));
 	out->ack = e->ack;
 	out->time_ns = e->time_ns;
-	res = build(a, e, SLICE_LIT(ID_PLACEHOLDER));
-	if (fhir_json_write(res, false, &b) < 0 || b.len < sizeof(BODY_PREFIX) - 1 ||
-	    memcmp(b.data, BODY_PREFIX, sizeof(BODY_PREFIX) - 1) != 0) {
+	if (build(a, e, &b) < 0) {
 		buf_free(&b);
 		return;
 	}
@@ -332,10 +335,7 @@ audit_prepare(arena_t *a, const audit_event_t *e, audit_prepared_t *out)
 	 * patient= searches. */
 	refs = arena_alloc(a, cap * sizeof(*refs));
 	if (e->interaction != NULL && e->type.len > 0 && e->id.len > 0 &&
-	    fhir_search_ref_key(a,
-				slice_cstr(arena_printf(a, "%.*s/%.*s", (int)e->type.len,
-							e->type.ptr, (int)e->id.len, e->id.ptr)),
-				SLICE_NULL, &refs[nrefs]))
+	    fhir_search_ref_key(a, join(a, e->type, '/', e->id), SLICE_NULL, &refs[nrefs]))
 		nrefs++;
 	for (size_t i = 0; e->interaction == NULL && i < e->nrefs; i++)
 		if (fhir_search_ref_key(a, e->refs[i], SLICE_NULL, &refs[nrefs]))
