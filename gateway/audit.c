@@ -44,20 +44,20 @@ audit_dropped(void)
 /* The AuditEvent is written as compact JSON directly (its shape is fixed), in the element order
  * of the R4 definition, leaving out what is empty; a string that is not UTF-8 fails the event. */
 typedef struct {
-	buf_t b;
+	buf_t *out;
 	int rc;
 } jw_t;
 
 static void
 jraw(jw_t *w, const char *s)
 {
-	buf_append_cstr(&w->b, s);
+	buf_append_cstr(w->out, s);
 }
 
 static void
 jstr(jw_t *w, slice_t s)
 {
-	if (fhir_json_string_write(s, &w->b) < 0)
+	if (fhir_json_string_write(s, w->out) < 0)
 		w->rc = -FG_EINVAL;
 }
 
@@ -213,13 +213,15 @@ build_msg_entities(jw_t *w, arena_t *a, const audit_event_t *e, const hl7_header
 	jraw(w, "]");
 }
 
-/* The JSON of e with placeholders for id, recorded and a message's sequence, into out. */
+/* Appends the JSON of e with placeholders for id, recorded and a message's sequence to out
+ * (left as it was on failure). */
 static int
 build(arena_t *a, const audit_event_t *e, buf_t *out)
 {
 	const hl7_header_t *h =
 	    e->interaction == NULL && e->msg != NULL ? hl7_msg_header(e->msg) : NULL;
-	jw_t w = {BUF_INIT, 0};
+	jw_t w = {out, 0};
+	size_t start = out->len;
 	char desc[64];
 	slice_t who = e->who, trigger = SLICE_NULL, addr = peer_address(e->peer);
 	const char *ident = "urn:fhirgate:client";
@@ -282,9 +284,10 @@ build(arena_t *a, const audit_event_t *e, buf_t *out)
 	else
 		build_msg_entities(&w, a, e, h);
 	jraw(&w, "}");
-	if (w.rc == 0)
-		buf_append_slice(out, buf_slice(&w.b));
-	buf_free(&w.b);
+	if (w.rc != 0 && out->data != NULL) {
+		out->len = start;
+		out->data[start] = '\0';
+	}
 	return w.rc;
 }
 
