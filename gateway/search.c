@@ -1400,7 +1400,7 @@ audit_search(ctx_t *c, const qparam_t *qp, size_t nq, const sortkey_t *sk, size_
 	}
 	res->hits = hits.v;
 	res->nhits = res->nmatches = hits.n;
-	res->has_next = before ? cursor.len > 0 : more;
+	res->has_next = before ? cursor.len > 0 : more && !s.count_all;
 	res->has_prev = before ? more : cursor.len > 0;
 	if (s.n > 0 && res->has_next)
 		res->next_cursor = audit_cursor(c->a, false, s.keys[s.n - 1]);
