@@ -182,7 +182,7 @@ run_stats(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 	printf("index entries %" PRIu64 "\n", st.index_entries);
 	printf("pending work  %" PRIu64 "\n", st.work);
 	printf("audit events  %" PRIu64 "\n", st.audit);
-	printf("audit refs    %" PRIu64 "\n", st.audit_refs);
+	printf("audit runs    %" PRIu64 "\n", st.audit_refs);
 	printf("map size      %s\n", map);
 	printf("used          %s\n", used);
 	return EXIT_OK;

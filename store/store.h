@@ -214,8 +214,9 @@ int store_checkpoint_get(store_txn_t *t, slice_t name, slice_t *value);
 int store_checkpoint_del(store_txn_t *t, slice_t name);
 
 /* audit: an append-only trail of opaque records (the gateway's AuditEvents) under strictly
- * increasing u64 keys (times in ns, made unique), each indexed in auditref under the reference
- * strings the caller names (a handful: one put each). Records are never changed or removed. */
+ * increasing u64 keys (times in ns, made unique). The reference strings the caller names with
+ * each record are indexed in auditref as one sorted run per write transaction, appended at
+ * commit. Records are never changed or removed. */
 #define STORE_AUDIT_REF_MAX 400
 
 typedef struct {
@@ -255,7 +256,7 @@ typedef struct {
 	uint64_t index_entries; /* entries in idx */
 	uint64_t work;          /* pending work items */
 	uint64_t audit;         /* records in the audit trail */
-	uint64_t audit_refs;    /* entries in auditref */
+	uint64_t audit_refs;    /* runs in auditref (one per transaction that named references) */
 } store_stats_t;
 
 int store_stats(store_txn_t *t, store_stats_t *out);
