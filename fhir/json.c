@@ -486,6 +486,15 @@ json_write_node(yajl_gen g, const fhir_node_t *n)
 }
 
 int
+fhir_json_string_write(slice_t s, buf_t *out)
+{
+	json_out_t w = {out, 0};
+
+	json_put_string(&w, s);
+	return w.rc;
+}
+
+int
 fhir_json_write(const fhir_node_t *n, bool pretty, buf_t *out)
 {
 	size_t start = out->len;

@@ -24,5 +24,9 @@ int fhir_json_parse(arena_t *a, const char *data, size_t len, const fhir_json_li
  * -FG_EINVAL (a string that is not UTF-8) / -FG_ETOOBIG (out's cap, or nesting deeper than 127)
  * with out left as it was. */
 int fhir_json_write(const fhir_node_t *n, bool pretty, buf_t *out);
+/* Appends s as a JSON string (quoted and escaped as fhir_json_write does), for callers that
+ * write JSON of a fixed shape directly. 0, or -FG_EINVAL when s is not UTF-8 (out may then hold
+ * part of it: the caller discards out). */
+int fhir_json_string_write(slice_t s, buf_t *out);
 
 #endif

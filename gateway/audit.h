@@ -1,6 +1,9 @@
-/* The audit trail: a FHIR R4 AuditEvent, stored and searchable like any resource, for every REST
- * access and every HL7 v2 message received. AuditEvents are written by the writer thread in its
- * group commits (a message's in the message's own transaction), never on the request path. */
+/* The audit trail: a FHIR R4 AuditEvent for every REST access and every HL7 v2 message received,
+ * kept in the store's append-only audit trail (store_audit_*) and served by the REST API as
+ * AuditEvent resources. Events are built on the I/O threads and written by the writer thread in
+ * its group commits (a message's in the message's own transaction), never on the request path.
+ * An event's id is its key in the trail as 16 hex digits; its recorded time is the key's (the
+ * event's time, raised so that keys only grow). */
 #ifndef GATEWAY_AUDIT_H
 #define GATEWAY_AUDIT_H
 
@@ -31,36 +34,50 @@ typedef struct {
 	hl7_ack_code_t ack;
 	bool duplicate;
 	uint64_t seq;
-	bool seq_placeholder; /* internal (audit_prepare): a placeholder stands for seq */
 	const slice_t *refs;
 	size_t nrefs;
 } audit_event_t;
 
-/* Builds the AuditEvent and stores it (with its search index entries) in write transaction t,
- * using arena a for the work. Returns 0 or a store error. */
+/* Builds the AuditEvent and appends it to the trail in write transaction t, using arena a for
+ * the work. Returns 0, -FG_EINVAL when it cannot be built, or a store error. */
 int audit_put(store_txn_t *t, arena_t *a, const audit_event_t *e);
 
-/* A message's AuditEvent built ahead of the write (on the I/O thread, for the outcome the
- * check predicts), so that the writer only stores it: the message's sequence number, known
- * only in the writer, is patched into the body and index entries then. */
+/* An AuditEvent built ahead of the write (on an I/O thread; for a message, for the outcome the
+ * check predicts), so that the writer only stores it: the id and recorded time (from the key
+ * the writer takes) and a message's sequence number are written into the body then. */
 typedef struct {
-	bool ok;            /* built; false: the writer builds it itself */
+	bool ok;            /* built; false: it cannot be (the writer builds a message's itself) */
 	hl7_ack_code_t ack; /* the outcome it was built for */
 	uint64_t time_ns;
-	slice_t id, body;
-	store_idx_entry_t *entries;
-	size_t n;
+	slice_t body;  /* compact JSON with placeholders */
+	slice_t *refs; /* the entity references as the index writes them ("id|Type") */
+	size_t nrefs;
 } audit_prepared_t;
 
-/* Builds e (a message event; e->seq is ignored) into out, in arena a. */
+/* Builds e (e->seq is ignored) into out, in arena a. */
 void audit_prepare(arena_t *a, const audit_event_t *e, audit_prepared_t *out);
-/* Stores a prepared event with the message's sequence number seq. 0 or a store error. */
+/* Appends a prepared event with the message's sequence number seq (ignored for REST events).
+ * 0, -FG_EINVAL when p was not built, or a store error. */
 int audit_put_prepared(store_txn_t *t, arena_t *a, const audit_prepared_t *p, uint64_t seq);
 
-/* Queues an AuditEvent for the next group commit (copies what it needs). When the writer's
- * queue is full the event is dropped, counted (audit_dropped) and logged: audit never makes
- * a request wait. */
+/* An AuditEvent's id: its key in the trail as 16 lowercase hex digits. */
+#define AUDIT_ID_LEN 16
+void audit_key_id(uint64_t key, char out[AUDIT_ID_LEN + 1]);
+/* The key of id; false when id is not of that form (an event stored before the trail existed,
+ * kept as an ordinary resource). */
+bool audit_id_key(slice_t id, uint64_t *key);
+
+/* Builds a REST AuditEvent on the calling thread and adds it to the open batch, which goes to
+ * the writer as one job on the next audit_flush or once it holds 1024 events. When the batch is
+ * full (4096 events) and the writer's queue too, the event is dropped, counted (audit_dropped)
+ * and logged: audit never makes a request wait and its memory is bounded. */
 void audit_submit(writer_t *w, const audit_event_t *e);
+/* Queues the open batch to w (unless it is empty or w's queue is full). The server calls it
+ * every AUDIT_FLUSH_MS, and once more before it stops the writer. */
+#define AUDIT_FLUSH_MS 10
+void audit_flush(writer_t *w);
+/* Frees what the open batch still holds (logged as lost): after the writer has stopped. */
+void audit_discard(void);
 
 /* AuditEvents dropped because the writer queue was full, since the start. */
 uint64_t audit_dropped(void);

@@ -181,6 +181,8 @@ run_stats(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 	printf("  changes     %" PRIu64 "\n", st.changes);
 	printf("index entries %" PRIu64 "\n", st.index_entries);
 	printf("pending work  %" PRIu64 "\n", st.work);
+	printf("audit events  %" PRIu64 "\n", st.audit);
+	printf("audit runs    %" PRIu64 "\n", st.audit_refs);
 	printf("map size      %s\n", map);
 	printf("used          %s\n", used);
 	return EXIT_OK;

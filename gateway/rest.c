@@ -476,12 +476,38 @@ accept_pick(slice_t accept)
 
 /* The record of a read (status 200, *r valid while t is open) or the status and outcome of why
  * there is none. */
+/* A resource's current version (version 0) or one version, as store_res_get/vread answer.
+ * AuditEvents come from the audit trail (one version each; their key is their
+ * lastUpdated); events stored before it, as ordinary resources, are still found. */
+static int
+res_get(store_txn_t *t, slice_t type, slice_t id, uint32_t version, store_res_t *r)
+{
+	store_audit_t ar;
+	uint64_t key;
+	int rc;
+
+	if (slice_eq_cstr(type, "AuditEvent") && audit_id_key(id, &key)) {
+		if (version > 1)
+			return -FG_ENOTFOUND;
+		if ((rc = store_audit_get(t, key, &ar)) < 0)
+			return rc;
+		*r = (store_res_t){.type = type,
+				   .id = id,
+				   .version = 1,
+				   .last_updated_ns = key,
+				   .seq = key,
+				   .body = ar.body};
+		return 0;
+	}
+	return version != 0 ? store_res_vread(t, type, id, version, r)
+			    : store_res_get(t, type, id, r);
+}
+
 static int
 read_record(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, uint32_t version,
 	    store_res_t *r, fhir_node_t **outcome, uint32_t *ver, uint64_t *lu)
 {
-	int rc =
-	    version != 0 ? store_res_vread(t, type, id, version, r) : store_res_get(t, type, id, r);
+	int rc = res_get(t, type, id, version, r);
 	char *msg;
 
 	if (rc == -FG_ENOTFOUND) {
@@ -707,6 +733,43 @@ hist_cb(void *ctx, const store_res_t *r)
 	return 0;
 }
 
+static int
+audit_hist_cb(void *ctx, const store_audit_t *ar)
+{
+	hist_t *h = ctx;
+	char id[AUDIT_ID_LEN + 1];
+	store_res_t r = {.type = SLICE_LIT("AuditEvent"),
+			 .version = 1,
+			 .last_updated_ns = ar->key,
+			 .seq = ar->key,
+			 .body = ar->body};
+
+	audit_key_id(ar->key, id);
+	r.id = arena_slice_dup(h->c->a, slice_cstr(id));
+	return hist_cb(h, &r);
+}
+
+/* The history of AuditEvents: each has one version, created once; the type's history is the
+ * trail newest first (the cursor is a key). */
+static int
+audit_history(hist_t *h, store_txn_t *t, slice_t id, uint64_t before)
+{
+	store_audit_t ar;
+	uint64_t key;
+	int rc;
+
+	if (id.len == 0)
+		return store_audit_foreach(t, h->since, before != 0 ? before : UINT64_MAX, true,
+					   audit_hist_cb, h);
+	if (!audit_id_key(id, &key) || (rc = store_audit_get(t, key, &ar)) == -FG_ENOTFOUND)
+		return -FG_ENOTFOUND;
+	if (rc < 0 || before == 1)
+		return rc < 0 ? rc : 0;
+	rc = audit_hist_cb(h, &ar);
+	h->cursor = 1;
+	return rc < 0 ? rc : 0;
+}
+
 static fhir_node_t *
 bundle_new(rest_ctx_t *c, const char *type)
 {
@@ -788,7 +851,7 @@ do_history(rest_ctx_t *c, slice_t type, slice_t id)
 	static const char *const drop[] = {"_cursor", NULL};
 	hist_t h = {.c = c, .instance = id.len > 0};
 	slice_t s;
-	uint64_t since = 0, before = 0, count = REST_COUNT_DEFAULT;
+	uint64_t since = 0, before = 0, count = REST_COUNT_DEFAULT, key;
 	store_txn_t *t;
 	fhir_node_t *b, *links;
 	const char *self;
@@ -814,7 +877,9 @@ do_history(rest_ctx_t *c, slice_t type, slice_t id)
 	h.entries = fhir_array_new(c->a);
 	if ((t = rest_read_begin(c)) == NULL)
 		return;
-	if (id.len > 0)
+	if (slice_eq_cstr(type, "AuditEvent") && (id.len == 0 || audit_id_key(id, &key)))
+		rc = audit_history(&h, t, id, before);
+	else if (id.len > 0)
 		rc = store_hist_foreach_instance(t, type, id, since, (uint32_t)before, hist_cb, &h);
 	else if (type.len > 0)
 		rc = store_hist_foreach_type(t, type, since, before, hist_cb, &h);
@@ -856,8 +921,7 @@ search_entry(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, const char
 	store_res_t r;
 	fhir_node_t *e, *res, *s;
 
-	if (store_res_get(t, type, id, &r) < 0 || r.deleted ||
-	    (res = rest_res_output(c, &r)) == NULL)
+	if (res_get(t, type, id, 0, &r) < 0 || r.deleted || (res = rest_res_output(c, &r)) == NULL)
 		return NULL;
 	e = fhir_object_new(c->a);
 	fhir_object_set_cstr(
@@ -1406,6 +1470,19 @@ not_allowed(rest_ctx_t *c, const char *allow)
 		  f);
 }
 
+/* The audit trail is append-only: the server writes it, no client can. */
+static void
+audit_read_only(rest_ctx_t *c)
+{
+	http_field_t f[] = {{"Allow", "GET"}, {NULL, NULL}};
+
+	rest_send(c, 405,
+		  rest_outcome(c->a, "error", "not-supported",
+			       "AuditEvents are written by the server only (the audit trail is "
+			       "append-only): they cannot be created, updated, patched or deleted"),
+		  f);
+}
+
 /* POST .../_search: the form body is the query (with the URL's query, if any). */
 static void
 do_search_post(rest_ctx_t *c, slice_t type)
@@ -1584,6 +1661,11 @@ rest_handle(http_request_t *req, void *handler_ctx)
 	}
 	if (!is_type(c, seg[0]))
 		return;
+	if (slice_eq_cstr(seg[0], "AuditEvent") && !method_is(m, "GET") &&
+	    !(n == 2 && slice_eq_cstr(seg[1], "_search") && method_is(m, "POST"))) {
+		audit_read_only(c);
+		return;
+	}
 	if (n == 1) {
 		bool cond_create = http_request_header(req, "If-None-Exist").ptr != NULL;
 

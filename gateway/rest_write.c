@@ -991,6 +991,13 @@ entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 		op->kind = OP_READ;
 		return 0;
 	}
+	if (slice_eq_cstr(type, "AuditEvent")) {
+		op->outcome =
+		    outcome_printf(a, "not-supported",
+				   "AuditEvents are written by the server only (the audit "
+				   "trail is append-only)");
+		return 405;
+	}
 	if (slice_eq_cstr(method, "DELETE")) {
 		op->kind = OP_DELETE;
 		if (id.len == 0) {

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "fhir/json.h"
+#include "gateway/audit.h"
 #include "gateway/http.h"
 #include "gateway/search.h"
 #include "lib/err.h"
@@ -1134,6 +1135,285 @@ do_revinclude(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
 	return 0;
 }
 
+/* AuditEvent: the audit trail is its own database (store_audit_*), in key order, where the key
+ * is the event's recorded time (ns, unique). A search walks it newest or oldest first within
+ * the key range its date and _id values allow, or the entries of one entity reference, and
+ * checks every other parameter on each event's own entries; it stops once the page is full. */
+
+typedef struct {
+	ctx_t *c;
+	const qparam_t **qs; /* checked on each event */
+	vpred_t **vps;
+	size_t nqs;
+	slice_t *codes;
+	uint64_t *ids; /* _id values (keys); NULL: no _id */
+	size_t nids, capids;
+	arena_t *scratch; /* one event's parse, reset per event */
+	uint64_t *keys;   /* the matches kept */
+	size_t n, want;
+	uint64_t seen;  /* matches, also those past want when counting */
+	bool count_all; /* count every match (total) */
+} ascan_t;
+
+static bool
+keys_has(const uint64_t *v, size_t n, uint64_t key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == key)
+			return true;
+	return false;
+}
+
+static int
+ascan_cb(void *ctx, const store_audit_t *r)
+{
+	ascan_t *s = ctx;
+	bool keep = s->ids == NULL || keys_has(s->ids, s->nids, r->key);
+
+	if (keep && s->nqs > 0) {
+		fhir_node_t *res;
+		fhir_idx_entry_t *e;
+		size_t n;
+		char err[128];
+
+		arena_reset(s->scratch);
+		keep = fhir_json_parse(s->scratch, r->body.ptr, r->body.len, NULL, &res, err,
+				       sizeof(err)) == 0 &&
+		       fhir_search_index_params(s->scratch, res, s->c->opt->base, s->codes, s->nqs,
+						&e, &n) == 0;
+		for (size_t i = 0; i < s->nqs && keep; i++) {
+			bool any = false;
+
+			for (size_t j = 0; j < s->qs[i]->p.nvalues && !any; j++)
+				any = vpred_match_entries(&s->vps[i][j], e, n);
+			keep = any;
+		}
+	}
+	if (!keep)
+		return 0;
+	s->seen++;
+	if (s->n < s->want)
+		s->keys[s->n++] = r->key;
+	return s->n == s->want && !s->count_all ? 1 : 0;
+}
+
+/* ns since the epoch of a time in ms, clamped to the key space. */
+static uint64_t
+ms_to_key(int64_t ms)
+{
+	if (ms <= 0)
+		return 0;
+	if ((uint64_t)ms >= UINT64_MAX / 1000000u)
+		return UINT64_MAX;
+	return (uint64_t)ms * 1000000u;
+}
+
+/* Narrows [*lo, *hi) to the keys whose recorded time (the key's, to the ms) can satisfy the
+ * date value v; false when the prefix allows no narrowing (ne). */
+static bool
+date_narrow(ctx_t *c, const qparam_t *q, uint64_t *lo, uint64_t *hi)
+{
+	vpred_t vp;
+	const pred_t *p = &vp.p[0];
+	uint64_t l = 0, h = UINT64_MAX;
+
+	if (!value_preds(c, q, q->p.values[0], &vp) || vp.negate || p->kind != P_DATE)
+		return false;
+	switch (p->pfx) {
+	case FHIR_PFX_GE:
+	case FHIR_PFX_AP:
+		l = ms_to_key(p->slo);
+		h = p->pfx == FHIR_PFX_AP ? ms_to_key(p->shi) : h;
+		break;
+	case FHIR_PFX_GT:
+	case FHIR_PFX_SA:
+		l = ms_to_key(p->shi);
+		break;
+	case FHIR_PFX_EQ:
+		l = ms_to_key(p->slo);
+		h = ms_to_key(p->shi);
+		break;
+	case FHIR_PFX_LT:
+	case FHIR_PFX_EB:
+		h = ms_to_key(p->slo);
+		break;
+	case FHIR_PFX_LE:
+		h = ms_to_key(p->shi);
+		break;
+	case FHIR_PFX_NE:
+		return false;
+	}
+	*lo = l > *lo ? l : *lo;
+	*hi = h < *hi ? h : *hi;
+	return true;
+}
+
+/* The auditref key of a reference value ("Type/id" or a URL under the base), when the index
+ * can answer it. */
+static bool
+audit_ref_of(ctx_t *c, const qparam_t *q, slice_t *ref)
+{
+	slice_t v = q->p.values[0], k;
+
+	if (memchr(v.ptr, '/', v.len) == NULL || !fhir_search_ref_key(c->a, v, c->opt->base, &k) ||
+	    k.len == 0 || k.len > STORE_AUDIT_REF_MAX || memchr(k.ptr, 0, k.len) != NULL)
+		return false;
+	*ref = k;
+	return true;
+}
+
+static slice_t
+audit_cursor(arena_t *a, bool prev, uint64_t key)
+{
+	char id[AUDIT_ID_LEN + 1];
+
+	audit_key_id(key, id);
+	return slice_cstr(arena_printf(a, "%s%s", prev ? "p" : "", id));
+}
+
+static int
+audit_search(ctx_t *c, const qparam_t *qp, size_t nq, const sortkey_t *sk, size_t ns,
+	     slice_t cursor, size_t count, bool total_none, search_result_t *res)
+{
+	ascan_t s = {.c = c};
+	uint64_t lo = 0, hi = UINT64_MAX, ck = 0;
+	slice_t ref = SLICE_NULL;
+	bool desc = false, before = false, dir_desc, more;
+	hits_t hits = {0};
+	int rc;
+
+	if (ns > 1 ||
+	    (ns == 1 && !slice_eq_cstr(sk[0].code, "date") &&
+	     !slice_eq_cstr(sk[0].code, "_lastUpdated") && !slice_eq_cstr(sk[0].code, "_id"))) {
+		bad_request(c, "AuditEvent sorts by date only (_sort=date or _sort=-date)");
+		return 0;
+	}
+	desc = ns == 1 && sk[0].desc;
+	s.qs = arena_alloc(c->a, (nq ? nq : 1) * sizeof(*s.qs));
+	s.vps = arena_alloc(c->a, (nq ? nq : 1) * sizeof(*s.vps));
+	s.codes = arena_alloc(c->a, (nq ? nq : 1) * sizeof(*s.codes));
+	for (size_t i = 0; i < nq && c->error == NULL; i++) {
+		const qparam_t *q = &qp[i];
+		bool single = q->p.nvalues == 1 && q->p.modifier.len == 0;
+
+		if (q->p.chain.len > 0) {
+			bad_request(c, "chained parameters are not supported on AuditEvent");
+		} else if (slice_eq_cstr(q->p.code, "_id")) {
+			if (q->p.modifier.len > 0) {
+				bad_request(c, "_id takes no modifier on AuditEvent");
+				continue;
+			}
+			for (size_t j = 0; j < q->p.nvalues; j++) {
+				uint64_t key = UINT64_MAX;
+
+				/* Other ids cannot be in the trail: they match nothing. */
+				(void)audit_id_key(q->p.values[j], &key);
+				if (s.ids != NULL && !keys_has(s.ids, s.nids, key))
+					continue;
+				s.ids = arena_array_grow(c->a, s.ids, s.nids, &s.capids,
+							 sizeof(*s.ids));
+				s.ids[s.nids++] = key;
+			}
+		} else if (slice_eq_cstr(q->p.code, "_lastUpdated")) {
+			/* Not in the body: the key's time. */
+			if (!single || !date_narrow(c, q, &lo, &hi))
+				bad_request(c, "_lastUpdated on AuditEvent takes one value with a "
+					       "prefix other than ne (or use date)");
+		} else if (slice_eq_cstr(q->p.code, "date") && single &&
+			   date_narrow(c, q, &lo, &hi)) {
+			/* decided by the key range */
+		} else if (slice_eq_cstr(q->p.code, "entity") && single && ref.len == 0 &&
+			   audit_ref_of(c, q, &ref)) {
+			/* decided by the auditref entries */
+		} else {
+			/* patient=Patient/x: the events that name it, each checked */
+			if (slice_eq_cstr(q->p.code, "patient") && single && ref.len == 0 &&
+			    audit_ref_of(c, q, &ref) &&
+			    (ref.len < 8 || memcmp(ref.ptr + ref.len - 8, "|Patient", 8) != 0))
+				ref = SLICE_NULL;
+			s.qs[s.nqs] = q;
+			s.codes[s.nqs] = q->p.code;
+			s.vps[s.nqs] =
+			    arena_alloc(c->a, (q->p.nvalues ? q->p.nvalues : 1) * sizeof(**s.vps));
+			for (size_t j = 0; j < q->p.nvalues; j++)
+				if (!value_preds(c, q, q->p.values[j], &s.vps[s.nqs][j]))
+					return 0;
+			s.nqs++;
+		}
+	}
+	if (c->error != NULL)
+		return 0;
+	if (cursor.len > 0) {
+		before = cursor.ptr[0] == 'p';
+		if (!audit_id_key(before ? slice_make(cursor.ptr + 1, cursor.len - 1) : cursor,
+				  &ck)) {
+			bad_request(c, "invalid _cursor");
+			return 0;
+		}
+		/* after it in the sort order, or (before) ahead of it */
+		if (desc == before)
+			lo = ck + 1 > lo ? ck + 1 : lo;
+		else
+			hi = ck < hi ? ck : hi;
+	}
+	for (size_t i = 0; i < s.nids; i++) {
+		/* an _id that cannot be in the range: none */
+		if (s.ids[i] < lo || s.ids[i] >= hi)
+			s.ids[i--] = s.ids[--s.nids];
+	}
+	if (s.ids != NULL) {
+		uint64_t mn = UINT64_MAX, mx = 0;
+
+		for (size_t i = 0; i < s.nids; i++) {
+			mn = s.ids[i] < mn ? s.ids[i] : mn;
+			mx = s.ids[i] > mx ? s.ids[i] : mx;
+		}
+		lo = s.nids > 0 ? mn : hi;
+		hi = s.nids > 0 ? mx + 1 : hi;
+	}
+	dir_desc = desc != before;
+	s.want = count + 1;
+	s.count_all = !total_none && cursor.len == 0 && slice_eq_cstr(res->summary, "count");
+	s.keys = arena_alloc(c->a, s.want * sizeof(*s.keys));
+	s.scratch = arena_new(8192);
+	rc = ref.len > 0 ? store_audit_foreach_ref(c->t, ref, lo, hi, dir_desc, ascan_cb, &s)
+			 : store_audit_foreach(c->t, lo, hi, dir_desc, ascan_cb, &s);
+	arena_free(s.scratch);
+	if (rc < 0)
+		return rc;
+	more = s.n > count;
+	if (more)
+		s.n = count;
+	if (before)
+		for (size_t i = 0; i < s.n / 2; i++) {
+			uint64_t k = s.keys[i];
+
+			s.keys[i] = s.keys[s.n - 1 - i];
+			s.keys[s.n - 1 - i] = k;
+		}
+	for (size_t i = 0; i < s.n; i++) {
+		char id[AUDIT_ID_LEN + 1];
+
+		audit_key_id(s.keys[i], id);
+		hits_add(c->a, &hits, SLICE_LIT("AuditEvent"),
+			 arena_slice_dup(c->a, slice_cstr(id)), false);
+	}
+	res->hits = hits.v;
+	res->nhits = res->nmatches = hits.n;
+	res->has_next = before ? cursor.len > 0 : more && !s.count_all;
+	res->has_prev = before ? more : cursor.len > 0;
+	if (s.n > 0 && res->has_next)
+		res->next_cursor = audit_cursor(c->a, false, s.keys[s.n - 1]);
+	if (s.n > 0 && res->has_prev)
+		res->prev_cursor = audit_cursor(c->a, true, s.keys[0]);
+	res->has_next = res->has_next && s.n > 0;
+	res->has_prev = res->has_prev && s.n > 0;
+	/* The total is known when the walk saw every match. */
+	res->total_known = !total_none && cursor.len == 0 && (!more || s.count_all);
+	res->total = s.count_all ? s.seen : s.n;
+	return 0;
+}
+
 /* Outcomes. */
 
 static fhir_node_t *
@@ -1323,6 +1603,16 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 		bad_request(&c, "malformed query string");
 	res->self_query = arena_slice_dup(a, buf_slice(&self));
 	buf_free(&self);
+	if (c.error == NULL && slice_eq_cstr(type, "AuditEvent")) {
+		if (nincl > 0 || nrev > 0)
+			fhir_array_append(a, c.issues,
+					  issue_new(a, "warning", "not-supported",
+						    "_include and _revinclude are not supported on "
+						    "AuditEvent: ignored",
+						    SLICE_NULL));
+		rc = audit_search(&c, qp, nq, sk, ns, cursor, count, total_none, res);
+		goto done;
+	}
 
 	/* Candidate rows, type by type (one type unless a system search). */
 	{

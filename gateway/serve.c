@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "gateway/audit.h"
 #include "gateway/auth.h"
 #include "gateway/cli.h"
 #include "gateway/dropdir.h"
@@ -124,6 +125,13 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	config_free(&fresh);
 }
 
+/* Hands the REST AuditEvents collected since the last time to the writer, as one job. */
+static void
+on_audit(evutil_socket_t fd, short what, void *arg)
+{
+	audit_flush(arg);
+}
+
 static void
 on_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -194,7 +202,9 @@ cmd_serve(int argc, char **argv)
 	store_t *store = NULL;
 	char *err = NULL;
 	sigset_t block, old;
-	struct event *ev_term, *ev_int, *ev_hup, *ev_tick, *ev_watch = NULL, *ev_drop = NULL;
+	struct event *ev_term, *ev_int, *ev_hup, *ev_tick, *ev_audit, *ev_watch = NULL,
+								      *ev_drop = NULL;
+	struct timeval audit_every = {0, AUDIT_FLUSH_MS * 1000};
 	struct timeval minute = {60, 0};
 	int rc;
 
@@ -298,6 +308,7 @@ cmd_serve(int argc, char **argv)
 	ev_int = evsignal_new(x.base, SIGINT, on_stop, &x);
 	ev_hup = evsignal_new(x.base, SIGHUP, on_hup, &x);
 	ev_tick = event_new(x.base, -1, EV_PERSIST, on_tick, &x);
+	ev_audit = event_new(x.base, -1, EV_PERSIST, on_audit, x.writer);
 	evsignal_add(ev_term, NULL);
 	evsignal_add(ev_int, NULL);
 	evsignal_add(ev_hup, NULL);
@@ -305,6 +316,7 @@ cmd_serve(int argc, char **argv)
 	 * already have connected) waited, blocked, for these handlers instead of killing us. */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	evtimer_add(ev_tick, &minute);
+	evtimer_add(ev_audit, &audit_every);
 	if (cfg.mappings_watch_ms > 0) {
 		struct timeval every = {(time_t)(cfg.mappings_watch_ms / 1000),
 					(suseconds_t)((cfg.mappings_watch_ms % 1000) * 1000)};
@@ -323,7 +335,9 @@ cmd_serve(int argc, char **argv)
 
 	dropdir_free(x.drop); /* a running import stops; it resumes next time */
 	server_drain(x.server);
+	audit_flush(x.writer);
 	writer_stop(x.writer); /* commits whatever is still queued */
+	audit_discard();
 	log_stats(&x, "final");
 	server_free(x.server);
 	rest_free(x.rest);
@@ -336,6 +350,7 @@ cmd_serve(int argc, char **argv)
 	event_free(ev_int);
 	event_free(ev_hup);
 	event_free(ev_tick);
+	event_free(ev_audit);
 	if (ev_watch != NULL)
 		event_free(ev_watch);
 	if (ev_drop != NULL)

@@ -39,14 +39,22 @@
 #define STORE_WORK_LAST_KEY "work_last"
 
 /* meta first: its schema check runs before the other databases are created. Databases added
- * since schema 1 (histtype, idxrev) are created when a writer opens an older store. */
+ * since schema 1 (histtype, idxrev, audit, auditref) are created when a writer opens an older
+ * store. */
 const store_db_def_t store_dbs[STORE_DB_COUNT] = {
-    [STORE_DB_META] = {"meta", 0},         [STORE_DB_MSG] = {"msg", 0},
-    [STORE_DB_MSGKEY] = {"msgkey", 0},     [STORE_DB_DEAD] = {"dead", 0},
-    [STORE_DB_RES] = {"res", 0},           [STORE_DB_VER] = {"ver", 0},
-    [STORE_DB_HIST] = {"hist", 0},         [STORE_DB_HISTTYPE] = {"histtype", 0, true},
-    [STORE_DB_IDX] = {"idx", MDB_DUPSORT}, [STORE_DB_IDXREV] = {"idxrev", 0, true},
+    [STORE_DB_META] = {"meta", 0},
+    [STORE_DB_MSG] = {"msg", 0},
+    [STORE_DB_MSGKEY] = {"msgkey", 0},
+    [STORE_DB_DEAD] = {"dead", 0},
+    [STORE_DB_RES] = {"res", 0},
+    [STORE_DB_VER] = {"ver", 0},
+    [STORE_DB_HIST] = {"hist", 0},
+    [STORE_DB_HISTTYPE] = {"histtype", 0, true},
+    [STORE_DB_IDX] = {"idx", MDB_DUPSORT},
+    [STORE_DB_IDXREV] = {"idxrev", 0, true},
     [STORE_DB_WORK] = {"work", 0},
+    [STORE_DB_AUDIT] = {"audit", 0, true},
+    [STORE_DB_AUDITREF] = {"auditref", 0, true},
 };
 
 static _Thread_local char store_errbuf[256];
@@ -421,6 +429,9 @@ store_txn_commit(store_txn_t *t)
 {
 	int err = t->err, rc;
 
+	if (err == 0 && t->write)
+		err = store_audit_txn_commit(t);
+	store_audit_txn_free(t);
 	store_cursors_close(t);
 	if (err != 0 || !t->write) {
 		mdb_txn_abort(t->txn);
@@ -439,6 +450,7 @@ store_txn_abort(store_txn_t *t)
 {
 	if (t == NULL)
 		return;
+	store_audit_txn_free(t);
 	store_cursors_close(t);
 	mdb_txn_abort(t->txn);
 	free(t);
@@ -499,8 +511,7 @@ store_dead_decode(const MDB_val *k, const MDB_val *v, store_dead_t *out)
 	return 0;
 }
 
-/* The last key of db (8 bytes) as this transaction sees it; 0 when db is empty. */
-static int
+int
 store_last_key(store_txn_t *t, int db, uint64_t *out)
 {
 	MDB_cursor *c = NULL;
@@ -1021,6 +1032,8 @@ store_stats(store_txn_t *t, store_stats_t *out)
 	out->work = st[3].ms_entries;
 	out->map_size = info.me_mapsize;
 	out->used_bytes = ((uint64_t)info.me_last_pgno + 1) * st[0].ms_psize;
+	if ((rc = store_audit_stats(t, out)) < 0)
+		return rc;
 	return store_res_stats(t, out);
 }
 
@@ -1173,7 +1186,7 @@ store_verify(store_txn_t *t, store_report_cb report, void *ctx)
 	else if (rc == 0)
 		vf.work_last = be64_read(v.mv_data);
 	if ((rc = store_range(t, STORE_DB_WORK, NULL, store_verify_work, &vf)) < 0 ||
-	    (rc = store_res_verify(&vf)) < 0)
+	    (rc = store_res_verify(&vf)) < 0 || (rc = store_audit_verify(&vf)) < 0)
 		return rc;
 	return vf.problems;
 }

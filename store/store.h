@@ -217,6 +217,36 @@ int store_checkpoint_get(store_txn_t *t, slice_t name, slice_t *value);
 /* Deleting an absent checkpoint is no error. */
 int store_checkpoint_del(store_txn_t *t, slice_t name);
 
+/* audit: an append-only trail of opaque records (the gateway's AuditEvents) under strictly
+ * increasing u64 keys (times in ns, made unique). The reference strings the caller names with
+ * each record are indexed in auditref as one sorted run per write transaction, appended at
+ * commit. Records are never changed or removed. */
+#define STORE_AUDIT_REF_MAX 400
+
+typedef struct {
+	uint64_t key;
+	slice_t body; /* borrowed (see the top of this file) */
+} store_audit_t;
+
+/* The key the next record of this transaction gets: time_ns, raised above the last key in the
+ * trail (a clock that steps back, or events handed over out of order, still append). */
+int store_audit_next_key(store_txn_t *t, uint64_t time_ns, uint64_t *key);
+/* Appends body (non-empty) under key, which must be above every key in the trail (take it from
+ * store_audit_next_key), with one auditref entry per ref (1..STORE_AUDIT_REF_MAX bytes, no NUL
+ * byte; duplicates are written once). -FG_EINVAL (sticky) for a key or ref outside that. */
+int store_audit_append(store_txn_t *t, uint64_t key, slice_t body, const slice_t *refs,
+		       size_t nrefs);
+/* -FG_ENOTFOUND when absent. */
+int store_audit_get(store_txn_t *t, uint64_t key, store_audit_t *out);
+typedef int (*store_audit_cb)(void *ctx, const store_audit_t *r);
+/* Records with lo <= key < hi, in key order or (desc) newest first; the callback returns
+ * non-zero to stop, and that value is returned. */
+int store_audit_foreach(store_txn_t *t, uint64_t lo, uint64_t hi, bool desc, store_audit_cb cb,
+			void *ctx);
+/* The same for the records appended with ref among their refs (exactly). */
+int store_audit_foreach_ref(store_txn_t *t, slice_t ref, uint64_t lo, uint64_t hi, bool desc,
+			    store_audit_cb cb, void *ctx);
+
 typedef struct {
 	uint64_t messages;      /* entries in msg */
 	uint64_t msgkeys;       /* entries in msgkey */
@@ -229,13 +259,16 @@ typedef struct {
 	uint64_t changes;       /* entries in hist */
 	uint64_t index_entries; /* entries in idx */
 	uint64_t work;          /* pending work items */
+	uint64_t audit;         /* records in the audit trail */
+	uint64_t audit_refs;    /* runs in auditref (one per transaction that named references) */
 } store_stats_t;
 
 int store_stats(store_txn_t *t, store_stats_t *out);
 
 /* Checks consistency: records decode; every msgkey and dead entry names an existing message;
  * every resource has its current version, every version its history entry and the reverse;
- * index entries agree with each resource's list of them; the per-type counts are right. Calls
+ * index entries agree with each resource's list of them; the per-type counts are right; audit
+ * records decode and every auditref entry names one. Calls
  * report once per problem found and returns the number of problems (>= 0) or an error. */
 typedef void (*store_report_cb)(void *ctx, const char *problem);
 int store_verify(store_txn_t *t, store_report_cb report, void *ctx);

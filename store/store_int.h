@@ -28,6 +28,8 @@ enum {
 	STORE_DB_IDX,
 	STORE_DB_IDXREV,
 	STORE_DB_WORK,
+	STORE_DB_AUDIT,
+	STORE_DB_AUDITREF,
 	STORE_DB_COUNT
 };
 
@@ -58,10 +60,18 @@ struct store_txn {
 	bool have_last_seq;  /* last_seq is cached after the first append */
 	bool have_hist;      /* hist_seq and hist_ns are cached after the first change */
 	bool have_work;      /* work_last is cached after the first work item */
+	bool have_audit;     /* audit_last is cached after the first audit key */
 	uint64_t last_seq;
 	uint64_t hist_seq; /* last change sequence */
 	uint64_t hist_ns;  /* its lastUpdated: no later change gets an earlier one */
 	uint64_t work_last;
+	uint64_t audit_last; /* the last audit key in this transaction */
+	/* This transaction's auditref entries, written as one sorted run at commit: ref bytes in
+	 * aref_bytes, each entry's offset, length and audit key in aref. */
+	struct store_aref *aref;
+	size_t aref_n, aref_cap;
+	char *aref_bytes;
+	size_t aref_len, aref_bytes_cap;
 	/* Cursors for point lookups, opened on first use and closed with the transaction, so a
 	 * lookup costs no malloc. Iterations open their own: their callbacks may look things up. */
 	MDB_cursor *cur[STORE_DB_COUNT];
@@ -99,9 +109,16 @@ typedef struct {
 void store_verify_problem(store_verify_t *vf, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* resource.c's parts of store_stats and store_verify. */
+/* resource.c's and audit.c's parts of store_stats and store_verify. */
 int store_res_stats(store_txn_t *t, store_stats_t *out);
 int store_res_verify(store_verify_t *vf);
+int store_audit_stats(store_txn_t *t, store_stats_t *out);
+int store_audit_verify(store_verify_t *vf);
+/* Writes the transaction's auditref run (before the commit); frees what it collected. */
+int store_audit_txn_commit(store_txn_t *t);
+void store_audit_txn_free(store_txn_t *t);
+/* The last key of db (8 bytes) as this transaction sees it; 0 when db is empty. */
+int store_last_key(store_txn_t *t, int db, uint64_t *out);
 
 /* Big-endian writers into stack keys (lib's be*_read are the other side). */
 static inline void

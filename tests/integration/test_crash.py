@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Crash safety: kill -9 the server mid-stream; every message that got AA must be in the store
-exactly once after a restart, and resending the un-ACKed ones stores each of them once."""
+exactly once after a restart, each stored message with its AuditEvent (same transaction), and
+resending the un-ACKed ones stores each of them once."""
 
+import http.client
+import json
 import threading
 import time
+import urllib.parse
 
-from harness import SB, EB, CR, Server, Tap, adt, frame
+from harness import SB, EB, CR, Server, Tap, adt, frame, free_port
 
 
 def sender(port, prefix, n, acked, sent, stop):
@@ -48,9 +52,30 @@ def sender(port, prefix, n, acked, sent, stop):
         s.close()
 
 
+def audit_message_seqs(port):
+    """The message sequences the message AuditEvents name (following next links)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    path = "/fhir/AuditEvent?type=110107&_count=1000"
+    seqs = set()
+    for _ in range(100):
+        c.request("GET", path, headers={"Accept": "application/fhir+json"})
+        doc = json.loads(c.getresponse().read())
+        for e in doc.get("entry", []):
+            ent = e["resource"]["entity"][0]
+            seqs.add(int(ent["what"]["identifier"]["value"]))
+        nxt = [ln["url"] for ln in doc.get("link", []) if ln["relation"] == "next"]
+        if not nxt:
+            break
+        u = urllib.parse.urlsplit(nxt[0])
+        path = u.path + "?" + u.query
+    c.close()
+    return seqs
+
+
 def main():
     t = Tap()
-    srv = Server(threads=2)
+    hport = free_port()
+    srv = Server("http.listen=127.0.0.1:%d" % hport, threads=2)
     srv.start()
     try:
         conns, per = 6, 1500
@@ -82,6 +107,13 @@ def main():
         t.ok(not missing, "every AA'd message is in the store after kill -9",
              "missing %d, e.g. %s" % (len(missing), missing[:5]))
         t.ok(not dupes, "no message is stored twice", repr(dupes[:5]))
+        # The message and its AuditEvent share a transaction: after the crash every stored
+        # message has its event and no event names a message that is not there.
+        seqs = set(r[0] for r in srv.stored_control_ids())
+        named = audit_message_seqs(hport)
+        t.ok(named == seqs, "every stored message has its AuditEvent, and only those",
+             "stored %d, named %d, without event %r, event without message %r" % (
+                 len(seqs), len(named), sorted(seqs - named)[:5], sorted(named - seqs)[:5]))
 
         # Resend everything that did not get an AA (some may have been committed already).
         acked_set = set(acked)

@@ -736,6 +736,10 @@ test_older_store(void **state)
 	assert_int_equal(mdb_drop(txn, dbi, 1), 0);
 	assert_int_equal(mdb_dbi_open(txn, "histtype", 0, &dbi), 0);
 	assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+	assert_int_equal(mdb_dbi_open(txn, "audit", 0, &dbi), 0);
+	assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+	assert_int_equal(mdb_dbi_open(txn, "auditref", 0, &dbi), 0);
+	assert_int_equal(mdb_drop(txn, dbi, 1), 0);
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
 
@@ -806,6 +810,167 @@ test_checkpoint(void **state)
 	store_close(s);
 }
 
+/* Collects the keys an audit walk visits (and checks each body is the one appended). */
+typedef struct {
+	uint64_t keys[64];
+	size_t n, stop_after;
+} audit_seen_t;
+
+static int
+audit_collect(void *ctx, const store_audit_t *r)
+{
+	audit_seen_t *a = ctx;
+	char want[32];
+
+	snprintf(want, sizeof(want), "ev%llu", (unsigned long long)(r->key % 1000));
+	assert_true(slice_eq_cstr(r->body, want));
+	a->keys[a->n++] = r->key;
+	return a->stop_after != 0 && a->n == a->stop_after ? 7 : 0;
+}
+
+static uint64_t
+audit_add(store_txn_t *t, uint64_t time_ns, const char *ref)
+{
+	slice_t refs[2] = {ref != NULL ? slice_cstr(ref) : SLICE_NULL, SLICE_LIT("all|Group")};
+	uint64_t key = 0;
+	char body[32];
+
+	assert_int_equal(store_audit_next_key(t, time_ns, &key), 0);
+	snprintf(body, sizeof(body), "ev%llu", (unsigned long long)(key % 1000));
+	assert_int_equal(store_audit_append(t, key, slice_cstr(body), ref != NULL ? refs : refs + 1,
+					    ref != NULL ? 2 : 1),
+			 0);
+	return key;
+}
+
+/* The audit trail: keys only grow (a time that goes back gets the last key + 1), records and
+ * reference entries (one sorted run per transaction) come back in either order within a key
+ * range, paging stops where the callback says, bad appends are refused (and a failed
+ * transaction leaves no run), stats and verify count them. */
+static void
+test_audit_trail(void **state)
+{
+	fixture_t *f = *state;
+	store_t *s = open_store(f, 0, false);
+	store_txn_t *t;
+	store_audit_t r;
+	audit_seen_t a = {0};
+	uint64_t k[5], key;
+	slice_t bad[1] = {SLICE_LIT("a\0b")};
+
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	k[0] = audit_add(t, 5000, "1|Patient");
+	k[1] = audit_add(t, 6000, NULL);
+	k[2] = audit_add(t, 4000, "1|Patient"); /* the clock went back: 6001 */
+	assert_int_equal(k[0], 5000);
+	assert_int_equal(k[1], 6000);
+	assert_int_equal(k[2], 6001);
+	assert_int_equal(store_txn_commit(t), 0);
+
+	/* A later transaction continues above the last key. */
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	k[3] = audit_add(t, 6001, "2|Patient");
+	k[4] = audit_add(t, 9000, "1|Patient");
+	assert_int_equal(k[3], 6002);
+	/* Not above the last key, an empty body or a ref with a NUL: refused, sticky. */
+	assert_int_equal(store_audit_append(t, 9000, SLICE_LIT("x"), NULL, 0), -FG_EINVAL);
+	assert_int_equal(store_txn_commit(t), -FG_EINVAL);
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	k[3] = audit_add(t, 6001, "2|Patient");
+	k[4] = audit_add(t, 9000, "1|Patient");
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	assert_int_equal(store_audit_append(t, 9999, slice_make("", 0), NULL, 0), -FG_EINVAL);
+	store_txn_abort(t);
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	bad[0] = slice_make("a\0b", 3);
+	assert_int_equal(store_audit_append(t, 9999, SLICE_LIT("x"), bad, 1), -FG_EINVAL);
+	store_txn_abort(t);
+
+	assert_int_equal(store_txn_begin(s, false, &t), 0);
+	assert_int_equal(store_audit_get(t, 6001, &r), 0);
+	assert_true(slice_eq_cstr(r.body, "ev1"));
+	assert_int_equal(store_audit_get(t, 6003, &r), -FG_ENOTFOUND);
+	/* All, oldest first; newest first; a range; a range from the top. */
+	assert_int_equal(store_audit_foreach(t, 0, UINT64_MAX, false, audit_collect, &a), 0);
+	assert_int_equal(a.n, 5);
+	for (size_t i = 0; i < 5; i++)
+		assert_int_equal(a.keys[i], k[i]);
+	a.n = 0;
+	assert_int_equal(store_audit_foreach(t, 0, UINT64_MAX, true, audit_collect, &a), 0);
+	assert_int_equal(a.n, 5);
+	assert_int_equal(a.keys[0], 9000);
+	assert_int_equal(a.keys[4], 5000);
+	a.n = 0;
+	assert_int_equal(store_audit_foreach(t, 6000, 6002, false, audit_collect, &a), 0);
+	assert_int_equal(a.n, 2);
+	assert_int_equal(a.keys[1], 6001);
+	a.n = 0;
+	assert_int_equal(store_audit_foreach(t, 6000, 6002, true, audit_collect, &a), 0);
+	assert_int_equal(a.n, 2);
+	assert_int_equal(a.keys[0], 6001);
+	a.n = 0;
+	assert_int_equal(store_audit_foreach(t, 7000, 6000, false, audit_collect, &a), 0);
+	assert_int_equal(a.n, 0);
+	/* The callback stops the walk with its value. */
+	a = (audit_seen_t){.stop_after = 2};
+	assert_int_equal(store_audit_foreach(t, 0, UINT64_MAX, true, audit_collect, &a), 7);
+	assert_int_equal(a.n, 2);
+
+	/* By reference: exact, in either order, within the range. */
+	a = (audit_seen_t){0};
+	assert_int_equal(store_audit_foreach_ref(t, SLICE_LIT("1|Patient"), 0, UINT64_MAX, false,
+						 audit_collect, &a),
+			 0);
+	assert_int_equal(a.n, 3);
+	assert_int_equal(a.keys[0], 5000);
+	assert_int_equal(a.keys[1], 6001);
+	assert_int_equal(a.keys[2], 9000);
+	a.n = 0;
+	assert_int_equal(
+	    store_audit_foreach_ref(t, SLICE_LIT("1|Patient"), 5001, 9000, true, audit_collect, &a),
+	    0);
+	assert_int_equal(a.n, 1);
+	assert_int_equal(a.keys[0], 6001);
+	a.n = 0;
+	assert_int_equal(store_audit_foreach_ref(t, SLICE_LIT("1|Patien"), 0, UINT64_MAX, false,
+						 audit_collect, &a),
+			 0);
+	assert_int_equal(a.n, 0);
+	a.n = 0;
+	assert_int_equal(store_audit_foreach_ref(t, SLICE_LIT("all|Group"), 0, UINT64_MAX, true,
+						 audit_collect, &a),
+			 0);
+	assert_int_equal(a.n, 5);
+	assert_int_equal(a.keys[0], 9000);
+	assert_int_equal(store_verify(t, NULL, NULL), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(stats_of(s).audit, 5);
+	assert_int_equal(stats_of(s).audit_refs, 2); /* one run per transaction */
+	/* Writes only in write transactions. */
+	assert_int_equal(store_txn_begin(s, false, &t), 0);
+	assert_int_equal(store_audit_next_key(t, 1, &key), -FG_EINVAL);
+	store_txn_abort(t);
+	store_close(s);
+
+	/* verify finds a run entry whose record is gone and a record that does not decode. */
+	{
+		unsigned char run[1 + 2 + 9 + 8] = {1,   0,   9,   '9', '|',  'P', 'a',
+						    't', 'i', 'e', 'n', 't',  0,   0,
+						    0,   0,   0,   0,   0x30, 0x3a};
+		unsigned char rk[8] = {0, 0, 0, 0, 0, 0, 0x30, 0x3a};
+		unsigned char ak[8] = {0, 0, 0, 0, 0, 0, 0x30, 0x39};
+
+		raw_put(f, "auditref", rk, sizeof(rk), run, sizeof(run));
+		raw_put(f, "audit", ak, sizeof(ak), "\x09x", 2);
+	}
+	s = open_store(f, 0, true);
+	assert_int_equal(store_txn_begin(s, false, &t), 0);
+	assert_int_equal(store_verify(t, NULL, NULL), 2);
+	store_txn_abort(t);
+	store_close(s);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int
@@ -818,6 +983,7 @@ main(void)
 	    T(test_sticky_map_full), T(test_reopen),      T(test_two_processes),
 	    T(test_read_only),       T(test_abort),       T(test_batch),
 	    T(test_schema_newer),    T(test_older_store), T(test_checkpoint),
+	    T(test_audit_trail),
 	};
 
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
