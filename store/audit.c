@@ -208,14 +208,11 @@ int
 store_audit_get(store_txn_t *t, uint64_t key, store_audit_t *out)
 {
 	unsigned char kb[8];
-	MDB_val k = store_seq_key(kb, key), v;
+	MDB_val k, v;
 	int rc;
 
-	if ((rc = store_txn_check(t, false, "audit get")) < 0)
+	if ((rc = store_seq_get(t, STORE_DB_AUDIT, key, "audit get", kb, &k, &v)) < 0)
 		return rc;
-	rc = mdb_get(t->txn, t->s->dbi[STORE_DB_AUDIT], &k, &v);
-	if (rc != 0)
-		return store_txn_fail(t, store_mdb_fail("audit get", rc));
 	if (store_audit_decode(&k, &v, out) < 0)
 		return store_audit_corrupt(t, key);
 	return 0;

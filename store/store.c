@@ -571,17 +571,27 @@ store_msg_append(store_txn_t *t, const store_msg_t *m, uint64_t *seq)
 }
 
 int
+store_seq_get(store_txn_t *t, int db, uint64_t seq, const char *op, unsigned char kb[8], MDB_val *k,
+	      MDB_val *v)
+{
+	int rc;
+
+	*k = store_seq_key(kb, seq);
+	if ((rc = store_txn_check(t, false, op)) < 0)
+		return rc;
+	rc = mdb_get(t->txn, t->s->dbi[db], k, v);
+	return rc != 0 ? store_txn_fail(t, store_mdb_fail(op, rc)) : 0;
+}
+
+int
 store_msg_get(store_txn_t *t, uint64_t seq, store_msg_t *out)
 {
 	unsigned char kb[8];
-	MDB_val k = store_seq_key(kb, seq), v;
+	MDB_val k, v;
 	int rc;
 
-	if ((rc = store_txn_check(t, false, "msg get")) < 0)
+	if ((rc = store_seq_get(t, STORE_DB_MSG, seq, "msg get", kb, &k, &v)) < 0)
 		return rc;
-	rc = mdb_get(t->txn, t->s->dbi[STORE_DB_MSG], &k, &v);
-	if (rc != 0)
-		return store_txn_fail(t, store_mdb_fail("msg get", rc));
 	if (store_msg_decode(&k, &v, out) < 0)
 		return store_corrupt(t, "msg", seq);
 	return 0;
@@ -712,14 +722,11 @@ int
 store_dead_get(store_txn_t *t, uint64_t seq, store_dead_t *out)
 {
 	unsigned char kb[8];
-	MDB_val k = store_seq_key(kb, seq), v;
+	MDB_val k, v;
 	int rc;
 
-	if ((rc = store_txn_check(t, false, "dead get")) < 0)
+	if ((rc = store_seq_get(t, STORE_DB_DEAD, seq, "dead get", kb, &k, &v)) < 0)
 		return rc;
-	rc = mdb_get(t->txn, t->s->dbi[STORE_DB_DEAD], &k, &v);
-	if (rc != 0)
-		return store_txn_fail(t, store_mdb_fail("dead get", rc));
 	if (store_dead_decode(&k, &v, out) < 0)
 		return store_corrupt(t, "dead", seq);
 	return 0;

@@ -165,4 +165,9 @@ store_seq_key(unsigned char *kb, uint64_t seq)
 	return (MDB_val){8, kb};
 }
 
+/* Looks up the u64 key seq in db inside a read (or write) transaction: *k (in kb) and *v are
+ * what the decoders take. 0, or an error (-FG_ENOTFOUND when absent) with op in the message. */
+int store_seq_get(store_txn_t *t, int db, uint64_t seq, const char *op, unsigned char kb[8],
+		  MDB_val *k, MDB_val *v);
+
 #endif
