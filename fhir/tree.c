@@ -12,6 +12,7 @@
 typedef struct {
 	slice_t key;
 	fhir_node_t *val;
+	uint32_t rank; /* fhir_object_insert's order; 0 for members added otherwise */
 } fhir_member_t;
 
 struct fhir_node {
@@ -217,6 +218,7 @@ fhir_object_append(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 	}
 	obj->u.obj.m[n].key = key;
 	obj->u.obj.m[n].val = val;
+	obj->u.obj.m[n].rank = 0;
 	obj->u.obj.n = n + 1;
 	if (obj->u.obj.idx != NULL && (n + 1) * 2 <= obj->u.obj.idx_cap)
 		fhir_object_index_put(obj, n);
@@ -253,6 +255,37 @@ void
 fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 {
 	fhir_object_append(a, obj, key, val);
+}
+
+void
+fhir_object_insert(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank)
+{
+	size_t n = obj->u.obj.n, at = n;
+	fhir_member_t *m;
+
+	/* almost always at the end: members mostly come in order */
+	while (at > 0 && obj->u.obj.m[at - 1].rank > rank)
+		at--;
+	fhir_object_append(a, obj, key, val);
+	m = obj->u.obj.m;
+	if (at == n) {
+		m[n].rank = rank;
+		return;
+	}
+	memmove(&m[at + 1], &m[at], (n - at) * sizeof(*m));
+	m[at] = (fhir_member_t){.key = key, .val = val, .rank = rank};
+	if (obj->u.obj.idx != NULL) {
+		/* positions shifted: rebuild in place */
+		memset(obj->u.obj.idx, 0, obj->u.obj.idx_cap * sizeof(*obj->u.obj.idx));
+		for (size_t j = 0; j < obj->u.obj.n; j++)
+			fhir_object_index_put(obj, j);
+	}
+}
+
+uint32_t
+fhir_object_rank_at(const fhir_node_t *obj, size_t i)
+{
+	return i < fhir_object_count(obj) ? obj->u.obj.m[i].rank : 0;
 }
 
 void
@@ -424,6 +457,7 @@ fhir_node_clone(arena_t *a, const fhir_node_t *n)
 			for (size_t i = 0; i < n->u.obj.n; i++) {
 				c->u.obj.m[i].key = arena_slice_dup(a, n->u.obj.m[i].key);
 				c->u.obj.m[i].val = fhir_node_clone(a, n->u.obj.m[i].val);
+				c->u.obj.m[i].rank = n->u.obj.m[i].rank;
 			}
 			c->u.obj.n = n->u.obj.n;
 			if (c->u.obj.n > FHIR_OBJECT_LINEAR_MAX)

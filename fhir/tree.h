@@ -55,6 +55,13 @@ bool fhir_object_add_new(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t 
 /* Appends a key the caller knows is not there yet, without looking for it; key is borrowed
  * (it must live in a or longer), which is how a copy reuses the keys of its original. */
 void fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val);
+/* Inserts a key the caller knows is not there yet (borrowed, as with fhir_object_push) after
+ * the members of rank up to rank and before those above it: members inserted so stay sorted
+ * by rank, ties in insertion order, whatever order they come in. Members added by the other
+ * functions have rank 0. */
+void fhir_object_insert(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank);
+/* The rank member i was inserted with (0 when out of range or added otherwise). */
+uint32_t fhir_object_rank_at(const fhir_node_t *obj, size_t i);
 /* Puts obj's members in a new order: order[j] is the position now of the member that goes to
  * j (a permutation of 0 .. count - 1). */
 void fhir_object_reorder(arena_t *a, fhir_node_t *obj, const uint32_t *order);

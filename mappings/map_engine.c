@@ -83,6 +83,10 @@ struct map_conv {
 	size_t nsegs;
 	uint32_t *seq; /* per segment: its occurrence number (1-based) */
 	bool too_many;
+	/* a datatype map's object went where another type goes (Quantity as Age): its members
+	 * were inserted in the order of the map's type, so the resources are sorted at the end */
+	bool canon_needed;
+	const fhir_type_t *t_coding, *t_reference;
 	/* scratch text, kept from value to value (a fresh buf_t would allocate each time):
 	 * each is used between two calls that cannot reach its user again */
 	buf_t text, part, cat; /* map_line_value */
@@ -99,6 +103,49 @@ map_seg_key(slice_t id)
 	for (size_t i = 0; i < 3; i++)
 		k = k << 8 | (i < id.len ? (unsigned char)id.ptr[i] : 0);
 	return k;
+}
+
+static uint32_t map_canon_rank_cached(const fhir_type_t *t, slice_t k, const fhir_type_t **et);
+
+/* Where key goes in an object of R4 type t (map_canon_rank). */
+static uint32_t
+map_rank(const fhir_type_t *t, slice_t key)
+{
+	const fhir_type_t *et;
+
+	return map_canon_rank_cached(t, key, &et);
+}
+
+/* Adds a member that obj was just found not to have, at its place in R4 order: no second
+ * lookup (the key is copied, as fhir_object_set copies it). */
+static void
+map_member_add(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *v, uint32_t rank)
+{
+	fhir_object_insert(a, obj, arena_slice_dup(a, key), v, rank);
+}
+
+/* fhir_object_set for an object of R4 type t: a new key goes to its place in R4 order. */
+static void
+map_member_set(arena_t *a, fhir_node_t *obj, const fhir_type_t *t, slice_t key, fhir_node_t *v)
+{
+	if (fhir_object_get(obj, key) != NULL)
+		fhir_object_set(a, obj, key, v);
+	else
+		map_member_add(a, obj, key, v, map_rank(t, key));
+}
+
+/* Members of src that dst lacks go to dst (src's ranks are dst's: they are objects of the same
+ * type). */
+static void
+map_merge(arena_t *a, fhir_node_t *dst, const fhir_node_t *src)
+{
+	for (size_t i = 0; i < fhir_object_count(src); i++) {
+		slice_t k = fhir_object_key_at(src, i);
+
+		if (fhir_object_get(dst, k) == NULL)
+			fhir_object_insert(a, dst, k, fhir_object_value_at(src, i),
+					   fhir_object_rank_at(src, i));
+	}
 }
 
 /* Appends the decimal digits of v at p (no NUL); returns the end. Conversions make many small
@@ -432,10 +479,7 @@ map_ids_finish(map_conv_t *cv)
 			if (o->merged_into != NULL || !slice_eq(o->type, inst->type) ||
 			    strcmp(o->id, inst->id) != 0)
 				continue;
-			for (size_t k = 0; k < fhir_object_count(inst->obj); k++)
-				(void)fhir_object_add_new(cv->a, o->obj,
-							  fhir_object_key_at(inst->obj, k),
-							  fhir_object_value_at(inst->obj, k));
+			map_merge(cv->a, o->obj, inst->obj);
 			inst->merged_into = o;
 			break;
 		}
@@ -471,13 +515,14 @@ map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 		memcpy(tmp, inst->type.ptr, inst->type.len);
 		tmp[inst->type.len] = '/';
 		memcpy(tmp + inst->type.len + 1, inst->id, 32);
-		fhir_object_set(cv->a, ref, SLICE_LIT("reference"),
-				fhir_string_new(cv->a, slice_make(tmp, inst->type.len + 33)));
+		map_member_set(cv->a, ref, cv->t_reference, SLICE_LIT("reference"),
+			       fhir_string_new(cv->a, slice_make(tmp, inst->type.len + 33)));
 		return;
 	}
 	buf_init(&b, 0);
 	map_ref_text(&b, inst);
-	fhir_object_set(cv->a, ref, SLICE_LIT("reference"), fhir_string_new(cv->a, buf_slice(&b)));
+	map_member_set(cv->a, ref, cv->t_reference, SLICE_LIT("reference"),
+		       fhir_string_new(cv->a, buf_slice(&b)));
 	buf_free(&b);
 }
 
@@ -491,8 +536,9 @@ map_reference(map_conv_t *cv, map_inst_t *inst)
 	/* a placeholder that differs between resources, so that arrays keep both references */
 	tmp[0] = '?';
 	end = map_put_u64(tmp + 1, (uintptr_t)inst);
-	fhir_object_set_cstr(cv->a, ref, "reference",
-			     fhir_string_new(cv->a, slice_make(tmp, (size_t)(end - tmp))));
+	map_member_add(cv->a, ref, SLICE_LIT("reference"),
+		       fhir_string_new(cv->a, slice_make(tmp, (size_t)(end - tmp))),
+		       map_rank(cv->t_reference, SLICE_LIT("reference")));
 	*MAP_VEC_PUSH(cv->refs) = (map_pending_ref_t){ref, inst};
 	return ref;
 }
@@ -829,10 +875,13 @@ map_coding_from_row(map_conv_t *cv, const map_vrow_t *r)
 	fhir_node_t *c = fhir_object_new(cv->a);
 
 	if (r->fsystem.len > 0)
-		fhir_object_set_cstr(cv->a, c, "system", fhir_string_new(cv->a, r->fsystem));
-	fhir_object_set_cstr(cv->a, c, "code", fhir_string_new(cv->a, r->fcode));
+		map_member_add(cv->a, c, SLICE_LIT("system"), fhir_string_new(cv->a, r->fsystem),
+			       map_rank(cv->t_coding, SLICE_LIT("system")));
+	map_member_add(cv->a, c, SLICE_LIT("code"), fhir_string_new(cv->a, r->fcode),
+		       map_rank(cv->t_coding, SLICE_LIT("code")));
 	if (r->fdisplay.len > 0)
-		fhir_object_set_cstr(cv->a, c, "display", fhir_string_new(cv->a, r->fdisplay));
+		map_member_add(cv->a, c, SLICE_LIT("display"), fhir_string_new(cv->a, r->fdisplay),
+			       map_rank(cv->t_coding, SLICE_LIT("display")));
 	return c;
 }
 
@@ -890,7 +939,7 @@ map_vocab_apply(map_run_t *run, const map_line_t *l, const fhir_type_t *t, slice
 		}
 		node = cc != NULL ? cc : fhir_object_new(cv->a);
 		if (fhir_array_len(codings) > 0)
-			fhir_object_set_cstr(cv->a, node, "coding", codings);
+			map_member_set(cv->a, node, t, SLICE_LIT("coding"), codings);
 	} else if (mm.n > 0 && strcmp(name, "Coding") == 0) {
 		node = map_coding_from_row(cv, mm.rows[0]);
 	} else if (mm.n > 0 && strcmp(name, "boolean") == 0) {
@@ -947,14 +996,6 @@ map_label_find(map_run_t *run, fhir_node_t *arr, uint16_t index)
 	return NULL;
 }
 
-/* Adds a member that obj was just found not to have: no second lookup (the key is copied, as
- * fhir_object_set copies it). */
-static void
-map_member_add(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *v)
-{
-	fhir_object_push(a, obj, arena_slice_dup(a, key), v);
-}
-
 /* The object a step leads to, made when missing: objects by key; in arrays the labelled
  * element [n], or the first element when the step has no [n]. */
 static fhir_node_t *
@@ -973,7 +1014,7 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 		child = fhir_object_get(obj, buf_slice(&key));
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			map_member_add(a, obj, buf_slice(&key), child);
+			map_member_add(a, obj, buf_slice(&key), child, st->rank + 1);
 		}
 		buf_free(&key);
 		map_path_step(path, st, 0, false);
@@ -983,7 +1024,7 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 		child = fhir_object_get(obj, st->name);
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			map_member_add(a, obj, st->name, child);
+			map_member_add(a, obj, st->name, child, st->rank);
 		}
 		map_path_step(path, st, 0, false);
 		return fhir_node_kind(child) == FHIR_OBJECT ? child : NULL;
@@ -991,7 +1032,7 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 	arr = fhir_object_get(obj, st->name);
 	if (arr == NULL) {
 		arr = fhir_array_new(a);
-		map_member_add(a, obj, st->name, arr);
+		map_member_add(a, obj, st->name, arr, st->rank);
 	}
 	if (fhir_node_kind(arr) != FHIR_ARRAY)
 		return NULL;
@@ -1013,15 +1054,6 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 			pos = i;
 	map_path_step(path, st, pos, true);
 	return fhir_node_kind(child) == FHIR_OBJECT ? child : NULL;
-}
-
-/* Members of src that dst lacks go to dst. */
-static void
-map_merge(arena_t *a, fhir_node_t *dst, const fhir_node_t *src)
-{
-	for (size_t i = 0; i < fhir_object_count(src); i++)
-		(void)fhir_object_add_new(a, dst, fhir_object_key_at(src, i),
-					  fhir_object_value_at(src, i));
 }
 
 /* Whether obj already has another type of the choice element st is one of (value[x]). */
@@ -1071,7 +1103,7 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 	if (st->array) {
 		if (cur == NULL) {
 			cur = fhir_array_new(a);
-			map_member_add(a, obj, st->name, cur);
+			map_member_add(a, obj, st->name, cur, st->rank);
 		}
 		if (fhir_node_kind(cur) != FHIR_ARRAY)
 			return false;
@@ -1108,7 +1140,7 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 		map_path_step(path, st, 0, false);
 		return true;
 	}
-	map_member_add(a, obj, st->name, v);
+	map_member_add(a, obj, st->name, v, st->rank);
 	map_path_step(path, st, 0, false);
 	return true;
 }
@@ -1199,6 +1231,9 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 					   : fhir_object_new(cv->a);
 				map_run_def(cv, l->as_def, &from, *src_out, raw, level, NULL, made,
 					    &made);
+				cv->canon_needed |= made != NULL &&
+						    fhir_node_kind(made) == FHIR_OBJECT &&
+						    t != l->as_def->type;
 				node = made;
 				if (node != NULL && fhir_node_is_empty(node)) {
 					node = NULL;
@@ -2152,7 +2187,8 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 
 		if (inst->merged_into != NULL)
 			continue;
-		fhir_object_set_cstr(a, inst->obj, "id", fhir_string_new(a, slice_cstr(inst->id)));
+		map_member_set(a, inst->obj, inst->meta, SLICE_LIT("id"),
+			       fhir_string_new(a, slice_cstr(inst->id)));
 		map_dedupe(inst->obj, 0);
 		(void)fhir_node_prune(inst->obj);
 		map_check_required(cv, inst);
@@ -2183,7 +2219,9 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		if (inst->merged_into != NULL || inst->dropped)
 			continue;
 		r = inst->obj;
-		map_canon(a, r, inst->meta); /* r has its resourceType (map_inst_new) */
+		/* members went in in R4 order (map_member_add), unless canon_needed */
+		if (cv->canon_needed)
+			map_canon(a, r, inst->meta); /* r has its resourceType (map_inst_new) */
 		inst->result_index = n;
 		rs[n].type = inst->type;
 		rs[n].id = slice_make(arena_strndup(a, inst->id, 32), 32);
@@ -2204,11 +2242,12 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	b = cv->bundle.obj;
 	(void)fhir_object_remove(b, SLICE_LIT("id"));
 	(void)fhir_object_remove(b, SLICE_LIT("entry"));
-	fhir_object_set_cstr(a, b, "type", fhir_string_new(a, SLICE_LIT("transaction")));
+	map_member_set(a, b, cv->bundle.meta, SLICE_LIT("type"),
+		       fhir_string_new(a, SLICE_LIT("transaction")));
 	(void)fhir_node_prune(b);
-	/* entries are in order already, and last in R4 order (no signature is made) */
-	map_canon(a, b, NULL);
-	fhir_object_set_cstr(a, b, "entry", entries);
+	if (cv->canon_needed)
+		map_canon(a, b, cv->bundle.meta);
+	map_member_set(a, b, cv->bundle.meta, SLICE_LIT("entry"), entries);
 	res->bundle = b;
 	res->resources = rs;
 	res->nresources = n;
@@ -2287,6 +2326,9 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	cv.current = arena_zalloc(a, (cv.msg->nslots + 1) * sizeof(*cv.current));
 	cv.seen = arena_zalloc(a, (cv.msg->ngroups + 1) * sizeof(*cv.seen));
 	cv.bundle.type = SLICE_LIT("Bundle");
+	cv.bundle.meta = fhir_meta_type(cv.bundle.type);
+	cv.t_coding = fhir_meta_type(SLICE_LIT("Coding"));
+	cv.t_reference = fhir_meta_type(SLICE_LIT("Reference"));
 	cv.bundle.obj = fhir_object_new(a);
 	cv.bundle.has_id = true;
 	fhir_object_set_cstr(a, cv.bundle.obj, "resourceType",

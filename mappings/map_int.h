@@ -79,6 +79,9 @@ typedef struct {
 	uint16_t index; /* [n]; 0 when none */
 	unsigned col;
 	const fhir_elem_t *elem;
+	/* where the member goes in its object, in R4 element order (map_engine.c, map_rank):
+	 * 2 * the element's position + 2, its "_name" companion one more */
+	uint32_t rank;
 	const fhir_type_t *type; /* the element's type; NULL for ResourceList */
 	bool array;
 	bool primitive;

@@ -234,6 +234,7 @@ map_path_check(map_ld_t *ld, const map_def_t *d, const map_line_t *l, const fhir
 				 i == 0 ? t->name : in->name, (int)st->name.len, st->name.ptr);
 			return false;
 		}
+		st->rank = 2 * (uint32_t)(st->elem - in->elems) + 2;
 		st->array = (st->elem->flags & FHIR_ELEM_ARRAY) != 0;
 		st->primitive = (st->elem->flags & FHIR_ELEM_PRIMITIVE) != 0;
 		st->type = fhir_meta_type(slice_cstr(st->elem->type));
