@@ -316,6 +316,32 @@ fhir_object_get(const fhir_node_t *obj, slice_t key)
 	return m != NULL ? m->val : NULL;
 }
 
+fhir_node_t *
+fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
+{
+	const fhir_member_t *m;
+
+	if (obj == NULL || obj->kind != FHIR_OBJECT)
+		return NULL;
+	m = obj->u.obj.m;
+	if (obj->u.obj.idx != NULL) {
+		size_t mask = obj->u.obj.idx_cap - 1;
+		size_t h = fhir_key_hash(key) & mask;
+		uint32_t p;
+
+		while ((p = obj->u.obj.idx[h]) != 0) {
+			if (m[p - 1].key.ptr == key.ptr)
+				return m[p - 1].val;
+			h = (h + 1) & mask;
+		}
+		return NULL;
+	}
+	for (size_t i = 0; i < obj->u.obj.n; i++)
+		if (m[i].key.ptr == key.ptr)
+			return m[i].val;
+	return NULL;
+}
+
 bool
 fhir_object_remove(fhir_node_t *obj, slice_t key)
 {

@@ -66,6 +66,9 @@ uint32_t fhir_object_rank_at(const fhir_node_t *obj, size_t i);
  * j (a permutation of 0 .. count - 1). */
 void fhir_object_reorder(arena_t *a, fhir_node_t *obj, const uint32_t *order);
 fhir_node_t *fhir_object_get(const fhir_node_t *obj, slice_t key);
+/* fhir_object_get comparing keys by address, not by bytes: for objects whose every key comes
+ * from one table of unique strings (interned), as key does. */
+fhir_node_t *fhir_object_get_interned(const fhir_node_t *obj, slice_t key);
 bool fhir_object_remove(fhir_node_t *obj, slice_t key);
 size_t fhir_object_count(const fhir_node_t *obj);
 slice_t fhir_object_key_at(const fhir_node_t *obj, size_t i);

@@ -117,18 +117,20 @@ map_rank(const fhir_type_t *t, slice_t key)
 }
 
 /* Adds a member that obj was just found not to have, at its place in R4 order: no second
- * lookup (the key is copied, as fhir_object_set copies it). */
+ * lookup. key is interned in the set (map_set_key, map_keys), as every key of the trees a
+ * conversion builds is: they borrow it, and look members up by address. */
 static void
 map_member_add(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *v, uint32_t rank)
 {
-	fhir_object_insert(a, obj, arena_slice_dup(a, key), v, rank);
+	fhir_object_insert(a, obj, key, v, rank);
 }
 
-/* fhir_object_set for an object of R4 type t: a new key goes to its place in R4 order. */
+/* fhir_object_set for an object of R4 type t: a new key (interned) goes to its place in R4
+ * order. */
 static void
 map_member_set(arena_t *a, fhir_node_t *obj, const fhir_type_t *t, slice_t key, fhir_node_t *v)
 {
-	if (fhir_object_get(obj, key) != NULL)
+	if (fhir_object_get_interned(obj, key) != NULL)
 		fhir_object_set(a, obj, key, v);
 	else
 		map_member_add(a, obj, key, v, map_rank(t, key));
@@ -142,7 +144,7 @@ map_merge(arena_t *a, fhir_node_t *dst, const fhir_node_t *src)
 	for (size_t i = 0; i < fhir_object_count(src); i++) {
 		slice_t k = fhir_object_key_at(src, i);
 
-		if (fhir_object_get(dst, k) == NULL)
+		if (fhir_object_get_interned(dst, k) == NULL)
 			fhir_object_insert(a, dst, k, fhir_object_value_at(src, i),
 					   fhir_object_rank_at(src, i));
 	}
@@ -453,7 +455,8 @@ map_inst_new(map_conv_t *cv, slice_t type, const fhir_type_t *meta, size_t seg_i
 	inst->seg_index = seg_index;
 	map_text_copy(inst->where, sizeof(inst->where), where, where + strlen(where));
 	inst->obj = fhir_object_new(cv->a);
-	fhir_object_set_cstr(cv->a, inst->obj, "resourceType", fhir_string_new(cv->a, type));
+	map_member_add(cv->a, inst->obj, map_keys[MAP_KEY_RESOURCE_TYPE],
+		       fhir_string_new(cv->a, type), 0);
 	if (cv->insts.n >= MAP_MAX_RESOURCES)
 		cv->too_many = true;
 	else
@@ -515,13 +518,13 @@ map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 		memcpy(tmp, inst->type.ptr, inst->type.len);
 		tmp[inst->type.len] = '/';
 		memcpy(tmp + inst->type.len + 1, inst->id, 32);
-		map_member_set(cv->a, ref, cv->t_reference, SLICE_LIT("reference"),
+		map_member_set(cv->a, ref, cv->t_reference, map_keys[MAP_KEY_REFERENCE],
 			       fhir_string_new(cv->a, slice_make(tmp, inst->type.len + 33)));
 		return;
 	}
 	buf_init(&b, 0);
 	map_ref_text(&b, inst);
-	map_member_set(cv->a, ref, cv->t_reference, SLICE_LIT("reference"),
+	map_member_set(cv->a, ref, cv->t_reference, map_keys[MAP_KEY_REFERENCE],
 		       fhir_string_new(cv->a, buf_slice(&b)));
 	buf_free(&b);
 }
@@ -536,9 +539,9 @@ map_reference(map_conv_t *cv, map_inst_t *inst)
 	/* a placeholder that differs between resources, so that arrays keep both references */
 	tmp[0] = '?';
 	end = map_put_u64(tmp + 1, (uintptr_t)inst);
-	map_member_add(cv->a, ref, SLICE_LIT("reference"),
+	map_member_add(cv->a, ref, map_keys[MAP_KEY_REFERENCE],
 		       fhir_string_new(cv->a, slice_make(tmp, (size_t)(end - tmp))),
-		       map_rank(cv->t_reference, SLICE_LIT("reference")));
+		       map_rank(cv->t_reference, map_keys[MAP_KEY_REFERENCE]));
 	*MAP_VEC_PUSH(cv->refs) = (map_pending_ref_t){ref, inst};
 	return ref;
 }
@@ -875,13 +878,15 @@ map_coding_from_row(map_conv_t *cv, const map_vrow_t *r)
 	fhir_node_t *c = fhir_object_new(cv->a);
 
 	if (r->fsystem.len > 0)
-		map_member_add(cv->a, c, SLICE_LIT("system"), fhir_string_new(cv->a, r->fsystem),
-			       map_rank(cv->t_coding, SLICE_LIT("system")));
-	map_member_add(cv->a, c, SLICE_LIT("code"), fhir_string_new(cv->a, r->fcode),
-		       map_rank(cv->t_coding, SLICE_LIT("code")));
+		map_member_add(cv->a, c, map_keys[MAP_KEY_SYSTEM],
+			       fhir_string_new(cv->a, r->fsystem),
+			       map_rank(cv->t_coding, map_keys[MAP_KEY_SYSTEM]));
+	map_member_add(cv->a, c, map_keys[MAP_KEY_CODE], fhir_string_new(cv->a, r->fcode),
+		       map_rank(cv->t_coding, map_keys[MAP_KEY_CODE]));
 	if (r->fdisplay.len > 0)
-		map_member_add(cv->a, c, SLICE_LIT("display"), fhir_string_new(cv->a, r->fdisplay),
-			       map_rank(cv->t_coding, SLICE_LIT("display")));
+		map_member_add(cv->a, c, map_keys[MAP_KEY_DISPLAY],
+			       fhir_string_new(cv->a, r->fdisplay),
+			       map_rank(cv->t_coding, map_keys[MAP_KEY_DISPLAY]));
 	return c;
 }
 
@@ -939,7 +944,7 @@ map_vocab_apply(map_run_t *run, const map_line_t *l, const fhir_type_t *t, slice
 		}
 		node = cc != NULL ? cc : fhir_object_new(cv->a);
 		if (fhir_array_len(codings) > 0)
-			map_member_set(cv->a, node, t, SLICE_LIT("coding"), codings);
+			map_member_set(cv->a, node, t, map_keys[MAP_KEY_CODING], codings);
 	} else if (mm.n > 0 && strcmp(name, "Coding") == 0) {
 		node = map_coding_from_row(cv, mm.rows[0]);
 	} else if (mm.n > 0 && strcmp(name, "boolean") == 0) {
@@ -1007,32 +1012,27 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 
 	if (st->primitive) {
 		/* extension / id of a primitive live in the "_name" companion */
-		buf_t key = BUF_INIT;
-
-		buf_append_byte(&key, '_');
-		buf_append_slice(&key, st->name);
-		child = fhir_object_get(obj, buf_slice(&key));
+		child = fhir_object_get_interned(obj, st->ext_key);
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			map_member_add(a, obj, buf_slice(&key), child, st->rank + 1);
+			map_member_add(a, obj, st->ext_key, child, st->rank + 1);
 		}
-		buf_free(&key);
 		map_path_step(path, st, 0, false);
 		return fhir_node_kind(child) == FHIR_OBJECT ? child : NULL;
 	}
 	if (!st->array) {
-		child = fhir_object_get(obj, st->name);
+		child = fhir_object_get_interned(obj, st->key);
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			map_member_add(a, obj, st->name, child, st->rank);
+			map_member_add(a, obj, st->key, child, st->rank);
 		}
 		map_path_step(path, st, 0, false);
 		return fhir_node_kind(child) == FHIR_OBJECT ? child : NULL;
 	}
-	arr = fhir_object_get(obj, st->name);
+	arr = fhir_object_get_interned(obj, st->key);
 	if (arr == NULL) {
 		arr = fhir_array_new(a);
-		map_member_add(a, obj, st->name, arr, st->rank);
+		map_member_add(a, obj, st->key, arr, st->rank);
 	}
 	if (fhir_node_kind(arr) != FHIR_ARRAY)
 		return NULL;
@@ -1096,14 +1096,14 @@ static bool
 map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, buf_t *path)
 {
 	arena_t *a = run->fr.cv->a;
-	fhir_node_t *cur = fhir_object_get(obj, st->name);
+	fhir_node_t *cur = fhir_object_get_interned(obj, st->key);
 
 	if (map_choice_taken(obj, st))
 		return false;
 	if (st->array) {
 		if (cur == NULL) {
 			cur = fhir_array_new(a);
-			map_member_add(a, obj, st->name, cur, st->rank);
+			map_member_add(a, obj, st->key, cur, st->rank);
 		}
 		if (fhir_node_kind(cur) != FHIR_ARRAY)
 			return false;
@@ -1140,7 +1140,7 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 		map_path_step(path, st, 0, false);
 		return true;
 	}
-	map_member_add(a, obj, st->name, v, st->rank);
+	map_member_add(a, obj, st->key, v, st->rank);
 	map_path_step(path, st, 0, false);
 	return true;
 }
@@ -1349,16 +1349,17 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 				if (!map_put(run, at, &key, v, pp))
 					goto drop;
 				gs->root = v;
-				gs->root_arr = key.array ? fhir_object_get(at, key.name) : NULL;
+				gs->root_arr =
+				    key.array ? fhir_object_get_interned(at, key.key) : NULL;
 				map_path_copy(&gs->root_path, &gs->path);
 				goto done;
 			}
 			gs->root = fhir_object_new(cv->a);
 			if (!map_put(run, at, &key, gs->root, pp))
 				goto drop;
-			gs->root_arr = key.array ? fhir_object_get(at, key.name) : NULL;
+			gs->root_arr = key.array ? fhir_object_get_interned(at, key.key) : NULL;
 			if (!key.array) /* an element already there is the one to build on */
-				gs->root = fhir_object_get(at, key.name);
+				gs->root = fhir_object_get_interned(at, key.key);
 			map_path_copy(&gs->root_path, &gs->path);
 		} else if (l->nsteps == g->key_steps) {
 			if (fhir_node_kind(gs->root) != FHIR_OBJECT ||
@@ -1414,13 +1415,13 @@ map_target_taken(const map_egroup_t *g, const map_line_t *l, const fhir_node_t *
 
 		if (st->primitive || st->index > 0)
 			return false;
-		next = fhir_object_get(at, st->name);
+		next = fhir_object_get_interned(at, st->key);
 		if (next != NULL && st->array)
 			next = fhir_array_len(next) > 0 ? fhir_array_at(next, 0) : NULL;
 		at = next != NULL && fhir_node_kind(next) == FHIR_OBJECT ? next : NULL;
 	}
 	return at != NULL &&
-	       (fhir_object_get(at, last->name) != NULL || map_choice_taken(at, last));
+	       (fhir_object_get_interned(at, last->key) != NULL || map_choice_taken(at, last));
 }
 
 /* Runs the lines of one element group for the repetition in the run's context. Constants of
@@ -2187,7 +2188,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 
 		if (inst->merged_into != NULL)
 			continue;
-		map_member_set(a, inst->obj, inst->meta, SLICE_LIT("id"),
+		map_member_set(a, inst->obj, inst->meta, map_keys[MAP_KEY_ID],
 			       fhir_string_new(a, slice_cstr(inst->id)));
 		map_dedupe(inst->obj, 0);
 		(void)fhir_node_prune(inst->obj);
@@ -2242,12 +2243,12 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	b = cv->bundle.obj;
 	(void)fhir_object_remove(b, SLICE_LIT("id"));
 	(void)fhir_object_remove(b, SLICE_LIT("entry"));
-	map_member_set(a, b, cv->bundle.meta, SLICE_LIT("type"),
+	map_member_set(a, b, cv->bundle.meta, map_keys[MAP_KEY_TYPE],
 		       fhir_string_new(a, SLICE_LIT("transaction")));
 	(void)fhir_node_prune(b);
 	if (cv->canon_needed)
 		map_canon(a, b, cv->bundle.meta);
-	map_member_set(a, b, cv->bundle.meta, SLICE_LIT("entry"), entries);
+	map_member_set(a, b, cv->bundle.meta, map_keys[MAP_KEY_ENTRY], entries);
 	res->bundle = b;
 	res->resources = rs;
 	res->nresources = n;
@@ -2331,8 +2332,8 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	cv.t_reference = fhir_meta_type(SLICE_LIT("Reference"));
 	cv.bundle.obj = fhir_object_new(a);
 	cv.bundle.has_id = true;
-	fhir_object_set_cstr(a, cv.bundle.obj, "resourceType",
-			     fhir_string_new(a, SLICE_LIT("Bundle")));
+	map_member_add(a, cv.bundle.obj, map_keys[MAP_KEY_RESOURCE_TYPE],
+		       fhir_string_new(a, SLICE_LIT("Bundle")), 0);
 	for (size_t i = 0; i < hl7_msg_segment_count(m) && !cv.too_many; i++) {
 		const hl7_seg_t *s = hl7_msg_segment(m, i);
 		slice_t id = hl7_seg_id(s);

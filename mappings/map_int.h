@@ -82,6 +82,8 @@ typedef struct {
 	/* where the member goes in its object, in R4 element order (map_engine.c, map_rank):
 	 * 2 * the element's position + 2, its "_name" companion one more */
 	uint32_t rank;
+	slice_t key;             /* name, interned in the set (map_set_key) */
+	slice_t ext_key;         /* primitive: "_name", interned */
 	const fhir_type_t *type; /* the element's type; NULL for ResourceList */
 	bool array;
 	bool primitive;
@@ -218,7 +220,27 @@ struct map_set {
 	map_def_t **defs;
 	size_t ndefs;
 	uint64_t version;
+	/* member keys of the trees conversions build, each text once (map_set_key) */
+	slice_t *keys;
+	size_t keys_cap, nkeys;
 };
+
+/* The keys the converter adds members under itself; map_set_key gives these very slices for
+ * their texts, so that every key of a conversion's objects is interned (compared by address:
+ * fhir_object_get_interned). */
+enum {
+	MAP_KEY_RESOURCE_TYPE,
+	MAP_KEY_ID,
+	MAP_KEY_TYPE,
+	MAP_KEY_ENTRY,
+	MAP_KEY_REFERENCE,
+	MAP_KEY_CODING,
+	MAP_KEY_SYSTEM,
+	MAP_KEY_CODE,
+	MAP_KEY_DISPLAY,
+	MAP_KEY_COUNT
+};
+extern const slice_t map_keys[MAP_KEY_COUNT];
 
 /* Diagnostics while loading: a sticky count of errors. */
 typedef struct {
@@ -241,6 +263,9 @@ map_cond_t *map_cond_parse_text(arena_t *a, const char *text, char *err, size_t 
 map_builtin_t map_builtin_lookup(slice_t name);
 
 /* map_load.c */
+/* The interned copy of key in set (made when missing; one of map_keys for their texts):
+ * borrowed, valid until the set is freed. */
+slice_t map_set_key(map_set_t *set, slice_t key);
 const map_def_t *map_set_find(const map_set_t *set, map_kind_t kind, slice_t name);
 /* Maximum field number of a standard segment; 0 when the segment is unknown (Z-segments). */
 unsigned map_segment_fields(slice_t seg);
