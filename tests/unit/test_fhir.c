@@ -171,6 +171,33 @@ test_tree_object_insert(void **state)
 	arena_free(a);
 }
 
+/* Interned lookups compare addresses: the same text elsewhere is another key. */
+static void
+test_tree_object_interned(void **state)
+{
+	arena_t *a = arena_new(0);
+	fhir_node_t *o = fhir_object_new(a);
+	slice_t keys[40];
+	char copy[] = "k7";
+
+	for (int i = 0; i < 40; i++) {
+		char key[16];
+		int n = snprintf(key, sizeof(key), "k%d", i);
+
+		keys[i] = arena_slice_dup(a, slice_make(key, (size_t)n));
+		fhir_object_push(a, o, keys[i], fhir_int_new(a, i));
+		/* linear below 17 members, the hash index above */
+		if (i == 10 || i == 39) {
+			assert_slice_equal(fhir_node_text(fhir_object_get_interned(o, keys[7])),
+					   "7");
+			assert_null(fhir_object_get_interned(o, slice_make(copy, 2)));
+			assert_non_null(fhir_object_get(o, slice_make(copy, 2)));
+		}
+	}
+	assert_slice_equal(fhir_node_text(fhir_object_get_interned(o, keys[39])), "39");
+	arena_free(a);
+}
+
 static void
 test_tree_array(void **state)
 {
@@ -1169,6 +1196,7 @@ main(void)
 	    cmocka_unit_test(test_tree_object),
 	    cmocka_unit_test(test_tree_object_large),
 	    cmocka_unit_test(test_tree_object_insert),
+	    cmocka_unit_test(test_tree_object_interned),
 	    cmocka_unit_test(test_tree_array),
 	    cmocka_unit_test(test_tree_clone_equal),
 	    cmocka_unit_test(test_tree_prune),
