@@ -342,15 +342,12 @@ fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
 	return NULL;
 }
 
-bool
-fhir_object_remove(fhir_node_t *obj, slice_t key)
+/* Removes member i (which is there). */
+static void
+fhir_object_remove_at(fhir_node_t *obj, size_t i)
 {
-	fhir_member_t *m = fhir_object_find(obj, key);
-	size_t i;
+	fhir_member_t *m = &obj->u.obj.m[i];
 
-	if (m == NULL)
-		return false;
-	i = (size_t)(m - obj->u.obj.m);
 	memmove(m, m + 1, (obj->u.obj.n - i - 1) * sizeof(*m));
 	obj->u.obj.n--;
 	if (obj->u.obj.idx != NULL) {
@@ -359,6 +356,16 @@ fhir_object_remove(fhir_node_t *obj, slice_t key)
 		for (size_t j = 0; j < obj->u.obj.n; j++)
 			fhir_object_index_put(obj, j);
 	}
+}
+
+bool
+fhir_object_remove(fhir_node_t *obj, slice_t key)
+{
+	fhir_member_t *m = fhir_object_find(obj, key);
+
+	if (m == NULL)
+		return false;
+	fhir_object_remove_at(obj, (size_t)(m - obj->u.obj.m));
 	return true;
 }
 
@@ -528,8 +535,11 @@ fhir_node_equal(const fhir_node_t *x, const fhir_node_t *y)
 			const fhir_member_t *m = &x->u.obj.m[i];
 			fhir_node_t *other;
 
-			/* The common case (same order) avoids a search. */
-			if (slice_eq(y->u.obj.m[i].key, m->key))
+			/* The common case (same order, often the very same key string: keys a
+			 * converter interned) avoids a search. */
+			if (y->u.obj.m[i].key.ptr == m->key.ptr
+				? y->u.obj.m[i].key.len == m->key.len
+				: slice_eq(y->u.obj.m[i].key, m->key))
 				other = y->u.obj.m[i].val;
 			else
 				other = fhir_object_get(y, m->key);
@@ -602,9 +612,13 @@ fhir_object_prune(fhir_node_t *obj)
 {
 	fhir_member_t *m = obj->u.obj.m;
 	size_t i;
+	bool companions = false;
 
-	/* Pair up aligned primitive arrays first, so the generic pass below sees them pruned. */
-	for (i = 0; i < obj->u.obj.n; i++) {
+	/* Pair up aligned primitive arrays first, so the generic pass below sees them pruned
+	 * (most objects have no "_x" member, and so nothing to pair). */
+	for (i = 0; i < obj->u.obj.n && !companions; i++)
+		companions = m[i].key.len > 1 && m[i].key.ptr[0] == '_';
+	for (i = 0; companions && i < obj->u.obj.n; i++) {
 		slice_t key = m[i].key;
 		fhir_node_t *vals = m[i].val, *exts;
 		char ext_key[128];
@@ -627,7 +641,7 @@ fhir_object_prune(fhir_node_t *obj)
 		if (keep)
 			i++;
 		else
-			fhir_object_remove(obj, m[i].key);
+			fhir_object_remove_at(obj, i);
 	}
 }
 
