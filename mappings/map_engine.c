@@ -94,15 +94,14 @@ struct map_conv {
 	buf_t opd[2];          /* map_conv_scratch */
 };
 
-/* A segment id as a number (ids are three characters). */
+/* A segment id as a number (map_seg_key; a shorter one padded with NULs). */
 static uint64_t
-map_seg_key(slice_t id)
+map_seg_id_key(slice_t id)
 {
-	uint64_t k = 0;
+	char k[3] = {0, 0, 0};
 
-	for (size_t i = 0; i < 3; i++)
-		k = k << 8 | (i < id.len ? (unsigned char)id.ptr[i] : 0);
-	return k;
+	memcpy(k, id.ptr, id.len < 3 ? id.len : 3);
+	return map_seg_key(k);
 }
 
 static uint32_t map_canon_rank_cached(const fhir_type_t *t, slice_t k, const fhir_type_t **et);
@@ -194,7 +193,7 @@ map_segindex_build(map_conv_t *cv)
 	cv->by_id = arena_alloc(cv->a, (n ? n : 1) * sizeof(uint64_t));
 	cv->seq = arena_alloc(cv->a, (n ? n : 1) * sizeof(uint32_t));
 	for (size_t i = 0; i < n; i++)
-		cv->by_id[i] = map_seg_key(hl7_seg_id(hl7_msg_segment(cv->m, i))) << 32 | i;
+		cv->by_id[i] = map_seg_id_key(hl7_seg_id(hl7_msg_segment(cv->m, i))) << 32 | i;
 	qsort(cv->by_id, n, sizeof(uint64_t), map_cmp_u64);
 	for (size_t i = 0; i < n; i++)
 		cv->seq[cv->by_id[i] & 0xffffffffu] =
@@ -206,7 +205,7 @@ map_segindex_build(map_conv_t *cv)
 size_t
 map_conv_find(map_conv_t *cv, slice_t id, size_t pos, bool after)
 {
-	uint64_t key = map_seg_key(id), want;
+	uint64_t key = map_seg_id_key(id), want;
 	size_t lo = 0, hi;
 
 	if (cv->by_id == NULL)
@@ -2288,6 +2287,23 @@ map_collect(map_conv_t *cv, map_result_t *res)
 	map_list_unused(cv, res);
 }
 
+/* Where the segment lines of the segment with this key begin in d->seg_lines. */
+static size_t
+map_seg_lines_first(const map_def_t *d, uint64_t key)
+{
+	size_t lo = 0, hi = d->nseg_lines;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (d->seg_lines[mid] >> 32 < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 int
 map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, arena_t *a,
 	    map_result_t **out)
@@ -2337,16 +2353,18 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	for (size_t i = 0; i < hl7_msg_segment_count(m) && !cv.too_many; i++) {
 		const hl7_seg_t *s = hl7_msg_segment(m, i);
 		slice_t id = hl7_seg_id(s);
+		uint64_t key;
 
 		map_groups_update(&cv, id);
 		map_mark_ignored(&cv, cv.msg, i);
-		for (size_t li = 0; li < cv.msg->nlines && !cv.too_many; li++) {
-			const map_line_t *l = &cv.msg->lines[li];
-
-			if (l->src.kind == MAP_SRC_SEGMENT &&
-			    slice_eq(slice_make(l->src.seg, 3), id))
-				map_apply_segment_line(&cv, li, s, i);
-		}
+		if (id.len != 3)
+			continue; /* no map's segment */
+		key = map_seg_key(id.ptr);
+		for (size_t k = map_seg_lines_first(cv.msg, key);
+		     k < cv.msg->nseg_lines && cv.msg->seg_lines[k] >> 32 == key && !cv.too_many;
+		     k++)
+			map_apply_segment_line(&cv, (size_t)(cv.msg->seg_lines[k] & 0xffffffffu), s,
+					       i);
 	}
 	if (cv.too_many) {
 		res->error.code = HL7_ERR_INTERNAL;

@@ -205,6 +205,10 @@ typedef struct map_def {
 	map_group_t *groups;
 	size_t ngroups;
 	slice_t extends; /* "extends ADT_A01": lines added to that message map */
+	/* its segment lines ("Slot <- SEG as ...") by segment, in line order: the segment id's
+	 * three bytes as a number (map_seg_key) << 32 | the line's index, sorted */
+	uint64_t *seg_lines;
+	size_t nseg_lines;
 	/* "ignore SEG-n, SEG": fields (or whole segments) left out on purpose */
 	map_ref_t *ignores;
 	size_t nignores;
@@ -261,6 +265,14 @@ bool map_path_kind(const char *rel, map_kind_t *kind);
 /* Parses a condition from text (tests, and "if" clauses); NULL on error with *err set. */
 map_cond_t *map_cond_parse_text(arena_t *a, const char *text, char *err, size_t cap);
 map_builtin_t map_builtin_lookup(slice_t name);
+
+/* A segment id's three bytes as a number (ids of another length are never a map's). */
+static inline uint64_t
+map_seg_key(const char *id)
+{
+	return (uint64_t)(unsigned char)id[0] << 16 | (uint64_t)(unsigned char)id[1] << 8 |
+	       (unsigned char)id[2];
+}
 
 /* map_load.c */
 /* The interned copy of key in set (made when missing; one of map_keys for their texts):

@@ -855,6 +855,27 @@ map_set_intern_steps(map_set_t *set)
 	buf_free(&ext);
 }
 
+static int
+map_cmp_u64(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+/* A message map's segment lines by segment id (map_def_t.seg_lines), so that a conversion
+ * looks at the lines of each segment only. */
+static void
+map_index_segment_lines(arena_t *a, map_def_t *d)
+{
+	d->seg_lines = arena_alloc(a, (d->nlines ? d->nlines : 1) * sizeof(*d->seg_lines));
+	d->nseg_lines = 0;
+	for (size_t i = 0; i < d->nlines; i++)
+		if (d->lines[i].src.kind == MAP_SRC_SEGMENT)
+			d->seg_lines[d->nseg_lines++] = map_seg_key(d->lines[i].src.seg) << 32 | i;
+	qsort(d->seg_lines, d->nseg_lines, sizeof(*d->seg_lines), map_cmp_u64);
+}
+
 int
 map_set_load_files(const map_file_t *files, size_t n, map_diag_fn diag, void *arg, map_set_t **out)
 {
@@ -907,6 +928,9 @@ map_set_load_files(const map_file_t *files, size_t n, map_diag_fn diag, void *ar
 		return -FG_ECONFIG;
 	}
 	map_set_intern_steps(set);
+	for (size_t i = 0; i < set->ndefs; i++)
+		if (set->defs[i]->kind == MAP_MESSAGE)
+			map_index_segment_lines(set->arena, set->defs[i]);
 	*out = set;
 	return 0;
 }
