@@ -671,6 +671,41 @@ fhir_node_prune(fhir_node_t *n)
 	return !fhir_node_is_empty(n);
 }
 
+static void
+fhir_node_dedupe_at(fhir_node_t *n, unsigned depth)
+{
+	fhir_node_t **v;
+
+	if (depth > 64)
+		return;
+	if (n->kind == FHIR_OBJECT) {
+		for (size_t i = 0; i < n->u.obj.n; i++)
+			fhir_node_dedupe_at(n->u.obj.m[i].val, depth + 1);
+		return;
+	}
+	if (n->kind != FHIR_ARRAY)
+		return;
+	v = n->u.arr.v;
+	for (size_t i = 0; i < n->u.arr.n; i++)
+		fhir_node_dedupe_at(v[i], depth + 1);
+	for (size_t i = 1; i < n->u.arr.n && i < 64;) {
+		bool dup = false;
+
+		for (size_t j = 0; j < i && !dup && v[i]->kind == FHIR_OBJECT; j++)
+			dup = fhir_node_equal(v[j], v[i]);
+		if (dup)
+			fhir_array_remove_at(n, i);
+		else
+			i++;
+	}
+}
+
+void
+fhir_node_dedupe(fhir_node_t *n)
+{
+	fhir_node_dedupe_at(n, 0);
+}
+
 slice_t
 fhir_resource_type(const fhir_node_t *res)
 {

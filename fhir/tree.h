@@ -99,6 +99,10 @@ bool fhir_node_is_empty(const fhir_node_t *n);
  * empty, an empty side beside a kept one becomes null, and an all-null array is removed. */
 bool fhir_node_prune(fhir_node_t *n);
 
+/* Removes from every array in n (recursively, 64 levels deep) each object equal to one
+ * before it among its first 64 items (the same doctor as placer and filler contact). */
+void fhir_node_dedupe(fhir_node_t *n);
+
 /* "resourceType" of a resource object, empty when absent. */
 slice_t fhir_resource_type(const fhir_node_t *res);
 

@@ -1881,34 +1881,6 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 
 /* ---- output --------------------------------------------------------------------------- */
 
-/* Equal objects in an array (the same doctor as placer and filler contact) appear once. */
-static void
-map_dedupe(fhir_node_t *n, unsigned depth)
-{
-	if (depth > 64)
-		return;
-	if (fhir_node_kind(n) == FHIR_OBJECT) {
-		for (size_t i = 0; i < fhir_object_count(n); i++)
-			map_dedupe(fhir_object_value_at(n, i), depth + 1);
-		return;
-	}
-	if (fhir_node_kind(n) != FHIR_ARRAY)
-		return;
-	for (size_t i = 0; i < fhir_array_len(n); i++)
-		map_dedupe(fhir_array_at(n, i), depth + 1);
-	for (size_t i = 1; i < fhir_array_len(n) && i < 64;) {
-		bool dup = false;
-
-		for (size_t j = 0; j < i && !dup; j++)
-			dup = fhir_node_kind(fhir_array_at(n, i)) == FHIR_OBJECT &&
-			      fhir_node_equal(fhir_array_at(n, j), fhir_array_at(n, i));
-		if (dup)
-			fhir_array_remove_at(n, i);
-		else
-			i++;
-	}
-}
-
 /* Where a member goes in R4 element order: resourceType first, then element e at 2e + 2 with
  * its "_x" companion right after it, then (MAP_CANON_REST) the others in their own order. */
 #define MAP_CANON_REST 0xffffffffu
@@ -2189,7 +2161,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 			continue;
 		map_member_set(a, inst->obj, inst->meta, map_keys[MAP_KEY_ID],
 			       fhir_string_new(a, slice_cstr(inst->id)));
-		map_dedupe(inst->obj, 0);
+		fhir_node_dedupe(inst->obj); /* equal objects in an array appear once */
 		(void)fhir_node_prune(inst->obj);
 		map_check_required(cv, inst);
 	}

@@ -587,6 +587,24 @@ json_parse_ok(arena_t *a, const char *text)
 	return n;
 }
 
+/* Equal objects in an array go (the later ones), at any depth; other items stay. */
+static void
+test_tree_dedupe(void **state)
+{
+	arena_t *a = arena_new(0);
+	fhir_node_t *n =
+	    json_parse_ok(a, "{\"a\":[{\"x\":1},{\"x\":2},{\"x\":1},\"s\",\"s\"],"
+			     "\"b\":{\"c\":[{\"y\":[{\"z\":1},{\"z\":1}]},{\"y\":[{\"z\":1}]}]}}");
+	buf_t out = BUF_INIT;
+
+	fhir_node_dedupe(n);
+	assert_int_equal(fhir_json_write(n, false, &out), 0);
+	assert_string_equal(out.data, "{\"a\":[{\"x\":1},{\"x\":2},\"s\",\"s\"],"
+				      "\"b\":{\"c\":[{\"y\":[{\"z\":1}]}]}}");
+	buf_free(&out);
+	arena_free(a);
+}
+
 /* Parses text expecting error rc, whose message must contain want. */
 static void
 json_parse_bad(const char *text, size_t len, const fhir_json_limits_t *lim, int rc,
@@ -1197,6 +1215,7 @@ main(void)
 	    cmocka_unit_test(test_tree_object_large),
 	    cmocka_unit_test(test_tree_object_insert),
 	    cmocka_unit_test(test_tree_object_interned),
+	    cmocka_unit_test(test_tree_dedupe),
 	    cmocka_unit_test(test_tree_array),
 	    cmocka_unit_test(test_tree_clone_equal),
 	    cmocka_unit_test(test_tree_prune),
