@@ -1097,7 +1097,7 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 	arena_t *a = run->fr.cv->a;
 	fhir_node_t *cur = fhir_object_get_interned(obj, st->key);
 
-	if (map_choice_taken(obj, st))
+	if (st->elem->choice_base != NULL && map_choice_taken(obj, st))
 		return false;
 	if (st->array) {
 		if (cur == NULL) {
@@ -1419,8 +1419,8 @@ map_target_taken(const map_egroup_t *g, const map_line_t *l, const fhir_node_t *
 			next = fhir_array_len(next) > 0 ? fhir_array_at(next, 0) : NULL;
 		at = next != NULL && fhir_node_kind(next) == FHIR_OBJECT ? next : NULL;
 	}
-	return at != NULL &&
-	       (fhir_object_get_interned(at, last->key) != NULL || map_choice_taken(at, last));
+	return at != NULL && (fhir_object_get_interned(at, last->key) != NULL ||
+			      (last->elem->choice_base != NULL && map_choice_taken(at, last)));
 }
 
 /* Runs the lines of one element group for the repetition in the run's context. Constants of
@@ -1440,9 +1440,7 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 	memset(&gs, 0, sizeof(gs));
 	for (size_t k = 0; k < g->nlines; k++) {
 		const map_line_t *l = &def->lines[g->lines[k]];
-		const fhir_type_t *t = l->to_value ? def->type
-				       : l->nsteps ? l->steps[l->nsteps - 1].type
-						   : NULL;
+		const fhir_type_t *t;
 		fhir_node_t *v;
 		const char *src;
 		size_t start = cv->xrecs.n;
@@ -1458,6 +1456,7 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 		if (l->to_value ? value_out != NULL && *value_out != NULL
 				: map_target_taken(g, l, obj, &gs))
 			continue;
+		t = l->to_value ? def->type : l->nsteps ? l->steps[l->nsteps - 1].type : NULL;
 		v = map_line_value(run, l, t, &src);
 		if (v == NULL)
 			continue;
