@@ -283,27 +283,17 @@ map_text_is_plain(slice_t raw, char escape)
 	return true;
 }
 
-void
-map_text(const map_frame_t *fr, slice_t raw, buf_t *out)
+slice_t
+map_text(const map_frame_t *fr, slice_t raw, buf_t *scratch)
 {
-	slice_t t;
-
-	buf_reset(out);
 	if (raw.len == 0)
-		return;
-	if (map_text_is_plain(raw, hl7_msg_delims(fr->cv->m)->escape)) {
-		/* what decoding would give: the bytes as they are */
-		t = slice_trim(raw);
-		buf_append(out, t.ptr, t.len);
-		return;
-	}
-	(void)hl7_text_decode(fr->cv->m, raw, out);
-	t = slice_trim(buf_slice(out));
-	if (t.len != out->len) {
-		memmove(out->data, t.ptr, t.len);
-		out->len = t.len;
-		out->data[t.len] = '\0';
-	}
+		return slice_make("", 0);
+	/* what decoding would give: the bytes as they are, with no copy */
+	if (map_text_is_plain(raw, hl7_msg_delims(fr->cv->m)->escape))
+		return slice_trim(raw);
+	buf_reset(scratch);
+	(void)hl7_text_decode(fr->cv->m, raw, scratch);
+	return slice_trim(buf_slice(scratch));
 }
 
 static void map_warn(map_run_t *run, const map_line_t *l, slice_t value, size_t seg_index,
@@ -414,13 +404,13 @@ map_hash_id(map_run_t *run, const map_line_t *l, slice_t type, char out[33])
 		size_t si;
 		unsigned rep;
 		slice_t raw = map_ref_raw(&run->fr, &l->src.parts[i].ref, false, &si, &rep);
+		slice_t t = map_text(&run->fr, raw, &text);
 
-		map_text(&run->fr, raw, &text);
-		any |= text.len > 0;
+		any |= t.len > 0;
 		if (raw.len > 0)
 			map_mark_used(run->fr.cv, si, l->src.parts[i].ref.field, rep);
 		buf_append_byte(&in, 0x1f);
-		buf_append(&in, text.data, text.len);
+		buf_append_slice(&in, t);
 	}
 	if (any)
 		map_id_from(buf_slice(&in), out);
@@ -832,7 +822,7 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 {
 	const hl7_delims_t *d = hl7_msg_delims(run->fr.cv->m);
 	static const unsigned trip[3][2] = {{1, 3}, {4, 6}, {10, 12}};
-	buf_t *code = &run->fr.cv->vcode, *sys = &run->fr.cv->vsys;
+	buf_t *code_buf = &run->fr.cv->vcode, *sys_buf = &run->fr.cv->vsys;
 	bool comps = level == 1 && memchr(raw.ptr, d->component, raw.len) != NULL;
 
 	mm->n = 0;
@@ -847,20 +837,19 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 		} else if (level <= 2) {
 			c = hl7_split_nth(raw, level == 1 ? d->component : d->subcomponent, 1);
 		}
-		map_text(&run->fr, c, code);
-		map_text(&run->fr, s, sys);
-		if (code->len == 0)
+		slice_t code = map_text(&run->fr, c, code_buf);
+		slice_t sys = map_text(&run->fr, s, sys_buf);
+
+		if (code.len == 0)
 			continue;
 		if (mm->first_code.len == 0)
 			mm->first_code = c;
 		/* the rows with this code, in file order */
-		for (size_t i = map_vocab_first(v, buf_slice(code));
-		     i < v->nrows && slice_eq(v->vkeys[i].code, buf_slice(code)) && mm->n < 16;
-		     i++) {
+		for (size_t i = map_vocab_first(v, code);
+		     i < v->nrows && slice_eq(v->vkeys[i].code, code) && mm->n < 16; i++) {
 			const map_vrow_t *r = &v->rows[v->vkeys[i].row];
 
-			if (!(r->system.len == 0 || sys->len == 0 ||
-			      slice_eq(r->system, buf_slice(sys))))
+			if (!(r->system.len == 0 || sys.len == 0 || slice_eq(r->system, sys)))
 				continue;
 			/* "-": a known code without a FHIR equivalent (no value, no warning) */
 			if (slice_eq_cstr(r->fcode, "-"))
@@ -957,8 +946,8 @@ map_vocab_apply(map_run_t *run, const map_line_t *l, const fhir_type_t *t, slice
 		   strcmp(name, "canonical") == 0) {
 		buf_t uri = BUF_INIT;
 
-		map_text(&run->fr, mm.first_code.len ? mm.first_code : raw, &tmp);
-		if (map_uri_fallback(buf_slice(&tmp), &uri))
+		if (map_uri_fallback(
+			map_text(&run->fr, mm.first_code.len ? mm.first_code : raw, &tmp), &uri))
 			node = fhir_string_new(cv->a, buf_slice(&uri));
 		buf_free(&tmp);
 		buf_free(&uri);
@@ -1252,9 +1241,8 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 			 */
 			raw = hl7_split_nth(raw, hl7_msg_delims(cv->m)->component, 1);
 		}
-		map_text(&run->fr, raw, &cv->text);
-		return map_primitive(run, l, t, l->as_builtin, buf_slice(&cv->text), si, field,
-				     rep);
+		return map_primitive(run, l, t, l->as_builtin, map_text(&run->fr, raw, &cv->text),
+				     si, field, rep);
 	}
 	/* concatenations ("+"): empty when every field in them is; join() puts the separator
 	 * between the ones that are not */
@@ -1280,17 +1268,17 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 						map_mark_used(cv, si,
 							      o->ref.seg[0] ? o->ref.field : field,
 							      rep);
-					map_text(&run->fr, raw, part);
+					slice_t pt = map_text(&run->fr, raw, part);
+
 					has_ref = true;
-					any |= part->len > 0;
-					if (*src_out == NULL && part->len > 0)
+					any |= pt.len > 0;
+					if (*src_out == NULL && pt.len > 0)
 						*src_out = map_ref_string(run, &o->ref,
 									  o->ref.seg[0] ? rep : 0);
+					buf_append_slice(cat, pt);
 				} else {
-					buf_reset(part);
-					buf_append_slice(part, o->text);
+					buf_append_slice(cat, o->text);
 				}
-				buf_append(cat, part->data, part->len);
 			}
 			if ((has_ref && !any) || cat->len == 0)
 				continue;

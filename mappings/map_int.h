@@ -318,8 +318,10 @@ slice_t map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, siz
 void map_value_split(slice_t value, char delim, slice_t *parts, size_t *nparts);
 /* Repetitions of the field a ref names (LST.COUNT). */
 size_t map_ref_count(const map_frame_t *fr, const map_ref_t *ref);
-/* Decoded, trimmed UTF-8 text of a raw value into out (reset first). */
-void map_text(const map_frame_t *fr, slice_t raw, buf_t *out);
+/* Decoded, trimmed UTF-8 text of a raw value: raw itself, trimmed, when decoding would leave
+ * it as it is (most values), else decoded into scratch. Borrowed: valid until scratch is
+ * used again (and as long as the message). */
+slice_t map_text(const map_frame_t *fr, slice_t raw, buf_t *scratch);
 /* Marks a field repetition as used (explain); MAP_REP_ALL: every repetition. */
 #define MAP_REP_ALL 0xfffffffu
 void map_mark_used(map_conv_t *cv, size_t seg_index, unsigned field, unsigned rep);
