@@ -12,6 +12,7 @@
 typedef struct {
 	slice_t key;
 	fhir_node_t *val;
+	uint32_t rank; /* fhir_object_insert's order; 0 for members added otherwise */
 } fhir_member_t;
 
 struct fhir_node {
@@ -217,6 +218,7 @@ fhir_object_append(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 	}
 	obj->u.obj.m[n].key = key;
 	obj->u.obj.m[n].val = val;
+	obj->u.obj.m[n].rank = 0;
 	obj->u.obj.n = n + 1;
 	if (obj->u.obj.idx != NULL && (n + 1) * 2 <= obj->u.obj.idx_cap)
 		fhir_object_index_put(obj, n);
@@ -256,6 +258,37 @@ fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 }
 
 void
+fhir_object_insert(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank)
+{
+	size_t n = obj->u.obj.n, at = n;
+	fhir_member_t *m;
+
+	/* almost always at the end: members mostly come in order */
+	while (at > 0 && obj->u.obj.m[at - 1].rank > rank)
+		at--;
+	fhir_object_append(a, obj, key, val);
+	m = obj->u.obj.m;
+	if (at == n) {
+		m[n].rank = rank;
+		return;
+	}
+	memmove(&m[at + 1], &m[at], (n - at) * sizeof(*m));
+	m[at] = (fhir_member_t){.key = key, .val = val, .rank = rank};
+	if (obj->u.obj.idx != NULL) {
+		/* positions shifted: rebuild in place */
+		memset(obj->u.obj.idx, 0, obj->u.obj.idx_cap * sizeof(*obj->u.obj.idx));
+		for (size_t j = 0; j < obj->u.obj.n; j++)
+			fhir_object_index_put(obj, j);
+	}
+}
+
+uint32_t
+fhir_object_rank_at(const fhir_node_t *obj, size_t i)
+{
+	return i < fhir_object_count(obj) ? obj->u.obj.m[i].rank : 0;
+}
+
+void
 fhir_object_reorder(arena_t *a, fhir_node_t *obj, const uint32_t *order)
 {
 	size_t n = obj->u.obj.n;
@@ -283,15 +316,38 @@ fhir_object_get(const fhir_node_t *obj, slice_t key)
 	return m != NULL ? m->val : NULL;
 }
 
-bool
-fhir_object_remove(fhir_node_t *obj, slice_t key)
+fhir_node_t *
+fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
 {
-	fhir_member_t *m = fhir_object_find(obj, key);
-	size_t i;
+	const fhir_member_t *m;
 
-	if (m == NULL)
-		return false;
-	i = (size_t)(m - obj->u.obj.m);
+	if (obj == NULL || obj->kind != FHIR_OBJECT)
+		return NULL;
+	m = obj->u.obj.m;
+	if (obj->u.obj.idx != NULL) {
+		size_t mask = obj->u.obj.idx_cap - 1;
+		size_t h = fhir_key_hash(key) & mask;
+		uint32_t p;
+
+		while ((p = obj->u.obj.idx[h]) != 0) {
+			if (m[p - 1].key.ptr == key.ptr)
+				return m[p - 1].val;
+			h = (h + 1) & mask;
+		}
+		return NULL;
+	}
+	for (size_t i = 0; i < obj->u.obj.n; i++)
+		if (m[i].key.ptr == key.ptr)
+			return m[i].val;
+	return NULL;
+}
+
+/* Removes member i (which is there). */
+static void
+fhir_object_remove_at(fhir_node_t *obj, size_t i)
+{
+	fhir_member_t *m = &obj->u.obj.m[i];
+
 	memmove(m, m + 1, (obj->u.obj.n - i - 1) * sizeof(*m));
 	obj->u.obj.n--;
 	if (obj->u.obj.idx != NULL) {
@@ -300,6 +356,16 @@ fhir_object_remove(fhir_node_t *obj, slice_t key)
 		for (size_t j = 0; j < obj->u.obj.n; j++)
 			fhir_object_index_put(obj, j);
 	}
+}
+
+bool
+fhir_object_remove(fhir_node_t *obj, slice_t key)
+{
+	fhir_member_t *m = fhir_object_find(obj, key);
+
+	if (m == NULL)
+		return false;
+	fhir_object_remove_at(obj, (size_t)(m - obj->u.obj.m));
 	return true;
 }
 
@@ -424,6 +490,7 @@ fhir_node_clone(arena_t *a, const fhir_node_t *n)
 			for (size_t i = 0; i < n->u.obj.n; i++) {
 				c->u.obj.m[i].key = arena_slice_dup(a, n->u.obj.m[i].key);
 				c->u.obj.m[i].val = fhir_node_clone(a, n->u.obj.m[i].val);
+				c->u.obj.m[i].rank = n->u.obj.m[i].rank;
 			}
 			c->u.obj.n = n->u.obj.n;
 			if (c->u.obj.n > FHIR_OBJECT_LINEAR_MAX)
@@ -468,8 +535,11 @@ fhir_node_equal(const fhir_node_t *x, const fhir_node_t *y)
 			const fhir_member_t *m = &x->u.obj.m[i];
 			fhir_node_t *other;
 
-			/* The common case (same order) avoids a search. */
-			if (slice_eq(y->u.obj.m[i].key, m->key))
+			/* The common case (same order, often the very same key string: keys a
+			 * converter interned) avoids a search. */
+			if (y->u.obj.m[i].key.ptr == m->key.ptr
+				? y->u.obj.m[i].key.len == m->key.len
+				: slice_eq(y->u.obj.m[i].key, m->key))
 				other = y->u.obj.m[i].val;
 			else
 				other = fhir_object_get(y, m->key);
@@ -542,9 +612,13 @@ fhir_object_prune(fhir_node_t *obj)
 {
 	fhir_member_t *m = obj->u.obj.m;
 	size_t i;
+	bool companions = false;
 
-	/* Pair up aligned primitive arrays first, so the generic pass below sees them pruned. */
-	for (i = 0; i < obj->u.obj.n; i++) {
+	/* Pair up aligned primitive arrays first, so the generic pass below sees them pruned
+	 * (most objects have no "_x" member, and so nothing to pair). */
+	for (i = 0; i < obj->u.obj.n && !companions; i++)
+		companions = m[i].key.len > 1 && m[i].key.ptr[0] == '_';
+	for (i = 0; companions && i < obj->u.obj.n; i++) {
 		slice_t key = m[i].key;
 		fhir_node_t *vals = m[i].val, *exts;
 		char ext_key[128];
@@ -567,7 +641,7 @@ fhir_object_prune(fhir_node_t *obj)
 		if (keep)
 			i++;
 		else
-			fhir_object_remove(obj, m[i].key);
+			fhir_object_remove_at(obj, i);
 	}
 }
 
@@ -595,6 +669,41 @@ fhir_node_prune(fhir_node_t *n)
 		break;
 	}
 	return !fhir_node_is_empty(n);
+}
+
+static void
+fhir_node_dedupe_at(fhir_node_t *n, unsigned depth)
+{
+	fhir_node_t **v;
+
+	if (depth > 64)
+		return;
+	if (n->kind == FHIR_OBJECT) {
+		for (size_t i = 0; i < n->u.obj.n; i++)
+			fhir_node_dedupe_at(n->u.obj.m[i].val, depth + 1);
+		return;
+	}
+	if (n->kind != FHIR_ARRAY)
+		return;
+	v = n->u.arr.v;
+	for (size_t i = 0; i < n->u.arr.n; i++)
+		fhir_node_dedupe_at(v[i], depth + 1);
+	for (size_t i = 1; i < n->u.arr.n && i < 64;) {
+		bool dup = false;
+
+		for (size_t j = 0; j < i && !dup && v[i]->kind == FHIR_OBJECT; j++)
+			dup = fhir_node_equal(v[j], v[i]);
+		if (dup)
+			fhir_array_remove_at(n, i);
+		else
+			i++;
+	}
+}
+
+void
+fhir_node_dedupe(fhir_node_t *n)
+{
+	fhir_node_dedupe_at(n, 0);
 }
 
 slice_t

@@ -55,10 +55,20 @@ bool fhir_object_add_new(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t 
 /* Appends a key the caller knows is not there yet, without looking for it; key is borrowed
  * (it must live in a or longer), which is how a copy reuses the keys of its original. */
 void fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val);
+/* Inserts a key the caller knows is not there yet (borrowed, as with fhir_object_push) after
+ * the members of rank up to rank and before those above it: members inserted so stay sorted
+ * by rank, ties in insertion order, whatever order they come in. Members added by the other
+ * functions have rank 0. */
+void fhir_object_insert(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank);
+/* The rank member i was inserted with (0 when out of range or added otherwise). */
+uint32_t fhir_object_rank_at(const fhir_node_t *obj, size_t i);
 /* Puts obj's members in a new order: order[j] is the position now of the member that goes to
  * j (a permutation of 0 .. count - 1). */
 void fhir_object_reorder(arena_t *a, fhir_node_t *obj, const uint32_t *order);
 fhir_node_t *fhir_object_get(const fhir_node_t *obj, slice_t key);
+/* fhir_object_get comparing keys by address, not by bytes: for objects whose every key comes
+ * from one table of unique strings (interned), as key does. */
+fhir_node_t *fhir_object_get_interned(const fhir_node_t *obj, slice_t key);
 bool fhir_object_remove(fhir_node_t *obj, slice_t key);
 size_t fhir_object_count(const fhir_node_t *obj);
 slice_t fhir_object_key_at(const fhir_node_t *obj, size_t i);
@@ -88,6 +98,10 @@ bool fhir_node_is_empty(const fhir_node_t *n);
  * A primitive array `x` and its `_x` companion stay aligned: an index goes when both sides are
  * empty, an empty side beside a kept one becomes null, and an all-null array is removed. */
 bool fhir_node_prune(fhir_node_t *n);
+
+/* Removes from every array in n (recursively, 64 levels deep) each object equal to one
+ * before it among its first 64 items (the same doctor as placer and filler contact). */
+void fhir_node_dedupe(fhir_node_t *n);
 
 /* "resourceType" of a resource object, empty when absent. */
 slice_t fhir_resource_type(const fhir_node_t *res);

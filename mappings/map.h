@@ -125,11 +125,14 @@ typedef struct {
 	hl7_error_t error;    /* why the conversion failed (table 0357 code, no patient data) */
 } map_result_t;
 
-/* Converts m with set into a Bundle in arena a. Everything in *out is borrowed from a (and
- * from m's input bytes) and valid until the arena is freed. opt may be NULL (defaults).
- * Returns 0; -FG_ENOTFOUND when no message map fits (error 200 or 201, "no map for ..."); or
- * -FG_ETOOBIG when the message would make too many resources. *out is set in every case, so
- * that the error and the warnings can be read. */
+/* Converts m with set into a Bundle in arena a. Everything in *out is borrowed from a, from
+ * m's input bytes and from set (the trees' member keys, files named by warnings and explain
+ * records): valid until the arena is freed or the set is, whichever comes first. So a caller
+ * that may reload the mappings keeps its set until it is done with the result (gateway/maps.c:
+ * maps_acquire before the conversion, maps_release after the JSON is written). opt may be NULL
+ * (defaults). Returns 0; -FG_ENOTFOUND when no message map fits (error 200 or 201, "no map for
+ * ..."); or -FG_ETOOBIG when the message would make too many resources. *out is set in every case,
+ * so that the error and the warnings can be read. */
 int map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, arena_t *a,
 		map_result_t **out);
 

@@ -173,8 +173,7 @@ map_operand_eval(const map_operand_t *o, const map_frame_t *fr, unsigned which, 
 		v->text = SLICE_NULL;
 	} else {
 		buf = map_conv_scratch(fr->cv, which);
-		map_text(fr, raw, buf);
-		v->text = buf_slice(buf);
+		v->text = map_text(fr, raw, buf);
 	}
 	if (o->fn == MAP_FN_LENGTH) {
 		size_t chars = 0;

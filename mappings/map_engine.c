@@ -83,6 +83,10 @@ struct map_conv {
 	size_t nsegs;
 	uint32_t *seq; /* per segment: its occurrence number (1-based) */
 	bool too_many;
+	/* a datatype map's object went where another type goes (Quantity as Age): its members
+	 * were inserted in the order of the map's type, so the resources are sorted at the end */
+	bool canon_needed;
+	const fhir_type_t *t_coding, *t_reference;
 	/* scratch text, kept from value to value (a fresh buf_t would allocate each time):
 	 * each is used between two calls that cannot reach its user again */
 	buf_t text, part, cat; /* map_line_value */
@@ -90,15 +94,59 @@ struct map_conv {
 	buf_t opd[2];          /* map_conv_scratch */
 };
 
-/* A segment id as a number (ids are three characters). */
+/* A segment id as a number (map_seg_key; a shorter one padded with NULs). */
 static uint64_t
-map_seg_key(slice_t id)
+map_seg_id_key(slice_t id)
 {
-	uint64_t k = 0;
+	char k[3] = {0, 0, 0};
 
-	for (size_t i = 0; i < 3; i++)
-		k = k << 8 | (i < id.len ? (unsigned char)id.ptr[i] : 0);
-	return k;
+	memcpy(k, id.ptr, id.len < 3 ? id.len : 3);
+	return map_seg_key(k);
+}
+
+static uint32_t map_canon_rank_cached(const fhir_type_t *t, slice_t k, const fhir_type_t **et);
+
+/* Where key goes in an object of R4 type t (map_canon_rank). */
+static uint32_t
+map_rank(const fhir_type_t *t, slice_t key)
+{
+	const fhir_type_t *et;
+
+	return map_canon_rank_cached(t, key, &et);
+}
+
+/* Adds a member that obj was just found not to have, at its place in R4 order: no second
+ * lookup. key is interned in the set (map_set_key, map_keys), as every key of the trees a
+ * conversion builds is: they borrow it, and look members up by address. */
+static void
+map_member_add(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *v, uint32_t rank)
+{
+	fhir_object_insert(a, obj, key, v, rank);
+}
+
+/* fhir_object_set for an object of R4 type t: a new key (interned) goes to its place in R4
+ * order. */
+static void
+map_member_set(arena_t *a, fhir_node_t *obj, const fhir_type_t *t, slice_t key, fhir_node_t *v)
+{
+	if (fhir_object_get_interned(obj, key) != NULL)
+		fhir_object_set(a, obj, key, v);
+	else
+		map_member_add(a, obj, key, v, map_rank(t, key));
+}
+
+/* Members of src that dst lacks go to dst (src's ranks are dst's: they are objects of the same
+ * type). */
+static void
+map_merge(arena_t *a, fhir_node_t *dst, const fhir_node_t *src)
+{
+	for (size_t i = 0; i < fhir_object_count(src); i++) {
+		slice_t k = fhir_object_key_at(src, i);
+
+		if (fhir_object_get_interned(dst, k) == NULL)
+			fhir_object_insert(a, dst, k, fhir_object_value_at(src, i),
+					   fhir_object_rank_at(src, i));
+	}
 }
 
 /* Appends the decimal digits of v at p (no NUL); returns the end. Conversions make many small
@@ -145,7 +193,7 @@ map_segindex_build(map_conv_t *cv)
 	cv->by_id = arena_alloc(cv->a, (n ? n : 1) * sizeof(uint64_t));
 	cv->seq = arena_alloc(cv->a, (n ? n : 1) * sizeof(uint32_t));
 	for (size_t i = 0; i < n; i++)
-		cv->by_id[i] = map_seg_key(hl7_seg_id(hl7_msg_segment(cv->m, i))) << 32 | i;
+		cv->by_id[i] = map_seg_id_key(hl7_seg_id(hl7_msg_segment(cv->m, i))) << 32 | i;
 	qsort(cv->by_id, n, sizeof(uint64_t), map_cmp_u64);
 	for (size_t i = 0; i < n; i++)
 		cv->seq[cv->by_id[i] & 0xffffffffu] =
@@ -157,7 +205,7 @@ map_segindex_build(map_conv_t *cv)
 size_t
 map_conv_find(map_conv_t *cv, slice_t id, size_t pos, bool after)
 {
-	uint64_t key = map_seg_key(id), want;
+	uint64_t key = map_seg_id_key(id), want;
 	size_t lo = 0, hi;
 
 	if (cv->by_id == NULL)
@@ -235,27 +283,17 @@ map_text_is_plain(slice_t raw, char escape)
 	return true;
 }
 
-void
-map_text(const map_frame_t *fr, slice_t raw, buf_t *out)
+slice_t
+map_text(const map_frame_t *fr, slice_t raw, buf_t *scratch)
 {
-	slice_t t;
-
-	buf_reset(out);
 	if (raw.len == 0)
-		return;
-	if (map_text_is_plain(raw, hl7_msg_delims(fr->cv->m)->escape)) {
-		/* what decoding would give: the bytes as they are */
-		t = slice_trim(raw);
-		buf_append(out, t.ptr, t.len);
-		return;
-	}
-	(void)hl7_text_decode(fr->cv->m, raw, out);
-	t = slice_trim(buf_slice(out));
-	if (t.len != out->len) {
-		memmove(out->data, t.ptr, t.len);
-		out->len = t.len;
-		out->data[t.len] = '\0';
-	}
+		return slice_make("", 0);
+	/* what decoding would give: the bytes as they are, with no copy */
+	if (map_text_is_plain(raw, hl7_msg_delims(fr->cv->m)->escape))
+		return slice_trim(raw);
+	buf_reset(scratch);
+	(void)hl7_text_decode(fr->cv->m, raw, scratch);
+	return slice_trim(buf_slice(scratch));
 }
 
 static void map_warn(map_run_t *run, const map_line_t *l, slice_t value, size_t seg_index,
@@ -366,13 +404,13 @@ map_hash_id(map_run_t *run, const map_line_t *l, slice_t type, char out[33])
 		size_t si;
 		unsigned rep;
 		slice_t raw = map_ref_raw(&run->fr, &l->src.parts[i].ref, false, &si, &rep);
+		slice_t t = map_text(&run->fr, raw, &text);
 
-		map_text(&run->fr, raw, &text);
-		any |= text.len > 0;
+		any |= t.len > 0;
 		if (raw.len > 0)
 			map_mark_used(run->fr.cv, si, l->src.parts[i].ref.field, rep);
 		buf_append_byte(&in, 0x1f);
-		buf_append(&in, text.data, text.len);
+		buf_append_slice(&in, t);
 	}
 	if (any)
 		map_id_from(buf_slice(&in), out);
@@ -406,7 +444,8 @@ map_inst_new(map_conv_t *cv, slice_t type, const fhir_type_t *meta, size_t seg_i
 	inst->seg_index = seg_index;
 	map_text_copy(inst->where, sizeof(inst->where), where, where + strlen(where));
 	inst->obj = fhir_object_new(cv->a);
-	fhir_object_set_cstr(cv->a, inst->obj, "resourceType", fhir_string_new(cv->a, type));
+	map_member_add(cv->a, inst->obj, map_keys[MAP_KEY_RESOURCE_TYPE],
+		       fhir_string_new(cv->a, type), 0);
 	if (cv->insts.n >= MAP_MAX_RESOURCES)
 		cv->too_many = true;
 	else
@@ -432,10 +471,7 @@ map_ids_finish(map_conv_t *cv)
 			if (o->merged_into != NULL || !slice_eq(o->type, inst->type) ||
 			    strcmp(o->id, inst->id) != 0)
 				continue;
-			for (size_t k = 0; k < fhir_object_count(inst->obj); k++)
-				(void)fhir_object_add_new(cv->a, o->obj,
-							  fhir_object_key_at(inst->obj, k),
-							  fhir_object_value_at(inst->obj, k));
+			map_merge(cv->a, o->obj, inst->obj);
 			inst->merged_into = o;
 			break;
 		}
@@ -471,13 +507,14 @@ map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 		memcpy(tmp, inst->type.ptr, inst->type.len);
 		tmp[inst->type.len] = '/';
 		memcpy(tmp + inst->type.len + 1, inst->id, 32);
-		fhir_object_set(cv->a, ref, SLICE_LIT("reference"),
-				fhir_string_new(cv->a, slice_make(tmp, inst->type.len + 33)));
+		map_member_set(cv->a, ref, cv->t_reference, map_keys[MAP_KEY_REFERENCE],
+			       fhir_string_new(cv->a, slice_make(tmp, inst->type.len + 33)));
 		return;
 	}
 	buf_init(&b, 0);
 	map_ref_text(&b, inst);
-	fhir_object_set(cv->a, ref, SLICE_LIT("reference"), fhir_string_new(cv->a, buf_slice(&b)));
+	map_member_set(cv->a, ref, cv->t_reference, map_keys[MAP_KEY_REFERENCE],
+		       fhir_string_new(cv->a, buf_slice(&b)));
 	buf_free(&b);
 }
 
@@ -491,8 +528,9 @@ map_reference(map_conv_t *cv, map_inst_t *inst)
 	/* a placeholder that differs between resources, so that arrays keep both references */
 	tmp[0] = '?';
 	end = map_put_u64(tmp + 1, (uintptr_t)inst);
-	fhir_object_set_cstr(cv->a, ref, "reference",
-			     fhir_string_new(cv->a, slice_make(tmp, (size_t)(end - tmp))));
+	map_member_add(cv->a, ref, map_keys[MAP_KEY_REFERENCE],
+		       fhir_string_new(cv->a, slice_make(tmp, (size_t)(end - tmp))),
+		       map_rank(cv->t_reference, map_keys[MAP_KEY_REFERENCE]));
 	*MAP_VEC_PUSH(cv->refs) = (map_pending_ref_t){ref, inst};
 	return ref;
 }
@@ -784,7 +822,7 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 {
 	const hl7_delims_t *d = hl7_msg_delims(run->fr.cv->m);
 	static const unsigned trip[3][2] = {{1, 3}, {4, 6}, {10, 12}};
-	buf_t *code = &run->fr.cv->vcode, *sys = &run->fr.cv->vsys;
+	buf_t *code_buf = &run->fr.cv->vcode, *sys_buf = &run->fr.cv->vsys;
 	bool comps = level == 1 && memchr(raw.ptr, d->component, raw.len) != NULL;
 
 	mm->n = 0;
@@ -799,20 +837,19 @@ map_vocab_match(map_run_t *run, const map_def_t *v, slice_t raw, int level, map_
 		} else if (level <= 2) {
 			c = hl7_split_nth(raw, level == 1 ? d->component : d->subcomponent, 1);
 		}
-		map_text(&run->fr, c, code);
-		map_text(&run->fr, s, sys);
-		if (code->len == 0)
+		slice_t code = map_text(&run->fr, c, code_buf);
+		slice_t sys = map_text(&run->fr, s, sys_buf);
+
+		if (code.len == 0)
 			continue;
 		if (mm->first_code.len == 0)
 			mm->first_code = c;
 		/* the rows with this code, in file order */
-		for (size_t i = map_vocab_first(v, buf_slice(code));
-		     i < v->nrows && slice_eq(v->vkeys[i].code, buf_slice(code)) && mm->n < 16;
-		     i++) {
+		for (size_t i = map_vocab_first(v, code);
+		     i < v->nrows && slice_eq(v->vkeys[i].code, code) && mm->n < 16; i++) {
 			const map_vrow_t *r = &v->rows[v->vkeys[i].row];
 
-			if (!(r->system.len == 0 || sys->len == 0 ||
-			      slice_eq(r->system, buf_slice(sys))))
+			if (!(r->system.len == 0 || sys.len == 0 || slice_eq(r->system, sys)))
 				continue;
 			/* "-": a known code without a FHIR equivalent (no value, no warning) */
 			if (slice_eq_cstr(r->fcode, "-"))
@@ -829,10 +866,15 @@ map_coding_from_row(map_conv_t *cv, const map_vrow_t *r)
 	fhir_node_t *c = fhir_object_new(cv->a);
 
 	if (r->fsystem.len > 0)
-		fhir_object_set_cstr(cv->a, c, "system", fhir_string_new(cv->a, r->fsystem));
-	fhir_object_set_cstr(cv->a, c, "code", fhir_string_new(cv->a, r->fcode));
+		map_member_add(cv->a, c, map_keys[MAP_KEY_SYSTEM],
+			       fhir_string_new(cv->a, r->fsystem),
+			       map_rank(cv->t_coding, map_keys[MAP_KEY_SYSTEM]));
+	map_member_add(cv->a, c, map_keys[MAP_KEY_CODE], fhir_string_new(cv->a, r->fcode),
+		       map_rank(cv->t_coding, map_keys[MAP_KEY_CODE]));
 	if (r->fdisplay.len > 0)
-		fhir_object_set_cstr(cv->a, c, "display", fhir_string_new(cv->a, r->fdisplay));
+		map_member_add(cv->a, c, map_keys[MAP_KEY_DISPLAY],
+			       fhir_string_new(cv->a, r->fdisplay),
+			       map_rank(cv->t_coding, map_keys[MAP_KEY_DISPLAY]));
 	return c;
 }
 
@@ -890,7 +932,7 @@ map_vocab_apply(map_run_t *run, const map_line_t *l, const fhir_type_t *t, slice
 		}
 		node = cc != NULL ? cc : fhir_object_new(cv->a);
 		if (fhir_array_len(codings) > 0)
-			fhir_object_set_cstr(cv->a, node, "coding", codings);
+			map_member_set(cv->a, node, t, map_keys[MAP_KEY_CODING], codings);
 	} else if (mm.n > 0 && strcmp(name, "Coding") == 0) {
 		node = map_coding_from_row(cv, mm.rows[0]);
 	} else if (mm.n > 0 && strcmp(name, "boolean") == 0) {
@@ -904,8 +946,8 @@ map_vocab_apply(map_run_t *run, const map_line_t *l, const fhir_type_t *t, slice
 		   strcmp(name, "canonical") == 0) {
 		buf_t uri = BUF_INIT;
 
-		map_text(&run->fr, mm.first_code.len ? mm.first_code : raw, &tmp);
-		if (map_uri_fallback(buf_slice(&tmp), &uri))
+		if (map_uri_fallback(
+			map_text(&run->fr, mm.first_code.len ? mm.first_code : raw, &tmp), &uri))
 			node = fhir_string_new(cv->a, buf_slice(&uri));
 		buf_free(&tmp);
 		buf_free(&uri);
@@ -947,14 +989,6 @@ map_label_find(map_run_t *run, fhir_node_t *arr, uint16_t index)
 	return NULL;
 }
 
-/* Adds a member that obj was just found not to have: no second lookup (the key is copied, as
- * fhir_object_set copies it). */
-static void
-map_member_add(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *v)
-{
-	fhir_object_push(a, obj, arena_slice_dup(a, key), v);
-}
-
 /* The object a step leads to, made when missing: objects by key; in arrays the labelled
  * element [n], or the first element when the step has no [n]. */
 static fhir_node_t *
@@ -966,32 +1000,27 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 
 	if (st->primitive) {
 		/* extension / id of a primitive live in the "_name" companion */
-		buf_t key = BUF_INIT;
-
-		buf_append_byte(&key, '_');
-		buf_append_slice(&key, st->name);
-		child = fhir_object_get(obj, buf_slice(&key));
+		child = fhir_object_get_interned(obj, st->ext_key);
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			map_member_add(a, obj, buf_slice(&key), child);
+			map_member_add(a, obj, st->ext_key, child, st->rank + 1);
 		}
-		buf_free(&key);
 		map_path_step(path, st, 0, false);
 		return fhir_node_kind(child) == FHIR_OBJECT ? child : NULL;
 	}
 	if (!st->array) {
-		child = fhir_object_get(obj, st->name);
+		child = fhir_object_get_interned(obj, st->key);
 		if (child == NULL) {
 			child = fhir_object_new(a);
-			map_member_add(a, obj, st->name, child);
+			map_member_add(a, obj, st->key, child, st->rank);
 		}
 		map_path_step(path, st, 0, false);
 		return fhir_node_kind(child) == FHIR_OBJECT ? child : NULL;
 	}
-	arr = fhir_object_get(obj, st->name);
+	arr = fhir_object_get_interned(obj, st->key);
 	if (arr == NULL) {
 		arr = fhir_array_new(a);
-		map_member_add(a, obj, st->name, arr);
+		map_member_add(a, obj, st->key, arr, st->rank);
 	}
 	if (fhir_node_kind(arr) != FHIR_ARRAY)
 		return NULL;
@@ -1013,15 +1042,6 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 			pos = i;
 	map_path_step(path, st, pos, true);
 	return fhir_node_kind(child) == FHIR_OBJECT ? child : NULL;
-}
-
-/* Members of src that dst lacks go to dst. */
-static void
-map_merge(arena_t *a, fhir_node_t *dst, const fhir_node_t *src)
-{
-	for (size_t i = 0; i < fhir_object_count(src); i++)
-		(void)fhir_object_add_new(a, dst, fhir_object_key_at(src, i),
-					  fhir_object_value_at(src, i));
 }
 
 /* Whether obj already has another type of the choice element st is one of (value[x]). */
@@ -1064,14 +1084,14 @@ static bool
 map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, buf_t *path)
 {
 	arena_t *a = run->fr.cv->a;
-	fhir_node_t *cur = fhir_object_get(obj, st->name);
+	fhir_node_t *cur = fhir_object_get_interned(obj, st->key);
 
-	if (map_choice_taken(obj, st))
+	if (st->elem->choice_base != NULL && map_choice_taken(obj, st))
 		return false;
 	if (st->array) {
 		if (cur == NULL) {
 			cur = fhir_array_new(a);
-			map_member_add(a, obj, st->name, cur);
+			map_member_add(a, obj, st->key, cur, st->rank);
 		}
 		if (fhir_node_kind(cur) != FHIR_ARRAY)
 			return false;
@@ -1108,7 +1128,7 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 		map_path_step(path, st, 0, false);
 		return true;
 	}
-	map_member_add(a, obj, st->name, v);
+	map_member_add(a, obj, st->key, v, st->rank);
 	map_path_step(path, st, 0, false);
 	return true;
 }
@@ -1199,6 +1219,9 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 					   : fhir_object_new(cv->a);
 				map_run_def(cv, l->as_def, &from, *src_out, raw, level, NULL, made,
 					    &made);
+				cv->canon_needed |= made != NULL &&
+						    fhir_node_kind(made) == FHIR_OBJECT &&
+						    t != l->as_def->type;
 				node = made;
 				if (node != NULL && fhir_node_is_empty(node)) {
 					node = NULL;
@@ -1218,9 +1241,8 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 			 */
 			raw = hl7_split_nth(raw, hl7_msg_delims(cv->m)->component, 1);
 		}
-		map_text(&run->fr, raw, &cv->text);
-		return map_primitive(run, l, t, l->as_builtin, buf_slice(&cv->text), si, field,
-				     rep);
+		return map_primitive(run, l, t, l->as_builtin, map_text(&run->fr, raw, &cv->text),
+				     si, field, rep);
 	}
 	/* concatenations ("+"): empty when every field in them is; join() puts the separator
 	 * between the ones that are not */
@@ -1246,17 +1268,17 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 						map_mark_used(cv, si,
 							      o->ref.seg[0] ? o->ref.field : field,
 							      rep);
-					map_text(&run->fr, raw, part);
+					slice_t pt = map_text(&run->fr, raw, part);
+
 					has_ref = true;
-					any |= part->len > 0;
-					if (*src_out == NULL && part->len > 0)
+					any |= pt.len > 0;
+					if (*src_out == NULL && pt.len > 0)
 						*src_out = map_ref_string(run, &o->ref,
 									  o->ref.seg[0] ? rep : 0);
+					buf_append_slice(cat, pt);
 				} else {
-					buf_reset(part);
-					buf_append_slice(part, o->text);
+					buf_append_slice(cat, o->text);
 				}
-				buf_append(cat, part->data, part->len);
 			}
 			if ((has_ref && !any) || cat->len == 0)
 				continue;
@@ -1314,16 +1336,17 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 				if (!map_put(run, at, &key, v, pp))
 					goto drop;
 				gs->root = v;
-				gs->root_arr = key.array ? fhir_object_get(at, key.name) : NULL;
+				gs->root_arr =
+				    key.array ? fhir_object_get_interned(at, key.key) : NULL;
 				map_path_copy(&gs->root_path, &gs->path);
 				goto done;
 			}
 			gs->root = fhir_object_new(cv->a);
 			if (!map_put(run, at, &key, gs->root, pp))
 				goto drop;
-			gs->root_arr = key.array ? fhir_object_get(at, key.name) : NULL;
+			gs->root_arr = key.array ? fhir_object_get_interned(at, key.key) : NULL;
 			if (!key.array) /* an element already there is the one to build on */
-				gs->root = fhir_object_get(at, key.name);
+				gs->root = fhir_object_get_interned(at, key.key);
 			map_path_copy(&gs->root_path, &gs->path);
 		} else if (l->nsteps == g->key_steps) {
 			if (fhir_node_kind(gs->root) != FHIR_OBJECT ||
@@ -1379,13 +1402,13 @@ map_target_taken(const map_egroup_t *g, const map_line_t *l, const fhir_node_t *
 
 		if (st->primitive || st->index > 0)
 			return false;
-		next = fhir_object_get(at, st->name);
+		next = fhir_object_get_interned(at, st->key);
 		if (next != NULL && st->array)
 			next = fhir_array_len(next) > 0 ? fhir_array_at(next, 0) : NULL;
 		at = next != NULL && fhir_node_kind(next) == FHIR_OBJECT ? next : NULL;
 	}
-	return at != NULL &&
-	       (fhir_object_get(at, last->name) != NULL || map_choice_taken(at, last));
+	return at != NULL && (fhir_object_get_interned(at, last->key) != NULL ||
+			      (last->elem->choice_base != NULL && map_choice_taken(at, last)));
 }
 
 /* Runs the lines of one element group for the repetition in the run's context. Constants of
@@ -1405,9 +1428,7 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 	memset(&gs, 0, sizeof(gs));
 	for (size_t k = 0; k < g->nlines; k++) {
 		const map_line_t *l = &def->lines[g->lines[k]];
-		const fhir_type_t *t = l->to_value ? def->type
-				       : l->nsteps ? l->steps[l->nsteps - 1].type
-						   : NULL;
+		const fhir_type_t *t;
 		fhir_node_t *v;
 		const char *src;
 		size_t start = cv->xrecs.n;
@@ -1423,6 +1444,7 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 		if (l->to_value ? value_out != NULL && *value_out != NULL
 				: map_target_taken(g, l, obj, &gs))
 			continue;
+		t = l->to_value ? def->type : l->nsteps ? l->steps[l->nsteps - 1].type : NULL;
 		v = map_line_value(run, l, t, &src);
 		if (v == NULL)
 			continue;
@@ -1846,34 +1868,6 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 
 /* ---- output --------------------------------------------------------------------------- */
 
-/* Equal objects in an array (the same doctor as placer and filler contact) appear once. */
-static void
-map_dedupe(fhir_node_t *n, unsigned depth)
-{
-	if (depth > 64)
-		return;
-	if (fhir_node_kind(n) == FHIR_OBJECT) {
-		for (size_t i = 0; i < fhir_object_count(n); i++)
-			map_dedupe(fhir_object_value_at(n, i), depth + 1);
-		return;
-	}
-	if (fhir_node_kind(n) != FHIR_ARRAY)
-		return;
-	for (size_t i = 0; i < fhir_array_len(n); i++)
-		map_dedupe(fhir_array_at(n, i), depth + 1);
-	for (size_t i = 1; i < fhir_array_len(n) && i < 64;) {
-		bool dup = false;
-
-		for (size_t j = 0; j < i && !dup; j++)
-			dup = fhir_node_kind(fhir_array_at(n, i)) == FHIR_OBJECT &&
-			      fhir_node_equal(fhir_array_at(n, j), fhir_array_at(n, i));
-		if (dup)
-			fhir_array_remove_at(n, i);
-		else
-			i++;
-	}
-}
-
 /* Where a member goes in R4 element order: resourceType first, then element e at 2e + 2 with
  * its "_x" companion right after it, then (MAP_CANON_REST) the others in their own order. */
 #define MAP_CANON_REST 0xffffffffu
@@ -2152,8 +2146,9 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 
 		if (inst->merged_into != NULL)
 			continue;
-		fhir_object_set_cstr(a, inst->obj, "id", fhir_string_new(a, slice_cstr(inst->id)));
-		map_dedupe(inst->obj, 0);
+		map_member_set(a, inst->obj, inst->meta, map_keys[MAP_KEY_ID],
+			       fhir_string_new(a, slice_cstr(inst->id)));
+		fhir_node_dedupe(inst->obj); /* equal objects in an array appear once */
 		(void)fhir_node_prune(inst->obj);
 		map_check_required(cv, inst);
 	}
@@ -2183,7 +2178,9 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		if (inst->merged_into != NULL || inst->dropped)
 			continue;
 		r = inst->obj;
-		map_canon(a, r, inst->meta); /* r has its resourceType (map_inst_new) */
+		/* members went in in R4 order (map_member_add), unless canon_needed */
+		if (cv->canon_needed)
+			map_canon(a, r, inst->meta); /* r has its resourceType (map_inst_new) */
 		inst->result_index = n;
 		rs[n].type = inst->type;
 		rs[n].id = slice_make(arena_strndup(a, inst->id, 32), 32);
@@ -2204,11 +2201,12 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	b = cv->bundle.obj;
 	(void)fhir_object_remove(b, SLICE_LIT("id"));
 	(void)fhir_object_remove(b, SLICE_LIT("entry"));
-	fhir_object_set_cstr(a, b, "type", fhir_string_new(a, SLICE_LIT("transaction")));
+	map_member_set(a, b, cv->bundle.meta, map_keys[MAP_KEY_TYPE],
+		       fhir_string_new(a, SLICE_LIT("transaction")));
 	(void)fhir_node_prune(b);
-	/* entries are in order already, and last in R4 order (no signature is made) */
-	map_canon(a, b, NULL);
-	fhir_object_set_cstr(a, b, "entry", entries);
+	if (cv->canon_needed)
+		map_canon(a, b, cv->bundle.meta);
+	map_member_set(a, b, cv->bundle.meta, map_keys[MAP_KEY_ENTRY], entries);
 	res->bundle = b;
 	res->resources = rs;
 	res->nresources = n;
@@ -2246,6 +2244,23 @@ map_collect(map_conv_t *cv, map_result_t *res)
 	res->explain = x;
 	res->nexplain = n;
 	map_list_unused(cv, res);
+}
+
+/* Where the segment lines of the segment with this key begin in d->seg_lines. */
+static size_t
+map_seg_lines_first(const map_def_t *d, uint64_t key)
+{
+	size_t lo = 0, hi = d->nseg_lines;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (d->seg_lines[mid] >> 32 < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
 }
 
 int
@@ -2287,23 +2302,28 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	cv.current = arena_zalloc(a, (cv.msg->nslots + 1) * sizeof(*cv.current));
 	cv.seen = arena_zalloc(a, (cv.msg->ngroups + 1) * sizeof(*cv.seen));
 	cv.bundle.type = SLICE_LIT("Bundle");
+	cv.bundle.meta = fhir_meta_type(cv.bundle.type);
+	cv.t_coding = fhir_meta_type(SLICE_LIT("Coding"));
+	cv.t_reference = fhir_meta_type(SLICE_LIT("Reference"));
 	cv.bundle.obj = fhir_object_new(a);
 	cv.bundle.has_id = true;
-	fhir_object_set_cstr(a, cv.bundle.obj, "resourceType",
-			     fhir_string_new(a, SLICE_LIT("Bundle")));
+	map_member_add(a, cv.bundle.obj, map_keys[MAP_KEY_RESOURCE_TYPE],
+		       fhir_string_new(a, SLICE_LIT("Bundle")), 0);
 	for (size_t i = 0; i < hl7_msg_segment_count(m) && !cv.too_many; i++) {
 		const hl7_seg_t *s = hl7_msg_segment(m, i);
 		slice_t id = hl7_seg_id(s);
+		uint64_t key;
 
 		map_groups_update(&cv, id);
 		map_mark_ignored(&cv, cv.msg, i);
-		for (size_t li = 0; li < cv.msg->nlines && !cv.too_many; li++) {
-			const map_line_t *l = &cv.msg->lines[li];
-
-			if (l->src.kind == MAP_SRC_SEGMENT &&
-			    slice_eq(slice_make(l->src.seg, 3), id))
-				map_apply_segment_line(&cv, li, s, i);
-		}
+		if (id.len != 3)
+			continue; /* no map's segment */
+		key = map_seg_key(id.ptr);
+		for (size_t k = map_seg_lines_first(cv.msg, key);
+		     k < cv.msg->nseg_lines && cv.msg->seg_lines[k] >> 32 == key && !cv.too_many;
+		     k++)
+			map_apply_segment_line(&cv, (size_t)(cv.msg->seg_lines[k] & 0xffffffffu), s,
+					       i);
 	}
 	if (cv.too_many) {
 		res->error.code = HL7_ERR_INTERNAL;

@@ -79,6 +79,11 @@ typedef struct {
 	uint16_t index; /* [n]; 0 when none */
 	unsigned col;
 	const fhir_elem_t *elem;
+	/* where the member goes in its object, in R4 element order (map_engine.c, map_rank):
+	 * 2 * the element's position + 2, its "_name" companion one more */
+	uint32_t rank;
+	slice_t key;             /* name, interned in the set (map_set_key) */
+	slice_t ext_key;         /* primitive: "_name", interned */
 	const fhir_type_t *type; /* the element's type; NULL for ResourceList */
 	bool array;
 	bool primitive;
@@ -200,6 +205,10 @@ typedef struct map_def {
 	map_group_t *groups;
 	size_t ngroups;
 	slice_t extends; /* "extends ADT_A01": lines added to that message map */
+	/* its segment lines ("Slot <- SEG as ...") by segment, in line order: the segment id's
+	 * three bytes as a number (map_seg_key) << 32 | the line's index, sorted */
+	uint64_t *seg_lines;
+	size_t nseg_lines;
 	/* "ignore SEG-n, SEG": fields (or whole segments) left out on purpose */
 	map_ref_t *ignores;
 	size_t nignores;
@@ -215,7 +224,27 @@ struct map_set {
 	map_def_t **defs;
 	size_t ndefs;
 	uint64_t version;
+	/* member keys of the trees conversions build, each text once (map_set_key) */
+	slice_t *keys;
+	size_t keys_cap, nkeys;
 };
+
+/* The keys the converter adds members under itself; map_set_key gives these very slices for
+ * their texts, so that every key of a conversion's objects is interned (compared by address:
+ * fhir_object_get_interned). */
+enum {
+	MAP_KEY_RESOURCE_TYPE,
+	MAP_KEY_ID,
+	MAP_KEY_TYPE,
+	MAP_KEY_ENTRY,
+	MAP_KEY_REFERENCE,
+	MAP_KEY_CODING,
+	MAP_KEY_SYSTEM,
+	MAP_KEY_CODE,
+	MAP_KEY_DISPLAY,
+	MAP_KEY_COUNT
+};
+extern const slice_t map_keys[MAP_KEY_COUNT];
 
 /* Diagnostics while loading: a sticky count of errors. */
 typedef struct {
@@ -237,7 +266,18 @@ bool map_path_kind(const char *rel, map_kind_t *kind);
 map_cond_t *map_cond_parse_text(arena_t *a, const char *text, char *err, size_t cap);
 map_builtin_t map_builtin_lookup(slice_t name);
 
+/* A segment id's three bytes as a number (ids of another length are never a map's). */
+static inline uint64_t
+map_seg_key(const char *id)
+{
+	return (uint64_t)(unsigned char)id[0] << 16 | (uint64_t)(unsigned char)id[1] << 8 |
+	       (unsigned char)id[2];
+}
+
 /* map_load.c */
+/* The interned copy of key in set (made when missing; one of map_keys for their texts):
+ * borrowed, valid until the set is freed. */
+slice_t map_set_key(map_set_t *set, slice_t key);
 const map_def_t *map_set_find(const map_set_t *set, map_kind_t kind, slice_t name);
 /* Maximum field number of a standard segment; 0 when the segment is unknown (Z-segments). */
 unsigned map_segment_fields(slice_t seg);
@@ -278,8 +318,10 @@ slice_t map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, siz
 void map_value_split(slice_t value, char delim, slice_t *parts, size_t *nparts);
 /* Repetitions of the field a ref names (LST.COUNT). */
 size_t map_ref_count(const map_frame_t *fr, const map_ref_t *ref);
-/* Decoded, trimmed UTF-8 text of a raw value into out (reset first). */
-void map_text(const map_frame_t *fr, slice_t raw, buf_t *out);
+/* Decoded, trimmed UTF-8 text of a raw value: raw itself, trimmed, when decoding would leave
+ * it as it is (most values), else decoded into scratch. Borrowed: valid until scratch is
+ * used again (and as long as the message). */
+slice_t map_text(const map_frame_t *fr, slice_t raw, buf_t *scratch);
 /* Marks a field repetition as used (explain); MAP_REP_ALL: every repetition. */
 #define MAP_REP_ALL 0xfffffffu
 void map_mark_used(map_conv_t *cv, size_t seg_index, unsigned field, unsigned rep);

@@ -234,6 +234,7 @@ map_path_check(map_ld_t *ld, const map_def_t *d, const map_line_t *l, const fhir
 				 i == 0 ? t->name : in->name, (int)st->name.len, st->name.ptr);
 			return false;
 		}
+		st->rank = 2 * (uint32_t)(st->elem - in->elems) + 2;
 		st->array = (st->elem->flags & FHIR_ELEM_ARRAY) != 0;
 		st->primitive = (st->elem->flags & FHIR_ELEM_PRIMITIVE) != 0;
 		st->type = fhir_meta_type(slice_cstr(st->elem->type));
@@ -774,6 +775,107 @@ map_cmp_files(const void *x, const void *y)
 	return c != 0 ? c : (int)a->site - (int)b->site;
 }
 
+const slice_t map_keys[MAP_KEY_COUNT] = {
+    [MAP_KEY_RESOURCE_TYPE] = SLICE_LIT("resourceType"),
+    [MAP_KEY_ID] = SLICE_LIT("id"),
+    [MAP_KEY_TYPE] = SLICE_LIT("type"),
+    [MAP_KEY_ENTRY] = SLICE_LIT("entry"),
+    [MAP_KEY_REFERENCE] = SLICE_LIT("reference"),
+    [MAP_KEY_CODING] = SLICE_LIT("coding"),
+    [MAP_KEY_SYSTEM] = SLICE_LIT("system"),
+    [MAP_KEY_CODE] = SLICE_LIT("code"),
+    [MAP_KEY_DISPLAY] = SLICE_LIT("display"),
+};
+
+/* Open addressing over the keys' bytes, at most half full; the table starts with map_keys. */
+static void
+map_keys_put(map_set_t *set, slice_t key)
+{
+	size_t mask = set->keys_cap - 1;
+	size_t h = (size_t)hash_fnv1a64(key.ptr, key.len, 0) & mask;
+
+	while (set->keys[h].ptr != NULL)
+		h = (h + 1) & mask;
+	set->keys[h] = key;
+	set->nkeys++;
+}
+
+slice_t
+map_set_key(map_set_t *set, slice_t key)
+{
+	size_t mask, h;
+
+	if (set->keys_cap == 0 || (set->nkeys + 1) * 2 > set->keys_cap) {
+		slice_t *old = set->keys;
+		size_t ocap = set->keys_cap;
+
+		set->keys_cap = ocap ? ocap * 2 : 256;
+		set->keys = xcalloc(set->keys_cap, sizeof(*set->keys));
+		set->nkeys = 0;
+		for (size_t i = 0; i < ocap; i++)
+			if (old[i].ptr != NULL)
+				map_keys_put(set, old[i]);
+		free(old);
+		if (ocap == 0)
+			for (size_t i = 0; i < MAP_KEY_COUNT; i++)
+				map_keys_put(set, map_keys[i]);
+	}
+	mask = set->keys_cap - 1;
+	h = (size_t)hash_fnv1a64(key.ptr, key.len, 0) & mask;
+	for (; set->keys[h].ptr != NULL; h = (h + 1) & mask)
+		if (slice_eq(set->keys[h], key))
+			return set->keys[h];
+	key = arena_slice_dup(set->arena, key);
+	map_keys_put(set, key);
+	return key;
+}
+
+/* Every target step's member keys, interned: the converter's objects get no other keys. */
+static void
+map_set_intern_steps(map_set_t *set)
+{
+	buf_t ext = BUF_INIT;
+
+	for (size_t i = 0; i < set->ndefs; i++) {
+		map_def_t *d = set->defs[i];
+
+		for (size_t j = 0; j < d->nlines; j++)
+			for (size_t k = 0; k < d->lines[j].nsteps; k++) {
+				map_step_t *st = &d->lines[j].steps[k];
+
+				st->key = map_set_key(set, st->name);
+				if (!st->primitive)
+					continue;
+				buf_reset(&ext);
+				buf_append_byte(&ext, '_');
+				buf_append_slice(&ext, st->name);
+				st->ext_key = map_set_key(set, buf_slice(&ext));
+			}
+	}
+	buf_free(&ext);
+}
+
+static int
+map_cmp_u64(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+/* A message map's segment lines by segment id (map_def_t.seg_lines), so that a conversion
+ * looks at the lines of each segment only. */
+static void
+map_index_segment_lines(arena_t *a, map_def_t *d)
+{
+	d->seg_lines = arena_alloc(a, (d->nlines ? d->nlines : 1) * sizeof(*d->seg_lines));
+	d->nseg_lines = 0;
+	for (size_t i = 0; i < d->nlines; i++)
+		if (d->lines[i].src.kind == MAP_SRC_SEGMENT)
+			d->seg_lines[d->nseg_lines++] = map_seg_key(d->lines[i].src.seg) << 32 | i;
+	qsort(d->seg_lines, d->nseg_lines, sizeof(*d->seg_lines), map_cmp_u64);
+}
+
 int
 map_set_load_files(const map_file_t *files, size_t n, map_diag_fn diag, void *arg, map_set_t **out)
 {
@@ -825,6 +927,10 @@ map_set_load_files(const map_file_t *files, size_t n, map_diag_fn diag, void *ar
 		map_set_free(set);
 		return -FG_ECONFIG;
 	}
+	map_set_intern_steps(set);
+	for (size_t i = 0; i < set->ndefs; i++)
+		if (set->defs[i]->kind == MAP_MESSAGE)
+			map_index_segment_lines(set->arena, set->defs[i]);
 	*out = set;
 	return 0;
 }
@@ -976,6 +1082,7 @@ map_set_free(map_set_t *set)
 {
 	if (set == NULL)
 		return;
+	free(set->keys);
 	arena_free(set->arena);
 	free(set->defs);
 	free(set);

@@ -133,6 +133,71 @@ test_tree_object_large(void **state)
 	arena_free(a);
 }
 
+/* Ranked inserts keep members sorted by rank, ties in insertion order, also past the size
+ * where the hash index takes over (positions shift under it). */
+static void
+test_tree_object_insert(void **state)
+{
+	arena_t *a = arena_new(0);
+	fhir_node_t *o = fhir_object_new(a);
+	char key[16];
+
+	fhir_object_set_cstr(a, o, "resourceType", fhir_int_new(a, 0)); /* rank 0 */
+	fhir_object_insert(a, o, SLICE_LIT("c"), fhir_int_new(a, 1), 30);
+	fhir_object_insert(a, o, SLICE_LIT("a"), fhir_int_new(a, 2), 10);
+	fhir_object_insert(a, o, SLICE_LIT("d"), fhir_int_new(a, 3), 40);
+	fhir_object_insert(a, o, SLICE_LIT("b"), fhir_int_new(a, 4), 10);
+	assert_slice_equal(fhir_object_key_at(o, 0), "resourceType");
+	assert_slice_equal(fhir_object_key_at(o, 1), "a");
+	assert_slice_equal(fhir_object_key_at(o, 2), "b");
+	assert_slice_equal(fhir_object_key_at(o, 3), "c");
+	assert_slice_equal(fhir_object_key_at(o, 4), "d");
+	assert_int_equal(fhir_object_rank_at(o, 3), 30);
+	assert_int_equal(fhir_object_rank_at(o, 99), 0);
+	for (int i = 0; i < 20; i++) {
+		int n = snprintf(key, sizeof(key), "k%d", i);
+
+		fhir_object_insert(a, o, arena_slice_dup(a, slice_make(key, (size_t)n)),
+				   fhir_int_new(a, 100 + i), (uint32_t)(50 + (i * 7) % 10));
+	}
+	fhir_object_insert(a, o, SLICE_LIT("e"), fhir_int_new(a, 5), 45);
+	assert_true(fhir_object_count(o) > 16);
+	assert_slice_equal(fhir_object_key_at(o, 5), "e");
+	assert_slice_equal(fhir_node_text(fhir_object_get_cstr(o, "e")), "5");
+	assert_slice_equal(fhir_node_text(fhir_object_get_cstr(o, "d")), "3");
+	assert_slice_equal(fhir_node_text(fhir_object_get_cstr(o, "k13")), "113");
+	for (size_t i = 1; i < fhir_object_count(o); i++)
+		assert_true(fhir_object_rank_at(o, i - 1) <= fhir_object_rank_at(o, i));
+	arena_free(a);
+}
+
+/* Interned lookups compare addresses: the same text elsewhere is another key. */
+static void
+test_tree_object_interned(void **state)
+{
+	arena_t *a = arena_new(0);
+	fhir_node_t *o = fhir_object_new(a);
+	slice_t keys[40];
+	char copy[] = "k7";
+
+	for (int i = 0; i < 40; i++) {
+		char key[16];
+		int n = snprintf(key, sizeof(key), "k%d", i);
+
+		keys[i] = arena_slice_dup(a, slice_make(key, (size_t)n));
+		fhir_object_push(a, o, keys[i], fhir_int_new(a, i));
+		/* linear below 17 members, the hash index above */
+		if (i == 10 || i == 39) {
+			assert_slice_equal(fhir_node_text(fhir_object_get_interned(o, keys[7])),
+					   "7");
+			assert_null(fhir_object_get_interned(o, slice_make(copy, 2)));
+			assert_non_null(fhir_object_get(o, slice_make(copy, 2)));
+		}
+	}
+	assert_slice_equal(fhir_node_text(fhir_object_get_interned(o, keys[39])), "39");
+	arena_free(a);
+}
+
 static void
 test_tree_array(void **state)
 {
@@ -520,6 +585,24 @@ json_parse_ok(arena_t *a, const char *text)
 		fail_msg("parse of %s: %s", text, err);
 	assert_non_null(n);
 	return n;
+}
+
+/* Equal objects in an array go (the later ones), at any depth; other items stay. */
+static void
+test_tree_dedupe(void **state)
+{
+	arena_t *a = arena_new(0);
+	fhir_node_t *n =
+	    json_parse_ok(a, "{\"a\":[{\"x\":1},{\"x\":2},{\"x\":1},\"s\",\"s\"],"
+			     "\"b\":{\"c\":[{\"y\":[{\"z\":1},{\"z\":1}]},{\"y\":[{\"z\":1}]}]}}");
+	buf_t out = BUF_INIT;
+
+	fhir_node_dedupe(n);
+	assert_int_equal(fhir_json_write(n, false, &out), 0);
+	assert_string_equal(out.data, "{\"a\":[{\"x\":1},{\"x\":2},\"s\",\"s\"],"
+				      "\"b\":{\"c\":[{\"y\":[{\"z\":1}]}]}}");
+	buf_free(&out);
+	arena_free(a);
 }
 
 /* Parses text expecting error rc, whose message must contain want. */
@@ -1130,6 +1213,9 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_tree_object),
 	    cmocka_unit_test(test_tree_object_large),
+	    cmocka_unit_test(test_tree_object_insert),
+	    cmocka_unit_test(test_tree_object_interned),
+	    cmocka_unit_test(test_tree_dedupe),
 	    cmocka_unit_test(test_tree_array),
 	    cmocka_unit_test(test_tree_clone_equal),
 	    cmocka_unit_test(test_tree_prune),
