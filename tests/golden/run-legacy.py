@@ -30,7 +30,8 @@ LEGACY = os.path.join(TOP_SRCDIR, "mappings", "legacy")
 EXPECTED = os.path.join(TOP_SRCDIR, "tests", "golden", "expected", "legacy")
 SCHEMA = os.path.join(DATA, "fhir", "fhir.schema.json")
 BUILD = os.environ.get("top_builddir", ".")
-WORK = os.path.join(os.path.abspath(BUILD), "tests", "golden-out", "legacy")
+# Its own folder: run-golden.py empties tests/golden-out when it starts, maybe while this runs.
+WORK = os.path.join(os.path.abspath(BUILD), "tests", "golden-legacy-out")
 
 # (record map, sample file, rejected records the sample has on purpose)
 CASES = [("patients.map", "patients.csv", 1),
