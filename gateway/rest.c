@@ -474,8 +474,6 @@ accept_pick(slice_t accept)
 
 /* ---- reading ---- */
 
-/* The record of a read (status 200, *r valid while t is open) or the status and outcome of why
- * there is none. */
 /* A resource's current version (version 0) or one version, as store_res_get/vread answer.
  * AuditEvents come from the audit trail (one version each; their key is their
  * lastUpdated); events stored before it, as ordinary resources, are still found. */
@@ -503,6 +501,8 @@ res_get(store_txn_t *t, slice_t type, slice_t id, uint32_t version, store_res_t 
 			    : store_res_get(t, type, id, r);
 }
 
+/* The record of a read (status 200, *r valid while t is open) or the status and outcome of why
+ * there is none. */
 static int
 read_record(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, uint32_t version,
 	    store_res_t *r, fhir_node_t **outcome, uint32_t *ver, uint64_t *lu)
@@ -1175,6 +1175,9 @@ capability_build(arena_t *a, bool secured)
 	static const char *const type_ia[] = {
 	    "read",         "vread",  "update",      "patch", "delete", "history-instance",
 	    "history-type", "create", "search-type", NULL};
+	/* The audit trail is append-only and written by the server (audit_read_only). */
+	static const char *const audit_ia[] = {"read",         "vread",       "history-instance",
+					       "history-type", "search-type", NULL};
 	static const char *const sys_ia[] = {"transaction", "batch", "history-system",
 					     "search-system", NULL};
 	fhir_node_t *cs = fhir_object_new(a), *rest = fhir_object_new(a),
@@ -1211,14 +1214,20 @@ capability_build(arena_t *a, bool secured)
 		size_t n = fhir_meta_searchparams(slice_cstr(rt->name), &list);
 
 		fhir_object_set_cstr(a, r, "type", str_node(a, rt->name));
-		interactions_add(a, r, type_ia);
-		fhir_object_set_cstr(a, r, "versioning", str_node(a, "versioned-update"));
-		fhir_object_set_cstr(a, r, "readHistory", fhir_bool_new(a, true));
-		fhir_object_set_cstr(a, r, "updateCreate", fhir_bool_new(a, true));
-		fhir_object_set_cstr(a, r, "conditionalCreate", fhir_bool_new(a, true));
-		fhir_object_set_cstr(a, r, "conditionalRead", str_node(a, "full-support"));
-		fhir_object_set_cstr(a, r, "conditionalUpdate", fhir_bool_new(a, true));
-		fhir_object_set_cstr(a, r, "conditionalDelete", str_node(a, "single"));
+		if (strcmp(rt->name, "AuditEvent") == 0) {
+			interactions_add(a, r, audit_ia);
+			fhir_object_set_cstr(a, r, "versioning", str_node(a, "versioned"));
+			fhir_object_set_cstr(a, r, "readHistory", fhir_bool_new(a, true));
+		} else {
+			interactions_add(a, r, type_ia);
+			fhir_object_set_cstr(a, r, "versioning", str_node(a, "versioned-update"));
+			fhir_object_set_cstr(a, r, "readHistory", fhir_bool_new(a, true));
+			fhir_object_set_cstr(a, r, "updateCreate", fhir_bool_new(a, true));
+			fhir_object_set_cstr(a, r, "conditionalCreate", fhir_bool_new(a, true));
+			fhir_object_set_cstr(a, r, "conditionalRead", str_node(a, "full-support"));
+			fhir_object_set_cstr(a, r, "conditionalUpdate", fhir_bool_new(a, true));
+			fhir_object_set_cstr(a, r, "conditionalDelete", str_node(a, "single"));
+		}
 		for (size_t k = 0; k < n; k++) {
 			fhir_node_t *sp = fhir_object_new(a);
 

@@ -438,6 +438,10 @@ def t_metadata(t, api):
     ia = sorted(i["code"] for i in res["Patient"]["interaction"])
     t.ok("read" in ia and "patch" in ia and "history-instance" in ia, "interactions", ia)
     t.ok(any(p["name"] == "birthdate" for p in res["Patient"]["searchParam"]), "search params")
+    ae = res["AuditEvent"]
+    t.eq((sorted(i["code"] for i in ae["interaction"]), ae.get("updateCreate")),
+         (["history-instance", "history-type", "read", "search-type", "vread"], None),
+         "AuditEvent: only what the append-only trail allows")
     st, _, _, raw = api.req("GET", "/fhir/metadata", headers={"Accept": XML})
     t.ok(st == 200 and raw.startswith(b"<CapabilityStatement"), "metadata as XML", raw[:40])
 
