@@ -233,11 +233,14 @@ def t_trail(t):
         mid = recs[1]
         t.eq([e["id"] for e in audit_events(port, "_id=" + mid["id"])], [mid["id"]], "_id")
         t.eq(audit_events(port, "_id=nosuchid"), [], "_id of no event: none")
-        t.eq([e["id"] for e in audit_events(port, "subtype=capabilities&date=" + mid["recorded"])
-              if e["recorded"] == mid["recorded"]][:1], [mid["id"]], "date=eq an instant")
+        # recorded is to the millisecond: other events may share mid's.
+        same = audit_events(port, "subtype=capabilities&date=" + mid["recorded"])
+        t.ok(mid["id"] in [e["id"] for e in same] and
+             all(e["recorded"] == mid["recorded"] for e in same), "date=eq an instant",
+             "%r: %r" % (mid, [(e["id"], e["recorded"]) for e in same]))
         later = audit_events(port, "subtype=capabilities&date=gt" + mid["recorded"])
         t.ok(mid["id"] not in [e["id"] for e in later] and
-             all(e["recorded"] > mid["recorded"] for e in later) and len(later) >= 240,
+             all(e["recorded"] > mid["recorded"] for e in later) and len(later) >= 200,
              "date=gt: later events only")
         earlier = audit_events(port, "subtype=capabilities&date=le" + mid["recorded"])
         t.ok(mid["id"] in [e["id"] for e in earlier] and
