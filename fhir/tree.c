@@ -316,6 +316,8 @@ fhir_object_get(const fhir_node_t *obj, slice_t key)
 	return m != NULL ? m->val : NULL;
 }
 
+/* fhir_object_find's twin comparing keys by address: one shared function taking the mode as a
+ * flag is not inlined by GCC and costs 2% of a conversion's instructions (callgrind). */
 fhir_node_t *
 fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
 {
