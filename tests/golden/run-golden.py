@@ -38,6 +38,37 @@ def corpus():
     return out
 
 
+def compare_expected(t, expected, out, label, update):
+    """One check: out equals the committed file expected (GOLDEN_UPDATE=1 writes it first)."""
+    if update:
+        os.makedirs(os.path.dirname(expected), exist_ok=True)
+        with open(expected, "wb") as f:
+            f.write(out)
+    try:
+        with open(expected, "rb") as f:
+            want = f.read()
+    except OSError:
+        want = None
+    t.ok(want == out, "%s equals %s" % (label, os.path.relpath(expected, TOP_SRCDIR)),
+         "missing expected file (GOLDEN_UPDATE=1 writes it)" if want is None else
+         diff_hint(want, out))
+
+
+def bundles(text):
+    """The JSON documents of text, one after another (blank and # comment lines between)."""
+    out, dec, pos = [], json.JSONDecoder(), 0
+    while pos < len(text):
+        while pos < len(text) and (text[pos].isspace() or text[pos] == "#"):
+            if text[pos] == "#":
+                pos = text.find("\n", pos) + 1 or len(text)
+            else:
+                pos += 1
+        if pos < len(text):
+            doc, pos = dec.raw_decode(text, pos)
+            out.append(doc)
+    return out
+
+
 def npm_setup(name="node"):
     """ajv from npm, installed once into the build directory (the test setup), in
     tests/<name> (tests that may run at the same time use different names)."""
@@ -76,27 +107,9 @@ def main():
         if not t.ok(rc == 0, "%s converts" % name, err):
             continue
         expected = os.path.join(EXPECTED, name[:-4] + ".json")
-        if update:
-            os.makedirs(os.path.dirname(expected), exist_ok=True)
-            with open(expected, "wb") as f:
-                f.write(out)
-        try:
-            with open(expected, "rb") as f:
-                want = f.read()
-        except OSError:
-            want = None
-        t.ok(want == out, "%s: Bundle equals %s" % (name, os.path.relpath(expected, TOP_SRCDIR)),
-             "missing expected file (GOLDEN_UPDATE=1 writes it)" if want is None else
-             diff_hint(want, out))
+        compare_expected(t, expected, out, "%s: Bundle" % name, update)
         # A batch file gives one Bundle per message: validate each on its own.
-        docs, text, pos = [], out.decode("utf-8"), 0
-        dec = json.JSONDecoder()
-        while pos < len(text):
-            while pos < len(text) and text[pos].isspace():
-                pos += 1
-            if pos < len(text):
-                doc, pos = dec.raw_decode(text, pos)
-                docs.append(doc)
+        docs = bundles(out.decode("utf-8"))
         for k, doc in enumerate(docs):
             out_path = os.path.join(WORK, name.replace("/", "__")[:-4] + ".%d.json" % k)
             with open(out_path, "w") as f:

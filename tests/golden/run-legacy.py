@@ -39,20 +39,6 @@ CASES = [("patients.map", "patients.csv", 1),
          ("visits.map", "visits.xml", 1)]
 
 
-def bundles(text):
-    out, dec, pos = [], json.JSONDecoder(), 0
-    while pos < len(text):
-        while pos < len(text) and (text[pos].isspace() or text[pos] == "#"):
-            if text[pos] == "#":
-                pos = text.find("\n", pos) + 1 or len(text)
-            else:
-                pos += 1
-        if pos < len(text):
-            doc, pos = dec.raw_decode(text, pos)
-            out.append(doc)
-    return out
-
-
 def main():
     t = Tap()
     update = os.environ.get("GOLDEN_UPDATE") == "1"
@@ -70,19 +56,8 @@ def main():
         t.eq(p.returncode, 1 if nrejects else 0, "%s: exit status" % sample)
         t.eq(err.count(": rejected: "), nrejects, "%s: %d records rejected" % (sample, nrejects))
         expected = os.path.join(EXPECTED, sample + ".out")
-        if update:
-            os.makedirs(EXPECTED, exist_ok=True)
-            with open(expected, "wb") as f:
-                f.write(out)
-        try:
-            with open(expected, "rb") as f:
-                want = f.read()
-        except OSError:
-            want = None
-        t.ok(want == out, "%s: output equals %s" % (sample, os.path.relpath(expected, TOP_SRCDIR)),
-             "missing expected file (GOLDEN_UPDATE=1 writes it)" if want is None else
-             run_golden.diff_hint(want, out))
-        docs = bundles(out.decode("utf-8"))
+        run_golden.compare_expected(t, expected, out, "%s: output" % sample, update)
+        docs = run_golden.bundles(out.decode("utf-8"))
         t.ok(len(docs) > 0, "%s: Bundles produced" % sample, err)
         for k, doc in enumerate(docs):
             path = os.path.join(WORK, "%s.%d.json" % (sample, k))
