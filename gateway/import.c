@@ -33,12 +33,18 @@
 #define IMPORT_BATCH_MESSAGES 1000
 /* Bytes at each end of a file that, with its size, identify it for its checkpoint. */
 #define IMPORT_ID_BLOCK    (1u << 20)
-#define IMPORT_CKPT_FORMAT 1
+#define IMPORT_CKPT_FORMAT 2
+/* Bulk loads (record maps): records per load transaction, memory for puts before a run file. */
+#define IMPORT_BULK_RECORDS 1000000
+#define IMPORT_BULK_MEMORY  (256u << 20)
 
-/* The checkpoint: where the next record starts and what was done up to there. */
+/* The checkpoint: where the next record starts and what was done up to there. In a bulk
+ * load, runs is the number of run files (synced) that hold the records read since the last
+ * load committed, up to offset. */
 typedef struct {
 	uint64_t offset, number, reject_bytes;
 	uint64_t accepted, rejected, resources, unchanged;
+	uint64_t runs;
 } import_ckpt_t;
 
 /* A record converted and waiting for its batch's transaction. */
@@ -61,6 +67,7 @@ typedef struct import import_t;
 /* One batch's commit: what the commit thread needs, and what it reports. */
 typedef struct {
 	import_t *im;
+	store_txn_t *t; /* bulk loads: the load's transaction */
 	import_batch_t *b;
 	import_ckpt_t ck;
 	bool done;
@@ -87,6 +94,11 @@ struct import {
 	bool running, threaded;
 	/* reject file */
 	char *reject_path;
+	/* bulk load: the puts of the records read since the last load, and how many records */
+	store_bulk_t *bulk;
+	uint64_t bulk_records;
+	bool spill_pending;     /* a run file is being written ... */
+	import_ckpt_t spill_ck; /* ... with the records up to this checkpoint */
 	FILE *rf;
 	buf_t rbuf;
 	buf_t xml_close;
@@ -161,6 +173,7 @@ import_ckpt_encode(const import_ckpt_t *c, buf_t *b)
 	buf_append_be64(b, c->rejected);
 	buf_append_be64(b, c->resources);
 	buf_append_be64(b, c->unchanged);
+	buf_append_be64(b, c->runs);
 }
 
 static bool
@@ -168,8 +181,11 @@ import_ckpt_decode(slice_t v, import_ckpt_t *c)
 {
 	const char *p = v.ptr + 1;
 
-	if (v.len != 1 + 7 * 8 || v.ptr[0] != IMPORT_CKPT_FORMAT)
+	/* format 1 had no runs */
+	if (!(v.len == 1 + 8 * 8 && v.ptr[0] == IMPORT_CKPT_FORMAT) &&
+	    !(v.len == 1 + 7 * 8 && v.ptr[0] == 1))
 		return false;
+	c->runs = v.ptr[0] == 1 ? 0 : be64_read(p + 56);
 	c->offset = be64_read(p);
 	c->number = be64_read(p + 8);
 	c->reject_bytes = be64_read(p + 16);
@@ -217,7 +233,9 @@ import_rejects_open(import_t *im)
 	return 0;
 }
 
-/* Writes a rejected record (as it was in the input) and reports it. */
+/* Writes a rejected record (as it was in the input) and reports it. rd NULL: raw is an HL7
+ * message; else raw is the record as taken when it was read (parallel mapping) or, when
+ * NULL, the reader's last record. */
 static int
 import_reject(import_t *im, record_reader_t *rd, slice_t raw, const char *where, const char *why)
 {
@@ -247,8 +265,10 @@ import_reject(import_t *im, record_reader_t *rd, slice_t raw, const char *where,
 		}
 		buf_free(&open);
 	}
-	if (rd != NULL) {
+	if (rd != NULL && raw.ptr == NULL) {
 		record_reader_raw(rd, &im->rbuf);
+	} else if (rd != NULL) {
+		buf_append(&im->rbuf, raw.ptr, raw.len); /* the record, taken when it was read */
 	} else {
 		/* an HL7 message: its segments, one per line */
 		for (size_t i = 0; i < raw.len; i++)
@@ -377,6 +397,141 @@ import_flush(import_t *im, bool done, bool async)
 	return import_join(im);
 }
 
+/* Bulk loads (record maps): records are mapped into the store's bulk loader, which keeps them
+ * sorted in memory and in synced run files; every o->bulk_records records (and at the end) one
+ * transaction makes them all in key order. The checkpoint moves with each run file written (its
+ * runs count them) and with each load. */
+
+static int
+import_bulk_open(import_t *im)
+{
+	char name[40];
+	int rc;
+
+	if (im->bulk != NULL)
+		return 0;
+	/* ckname is "import:" and the file's hash */
+	snprintf(name, sizeof(name), "import-%.16s", im->ckname + 7);
+	rc = store_bulk_open(im->s, name,
+			     im->o->bulk_memory ? im->o->bulk_memory : IMPORT_BULK_MEMORY,
+			     (unsigned)im->ck.runs, &im->bulk);
+	if (rc < 0)
+		snprintf(im->err, im->errcap, "store: %s", store_last_error());
+	return rc;
+}
+
+/* The reject file's lines are on disk before a checkpoint that counts them. */
+static int
+import_rejects_sync(import_t *im)
+{
+	if (im->rf != NULL && (fflush(im->rf) != 0 || fdatasync(fileno(im->rf)) != 0)) {
+		snprintf(im->err, im->errcap, "%s: %s", im->reject_path, strerror(errno));
+		return -FG_EIO;
+	}
+	return 0;
+}
+
+/* The records mapped so far go to a run file, written in the loader's thread while records go
+ * on; once it is on disk (at the next run file), the checkpoint says so. */
+static int
+import_bulk_spill(import_t *im)
+{
+	uint64_t t0 = time_mono_ns();
+	store_txn_t *t = NULL;
+	buf_t v = BUF_INIT;
+	unsigned runs;
+	int rc = 0;
+
+	if (im->spill_pending) {
+		im->spill_pending = false;
+		if ((rc = import_rejects_sync(im)) < 0)
+			return rc;
+		rc = store_bulk_spill_wait(im->bulk, &runs);
+		if (rc == 0) {
+			im->spill_ck.runs = runs;
+			import_ckpt_encode(&im->spill_ck, &v);
+			rc = store_txn_begin(im->s, true, &t);
+		}
+		if (rc == 0)
+			rc = store_checkpoint_put(t, slice_cstr(im->ckname), buf_slice(&v));
+		if (rc == 0)
+			rc = store_txn_commit(t);
+		else
+			store_txn_abort(t);
+		buf_free(&v);
+	}
+	if (rc == 0) {
+		im->spill_ck = im->ck;
+		rc = store_bulk_spill_start(im->bulk);
+		im->spill_pending = rc == 0;
+	}
+	if (rc < 0)
+		snprintf(im->err, im->errcap, "store: %s %s", fg_strerror(rc), store_last_error());
+	im->st->store_ns += time_mono_ns() - t0;
+	return rc;
+}
+
+static int
+import_bulk_put_done(void *ctx, const store_res_put_t *p, const store_res_result_t *r)
+{
+	import_commit_t *j = ctx;
+
+	if (r->unchanged) {
+		j->unchanged++;
+		return 0;
+	}
+	return score_hook_note(j->t, p->type, p->id, p->body) < 0 ? -FG_ESTORE : 0;
+}
+
+/* One transaction: every record read since the last load, and the checkpoint (removed when
+ * done: the file is finished). */
+static int
+import_bulk_load(import_t *im, bool done)
+{
+	import_commit_t j = {.im = im};
+	uint64_t t0 = time_mono_ns();
+	buf_t v = BUF_INIT;
+	int rc;
+
+	if ((rc = import_rejects_sync(im)) < 0)
+		return rc;
+	if ((rc = import_bulk_open(im)) < 0)
+		return rc;
+	rc = store_txn_begin(im->s, true, &j.t);
+	if (rc == 0)
+		rc = store_bulk_load(im->bulk, j.t, time_now_ns(), import_bulk_put_done, &j);
+	if (rc == 0 && done) {
+		rc = store_checkpoint_del(j.t, slice_cstr(im->ckname));
+	} else if (rc == 0) {
+		import_ckpt_t ck = im->ck;
+
+		ck.runs = 0;
+		ck.unchanged += j.unchanged;
+		import_ckpt_encode(&ck, &v);
+		rc = store_checkpoint_put(j.t, slice_cstr(im->ckname), buf_slice(&v));
+	}
+	buf_free(&v);
+	if (rc == 0)
+		rc = store_txn_commit(j.t);
+	else
+		store_txn_abort(j.t);
+	score_hook_txn_done();
+	if (rc < 0) {
+		snprintf(im->err, im->errcap, "store: %s %s", fg_strerror(rc), store_last_error());
+		return rc;
+	}
+	store_bulk_free(im->bulk, true);
+	im->bulk = NULL;
+	im->bulk_records = 0;
+	im->spill_pending = false; /* the load waited for it */
+	im->ck.runs = 0;
+	im->ck.unchanged += j.unchanged;
+	im->st->unchanged += j.unchanged;
+	im->st->batches++;
+	im->st->store_ns += time_mono_ns() - t0;
+	return 0;
+}
+
 static import_item_t *
 import_item_new(import_t *im)
 {
@@ -404,64 +559,380 @@ import_progress(import_t *im, bool final)
 	im->o->on_progress(im->o->arg, im->path, im->st, final);
 }
 
-/* One record of a record map: converted into the batch, or rejected. */
+/* Where a record is, for rejects and errors: "FILE:LINE", or "FILE:LINE (record N)" for XML. */
+static void
+import_where(const import_t *im, uint64_t line, uint64_t number, char *where, size_t cap)
+{
+	if (record_map_format(im->o->rm) == RECORD_XML)
+		snprintf(where, cap, "%s:%llu (record %llu)", im->path, (unsigned long long)line,
+			 (unsigned long long)number);
+	else
+		snprintf(where, cap, "%s:%llu", im->path, (unsigned long long)line);
+}
+
+/* A record through the record map: the resources to store (those the map stores), or why it
+ * cannot be used. *r is the mapping result (dry runs show it). Thread-safe: the mapping set is
+ * only read. */
+static int
+import_convert(const import_opts_t *o, const record_t *rec, arena_t *a, map_result_t **r,
+	       ingest_res_t **res, size_t *nres, char *why, size_t whycap)
+{
+	char key[64];
+	hl7_msg_t *m;
+	size_t k = 0;
+	int rc;
+
+	*r = NULL;
+	*res = NULL;
+	*nres = 0;
+	snprintf(key, sizeof(key), "%llu", (unsigned long long)rec->number);
+	rc = record_to_msg(o->rm, rec, slice_cstr(key), a, &m);
+	if (rc == 0)
+		rc = map_convert(record_map_set(o->rm), m, &o->map_opt, a, r);
+	if (rc == 0 && (*r == NULL || (*r)->bundle == NULL))
+		rc = -FG_EINVAL;
+	if (rc == 0 && !o->dry_run)
+		rc = ingest_resources(a, *r, res, nres);
+	if (rc < 0) {
+		snprintf(why, whycap, "mapping failed: %s",
+			 *r && (*r)->error.text[0] ? (*r)->error.text : fg_strerror(rc));
+		*nres = 0;
+		return rc;
+	}
+	for (size_t i = 0; i < *nres; i++)
+		if (record_map_stores(o->rm, (*res)[i].type))
+			(*res)[k++] = (*res)[i];
+	*nres = k;
+	return 0;
+}
+
+/* A converted record's resources into the bulk loader (which copies them). */
+static int
+import_bulk_add(import_t *im, const ingest_res_t *res, size_t nres, const char *where)
+{
+	for (size_t i = 0; i < nres; i++) {
+		store_res_put_t p = {.type = res[i].type,
+				     .id = res[i].id,
+				     .body = res[i].body,
+				     .entries = res[i].entries,
+				     .n_entries = res[i].nentries};
+		int rc = store_bulk_add(im->bulk, &p);
+
+		if (rc < 0) {
+			snprintf(im->err, im->errcap, "%s: %s", where, store_last_error());
+			return rc;
+		}
+	}
+	im->bulk_records++;
+	return 0;
+}
+
+static void
+import_accepted(import_t *im, size_t nres)
+{
+	im->st->accepted++;
+	im->ck.accepted++;
+	im->st->resources += nres;
+	im->ck.resources += nres;
+}
+
+/* One record of a record map: converted into the batch (or the bulk loader), or rejected. */
 static int
 import_one_record(import_t *im, record_reader_t *rd, const record_t *rec)
 {
 	const import_opts_t *o = im->o;
-	char where[512], key[64];
-	hl7_msg_t *m;
-	map_result_t *r = NULL;
+	char where[512], why[300];
+	map_result_t *r;
+	ingest_res_t *res;
+	size_t nres;
 	uint64_t t0 = time_mono_ns();
 	int rc;
 
-	if (record_map_format(o->rm) == RECORD_XML)
-		snprintf(where, sizeof(where), "%s:%llu (record %llu)", im->path,
-			 (unsigned long long)rec->line, (unsigned long long)rec->number);
-	else
-		snprintf(where, sizeof(where), "%s:%llu", im->path, (unsigned long long)rec->line);
+	/* bulk: the loader copied the previous record's resources */
+	if (im->bulk != NULL)
+		arena_reset(im->cur->a);
+	import_where(im, rec->line, rec->number, where, sizeof(where));
 	if (rec->error != NULL)
 		return import_reject(im, rd, SLICE_NULL, where, rec->error);
-	snprintf(key, sizeof(key), "%llu", (unsigned long long)rec->number);
-	rc = record_to_msg(o->rm, rec, slice_cstr(key), im->cur->a, &m);
-	if (rc == 0)
-		rc = map_convert(record_map_set(o->rm), m, &o->map_opt, im->cur->a, &r);
+	rc = import_convert(o, rec, im->cur->a, &r, &res, &nres, why, sizeof(why));
 	im->st->warnings += r ? r->nwarnings : 0;
-	if (rc == 0 && r != NULL && r->bundle != NULL && o->dry_run) {
+	im->st->map_ns += time_mono_ns() - t0;
+	if (rc < 0)
+		return import_reject(im, rd, SLICE_NULL, where, why);
+	if (o->dry_run) {
 		if (o->on_result != NULL)
 			o->on_result(o->arg, where, r);
 		im->st->accepted++;
-		im->st->map_ns += time_mono_ns() - t0;
 		return 0;
 	}
-	if (rc == 0 && r != NULL && r->bundle != NULL) {
+	if (im->bulk != NULL) {
+		if ((rc = import_bulk_add(im, res, nres, where)) < 0)
+			return rc;
+	} else {
 		import_item_t *it = import_item_new(im);
 
-		rc = ingest_resources(im->cur->a, r, &it->res, &it->nres);
-		if (rc < 0) {
-			im->cur->nitems--;
-		} else {
-			size_t k = 0;
+		it->res = res;
+		it->nres = nres;
+	}
+	import_accepted(im, nres);
+	return 0;
+}
 
-			for (size_t i = 0; i < it->nres; i++)
-				if (record_map_stores(o->rm, it->res[i].type))
-					it->res[k++] = it->res[i];
-			it->nres = k;
+/* After each record of a bulk import: a run file when the loader's memory is full, a load
+ * when enough records wait. */
+static int
+import_bulk_step(import_t *im, uint64_t bulk_max)
+{
+	int rc = 0;
+
+	if (store_bulk_memory_full(im->bulk))
+		rc = import_bulk_spill(im);
+	if (rc == 0 && im->bulk_records >= bulk_max)
+		rc = import_bulk_load(im, false);
+	if (rc == 0 && im->bulk == NULL)
+		rc = import_bulk_open(im);
+	return rc;
+}
+
+/* Bulk imports of text files map on several threads: the reader (this thread) copies records
+ * into chunks, workers convert whole chunks, and this thread takes the chunks back in order
+ * (rejects, the loader, checkpoints: all in input order, as with one thread). */
+#define IMPORT_CHUNK_RECORDS 256
+#define IMPORT_CHUNKS        8
+#define IMPORT_MAX_WORKERS   8
+
+typedef struct {
+	uint64_t number, line, next_offset;
+	record_t rec;      /* fields copied into the chunk's arena */
+	slice_t raw;       /* the record as in the input (for the reject file) */
+	const char *error; /* the reader's reason, or the mapping's (arena), NULL: converted */
+	ingest_res_t *res;
+	size_t nres;
+	size_t warnings;
+} import_rec_t;
+
+typedef enum { CHUNK_FREE, CHUNK_FILLED, CHUNK_MAPPING, CHUNK_MAPPED } import_chunk_state_t;
+
+typedef struct {
+	arena_t *a;
+	import_rec_t recs[IMPORT_CHUNK_RECORDS];
+	size_t n;
+	uint64_t offset; /* reader offset after its last record (progress) */
+	uint64_t map_ns;
+	import_chunk_state_t state;
+} import_chunk_t;
+
+typedef struct {
+	import_t *im;
+	import_chunk_t chunks[IMPORT_CHUNKS];
+	size_t next_map; /* the next chunk a worker takes, in ring order */
+	pthread_mutex_t mu;
+	pthread_cond_t filled, mapped;
+	bool stop;
+} import_pool_t;
+
+static void
+import_chunk_map(const import_opts_t *o, import_chunk_t *c)
+{
+	uint64_t t0 = time_mono_ns();
+
+	for (size_t i = 0; i < c->n; i++) {
+		import_rec_t *ir = &c->recs[i];
+		char why[300];
+		map_result_t *r;
+
+		if (ir->error != NULL)
+			continue;
+		if (import_convert(o, &ir->rec, c->a, &r, &ir->res, &ir->nres, why, sizeof(why)) <
+		    0) {
+			size_t len = strlen(why);
+			char *e = arena_alloc(c->a, len + 1);
+
+			memcpy(e, why, len + 1);
+			ir->error = e;
+		}
+		ir->warnings = r ? r->nwarnings : 0;
+	}
+	c->map_ns = time_mono_ns() - t0;
+}
+
+static void *
+import_worker(void *arg)
+{
+	import_pool_t *pl = arg;
+
+	pthread_mutex_lock(&pl->mu);
+	for (;;) {
+		import_chunk_t *c = &pl->chunks[pl->next_map % IMPORT_CHUNKS];
+
+		if (c->state == CHUNK_FILLED) {
+			c->state = CHUNK_MAPPING;
+			pl->next_map++;
+			pthread_mutex_unlock(&pl->mu);
+			import_chunk_map(pl->im->o, c);
+			pthread_mutex_lock(&pl->mu);
+			c->state = CHUNK_MAPPED;
+			pthread_cond_broadcast(&pl->mapped);
+			continue;
+		}
+		if (pl->stop)
+			break;
+		pthread_cond_wait(&pl->filled, &pl->mu);
+	}
+	pthread_mutex_unlock(&pl->mu);
+	return NULL;
+}
+
+/* Copies the record the reader just read into c (its bytes are the reader's until the next
+ * read). */
+static void
+import_chunk_add(import_chunk_t *c, record_reader_t *rd, const record_t *rec)
+{
+	import_rec_t *ir = &c->recs[c->n++];
+	slice_t *fields = arena_alloc(c->a, (rec->nfields ? rec->nfields : 1) * sizeof(*fields));
+	buf_t raw = BUF_INIT;
+
+	memset(ir, 0, sizeof(*ir));
+	ir->number = rec->number;
+	ir->line = rec->line;
+	ir->next_offset = rec->next_offset;
+	for (size_t i = 0; i < rec->nfields; i++) {
+		char *v = arena_alloc(c->a, rec->fields[i].len + 1);
+
+		if (rec->fields[i].len > 0)
+			memcpy(v, rec->fields[i].ptr, rec->fields[i].len);
+		v[rec->fields[i].len] = '\0';
+		fields[i] = (slice_t){v, rec->fields[i].len};
+	}
+	ir->rec = *rec;
+	ir->rec.fields = fields;
+	if (rec->error != NULL) {
+		size_t len = strlen(rec->error);
+		char *e = arena_alloc(c->a, len + 1);
+
+		memcpy(e, rec->error, len + 1);
+		ir->error = e;
+		ir->rec.error = e;
+	}
+	record_reader_raw(rd, &raw);
+	if (raw.len > 0) {
+		char *p = arena_alloc(c->a, raw.len);
+
+		memcpy(p, raw.data, raw.len);
+		ir->raw = (slice_t){p, raw.len};
+	}
+	buf_free(&raw);
+}
+
+/* Takes a mapped chunk back: each record into the loader or the reject file, in order. */
+static int
+import_chunk_take(import_t *im, record_reader_t *rd, import_chunk_t *c, uint64_t bulk_max)
+{
+	int rc = 0;
+
+	im->st->map_ns += c->map_ns;
+	for (size_t i = 0; rc == 0 && i < c->n; i++) {
+		import_rec_t *ir = &c->recs[i];
+		char where[512];
+
+		import_where(im, ir->line, ir->number, where, sizeof(where));
+		im->st->warnings += ir->warnings;
+		if (ir->error != NULL) {
+			rc = import_reject(im, rd, ir->raw, where, ir->error);
+		} else if ((rc = import_bulk_add(im, ir->res, ir->nres, where)) == 0) {
+			import_accepted(im, ir->nres);
+		}
+		if (rc < 0)
+			break;
+		im->ck.offset = ir->next_offset;
+		im->ck.number = ir->number;
+		rc = import_bulk_step(im, bulk_max);
+	}
+	im->st->offset = c->offset;
+	c->n = 0;
+	arena_reset(c->a);
+	c->state = CHUNK_FREE;
+	import_progress(im, false);
+	return rc;
+}
+
+/* The reading loop of a bulk import of a text file with workers; returns as import_records'
+ * loop: rc < 0 on an error, and *n the reader's last result. */
+static int
+import_records_parallel(import_t *im, record_reader_t *rd, unsigned workers, uint64_t bulk_max,
+			int *n)
+{
+	import_pool_t *pl = xcalloc(1, sizeof(*pl));
+	pthread_t th[IMPORT_MAX_WORKERS];
+	unsigned started = 0;
+	size_t fill = 0, take = 0; /* ring positions: the chunk being filled, the next to take */
+	record_t rec;
+	int rc = 0;
+
+	pl->im = im;
+	pthread_mutex_init(&pl->mu, NULL);
+	pthread_cond_init(&pl->filled, NULL);
+	pthread_cond_init(&pl->mapped, NULL);
+	for (size_t i = 0; i < IMPORT_CHUNKS; i++)
+		pl->chunks[i].a = arena_new(1u << 20);
+	for (; started < workers; started++)
+		if (pthread_create(&th[started], NULL, import_worker, pl) != 0)
+			break;
+	if (started == 0) {
+		snprintf(im->err, im->errcap, "cannot start a mapping thread");
+		rc = -FG_EIO;
+	}
+	for (bool eof = false; rc == 0 && !(eof && take == fill);) {
+		import_chunk_t *c = &pl->chunks[fill % IMPORT_CHUNKS];
+		import_chunk_t *t = &pl->chunks[take % IMPORT_CHUNKS];
+		bool ring_full = fill - take == IMPORT_CHUNKS;
+
+		/* the oldest chunk first when it is ready, or when nothing else can go on */
+		pthread_mutex_lock(&pl->mu);
+		while (take < fill && t->state != CHUNK_MAPPED && (ring_full || eof))
+			pthread_cond_wait(&pl->mapped, &pl->mu);
+		bool ready = take < fill && t->state == CHUNK_MAPPED;
+		pthread_mutex_unlock(&pl->mu);
+		if (ready) {
+			rc = import_chunk_take(im, rd, t, bulk_max);
+			take++;
+			continue;
+		}
+		/* fill the next chunk */
+		while (c->n < IMPORT_CHUNK_RECORDS) {
+			uint64_t t0 = time_mono_ns();
+
+			*n = record_reader_next(rd, &rec);
+			im->st->read_ns += time_mono_ns() - t0;
+			if (*n <= 0) {
+				eof = true;
+				break;
+			}
+			im->st->records++;
+			import_chunk_add(c, rd, &rec);
+		}
+		c->offset = record_reader_offset(rd);
+		if (c->n > 0) {
+			pthread_mutex_lock(&pl->mu);
+			c->state = CHUNK_FILLED;
+			pthread_cond_signal(&pl->filled);
+			pthread_mutex_unlock(&pl->mu);
+			fill++;
 		}
 	}
-	im->st->map_ns += time_mono_ns() - t0;
-	if (rc < 0 || r == NULL || r->bundle == NULL) {
-		char why[300];
-
-		snprintf(why, sizeof(why), "mapping failed: %s",
-			 r && r->error.text[0] ? r->error.text : fg_strerror(rc));
-		return import_reject(im, rd, SLICE_NULL, where, why);
-	}
-	im->st->accepted++;
-	im->ck.accepted++;
-	im->st->resources += im->cur->items[im->cur->nitems - 1].nres;
-	im->ck.resources += im->cur->items[im->cur->nitems - 1].nres;
-	return 0;
+	pthread_mutex_lock(&pl->mu);
+	pl->stop = true;
+	pthread_cond_broadcast(&pl->filled);
+	pthread_mutex_unlock(&pl->mu);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	for (size_t i = 0; i < IMPORT_CHUNKS; i++)
+		arena_free(pl->chunks[i].a);
+	pthread_mutex_destroy(&pl->mu);
+	pthread_cond_destroy(&pl->filled);
+	pthread_cond_destroy(&pl->mapped);
+	free(pl);
+	return rc;
 }
 
 static int
@@ -469,15 +940,25 @@ import_records(import_t *im)
 {
 	const import_opts_t *o = im->o;
 	size_t batch = o->batch ? o->batch : IMPORT_BATCH_RECORDS;
+	uint64_t bulk_max = o->bulk_records ? o->bulk_records : IMPORT_BULK_RECORDS;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned workers = o->threads ? o->threads
+				      : (unsigned)(cpus < 1                    ? 1
+						   : cpus > IMPORT_MAX_WORKERS ? IMPORT_MAX_WORKERS
+									       : cpus);
 	record_reader_t *rd;
 	record_t rec;
-	int rc, n;
+	int rc, n = 0;
 
 	rc = record_reader_open(o->rm, im->path, im->ck.offset, im->ck.number, &rd, im->err,
 				im->errcap);
 	if (rc < 0)
 		return rc;
 	im->st->size = record_reader_size(rd);
+	if (o->bulk && !o->dry_run && (rc = import_bulk_open(im)) < 0) {
+		record_reader_free(rd);
+		return rc;
+	}
 	if (o->on_note != NULL && !im->st->resumed) {
 		buf_t cols = BUF_INIT;
 
@@ -493,28 +974,35 @@ import_records(import_t *im)
 		}
 		buf_free(&cols);
 	}
-	for (;;) {
-		uint64_t t0 = time_mono_ns();
+	if (im->bulk != NULL && record_map_format(o->rm) != RECORD_XML && workers > 1) {
+		rc = import_records_parallel(im, rd, workers, bulk_max, &n);
+	} else {
+		for (;;) {
+			uint64_t t0 = time_mono_ns();
 
-		n = record_reader_next(rd, &rec);
-		im->st->read_ns += time_mono_ns() - t0;
-		if (n <= 0)
-			break;
-		im->st->records++;
-		rc = import_one_record(im, rd, &rec);
-		if (rc < 0)
-			break;
-		im->ck.offset = rec.next_offset;
-		im->ck.number = rec.number;
-		im->st->offset = record_reader_offset(rd);
-		if (o->dry_run && o->dry_run_max > 0 && im->st->records >= o->dry_run_max)
-			break;
-		if (im->cur->nitems >= batch ||
-		    (im->cur->nitems == 0 && im->st->records % batch == 0)) {
-			if ((rc = import_flush(im, false, true)) < 0)
+			n = record_reader_next(rd, &rec);
+			im->st->read_ns += time_mono_ns() - t0;
+			if (n <= 0)
 				break;
+			im->st->records++;
+			rc = import_one_record(im, rd, &rec);
+			if (rc < 0)
+				break;
+			im->ck.offset = rec.next_offset;
+			im->ck.number = rec.number;
+			im->st->offset = record_reader_offset(rd);
+			if (o->dry_run && o->dry_run_max > 0 && im->st->records >= o->dry_run_max)
+				break;
+			if (im->bulk != NULL) {
+				if ((rc = import_bulk_step(im, bulk_max)) < 0)
+					break;
+			} else if (im->cur->nitems >= batch ||
+				   (im->cur->nitems == 0 && im->st->records % batch == 0)) {
+				if ((rc = import_flush(im, false, true)) < 0)
+					break;
+			}
+			import_progress(im, false);
 		}
-		import_progress(im, false);
 	}
 	if (rc == 0 && n < 0) {
 		snprintf(im->err, im->errcap, "%s", record_reader_error(rd));
@@ -525,10 +1013,14 @@ import_records(import_t *im)
 			rc = -FG_EIO;
 		im->ck.reject_bytes += im->xml_close.len;
 	}
-	if (rc == 0)
+	if (rc == 0 && im->bulk != NULL)
+		rc = import_bulk_load(im, true);
+	else if (rc == 0)
 		rc = import_flush(im, true, false);
-	else if (rc != -FG_EIO || im->cur->nitems > 0)
-		(void)import_flush(im, false, false); /* keep what was read before the error */
+	else if (im->bulk != NULL && rc != -FG_EIO && im->bulk_records > 0)
+		(void)import_bulk_load(im, false); /* keep what was read before the error */
+	else if (im->bulk == NULL && (rc != -FG_EIO || im->cur->nitems > 0))
+		(void)import_flush(im, false, false);
 	im->st->offset = record_reader_offset(rd);
 	record_reader_free(rd);
 	return rc;
@@ -702,6 +1194,7 @@ out:
 		snprintf(err, errcap, "%s: %s", im.reject_path, strerror(errno));
 		rc = -FG_EIO;
 	}
+	store_bulk_free(im.bulk, false); /* an error: its runs stay for the resume */
 	free(im.reject_path);
 	for (int i = 0; i < 2; i++) {
 		free(im.batches[i].items);

@@ -46,7 +46,15 @@ typedef struct {
 	const record_map_t *rm; /* the record map; NULL: the files are HL7 v2 (batch) files */
 	const map_set_t *maps;  /* HL7 v2 files: the v2 mappings */
 	map_options_t map_opt;
-	size_t batch;        /* records per transaction; 0: 20000 (HL7 v2 messages: 1000) */
+	size_t batch; /* records per transaction; 0: 20000 (HL7 v2 messages: 1000) */
+	/* record maps: bulk loads (store_bulk_*) of bulk_records records per transaction (0:
+	 * 1,000,000), sorted in bulk_memory bytes (0: 256 MiB) and run files, instead of batches */
+	bool bulk;
+	uint64_t bulk_records;
+	size_t bulk_memory;
+	/* bulk loads of text files: threads that map records (0: one per CPU, at most 8; 1: the
+	 * reading thread maps) */
+	unsigned threads;
 	bool restart;        /* ignore (and replace) a checkpoint of the file */
 	const char *rejects; /* the reject file; NULL: next to the input, "NAME.rejected.EXT" */
 	/* dry run: convert the first dry_run_max records (0: all), give them to on_result and

@@ -178,30 +178,3 @@ buf_steal(buf_t *b, size_t *len)
 	b->cap = 0;
 	return p;
 }
-
-uint64_t
-be64_read(const void *p)
-{
-	const unsigned char *x = p;
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | x[i];
-	return v;
-}
-
-uint32_t
-be32_read(const void *p)
-{
-	const unsigned char *x = p;
-
-	return ((uint32_t)x[0] << 24) | ((uint32_t)x[1] << 16) | ((uint32_t)x[2] << 8) | x[3];
-}
-
-uint16_t
-be16_read(const void *p)
-{
-	const unsigned char *x = p;
-
-	return (uint16_t)((x[0] << 8) | x[1]);
-}

@@ -47,8 +47,27 @@ buf_slice(const buf_t *b)
 	return (slice_t){b->data, b->len};
 }
 
-uint64_t be64_read(const void *p);
-uint32_t be32_read(const void *p);
-uint16_t be16_read(const void *p);
+/* Big-endian readers (inline: store keys and records are decoded in hot loops). */
+static inline uint16_t
+be16_read(const void *p)
+{
+	const unsigned char *x = p;
+
+	return (uint16_t)((x[0] << 8) | x[1]);
+}
+
+static inline uint32_t
+be32_read(const void *p)
+{
+	const unsigned char *x = p;
+
+	return ((uint32_t)x[0] << 24) | ((uint32_t)x[1] << 16) | ((uint32_t)x[2] << 8) | x[3];
+}
+
+static inline uint64_t
+be64_read(const void *p)
+{
+	return ((uint64_t)be32_read(p) << 32) | be32_read((const unsigned char *)p + 4);
+}
 
 #endif

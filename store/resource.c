@@ -412,7 +412,7 @@ store_idx_value_max(slice_t type, slice_t code)
 	return fixed < STORE_KEY_MAX ? STORE_KEY_MAX - fixed : 0;
 }
 
-static MDB_val
+MDB_val
 store_idx_key(unsigned char *kb, slice_t type, slice_t code, slice_t value)
 {
 	unsigned char *p = store_bytes_put(store_lpstr_put(store_lpstr_put(kb, type), code), value);
@@ -466,6 +466,8 @@ store_idx_apply(store_txn_t *t, slice_t type, slice_t id, const store_idx_entry_
 	MDB_val k = store_idx_key(kb, type, e->code, e->value), v = {id.len, (void *)id.ptr};
 	int rc;
 
+	if (put && t->idx_deferred)
+		return 0;
 	if (put)
 		rc = mdb_put(t->txn, t->s->dbi[STORE_DB_IDX], &k, &v, MDB_NODUPDATA);
 	else
@@ -680,6 +682,21 @@ store_res_write(store_txn_t *t, slice_t type, slice_t id, uint32_t prev, bool wa
 }
 
 int
+store_res_put_valid(const store_t *s, const store_res_put_t *p, const char *op)
+{
+	int rc;
+
+	if ((rc = store_names_check(p->type, p->id, op)) < 0 ||
+	    (rc = store_entries_check(s, p->type, p->entries, p->n_entries, op)) < 0)
+		return rc;
+	if (p->body.len == 0) {
+		store_error_set("%s: empty body", op);
+		return -FG_EINVAL;
+	}
+	return 0;
+}
+
+int
 store_res_put(store_txn_t *t, const store_res_put_t *p, store_res_result_t *out)
 {
 	store_res_t cur;
@@ -689,13 +706,8 @@ store_res_put(store_txn_t *t, const store_res_put_t *p, store_res_result_t *out)
 	*out = (store_res_result_t){0};
 	if ((rc = store_txn_check(t, true, "res put")) < 0)
 		return store_txn_fail(t, rc);
-	if ((rc = store_names_check(p->type, p->id, "res put")) < 0 ||
-	    (rc = store_entries_check(t->s, p->type, p->entries, p->n_entries, "res put")) < 0)
+	if ((rc = store_res_put_valid(t->s, p, "res put")) < 0)
 		return store_txn_fail(t, rc);
-	if (p->body.len == 0) {
-		store_error_set("res put: empty body");
-		return store_txn_fail(t, -FG_EINVAL);
-	}
 	rc = store_ver_current(t, p->type, p->id, &cur);
 	if (rc < 0 && rc != -FG_ENOTFOUND)
 		return rc;

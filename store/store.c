@@ -250,8 +250,10 @@ store_open(const char *dir, const store_opts_t *opts, store_t **out)
 		return err;
 	s = xcalloc(1, sizeof(*s));
 	s->read_only = opts->read_only;
+	s->dir = xstrdup(dir);
 	rc = mdb_env_create(&s->env);
 	if (rc != 0) {
+		free(s->dir);
 		free(s);
 		return store_mdb_fail("create environment", rc);
 	}
@@ -289,6 +291,7 @@ store_open(const char *dir, const store_opts_t *opts, store_t **out)
 	return 0;
 fail:
 	mdb_env_close(s->env);
+	free(s->dir);
 	free(s);
 	return err;
 }
@@ -299,6 +302,7 @@ store_close(store_t *s)
 	if (s == NULL)
 		return;
 	mdb_env_close(s->env);
+	free(s->dir);
 	free(s);
 }
 
@@ -325,24 +329,15 @@ store_used_bytes(store_t *s, uint64_t *used, uint64_t *map_size)
 	return 0;
 }
 
+/* Gives data.mdb disk blocks up to want bytes (at most the map). */
 static int
-store_reserve(store_t *s, store_txn_t *t)
+store_reserve_to(store_t *s, uint64_t want, uint64_t used, uint64_t map_size)
 {
-	uint64_t used, map_size, margin, want;
 	int fd, rc;
 
-	if (!s->writemap)
-		return 0;
-	if ((rc = store_used_bytes(s, &used, &map_size)) < 0)
-		return rc;
-	t->start_used = used;
-	if (s->reserved == UINT64_MAX)
-		return 0;
-	margin = 4 * s->max_growth > STORE_RESERVE_MIN ? 4 * s->max_growth : STORE_RESERVE_MIN;
-	if (used + margin / 2 <= s->reserved)
-		return 0;
-	want = used + margin < map_size ? used + margin : map_size;
-	if (want <= s->reserved)
+	if (want > map_size)
+		want = map_size;
+	if (s->reserved == UINT64_MAX || want <= s->reserved)
 		return 0;
 	if ((rc = mdb_env_get_fd(s->env, &fd)) != 0)
 		return store_mdb_fail("reserve disk space", rc);
@@ -357,6 +352,36 @@ store_reserve(store_t *s, store_txn_t *t)
 	}
 	s->reserved = want;
 	return 0;
+}
+
+static int
+store_reserve(store_t *s, store_txn_t *t)
+{
+	uint64_t used, map_size, margin;
+	int rc;
+
+	if (!s->writemap)
+		return 0;
+	if ((rc = store_used_bytes(s, &used, &map_size)) < 0)
+		return rc;
+	t->start_used = used;
+	margin = 4 * s->max_growth > STORE_RESERVE_MIN ? 4 * s->max_growth : STORE_RESERVE_MIN;
+	if (s->reserved == UINT64_MAX || used + margin / 2 <= s->reserved)
+		return 0;
+	return store_reserve_to(s, used + margin, used, map_size);
+}
+
+int
+store_reserve_ahead(store_txn_t *t, uint64_t bytes)
+{
+	uint64_t used, map_size;
+	int rc;
+
+	if (!t->s->writemap)
+		return 0;
+	if ((rc = store_used_bytes(t->s, &used, &map_size)) < 0)
+		return rc;
+	return store_reserve_to(t->s, used + bytes + STORE_RESERVE_MIN, used, map_size);
 }
 
 /* After a commit: how much the transaction grew the file, for store_reserve's margin. */

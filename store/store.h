@@ -191,6 +191,47 @@ int store_idx_foreach_range(store_txn_t *t, slice_t type, slice_t code, const sl
 int store_idx_foreach_prefix(store_txn_t *t, slice_t type, slice_t code, slice_t prefix,
 			     store_idx_cb cb, void *ctx);
 
+/* Bulk loads: many puts (a file import) collected outside any transaction and made in one
+ * write transaction in key order, each B-tree walked once (store/bulk.c says how). What the
+ * store holds afterwards is what store_res_put of each put in the order added would leave,
+ * except that the history entries of one load are in (type, id) order. Puts are kept in memory
+ * up to a budget, beyond it in sorted run files in a folder of the store's directory
+ * ("bulk-NAME"), synced when written so that a job can record in its checkpoint how many runs
+ * it has and resume with them after a crash. */
+typedef struct store_bulk store_bulk_t;
+/* name: [a-z0-9-]+; mem_bytes: memory for puts before they go to a run file (0: 256 MiB; twice
+ * that while one is being written);
+ * resume_runs: the first resume_runs run files in the folder are adopted (a resumed job),
+ * others found there are removed. */
+int store_bulk_open(store_t *s, const char *name, size_t mem_bytes, unsigned resume_runs,
+		    store_bulk_t **out);
+/* Copies a put (no preconditions: if_match and create_only must be unset; now_ns is ignored,
+ * the load's applies). -FG_EINVAL/-FG_ETOOBIG for what store_res_put would refuse; after
+ * another failure the loader is unusable (free it). */
+int store_bulk_add(store_bulk_t *b, const store_res_put_t *p);
+/* Bytes the puts in memory take; true when they reached the budget (time to sync). */
+size_t store_bulk_memory(const store_bulk_t *b);
+bool store_bulk_memory_full(const store_bulk_t *b);
+/* Puts added (resumed runs included). */
+uint64_t store_bulk_count(const store_bulk_t *b);
+/* Writes the puts in memory as a run file and syncs it: afterwards every put added is on disk.
+ * *nruns (may be NULL): the number of run files now. */
+int store_bulk_sync(store_bulk_t *b, unsigned *nruns);
+/* The same in two steps, so that puts can be added meanwhile: start writes the puts in memory
+ * as the next run file in a thread of its own (after waiting for the one before), into a second
+ * memory part of the same budget; wait returns when it is on disk (its result; *nruns as
+ * above). The load and free wait for it themselves. */
+int store_bulk_spill_start(store_bulk_t *b);
+int store_bulk_spill_wait(store_bulk_t *b, unsigned *nruns);
+/* Called in key order for each put made (r as from store_res_put); non-zero stops the load and
+ * fails the transaction. p's slices are valid during the call. */
+typedef int (*store_bulk_cb)(void *ctx, const store_res_put_t *p, const store_res_result_t *r);
+/* Makes every put added in t, with lastUpdated now_ns (raised as for store_res_put). */
+int store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb cb, void *ctx);
+/* Accepts NULL. remove_files: delete the run files and folder (after the load committed, or to
+ * give up). */
+void store_bulk_free(store_bulk_t *b, bool remove_files);
+
 /* work: pending hook work (scoring) that survives a crash: a kind byte and opaque payload under
  * an id that is never handed out twice. */
 typedef struct {

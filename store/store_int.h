@@ -49,6 +49,7 @@ struct store {
 	bool writemap;       /* MDB_WRITEMAP: dirty pages live in the map, not on the heap */
 	uint64_t reserved;   /* bytes of data.mdb known to have disk blocks (store_reserve) */
 	uint64_t max_growth; /* the most one write transaction grew the pages in use */
+	char *dir;           /* the store's directory (bulk loads keep their runs below it) */
 };
 
 struct store_txn {
@@ -66,6 +67,9 @@ struct store_txn {
 	uint64_t hist_ns;  /* its lastUpdated: no later change gets an earlier one */
 	uint64_t work_last;
 	uint64_t audit_last; /* the last audit key in this transaction */
+	/* A bulk load's resource pass: index entries that a write adds are left out (the load
+	 * adds them afterwards, sorted); those it removes are removed. */
+	bool idx_deferred;
 	/* This transaction's auditref entries, written as one sorted run at commit: ref bytes in
 	 * aref_bytes, each entry's offset, length and audit key in aref. */
 	struct store_aref *aref;
@@ -117,6 +121,15 @@ int store_audit_verify(store_verify_t *vf);
 /* Writes the transaction's auditref run (before the commit); frees what it collected. */
 int store_audit_txn_commit(store_txn_t *t);
 void store_audit_txn_free(store_txn_t *t);
+/* Checks a put's names, body and entries as store_res_put does: 0 or -FG_EINVAL/-FG_ETOOBIG
+ * with the reason set (not sticky: no transaction is involved). */
+int store_res_put_valid(const store_t *s, const store_res_put_t *p, const char *op);
+/* Makes sure data.mdb has disk blocks for `bytes` more than the pages in use (writemap; see
+ * store_reserve in store.c), for a transaction about to grow the store by about that much. */
+int store_reserve_ahead(store_txn_t *t, uint64_t bytes);
+/* The idx key of an entry in kb (at least STORE_KEY_MAX bytes); the caller checked its length. */
+MDB_val store_idx_key(unsigned char *kb, slice_t type, slice_t code, slice_t value);
+
 /* The last key of db (8 bytes) as this transaction sees it; 0 when db is empty. */
 int store_last_key(store_txn_t *t, int db, uint64_t *out);
 

@@ -6,6 +6,7 @@ with a DOCTYPE refused, and an import killed with SIGKILL that resumes to exactl
 (IMPORT_ROWS, default 200000)."""
 
 import json
+import glob
 import os
 import re
 import signal
@@ -42,7 +43,7 @@ class Store:
 
     def stats(self):
         rc, out, _ = self.run("store", "stats")
-        return {k: v for k, v in re.findall(r"^\s*(\w[\w ]*?)\s{2,}(\d+)", out, re.M)
+        return {k: v for k, v in re.findall(r"^\s*(\w[\w ]*?)\s+(\d+)", out, re.M)
                 if k in ("resources", "versions", "changes", "index entries")}
 
 
@@ -183,42 +184,83 @@ def test_errors(t, root):
          err)
 
 
-def test_kill_resume(t, root):
+def new_runs(s, since):
+    """The bulk loader's run files written after `since`."""
+    found = []
+    for f in glob.glob(os.path.join(s.dir, "bulk-*", "run-??????")):
+        try:
+            if os.stat(f).st_mtime > since:
+                found.append(f)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def kill_resume(t, root, mode, rows):
+    """Kills an import with SIGKILL once a third of the rows are committed, resumes it, and
+    checks that exactly `rows` Patients with one version each result. mode: the options that
+    choose how it writes (bulk loads of a few runs each, or batches)."""
     s = Store(root)
     csv = os.path.join(root, "big.csv")
     with open(csv, "wb") as f:
         subprocess.run(["python3", os.path.join(TOP_SRCDIR, "tests", "bench", "gen-patients.py"),
-                        str(ROWS)], stdout=f, check=True)
-    args = [FHIRGATE, "import", "-q", "--mapping", os.path.join(LEGACY, "patients.map"), csv]
+                        str(rows)], stdout=f, check=True)
+    args = [FHIRGATE, "import", "-q", "--mapping", os.path.join(LEGACY, "patients.map")] + mode
     start = time.time()
-    p = subprocess.Popen(args + s.cfg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(args + [csv] + s.cfg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # kill -9 once a good part is committed
     killed_at = 0
+    bulk = "--bulk" in mode
+    seen = None
     while p.poll() is None and time.time() - start < 600:
-        time.sleep(0.5)
-        killed_at = s.counts().get("Patient", 0)
-        if killed_at >= ROWS // 3:
+        time.sleep(0.05 if bulk else 0.2)
+        if seen is None:
+            killed_at = s.counts().get("Patient", 0)
+            if killed_at >= rows // 3:
+                seen = time.time()
+        # bulk: then wait for two run files of the next load (synced, in the checkpoint)
+        if seen is not None and (not bulk or len(new_runs(s, seen)) >= 2):
             p.send_signal(signal.SIGKILL)
             break
     p.wait()
-    t.ok(p.returncode == -signal.SIGKILL and 0 < killed_at < ROWS,
-         "import killed with SIGKILL midway (%d of %d committed)" % (killed_at, ROWS),
+    killed_at = s.counts().get("Patient", 0)
+    what = " ".join(mode)
+    t.ok(p.returncode == -signal.SIGKILL and 0 < killed_at < rows,
+         "%s: import killed with SIGKILL midway (%d of %d committed)" % (what, killed_at, rows),
          "rc %s" % p.returncode)
-    rc, _, err = s.imp("-q", "--mapping", os.path.join(LEGACY, "patients.map"), csv,
+    runs = new_runs(s, seen or start)
+    rc, _, err = s.imp("-q", "--mapping", os.path.join(LEGACY, "patients.map"), *mode, csv,
                        timeout=1200)
     m = re.search(r"resumed after record (\d+)", err)
-    t.ok(rc == 0 and m and int(m.group(1)) >= killed_at, "the second run resumes", err)
-    t.eq(s.counts().get("Patient"), ROWS, "exactly %d Patients after the resume" % ROWS)
+    t.ok(rc == 0 and m and int(m.group(1)) >= killed_at,
+         "%s: the second run resumes (%d run files were left)" % (what, len(runs)), err)
+    if bulk:
+        t.ok(len(runs) >= 2 and int(m.group(1)) > killed_at,
+             "bulk: it resumed after the records in run files, not at the last load", err)
+    t.eq(s.counts().get("Patient"), rows, "%s: exactly %d Patients after the resume" % (what, rows))
     st = s.stats()
-    t.eq(int(st["versions"]), ROWS, "no record stored twice (one version each)")
+    t.eq(int(st["versions"]), rows, "%s: no record stored twice (one version each)" % what)
+    t.eq(int(st["index entries"]), 17 * rows, "%s: 17 index entries per Patient" % what)
     rc, out, _ = s.run("store", "verify", timeout=600)
-    t.ok(rc == 0, "store verify after kill and resume", out[-500:])
-    print("# %d rows: kill, resume and checks took %.1f s" % (ROWS, time.time() - start))
+    t.ok(rc == 0, "%s: store verify after kill and resume" % what, out[-500:])
+    t.eq(glob.glob(os.path.join(s.dir, "bulk-*")), [], "%s: no run files left" % what)
+    print("# %s, %d rows: kill, resume and checks took %.1f s" % (what, rows, time.time() - start))
+
+
+def test_kill_resume_bulk(t, root):
+    # loads of 40,000 records sorted in 8 MiB: each load has several run files, so the kill
+    # comes while run files wait for their load, or during a load
+    kill_resume(t, root, ["--bulk", str(max(ROWS // 5, 1)), "--bulk-memory", "8"], ROWS)
+
+
+def test_kill_resume_batch(t, root):
+    kill_resume(t, root, ["--batch", "20000"], ROWS // 2)
 
 
 def main():
     t = Tap()
-    for fn in (test_samples, test_refused_xml, test_dry_run, test_errors, test_kill_resume):
+    for fn in (test_samples, test_refused_xml, test_dry_run, test_errors, test_kill_resume_bulk,
+               test_kill_resume_batch):
         with tempfile.TemporaryDirectory(prefix="fhirgate-import-") as root:
             t.run(fn, root)
     t.done()

@@ -1,0 +1,372 @@
+/* Unit tests for store/bulk.c: a bulk load leaves the store exactly as the same puts made one by
+ * one with store_res_put (versions, bodies, index entries, counts, store_verify), with puts
+ * spread over run files, repeated and unchanged puts, updates of resources stored before, and
+ * run files adopted by a resumed load. Real LMDB environments in a temporary directory. */
+#include "config.h"
+
+#include <sys/stat.h>
+
+#include <ftw.h>
+#include <glob.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lib/buf.h"
+#include "lib/err.h"
+#include "lib/slice.h"
+#include "store/store.h"
+
+#define NCODES 4
+
+static const char *const codes[NCODES] = {"name", "birthdate", "gender", "identifier"};
+
+typedef struct {
+	char dir[256];
+	store_t *one; /* puts one by one */
+	store_t *bulk;
+} fixture_t;
+
+static int
+setup(void **state)
+{
+	const char *tmp = getenv("TMPDIR");
+	fixture_t *f = calloc(1, sizeof(*f));
+	char sub[300];
+
+	if (f == NULL)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "%s/fhirgate-test-store-bulk.XXXXXX",
+		 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	snprintf(sub, sizeof(sub), "%s/one", f->dir);
+	if (store_open(sub, NULL, &f->one) != 0)
+		return -1;
+	snprintf(sub, sizeof(sub), "%s/bulk", f->dir);
+	if (store_open(sub, NULL, &f->bulk) != 0)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int
+rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int
+teardown(void **state)
+{
+	fixture_t *f = *state;
+	int rc;
+
+	store_close(f->one);
+	store_close(f->bulk);
+	rc = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return rc;
+}
+
+/* A generated put: resource i of a small id space, in variant v (bodies and entries depend on
+ * both, so repeated puts change some resources and leave others as they were). */
+typedef struct {
+	char type[16], id[32], body[128];
+	char values[NCODES][48];
+	store_idx_entry_t e[NCODES];
+	store_res_put_t p;
+} gen_t;
+
+static void
+gen(gen_t *g, unsigned i, unsigned v)
+{
+	size_t n = 0;
+
+	snprintf(g->type, sizeof(g->type), "%s", i % 5 == 0 ? "Practitioner" : "Patient");
+	snprintf(g->id, sizeof(g->id), "id%08x", (i * 2654435761u) ^ 0x5bd1e995u);
+	snprintf(g->body, sizeof(g->body), "{\"i\":%u,\"v\":%u}", i, v);
+	for (unsigned c = 0; c < NCODES; c++) {
+		/* some values shared by many resources (gender), some long (over 16 bytes) */
+		if (c == 2)
+			snprintf(g->values[c], sizeof(g->values[c]), "%s", (i + v) % 2 ? "male" : "female");
+		else if ((i + c + v) % 7 == 3)
+			continue; /* an entry that comes and goes */
+		else
+			snprintf(g->values[c], sizeof(g->values[c]), "%s-%u-long-value-%u",
+				 codes[c], (i * 7 + c) % 13, v % 3);
+		g->e[n].code = slice_cstr(codes[c]);
+		g->e[n].value = slice_cstr(g->values[c]);
+		n++;
+	}
+	g->p = (store_res_put_t){.type = slice_cstr(g->type),
+				 .id = slice_cstr(g->id),
+				 .body = slice_cstr(g->body),
+				 .entries = g->e,
+				 .n_entries = n,
+				 .now_ns = 1000};
+}
+
+static void
+put_one(store_t *s, unsigned i, unsigned v)
+{
+	store_txn_t *t;
+	store_res_result_t r;
+	gen_t g;
+
+	gen(&g, i, v);
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	assert_int_equal(store_res_put(t, &g.p, &r), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+}
+
+static int
+collect_idx(void *ctx, slice_t value, slice_t id)
+{
+	buf_t *b = ctx;
+
+	buf_append_slice(b, value);
+	buf_append_byte(b, '=');
+	buf_append_slice(b, id);
+	buf_append_byte(b, '\n');
+	return 0;
+}
+
+static int
+collect_res(void *ctx, const store_res_t *r)
+{
+	buf_t *b = ctx;
+
+	buf_printf(b, "%.*s/%.*s v%u ", (int)r->type.len, r->type.ptr, (int)r->id.len, r->id.ptr,
+		   (unsigned)r->version);
+	buf_append_slice(b, r->body);
+	buf_append_byte(b, '\n');
+	return 0;
+}
+
+static void
+report(void *ctx, const char *problem)
+{
+	(void)ctx;
+	print_error("verify: %s\n", problem);
+}
+
+/* What a store holds: resources with version and body, every index entry, counts, and that
+ * verify finds nothing. */
+static void
+snapshot(store_t *s, buf_t *out)
+{
+	static const char *const types[] = {"Patient", "Practitioner"};
+	store_txn_t *t;
+	store_stats_t st;
+
+	assert_int_equal(store_txn_begin(s, false, &t), 0);
+	assert_int_equal(store_verify(t, report, NULL), 0);
+	for (size_t k = 0; k < 2; k++) {
+		uint64_t n;
+
+		assert_int_equal(store_res_foreach_type(t, slice_cstr(types[k]), SLICE_NULL,
+							collect_res, out),
+				 0);
+		for (unsigned c = 0; c < NCODES; c++) {
+			buf_printf(out, "%s.%s:\n", types[k], codes[c]);
+			assert_int_equal(store_idx_foreach_range(t, slice_cstr(types[k]),
+								 slice_cstr(codes[c]), NULL, NULL,
+								 collect_idx, out),
+					 0);
+		}
+		assert_int_equal(store_res_count(t, slice_cstr(types[k]), &n), 0);
+		buf_printf(out, "count %llu\n", (unsigned long long)n);
+	}
+	assert_int_equal(store_stats(t, &st), 0);
+	buf_printf(out, "versions %llu changes %llu entries %llu\n",
+		   (unsigned long long)st.versions, (unsigned long long)st.changes,
+		   (unsigned long long)st.index_entries);
+	store_txn_abort(t);
+}
+
+static void
+assert_same(fixture_t *f)
+{
+	buf_t a = BUF_INIT, b = BUF_INIT;
+
+	snapshot(f->one, &a);
+	snapshot(f->bulk, &b);
+	assert_true(a.len > 100);
+	assert_string_equal(a.data, b.data);
+	buf_free(&a);
+	buf_free(&b);
+}
+
+static void
+load(store_bulk_t *b, store_t *s, size_t *unchanged)
+{
+	store_txn_t *t;
+
+	(void)unchanged;
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	assert_int_equal(store_bulk_load(b, t, 1000, NULL, NULL), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+}
+
+static size_t
+run_files(fixture_t *f)
+{
+	char pat[400];
+	glob_t g;
+	size_t n;
+
+	snprintf(pat, sizeof(pat), "%s/bulk/bulk-*/run-??????", f->dir);
+	if (glob(pat, 0, NULL, &g) != 0)
+		return 0;
+	n = g.gl_pathc;
+	globfree(&g);
+	return n;
+}
+
+/* The puts of one load: 300 resources, a third of them put two or three times (some with the
+ * same body again), over a store that already holds 100 of them. */
+static void
+test_equivalent(void **state)
+{
+	fixture_t *f = *state;
+	store_bulk_t *b;
+	unsigned synced;
+
+	for (unsigned i = 0; i < 100; i++) {
+		put_one(f->one, i, 0);
+		put_one(f->bulk, i, 0);
+	}
+	/* 4 KiB of memory: a run file every few puts */
+	assert_int_equal(store_bulk_open(f->bulk, "test", 4096, 0, &b), 0);
+	for (unsigned round = 0; round < 3; round++)
+		for (unsigned i = 0; i < 300; i++) {
+			unsigned v = round == 2 && i % 2 ? 1 : round; /* round 2: odd ones unchanged */
+			gen_t g;
+
+			if (round > 0 && i % 3 != 0)
+				continue;
+			put_one(f->one, i, v);
+			gen(&g, i, v);
+			assert_int_equal(store_bulk_add(b, &g.p), 0);
+			if (store_bulk_memory_full(b))
+				assert_int_equal(store_bulk_sync(b, &synced), 0);
+		}
+	assert_true(run_files(f) > 5);
+	assert_int_equal(store_bulk_count(b), 300 + 100 + 100);
+	load(b, f->bulk, NULL);
+	store_bulk_free(b, true);
+	assert_int_equal(run_files(f), 0);
+	assert_same(f);
+}
+
+static int
+count_puts(void *ctx, const store_res_put_t *p, const store_res_result_t *r)
+{
+	size_t *n = ctx;
+
+	(void)p;
+	n[r->unchanged ? 1 : 0]++;
+	return 0;
+}
+
+/* A load interrupted after two synced runs: the loader opened again adopts the runs the
+ * checkpoint counts and removes the others. */
+static void
+test_resume(void **state)
+{
+	fixture_t *f = *state;
+	store_bulk_t *b;
+	store_txn_t *t;
+	unsigned runs;
+	size_t n[2] = {0, 0};
+	gen_t g;
+
+	assert_int_equal(store_bulk_open(f->bulk, "resume", 1 << 20, 0, &b), 0);
+	for (unsigned i = 0; i < 200; i++) {
+		gen(&g, i, 0);
+		assert_int_equal(store_bulk_add(b, &g.p), 0);
+		put_one(f->one, i, 0);
+		if (i == 99 || i == 149 || i == 179)
+			assert_int_equal(store_bulk_sync(b, &runs), 0);
+	}
+	assert_int_equal(runs, 3);
+	store_bulk_free(b, false); /* killed: the last 20 puts were only in memory */
+	assert_int_equal(run_files(f), 3);
+
+	/* the checkpoint said 2 runs (150 puts): the third is not trusted */
+	assert_int_equal(store_bulk_open(f->bulk, "resume", 1 << 20, 2, &b), 0);
+	assert_int_equal(run_files(f), 2);
+	assert_int_equal(store_bulk_count(b), 150);
+	for (unsigned i = 150; i < 200; i++) {
+		gen(&g, i, 0);
+		assert_int_equal(store_bulk_add(b, &g.p), 0);
+	}
+	assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
+	assert_int_equal(store_bulk_load(b, t, 1000, count_puts, n), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	store_bulk_free(b, true);
+	assert_int_equal(n[0], 200);
+	assert_int_equal(n[1], 0);
+	assert_same(f);
+
+	/* more runs than there are files: refused, naming the file */
+	assert_int_equal(store_bulk_open(f->bulk, "resume", 1 << 20, 1, &b), -FG_EIO);
+	assert_non_null(strstr(store_last_error(), "run-000000"));
+
+	/* the same puts again: every one unchanged, nothing written */
+	assert_int_equal(store_bulk_open(f->bulk, "again", 0, 0, &b), 0);
+	for (unsigned i = 0; i < 200; i++) {
+		gen(&g, i, 0);
+		assert_int_equal(store_bulk_add(b, &g.p), 0);
+	}
+	n[0] = n[1] = 0;
+	assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
+	assert_int_equal(store_bulk_load(b, t, 2000, count_puts, n), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	store_bulk_free(b, true);
+	assert_int_equal(n[0], 0);
+	assert_int_equal(n[1], 200);
+	assert_same(f);
+}
+
+/* What store_res_put refuses, the loader refuses when it is added. */
+static void
+test_refused(void **state)
+{
+	fixture_t *f = *state;
+	store_bulk_t *b;
+	gen_t g;
+
+	assert_int_equal(store_bulk_open(f->bulk, "bad name", 0, 0, &b), -FG_EINVAL);
+	assert_int_equal(store_bulk_open(f->bulk, "refused", 0, 0, &b), 0);
+	gen(&g, 1, 0);
+	g.p.id = slice_cstr("no/slash");
+	assert_int_equal(store_bulk_add(b, &g.p), -FG_EINVAL);
+	gen(&g, 1, 0);
+	g.p.body = SLICE_NULL;
+	assert_int_equal(store_bulk_add(b, &g.p), -FG_EINVAL);
+	gen(&g, 1, 0);
+	g.p.if_match = 1;
+	assert_int_equal(store_bulk_add(b, &g.p), -FG_EINVAL);
+	assert_int_equal(store_bulk_count(b), 0);
+	store_bulk_free(b, true);
+}
+
+int
+main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {T(test_equivalent), T(test_resume), T(test_refused)};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
