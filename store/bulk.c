@@ -92,11 +92,11 @@ typedef struct {
 
 /* A sorted sequence of records: a run file (mapped) or the memory part (sorted arrays). */
 typedef struct {
-	const unsigned char *p, *end;       /* file: next record, end of the section */
-	const bulk_put_t *puts;             /* memory: sorted puts */
-	const bulk_ent_t *ents;             /* memory: sorted entries */
-	size_t i, n;                        /* memory: next index, count */
-	const unsigned char *cur;           /* the current record, NULL at the end */
+	const unsigned char *p, *end; /* file: next record, end of the section */
+	const bulk_put_t *puts;       /* memory: sorted puts */
+	const bulk_ent_t *ents;       /* memory: sorted entries */
+	size_t i, n;                  /* memory: next index, count */
+	const unsigned char *cur;     /* the current record, NULL at the end */
 } bulk_src_t;
 
 typedef struct {
@@ -295,7 +295,8 @@ bulk_group(store_bulk_t *b, const unsigned char *key)
 
 	for (size_t i = 0; i < plen; i++)
 		h = (h ^ key[i]) * 16777619u;
-	for (slot = h % BULK_GROUP_SLOTS; b->slots[slot] != 0; slot = (slot + 1) % BULK_GROUP_SLOTS) {
+	for (slot = h % BULK_GROUP_SLOTS; b->slots[slot] != 0;
+	     slot = (slot + 1) % BULK_GROUP_SLOTS) {
 		g = &b->groups[b->slots[slot] - 1];
 		if (g->plen == plen && memcmp(g->prefix, key, plen) == 0)
 			return (size_t)(g - b->groups);
@@ -372,8 +373,8 @@ store_bulk_open(store_t *s, const char *name, size_t mem_bytes, unsigned resume_
 		if (fd < 0 || fstat(fd, &st) != 0) {
 			rc = bulk_errno("open", p);
 		} else if (st.st_size < BULK_HEAD ||
-			   (r->map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) ==
-			       MAP_FAILED) {
+			   (r->map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd,
+					  0)) == MAP_FAILED) {
 			r->map = NULL;
 			store_error_set("bulk load: %s is not a run file", p);
 			rc = -FG_EINVAL;
@@ -445,7 +446,8 @@ store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 		MDB_val k = store_idx_key(kb, p->type, p->entries[i].code, p->entries[i].value);
 
 		if ((g[i] = bulk_group(b, k.mv_data)) == SIZE_MAX) {
-			store_error_set("bulk add: more than %d search parameters", BULK_MAX_GROUPS);
+			store_error_set("bulk add: more than %d search parameters",
+					BULK_MAX_GROUPS);
 			if (g != groups)
 				free(g);
 			return -FG_ETOOBIG;
@@ -643,7 +645,8 @@ bulk_spill_write(const store_bulk_t *b, const bulk_mem_t *m, size_t ngroups, uns
 	if (rc == 0) {
 		r->len = sizeof(head) + m->pbytes.len + m->ebytes.len;
 		fd = open(path, O_RDONLY | O_CLOEXEC);
-		r->map = fd < 0 ? MAP_FAILED : mmap(NULL, r->len, PROT_READ, MAP_PRIVATE, fd, 0);
+		r->map = fd < 0 ? MAP_FAILED
+				: mmap(NULL, r->len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
 		if (fd >= 0)
 			close(fd);
 		if (r->map == MAP_FAILED) {
@@ -741,8 +744,8 @@ static void
 bulk_src_next(bulk_src_t *src, bool ents)
 {
 	if (src->puts != NULL || src->ents != NULL) {
-		src->cur = src->i < src->n ? (ents ? src->ents[src->i].rec : src->puts[src->i].rec)
-					   : NULL;
+		src->cur =
+		    src->i < src->n ? (ents ? src->ents[src->i].rec : src->puts[src->i].rec) : NULL;
 		src->i++;
 		return;
 	}
@@ -832,7 +835,8 @@ bulk_srcs(store_bulk_t *b, bulk_src_t *src, const bulk_put_t *puts, const bulk_e
 
 		memset(&src[i], 0, sizeof(src[i]));
 		src[i].p = base + BULK_HEAD + (entries ? b->runs[i].put_bytes : 0);
-		src[i].end = entries ? base + b->runs[i].len : base + BULK_HEAD + b->runs[i].put_bytes;
+		src[i].end =
+		    entries ? base + b->runs[i].len : base + BULK_HEAD + b->runs[i].put_bytes;
 	}
 	memset(&src[b->nruns], 0, sizeof(src[0]));
 	if (entries) {
@@ -850,6 +854,116 @@ bulk_srcs(store_bulk_t *b, bulk_src_t *src, const bulk_put_t *puts, const bulk_e
 	}
 }
 
+/* The merge runs in a thread of its own while the load's thread makes the LMDB writes: it
+ * hands over the records in order, in blocks of pointers (they point into the runs' maps and
+ * the sorted memory part, which outlive the load). */
+#define BULK_FEED_BLOCK 16384
+#define BULK_FEED_DEPTH 4
+
+typedef struct {
+	bulk_heap_t hp;
+	const unsigned char **blocks[BULK_FEED_DEPTH];
+	size_t counts[BULK_FEED_DEPTH];
+	uint64_t produced, consumed; /* blocks (under mu) */
+	const unsigned char **blk;   /* the block being consumed, its count and position */
+	size_t n, pos;
+	bool done, stop, threaded;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+} bulk_feed_t;
+
+static void *
+bulk_feed_main(void *arg)
+{
+	bulk_feed_t *f = arg;
+
+	for (;;) {
+		const unsigned char **blk;
+		size_t n = 0;
+
+		pthread_mutex_lock(&f->mu);
+		while (!f->stop && f->produced - f->consumed == BULK_FEED_DEPTH)
+			pthread_cond_wait(&f->cv, &f->mu);
+		if (f->stop) {
+			pthread_mutex_unlock(&f->mu);
+			break;
+		}
+		blk = f->blocks[f->produced % BULK_FEED_DEPTH];
+		pthread_mutex_unlock(&f->mu);
+		while (n < BULK_FEED_BLOCK && (blk[n] = bulk_heap_pop(&f->hp)) != NULL)
+			n++;
+		pthread_mutex_lock(&f->mu);
+		f->counts[f->produced % BULK_FEED_DEPTH] = n;
+		f->produced++;
+		f->done = n < BULK_FEED_BLOCK;
+		pthread_cond_broadcast(&f->cv);
+		pthread_mutex_unlock(&f->mu);
+		if (n < BULK_FEED_BLOCK)
+			break;
+	}
+	return NULL;
+}
+
+static void
+bulk_feed_start(bulk_feed_t *f, bulk_src_t *src, unsigned nsrc, bool ents)
+{
+	memset(f, 0, sizeof(*f));
+	bulk_heap_init(&f->hp, src, nsrc, ents);
+	for (int i = 0; i < BULK_FEED_DEPTH; i++)
+		f->blocks[i] = xreallocarray(NULL, BULK_FEED_BLOCK, sizeof(*f->blocks[i]));
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cv, NULL);
+	f->threaded = pthread_create(&f->th, NULL, bulk_feed_main, f) == 0;
+}
+
+/* The next record in order, NULL at the end. */
+static const unsigned char *
+bulk_feed_next(bulk_feed_t *f)
+{
+	if (!f->threaded)
+		return bulk_heap_pop(&f->hp);
+	for (;;) {
+		if (f->blk != NULL && f->pos < f->n)
+			return f->blk[f->pos++];
+		pthread_mutex_lock(&f->mu);
+		if (f->blk != NULL) {
+			/* this block is used up: the producer may fill it again */
+			f->consumed++;
+			f->blk = NULL;
+			pthread_cond_broadcast(&f->cv);
+		}
+		while (f->consumed == f->produced && !f->done)
+			pthread_cond_wait(&f->cv, &f->mu);
+		if (f->consumed == f->produced) {
+			pthread_mutex_unlock(&f->mu);
+			return NULL;
+		}
+		f->blk = f->blocks[f->consumed % BULK_FEED_DEPTH];
+		f->n = f->counts[f->consumed % BULK_FEED_DEPTH];
+		f->pos = 0;
+		pthread_mutex_unlock(&f->mu);
+	}
+}
+
+static void
+bulk_feed_end(bulk_feed_t *f)
+{
+	if (f->threaded) {
+		pthread_mutex_lock(&f->mu);
+		f->stop = true;
+		pthread_cond_broadcast(&f->cv);
+		pthread_mutex_unlock(&f->mu);
+		pthread_join(f->th, NULL);
+	}
+	pthread_mutex_destroy(&f->mu);
+	pthread_cond_destroy(&f->cv);
+	for (int i = 0; i < BULK_FEED_DEPTH; i++)
+		free(f->blocks[i]);
+	free(f->hp.h);
+	memset(f, 0, sizeof(*f));
+}
+
 static void
 bulk_bit_set(unsigned char *bits, uint64_t i)
 {
@@ -865,9 +979,10 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 	bulk_src_t *src = NULL;
 	bulk_put_t *puts = NULL;
 	bulk_ent_t *ents = NULL;
-	bulk_heap_t hp = {0};
+	bulk_feed_t feed;
+	bool feeding = false;
 	const unsigned char *rec, *prev = NULL;
-	uint64_t written_ord = 0;
+	uint64_t written_ord = 0, written = 0;
 	bool have_written = false;
 	MDB_cursor *c = NULL;
 	int rc;
@@ -889,9 +1004,10 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 
 	/* The resource pass. */
 	bulk_srcs(b, src, puts, ents, false);
-	bulk_heap_init(&hp, src, b->nruns + 1, false);
+	bulk_feed_start(&feed, src, b->nruns + 1, false);
+	feeding = true;
 	t->idx_deferred = true;
-	while ((rec = bulk_heap_pop(&hp)) != NULL) {
+	while ((rec = bulk_feed_next(&feed)) != NULL) {
 		bulk_put_rec_t r;
 		const unsigned char *q;
 		store_res_put_t p;
@@ -907,14 +1023,15 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 			q += 2 + entries[i].value.len;
 		}
 		type = (slice_t){(const char *)r.key + 2, be16_read(r.key)};
-		p = (store_res_put_t){.type = type,
-				      .id = {(const char *)r.key + 2 + type.len,
-					     r.klen - 2 - type.len},
-				      .body = r.body,
-				      .entries = entries,
-				      .n_entries = r.nentries,
-				      .now_ns = now_ns};
-		if (prev == NULL || bulk_cmp_bytes(prev + 14, be16_read(prev + 12), r.key, r.klen) != 0)
+		p = (store_res_put_t){
+		    .type = type,
+		    .id = {(const char *)r.key + 2 + type.len, r.klen - 2 - type.len},
+		    .body = r.body,
+		    .entries = entries,
+		    .n_entries = r.nentries,
+		    .now_ns = now_ns};
+		if (prev == NULL ||
+		    bulk_cmp_bytes(prev + 14, be16_read(prev + 12), r.key, r.klen) != 0)
 			have_written = false;
 		if ((rc = store_res_put(t, &p, &res)) < 0)
 			break;
@@ -923,6 +1040,7 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 		if (res.unchanged) {
 			bulk_bit_set(skip, r.ordinal - b->first_ordinal);
 		} else {
+			written++;
 			if (have_written)
 				bulk_bit_set(skip, written_ord - b->first_ordinal);
 			have_written = true;
@@ -936,17 +1054,21 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 		prev = rec;
 	}
 	t->idx_deferred = false;
-	free(hp.h);
-	hp.h = NULL;
-	if (rc < 0)
-		goto out;
+	if (rc == 0)
+		rc = store_count_flush(t);
+	t->nborn = 0;
+	bulk_feed_end(&feed);
+	feeding = false;
+	if (rc < 0 || written == 0)
+		goto out; /* nothing written (a file imported again): no entry to add */
 
 	/* The index pass. */
-	bulk_srcs(b, src, puts, ents, true);
-	bulk_heap_init(&hp, src, b->nruns + 1, true);
 	if ((rc = store_cursor(t, STORE_DB_IDX, &c)) < 0)
 		goto out;
-	while ((rec = bulk_heap_pop(&hp)) != NULL) {
+	bulk_srcs(b, src, puts, ents, true);
+	bulk_feed_start(&feed, src, b->nruns + 1, true);
+	feeding = true;
+	while ((rec = bulk_feed_next(&feed)) != NULL) {
 		size_t kl = be16_read(rec), il = be16_read(rec + 2 + kl);
 		uint64_t ord = be64_read(rec + 4 + kl + il) - b->first_ordinal;
 		MDB_val k = {kl, (void *)(rec + 2)}, v = {il, (void *)(rec + 4 + kl)};
@@ -961,7 +1083,8 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 		rc = 0;
 	}
 out:
-	free(hp.h);
+	if (feeding)
+		bulk_feed_end(&feed);
 	free(skip);
 	free(entries);
 	free(src);

@@ -353,6 +353,47 @@ store_count_add(store_txn_t *t, slice_t type, int delta)
 }
 
 int
+store_count_flush(store_txn_t *t)
+{
+	for (size_t i = 0; i < t->nborn; i++) {
+		slice_t type = {t->born[i].type, t->born[i].len};
+		unsigned char kb[STORE_COUNT_KEY_MAX], vb[8];
+		MDB_val k = store_count_key(kb, type), v = {8, vb};
+		uint64_t count;
+		int rc;
+
+		if ((rc = store_count_get(t, type, &count)) < 0)
+			return rc;
+		store_be64_put(vb, count + t->born[i].n);
+		if ((rc = mdb_put(t->txn, t->s->dbi[STORE_DB_META], &k, &v, 0)) != 0)
+			return store_txn_fail(t, store_mdb_fail("res count", rc));
+	}
+	t->nborn = 0;
+	return 0;
+}
+
+/* A resource of type came to life in a bulk load's resource pass: counted in t->born. */
+static int
+store_count_born(store_txn_t *t, slice_t type)
+{
+	int rc;
+
+	for (size_t i = 0; i < t->nborn; i++)
+		if (t->born[i].len == type.len &&
+		    memcmp(t->born[i].type, type.ptr, type.len) == 0) {
+			t->born[i].n++;
+			return 0;
+		}
+	if (t->nborn == sizeof(t->born) / sizeof(t->born[0]) && (rc = store_count_flush(t)) < 0)
+		return rc;
+	memcpy(t->born[t->nborn].type, type.ptr, type.len);
+	t->born[t->nborn].len = type.len;
+	t->born[t->nborn].n = 1;
+	t->nborn++;
+	return 0;
+}
+
+int
 store_res_count(store_txn_t *t, slice_t type, uint64_t *count)
 {
 	int rc;
@@ -675,8 +716,12 @@ store_res_write(store_txn_t *t, slice_t type, slice_t id, uint32_t prev, bool wa
 
 	if ((rc = store_idx_replace(t, type, id, entries, n)) < 0)
 		return rc;
-	if (live != was_live && (rc = store_count_add(t, type, live ? 1 : -1)) < 0)
+	if (live && !was_live && t->idx_deferred) {
+		if ((rc = store_count_born(t, type)) < 0)
+			return rc;
+	} else if (live != was_live && (rc = store_count_add(t, type, live ? 1 : -1)) < 0) {
 		return rc;
+	}
 	*out = (store_res_result_t){version, ns, false, live && !was_live};
 	return 0;
 }

@@ -70,6 +70,14 @@ struct store_txn {
 	/* A bulk load's resource pass: index entries that a write adds are left out (the load
 	 * adds them afterwards, sorted); those it removes are removed. */
 	bool idx_deferred;
+	/* ... and its resources coming to life are counted here, per type, until the pass ends
+	 * (store_count_flush): one count update per type instead of one per resource. */
+	struct {
+		char type[STORE_TYPE_MAX];
+		size_t len;
+		uint64_t n;
+	} born[8];
+	size_t nborn;
 	/* This transaction's auditref entries, written as one sorted run at commit: ref bytes in
 	 * aref_bytes, each entry's offset, length and audit key in aref. */
 	struct store_aref *aref;
@@ -127,6 +135,8 @@ int store_res_put_valid(const store_t *s, const store_res_put_t *p, const char *
 /* Makes sure data.mdb has disk blocks for `bytes` more than the pages in use (writemap; see
  * store_reserve in store.c), for a transaction about to grow the store by about that much. */
 int store_reserve_ahead(store_txn_t *t, uint64_t bytes);
+/* Adds the counts collected in t->born to the per-type counts. */
+int store_count_flush(store_txn_t *t);
 /* The idx key of an entry in kb (at least STORE_KEY_MAX bytes); the caller checked its length. */
 MDB_val store_idx_key(unsigned char *kb, slice_t type, slice_t code, slice_t value);
 

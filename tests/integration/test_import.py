@@ -244,6 +244,11 @@ def kill_resume(t, root, mode, rows):
     rc, out, _ = s.run("store", "verify", timeout=600)
     t.ok(rc == 0, "%s: store verify after kill and resume" % what, out[-500:])
     t.eq(glob.glob(os.path.join(s.dir, "bulk-*")), [], "%s: no run files left" % what)
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "patients.map"), *mode, csv,
+                       timeout=1200)
+    t.ok(rc == 0 and "%d unchanged" % rows in err,
+         "%s: importing the file again changes nothing" % what, err[-300:])
+    t.eq(s.stats(), st, "%s: same resources, versions, changes and index entries" % what)
     print("# %s, %d rows: kill, resume and checks took %.1f s" % (what, rows, time.time() - start))
 
 

@@ -98,7 +98,8 @@ gen(gen_t *g, unsigned i, unsigned v)
 	for (unsigned c = 0; c < NCODES; c++) {
 		/* some values shared by many resources (gender), some long (over 16 bytes) */
 		if (c == 2)
-			snprintf(g->values[c], sizeof(g->values[c]), "%s", (i + v) % 2 ? "male" : "female");
+			snprintf(g->values[c], sizeof(g->values[c]), "%s",
+				 (i + v) % 2 ? "male" : "female");
 		else if ((i + c + v) % 7 == 3)
 			continue; /* an entry that comes and goes */
 		else
@@ -174,9 +175,9 @@ snapshot(store_t *s, buf_t *out)
 	for (size_t k = 0; k < 2; k++) {
 		uint64_t n;
 
-		assert_int_equal(store_res_foreach_type(t, slice_cstr(types[k]), SLICE_NULL,
-							collect_res, out),
-				 0);
+		assert_int_equal(
+		    store_res_foreach_type(t, slice_cstr(types[k]), SLICE_NULL, collect_res, out),
+		    0);
 		for (unsigned c = 0; c < NCODES; c++) {
 			buf_printf(out, "%s.%s:\n", types[k], codes[c]);
 			assert_int_equal(store_idx_foreach_range(t, slice_cstr(types[k]),
@@ -250,7 +251,8 @@ test_equivalent(void **state)
 	assert_int_equal(store_bulk_open(f->bulk, "test", 4096, 0, &b), 0);
 	for (unsigned round = 0; round < 3; round++)
 		for (unsigned i = 0; i < 300; i++) {
-			unsigned v = round == 2 && i % 2 ? 1 : round; /* round 2: odd ones unchanged */
+			unsigned v =
+			    round == 2 && i % 2 ? 1 : round; /* round 2: odd ones unchanged */
 			gen_t g;
 
 			if (round > 0 && i % 3 != 0)
