@@ -529,6 +529,7 @@ import_bulk_load(import_t *im, bool done)
 	im->st->unchanged += j.unchanged;
 	im->st->batches++;
 	im->st->store_ns += time_mono_ns() - t0;
+	im->st->load_ns += time_mono_ns() - t0;
 	return 0;
 }
 

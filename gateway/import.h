@@ -29,6 +29,7 @@ typedef struct {
 	/* time per stage (monotonic ns): reading, mapping (record -> resources, serialized),
 	 * storing (transactions, commits included) */
 	uint64_t read_ns, map_ns, store_ns;
+	uint64_t load_ns; /* of store_ns: the bulk loads' transactions (merge, writes, commit) */
 } import_stats_t;
 
 /* Called about every progress_interval_ns and once at the end (final). */
