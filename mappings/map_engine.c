@@ -1514,6 +1514,7 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 	    slice_t value, int level, map_inst_t *inst, fhir_node_t *obj, fhir_node_t **value_out)
 {
 	map_run_t run;
+	uint32_t valued = UINT32_MAX; /* parts of value that are (map_egroup_t.needs) */
 
 	/* labels[] is read only below nlabels: no need to clear its 32 entries for every run */
 	run.nlabels = 0;
@@ -1531,6 +1532,10 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 		if (n != SIZE_MAX) {
 			run.fr.parts = run.parts;
 			run.fr.nparts = n;
+			valued = 0;
+			for (size_t i = 0; i < n; i++)
+				if (run.parts[i].len > 0 && !hl7_is_null(run.parts[i]))
+					valued |= (uint32_t)1 << i;
 		}
 	}
 	if (def->kind == MAP_DATATYPE && parent->def != NULL) {
@@ -1554,6 +1559,8 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 		size_t reps = 1, si = run.fr.seg_index;
 		unsigned r0;
 
+		if ((g->needs & valued) == 0 && g->needs != 0)
+			continue; /* every part its lines read is empty: it would give nothing */
 		run.fr.ctx_seg = parent->ctx_seg;
 		run.fr.ctx_field = parent->ctx_field;
 		run.fr.ctx_rep = parent->ctx_rep;

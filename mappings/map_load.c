@@ -467,6 +467,64 @@ map_line_driver(const map_line_t *l, map_ref_t *out)
 	return false;
 }
 
+/* Whether a condition reads only the value its datatype map was applied to: no segment
+ * field, which would be marked used (explain) when valued. */
+static bool
+map_cond_is_relative(const map_cond_t *c)
+{
+	if (c == NULL)
+		return true;
+	if (c->a.kind == MAP_OPD_REF && c->a.ref.seg[0] != '\0')
+		return false;
+	if (c->b.kind == MAP_OPD_REF && c->b.ref.seg[0] != '\0')
+		return false;
+	for (size_t i = 0; i < c->nlist; i++)
+		if (c->list[i].kind == MAP_OPD_REF && c->list[i].ref.seg[0] != '\0')
+			return false;
+	return map_cond_is_relative(c->l) && map_cond_is_relative(c->r);
+}
+
+/* The parts of a datatype map's value one of which a group needs valued to give anything
+ * (map_egroup_t.needs); 0 when it may give something without them or its conditions mark
+ * fields used. A line gives nothing when each of its concatenations has a ref and every ref
+ * is empty; a constant of an indexed group with a source waits for a line that does. */
+static uint32_t
+map_group_needs(const map_def_t *d, const map_egroup_t *g)
+{
+	uint32_t needs = 0;
+
+	for (size_t k = 0; k < g->nlines; k++) {
+		const map_line_t *l = &d->lines[g->lines[k]];
+
+		if (l->is_id || !map_cond_is_relative(l->cond))
+			return 0;
+		if (l->src.kind == MAP_SRC_CONST && g->indexed && g->has_source)
+			continue;
+		if ((l->src.kind != MAP_SRC_VALUE && l->src.kind != MAP_SRC_JOIN) ||
+		    l->src.ncuts == 0 || l->src.cuts[0] != 0)
+			return 0;
+		for (size_t c = 0; c < l->src.ncuts; c++) {
+			size_t to = c + 1 < l->src.ncuts ? l->src.cuts[c + 1] : l->src.nparts;
+			bool has_ref = false;
+
+			for (size_t i = l->src.cuts[c]; i < to; i++) {
+				const map_operand_t *o = &l->src.parts[i];
+
+				if (o->kind != MAP_OPD_REF)
+					continue;
+				if (o->ref.seg[0] != '\0' || o->fn != MAP_FN_NONE ||
+				    o->ref.comp == 0 || o->ref.comp > 32)
+					return 0;
+				needs |= (uint32_t)1 << (o->ref.comp - 1);
+				has_ref = true;
+			}
+			if (!has_ref)
+				return 0;
+		}
+	}
+	return needs;
+}
+
 /* Groups the lines of a segment or datatype map into the elements they build. */
 static void
 map_build_groups(map_ld_t *ld, map_def_t *d)
@@ -496,6 +554,8 @@ map_build_groups(map_ld_t *ld, map_def_t *d)
 		if (!g[gi].has_driver && !l->is_id)
 			g[gi].has_driver = map_line_driver(l, &g[gi].driver);
 	}
+	for (size_t gi = 0; d->kind == MAP_DATATYPE && gi < ng; gi++)
+		g[gi].needs = map_group_needs(d, &g[gi]);
 	d->egroups = g;
 	d->negroups = ng;
 }
