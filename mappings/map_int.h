@@ -148,10 +148,11 @@ typedef struct {
 	map_ref_t driver;
 	bool repeats;    /* the key's last step is an array */
 	bool has_source; /* some line takes a field: constants wait for one to give a value */
-	/* datatype maps: the group gives nothing unless one of these parts (bit n - 1: part n of
-	 * the value at its next level) is valued, and evaluating it has no effect otherwise, so
-	 * the converter skips it when none is (map_group_needs); 0: it always runs */
-	uint32_t needs;
+	/* the group gives nothing and marks nothing unless one of these is valued: in a datatype
+	 * map a part of its value at the next level (bit n - 1: part n), in a segment map a field
+	 * of its segment (bit n - 1: field n); the converter skips it when none is
+	 * (map_group_needs); 0: it always runs */
+	uint64_t needs;
 } map_egroup_t;
 
 /* A message map slot: "Patient[1]", a resource instance the message's segments build. */
