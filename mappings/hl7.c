@@ -92,6 +92,20 @@ hl7_seg_id_is_valid(slice_t id)
 	       (hl7_is_upper(id.ptr[2]) || (id.ptr[2] >= '0' && id.ptr[2] <= '9'));
 }
 
+/* Whether one of the 8 bytes at p is a CR or an LF (a byte equal to one shows as a zero byte
+ * of v ^ that byte repeated; the test for a zero byte never misses one). */
+static bool
+hl7_word_has_eol(const char *p)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
+	uint64_t v, cr, lf;
+
+	memcpy(&v, p, 8);
+	cr = v ^ (ones * '\r');
+	lf = v ^ (ones * '\n');
+	return (((cr - ones) & ~cr) | ((lf - ones) & ~lf)) & high;
+}
+
 /* The next line at *pos, ended by CR, LF or CRLF; *pos moves past the terminator. */
 static bool
 hl7_line_next(const char **pos, const char *end, slice_t *line)
@@ -100,6 +114,8 @@ hl7_line_next(const char **pos, const char *end, slice_t *line)
 
 	if (p >= end)
 		return false;
+	while (end - q >= 8 && !hl7_word_has_eol(q))
+		q += 8;
 	while (q < end && *q != '\r' && *q != '\n')
 		q++;
 	*line = slice_make(p, (size_t)(q - p));
