@@ -272,15 +272,45 @@ map_mark_used(map_conv_t *cv, size_t seg_index, unsigned field, unsigned rep)
 /* Whether decoding would leave raw as it is: ASCII without NULs or escape sequences (most
  * values), so that it can be copied instead. */
 static bool
+map_word_is_plain(uint64_t v, uint64_t esc)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
+	uint64_t e = v ^ esc;
+
+	/* a byte with its high bit set, a zero byte, or one equal to the escape */
+	return ((v | ((v - ones) & ~v) | ((e - ones) & ~e)) & high) == 0;
+}
+
+/* Whether decoding would leave raw as it is: ASCII without NULs or escape sequences (most
+ * values), so that it can be copied instead. A word at a time: the last one overlapping the
+ * one before, a short value in one word padded with a byte that is plain. */
+static bool
 map_text_is_plain(slice_t raw, char escape)
 {
-	for (size_t i = 0; i < raw.len; i++) {
-		unsigned char c = (unsigned char)raw.ptr[i];
+	const uint64_t ones = 0x0101010101010101ull;
+	const unsigned char *p = (const unsigned char *)raw.ptr;
+	uint64_t esc = ones * (unsigned char)escape, v;
+	uint32_t lo, hi;
+	size_t n = raw.len;
 
-		if (c == 0 || c >= 0x80 || c == (unsigned char)escape)
-			return false;
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			memcpy(&v, p + i, 8);
+			if (!map_word_is_plain(v, esc))
+				return false;
+		}
+		memcpy(&v, p + n - 8, 8);
+		return map_word_is_plain(v, esc);
 	}
-	return true;
+	if (n >= 4) {
+		memcpy(&lo, p, 4);
+		memcpy(&hi, p + n - 4, 4);
+		return map_word_is_plain((uint64_t)hi << 32 | lo, esc);
+	}
+	v = ones * (escape == 'a' ? 'b' : 'a');
+	for (size_t i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return map_word_is_plain(v, esc);
 }
 
 slice_t
