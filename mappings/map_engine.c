@@ -1351,7 +1351,8 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 	fhir_node_t *at = obj;
 	size_t from = 0;
 
-	buf_reset(&gs->path);
+	if (pp != NULL) /* without explain, paths stay empty */
+		buf_reset(&gs->path);
 	if (g->indexed && l->nsteps >= g->key_steps) {
 		const map_step_t *rs = &l->steps[g->key_steps - 1];
 		map_step_t key = *rs;
@@ -1397,8 +1398,10 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 	if (at == NULL || !map_put(run, at, &l->steps[l->nsteps - 1], v, pp))
 		goto drop;
 done:
-	map_explain_fix(cv, start, map_run_inst(run), &gs->path);
-	map_explain(run, l, &gs->path, src);
+	if (cv->opt->explain) {
+		map_explain_fix(cv, start, map_run_inst(run), &gs->path);
+		map_explain(run, l, &gs->path, src);
+	}
 	return;
 drop:
 	if (cv->opt->explain)
