@@ -363,22 +363,15 @@ json_is_plain(const unsigned char *p, size_t n)
 	return json_word_is_plain(v);
 }
 
-static void
-json_put_string(json_out_t *w, slice_t s)
+/* A string with bytes to escape or check, or without room for it. */
+static __attribute__((noinline)) void
+json_put_string_slow(json_out_t *w, slice_t s)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *p = (const unsigned char *)s.ptr;
 	size_t beg = 0, i = 0;
 	char esc[6] = {'\\', 'u', '0', '0', 0, 0};
 
-	if (json_is_plain(p, s.len) && s.len + 2 <= (size_t)(w->end - w->p)) {
-		/* most strings: nothing to escape or check, and room for all of it */
-		w->p[0] = '"';
-		memcpy(w->p + 1, s.ptr, s.len);
-		w->p[1 + s.len] = '"';
-		w->p += s.len + 2;
-		return;
-	}
 	json_putc(w, '"');
 	while (i < s.len) {
 		unsigned char c = p[i];
@@ -431,6 +424,21 @@ json_put_string(json_out_t *w, slice_t s)
 	}
 	json_put(w, s.ptr + beg, s.len - beg);
 	json_putc(w, '"');
+}
+
+static inline void
+json_put_string(json_out_t *w, slice_t s)
+{
+	if (json_is_plain((const unsigned char *)s.ptr, s.len) &&
+	    s.len + 2 <= (size_t)(w->end - w->p)) {
+		/* most strings: nothing to escape or check, and room for all of it */
+		w->p[0] = '"';
+		memcpy(w->p + 1, s.ptr, s.len);
+		w->p[1 + s.len] = '"';
+		w->p += s.len + 2;
+		return;
+	}
+	json_put_string_slow(w, s);
 }
 
 static void
