@@ -176,6 +176,25 @@ fhir_object_index_build(arena_t *a, fhir_node_t *obj, size_t want)
 		fhir_object_index_put(obj, i);
 }
 
+/* The lookups of large objects, through their index: apart from the linear search of the
+ * others (almost all), which then saves no registers. by_address: keys compared by address
+ * (interned), else by bytes. */
+static __attribute__((noinline)) fhir_member_t *
+fhir_object_find_indexed(const fhir_node_t *obj, slice_t key, bool by_address)
+{
+	const fhir_member_t *m = obj->u.obj.m;
+	size_t mask = obj->u.obj.idx_cap - 1;
+	size_t h = fhir_key_hash(key) & mask;
+	uint32_t p;
+
+	while ((p = obj->u.obj.idx[h]) != 0) {
+		if (by_address ? m[p - 1].key.ptr == key.ptr : slice_eq(m[p - 1].key, key))
+			return (fhir_member_t *)&m[p - 1];
+		h = (h + 1) & mask;
+	}
+	return NULL;
+}
+
 static fhir_member_t *
 fhir_object_find(const fhir_node_t *obj, slice_t key)
 {
@@ -184,22 +203,35 @@ fhir_object_find(const fhir_node_t *obj, slice_t key)
 	if (obj == NULL || obj->kind != FHIR_OBJECT)
 		return NULL;
 	m = obj->u.obj.m;
-	if (obj->u.obj.idx != NULL) {
-		size_t mask = obj->u.obj.idx_cap - 1;
-		size_t h = fhir_key_hash(key) & mask;
-		uint32_t p;
-
-		while ((p = obj->u.obj.idx[h]) != 0) {
-			if (slice_eq(m[p - 1].key, key))
-				return (fhir_member_t *)&m[p - 1];
-			h = (h + 1) & mask;
-		}
-		return NULL;
-	}
+	if (obj->u.obj.idx != NULL)
+		return fhir_object_find_indexed(obj, key, false);
 	for (size_t i = 0; i < obj->u.obj.n; i++)
 		if (slice_eq(m[i].key, key))
 			return (fhir_member_t *)&m[i];
 	return NULL;
+}
+
+/* fhir_object_append's work beyond storing the member: room for it before (grow), or the
+ * index after. Apart, so that the common case saves no registers. */
+static __attribute__((noinline)) void
+fhir_object_append_grow(arena_t *a, fhir_node_t *obj)
+{
+	size_t n = obj->u.obj.n, ncap = n ? n * 2 : 4;
+	fhir_member_t *m = arena_alloc(a, ncap * sizeof(*m));
+
+	if (n > 0)
+		memcpy(m, obj->u.obj.m, n * sizeof(*m));
+	obj->u.obj.m = m;
+	obj->u.obj.cap = ncap;
+}
+
+static __attribute__((noinline)) void
+fhir_object_append_index(arena_t *a, fhir_node_t *obj, size_t n)
+{
+	if (obj->u.obj.idx != NULL && (n + 1) * 2 <= obj->u.obj.idx_cap)
+		fhir_object_index_put(obj, n);
+	else if (n + 1 > FHIR_OBJECT_LINEAR_MAX)
+		fhir_object_index_build(a, obj, n + 1);
 }
 
 static void
@@ -207,23 +239,14 @@ fhir_object_append(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 {
 	size_t n = obj->u.obj.n;
 
-	if (n == obj->u.obj.cap) {
-		size_t ncap = n ? n * 2 : 4;
-		fhir_member_t *m = arena_alloc(a, ncap * sizeof(*m));
-
-		if (n > 0)
-			memcpy(m, obj->u.obj.m, n * sizeof(*m));
-		obj->u.obj.m = m;
-		obj->u.obj.cap = ncap;
-	}
+	if (n == obj->u.obj.cap)
+		fhir_object_append_grow(a, obj);
 	obj->u.obj.m[n].key = key;
 	obj->u.obj.m[n].val = val;
 	obj->u.obj.m[n].rank = 0;
 	obj->u.obj.n = n + 1;
-	if (obj->u.obj.idx != NULL && (n + 1) * 2 <= obj->u.obj.idx_cap)
-		fhir_object_index_put(obj, n);
-	else if (n + 1 > FHIR_OBJECT_LINEAR_MAX)
-		fhir_object_index_build(a, obj, n + 1);
+	if (obj->u.obj.idx != NULL || n + 1 > FHIR_OBJECT_LINEAR_MAX)
+		fhir_object_append_index(a, obj, n);
 }
 
 void
@@ -317,7 +340,8 @@ fhir_object_get(const fhir_node_t *obj, slice_t key)
 }
 
 /* fhir_object_find's twin comparing keys by address: one shared function taking the mode as a
- * flag is not inlined by GCC and costs 2% of a conversion's instructions (callgrind). */
+ * flag is not inlined by GCC and costs 2% of a conversion's instructions (callgrind); only the
+ * rare lookup through an index shares one (fhir_object_find_indexed). */
 fhir_node_t *
 fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
 {
@@ -327,16 +351,9 @@ fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
 		return NULL;
 	m = obj->u.obj.m;
 	if (obj->u.obj.idx != NULL) {
-		size_t mask = obj->u.obj.idx_cap - 1;
-		size_t h = fhir_key_hash(key) & mask;
-		uint32_t p;
+		const fhir_member_t *f = fhir_object_find_indexed(obj, key, true);
 
-		while ((p = obj->u.obj.idx[h]) != 0) {
-			if (m[p - 1].key.ptr == key.ptr)
-				return m[p - 1].val;
-			h = (h + 1) & mask;
-		}
-		return NULL;
+		return f != NULL ? f->val : NULL;
 	}
 	for (size_t i = 0; i < obj->u.obj.n; i++)
 		if (m[i].key.ptr == key.ptr)
