@@ -663,8 +663,11 @@ fhir_object_prune(fhir_node_t *obj)
 	i = 0;
 	while (i < obj->u.obj.n) {
 		fhir_node_t *v = m[i].val;
-		bool keep =
-		    fhir_node_prune(v) && !(v->kind == FHIR_ARRAY && fhir_array_is_all_null(v));
+		/* a primitive has nothing to prune: it goes when it is an empty string */
+		bool keep = v->kind != FHIR_OBJECT && v->kind != FHIR_ARRAY
+				? !(v->kind == FHIR_STRING && v->u.text.len == 0)
+				: fhir_node_prune(v) &&
+				      !(v->kind == FHIR_ARRAY && fhir_array_is_all_null(v));
 
 		if (keep)
 			i++;
@@ -707,8 +710,12 @@ fhir_node_dedupe_at(fhir_node_t *n, unsigned depth)
 	if (depth > 64)
 		return;
 	if (n->kind == FHIR_OBJECT) {
-		for (size_t i = 0; i < n->u.obj.n; i++)
-			fhir_node_dedupe_at(n->u.obj.m[i].val, depth + 1);
+		for (size_t i = 0; i < n->u.obj.n; i++) {
+			fhir_node_t *val = n->u.obj.m[i].val;
+
+			if (val->kind == FHIR_OBJECT || val->kind == FHIR_ARRAY) /* else nothing */
+				fhir_node_dedupe_at(val, depth + 1);
+		}
 		return;
 	}
 	if (n->kind != FHIR_ARRAY)
