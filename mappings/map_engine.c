@@ -87,6 +87,8 @@ struct map_conv {
 	 * were inserted in the order of the map's type, so the resources are sorted at the end */
 	bool canon_needed;
 	const fhir_type_t *t_coding, *t_reference;
+	/* the ranks (map_rank) of the members the converter puts in codings and references */
+	uint32_t rank_system, rank_code, rank_display, rank_reference;
 	/* scratch text, kept from value to value (a fresh buf_t would allocate each time):
 	 * each is used between two calls that cannot reach its user again */
 	buf_t text, part, cat; /* map_line_value */
@@ -560,7 +562,7 @@ map_reference(map_conv_t *cv, map_inst_t *inst)
 	end = map_put_u64(tmp + 1, (uintptr_t)inst);
 	map_member_add(cv->a, ref, map_keys[MAP_KEY_REFERENCE],
 		       fhir_string_new(cv->a, slice_make(tmp, (size_t)(end - tmp))),
-		       map_rank(cv->t_reference, map_keys[MAP_KEY_REFERENCE]));
+		       cv->rank_reference);
 	*MAP_VEC_PUSH(cv->refs) = (map_pending_ref_t){ref, inst};
 	return ref;
 }
@@ -897,14 +899,12 @@ map_coding_from_row(map_conv_t *cv, const map_vrow_t *r)
 
 	if (r->fsystem.len > 0)
 		map_member_add(cv->a, c, map_keys[MAP_KEY_SYSTEM],
-			       fhir_string_new(cv->a, r->fsystem),
-			       map_rank(cv->t_coding, map_keys[MAP_KEY_SYSTEM]));
+			       fhir_string_new(cv->a, r->fsystem), cv->rank_system);
 	map_member_add(cv->a, c, map_keys[MAP_KEY_CODE], fhir_string_new(cv->a, r->fcode),
-		       map_rank(cv->t_coding, map_keys[MAP_KEY_CODE]));
+		       cv->rank_code);
 	if (r->fdisplay.len > 0)
 		map_member_add(cv->a, c, map_keys[MAP_KEY_DISPLAY],
-			       fhir_string_new(cv->a, r->fdisplay),
-			       map_rank(cv->t_coding, map_keys[MAP_KEY_DISPLAY]));
+			       fhir_string_new(cv->a, r->fdisplay), cv->rank_display);
 	return c;
 }
 
@@ -2364,6 +2364,10 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	cv.bundle.meta = fhir_meta_type(cv.bundle.type);
 	cv.t_coding = fhir_meta_type(SLICE_LIT("Coding"));
 	cv.t_reference = fhir_meta_type(SLICE_LIT("Reference"));
+	cv.rank_system = map_rank(cv.t_coding, map_keys[MAP_KEY_SYSTEM]);
+	cv.rank_code = map_rank(cv.t_coding, map_keys[MAP_KEY_CODE]);
+	cv.rank_display = map_rank(cv.t_coding, map_keys[MAP_KEY_DISPLAY]);
+	cv.rank_reference = map_rank(cv.t_reference, map_keys[MAP_KEY_REFERENCE]);
 	cv.bundle.obj = fhir_object_new(a);
 	cv.bundle.has_id = true;
 	map_member_add(a, cv.bundle.obj, map_keys[MAP_KEY_RESOURCE_TYPE],
