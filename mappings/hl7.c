@@ -313,6 +313,7 @@ hl7_parser_add(struct hl7_parser *p, slice_t line)
 	size_t n = 1, i = 0, min;
 	hl7_seg_t *s;
 	slice_t id;
+	uint32_t offs[256]; /* off[1..n-1] while n <= 256 */
 
 	if (p->lim->max_segments != 0 && m->nsegs >= p->lim->max_segments)
 		return hl7_fail(p->err, -FG_ETOOBIG, HL7_ERR_INTERNAL, 'R', loc,
@@ -330,13 +331,20 @@ hl7_parser_add(struct hl7_parser *p, slice_t line)
 		m->cap = ncap;
 	}
 	s = &m->segs[m->nsegs];
-	for (q = line.ptr; (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
+	/* one pass over the fields for most segments (up to 255 of them), two beyond */
+	for (q = line.ptr; n < 256 && (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
+		offs[n++] = (uint32_t)(q + 1 - line.ptr);
+	for (; q != NULL && (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
 		n++;
 	s->ptr = line.ptr;
 	s->off = arena_alloc(p->a, (n + 1) * sizeof(*s->off));
 	s->off[0] = 0;
-	for (q = line.ptr; (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
-		s->off[++i] = (uint32_t)(q + 1 - line.ptr);
+	if (n <= 256) {
+		memcpy(s->off + 1, offs + 1, (n - 1) * sizeof(*s->off));
+	} else {
+		for (q = line.ptr; (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
+			s->off[++i] = (uint32_t)(q + 1 - line.ptr);
+	}
 	s->off[n] = (uint32_t)line.len + 1;
 	s->is_msh = m->nsegs == 0;
 
