@@ -527,6 +527,18 @@ map_ref_text(buf_t *b, const map_inst_t *inst)
 	buf_append(b, inst->id, 32);
 }
 
+/* A reference's "reference" (map_member_set with the rank worked out once). */
+static void
+map_ref_set(map_conv_t *cv, fhir_node_t *ref, slice_t text)
+{
+	fhir_node_t *v = fhir_string_new(cv->a, text);
+
+	if (fhir_object_get_interned(ref, map_keys[MAP_KEY_REFERENCE]) != NULL)
+		fhir_object_set(cv->a, ref, map_keys[MAP_KEY_REFERENCE], v);
+	else
+		map_member_add(cv->a, ref, map_keys[MAP_KEY_REFERENCE], v, cv->rank_reference);
+}
+
 static void
 map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 {
@@ -539,14 +551,12 @@ map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 		memcpy(tmp, inst->type.ptr, inst->type.len);
 		tmp[inst->type.len] = '/';
 		memcpy(tmp + inst->type.len + 1, inst->id, 32);
-		map_member_set(cv->a, ref, cv->t_reference, map_keys[MAP_KEY_REFERENCE],
-			       fhir_string_new(cv->a, slice_make(tmp, inst->type.len + 33)));
+		map_ref_set(cv, ref, slice_make(tmp, inst->type.len + 33));
 		return;
 	}
 	buf_init(&b, 0);
 	map_ref_text(&b, inst);
-	map_member_set(cv->a, ref, cv->t_reference, map_keys[MAP_KEY_REFERENCE],
-		       fhir_string_new(cv->a, buf_slice(&b)));
+	map_ref_set(cv, ref, buf_slice(&b));
 	buf_free(&b);
 }
 
