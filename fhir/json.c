@@ -228,43 +228,77 @@ fhir_json_parse(arena_t *a, const char *data, size_t len, const fhir_json_limits
 
 typedef struct {
 	buf_t *out;
+	/* where the next byte goes and the end of the room out has (below its cap, with a byte
+	 * left for the final NUL): out->len is behind until json_out_sync */
+	char *p, *end;
 	int rc; /* sticky: the first failure stops the writing */
 } json_out_t;
 
-/* Whether n more bytes fit the buffer as it is, below its cap, with a byte left for the final
- * NUL (which fhir_json_write adds). */
-static bool
-json_has_room(const buf_t *b, size_t n)
-{
-	return b->data != NULL && n < b->cap - b->len && (b->max == 0 || n <= b->max - b->len);
-}
+/* Room of a buffer without data: none, and no arithmetic on NULL. */
+static char json_no_room[1];
 
-/* Appends in place while the buffer has room; else buf_append grows it, or refuses past its
- * cap. */
 static void
-json_put(json_out_t *w, const char *p, size_t n)
+json_out_room(json_out_t *w)
 {
 	buf_t *b = w->out;
+	size_t room;
 
-	if (w->rc != 0)
-		return;
-	if (json_has_room(b, n)) {
-		memcpy(b->data + b->len, p, n);
-		b->len += n;
+	if (b->data == NULL || w->rc != 0) {
+		w->p = w->end = b->data == NULL ? json_no_room : b->data + b->len;
 		return;
 	}
-	w->rc = buf_append(b, p, n);
+	room = b->cap - b->len - 1;
+	if (b->max != 0 && b->max - b->len < room)
+		room = b->max - b->len;
+	w->p = b->data + b->len;
+	w->end = w->p + room;
 }
 
 static void
+json_out_init(json_out_t *w, buf_t *out)
+{
+	w->out = out;
+	w->rc = 0;
+	json_out_room(w);
+}
+
+/* Brings out->len up to what was written. */
+static void
+json_out_sync(json_out_t *w)
+{
+	if (w->out->data != NULL)
+		w->out->len = (size_t)(w->p - w->out->data);
+}
+
+/* Past the room: buf_append grows the buffer, or refuses past its cap. */
+static void
+json_put_grow(json_out_t *w, const char *p, size_t n)
+{
+	if (w->rc != 0)
+		return;
+	json_out_sync(w);
+	w->rc = buf_append(w->out, p, n);
+	json_out_room(w);
+}
+
+static inline void
+json_put(json_out_t *w, const char *p, size_t n)
+{
+	if (n <= (size_t)(w->end - w->p)) {
+		memcpy(w->p, p, n);
+		w->p += n;
+		return;
+	}
+	json_put_grow(w, p, n);
+}
+
+static inline void
 json_putc(json_out_t *w, char c)
 {
-	buf_t *b = w->out;
-
-	if (w->rc == 0 && json_has_room(b, 1))
-		b->data[b->len++] = c;
+	if (w->p < w->end)
+		*w->p++ = c;
 	else
-		json_put(w, &c, 1);
+		json_put_grow(w, &c, 1);
 }
 
 /* Length of the UTF-8 sequence at p (lead byte and continuation bytes only, as yajl's
@@ -301,37 +335,43 @@ json_word_is_plain(uint64_t v)
 	return ((v | (v - ones * 0x20) | (q - ones) | (bs - ones)) & high) == 0;
 }
 
-/* How many bytes at the start of p (n bytes) are plain, 8 at a time while it can. */
-static size_t
-json_plain_len(const unsigned char *p, size_t n)
+/* Whether all n bytes at p are plain, a word at a time: the last word overlaps the one
+ * before, a short string goes in one word padded with plain bytes. */
+static bool
+json_is_plain(const unsigned char *p, size_t n)
 {
-	size_t i = 0;
 	uint64_t v;
+	uint32_t lo, hi;
 
-	while (i + 8 <= n && (memcpy(&v, p + i, 8), json_word_is_plain(v)))
-		i += 8;
-	while (i < n && json_byte_is_plain(p[i]))
-		i++;
-	return i;
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			memcpy(&v, p + i, 8);
+			if (!json_word_is_plain(v))
+				return false;
+		}
+		memcpy(&v, p + n - 8, 8);
+		return json_word_is_plain(v);
+	}
+	if (n >= 4) {
+		memcpy(&lo, p, 4);
+		memcpy(&hi, p + n - 4, 4);
+		return json_word_is_plain((uint64_t)hi << 32 | lo);
+	}
+	v = 0x0101010101010101ull * 'a';
+	for (size_t i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return json_word_is_plain(v);
 }
 
-static void
-json_put_string(json_out_t *w, slice_t s)
+/* A string with bytes to escape or check, or without room for it. */
+static __attribute__((noinline)) void
+json_put_string_slow(json_out_t *w, slice_t s)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *p = (const unsigned char *)s.ptr;
-	size_t beg = 0, i = json_plain_len(p, s.len);
+	size_t beg = 0, i = 0;
 	char esc[6] = {'\\', 'u', '0', '0', 0, 0};
-	buf_t *b = w->out;
 
-	if (i == s.len && w->rc == 0 && json_has_room(b, s.len + 2)) {
-		/* most strings: nothing to escape or check, and room for all of it */
-		b->data[b->len] = '"';
-		memcpy(b->data + b->len + 1, s.ptr, s.len);
-		b->data[b->len + 1 + s.len] = '"';
-		b->len += s.len + 2;
-		return;
-	}
 	json_putc(w, '"');
 	while (i < s.len) {
 		unsigned char c = p[i];
@@ -384,6 +424,21 @@ json_put_string(json_out_t *w, slice_t s)
 	}
 	json_put(w, s.ptr + beg, s.len - beg);
 	json_putc(w, '"');
+}
+
+static inline void
+json_put_string(json_out_t *w, slice_t s)
+{
+	if (json_is_plain((const unsigned char *)s.ptr, s.len) &&
+	    s.len + 2 <= (size_t)(w->end - w->p)) {
+		/* most strings: nothing to escape or check, and room for all of it */
+		w->p[0] = '"';
+		memcpy(w->p + 1, s.ptr, s.len);
+		w->p[1 + s.len] = '"';
+		w->p += s.len + 2;
+		return;
+	}
+	json_put_string_slow(w, s);
 }
 
 static void
@@ -488,9 +543,13 @@ json_write_node(yajl_gen g, const fhir_node_t *n)
 int
 fhir_json_string_write(slice_t s, buf_t *out)
 {
-	json_out_t w = {out, 0};
+	json_out_t w;
 
+	json_out_init(&w, out);
 	json_put_string(&w, s);
+	json_out_sync(&w);
+	if (out->data != NULL)
+		out->data[out->len] = '\0';
 	return w.rc;
 }
 
@@ -505,9 +564,11 @@ fhir_json_write(const fhir_node_t *n, bool pretty, buf_t *out)
 	int rc;
 
 	if (!pretty) {
-		json_out_t w = {out, 0};
+		json_out_t w;
 
+		json_out_init(&w, out);
 		json_put_node(&w, n, 0);
+		json_out_sync(&w);
 		if (w.rc != 0)
 			out->len = start;
 		if (out->data != NULL)

@@ -30,6 +30,9 @@ typedef struct {
 	bool unsupported; /* sticky: a construct outside the subset */
 	const fhir_node_t *root;
 	const fhir_type_t *rtype;
+	/* the resource as the set each term starts from: borrowed by that set (cap 0, so that
+	 * set_add copies it into the arena before adding to it) */
+	fp_item_t root_item;
 } fp_t;
 
 static void
@@ -358,7 +361,7 @@ fp_union_compile(fp_t *f)
 static const fp_expr_t *
 fp_compile(arena_t *a, const char *expr, const fhir_type_t *rt)
 {
-	fp_t f = {a, expr, expr + strlen(expr), false, NULL, rt};
+	fp_t f = {a, expr, expr + strlen(expr), false, NULL, rt, {NULL, NULL}};
 	const fp_expr_t *e;
 
 	if (*expr == '\0')
@@ -421,10 +424,14 @@ fp_expr_run(fp_t *f, const fp_expr_t *e)
 		const fp_term_t *t = &e->terms[i];
 		fp_set_t cur = {0};
 
-		if (t->sub != NULL)
+		if (t->sub != NULL) {
 			cur = fp_expr_run(f, t->sub);
-		else
+		} else if (f->root != NULL && fhir_node_kind(f->root) == FHIR_OBJECT) {
+			f->root_item = (fp_item_t){f->root, f->rtype};
+			cur = (fp_set_t){&f->root_item, 1, 0};
+		} else {
 			set_add(f->a, &cur, f->root, f->rtype);
+		}
 		for (size_t k = 0; k < t->nops; k++)
 			cur = fp_op_run(f, &t->ops[k], &cur);
 		if (i == 0) {
@@ -1125,7 +1132,7 @@ index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, s
 	np = fhir_meta_searchparams(type, &list);
 	progs = fp_cache_find(rt);
 	for (size_t i = 0; progs != NULL && i < np; i++) {
-		fp_t f = {a, NULL, NULL, false, res, rt};
+		fp_t f = {a, NULL, NULL, false, res, rt, {NULL, NULL}};
 		fp_set_t s;
 
 		bool wanted = only == NULL;

@@ -176,6 +176,25 @@ fhir_object_index_build(arena_t *a, fhir_node_t *obj, size_t want)
 		fhir_object_index_put(obj, i);
 }
 
+/* The lookups of large objects, through their index: apart from the linear search of the
+ * others (almost all), which then saves no registers. by_address: keys compared by address
+ * (interned), else by bytes. */
+static __attribute__((noinline)) fhir_member_t *
+fhir_object_find_indexed(const fhir_node_t *obj, slice_t key, bool by_address)
+{
+	const fhir_member_t *m = obj->u.obj.m;
+	size_t mask = obj->u.obj.idx_cap - 1;
+	size_t h = fhir_key_hash(key) & mask;
+	uint32_t p;
+
+	while ((p = obj->u.obj.idx[h]) != 0) {
+		if (by_address ? m[p - 1].key.ptr == key.ptr : slice_eq(m[p - 1].key, key))
+			return (fhir_member_t *)&m[p - 1];
+		h = (h + 1) & mask;
+	}
+	return NULL;
+}
+
 static fhir_member_t *
 fhir_object_find(const fhir_node_t *obj, slice_t key)
 {
@@ -184,22 +203,35 @@ fhir_object_find(const fhir_node_t *obj, slice_t key)
 	if (obj == NULL || obj->kind != FHIR_OBJECT)
 		return NULL;
 	m = obj->u.obj.m;
-	if (obj->u.obj.idx != NULL) {
-		size_t mask = obj->u.obj.idx_cap - 1;
-		size_t h = fhir_key_hash(key) & mask;
-		uint32_t p;
-
-		while ((p = obj->u.obj.idx[h]) != 0) {
-			if (slice_eq(m[p - 1].key, key))
-				return (fhir_member_t *)&m[p - 1];
-			h = (h + 1) & mask;
-		}
-		return NULL;
-	}
+	if (obj->u.obj.idx != NULL)
+		return fhir_object_find_indexed(obj, key, false);
 	for (size_t i = 0; i < obj->u.obj.n; i++)
 		if (slice_eq(m[i].key, key))
 			return (fhir_member_t *)&m[i];
 	return NULL;
+}
+
+/* fhir_object_append's work beyond storing the member: room for it before (grow), or the
+ * index after. Apart, so that the common case saves no registers. */
+static __attribute__((noinline)) void
+fhir_object_append_grow(arena_t *a, fhir_node_t *obj)
+{
+	size_t n = obj->u.obj.n, ncap = n ? n * 2 : 4;
+	fhir_member_t *m = arena_alloc(a, ncap * sizeof(*m));
+
+	if (n > 0)
+		memcpy(m, obj->u.obj.m, n * sizeof(*m));
+	obj->u.obj.m = m;
+	obj->u.obj.cap = ncap;
+}
+
+static __attribute__((noinline)) void
+fhir_object_append_index(arena_t *a, fhir_node_t *obj, size_t n)
+{
+	if (obj->u.obj.idx != NULL && (n + 1) * 2 <= obj->u.obj.idx_cap)
+		fhir_object_index_put(obj, n);
+	else if (n + 1 > FHIR_OBJECT_LINEAR_MAX)
+		fhir_object_index_build(a, obj, n + 1);
 }
 
 static void
@@ -207,23 +239,14 @@ fhir_object_append(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 {
 	size_t n = obj->u.obj.n;
 
-	if (n == obj->u.obj.cap) {
-		size_t ncap = n ? n * 2 : 4;
-		fhir_member_t *m = arena_alloc(a, ncap * sizeof(*m));
-
-		if (n > 0)
-			memcpy(m, obj->u.obj.m, n * sizeof(*m));
-		obj->u.obj.m = m;
-		obj->u.obj.cap = ncap;
-	}
+	if (n == obj->u.obj.cap)
+		fhir_object_append_grow(a, obj);
 	obj->u.obj.m[n].key = key;
 	obj->u.obj.m[n].val = val;
 	obj->u.obj.m[n].rank = 0;
 	obj->u.obj.n = n + 1;
-	if (obj->u.obj.idx != NULL && (n + 1) * 2 <= obj->u.obj.idx_cap)
-		fhir_object_index_put(obj, n);
-	else if (n + 1 > FHIR_OBJECT_LINEAR_MAX)
-		fhir_object_index_build(a, obj, n + 1);
+	if (obj->u.obj.idx != NULL || n + 1 > FHIR_OBJECT_LINEAR_MAX)
+		fhir_object_append_index(a, obj, n);
 }
 
 void
@@ -317,7 +340,8 @@ fhir_object_get(const fhir_node_t *obj, slice_t key)
 }
 
 /* fhir_object_find's twin comparing keys by address: one shared function taking the mode as a
- * flag is not inlined by GCC and costs 2% of a conversion's instructions (callgrind). */
+ * flag is not inlined by GCC and costs 2% of a conversion's instructions (callgrind); only the
+ * rare lookup through an index shares one (fhir_object_find_indexed). */
 fhir_node_t *
 fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
 {
@@ -327,16 +351,9 @@ fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
 		return NULL;
 	m = obj->u.obj.m;
 	if (obj->u.obj.idx != NULL) {
-		size_t mask = obj->u.obj.idx_cap - 1;
-		size_t h = fhir_key_hash(key) & mask;
-		uint32_t p;
+		const fhir_member_t *f = fhir_object_find_indexed(obj, key, true);
 
-		while ((p = obj->u.obj.idx[h]) != 0) {
-			if (m[p - 1].key.ptr == key.ptr)
-				return m[p - 1].val;
-			h = (h + 1) & mask;
-		}
-		return NULL;
+		return f != NULL ? f->val : NULL;
 	}
 	for (size_t i = 0; i < obj->u.obj.n; i++)
 		if (m[i].key.ptr == key.ptr)
@@ -545,7 +562,16 @@ fhir_node_equal(const fhir_node_t *x, const fhir_node_t *y)
 				other = y->u.obj.m[i].val;
 			else
 				other = fhir_object_get(y, m->key);
-			if (other == NULL || !fhir_node_equal(m->val, other))
+			if (other == NULL)
+				return false;
+			if (m->val != NULL && m->val->kind == FHIR_STRING &&
+			    other->kind == FHIR_STRING) {
+				/* most members: no call to compare two strings */
+				if (!slice_eq(m->val->u.text, other->u.text))
+					return false;
+				continue;
+			}
+			if (!fhir_node_equal(m->val, other))
 				return false;
 		}
 		return true;
@@ -637,8 +663,11 @@ fhir_object_prune(fhir_node_t *obj)
 	i = 0;
 	while (i < obj->u.obj.n) {
 		fhir_node_t *v = m[i].val;
-		bool keep =
-		    fhir_node_prune(v) && !(v->kind == FHIR_ARRAY && fhir_array_is_all_null(v));
+		/* a primitive has nothing to prune: it goes when it is an empty string */
+		bool keep = v->kind != FHIR_OBJECT && v->kind != FHIR_ARRAY
+				? !(v->kind == FHIR_STRING && v->u.text.len == 0)
+				: fhir_node_prune(v) &&
+				      !(v->kind == FHIR_ARRAY && fhir_array_is_all_null(v));
 
 		if (keep)
 			i++;
@@ -681,8 +710,12 @@ fhir_node_dedupe_at(fhir_node_t *n, unsigned depth)
 	if (depth > 64)
 		return;
 	if (n->kind == FHIR_OBJECT) {
-		for (size_t i = 0; i < n->u.obj.n; i++)
-			fhir_node_dedupe_at(n->u.obj.m[i].val, depth + 1);
+		for (size_t i = 0; i < n->u.obj.n; i++) {
+			fhir_node_t *val = n->u.obj.m[i].val;
+
+			if (val->kind == FHIR_OBJECT || val->kind == FHIR_ARRAY) /* else nothing */
+				fhir_node_dedupe_at(val, depth + 1);
+		}
 		return;
 	}
 	if (n->kind != FHIR_ARRAY)

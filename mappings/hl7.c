@@ -92,6 +92,20 @@ hl7_seg_id_is_valid(slice_t id)
 	       (hl7_is_upper(id.ptr[2]) || (id.ptr[2] >= '0' && id.ptr[2] <= '9'));
 }
 
+/* Whether one of the 8 bytes at p is a CR or an LF (a byte equal to one shows as a zero byte
+ * of v ^ that byte repeated; the test for a zero byte never misses one). */
+static bool
+hl7_word_has_eol(const char *p)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
+	uint64_t v, cr, lf;
+
+	memcpy(&v, p, 8);
+	cr = v ^ (ones * '\r');
+	lf = v ^ (ones * '\n');
+	return (((cr - ones) & ~cr) | ((lf - ones) & ~lf)) & high;
+}
+
 /* The next line at *pos, ended by CR, LF or CRLF; *pos moves past the terminator. */
 static bool
 hl7_line_next(const char **pos, const char *end, slice_t *line)
@@ -100,6 +114,8 @@ hl7_line_next(const char **pos, const char *end, slice_t *line)
 
 	if (p >= end)
 		return false;
+	while (end - q >= 8 && !hl7_word_has_eol(q))
+		q += 8;
 	while (q < end && *q != '\r' && *q != '\n')
 		q++;
 	*line = slice_make(p, (size_t)(q - p));
@@ -297,6 +313,7 @@ hl7_parser_add(struct hl7_parser *p, slice_t line)
 	size_t n = 1, i = 0, min;
 	hl7_seg_t *s;
 	slice_t id;
+	uint32_t offs[256]; /* off[1..n-1] while n <= 256 */
 
 	if (p->lim->max_segments != 0 && m->nsegs >= p->lim->max_segments)
 		return hl7_fail(p->err, -FG_ETOOBIG, HL7_ERR_INTERNAL, 'R', loc,
@@ -314,13 +331,20 @@ hl7_parser_add(struct hl7_parser *p, slice_t line)
 		m->cap = ncap;
 	}
 	s = &m->segs[m->nsegs];
-	for (q = line.ptr; (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
+	/* one pass over the fields for most segments (up to 255 of them), two beyond */
+	for (q = line.ptr; n < 256 && (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
+		offs[n++] = (uint32_t)(q + 1 - line.ptr);
+	for (; q != NULL && (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
 		n++;
 	s->ptr = line.ptr;
 	s->off = arena_alloc(p->a, (n + 1) * sizeof(*s->off));
 	s->off[0] = 0;
-	for (q = line.ptr; (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
-		s->off[++i] = (uint32_t)(q + 1 - line.ptr);
+	if (n <= 256) {
+		memcpy(s->off + 1, offs + 1, (n - 1) * sizeof(*s->off));
+	} else {
+		for (q = line.ptr; (q = memchr(q, fs, (size_t)(end - q))) != NULL; q++)
+			s->off[++i] = (uint32_t)(q + 1 - line.ptr);
+	}
 	s->off[n] = (uint32_t)line.len + 1;
 	s->is_msh = m->nsegs == 0;
 

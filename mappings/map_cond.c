@@ -59,11 +59,11 @@ map_value_split(slice_t value, char delim, slice_t *parts, size_t *nparts)
 }
 
 slice_t
-map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
-	    unsigned *rep_out)
+map_ref_raw_any(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
+		unsigned *rep_out)
 {
-	const hl7_msg_t *m = map_conv_msg(fr->cv);
-	const hl7_delims_t *d = hl7_msg_delims(m);
+	const hl7_msg_t *m;
+	const hl7_delims_t *d;
 	const hl7_seg_t *s;
 	slice_t v;
 	size_t si = 0;
@@ -71,6 +71,8 @@ map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg
 
 	*seg_index = fr->seg_index;
 	*rep_out = fr->rep;
+	m = map_conv_msg(fr->cv);
+	d = hl7_msg_delims(m);
 	if (ref->seg[0] == '\0') {
 		v = fr->value;
 		if (ref->comp == 0) {

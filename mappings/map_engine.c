@@ -87,6 +87,8 @@ struct map_conv {
 	 * were inserted in the order of the map's type, so the resources are sorted at the end */
 	bool canon_needed;
 	const fhir_type_t *t_coding, *t_reference;
+	/* the ranks (map_rank) of the members the converter puts in codings and references */
+	uint32_t rank_system, rank_code, rank_display, rank_reference;
 	/* scratch text, kept from value to value (a fresh buf_t would allocate each time):
 	 * each is used between two calls that cannot reach its user again */
 	buf_t text, part, cat; /* map_line_value */
@@ -272,15 +274,45 @@ map_mark_used(map_conv_t *cv, size_t seg_index, unsigned field, unsigned rep)
 /* Whether decoding would leave raw as it is: ASCII without NULs or escape sequences (most
  * values), so that it can be copied instead. */
 static bool
+map_word_is_plain(uint64_t v, uint64_t esc)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
+	uint64_t e = v ^ esc;
+
+	/* a byte with its high bit set, a zero byte, or one equal to the escape */
+	return ((v | ((v - ones) & ~v) | ((e - ones) & ~e)) & high) == 0;
+}
+
+/* Whether decoding would leave raw as it is: ASCII without NULs or escape sequences (most
+ * values), so that it can be copied instead. A word at a time: the last one overlapping the
+ * one before, a short value in one word padded with a byte that is plain. */
+static bool
 map_text_is_plain(slice_t raw, char escape)
 {
-	for (size_t i = 0; i < raw.len; i++) {
-		unsigned char c = (unsigned char)raw.ptr[i];
+	const uint64_t ones = 0x0101010101010101ull;
+	const unsigned char *p = (const unsigned char *)raw.ptr;
+	uint64_t esc = ones * (unsigned char)escape, v;
+	uint32_t lo, hi;
+	size_t n = raw.len;
 
-		if (c == 0 || c >= 0x80 || c == (unsigned char)escape)
-			return false;
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			memcpy(&v, p + i, 8);
+			if (!map_word_is_plain(v, esc))
+				return false;
+		}
+		memcpy(&v, p + n - 8, 8);
+		return map_word_is_plain(v, esc);
 	}
-	return true;
+	if (n >= 4) {
+		memcpy(&lo, p, 4);
+		memcpy(&hi, p + n - 4, 4);
+		return map_word_is_plain((uint64_t)hi << 32 | lo, esc);
+	}
+	v = ones * (escape == 'a' ? 'b' : 'a');
+	for (size_t i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return map_word_is_plain(v, esc);
 }
 
 slice_t
@@ -495,6 +527,18 @@ map_ref_text(buf_t *b, const map_inst_t *inst)
 	buf_append(b, inst->id, 32);
 }
 
+/* A reference's "reference" (map_member_set with the rank worked out once). */
+static void
+map_ref_set(map_conv_t *cv, fhir_node_t *ref, slice_t text)
+{
+	fhir_node_t *v = fhir_string_new(cv->a, text);
+
+	if (fhir_object_get_interned(ref, map_keys[MAP_KEY_REFERENCE]) != NULL)
+		fhir_object_set(cv->a, ref, map_keys[MAP_KEY_REFERENCE], v);
+	else
+		map_member_add(cv->a, ref, map_keys[MAP_KEY_REFERENCE], v, cv->rank_reference);
+}
+
 static void
 map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 {
@@ -507,14 +551,12 @@ map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 		memcpy(tmp, inst->type.ptr, inst->type.len);
 		tmp[inst->type.len] = '/';
 		memcpy(tmp + inst->type.len + 1, inst->id, 32);
-		map_member_set(cv->a, ref, cv->t_reference, map_keys[MAP_KEY_REFERENCE],
-			       fhir_string_new(cv->a, slice_make(tmp, inst->type.len + 33)));
+		map_ref_set(cv, ref, slice_make(tmp, inst->type.len + 33));
 		return;
 	}
 	buf_init(&b, 0);
 	map_ref_text(&b, inst);
-	map_member_set(cv->a, ref, cv->t_reference, map_keys[MAP_KEY_REFERENCE],
-		       fhir_string_new(cv->a, buf_slice(&b)));
+	map_ref_set(cv, ref, buf_slice(&b));
 	buf_free(&b);
 }
 
@@ -530,7 +572,7 @@ map_reference(map_conv_t *cv, map_inst_t *inst)
 	end = map_put_u64(tmp + 1, (uintptr_t)inst);
 	map_member_add(cv->a, ref, map_keys[MAP_KEY_REFERENCE],
 		       fhir_string_new(cv->a, slice_make(tmp, (size_t)(end - tmp))),
-		       map_rank(cv->t_reference, map_keys[MAP_KEY_REFERENCE]));
+		       cv->rank_reference);
 	*MAP_VEC_PUSH(cv->refs) = (map_pending_ref_t){ref, inst};
 	return ref;
 }
@@ -867,14 +909,12 @@ map_coding_from_row(map_conv_t *cv, const map_vrow_t *r)
 
 	if (r->fsystem.len > 0)
 		map_member_add(cv->a, c, map_keys[MAP_KEY_SYSTEM],
-			       fhir_string_new(cv->a, r->fsystem),
-			       map_rank(cv->t_coding, map_keys[MAP_KEY_SYSTEM]));
+			       fhir_string_new(cv->a, r->fsystem), cv->rank_system);
 	map_member_add(cv->a, c, map_keys[MAP_KEY_CODE], fhir_string_new(cv->a, r->fcode),
-		       map_rank(cv->t_coding, map_keys[MAP_KEY_CODE]));
+		       cv->rank_code);
 	if (r->fdisplay.len > 0)
 		map_member_add(cv->a, c, map_keys[MAP_KEY_DISPLAY],
-			       fhir_string_new(cv->a, r->fdisplay),
-			       map_rank(cv->t_coding, map_keys[MAP_KEY_DISPLAY]));
+			       fhir_string_new(cv->a, r->fdisplay), cv->rank_display);
 	return c;
 }
 
@@ -1321,7 +1361,8 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 	fhir_node_t *at = obj;
 	size_t from = 0;
 
-	buf_reset(&gs->path);
+	if (pp != NULL) /* without explain, paths stay empty */
+		buf_reset(&gs->path);
 	if (g->indexed && l->nsteps >= g->key_steps) {
 		const map_step_t *rs = &l->steps[g->key_steps - 1];
 		map_step_t key = *rs;
@@ -1367,8 +1408,10 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 	if (at == NULL || !map_put(run, at, &l->steps[l->nsteps - 1], v, pp))
 		goto drop;
 done:
-	map_explain_fix(cv, start, map_run_inst(run), &gs->path);
-	map_explain(run, l, &gs->path, src);
+	if (cv->opt->explain) {
+		map_explain_fix(cv, start, map_run_inst(run), &gs->path);
+		map_explain(run, l, &gs->path, src);
+	}
 	return;
 drop:
 	if (cv->opt->explain)
@@ -1508,12 +1551,29 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 	}
 }
 
+/* Fields 1 to 64 of a segment that are valued (bit n - 1: field n), for map_egroup_t.needs. */
+static uint64_t
+map_fields_valued(const hl7_seg_t *s)
+{
+	size_t n = hl7_seg_field_count(s);
+	uint64_t valued = 0;
+
+	for (size_t f = 1; f <= n && f <= 64; f++) {
+		slice_t v = hl7_seg_field(s, f);
+
+		if (v.len > 0 && !hl7_is_null(v))
+			valued |= (uint64_t)1 << (f - 1);
+	}
+	return valued;
+}
+
 /* Applies a segment or datatype map: into obj, or for a primitive map into *value_out. */
 static void
 map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, const char *src,
 	    slice_t value, int level, map_inst_t *inst, fhir_node_t *obj, fhir_node_t **value_out)
 {
 	map_run_t run;
+	uint64_t valued = UINT64_MAX; /* what is valued of what groups need (map_egroup_t.needs) */
 
 	/* labels[] is read only below nlabels: no need to clear its 32 entries for every run */
 	run.nlabels = 0;
@@ -1531,7 +1591,14 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 		if (n != SIZE_MAX) {
 			run.fr.parts = run.parts;
 			run.fr.nparts = n;
+			valued = 0;
+			for (size_t i = 0; i < n; i++)
+				if (run.parts[i].len > 0 && !hl7_is_null(run.parts[i]))
+					valued |= (uint64_t)1 << i;
 		}
+	} else if (def->kind == MAP_SEGMENT && run.fr.seg != NULL &&
+		   slice_eq(hl7_seg_id(run.fr.seg), slice_make(def->v2, strlen(def->v2)))) {
+		valued = map_fields_valued(run.fr.seg);
 	}
 	if (def->kind == MAP_DATATYPE && parent->def != NULL) {
 		/* where the value came from: set by map_line_value through the parent's ctx */
@@ -1554,6 +1621,8 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 		size_t reps = 1, si = run.fr.seg_index;
 		unsigned r0;
 
+		if ((g->needs & valued) == 0 && g->needs != 0)
+			continue; /* every part its lines read is empty: it would give nothing */
 		run.fr.ctx_seg = parent->ctx_seg;
 		run.fr.ctx_field = parent->ctx_field;
 		run.fr.ctx_rep = parent->ctx_rep;
@@ -2305,6 +2374,10 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	cv.bundle.meta = fhir_meta_type(cv.bundle.type);
 	cv.t_coding = fhir_meta_type(SLICE_LIT("Coding"));
 	cv.t_reference = fhir_meta_type(SLICE_LIT("Reference"));
+	cv.rank_system = map_rank(cv.t_coding, map_keys[MAP_KEY_SYSTEM]);
+	cv.rank_code = map_rank(cv.t_coding, map_keys[MAP_KEY_CODE]);
+	cv.rank_display = map_rank(cv.t_coding, map_keys[MAP_KEY_DISPLAY]);
+	cv.rank_reference = map_rank(cv.t_reference, map_keys[MAP_KEY_REFERENCE]);
 	cv.bundle.obj = fhir_object_new(a);
 	cv.bundle.has_id = true;
 	map_member_add(a, cv.bundle.obj, map_keys[MAP_KEY_RESOURCE_TYPE],

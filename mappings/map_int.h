@@ -148,6 +148,11 @@ typedef struct {
 	map_ref_t driver;
 	bool repeats;    /* the key's last step is an array */
 	bool has_source; /* some line takes a field: constants wait for one to give a value */
+	/* the group gives nothing and marks nothing unless one of these is valued: in a datatype
+	 * map a part of its value at the next level (bit n - 1: part n), in a segment map a field
+	 * of its segment (bit n - 1: field n); the converter skips it when none is
+	 * (map_group_needs); 0: it always runs */
+	uint64_t needs;
 } map_egroup_t;
 
 /* A message map slot: "Patient[1]", a resource instance the message's segments build. */
@@ -311,8 +316,24 @@ typedef struct map_frame {
 
 /* map_cond.c: the raw value a ref names in a frame (escapes intact); empty when absent or
  * the HL7 null (""). whole: a field ref without [r] outside its group gives the whole field. */
-slice_t map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
-		    unsigned *rep);
+slice_t map_ref_raw_any(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
+			unsigned *rep);
+
+/* map_ref_raw_any, with the most frequent read, a part of a datatype map's value split
+ * already, done here without a call. */
+static inline slice_t
+map_ref_raw(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t *seg_index,
+	    unsigned *rep)
+{
+	slice_t v;
+
+	if (ref->seg[0] != '\0' || ref->sub != 0 || ref->comp == 0 || fr->parts == NULL)
+		return map_ref_raw_any(fr, ref, whole, seg_index, rep);
+	*seg_index = fr->seg_index;
+	*rep = fr->rep;
+	v = ref->comp <= fr->nparts ? fr->parts[ref->comp - 1] : SLICE_NULL;
+	return v.len == 2 && v.ptr[0] == '"' && v.ptr[1] == '"' ? SLICE_NULL : v; /* "" */
+}
 /* Splits value at delim into parts (room for MAP_PARTS_MAX); *nparts is SIZE_MAX when there
  * are more. */
 void map_value_split(slice_t value, char delim, slice_t *parts, size_t *nparts);

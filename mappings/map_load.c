@@ -467,6 +467,87 @@ map_line_driver(const map_line_t *l, map_ref_t *out)
 	return false;
 }
 
+/* A ref a group reads (a line's source, or in a condition with cond set) as a bit of
+ * map_egroup_t.needs: in a datatype map part n of its value (bit n - 1), in a segment map
+ * field n of its own segment. False when it is neither: a group reading it always runs.
+ * Conditions' refs count too, because a valued field that a condition reads is marked used
+ * (explain); their refs to a datatype map's value mark nothing, and need no bit. */
+static bool
+map_ref_needs(const map_def_t *d, const map_operand_t *o, bool cond, uint64_t *needs)
+{
+	const map_ref_t *r = &o->ref;
+
+	if (o->kind != MAP_OPD_REF)
+		return true;
+	if (d->kind == MAP_DATATYPE) {
+		if (r->seg[0] != '\0')
+			return false;
+		if (cond)
+			return true;
+		if (o->fn != MAP_FN_NONE || r->comp == 0 || r->comp > 32)
+			return false;
+		*needs |= (uint64_t)1 << (r->comp - 1);
+		return true;
+	}
+	if (r->seg[0] == '\0')
+		return cond;
+	if (memcmp(r->seg, d->v2, 4) != 0 || r->field == 0 || r->field > 64 ||
+	    (!cond && o->fn != MAP_FN_NONE))
+		return false;
+	*needs |= (uint64_t)1 << (r->field - 1);
+	return true;
+}
+
+static bool
+map_cond_needs(const map_def_t *d, const map_cond_t *c, uint64_t *needs)
+{
+	if (c == NULL)
+		return true;
+	if (!map_ref_needs(d, &c->a, true, needs) || !map_ref_needs(d, &c->b, true, needs))
+		return false;
+	for (size_t i = 0; i < c->nlist; i++)
+		if (!map_ref_needs(d, &c->list[i], true, needs))
+			return false;
+	return map_cond_needs(d, c->l, needs) && map_cond_needs(d, c->r, needs);
+}
+
+/* What a group of a segment or datatype map needs valued to do anything
+ * (map_egroup_t.needs); 0 when it may give something without them. A line gives nothing
+ * when each of its concatenations has a ref and every ref is empty; a constant of an indexed
+ * group with a source waits for a line that does; ids may come from elsewhere. */
+static uint64_t
+map_group_needs(const map_def_t *d, const map_egroup_t *g)
+{
+	uint64_t needs = 0;
+
+	if (d->kind != MAP_DATATYPE && d->kind != MAP_SEGMENT)
+		return 0;
+	for (size_t k = 0; k < g->nlines; k++) {
+		const map_line_t *l = &d->lines[g->lines[k]];
+
+		if (l->is_id || !map_cond_needs(d, l->cond, &needs))
+			return 0;
+		if (l->src.kind == MAP_SRC_CONST && g->indexed && g->has_source)
+			continue;
+		if ((l->src.kind != MAP_SRC_VALUE && l->src.kind != MAP_SRC_JOIN) ||
+		    l->src.ncuts == 0 || l->src.cuts[0] != 0)
+			return 0;
+		for (size_t c = 0; c < l->src.ncuts; c++) {
+			size_t to = c + 1 < l->src.ncuts ? l->src.cuts[c + 1] : l->src.nparts;
+			bool has_ref = false;
+
+			for (size_t i = l->src.cuts[c]; i < to; i++) {
+				if (!map_ref_needs(d, &l->src.parts[i], false, &needs))
+					return 0;
+				has_ref |= l->src.parts[i].kind == MAP_OPD_REF;
+			}
+			if (!has_ref)
+				return 0;
+		}
+	}
+	return needs;
+}
+
 /* Groups the lines of a segment or datatype map into the elements they build. */
 static void
 map_build_groups(map_ld_t *ld, map_def_t *d)
@@ -496,6 +577,8 @@ map_build_groups(map_ld_t *ld, map_def_t *d)
 		if (!g[gi].has_driver && !l->is_id)
 			g[gi].has_driver = map_line_driver(l, &g[gi].driver);
 	}
+	for (size_t gi = 0; gi < ng; gi++)
+		g[gi].needs = map_group_needs(d, &g[gi]);
 	d->egroups = g;
 	d->negroups = ng;
 }
