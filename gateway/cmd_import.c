@@ -84,6 +84,13 @@ on_progress(void *arg, const char *path, const import_stats_t *st, bool final)
 
 	if (ui->quiet)
 		return;
+	if (st->loading > 0) {
+		/* a bulk load: one transaction, no progress inside it */
+		fmt_count(recs, sizeof(recs), st->loading);
+		fprintf(stderr, "%s%s: loading %s records into the store (one transaction)%s\n",
+			ui->tty ? "\r\x1b[K" : "", path, recs, ui->tty ? "..." : "");
+		return;
+	}
 	fmt_count(recs, sizeof(recs), st->records + st->skipped);
 	if (ui->tty) {
 		char bar[31];

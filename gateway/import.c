@@ -497,6 +497,11 @@ import_bulk_load(import_t *im, bool done)
 		return rc;
 	if ((rc = import_bulk_open(im)) < 0)
 		return rc;
+	if (im->bulk_records > 0 && im->o->on_progress != NULL) {
+		im->st->loading = im->bulk_records;
+		im->o->on_progress(im->o->arg, im->path, im->st, false);
+		im->last_progress = time_mono_ns();
+	}
 	rc = store_txn_begin(im->s, true, &j.t);
 	if (rc == 0)
 		rc = store_bulk_load(im->bulk, j.t, time_now_ns(), import_bulk_put_done, &j);
@@ -516,6 +521,7 @@ import_bulk_load(import_t *im, bool done)
 	else
 		store_txn_abort(j.t);
 	score_hook_txn_done();
+	im->st->loading = 0;
 	if (rc < 0) {
 		snprintf(im->err, im->errcap, "store: %s %s", fg_strerror(rc), store_last_error());
 		return rc;

@@ -30,6 +30,7 @@ typedef struct {
 	 * storing (transactions, commits included) */
 	uint64_t read_ns, map_ns, store_ns;
 	uint64_t load_ns; /* of store_ns: the bulk loads' transactions (merge, writes, commit) */
+	uint64_t loading; /* records a bulk load is writing now (0: none); progress shows it */
 } import_stats_t;
 
 /* Called about every progress_interval_ns and once at the end (final). */

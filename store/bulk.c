@@ -30,14 +30,12 @@
 
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,6 +275,53 @@ bulk_ent_qcmp(const void *a, const void *b)
 
 static const bulk_group_t *bulk_sort_groups; /* for bulk_group_qcmp (under bulk_sort_mu) */
 
+/* Sorts one group's entries: a least-significant-byte radix sort on the first 8 bytes of the
+ * value (stable; passes where every entry has the same byte are skipped), then each run of
+ * entries with the same first 8 bytes with qsort and the full comparison. Several times
+ * faster than qsort alone on a million entries (fewer comparisons, sequential moves). */
+static void
+bulk_ents_sort(bulk_ent_t *e, size_t n)
+{
+	bulk_ent_t *tmp, *src = e, *dst;
+
+	if (n < 1024) {
+		qsort(e, n, sizeof(*e), bulk_ent_qcmp);
+		return;
+	}
+	tmp = xreallocarray(NULL, n, sizeof(*tmp));
+	dst = tmp;
+	for (unsigned shift = 0; shift < 64; shift += 8) {
+		size_t count[256] = {0}, pos = 0;
+		bool one = false;
+
+		for (size_t i = 0; i < n; i++)
+			count[(src[i].a >> shift) & 0xff]++;
+		for (unsigned k = 0; k < 256; k++) {
+			size_t c = count[k];
+
+			one |= c == n;
+			count[k] = pos;
+			pos += c;
+		}
+		if (one)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			dst[count[(src[i].a >> shift) & 0xff]++] = src[i];
+		bulk_ent_t *x = src;
+		src = dst;
+		dst = x;
+	}
+	if (src != e)
+		memcpy(e, src, n * sizeof(*e));
+	free(tmp);
+	for (size_t i = 0, j; i < n; i = j) {
+		for (j = i + 1; j < n && e[j].a == e[i].a; j++)
+			;
+		if (j - i > 1)
+			qsort(e + i, j - i, sizeof(*e), bulk_ent_qcmp);
+	}
+}
+
 static int
 bulk_group_qcmp(const void *a, const void *b)
 {
@@ -410,6 +455,17 @@ fail:
 	return rc;
 }
 
+static int
+bulk_entry_cmp(const store_idx_entry_t *x, const store_idx_entry_t *y)
+{
+	int r = bulk_cmp_bytes((const unsigned char *)x->code.ptr, x->code.len,
+			       (const unsigned char *)y->code.ptr, y->code.len);
+
+	return r != 0 ? r
+		      : bulk_cmp_bytes((const unsigned char *)x->value.ptr, x->value.len,
+				       (const unsigned char *)y->value.ptr, y->value.len);
+}
+
 static void
 bulk_offs_push(bulk_offs_t *o, size_t off)
 {
@@ -424,7 +480,7 @@ int
 store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 {
 	unsigned char kb[STORE_KEY_MAX];
-	size_t groups[BULK_MAX_ENTRIES < 64 ? BULK_MAX_ENTRIES : 64], *g = groups, len;
+	size_t groups[2 * 64], *g = groups, *order = groups + 64, len;
 	bulk_mem_t *m = b->cur;
 	int rc;
 
@@ -443,8 +499,18 @@ store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 		return -FG_ETOOBIG;
 	}
 	/* every entry's group first, so that a refusal leaves nothing half added */
-	if (p->n_entries > 64)
-		g = xreallocarray(NULL, p->n_entries, sizeof(*g));
+	if (p->n_entries > 64) {
+		g = xreallocarray(NULL, 2 * p->n_entries, sizeof(*g));
+		order = g + p->n_entries;
+	}
+	/* insertion sort: a resource has a few dozen entries at most */
+	for (size_t i = 0; i < p->n_entries; i++) {
+		size_t j = i;
+
+		for (; j > 0 && bulk_entry_cmp(&p->entries[order[j - 1]], &p->entries[i]) > 0; j--)
+			order[j] = order[j - 1];
+		order[j] = i;
+	}
 	for (size_t i = 0; i < p->n_entries; i++) {
 		MDB_val k = store_idx_key(kb, p->type, p->entries[i].code, p->entries[i].value);
 
@@ -469,9 +535,12 @@ store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 	buf_append_slice(&m->pbytes, p->body);
 	store_be16_put(kb, (uint16_t)p->n_entries);
 	buf_append(&m->pbytes, kb, 2);
+	/* in (code, value) order, as the load's store_res_put wants them (it then need not sort) */
 	for (size_t i = 0; i < p->n_entries; i++) {
-		buf_append_lpstr(&m->pbytes, p->entries[i].code);
-		buf_append_lpstr(&m->pbytes, p->entries[i].value);
+		const store_idx_entry_t *e = &p->entries[order[i]];
+
+		buf_append_lpstr(&m->pbytes, e->code);
+		buf_append_lpstr(&m->pbytes, e->value);
 	}
 	for (size_t i = 0; i < p->n_entries; i++) {
 		MDB_val k = store_idx_key(kb, p->type, p->entries[i].code, p->entries[i].value);
@@ -545,7 +614,7 @@ bulk_mem_sort(const store_bulk_t *b, const bulk_mem_t *m, size_t ngroups, bulk_p
 
 		for (size_t j = 0; j < o->n; j++)
 			bulk_ent_prefix(eb + o->offs[j], plen, &(*ents)[n + j]);
-		qsort(*ents + n, o->n, sizeof(**ents), bulk_ent_qcmp);
+		bulk_ents_sort(*ents + n, o->n);
 		n += o->n;
 	}
 	free(order);
@@ -967,164 +1036,6 @@ bulk_feed_end(bulk_feed_t *f)
 	memset(f, 0, sizeof(*f));
 }
 
-/* With MDB_WRITEMAP a load writes new pages straight into the map, and the first write to each
- * costs a page fault (the kernel finds the page, the file system its block): about a second
- * per million patients on the writing thread. A second thread takes these faults ahead of it
- * (MADV_POPULATE_WRITE) up to BULK_PREFAULT_LEAD bytes beyond the pages the transaction uses,
- * which the writer publishes now and then from mdb_stat (the pages of the databases it writes,
- * as grown since the load began, less the free pages LMDB reuses first, on top of the file's
- * end). Pages populated and then not used are zeros written once at the commit: at most the
- * lead. Loads smaller than the lead go without. */
-#define BULK_PREFAULT_LEAD  (32u << 20)
-#define BULK_PREFAULT_STEP  (4u << 20)
-#define BULK_PREFAULT_EVERY 4096
-
-typedef struct {
-	char *base;            /* the map */
-	size_t page;           /* page size */
-	uint64_t start;        /* the file's end when the load began, in bytes */
-	uint64_t stat0;        /* pages of the databases then */
-	uint64_t free0;        /* free pages then (reused before the file grows) */
-	uint64_t limit;        /* never beyond (the map, or the disk reserved) */
-	uint64_t done;         /* populated up to (prefault thread) */
-	_Atomic uint64_t used; /* bytes the transaction uses (writer) */
-	_Atomic bool stop;
-	pthread_t th;
-	bool on;
-} bulk_prefault_t;
-
-/* The address of the store's map: the mapping of data.mdb in /proc/self/maps. */
-static char *
-bulk_map_base(store_t *s, uint64_t map_size)
-{
-	struct stat st;
-	FILE *f;
-	char line[512];
-	char *base = NULL;
-	int fd;
-
-	if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0)
-		return NULL;
-	if ((f = fopen("/proc/self/maps", "re")) == NULL)
-		return NULL;
-	while (base == NULL && fgets(line, sizeof(line), f) != NULL) {
-		unsigned long lo, hi, ino, off;
-		unsigned maj, mnr;
-		char perms[8];
-
-		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj, &mnr,
-			   &ino) == 7 &&
-		    ino == (unsigned long)st.st_ino && makedev(maj, mnr) == st.st_dev && off == 0 &&
-		    perms[3] == 's' && hi - lo == map_size)
-			base = (char *)lo;
-	}
-	fclose(f);
-	return base;
-}
-
-static uint64_t
-bulk_db_pages(store_txn_t *t)
-{
-	uint64_t n = 0;
-
-	for (int i = 0; i < STORE_DB_COUNT; i++) {
-		MDB_stat st;
-
-		if (mdb_stat(t->txn, t->s->dbi[i], &st) == 0)
-			n += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
-	}
-	return n;
-}
-
-/* Pages in LMDB's free list (database 0: each record a list of page numbers, its count
- * first). */
-static uint64_t
-bulk_free_pages(store_txn_t *t)
-{
-	MDB_cursor *c;
-	MDB_val k, v;
-	uint64_t n = 0;
-
-	if (mdb_cursor_open(t->txn, 0, &c) != 0)
-		return UINT64_MAX;
-	for (int op = MDB_FIRST; mdb_cursor_get(c, &k, &v, op) == 0; op = MDB_NEXT)
-		if (v.mv_size >= sizeof(size_t))
-			n += *(const size_t *)v.mv_data;
-	mdb_cursor_close(c);
-	return n;
-}
-
-/* The writer, every BULK_PREFAULT_EVERY writes: how far it is. */
-static void
-bulk_prefault_note(bulk_prefault_t *pf, store_txn_t *t)
-{
-	uint64_t grown;
-
-	if (!pf->on)
-		return;
-	grown = bulk_db_pages(t) - pf->stat0;
-	grown = grown > pf->free0 ? grown - pf->free0 : 0;
-	atomic_store(&pf->used, pf->start + grown * (uint64_t)pf->page);
-}
-
-static void *
-bulk_prefault_main(void *arg)
-{
-	bulk_prefault_t *pf = arg;
-
-	while (!atomic_load(&pf->stop)) {
-		uint64_t want = atomic_load(&pf->used) + BULK_PREFAULT_LEAD;
-
-		if (want > pf->limit)
-			want = pf->limit;
-		if (pf->done + BULK_PREFAULT_STEP > want) {
-			usleep(2000);
-			continue;
-		}
-		if (madvise(pf->base + pf->done, BULK_PREFAULT_STEP, MADV_POPULATE_WRITE) != 0)
-			break; /* not supported, or no memory: the writer faults as without */
-		pf->done += BULK_PREFAULT_STEP;
-	}
-	return NULL;
-}
-
-static void
-bulk_prefault_start(bulk_prefault_t *pf, store_txn_t *t, uint64_t bytes)
-{
-	MDB_envinfo info;
-	MDB_stat st;
-	uint64_t reserved;
-
-	memset(pf, 0, sizeof(*pf));
-	if (!t->s->writemap || bytes < BULK_PREFAULT_LEAD || mdb_env_info(t->s->env, &info) != 0 ||
-	    mdb_env_stat(t->s->env, &st) != 0 ||
-	    (pf->base = bulk_map_base(t->s, info.me_mapsize)) == NULL)
-		return;
-	pf->page = st.ms_psize;
-	pf->start = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
-	pf->start = (pf->start + BULK_PREFAULT_STEP - 1) / BULK_PREFAULT_STEP * BULK_PREFAULT_STEP;
-	pf->done = pf->start;
-	/* within the disk blocks reserved (a hole would take a block the disk may not have) */
-	reserved = t->s->reserved == UINT64_MAX ? info.me_mapsize : t->s->reserved;
-	pf->limit = reserved < info.me_mapsize ? reserved : info.me_mapsize;
-	pf->stat0 = bulk_db_pages(t);
-	if ((pf->free0 = bulk_free_pages(t)) == UINT64_MAX)
-		return;
-	atomic_store(&pf->used, pf->start);
-	atomic_store(&pf->stop, false);
-	pf->on = pthread_create(&pf->th, NULL, bulk_prefault_main, pf) == 0;
-}
-
-static void
-bulk_prefault_end(bulk_prefault_t *pf)
-{
-	if (!pf->on)
-		return;
-	atomic_store(&pf->stop, true);
-	pthread_join(pf->th, NULL);
-	pf->on = false;
-}
-
 static void
 bulk_bit_set(unsigned char *bits, uint64_t i)
 {
@@ -1141,8 +1052,6 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 	bulk_put_t *puts = NULL;
 	bulk_ent_t *ents = NULL;
 	bulk_feed_t feed;
-	bulk_prefault_t pf = {0};
-	uint64_t nwrites = 0;
 	bool feeding = false;
 	const unsigned char *rec, *prev = NULL;
 	uint64_t written_ord = 0, written = 0;
@@ -1163,7 +1072,6 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 		goto out;
 	}
 	src = xcalloc(b->nruns + 1, sizeof(*src));
-	bulk_prefault_start(&pf, t, b->run_bytes + b->cur->pbytes.len + b->cur->ebytes.len);
 	bulk_mem_sort(b, b->cur, b->ngroups, &puts, &ents);
 
 	/* The resource pass. */
@@ -1172,8 +1080,6 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 	feeding = true;
 	t->idx_deferred = true;
 	while ((rec = bulk_feed_next(&feed)) != NULL) {
-		if (++nwrites % BULK_PREFAULT_EVERY == 0)
-			bulk_prefault_note(&pf, t);
 		bulk_put_rec_t r;
 		const unsigned char *q;
 		store_res_put_t p;
@@ -1241,8 +1147,6 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 
 		if (skip[ord / 8] & (1u << (ord % 8)))
 			continue;
-		if (++nwrites % BULK_PREFAULT_EVERY == 0)
-			bulk_prefault_note(&pf, t);
 		rc = mdb_cursor_put(c, &k, &v, MDB_NODUPDATA);
 		if (rc != 0 && rc != MDB_KEYEXIST) {
 			rc = store_txn_fail(t, store_mdb_fail("bulk idx", rc));
@@ -1251,7 +1155,6 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 		rc = 0;
 	}
 out:
-	bulk_prefault_end(&pf);
 	if (feeding)
 		bulk_feed_end(&feed);
 	free(skip);

@@ -530,14 +530,18 @@ store_idx_replace(store_txn_t *t, slice_t type, slice_t id, const store_idx_entr
 	const unsigned char *p, *end;
 	store_idx_entry_t e;
 	size_t m = 0, i = 0, len = 1;
-	bool have = false, changed = false;
+	bool have = false, changed = false, unsorted = false;
 	int rc, err = 0;
 
 	if (n > STORE_IDX_STACK)
 		sorted = xreallocarray(NULL, n, sizeof(*sorted));
 	for (size_t j = 0; j < n; j++)
 		sorted[j] = &entries[j];
-	qsort(sorted, n, sizeof(*sorted), store_entry_cmp);
+	/* a bulk load hands them over sorted already: one pass to see that */
+	for (size_t j = 1; j < n && !unsorted; j++)
+		unsorted = store_entry_cmp(&sorted[j - 1], &sorted[j]) > 0;
+	if (unsorted)
+		qsort(sorted, n, sizeof(*sorted), store_entry_cmp);
 	for (size_t j = 0; j < n; j++)
 		if (m == 0 || store_entry_cmp(&sorted[m - 1], &sorted[j]) != 0)
 			sorted[m++] = sorted[j];

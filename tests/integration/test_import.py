@@ -10,6 +10,7 @@ import glob
 import os
 import re
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -196,6 +197,36 @@ def new_runs(s, since):
     return found
 
 
+def run_file_sorted(path):
+    """Whether a bulk loader run file (store/bulk.c) is whole and in the order LMDB wants:
+    puts by res key then ordinal, entries by idx key, id, ordinal (bytewise, shorter first,
+    as Python compares bytes)."""
+    with open(path, "rb") as f:
+        d = f.read()
+    if d[:8] != b"FGBULK1\n" or len(d) < 40:
+        return False
+    nputs, nents, _, put_bytes = struct.unpack_from(">QQQQ", d, 8)
+    p, prev = 40, None
+    for _ in range(nputs):
+        length, ordinal, kl = struct.unpack_from(">IQH", d, p)
+        cur = (d[p + 14:p + 14 + kl], ordinal)
+        if prev is not None and not prev < cur:
+            return False
+        prev, p = cur, p + length
+    if p != 40 + put_bytes:
+        return False
+    prev = None
+    for _ in range(nents):
+        (kl,) = struct.unpack_from(">H", d, p)
+        (il,) = struct.unpack_from(">H", d, p + 2 + kl)
+        (ordinal,) = struct.unpack_from(">Q", d, p + 4 + kl + il)
+        cur = (d[p + 2:p + 2 + kl], d[p + 4 + kl:p + 4 + kl + il], ordinal)
+        if prev is not None and not prev <= cur:
+            return False
+        prev, p = cur, p + 4 + kl + il + 8
+    return p == len(d)
+
+
 def kill_resume(t, root, mode, rows):
     """Kills an import with SIGKILL once a third of the rows are committed, resumes it, and
     checks that exactly `rows` Patients with one version each result. mode: the options that
@@ -229,6 +260,9 @@ def kill_resume(t, root, mode, rows):
          "%s: import killed with SIGKILL midway (%d of %d committed)" % (what, killed_at, rows),
          "rc %s" % p.returncode)
     runs = new_runs(s, seen or start)
+    if bulk:
+        bad = [f for f in runs if not run_file_sorted(f)]
+        t.ok(runs and not bad, "bulk: the run files left are complete and sorted", bad)
     rc, _, err = s.imp("-q", "--mapping", os.path.join(LEGACY, "patients.map"), *mode, csv,
                        timeout=1200)
     m = re.search(r"resumed after record (\d+)", err)

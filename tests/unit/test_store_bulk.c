@@ -341,6 +341,31 @@ test_resume(void **state)
 	assert_same(f);
 }
 
+/* One memory part with thousands of entries per search parameter: the sort by radix and the
+ * runs of equal value prefixes (all values of a parameter share their first bytes). */
+static void
+test_large(void **state)
+{
+	fixture_t *f = *state;
+	store_bulk_t *b;
+	store_txn_t *t;
+	store_res_result_t r;
+	gen_t g;
+
+	assert_int_equal(store_txn_begin(f->one, true, &t), 0);
+	assert_int_equal(store_bulk_open(f->bulk, "large", 0, 0, &b), 0);
+	for (unsigned i = 0; i < 6000; i++) {
+		gen(&g, i % 5000, i / 5000); /* 1,000 of them twice */
+		assert_int_equal(store_res_put(t, &g.p, &r), 0);
+		assert_int_equal(store_bulk_add(b, &g.p), 0);
+	}
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(run_files(f), 0);
+	load(b, f->bulk, NULL);
+	store_bulk_free(b, true);
+	assert_same(f);
+}
+
 /* What store_res_put refuses, the loader refuses when it is added. */
 static void
 test_refused(void **state)
@@ -368,7 +393,8 @@ int
 main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-	const struct CMUnitTest tests[] = {T(test_equivalent), T(test_resume), T(test_refused)};
+	const struct CMUnitTest tests[] = {T(test_equivalent), T(test_resume), T(test_large),
+					   T(test_refused)};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
