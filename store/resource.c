@@ -328,9 +328,10 @@ store_count_get(store_txn_t *t, slice_t type, uint64_t *count)
 	return 0;
 }
 
-/* A count that reaches 0 is removed, so the counts list the types in use. */
+/* Adds delta (which may be negative) to a type's count. A count that reaches 0 is removed, so
+ * the counts list the types in use. */
 static int
-store_count_add(store_txn_t *t, slice_t type, int delta)
+store_count_add(store_txn_t *t, slice_t type, int64_t delta)
 {
 	unsigned char kb[STORE_COUNT_KEY_MAX], vb[8];
 	MDB_val k = store_count_key(kb, type), v = {8, vb};
@@ -340,7 +341,9 @@ store_count_add(store_txn_t *t, slice_t type, int delta)
 	if ((rc = store_count_get(t, type, &count)) < 0)
 		return rc;
 	/* Damage could make it 0 where a resource dies; verify reports that, here it stays 0. */
-	count = delta > 0 ? count + 1 : count > 0 ? count - 1 : 0;
+	count = delta >= 0                 ? count + (uint64_t)delta
+		: count > (uint64_t)-delta ? count - (uint64_t)-delta
+					   : 0;
 	if (count == 0)
 		rc = mdb_del(t->txn, t->s->dbi[STORE_DB_META], &k, NULL);
 	else {
@@ -356,17 +359,11 @@ int
 store_count_flush(store_txn_t *t)
 {
 	for (size_t i = 0; i < t->nborn; i++) {
-		slice_t type = {t->born[i].type, t->born[i].len};
-		unsigned char kb[STORE_COUNT_KEY_MAX], vb[8];
-		MDB_val k = store_count_key(kb, type), v = {8, vb};
-		uint64_t count;
-		int rc;
+		int rc = store_count_add(t, (slice_t){t->born[i].type, t->born[i].len},
+					 (int64_t)t->born[i].n);
 
-		if ((rc = store_count_get(t, type, &count)) < 0)
+		if (rc < 0)
 			return rc;
-		store_be64_put(vb, count + t->born[i].n);
-		if ((rc = mdb_put(t->txn, t->s->dbi[STORE_DB_META], &k, &v, 0)) != 0)
-			return store_txn_fail(t, store_mdb_fail("res count", rc));
 	}
 	t->nborn = 0;
 	return 0;

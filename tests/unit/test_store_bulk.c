@@ -208,14 +208,14 @@ assert_same(fixture_t *f)
 	buf_free(&b);
 }
 
+/* A load in a transaction of its own; cb as for store_bulk_load. */
 static void
-load(store_bulk_t *b, store_t *s, size_t *unchanged)
+load(store_bulk_t *b, store_t *s, store_bulk_cb cb, void *ctx)
 {
 	store_txn_t *t;
 
-	(void)unchanged;
 	assert_int_equal(store_txn_begin(s, true, &t), 0);
-	assert_int_equal(store_bulk_load(b, t, 1000, NULL, NULL), 0);
+	assert_int_equal(store_bulk_load(b, t, 1000, cb, ctx), 0);
 	assert_int_equal(store_txn_commit(t), 0);
 }
 
@@ -265,7 +265,7 @@ test_equivalent(void **state)
 		}
 	assert_true(run_files(f) > 5);
 	assert_int_equal(store_bulk_count(b), 300 + 100 + 100);
-	load(b, f->bulk, NULL);
+	load(b, f->bulk, NULL, NULL);
 	store_bulk_free(b, true);
 	assert_int_equal(run_files(f), 0);
 	assert_same(f);
@@ -288,7 +288,6 @@ test_resume(void **state)
 {
 	fixture_t *f = *state;
 	store_bulk_t *b;
-	store_txn_t *t;
 	unsigned runs;
 	size_t n[2] = {0, 0};
 	gen_t g;
@@ -313,9 +312,7 @@ test_resume(void **state)
 		gen(&g, i, 0);
 		assert_int_equal(store_bulk_add(b, &g.p), 0);
 	}
-	assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
-	assert_int_equal(store_bulk_load(b, t, 1000, count_puts, n), 0);
-	assert_int_equal(store_txn_commit(t), 0);
+	load(b, f->bulk, count_puts, n);
 	store_bulk_free(b, true);
 	assert_int_equal(n[0], 200);
 	assert_int_equal(n[1], 0);
@@ -332,9 +329,7 @@ test_resume(void **state)
 		assert_int_equal(store_bulk_add(b, &g.p), 0);
 	}
 	n[0] = n[1] = 0;
-	assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
-	assert_int_equal(store_bulk_load(b, t, 2000, count_puts, n), 0);
-	assert_int_equal(store_txn_commit(t), 0);
+	load(b, f->bulk, count_puts, n);
 	store_bulk_free(b, true);
 	assert_int_equal(n[0], 0);
 	assert_int_equal(n[1], 200);
@@ -361,7 +356,7 @@ test_large(void **state)
 	}
 	assert_int_equal(store_txn_commit(t), 0);
 	assert_int_equal(run_files(f), 0);
-	load(b, f->bulk, NULL);
+	load(b, f->bulk, NULL, NULL);
 	store_bulk_free(b, true);
 	assert_same(f);
 }
