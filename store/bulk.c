@@ -17,7 +17,10 @@
  * no-op. So the store ends exactly as with store_res_put one by one, except that the history
  * entries of one load are in (type, id) order rather than in the order of the puts.
  *
- * Run file (native byte order where noted, it never leaves the machine that wrote it):
+ * The puts (in memory as in a run file) and the entries are sorted in a spill thread while the
+ * caller adds more into a second memory part; the merge of a load runs in a feed thread.
+ *
+ * Run file (all numbers big-endian; entries and puts as the bytes LMDB will compare):
  *   header: magic "FGBULK1\n", be64 number of puts, be64 number of index entries,
  *           be64 first ordinal, be64 bytes of puts
  *   puts, sorted by res key then ordinal: be32 record length (all of it), be64 ordinal,
@@ -273,8 +276,6 @@ bulk_ent_qcmp(const void *a, const void *b)
 	return bulk_ent_cmp(x->rec, y->rec);
 }
 
-static const bulk_group_t *bulk_sort_groups; /* for bulk_group_qcmp (under bulk_sort_mu) */
-
 /* Sorts one group's entries: a least-significant-byte radix sort on the first 8 bytes of the
  * value (stable; passes where every entry has the same byte are skipped), then each run of
  * entries with the same first 8 bytes with qsort and the full comparison. Several times
@@ -322,11 +323,12 @@ bulk_ents_sort(bulk_ent_t *e, size_t n)
 	}
 }
 
+/* Group indexes by their prefix; arg: the groups. */
 static int
-bulk_group_qcmp(const void *a, const void *b)
+bulk_group_qcmp(const void *a, const void *b, void *arg)
 {
-	const bulk_group_t *x = &bulk_sort_groups[*(const size_t *)a];
-	const bulk_group_t *y = &bulk_sort_groups[*(const size_t *)b];
+	const bulk_group_t *groups = arg;
+	const bulk_group_t *x = &groups[*(const size_t *)a], *y = &groups[*(const size_t *)b];
 
 	return bulk_cmp_bytes(x->prefix, x->plen, y->prefix, y->plen);
 }
@@ -358,6 +360,50 @@ bulk_group(store_bulk_t *b, const unsigned char *key)
 	return b->ngroups - 1;
 }
 
+/* Whether a run file read back is whole: its records lie within their sections, as many as
+ * its header says, and fill them (a run is written under a temporary name and renamed once
+ * synced, so only damage can make it otherwise; the merge trusts the lengths). */
+static bool
+bulk_run_whole(const bulk_run_t *r)
+{
+	const unsigned char *p = (const unsigned char *)r->map + BULK_HEAD;
+	const unsigned char *end = p + r->put_bytes, *fend = (const unsigned char *)r->map + r->len;
+	uint64_t n;
+
+	for (n = 0; n < r->nputs && end - p >= 14; n++) {
+		size_t len = be32_read(p), off = 14;
+
+		if (len < off || len > (size_t)(end - p))
+			return false;
+		/* key, body, entries: each within the record */
+		off += be16_read(p + 12);
+		if (off + 4 > len || (off += 4 + be32_read(p + off)) + 2 > len)
+			return false;
+		size_t nent = be16_read(p + off);
+
+		off += 2;
+		for (size_t k = 0; k < 2 * nent; k++) { /* the code and value of each entry */
+			if (off + 2 > len)
+				return false;
+			off += 2 + be16_read(p + off);
+		}
+		if (off != len)
+			return false;
+		p += len;
+	}
+	if (n != r->nputs || p != end)
+		return false;
+	for (n = 0; n < r->nents && fend - p >= 4; n++) {
+		size_t kl = be16_read(p);
+
+		if ((size_t)(fend - p) < 4 + kl + 8 ||
+		    (size_t)(fend - p) < 4 + kl + be16_read(p + 2 + kl) + 8)
+			return false;
+		p += bulk_ent_len(p);
+	}
+	return n == r->nents && p == fend;
+}
+
 int
 store_bulk_open(store_t *s, const char *name, size_t mem_bytes, unsigned resume_runs,
 		store_bulk_t **out)
@@ -369,10 +415,12 @@ store_bulk_open(store_t *s, const char *name, size_t mem_bytes, unsigned resume_
 
 	*out = NULL;
 	for (const char *c = name; *c; c++)
-		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-')) {
-			store_error_set("bulk load: bad name");
-			return -FG_EINVAL;
-		}
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-'))
+			name = "";
+	if (name[0] == '\0') {
+		store_error_set("bulk load: bad name");
+		return -FG_EINVAL;
+	}
 	if (resume_runs > BULK_MAX_RUNS) {
 		store_error_set("bulk load: %u runs to resume: too many", resume_runs);
 		return -FG_EINVAL;
@@ -434,7 +482,7 @@ store_bulk_open(store_t *s, const char *name, size_t mem_bytes, unsigned resume_
 			r->first = be64_read(h + 24);
 			r->put_bytes = be64_read(h + 32);
 			if (memcmp(h, BULK_MAGIC, 8) != 0 || r->put_bytes > r->len - BULK_HEAD ||
-			    r->first != b->next_ordinal) {
+			    r->first != b->next_ordinal || !bulk_run_whole(r)) {
 				store_error_set("bulk load: %s is not the run expected", p);
 				rc = -FG_EINVAL;
 			}
@@ -584,8 +632,6 @@ store_bulk_count(const store_bulk_t *b)
 	return b->next_ordinal - b->first_ordinal;
 }
 
-static pthread_mutex_t bulk_sort_mu = PTHREAD_MUTEX_INITIALIZER;
-
 /* A memory part, sorted: arrays the caller frees. Entries are sorted group by group (the
  * first ngroups groups), the groups in key order. */
 static void
@@ -604,10 +650,7 @@ bulk_mem_sort(const store_bulk_t *b, const bulk_mem_t *m, size_t ngroups, bulk_p
 	qsort(*puts, m->puts.n, sizeof(**puts), bulk_put_qcmp);
 	for (size_t i = 0; i < ngroups; i++)
 		order[i] = i;
-	pthread_mutex_lock(&bulk_sort_mu);
-	bulk_sort_groups = b->groups;
-	qsort(order, ngroups, sizeof(*order), bulk_group_qcmp);
-	pthread_mutex_unlock(&bulk_sort_mu);
+	qsort_r(order, ngroups, sizeof(*order), bulk_group_qcmp, (void *)b->groups);
 	for (size_t i = 0; i < ngroups; i++) {
 		const bulk_offs_t *o = &m->ents[order[i]];
 		size_t plen = b->groups[order[i]].plen;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -361,6 +362,44 @@ test_large(void **state)
 	assert_same(f);
 }
 
+/* A run file damaged on disk is refused when a resumed load would adopt it. */
+static void
+test_damaged_run(void **state)
+{
+	fixture_t *f = *state;
+	store_bulk_t *b;
+	unsigned runs;
+	char path[400];
+	struct stat st;
+	FILE *fp;
+	gen_t g;
+
+	assert_int_equal(store_bulk_open(f->bulk, "damaged", 0, 0, &b), 0);
+	for (unsigned i = 0; i < 50; i++) {
+		gen(&g, i, 0);
+		assert_int_equal(store_bulk_add(b, &g.p), 0);
+	}
+	assert_int_equal(store_bulk_sync(b, &runs), 0);
+	assert_int_equal(runs, 1);
+	store_bulk_free(b, false);
+	snprintf(path, sizeof(path), "%s/bulk/bulk-damaged/run-000000", f->dir);
+	assert_int_equal(stat(path, &st), 0);
+
+	/* its last bytes lost */
+	assert_int_equal(truncate(path, st.st_size - 3), 0);
+	assert_int_equal(store_bulk_open(f->bulk, "damaged", 0, 1, &b), -FG_EINVAL);
+	assert_non_null(strstr(store_last_error(), "not the run expected"));
+
+	/* whole length, but a put's key length that runs past its record */
+	assert_int_equal(truncate(path, st.st_size), 0);
+	fp = fopen(path, "r+b");
+	assert_non_null(fp);
+	assert_int_equal(fseek(fp, 40 + 12, SEEK_SET), 0);
+	assert_int_equal(fputc(0x7f, fp), 0x7f);
+	assert_int_equal(fclose(fp), 0);
+	assert_int_equal(store_bulk_open(f->bulk, "damaged", 0, 1, &b), -FG_EINVAL);
+}
+
 /* What store_res_put refuses, the loader refuses when it is added. */
 static void
 test_refused(void **state)
@@ -389,7 +428,7 @@ main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 	const struct CMUnitTest tests[] = {T(test_equivalent), T(test_resume), T(test_large),
-					   T(test_refused)};
+					   T(test_damaged_run), T(test_refused)};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
