@@ -217,7 +217,7 @@ cmd_import(int argc, char **argv)
 	models_t *models = NULL;
 	map_set_t *set = NULL;
 	store_t *s = NULL;
-	uint64_t records = 0, rejected = 0, resources = 0, unchanged = 0, skipped = 0;
+	uint64_t records = 0, rejected = 0, resources = 0, unchanged = 0, skipped = 0, stored = 0;
 	int status = 0, c;
 
 	if (cli_config_load(&argc, argv, &cfg) < 0)
@@ -365,8 +365,9 @@ cmd_import(int argc, char **argv)
 			fprintf(stderr, "%s: resumed after record %llu\n", argv[i],
 				(unsigned long long)st.skipped);
 		records += st.records;
+		stored += st.stored;
 		rejected += st.rejected;
-		resources += st.resources;
+		resources += st.stored_resources;
 		unchanged += st.unchanged;
 		skipped += st.skipped;
 		if (!o.dry_run && st.rejected > 0) {
@@ -391,7 +392,7 @@ cmd_import(int argc, char **argv)
 		    stderr,
 		    "import: %llu records read, %llu stored, %llu rejected; %llu resource writes, "
 		    "%llu unchanged%s\n",
-		    (unsigned long long)records, (unsigned long long)(records - rejected),
+		    (unsigned long long)records, (unsigned long long)stored,
 		    (unsigned long long)rejected, (unsigned long long)resources,
 		    (unsigned long long)unchanged, skipped ? " (after resuming)" : "");
 	}

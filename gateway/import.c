@@ -347,6 +347,14 @@ import_join(import_t *im)
 	if (im->threaded)
 		pthread_join(im->thread, NULL);
 	im->running = im->threaded = false;
+	for (size_t i = 0; j->rc == 0 && i < j->b->nitems; i++) {
+		const import_item_t *it = &j->b->items[i];
+
+		if (it->check != NULL && it->check->dead)
+			continue;
+		im->st->stored++;
+		im->st->stored_resources += it->check != NULL ? it->check->nres : it->nres;
+	}
 	j->b->nitems = 0;
 	arena_reset(j->b->a);
 	if (j->rc < 0) {
@@ -533,6 +541,8 @@ import_bulk_load(import_t *im, bool done)
 	im->ck.runs = 0;
 	im->ck.unchanged += j.unchanged;
 	im->st->unchanged += j.unchanged;
+	im->st->stored = im->st->accepted; /* every record mapped so far is in a load now */
+	im->st->stored_resources = im->st->resources;
 	im->st->batches++;
 	im->st->store_ns += time_mono_ns() - t0;
 	im->st->load_ns += time_mono_ns() - t0;
@@ -1020,14 +1030,21 @@ import_records(import_t *im)
 			rc = -FG_EIO;
 		im->ck.reject_bytes += im->xml_close.len;
 	}
-	if (rc == 0 && im->bulk != NULL)
+	if (rc == 0 && im->bulk != NULL) {
 		rc = import_bulk_load(im, true);
-	else if (rc == 0)
+	} else if (rc == 0) {
 		rc = import_flush(im, true, false);
-	else if (im->bulk != NULL && rc != -FG_EIO && im->bulk_records > 0)
-		(void)import_bulk_load(im, false); /* keep what was read before the error */
-	else if (im->bulk == NULL && (rc != -FG_EIO || im->cur->nitems > 0))
-		(void)import_flush(im, false, false);
+	} else if (rc != -FG_EFULL) {
+		/* keep what was read before the error (its message stays the one reported) */
+		char first[600];
+
+		snprintf(first, sizeof(first), "%s", im->err);
+		if (im->bulk != NULL && rc != -FG_EIO && im->bulk_records > 0)
+			(void)import_bulk_load(im, false);
+		else if (im->bulk == NULL && (rc != -FG_EIO || im->cur->nitems > 0))
+			(void)import_flush(im, false, false);
+		snprintf(im->err, im->errcap, "%s", first);
+	}
 	im->st->offset = record_reader_offset(rd);
 	record_reader_free(rd);
 	return rc;

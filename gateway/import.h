@@ -16,11 +16,13 @@
 #include "store/store.h"
 
 typedef struct {
-	uint64_t records;      /* records (messages) read in this run, resumed ones not counted */
-	uint64_t accepted;     /* of which stored */
-	uint64_t rejected;     /* of which written to the reject file */
-	uint64_t skipped;      /* records before the checkpoint this run resumed from */
-	uint64_t resources;    /* resource upserts */
+	uint64_t records;   /* records (messages) read in this run, resumed ones not counted */
+	uint64_t accepted;  /* of which mapped (HL7 v2: accepted) ... */
+	uint64_t stored;    /* ... and in a committed transaction (less after a failure) */
+	uint64_t rejected;  /* of which written to the reject file */
+	uint64_t skipped;   /* records before the checkpoint this run resumed from */
+	uint64_t resources; /* resource upserts (of the records mapped) */
+	uint64_t stored_resources; /* of which in committed transactions */
 	uint64_t unchanged;    /* of which byte-identical to the stored version: nothing written */
 	uint64_t warnings;     /* mapping warnings (a code no vocabulary has, ...) */
 	uint64_t batches;      /* transactions committed */

@@ -1108,8 +1108,10 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 		store_txn_fail(t, rc);
 		goto out;
 	}
-	/* the pages this load writes: about twice its bytes (half-full leaves, branches) */
-	rc = store_reserve_ahead(t, 2 * (b->run_bytes + b->cur->pbytes.len + b->cur->ebytes.len));
+	/* the pages this load writes, with a margin: sorted inserts fill the leaves (measured: 2.2
+	 * GiB of pages for 2.5 GB of puts and entries) */
+	rc = store_reserve_ahead(t,
+				 (b->run_bytes + b->cur->pbytes.len + b->cur->ebytes.len) / 2 * 3);
 	if (rc < 0) {
 		store_txn_fail(t, rc);
 		goto out;
