@@ -4,7 +4,6 @@
 
 #include <sys/stat.h>
 
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +20,7 @@
 #include "lib/buf.h"
 #include "lib/err.h"
 #include "store/store.h"
+#include "tests/unit/tmpdir.h"
 
 typedef struct {
 	char dir[256];
@@ -68,14 +68,12 @@ family_of(int i)
 static int
 setup(void **state)
 {
-	const char *tmp = getenv("TMPDIR");
 	fixture_t *f = calloc(1, sizeof(*f));
 	store_txn_t *t;
 	char json[2048], longname[700];
 
-	snprintf(f->dir, sizeof(f->dir), "%s/fhirgate-test-search.XXXXXX",
-		 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-	if (mkdtemp(f->dir) == NULL || store_open(f->dir, NULL, &f->s) != 0)
+	if (test_tmpdir_make(f->dir, sizeof(f->dir), "fhirgate-test-search") == NULL ||
+	    store_open(f->dir, NULL, &f->s) != 0)
 		return -1;
 	if (store_txn_begin(f->s, true, &t) != 0)
 		return -1;
@@ -143,21 +141,12 @@ setup(void **state)
 }
 
 static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int
 teardown(void **state)
 {
 	fixture_t *f = *state;
 
 	store_close(f->s);
-	nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	test_tmpdir_remove(f->dir);
 	free(f);
 	return 0;
 }

@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +19,7 @@
 #include "lib/err.h"
 #include "lib/slice.h"
 #include "store/store.h"
+#include "tests/unit/tmpdir.h"
 
 typedef struct {
 	char root[256]; /* removed after each test */
@@ -29,14 +29,11 @@ typedef struct {
 static int
 setup(void **state)
 {
-	const char *tmp = getenv("TMPDIR");
 	fixture_t *f = calloc(1, sizeof(*f));
 
 	if (f == NULL)
 		return -1;
-	snprintf(f->root, sizeof(f->root), "%s/fhirgate-test-store.XXXXXX",
-		 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-	if (mkdtemp(f->root) == NULL) {
+	if (test_tmpdir_make(f->root, sizeof(f->root), "fhirgate-test-store") == NULL) {
 		free(f);
 		return -1;
 	}
@@ -46,16 +43,10 @@ setup(void **state)
 }
 
 static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static int
 teardown(void **state)
 {
 	fixture_t *f = *state;
-	int rc = nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	int rc = test_tmpdir_remove(f->root);
 
 	free(f);
 	return rc;

@@ -6,7 +6,6 @@
 
 #include <sys/stat.h>
 
-#include <ftw.h>
 #include <glob.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +22,7 @@
 #include "lib/err.h"
 #include "lib/slice.h"
 #include "store/store.h"
+#include "tests/unit/tmpdir.h"
 
 #define NCODES 4
 
@@ -37,15 +37,11 @@ typedef struct {
 static int
 setup(void **state)
 {
-	const char *tmp = getenv("TMPDIR");
 	fixture_t *f = calloc(1, sizeof(*f));
 	char sub[300];
 
-	if (f == NULL)
-		return -1;
-	snprintf(f->dir, sizeof(f->dir), "%s/fhirgate-test-store-bulk.XXXXXX",
-		 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-	if (mkdtemp(f->dir) == NULL)
+	if (f == NULL ||
+	    test_tmpdir_make(f->dir, sizeof(f->dir), "fhirgate-test-store-bulk") == NULL)
 		return -1;
 	snprintf(sub, sizeof(sub), "%s/one", f->dir);
 	if (store_open(sub, NULL, &f->one) != 0)
@@ -58,15 +54,6 @@ setup(void **state)
 }
 
 static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int
 teardown(void **state)
 {
 	fixture_t *f = *state;
@@ -74,7 +61,7 @@ teardown(void **state)
 
 	store_close(f->one);
 	store_close(f->bulk);
-	rc = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	rc = test_tmpdir_remove(f->dir);
 	free(f);
 	return rc;
 }

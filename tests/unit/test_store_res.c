@@ -4,7 +4,6 @@
 
 #include <sys/stat.h>
 
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +18,7 @@
 #include "lib/err.h"
 #include "lib/slice.h"
 #include "store/store.h"
+#include "tests/unit/tmpdir.h"
 
 #define S(lit) SLICE_LIT(lit)
 
@@ -30,25 +30,17 @@ typedef struct {
 static int
 setup(void **state)
 {
-	const char *tmp = getenv("TMPDIR");
 	fixture_t *f = calloc(1, sizeof(*f));
 
 	if (f == NULL)
 		return -1;
-	snprintf(f->dir, sizeof(f->dir), "%s/fhirgate-test-store-res.XXXXXX",
-		 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-	if (mkdtemp(f->dir) == NULL || store_open(f->dir, NULL, &f->s) != 0) {
+	if (test_tmpdir_make(f->dir, sizeof(f->dir), "fhirgate-test-store-res") == NULL ||
+	    store_open(f->dir, NULL, &f->s) != 0) {
 		free(f);
 		return -1;
 	}
 	*state = f;
 	return 0;
-}
-
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static int
@@ -58,7 +50,7 @@ teardown(void **state)
 	int rc;
 
 	store_close(f->s);
-	rc = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	rc = test_tmpdir_remove(f->dir);
 	free(f);
 	return rc;
 }
@@ -923,7 +915,7 @@ test_verify(void **state)
 	store_txn_abort(t);
 	store_close(f->s);
 	f->s = NULL;
-	assert_int_equal(nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+	assert_int_equal(test_tmpdir_remove(f->dir), 0);
 	assert_int_equal(store_open(f->dir, NULL, &f->s), 0);
 
 	/* An index entry no resource lists, a wrong count, work beyond the last id. */
