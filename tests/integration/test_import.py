@@ -62,6 +62,8 @@ def test_samples(t, root):
     t.ok(re.search(r"patients\.csv:6: rejected: column birth_date: not a date in the format "
                    r"%d/%m/%Y", err), "the reject names file, line, column and reason", err)
     t.ok("4 stored, 1 rejected" in err, "the summary counts stored and rejected records", err)
+    t.ok("patients.csv: loading 4 records into the store (one transaction)" in err,
+         "the progress says when the bulk load runs", err)
     rej = os.path.join(root, "patients.rejected.csv")
     with open(rej, "rb") as f:
         data = f.read()
@@ -179,6 +181,13 @@ def test_errors(t, root):
          "file:line:col of a header error", err)
     t.ok(re.search(r"bad\.map:5:1: error: Patient has no element 'nmae'.*did you mean 'name'",
                    err), "file:line:col and a hint for a bad target", err)
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "patients.map"), "--batch", "10",
+                       "--bulk", "10", os.path.join(LEGACY, "patients.csv"))
+    t.ok(rc == 2 and "--batch and --bulk exclude each other" in err,
+         "--batch with --bulk is a usage error", err)
+    rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "patients.map"), "--bulk-memory", "0",
+                       os.path.join(LEGACY, "patients.csv"))
+    t.ok(rc == 2 and "--bulk-memory takes" in err, "--bulk-memory 0 is a usage error", err)
     rc, _, err = s.imp("--mapping", os.path.join(LEGACY, "visits.map"),
                        os.path.join(LEGACY, "patients.csv"))
     t.ok(rc == 1 and "import stopped" in err, "a CSV given to an XML map stops with an error",
