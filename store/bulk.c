@@ -611,8 +611,9 @@ store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 	return 0;
 }
 
-size_t
-store_bulk_memory(const store_bulk_t *b)
+/* Bytes the puts in memory take. */
+static size_t
+bulk_memory(const store_bulk_t *b)
 {
 	const bulk_mem_t *m = b->cur;
 
@@ -623,7 +624,7 @@ store_bulk_memory(const store_bulk_t *b)
 bool
 store_bulk_memory_full(const store_bulk_t *b)
 {
-	return store_bulk_memory(b) >= b->mem_max;
+	return bulk_memory(b) >= b->mem_max;
 }
 
 uint64_t

@@ -209,8 +209,7 @@ int store_bulk_open(store_t *s, const char *name, size_t mem_bytes, unsigned res
  * the load's applies). -FG_EINVAL/-FG_ETOOBIG for what store_res_put would refuse; after
  * another failure the loader is unusable (free it). */
 int store_bulk_add(store_bulk_t *b, const store_res_put_t *p);
-/* Bytes the puts in memory take; true when they reached the budget (time to sync). */
-size_t store_bulk_memory(const store_bulk_t *b);
+/* True when the puts in memory reached the budget (time to sync or spill). */
 bool store_bulk_memory_full(const store_bulk_t *b);
 /* Puts added (resumed runs included). */
 uint64_t store_bulk_count(const store_bulk_t *b);
