@@ -276,38 +276,79 @@ bulk_ent_qcmp(const void *a, const void *b)
 	return bulk_ent_cmp(x->rec, y->rec);
 }
 
-/* Sorts one group's entries: a least-significant-byte radix sort on the first 8 bytes of the
- * value (stable; passes where every entry has the same byte are skipped), then each run of
- * entries with the same first 8 bytes with qsort and the full comparison. Several times
- * faster than qsort alone on a million entries (fewer comparisons, sequential moves). */
+/* Byte k of an entry's radix key, least significant first: c (the first 4 bytes of the id,
+ * when the whole value is in a and b, else 0), the value's length up to 16 (17 beyond), b, a.
+ * Ordered by that key, entries are in bulk_ent_qcmp's order up to ties, which it then settles:
+ * with equal a and b, a value of up to 16 bytes is a prefix of a longer one (shorter first),
+ * two such values of one length are equal (then the id decides), and two longer ones are
+ * compared in full. */
+#define BULK_RADIX_BYTES 21
+
+static unsigned
+bulk_ent_byte(const bulk_ent_t *e, unsigned k)
+{
+	if (k < 4)
+		return e->vlen <= 16 ? (e->c >> (8 * k)) & 0xff : 0;
+	if (k == 4)
+		return e->vlen <= 16 ? e->vlen : 17;
+	if (k < 13)
+		return (unsigned)(e->b >> (8 * (k - 5))) & 0xff;
+	return (unsigned)(e->a >> (8 * (k - 13))) & 0xff;
+}
+
+static bool
+bulk_ent_radix_eq(const bulk_ent_t *x, const bulk_ent_t *y)
+{
+	return x->a == y->a && x->b == y->b &&
+	       (x->vlen <= 16 ? x->vlen : 17) == (y->vlen <= 16 ? y->vlen : 17) &&
+	       (x->vlen > 16 || x->c == y->c);
+}
+
+/* Sorts one group's entries: a least-significant-byte radix sort on the key above (stable;
+ * the byte positions where every entry has the same byte are skipped, so a group of few
+ * distinct values or of short ones costs few passes), then each run of entries with the same
+ * key with qsort and the full comparison. Groups of many equal values (gender, a common
+ * prefix of phone numbers, every _lastUpdated of one load) are ordered by id in the passes
+ * instead of by qsort. */
 static void
 bulk_ents_sort(bulk_ent_t *e, size_t n)
 {
+	size_t(*count)[256];
 	bulk_ent_t *tmp, *src = e, *dst;
 
 	if (n < 1024) {
 		qsort(e, n, sizeof(*e), bulk_ent_qcmp);
 		return;
 	}
+	count = xcalloc(BULK_RADIX_BYTES, sizeof(*count));
+	for (size_t i = 0; i < n; i++) {
+		uint32_t c = e[i].vlen <= 16 ? e[i].c : 0;
+
+		for (unsigned k = 0; k < 4; k++)
+			count[k][(c >> (8 * k)) & 0xff]++;
+		count[4][e[i].vlen <= 16 ? e[i].vlen : 17]++;
+		for (unsigned k = 0; k < 8; k++) {
+			count[5 + k][(e[i].b >> (8 * k)) & 0xff]++;
+			count[13 + k][(e[i].a >> (8 * k)) & 0xff]++;
+		}
+	}
 	tmp = xreallocarray(NULL, n, sizeof(*tmp));
 	dst = tmp;
-	for (unsigned shift = 0; shift < 64; shift += 8) {
-		size_t count[256] = {0}, pos = 0;
+	for (unsigned k = 0; k < BULK_RADIX_BYTES; k++) {
+		size_t pos = 0;
 		bool one = false;
 
-		for (size_t i = 0; i < n; i++)
-			count[(src[i].a >> shift) & 0xff]++;
-		for (unsigned k = 0; k < 256; k++) {
-			size_t c = count[k];
+		for (unsigned v = 0; v < 256; v++) {
+			size_t c = count[k][v];
 
 			one |= c == n;
-			count[k] = pos;
+			count[k][v] = pos;
 			pos += c;
 		}
 		if (one)
 			continue;
 		for (size_t i = 0; i < n; i++)
-			dst[count[(src[i].a >> shift) & 0xff]++] = src[i];
+			dst[count[k][bulk_ent_byte(&src[i], k)]++] = src[i];
 		bulk_ent_t *x = src;
 		src = dst;
 		dst = x;
@@ -315,8 +356,9 @@ bulk_ents_sort(bulk_ent_t *e, size_t n)
 	if (src != e)
 		memcpy(e, src, n * sizeof(*e));
 	free(tmp);
+	free(count);
 	for (size_t i = 0, j; i < n; i = j) {
-		for (j = i + 1; j < n && e[j].a == e[i].a; j++)
+		for (j = i + 1; j < n && bulk_ent_radix_eq(&e[j], &e[i]); j++)
 			;
 		if (j - i > 1)
 			qsort(e + i, j - i, sizeof(*e), bulk_ent_qcmp);

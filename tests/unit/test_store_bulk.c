@@ -349,6 +349,158 @@ test_large(void **state)
 	assert_same(f);
 }
 
+/* Whether the run file at path has its puts in (res key, ordinal) order and its index entries
+ * in (idx key, id, ordinal) order, keys and ids bytewise with the shorter first on a tie (as
+ * LMDB orders them), read with the format of store/bulk.c. */
+static int
+bytes_cmp(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen)
+{
+	int r = memcmp(a, b, alen < blen ? alen : blen);
+
+	return r != 0 ? r : (alen > blen) - (alen < blen);
+}
+
+static uint64_t
+be_read(const unsigned char *p, size_t n)
+{
+	uint64_t v = 0;
+
+	for (size_t i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static size_t
+run_sorted(const char *path, uint64_t *nents)
+{
+	FILE *fp = fopen(path, "rb");
+	unsigned char *d, *p, *end, *prev = NULL;
+	size_t len, bad = 0;
+	uint64_t nputs;
+
+	assert_non_null(fp);
+	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+	len = (size_t)ftell(fp);
+	rewind(fp);
+	d = malloc(len);
+	assert_non_null(d);
+	assert_int_equal(fread(d, 1, len, fp), len);
+	fclose(fp);
+	assert_memory_equal(d, "FGBULK1\n", 8);
+	nputs = be_read(d + 8, 8);
+	*nents = be_read(d + 16, 8);
+	p = d + 40;
+	end = p + be_read(d + 32, 8);
+	for (uint64_t i = 0; i < nputs; i++, prev = p, p += be_read(p, 4)) {
+		int r;
+
+		if (prev == NULL)
+			continue;
+		r = bytes_cmp(prev + 14, be_read(prev + 12, 2), p + 14, be_read(p + 12, 2));
+		bad += r > 0 || (r == 0 && be_read(prev + 4, 8) >= be_read(p + 4, 8));
+	}
+	assert_ptr_equal(p, end);
+	prev = NULL;
+	end = d + len;
+	for (uint64_t i = 0; i < *nents; i++) {
+		size_t kl = be_read(p, 2), il = be_read(p + 2 + kl, 2);
+
+		if (prev != NULL) {
+			size_t pk = be_read(prev, 2), pi = be_read(prev + 2 + pk, 2);
+			int r = bytes_cmp(prev + 2, pk, p + 2, kl);
+
+			if (r == 0)
+				r = bytes_cmp(prev + 4 + pk, pi, p + 4 + kl, il);
+			if (r == 0)
+				r = be_read(prev + 4 + pk + pi, 8) < be_read(p + 4 + kl + il, 8)
+					? -1
+					: 1;
+			bad += r > 0;
+		}
+		prev = p;
+		p += 2 + kl + 2 + il + 8;
+	}
+	assert_ptr_equal(p, end);
+	free(d);
+	return bad;
+}
+
+/* Index values that make the sort work: many equal ones, values that share their first 8 or
+ * 16 bytes, values that are prefixes of others (with zero bytes after, as in the binary date
+ * bounds), values of exactly 16 and 17 bytes; ids that share their first 4 bytes. A run file
+ * of them is in order, and loads as the same puts one by one. */
+static void
+test_sort_order(void **state)
+{
+	/* a prefix, and whether a number follows it */
+	static const struct {
+		const char *prefix;
+		bool num;
+	} shapes[] = {{"same", false},
+		      {"+1 555 000", true},
+		      {"0123456789abcdef", false},
+		      {"0123456789abcdef", true},
+		      {"0123456789abcde", true},
+		      {"01234567", true},
+		      {"x", false},
+		      {"x\1", true},
+		      {"a-long-value-with-a-common-start-", true},
+		      {"0123456789abcdef0123456789abcdef-", true}};
+	fixture_t *f = *state;
+	store_bulk_t *b;
+	store_txn_t *t;
+	store_res_result_t r;
+	unsigned runs;
+	uint64_t nents;
+	char path[400];
+
+	assert_int_equal(store_txn_begin(f->one, true, &t), 0);
+	assert_int_equal(store_bulk_open(f->bulk, "order", 0, 0, &b), 0);
+	for (unsigned i = 0; i < 5000; i++) {
+		char id[32], body[64], v[4][64];
+		size_t vlen[4];
+		store_idx_entry_t e[4];
+		store_res_put_t p;
+
+		/* 16 resources share each 4-byte id prefix */
+		snprintf(id, sizeof(id), "abc%c%05u", 'a' + i % 16, i);
+		snprintf(body, sizeof(body), "{\"i\":%u}", i);
+		for (unsigned c = 0; c < 4; c++) {
+			unsigned k = (i * (c + 1) + c) % 10;
+
+			if (shapes[k].num)
+				vlen[c] = (size_t)snprintf(v[c], sizeof(v[c]), "%s%u",
+							   shapes[k].prefix, (i * 7919u) % 1000);
+			else
+				vlen[c] =
+				    (size_t)snprintf(v[c], sizeof(v[c]), "%s", shapes[k].prefix);
+			/* zero bytes after a prefix of another value */
+			if (c == 3 && i % 3 == 0) {
+				memset(v[c] + vlen[c], 0, 1 + i % 9);
+				vlen[c] += 1 + i % 9;
+			}
+			e[c] = (store_idx_entry_t){slice_cstr(codes[c]), {v[c], vlen[c]}};
+		}
+		p = (store_res_put_t){.type = slice_cstr("Patient"),
+				      .id = slice_cstr(id),
+				      .body = slice_cstr(body),
+				      .entries = e,
+				      .n_entries = 4,
+				      .now_ns = 1000};
+		assert_int_equal(store_res_put(t, &p, &r), 0);
+		assert_int_equal(store_bulk_add(b, &p), 0);
+	}
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(store_bulk_sync(b, &runs), 0);
+	assert_int_equal(runs, 1);
+	snprintf(path, sizeof(path), "%s/bulk/bulk-order/run-000000", f->dir);
+	assert_int_equal(run_sorted(path, &nents), 0);
+	assert_int_equal(nents, 5000 * 4);
+	load(b, f->bulk, NULL, NULL);
+	store_bulk_free(b, true);
+	assert_same(f);
+}
+
 /* A run file damaged on disk is refused when a resumed load would adopt it. */
 static void
 test_damaged_run(void **state)
@@ -414,7 +566,8 @@ int
 main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-	const struct CMUnitTest tests[] = {T(test_equivalent), T(test_resume), T(test_large),
+	const struct CMUnitTest tests[] = {T(test_equivalent),  T(test_resume),
+					   T(test_large),       T(test_sort_order),
 					   T(test_damaged_run), T(test_refused)};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
