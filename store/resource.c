@@ -501,15 +501,16 @@ static int
 store_idx_apply(store_txn_t *t, slice_t type, slice_t id, const store_idx_entry_t *e, bool put)
 {
 	unsigned char kb[STORE_KEY_MAX];
-	MDB_val k = store_idx_key(kb, type, e->code, e->value), v = {id.len, (void *)id.ptr};
+	MDB_val k, v = {id.len, (void *)id.ptr};
 	int rc;
 
 	if (put && t->idx_deferred)
 		return 0;
+	k = store_idx_key(kb, type, e->code, e->value);
 	if (put)
-		rc = mdb_put(t->txn, t->s->dbi[STORE_DB_IDX], &k, &v, MDB_NODUPDATA);
+		rc = store_cursor_put(t, STORE_DB_IDX, &k, &v, MDB_NODUPDATA);
 	else
-		rc = mdb_del(t->txn, t->s->dbi[STORE_DB_IDX], &k, &v);
+		rc = store_cursor_del(t, STORE_DB_IDX, &k, &v);
 	if (rc != 0 && rc != MDB_KEYEXIST && rc != MDB_NOTFOUND)
 		return store_txn_fail(t, store_mdb_fail("idx", rc));
 	return 0;
@@ -543,7 +544,7 @@ store_idx_replace(store_txn_t *t, slice_t type, slice_t id, const store_idx_entr
 		if (m == 0 || store_entry_cmp(&sorted[m - 1], &sorted[j]) != 0)
 			sorted[m++] = sorted[j];
 
-	rc = mdb_get(t->txn, t->s->dbi[STORE_DB_IDXREV], &k, &v);
+	rc = store_cursor_get(t, STORE_DB_IDXREV, &k, &v);
 	if (rc == MDB_NOTFOUND) {
 		v.mv_size = 0;
 	} else if (rc != 0) {
@@ -587,12 +588,12 @@ store_idx_replace(store_txn_t *t, slice_t type, slice_t id, const store_idx_entr
 	if (!changed)
 		goto done;
 	if (m == 0) {
-		rc = mdb_del(t->txn, t->s->dbi[STORE_DB_IDXREV], &k, NULL);
+		rc = store_cursor_del(t, STORE_DB_IDXREV, &k, NULL);
 	} else {
 		for (i = 0; i < m; i++)
 			len += 4 + sorted[i]->code.len + sorted[i]->value.len;
 		v = (MDB_val){len, NULL};
-		rc = mdb_put(t->txn, t->s->dbi[STORE_DB_IDXREV], &k, &v, MDB_RESERVE);
+		rc = store_cursor_put(t, STORE_DB_IDXREV, &k, &v, MDB_RESERVE);
 		if (rc == 0) {
 			w = v.mv_data;
 			*w++ = STORE_IDXREV_FORMAT;
@@ -673,7 +674,7 @@ store_res_write(store_txn_t *t, slice_t type, slice_t id, uint32_t prev, bool wa
 	k = store_ver_key(kb, type, id, version);
 	v = (MDB_val){STORE_VER_HEAD + body.len, NULL};
 	/* RESERVE: the body is copied straight into the map; NOOVERWRITE: a version is forever. */
-	rc = mdb_put(t->txn, t->s->dbi[STORE_DB_VER], &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+	rc = store_cursor_put(t, STORE_DB_VER, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
 	if (rc != 0)
 		return store_txn_fail(t, store_mdb_fail("ver put", rc));
 	p = v.mv_data;
@@ -689,13 +690,13 @@ store_res_write(store_txn_t *t, slice_t type, slice_t id, uint32_t prev, bool wa
 	store_be32_put(rb + 2, version);
 	store_be64_put(rb + 6, ns);
 	v = (MDB_val){sizeof(rb), rb};
-	rc = mdb_put(t->txn, t->s->dbi[STORE_DB_RES], &k, &v, 0);
+	rc = store_cursor_put(t, STORE_DB_RES, &k, &v, 0);
 	if (rc != 0)
 		return store_txn_fail(t, store_mdb_fail("res put", rc));
 
 	k = store_seq_key(kb, seq);
 	v = (MDB_val){STORE_HIST_HEAD + 2 + type.len + id.len, NULL};
-	rc = mdb_put(t->txn, t->s->dbi[STORE_DB_HIST], &k, &v, MDB_APPEND | MDB_RESERVE);
+	rc = store_cursor_put(t, STORE_DB_HIST, &k, &v, MDB_APPEND | MDB_RESERVE);
 	if (rc != 0)
 		return store_txn_fail(t, store_mdb_fail("hist put", rc));
 	p = v.mv_data;
@@ -711,7 +712,7 @@ store_res_write(store_txn_t *t, slice_t type, slice_t id, uint32_t prev, bool wa
 	store_be64_put(p, seq);
 	k = (MDB_val){(size_t)(p + 8 - kb), kb};
 	v = (MDB_val){0, kb}; /* empty, but not NULL: LMDB copies from it */
-	rc = mdb_put(t->txn, t->s->dbi[STORE_DB_HISTTYPE], &k, &v, 0);
+	rc = store_cursor_put(t, STORE_DB_HISTTYPE, &k, &v, 0);
 	if (rc != 0)
 		return store_txn_fail(t, store_mdb_fail("histtype put", rc));
 

@@ -441,6 +441,49 @@ store_cursor(store_txn_t *t, int db, MDB_cursor **out)
 	return 0;
 }
 
+/* The cursor on db, opened on first use: LMDB's code. */
+static int
+store_cursor_raw(store_txn_t *t, int db, MDB_cursor **c)
+{
+	int rc = 0;
+
+	if (t->cur[db] == NULL && (rc = mdb_cursor_open(t->txn, t->s->dbi[db], &t->cur[db])) != 0)
+		t->cur[db] = NULL;
+	*c = t->cur[db];
+	return rc;
+}
+
+int
+store_cursor_put(store_txn_t *t, int db, MDB_val *k, MDB_val *v, unsigned flags)
+{
+	MDB_cursor *c;
+	int rc = store_cursor_raw(t, db, &c);
+
+	return rc != 0 ? rc : mdb_cursor_put(c, k, v, flags);
+}
+
+int
+store_cursor_get(store_txn_t *t, int db, MDB_val *k, MDB_val *v)
+{
+	MDB_cursor *c;
+	int rc = store_cursor_raw(t, db, &c);
+
+	return rc != 0 ? rc : mdb_cursor_get(c, k, v, MDB_SET);
+}
+
+int
+store_cursor_del(store_txn_t *t, int db, MDB_val *k, MDB_val *v)
+{
+	MDB_cursor *c;
+	MDB_val d = v != NULL ? *v : (MDB_val){0, NULL};
+	int rc = store_cursor_raw(t, db, &c);
+
+	if (rc == 0)
+		rc = mdb_cursor_get(c, k, &d, v != NULL ? MDB_GET_BOTH : MDB_SET);
+	/* NODUPDATA: every duplicate of the key when no data names one */
+	return rc != 0 ? rc : mdb_cursor_del(c, v != NULL ? 0 : MDB_NODUPDATA);
+}
+
 void
 store_cursors_close(store_txn_t *t)
 {

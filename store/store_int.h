@@ -99,6 +99,13 @@ int store_txn_fail(store_txn_t *t, int err);
 int store_txn_check(store_txn_t *t, bool write, const char *op);
 /* The transaction's cursor on db for point lookups (see cur above): 0 or a failure. */
 int store_cursor(store_txn_t *t, int db, MDB_cursor **out);
+/* Point writes through the transaction's cursor on db (LMDB keeps its place, so a write next to
+ * the last one needs no descent from the root): as mdb_put and mdb_del (data NULL: the key),
+ * returning LMDB's code. */
+int store_cursor_put(store_txn_t *t, int db, MDB_val *k, MDB_val *v, unsigned flags);
+int store_cursor_del(store_txn_t *t, int db, MDB_val *k, MDB_val *v);
+/* As mdb_get through the transaction's cursor on db (k is left as it was). */
+int store_cursor_get(store_txn_t *t, int db, MDB_val *k, MDB_val *v);
 /* Closes the cached cursors (before the transaction ends). */
 void store_cursors_close(store_txn_t *t);
 
