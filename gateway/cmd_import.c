@@ -381,10 +381,13 @@ cmd_import(int argc, char **argv)
 			fprintf(
 			    stderr,
 			    "%s: read %.2fs map %.2fs store %.2fs (%llu transactions; bulk loads "
-			    "%.2fs)\n",
+			    "%.2fs: waiting for the last run %.2fs, resources %.2fs, index %.2fs, "
+			    "commit %.2fs)\n",
 			    argv[i], (double)st.read_ns / 1e9, (double)st.map_ns / 1e9,
 			    (double)st.store_ns / 1e9, (unsigned long long)st.batches,
-			    (double)st.load_ns / 1e9);
+			    (double)st.load_ns / 1e9, (double)st.load_wait_ns / 1e9,
+			    (double)st.load_res_ns / 1e9, (double)st.load_idx_ns / 1e9,
+			    (double)st.load_commit_ns / 1e9);
 		ui.start_ns = time_mono_ns();
 	}
 	if (!o.dry_run) {

@@ -497,7 +497,8 @@ static int
 import_bulk_load(import_t *im, bool done)
 {
 	import_commit_t j = {.im = im};
-	uint64_t t0 = time_mono_ns();
+	uint64_t t0 = time_mono_ns(), t1;
+	store_bulk_timings_t bt;
 	buf_t v = BUF_INIT;
 	int rc;
 
@@ -524,10 +525,16 @@ import_bulk_load(import_t *im, bool done)
 		rc = store_checkpoint_put(j.t, slice_cstr(im->ckname), buf_slice(&v));
 	}
 	buf_free(&v);
+	t1 = time_mono_ns();
 	if (rc == 0)
 		rc = store_txn_commit(j.t);
 	else
 		store_txn_abort(j.t);
+	im->st->load_commit_ns += time_mono_ns() - t1;
+	store_bulk_timings(im->bulk, &bt);
+	im->st->load_wait_ns += bt.wait_ns;
+	im->st->load_res_ns += bt.res_ns;
+	im->st->load_idx_ns += bt.idx_ns;
 	score_hook_txn_done();
 	im->st->loading = 0;
 	if (rc < 0) {

@@ -32,6 +32,8 @@ typedef struct {
 	 * storing (transactions, commits included) */
 	uint64_t read_ns, map_ns, store_ns;
 	uint64_t load_ns; /* of store_ns: the bulk loads' transactions (merge, writes, commit) */
+	/* of load_ns: waiting for the last run file, the resource and index passes, the commits */
+	uint64_t load_wait_ns, load_res_ns, load_idx_ns, load_commit_ns;
 	uint64_t loading; /* records a bulk load is writing now (0: none); progress shows it */
 } import_stats_t;
 

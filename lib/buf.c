@@ -54,6 +54,19 @@ buf_reserve(buf_t *b, size_t extra)
 	return 0;
 }
 
+char *
+buf_room(buf_t *b, size_t extra)
+{
+	return buf_reserve(b, extra) < 0 ? NULL : b->data + b->len;
+}
+
+void
+buf_added(buf_t *b, size_t n)
+{
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
 int
 buf_append(buf_t *b, const void *p, size_t len)
 {

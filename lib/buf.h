@@ -36,6 +36,11 @@ int buf_append_be64(buf_t *b, uint64_t v);
 int buf_append_be32(buf_t *b, uint32_t v);
 /* A length-prefixed (u16 big-endian) string; -FG_ETOOBIG when longer than 65535. */
 int buf_append_lpstr(buf_t *b, slice_t s);
+/* Room for extra more bytes past len: where they go (write them, then buf_added), or NULL past
+ * the cap. For a record written in place instead of appended piece by piece. */
+char *buf_room(buf_t *b, size_t extra);
+/* The n bytes written at buf_room's pointer become part of the buffer. */
+void buf_added(buf_t *b, size_t n);
 /* Removes the first n bytes. */
 void buf_consume(buf_t *b, size_t n);
 /* Hands the data to the caller (caller owns, free()), leaving b empty. */

@@ -46,6 +46,7 @@
 
 #include "lib/buf.h"
 #include "lib/err.h"
+#include "lib/timeutil.h"
 #include "lib/xalloc.h"
 #include "store/store.h"
 #include "store/store_int.h"
@@ -132,6 +133,7 @@ struct store_bulk {
 	bulk_run_t *runs;
 	unsigned nruns;
 	uint64_t run_bytes; /* bytes of the run files */
+	store_bulk_timings_t timings;
 };
 
 static int
@@ -569,9 +571,10 @@ bulk_offs_push(bulk_offs_t *o, size_t off)
 int
 store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 {
-	unsigned char kb[STORE_KEY_MAX];
-	size_t groups[2 * 64], *g = groups, *order = groups + 64, len;
+	size_t groups[3 * 64], *g = groups, *order = groups + 64, *eoff = groups + 128, len, elen;
+	size_t idlen = p->id.len;
 	bulk_mem_t *m = b->cur;
+	unsigned char *w, *e;
 	int rc;
 
 	if ((rc = store_res_put_valid(b->s, p, "bulk add")) < 0)
@@ -581,19 +584,52 @@ store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 				BULK_MAX_ENTRIES);
 		return -FG_EINVAL;
 	}
-	len = 12 + 2 + 2 + p->type.len + p->id.len + 4 + p->body.len + 2;
-	for (size_t i = 0; i < p->n_entries; i++)
-		len += 4 + p->entries[i].code.len + p->entries[i].value.len;
+	/* the put's record and its entries' records, written in place below */
+	len = 12 + 2 + 2 + p->type.len + idlen + 4 + p->body.len + 2;
+	elen = 0;
+	for (size_t i = 0; i < p->n_entries; i++) {
+		size_t cv = p->entries[i].code.len + p->entries[i].value.len;
+
+		len += 4 + cv;
+		elen += 2 + 4 + p->type.len + cv + 2 + idlen + 8;
+	}
 	if (len > UINT32_MAX) {
 		store_error_set("bulk add: resource too large");
 		return -FG_ETOOBIG;
 	}
-	/* every entry's group first, so that a refusal leaves nothing half added */
 	if (p->n_entries > 64) {
-		g = xreallocarray(NULL, 2 * p->n_entries, sizeof(*g));
+		g = xreallocarray(NULL, 3 * p->n_entries, sizeof(*g));
 		order = g + p->n_entries;
+		eoff = g + 2 * p->n_entries;
 	}
-	/* insertion sort: a resource has a few dozen entries at most */
+	/* The entries' records past the end of ebytes, and each one's group: a refusal (too many
+	 * groups) leaves ebytes as it was. */
+	e = (unsigned char *)buf_room(&m->ebytes, elen); /* no cap: never NULL */
+	w = e;
+	for (size_t i = 0; i < p->n_entries; i++) {
+		unsigned char *k = w + 2;
+		size_t klen = store_idx_key(k, p->type, p->entries[i].code, p->entries[i].value)
+				  .mv_size;
+
+		eoff[i] = m->ebytes.len + (size_t)(w - e);
+		store_be16_put(w, (uint16_t)klen);
+		if ((g[i] = bulk_group(b, k)) == SIZE_MAX) {
+			store_error_set("bulk add: more than %d search parameters",
+					BULK_MAX_GROUPS);
+			if (g != groups)
+				free(g);
+			return -FG_ETOOBIG;
+		}
+		w = store_lpstr_put(k + klen, p->id);
+		store_be64_put(w, b->next_ordinal);
+		w += 8;
+	}
+	for (size_t i = 0; i < p->n_entries; i++)
+		bulk_offs_push(&m->ents[g[i]], eoff[i]);
+	buf_added(&m->ebytes, elen);
+	m->nents += p->n_entries;
+
+	/* insertion sort: a resource has a few dozen entries at most, usually in order */
 	for (size_t i = 0; i < p->n_entries; i++) {
 		size_t j = i;
 
@@ -601,52 +637,25 @@ store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 			order[j] = order[j - 1];
 		order[j] = i;
 	}
-	for (size_t i = 0; i < p->n_entries; i++) {
-		MDB_val k = store_idx_key(kb, p->type, p->entries[i].code, p->entries[i].value);
-
-		if ((g[i] = bulk_group(b, k.mv_data)) == SIZE_MAX) {
-			store_error_set("bulk add: more than %d search parameters",
-					BULK_MAX_GROUPS);
-			if (g != groups)
-				free(g);
-			return -FG_ETOOBIG;
-		}
-	}
 	if (m->puts.n == 0)
 		m->first = b->next_ordinal;
 	bulk_offs_push(&m->puts, m->pbytes.len);
-	buf_append_be32(&m->pbytes, (uint32_t)len);
-	buf_append_be64(&m->pbytes, b->next_ordinal);
-	store_be16_put(kb, (uint16_t)(2 + p->type.len + p->id.len));
-	buf_append(&m->pbytes, kb, 2);
-	buf_append_lpstr(&m->pbytes, p->type);
-	buf_append_slice(&m->pbytes, p->id);
-	buf_append_be32(&m->pbytes, (uint32_t)p->body.len);
-	buf_append_slice(&m->pbytes, p->body);
-	store_be16_put(kb, (uint16_t)p->n_entries);
-	buf_append(&m->pbytes, kb, 2);
+	w = (unsigned char *)buf_room(&m->pbytes, len);
+	store_be32_put(w, (uint32_t)len);
+	store_be64_put(w + 4, b->next_ordinal);
+	store_be16_put(w + 12, (uint16_t)(2 + p->type.len + idlen));
+	w = store_bytes_put(store_lpstr_put(w + 14, p->type), p->id);
+	store_be32_put(w, (uint32_t)p->body.len);
+	w = store_bytes_put(w + 4, p->body);
+	store_be16_put(w, (uint16_t)p->n_entries);
+	w += 2;
 	/* in (code, value) order, as the load's store_res_put wants them (it then need not sort) */
 	for (size_t i = 0; i < p->n_entries; i++) {
-		const store_idx_entry_t *e = &p->entries[order[i]];
+		const store_idx_entry_t *en = &p->entries[order[i]];
 
-		buf_append_lpstr(&m->pbytes, e->code);
-		buf_append_lpstr(&m->pbytes, e->value);
+		w = store_lpstr_put(store_lpstr_put(w, en->code), en->value);
 	}
-	for (size_t i = 0; i < p->n_entries; i++) {
-		MDB_val k = store_idx_key(kb, p->type, p->entries[i].code, p->entries[i].value);
-		unsigned char tail[8];
-
-		bulk_offs_push(&m->ents[g[i]], m->ebytes.len);
-		m->nents++;
-		store_be16_put(tail, (uint16_t)k.mv_size);
-		buf_append(&m->ebytes, tail, 2);
-		buf_append(&m->ebytes, k.mv_data, k.mv_size);
-		store_be16_put(tail, (uint16_t)p->id.len);
-		buf_append(&m->ebytes, tail, 2);
-		buf_append(&m->ebytes, p->id.ptr, p->id.len);
-		store_be64_put(tail, b->next_ordinal);
-		buf_append(&m->ebytes, tail, 8);
-	}
+	buf_added(&m->pbytes, len);
 	if (g != groups)
 		free(g);
 	b->next_ordinal++;
@@ -1143,11 +1152,15 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 	uint64_t written_ord = 0, written = 0;
 	bool have_written = false;
 	MDB_cursor *c = NULL;
+	uint64_t t0;
 	int rc;
 
 	if ((rc = store_txn_check(t, true, "bulk load")) < 0)
 		goto out;
-	if ((rc = store_bulk_spill_wait(b, NULL)) < 0) {
+	t0 = time_mono_ns();
+	rc = store_bulk_spill_wait(b, NULL);
+	b->timings.wait_ns += time_mono_ns() - t0;
+	if (rc < 0) {
 		store_txn_fail(t, rc);
 		goto out;
 	}
@@ -1163,6 +1176,7 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 	bulk_mem_sort(b, b->cur, b->ngroups, &puts, &ents);
 
 	/* The resource pass. */
+	t0 = time_mono_ns();
 	bulk_srcs(b, src, puts, ents, false);
 	bulk_feed_start(&feed, src, b->nruns + 1, false);
 	feeding = true;
@@ -1219,10 +1233,12 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 	t->nborn = 0;
 	bulk_feed_end(&feed);
 	feeding = false;
+	b->timings.res_ns += time_mono_ns() - t0;
 	if (rc < 0 || written == 0)
 		goto out; /* nothing written (a file imported again): no entry to add */
 
 	/* The index pass. */
+	t0 = time_mono_ns();
 	if ((rc = store_cursor(t, STORE_DB_IDX, &c)) < 0)
 		goto out;
 	bulk_srcs(b, src, puts, ents, true);
@@ -1242,6 +1258,7 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 		}
 		rc = 0;
 	}
+	b->timings.idx_ns += time_mono_ns() - t0;
 out:
 	if (feeding)
 		bulk_feed_end(&feed);
@@ -1251,6 +1268,12 @@ out:
 	free(puts);
 	free(ents);
 	return rc;
+}
+
+void
+store_bulk_timings(const store_bulk_t *b, store_bulk_timings_t *out)
+{
+	*out = b->timings;
 }
 
 void

@@ -429,6 +429,12 @@ run_sorted(const char *path, uint64_t *nents)
  * 16 bytes, values that are prefixes of others (with zero bytes after, as in the binary date
  * bounds), values of exactly 16 and 17 bytes; ids that share their first 4 bytes. A run file
  * of them is in order, and loads as the same puts one by one. */
+#define LONG_TAIL                                                                               \
+	"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234" \
+	"5678901234567890123456789012345678901234567890123456789012345678901234567890123456789" \
+	"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234" \
+	"56789"
+
 static void
 test_sort_order(void **state)
 {
@@ -445,7 +451,9 @@ test_sort_order(void **state)
 		      {"x", false},
 		      {"x\1", true},
 		      {"a-long-value-with-a-common-start-", true},
-		      {"0123456789abcdef0123456789abcdef-", true}};
+		      {"0123456789abcdef0123456789abcdef-", true},
+		      /* a key over 255 bytes: its length's high byte is not 0 */
+		      {"a-value-of-300-bytes-" LONG_TAIL, true}};
 	fixture_t *f = *state;
 	store_bulk_t *b;
 	store_txn_t *t;
@@ -457,7 +465,7 @@ test_sort_order(void **state)
 	assert_int_equal(store_txn_begin(f->one, true, &t), 0);
 	assert_int_equal(store_bulk_open(f->bulk, "order", 0, 0, &b), 0);
 	for (unsigned i = 0; i < 5000; i++) {
-		char id[32], body[64], v[4][64];
+		char id[32], body[64], v[4][400];
 		size_t vlen[4];
 		store_idx_entry_t e[4];
 		store_res_put_t p;
@@ -466,7 +474,7 @@ test_sort_order(void **state)
 		snprintf(id, sizeof(id), "abc%c%05u", 'a' + i % 16, i);
 		snprintf(body, sizeof(body), "{\"i\":%u}", i);
 		for (unsigned c = 0; c < 4; c++) {
-			unsigned k = (i * (c + 1) + c) % 10;
+			unsigned k = (i * (c + 1) + c) % 11;
 
 			if (shapes[k].num)
 				vlen[c] = (size_t)snprintf(v[c], sizeof(v[c]), "%s%u",
