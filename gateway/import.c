@@ -498,7 +498,7 @@ import_bulk_load(import_t *im, bool done)
 {
 	import_commit_t j = {.im = im};
 	uint64_t t0 = time_mono_ns(), t1;
-	store_bulk_timings_t bt;
+	store_bulk_stats_t bt;
 	buf_t v = BUF_INIT;
 	int rc;
 
@@ -531,10 +531,10 @@ import_bulk_load(import_t *im, bool done)
 	else
 		store_txn_abort(j.t);
 	im->st->load_commit_ns += time_mono_ns() - t1;
-	store_bulk_timings(im->bulk, &bt);
+	store_bulk_stats(im->bulk, &bt);
 	im->st->load_wait_ns += bt.wait_ns;
 	im->st->load_res_ns += bt.res_ns;
-	im->st->load_idx_ns += bt.idx_ns;
+	im->st->load_idx_ns += bt.collect_wait_ns + bt.idx_ns;
 	score_hook_txn_done();
 	im->st->loading = 0;
 	if (rc < 0) {

@@ -227,12 +227,14 @@ int store_bulk_spill_wait(store_bulk_t *b, unsigned *nruns);
 typedef int (*store_bulk_cb)(void *ctx, const store_res_put_t *p, const store_res_result_t *r);
 /* Makes every put added in t, with lastUpdated now_ns (raised as for store_res_put). */
 int store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb cb, void *ctx);
-/* Where a load's time went (monotonic ns, summed over the loads of b): waiting for the run
- * file being written when it began, the resource pass, the index pass. */
+/* What a loader's loads did (summed over them): monotonic ns waiting for the run file being
+ * written when a load began, in the resource pass, waiting for the entries' sort after it, in
+ * the index pass; and entries found out of order after the sort (a self-check: 0). */
 typedef struct {
-	uint64_t wait_ns, res_ns, idx_ns;
-} store_bulk_timings_t;
-void store_bulk_timings(const store_bulk_t *b, store_bulk_timings_t *out);
+	uint64_t wait_ns, res_ns, collect_wait_ns, idx_ns;
+	uint64_t unsorted;
+} store_bulk_stats_t;
+void store_bulk_stats(const store_bulk_t *b, store_bulk_stats_t *out);
 /* Accepts NULL. remove_files: delete the run files and folder (after the load committed, or to
  * give up). */
 void store_bulk_free(store_bulk_t *b, bool remove_files);

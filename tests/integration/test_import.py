@@ -208,32 +208,35 @@ def new_runs(s, since):
 
 def run_file_sorted(path):
     """Whether a bulk loader run file (store/bulk.c) is whole and in the order LMDB wants:
-    puts by res key then ordinal, entries by idx key, id, ordinal (bytewise, shorter first,
-    as Python compares bytes)."""
+    puts by res key then ordinal, each put's index entries by code then value (bytewise,
+    shorter first, as Python compares bytes), as many as the header says."""
     with open(path, "rb") as f:
         d = f.read()
-    if d[:8] != b"FGBULK1\n" or len(d) < 40:
+    if d[:8] != b"FGBULK2\n" or len(d) < 40:
         return False
     nputs, nents, _, put_bytes = struct.unpack_from(">QQQQ", d, 8)
-    p, prev = 40, None
+    p, prev, seen = 40, None, 0
     for _ in range(nputs):
         length, ordinal, kl = struct.unpack_from(">IQH", d, p)
         cur = (d[p + 14:p + 14 + kl], ordinal)
         if prev is not None and not prev < cur:
             return False
-        prev, p = cur, p + length
-    if p != 40 + put_bytes:
-        return False
-    prev = None
-    for _ in range(nents):
-        (kl,) = struct.unpack_from(">H", d, p)
-        (il,) = struct.unpack_from(">H", d, p + 2 + kl)
-        (ordinal,) = struct.unpack_from(">Q", d, p + 4 + kl + il)
-        cur = (d[p + 2:p + 2 + kl], d[p + 4 + kl:p + 4 + kl + il], ordinal)
-        if prev is not None and not prev <= cur:
+        q = p + 14 + kl
+        (bl,) = struct.unpack_from(">I", d, q)
+        q += 4 + bl
+        (n,) = struct.unpack_from(">H", d, q)
+        q += 2
+        entries = []
+        for _ in range(n):
+            (cl,) = struct.unpack_from(">H", d, q)
+            (vl,) = struct.unpack_from(">H", d, q + 2 + cl)
+            entries.append((d[q + 2:q + 2 + cl], d[q + 4 + cl:q + 4 + cl + vl]))
+            q += 4 + cl + vl
+        if q != p + length or entries != sorted(set(entries)):
             return False
-        prev, p = cur, p + 4 + kl + il + 8
-    return p == len(d)
+        seen += n
+        prev, p = cur, p + length
+    return p == 40 + put_bytes == len(d) and seen == nents
 
 
 def kill_resume(t, root, mode, rows):
