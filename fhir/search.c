@@ -46,14 +46,13 @@ typedef struct {
 static void
 fp_item_push(fp_run_t *r, const fhir_node_t *n, const fhir_type_t *t)
 {
-	if (n == NULL || fhir_node_kind(n) == FHIR_NULL)
-		return;
-	if (fhir_node_kind(n) == FHIR_ARRAY) {
-		size_t i;
-		fhir_node_t *it;
+	fhir_kind_t kind = n != NULL ? fhir_node_kind(n) : FHIR_NULL;
 
-		FHIR_ARRAY_FOREACH(n, i, it)
-			fp_item_push(r, it, t);
+	if (kind == FHIR_NULL)
+		return;
+	if (kind == FHIR_ARRAY) {
+		for (size_t i = 0, len = fhir_array_len(n); i < len; i++)
+			fp_item_push(r, fhir_array_at(n, i), t);
 		return;
 	}
 	if (r->n == r->cap)
@@ -153,7 +152,7 @@ fp_step(fp_run_t *r, fp_set_t in, const fp_stepdef_t *sd)
 			fp_item_push(r, fhir_object_get(it.n, name), fhir_meta_elem_type(it.t, e));
 			continue;
 		}
-		for (size_t k = 0; k < fhir_object_count(it.n); k++) {
+		for (size_t k = 0, nk = fhir_object_count(it.n); k < nk; k++) {
 			slice_t key = fhir_object_key_at(it.n, k);
 
 			if (key.len <= name.len || key.ptr[0] != name.ptr[0] ||
@@ -558,6 +557,12 @@ fp_plan_build(arena_t *a, const fhir_type_t *rt)
 	return p;
 }
 
+/* The data types the extractors look into, found with the plans (compared by address). */
+static struct {
+	const fhir_type_t *coding, *codeable_concept, *identifier, *contact_point, *human_name,
+	    *address, *period, *timing, *reference;
+} ix_types;
+
 /* The plans of every resource type, built once for the process. */
 static struct {
 	pthread_once_t once;
@@ -572,6 +577,15 @@ fp_cache_build(void)
 {
 	size_t n = fhir_meta_resource_count();
 
+	ix_types.coding = fhir_meta_type(SLICE_LIT("Coding"));
+	ix_types.codeable_concept = fhir_meta_type(SLICE_LIT("CodeableConcept"));
+	ix_types.identifier = fhir_meta_type(SLICE_LIT("Identifier"));
+	ix_types.contact_point = fhir_meta_type(SLICE_LIT("ContactPoint"));
+	ix_types.human_name = fhir_meta_type(SLICE_LIT("HumanName"));
+	ix_types.address = fhir_meta_type(SLICE_LIT("Address"));
+	ix_types.period = fhir_meta_type(SLICE_LIT("Period"));
+	ix_types.timing = fhir_meta_type(SLICE_LIT("Timing"));
+	ix_types.reference = fhir_meta_type(SLICE_LIT("Reference"));
 	fp_cache.a = arena_new(0);
 	fp_cache.types = arena_zalloc(fp_cache.a, (n ? n : 1) * sizeof(*fp_cache.types));
 	fp_cache.plans = arena_zalloc(fp_cache.a, (n ? n : 1) * sizeof(*fp_cache.plans));
@@ -686,7 +700,7 @@ fp_members_fill(fp_run_t *r, const fp_plan_t *p, uint32_t parent, fp_item_t it)
 {
 	const fp_node_t *pn = &p->nodes[parent];
 
-	for (size_t i = 0; i < fhir_object_count(it.n); i++) {
+	for (size_t i = 0, nm = fhir_object_count(it.n); i < nm; i++) {
 		const fp_member_t *m = fp_member_find(pn, fhir_object_key_at(it.n, i));
 		const fp_stepdef_t *sd;
 		uint32_t start = (uint32_t)r->n;
@@ -707,17 +721,17 @@ fp_members_fill(fp_run_t *r, const fp_plan_t *p, uint32_t parent, fp_item_t it)
 	}
 }
 
-/* The set of node k of plan p, computed on first use (after its parent's). */
-static fp_set_t
-fp_node_set(fp_run_t *r, const fp_plan_t *p, uint32_t k)
+static fp_set_t fp_node_set(fp_run_t *r, const fp_plan_t *p, uint32_t k);
+
+/* fp_node_set's work the first time: apart, so that the many calls that find the set done
+ * save no registers. */
+static __attribute__((noinline)) fp_set_t
+fp_node_compute(fp_run_t *r, const fp_plan_t *p, uint32_t k)
 {
 	const fp_node_t *n = &p->nodes[k];
-	fp_set_t in;
+	fp_set_t in = fp_node_set(r, p, n->parent);
 	uint32_t start;
 
-	if (r->sets[k].done)
-		return r->sets[k];
-	in = fp_node_set(r, p, n->parent);
 	if (in.n == 1 && p->nodes[n->parent].nmembers > 1 && n->op.kind == FP_OP_STEP &&
 	    n->op.step.elem != NULL && n->op.step.owner == r->v[in.start].t &&
 	    fhir_node_kind(r->v[in.start].n) == FHIR_OBJECT) {
@@ -730,6 +744,13 @@ fp_node_set(fp_run_t *r, const fp_plan_t *p, uint32_t k)
 		fp_op_run(r, &p->nodes[k].op, in);
 	r->sets[k] = (fp_set_t){start, (uint32_t)(r->n - start), true};
 	return r->sets[k];
+}
+
+/* The set of node k of plan p, computed on first use (after its parent's). */
+static inline fp_set_t
+fp_node_set(fp_run_t *r, const fp_plan_t *p, uint32_t k)
+{
+	return r->sets[k].done ? r->sets[k] : fp_node_compute(r, p, k);
 }
 
 bool
@@ -1009,6 +1030,10 @@ typedef struct {
 	bool full; /* also the entries a search derives from the resource (<code>.exact) */
 	fhir_idx_entry_t *v;
 	size_t n, cap;
+	/* The last strings normalized, by the address of their text: name, family, given and
+	 * phonetic normalize the same strings, as address and its parts do. */
+	slice_t norm_text[4], norm[4];
+	size_t nnorm; /* how many were normalized: the next goes to [nnorm % 4] */
 } ix_t;
 
 static void
@@ -1023,6 +1048,21 @@ ix_add(ix_t *x, slice_t code, slice_t value)
 	x->v[x->n++] = (fhir_idx_entry_t){code, value};
 }
 
+/* fhir_search_string_norm(x->a, s) for s (not empty) from the tree. */
+static slice_t
+ix_norm(ix_t *x, slice_t s)
+{
+	size_t n = sizeof(x->norm) / sizeof(x->norm[0]), slot;
+
+	for (size_t i = 0; i < n; i++)
+		if (x->norm_text[i].ptr == s.ptr && x->norm_text[i].len == s.len)
+			return x->norm[i];
+	slot = x->nnorm++ % n;
+	x->norm_text[slot] = s;
+	x->norm[slot] = fhir_search_string_norm(x->a, s);
+	return x->norm[slot];
+}
+
 static slice_t
 member_text(const fhir_node_t *obj, slice_t key)
 {
@@ -1033,7 +1073,7 @@ static void
 ix_text(ix_t *x, const ix_codes_t *c, slice_t text)
 {
 	if (text.len)
-		ix_add(x, c->text, fhir_search_string_norm(x->a, text));
+		ix_add(x, c->text, ix_norm(x, text));
 }
 
 /* One entry "value|system" serves "value" (prefix "value|"), "system|value" and "|value"
@@ -1049,7 +1089,7 @@ ix_system_value(ix_t *x, slice_t code, slice_t sys, slice_t val)
 static void
 ix_token(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 {
-	const char *t = it->t->name;
+	const fhir_type_t *t = it->t;
 	const fhir_node_t *n = it->n;
 
 	if (fhir_node_kind(n) == FHIR_BOOL) {
@@ -1059,11 +1099,11 @@ ix_token(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 		ix_system_value(x, c->code, SLICE_NULL, fhir_node_text(n));
 	} else if (fhir_node_kind(n) != FHIR_OBJECT) {
 		return;
-	} else if (strcmp(t, "Coding") == 0) {
+	} else if (t == ix_types.coding) {
 		ix_system_value(x, c->code, member_text(n, SLICE_LIT("system")),
 				member_text(n, SLICE_LIT("code")));
 		ix_text(x, c, member_text(n, SLICE_LIT("display")));
-	} else if (strcmp(t, "CodeableConcept") == 0) {
+	} else if (t == ix_types.codeable_concept) {
 		const fhir_node_t *codings = fhir_object_get(n, SLICE_LIT("coding")), *cd;
 		size_t i;
 
@@ -1074,14 +1114,14 @@ ix_token(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 				ix_text(x, c, member_text(cd, SLICE_LIT("display")));
 			}
 		ix_text(x, c, member_text(n, SLICE_LIT("text")));
-	} else if (strcmp(t, "Identifier") == 0) {
+	} else if (t == ix_types.identifier) {
 		const fhir_node_t *type = fhir_object_get(n, SLICE_LIT("type"));
 
 		ix_system_value(x, c->code, member_text(n, SLICE_LIT("system")),
 				member_text(n, SLICE_LIT("value")));
 		if (type != NULL)
 			ix_text(x, c, member_text(type, SLICE_LIT("text")));
-	} else if (strcmp(t, "ContactPoint") == 0) {
+	} else if (t == ix_types.contact_point) {
 		ix_system_value(x, c->code, SLICE_NULL, member_text(n, SLICE_LIT("value")));
 	}
 }
@@ -1091,7 +1131,7 @@ ix_string_one(ix_t *x, const ix_codes_t *c, slice_t s)
 {
 	if (s.len == 0)
 		return;
-	ix_add(x, c->code, fhir_search_string_norm(x->a, s));
+	ix_add(x, c->code, ix_norm(x, s));
 	if (x->full)
 		ix_add(x, c->exact, s);
 }
@@ -1114,17 +1154,22 @@ ix_string(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 	}
 	if (fhir_node_kind(it->n) != FHIR_OBJECT)
 		return;
-	if (strcmp(it->t->name, "HumanName") == 0)
+	if (it->t == ix_types.human_name)
 		parts = name_parts;
-	else if (strcmp(it->t->name, "Address") == 0)
+	else if (it->t == ix_types.address)
 		parts = addr_parts;
 	else
 		return;
-	for (; parts->ptr != NULL; parts++) {
-		const fhir_node_t *v = fhir_object_get(it->n, *parts), *s;
+	/* one pass over the members, not a lookup per part (the order of entries is free) */
+	for (size_t k = 0, nk = fhir_object_count(it->n); k < nk; k++) {
+		slice_t key = fhir_object_key_at(it->n, k);
+		const fhir_node_t *v = fhir_object_value_at(it->n, k), *s;
+		const slice_t *part = parts;
 		size_t i;
 
-		if (v == NULL)
+		while (part->ptr != NULL && !slice_eq(*part, key))
+			part++;
+		if (part->ptr == NULL)
 			continue;
 		if (fhir_node_kind(v) == FHIR_ARRAY)
 			FHIR_ARRAY_FOREACH(v, i, s)
@@ -1152,7 +1197,7 @@ ix_date(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 	if (fhir_node_kind(it->n) == FHIR_STRING) {
 		if (fhir_search_date_range(fhir_node_text(it->n), &lo, &hi))
 			ix_date_range(x, c, lo, hi);
-	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && strcmp(it->t->name, "Period") == 0) {
+	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && it->t == ix_types.period) {
 		slice_t s = member_text(it->n, SLICE_LIT("start")),
 			e = member_text(it->n, SLICE_LIT("end"));
 
@@ -1164,7 +1209,7 @@ ix_date(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 			return;
 		if (s.len || e.len)
 			ix_date_range(x, c, lo, hi);
-	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && strcmp(it->t->name, "Timing") == 0) {
+	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && it->t == ix_types.timing) {
 		const fhir_node_t *ev = fhir_object_get(it->n, SLICE_LIT("event")), *e;
 		size_t i;
 
@@ -1221,7 +1266,7 @@ ix_reference(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 		ix_add(x, c->code, fhir_node_text(it->n));
 		return;
 	}
-	if (fhir_node_kind(it->n) != FHIR_OBJECT || strcmp(it->t->name, "Reference") != 0)
+	if (fhir_node_kind(it->n) != FHIR_OBJECT || it->t != ix_types.reference)
 		return;
 	if (fhir_search_ref_key(x->a, member_text(it->n, SLICE_LIT("reference")), x->base, &key))
 		ix_add(x, c->code, key);
@@ -1309,7 +1354,12 @@ ix_param(ix_t *x, const fp_param_t *prm, const fp_item_t *v, size_t n)
 static int
 slice_cmp(slice_t a, slice_t b)
 {
-	int r = memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len);
+	int r;
+
+	/* most pairs differ in their first byte: no call then */
+	if (a.len > 0 && b.len > 0 && a.ptr[0] != b.ptr[0])
+		return (unsigned char)a.ptr[0] < (unsigned char)b.ptr[0] ? -1 : 1;
+	r = memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len);
 
 	return r != 0 ? r : (a.len > b.len) - (a.len < b.len);
 }
@@ -1331,25 +1381,36 @@ entry_cmp(const void *a, const void *b)
 	return entry_order(a, b);
 }
 
-/* Sorts entries by entry_cmp: insertion sort for the usual few dozen (they come grouped by
- * parameter already, and qsort's setup costs more than the sort), qsort beyond. */
-static void
-entries_sort(fhir_idx_entry_t *v, size_t n)
+/* Sorts entries by entry_order without duplicates; returns how many remain. Insertion sort
+ * for the usual few dozen (they come grouped by parameter already, and qsort's setup costs
+ * more than the sort), qsort beyond. */
+static size_t
+entries_sort_unique(fhir_idx_entry_t *v, size_t n)
 {
+	size_t k = 0;
+
 	if (n > 64) {
 		qsort(v, n, sizeof(*v), entry_cmp);
-		return;
+		for (size_t i = 0; i < n; i++)
+			if (k == 0 || entry_order(&v[k - 1], &v[i]) != 0)
+				v[k++] = v[i];
+		return k;
 	}
-	for (size_t i = 1; i < n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		fhir_idx_entry_t e = v[i];
-		size_t j = i;
+		size_t j = k;
+		int r = 1;
 
-		while (j > 0 && entry_order(&v[j - 1], &e) > 0) {
-			v[j] = v[j - 1];
+		while (j > 0 && (r = entry_order(&v[j - 1], &e)) > 0)
 			j--;
-		}
+		if (r == 0) /* v[j - 1] is e */
+			continue;
+		for (size_t m = k; m > j; m--)
+			v[m] = v[m - 1];
 		v[j] = e;
+		k++;
 	}
+	return k;
 }
 
 static int
@@ -1360,7 +1421,6 @@ index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, s
 	const fhir_type_t *rt = fhir_meta_type(type);
 	const fp_plan_t *plan;
 	fp_run_t r = {a, NULL, 0, 0, NULL};
-	size_t k = 0;
 	ix_t x = {.a = a, .value_max = value_max, .type = type, .base = base, .full = full};
 
 	*out = NULL;
@@ -1385,14 +1445,8 @@ index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, s
 			ix_param(&x, prm, r.v + s.start, s.n);
 		}
 	}
-	if (x.n > 0) {
-		entries_sort(x.v, x.n);
-		for (size_t i = 0; i < x.n; i++)
-			if (k == 0 || entry_order(&x.v[k - 1], &x.v[i]) != 0)
-				x.v[k++] = x.v[i];
-	}
 	*out = x.v;
-	*n = k;
+	*n = entries_sort_unique(x.v, x.n);
 	return 0;
 }
 
