@@ -266,7 +266,8 @@ main(int argc, char **argv)
 
 	if (rounds < 1)
 		rounds = 1;
-	/* The Patient of the first row of tests/data/legacy's patients.csv (patients.map). */
+	/* The Patient of the first row of mappings/legacy/patients.csv (patients.map), as the
+	 * golden test expects the legacy import to write it. */
 	path = xasprintf("%s/tests/golden/expected/legacy/patients.csv.out", top);
 	resources_add_file(&patient, path, false);
 	free(path);
