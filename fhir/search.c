@@ -19,37 +19,45 @@ typedef struct {
 	const fhir_type_t *t; /* NULL when unknown (contained resources): no further steps */
 } fp_item_t;
 
+/* A set of items: a range of the items of one evaluation (fp_run_t). */
 typedef struct {
-	fp_item_t *v;
-	size_t n, cap;
+	uint32_t start, n;
+	bool done; /* computed (a node's set is computed once per resource) */
 } fp_set_t;
 
+/* One evaluation over a resource: every set it computes is a range of v, which only grows
+ * (so a set stays valid by index when v moves), apart from where()'s scratch sets. */
+typedef struct {
+	arena_t *a;
+	fp_item_t *v;
+	size_t n, cap;
+	fp_set_t *sets; /* the set of each node of the type's plan (fp_plan_t) */
+} fp_run_t;
+
+/* The compiler's cursor over one expression. */
 typedef struct {
 	arena_t *a;
 	const char *p, *end;
 	bool unsupported; /* sticky: a construct outside the subset */
-	const fhir_node_t *root;
 	const fhir_type_t *rtype;
-	/* the resource as the set each term starts from: borrowed by that set (cap 0, so that
-	 * set_add copies it into the arena before adding to it) */
-	fp_item_t root_item;
 } fp_t;
 
+/* Adds n to the items being computed; an array adds its items, null nothing. */
 static void
-set_add(arena_t *a, fp_set_t *s, const fhir_node_t *n, const fhir_type_t *t)
+fp_item_push(fp_run_t *r, const fhir_node_t *n, const fhir_type_t *t)
 {
-	if (n == NULL || fhir_node_kind(n) == FHIR_NULL)
-		return;
-	if (fhir_node_kind(n) == FHIR_ARRAY) {
-		size_t i;
-		fhir_node_t *it;
+	fhir_kind_t kind = n != NULL ? fhir_node_kind(n) : FHIR_NULL;
 
-		FHIR_ARRAY_FOREACH(n, i, it)
-			set_add(a, s, it, t);
+	if (kind == FHIR_NULL)
+		return;
+	if (kind == FHIR_ARRAY) {
+		for (size_t i = 0, len = fhir_array_len(n); i < len; i++)
+			fp_item_push(r, fhir_array_at(n, i), t);
 		return;
 	}
-	s->v = arena_array_grow(a, s->v, s->n, &s->cap, sizeof(*s->v));
-	s->v[s->n++] = (fp_item_t){n, t};
+	if (r->n == r->cap)
+		r->v = arena_array_grow(r->a, r->v, r->n, &r->cap, sizeof(*r->v));
+	r->v[r->n++] = (fp_item_t){n, t};
 }
 
 static void
@@ -118,49 +126,46 @@ fp_literal(fp_t *f)
 }
 
 /* A member step, with its element looked up when it was compiled: owner.name is elem, of
- * type etype (owner NULL when the type before the step was not known then). */
+ * type etype (owner NULL when the type before the step was not known then; elem NULL when
+ * owner has no element name, as for a choice: "deceased" of deceasedBoolean). */
 typedef struct {
 	slice_t name;
 	const fhir_type_t *owner, *etype;
 	const fhir_elem_t *elem;
 } fp_stepdef_t;
 
-/* One member step from every item: choice elements ("value") match their expansions. */
-static fp_set_t
-fp_step(fp_t *f, const fp_set_t *in, const fp_stepdef_t *sd)
+/* One member step from every item of in (added to r's items): choice elements ("value")
+ * match their expansions. */
+static void
+fp_step(fp_run_t *r, fp_set_t in, const fp_stepdef_t *sd)
 {
-	fp_set_t out = {0};
 	slice_t name = sd->name;
 
-	for (size_t i = 0; i < in->n; i++) {
-		const fp_item_t *it = &in->v[i];
+	for (size_t i = in.start; i < in.start + in.n; i++) {
+		fp_item_t it = r->v[i]; /* a copy: r->v moves as items are added */
 		const fhir_elem_t *e;
 
-		if (it->t == NULL || fhir_node_kind(it->n) != FHIR_OBJECT)
+		if (it.t == NULL || fhir_node_kind(it.n) != FHIR_OBJECT)
 			continue;
-		if (sd->owner != NULL && it->t == sd->owner) {
-			set_add(f->a, &out, fhir_object_get(it->n, name), sd->etype);
-			continue;
-		}
-		if ((e = fhir_meta_elem(it->t, name)) != NULL) {
-			set_add(f->a, &out, fhir_object_get(it->n, name),
-				fhir_meta_elem_type(it->t, e));
+		e = it.t == sd->owner ? sd->elem : fhir_meta_elem(it.t, name);
+		if (e != NULL) {
+			fp_item_push(r, fhir_object_get(it.n, name), fhir_meta_elem_type(it.t, e));
 			continue;
 		}
-		for (size_t k = 0; k < fhir_object_count(it->n); k++) {
-			slice_t key = fhir_object_key_at(it->n, k);
+		for (size_t k = 0, nk = fhir_object_count(it.n); k < nk; k++) {
+			slice_t key = fhir_object_key_at(it.n, k);
 
-			if (key.len <= name.len || memcmp(key.ptr, name.ptr, name.len) != 0 ||
-			    key.ptr[name.len] < 'A' || key.ptr[name.len] > 'Z')
+			if (key.len <= name.len || key.ptr[0] != name.ptr[0] ||
+			    memcmp(key.ptr, name.ptr, name.len) != 0 || key.ptr[name.len] < 'A' ||
+			    key.ptr[name.len] > 'Z')
 				continue;
-			e = fhir_meta_elem(it->t, key);
+			e = fhir_meta_elem(it.t, key);
 			if (e != NULL && e->choice_base != NULL &&
 			    slice_eq_cstr(name, e->choice_base))
-				set_add(f->a, &out, fhir_object_value_at(it->n, k),
-					fhir_meta_elem_type(it->t, e));
+				fp_item_push(r, fhir_object_value_at(it.n, k),
+					     fhir_meta_elem_type(it.t, e));
 		}
 	}
-	return out;
 }
 
 static bool
@@ -175,17 +180,6 @@ type_is(const fhir_type_t *t, slice_t name)
 	       (strcmp(t->name, "Age") == 0 || strcmp(t->name, "Duration") == 0 ||
 		strcmp(t->name, "Distance") == 0 || strcmp(t->name, "Count") == 0 ||
 		strcmp(t->name, "SimpleQuantity") == 0 || strcmp(t->name, "MoneyQuantity") == 0);
-}
-
-static fp_set_t
-fp_filter_type(fp_t *f, const fp_set_t *in, slice_t tname)
-{
-	fp_set_t out = {0};
-
-	for (size_t i = 0; i < in->n; i++)
-		if (type_is(in->v[i].t, tname))
-			set_add(f->a, &out, in->v[i].n, in->v[i].t);
-	return out;
 }
 
 /* The type part of a reference string ("Patient/1", "http://x/fhir/Patient/1"). */
@@ -216,9 +210,9 @@ typedef enum { FP_OP_STEP, FP_OP_TYPE, FP_OP_RESOLVE_IS, FP_OP_WHERE_EQ } fp_op_
 
 typedef struct {
 	fp_op_kind_t kind;
-	slice_t name;      /* STEP: the member; TYPE, RESOLVE_IS: the type */
-	fp_stepdef_t step; /* STEP */
-	slice_t path[4];   /* WHERE_EQ: path = 'lit' */
+	slice_t name;         /* STEP: the member; TYPE, RESOLVE_IS: the type */
+	fp_stepdef_t step;    /* STEP */
+	fp_stepdef_t path[4]; /* WHERE_EQ: path = 'lit' */
 	size_t np;
 	slice_t lit;
 } fp_op_t;
@@ -248,9 +242,21 @@ fp_op_add(fp_t *f, fp_term_t *t)
 	return &t->ops[t->nops++];
 }
 
-/* where(resolve() is X) or where(path = 'literal'). */
+/* The step to member name from items of type cur (NULL: not known before evaluation). */
+static fp_stepdef_t
+fp_stepdef_make(const fhir_type_t *cur, slice_t name)
+{
+	fp_stepdef_t sd = {name, cur, NULL, NULL};
+
+	sd.elem = fhir_meta_elem(cur, name);
+	if (sd.elem != NULL)
+		sd.etype = fhir_meta_elem_type(cur, sd.elem);
+	return sd;
+}
+
+/* where(resolve() is X) or where(path = 'literal'), over items of type cur. */
 static void
-fp_where_compile(fp_t *f, fp_op_t *op)
+fp_where_compile(fp_t *f, fp_op_t *op, const fhir_type_t *cur)
 {
 	if (fp_eat(f, "resolve()")) {
 		op->kind = FP_OP_RESOLVE_IS;
@@ -266,7 +272,8 @@ fp_where_compile(fp_t *f, fp_op_t *op)
 			f->unsupported = true;
 			return;
 		}
-		op->path[op->np++] = fp_ident(f);
+		op->path[op->np] = fp_stepdef_make(cur, fp_ident(f));
+		cur = op->path[op->np++].etype;
 	} while (fp_eat(f, "."));
 	fp_expect(f, "=");
 	op->lit = fp_literal(f);
@@ -298,7 +305,7 @@ fp_term_compile(fp_t *f, fp_term_t *t)
 
 			if (fp_eat(f, "(")) {
 				if (slice_eq_cstr(name, "where")) {
-					fp_where_compile(f, fp_op_add(f, t));
+					fp_where_compile(f, fp_op_add(f, t), cur);
 				} else if (slice_eq_cstr(name, "as") ||
 					   slice_eq_cstr(name, "ofType")) {
 					fp_op_t *op = fp_op_add(f, t);
@@ -313,16 +320,10 @@ fp_term_compile(fp_t *f, fp_term_t *t)
 				}
 			} else {
 				fp_op_t *op = fp_op_add(f, t);
-				const fhir_elem_t *e = fhir_meta_elem(cur, name);
 
 				op->kind = FP_OP_STEP;
 				op->name = name;
-				op->step.name = name;
-				if (e != NULL) {
-					op->step.owner = cur;
-					op->step.elem = e;
-					op->step.etype = fhir_meta_elem_type(cur, e);
-				}
+				op->step = fp_stepdef_make(cur, name);
 				cur = op->step.etype;
 			}
 		} else if (fp_eat(f, "as ")) {
@@ -361,7 +362,7 @@ fp_union_compile(fp_t *f)
 static const fp_expr_t *
 fp_compile(arena_t *a, const char *expr, const fhir_type_t *rt)
 {
-	fp_t f = {a, expr, expr + strlen(expr), false, NULL, rt, {NULL, NULL}};
+	fp_t f = {a, expr, expr + strlen(expr), false, rt};
 	const fp_expr_t *e;
 
 	if (*expr == '\0')
@@ -371,87 +372,204 @@ fp_compile(arena_t *a, const char *expr, const fhir_type_t *rt)
 	return !f.unsupported && f.p == f.end ? e : NULL;
 }
 
-static fp_set_t fp_expr_run(fp_t *f, const fp_expr_t *e);
+/* The expressions of a resource type's parameters together, as one tree of operations from
+ * the resource: an expression is a union of paths (a parenthesized union followed by
+ * operations is the union of each of its paths followed by them, as every operation maps
+ * items one by one), and paths with a common beginning share its nodes. A resource then
+ * computes each node's set once for every parameter that goes through it, and none below a
+ * member it does not have. */
+typedef struct {
+	slice_t name;
+	uint32_t node;
+} fp_member_t;
 
-static fp_set_t
-fp_op_run(fp_t *f, const fp_op_t *op, const fp_set_t *in)
+typedef struct {
+	fp_op_t op;      /* from the parent's set to this node's */
+	uint32_t parent; /* a node before this one; node 0 is the resource */
+	/* The children that step to a member of a type known when compiled, by name (ordered by
+	 * fp_name_cmp): one pass over an item's members finds them all. */
+	fp_member_t *members;
+	size_t nmembers;
+} fp_node_t;
+
+/* The codes of a parameter's entries, built once (entries borrow them). */
+typedef struct {
+	slice_t code;
+	slice_t text, lo, exact, identifier, su, u; /* <code>.text, ...: those of its type */
+} ix_codes_t;
+
+typedef struct {
+	const fhir_searchparam_t *sp;
+	ix_codes_t codes;
+	uint32_t *leaves; /* the nodes that end the expression's paths, in order */
+	size_t nleaves;   /* 0: the expression is outside the subset */
+} fp_param_t;
+
+typedef struct {
+	fp_node_t *nodes;
+	size_t nnodes, cap;
+	fp_param_t *params; /* in fhir_meta_searchparams order */
+	size_t nparams;
+} fp_plan_t;
+
+static bool
+fp_stepdef_eq(const fp_stepdef_t *x, const fp_stepdef_t *y)
 {
-	fp_set_t out = {0};
-
-	switch (op->kind) {
-	case FP_OP_STEP:
-		return fp_step(f, in, &op->step);
-	case FP_OP_TYPE:
-		return fp_filter_type(f, in, op->name);
-	case FP_OP_RESOLVE_IS:
-		for (size_t i = 0; i < in->n; i++) {
-			const fhir_node_t *r = in->v[i].n;
-			const fhir_node_t *ref = fhir_node_kind(r) == FHIR_OBJECT
-						     ? fhir_object_get(r, SLICE_LIT("reference"))
-						     : NULL;
-
-			if (ref != NULL && slice_eq(ref_type_of(fhir_node_text(ref)), op->name))
-				set_add(f->a, &out, r, in->v[i].t);
-		}
-		return out;
-	case FP_OP_WHERE_EQ:
-		for (size_t i = 0; i < in->n; i++) {
-			fp_set_t cur = {0};
-
-			set_add(f->a, &cur, in->v[i].n, in->v[i].t);
-			for (size_t k = 0; k < op->np; k++) {
-				fp_stepdef_t sd = {op->path[k], NULL, NULL, NULL};
-
-				cur = fp_step(f, &cur, &sd);
-			}
-			for (size_t k = 0; k < cur.n; k++)
-				if (slice_eq(fhir_node_text(cur.v[k].n), op->lit)) {
-					set_add(f->a, &out, in->v[i].n, in->v[i].t);
-					break;
-				}
-		}
-		return out;
-	}
-	return out;
+	return slice_eq(x->name, y->name) && x->owner == y->owner && x->etype == y->etype &&
+	       x->elem == y->elem;
 }
 
-static fp_set_t
-fp_expr_run(fp_t *f, const fp_expr_t *e)
+static bool
+fp_op_eq(const fp_op_t *x, const fp_op_t *y)
 {
-	fp_set_t acc = {0};
+	if (x->kind != y->kind || !slice_eq(x->name, y->name) ||
+	    !fp_stepdef_eq(&x->step, &y->step) || x->np != y->np || !slice_eq(x->lit, y->lit))
+		return false;
+	for (size_t k = 0; k < x->np; k++)
+		if (!fp_stepdef_eq(&x->path[k], &y->path[k]))
+			return false;
+	return true;
+}
 
+/* The node op leads to from parent, added unless there is one already. */
+static uint32_t
+fp_plan_child(arena_t *a, fp_plan_t *p, uint32_t parent, const fp_op_t *op)
+{
+	for (size_t k = 1; k < p->nnodes; k++)
+		if (p->nodes[k].parent == parent && fp_op_eq(&p->nodes[k].op, op))
+			return (uint32_t)k;
+	p->nodes = arena_array_grow(a, p->nodes, p->nnodes, &p->cap, sizeof(*p->nodes));
+	p->nodes[p->nnodes] = (fp_node_t){*op, parent, NULL, 0};
+	return (uint32_t)p->nnodes++;
+}
+
+/* An order of names that is quick to search: by length, then bytes. */
+static int
+fp_name_cmp(slice_t x, slice_t y)
+{
+	if (x.len != y.len)
+		return x.len < y.len ? -1 : 1;
+	return memcmp(x.ptr, y.ptr, x.len);
+}
+
+static int
+fp_member_cmp(const void *x, const void *y)
+{
+	return fp_name_cmp(((const fp_member_t *)x)->name, ((const fp_member_t *)y)->name);
+}
+
+/* Fills every node's members table from the nodes below it. */
+static void
+fp_plan_members(arena_t *a, fp_plan_t *p)
+{
+	size_t *cap = arena_zalloc(a, p->nnodes * sizeof(*cap));
+
+	for (size_t k = 1; k < p->nnodes; k++) {
+		fp_node_t *parent = &p->nodes[p->nodes[k].parent];
+
+		if (p->nodes[k].op.kind != FP_OP_STEP || p->nodes[k].op.step.elem == NULL)
+			continue;
+		parent->members =
+		    arena_array_grow(a, parent->members, parent->nmembers, &cap[p->nodes[k].parent],
+				     sizeof(*parent->members));
+		parent->members[parent->nmembers++] =
+		    (fp_member_t){p->nodes[k].op.step.name, (uint32_t)k};
+	}
+	for (size_t k = 0; k < p->nnodes; k++)
+		if (p->nodes[k].nmembers > 1)
+			qsort(p->nodes[k].members, p->nodes[k].nmembers,
+			      sizeof(*p->nodes[k].members), fp_member_cmp);
+}
+
+/* Appends to *leaves (*n of them, capacity *cap) the nodes that end e's paths, in order. */
+static void
+fp_plan_add(arena_t *a, fp_plan_t *p, const fp_expr_t *e, uint32_t **leaves, size_t *n, size_t *cap)
+{
 	for (size_t i = 0; i < e->nterms; i++) {
 		const fp_term_t *t = &e->terms[i];
-		fp_set_t cur = {0};
+		size_t first = *n;
 
 		if (t->sub != NULL) {
-			cur = fp_expr_run(f, t->sub);
-		} else if (f->root != NULL && fhir_node_kind(f->root) == FHIR_OBJECT) {
-			f->root_item = (fp_item_t){f->root, f->rtype};
-			cur = (fp_set_t){&f->root_item, 1, 0};
+			fp_plan_add(a, p, t->sub, leaves, n, cap);
 		} else {
-			set_add(f->a, &cur, f->root, f->rtype);
+			*leaves = arena_array_grow(a, *leaves, *n, cap, sizeof(**leaves));
+			(*leaves)[(*n)++] = 0;
 		}
 		for (size_t k = 0; k < t->nops; k++)
-			cur = fp_op_run(f, &t->ops[k], &cur);
-		if (i == 0) {
-			acc = cur;
-			continue;
-		}
-		for (size_t k = 0; k < cur.n; k++)
-			set_add(f->a, &acc, cur.v[k].n, cur.v[k].t);
+			for (size_t j = first; j < *n; j++)
+				(*leaves)[j] = fp_plan_child(a, p, (*leaves)[j], &t->ops[k]);
 	}
-	return acc;
 }
 
-/* The compiled expressions of every resource type's parameters, built once for the process:
- * progs[k][i] is entry i of the k-th resource type's list (NULL: outside the subset). */
+static slice_t
+cat(arena_t *a, slice_t x, const char *sep, slice_t y)
+{
+	size_t sl = strlen(sep);
+	char *p = arena_alloc(a, x.len + sl + y.len + 1);
+
+	if (x.len)
+		memcpy(p, x.ptr, x.len);
+	memcpy(p + x.len, sep, sl);
+	if (y.len)
+		memcpy(p + x.len + sl, y.ptr, y.len);
+	return slice_make(p, x.len + sl + y.len);
+}
+
+static ix_codes_t
+ix_codes_make(arena_t *a, const fhir_searchparam_t *sp)
+{
+	ix_codes_t c = {.code = slice_cstr(sp->code)};
+
+	c.text = cat(a, c.code, ".text", SLICE_NULL);
+	c.lo = cat(a, c.code, ".lo", SLICE_NULL);
+	c.exact = cat(a, c.code, ".exact", SLICE_NULL);
+	c.identifier = cat(a, c.code, ".identifier", SLICE_NULL);
+	c.su = cat(a, c.code, ".su", SLICE_NULL);
+	c.u = cat(a, c.code, ".u", SLICE_NULL);
+	return c;
+}
+
+static const fp_plan_t *
+fp_plan_build(arena_t *a, const fhir_type_t *rt)
+{
+	fp_plan_t *p = arena_zalloc(a, sizeof(*p));
+	const fhir_searchparam_t *const *list;
+	size_t np = fhir_meta_searchparams(slice_cstr(rt->name), &list);
+
+	/* node 0: the resource */
+	p->nodes = arena_array_grow(a, p->nodes, 0, &p->cap, sizeof(*p->nodes));
+	p->nodes[0] = (fp_node_t){{0}, 0, NULL, 0};
+	p->nnodes = 1;
+	p->params = arena_zalloc(a, (np ? np : 1) * sizeof(*p->params));
+	p->nparams = np;
+	for (size_t i = 0; i < np; i++) {
+		fp_param_t *prm = &p->params[i];
+		const fp_expr_t *e = fp_compile(a, list[i]->expression, rt);
+		size_t cap = 0;
+
+		prm->sp = list[i];
+		prm->codes = ix_codes_make(a, list[i]);
+		if (e != NULL && list[i]->type != FHIR_SP_COMPOSITE &&
+		    list[i]->type != FHIR_SP_SPECIAL)
+			fp_plan_add(a, p, e, &prm->leaves, &prm->nleaves, &cap);
+	}
+	fp_plan_members(a, p);
+	return p;
+}
+
+/* The data types the extractors look into, found with the plans (compared by address). */
+static struct {
+	const fhir_type_t *coding, *codeable_concept, *identifier, *contact_point, *human_name,
+	    *address, *period, *timing, *reference;
+} ix_types;
+
+/* The plans of every resource type, built once for the process. */
 static struct {
 	pthread_once_t once;
 	arena_t *a;
 	size_t n;
 	const fhir_type_t **types; /* the resource types, in ascending address order (by name) */
-	const fp_expr_t ***progs;
+	const fp_plan_t **plans;
 } fp_cache = {PTHREAD_ONCE_INIT, NULL, 0, NULL, NULL};
 
 static void
@@ -459,26 +577,27 @@ fp_cache_build(void)
 {
 	size_t n = fhir_meta_resource_count();
 
+	ix_types.coding = fhir_meta_type(SLICE_LIT("Coding"));
+	ix_types.codeable_concept = fhir_meta_type(SLICE_LIT("CodeableConcept"));
+	ix_types.identifier = fhir_meta_type(SLICE_LIT("Identifier"));
+	ix_types.contact_point = fhir_meta_type(SLICE_LIT("ContactPoint"));
+	ix_types.human_name = fhir_meta_type(SLICE_LIT("HumanName"));
+	ix_types.address = fhir_meta_type(SLICE_LIT("Address"));
+	ix_types.period = fhir_meta_type(SLICE_LIT("Period"));
+	ix_types.timing = fhir_meta_type(SLICE_LIT("Timing"));
+	ix_types.reference = fhir_meta_type(SLICE_LIT("Reference"));
 	fp_cache.a = arena_new(0);
 	fp_cache.types = arena_zalloc(fp_cache.a, (n ? n : 1) * sizeof(*fp_cache.types));
-	fp_cache.progs = arena_zalloc(fp_cache.a, (n ? n : 1) * sizeof(*fp_cache.progs));
+	fp_cache.plans = arena_zalloc(fp_cache.a, (n ? n : 1) * sizeof(*fp_cache.plans));
 	for (size_t k = 0; k < n; k++) {
-		const fhir_type_t *rt = fhir_meta_resource_at(k);
-		const fhir_searchparam_t *const *list;
-		size_t np = fhir_meta_searchparams(slice_cstr(rt->name), &list);
-
-		fp_cache.types[k] = rt;
-		fp_cache.progs[k] =
-		    arena_zalloc(fp_cache.a, (np ? np : 1) * sizeof(**fp_cache.progs));
-		for (size_t i = 0; i < np; i++)
-			fp_cache.progs[k][i] = fp_compile(fp_cache.a, list[i]->expression, rt);
+		fp_cache.types[k] = fhir_meta_resource_at(k);
+		fp_cache.plans[k] = fp_plan_build(fp_cache.a, fp_cache.types[k]);
 	}
 	fp_cache.n = n;
 }
 
-/* The compiled expressions of resource type rt's parameters, in fhir_meta_searchparams order;
- * NULL when rt is no resource type. */
-static const fp_expr_t *const *
+/* The plan of resource type rt; NULL when rt is no resource type. */
+static const fp_plan_t *
 fp_cache_find(const fhir_type_t *rt)
 {
 	size_t lo = 0, hi;
@@ -489,13 +608,149 @@ fp_cache_find(const fhir_type_t *rt)
 		size_t mid = lo + (hi - lo) / 2;
 
 		if (fp_cache.types[mid] == rt)
-			return fp_cache.progs[mid];
+			return fp_cache.plans[mid];
 		if ((uintptr_t)fp_cache.types[mid] < (uintptr_t)rt)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	return NULL;
+}
+
+/* Whether item it passes where(path = 'lit'): some item at the end of the path has lit as
+ * its text. The path's sets are scratch, dropped before returning. */
+static bool
+fp_where_eq(fp_run_t *r, const fp_op_t *op, fp_item_t it)
+{
+	size_t mark = r->n;
+	fp_set_t cur = {(uint32_t)r->n, 0, true};
+	bool match = false;
+
+	fp_item_push(r, it.n, it.t);
+	cur.n = (uint32_t)(r->n - cur.start);
+	for (size_t k = 0; k < op->np && cur.n > 0; k++) {
+		uint32_t start = (uint32_t)r->n;
+
+		fp_step(r, cur, &op->path[k]);
+		cur = (fp_set_t){start, (uint32_t)(r->n - start), true};
+	}
+	for (size_t k = cur.start; k < cur.start + cur.n && !match; k++)
+		match = slice_eq(fhir_node_text(r->v[k].n), op->lit);
+	r->n = mark;
+	return match;
+}
+
+/* Adds the items op gives from the items of in. */
+static void
+fp_op_run(fp_run_t *r, const fp_op_t *op, fp_set_t in)
+{
+	if (op->kind == FP_OP_STEP) {
+		fp_step(r, in, &op->step);
+		return;
+	}
+	for (size_t i = in.start; i < in.start + in.n; i++) {
+		fp_item_t it = r->v[i];
+		const fhir_node_t *ref;
+		bool keep = false;
+
+		switch (op->kind) {
+		case FP_OP_TYPE:
+			keep = type_is(it.t, op->name);
+			break;
+		case FP_OP_RESOLVE_IS:
+			ref = fhir_node_kind(it.n) == FHIR_OBJECT
+				  ? fhir_object_get(it.n, SLICE_LIT("reference"))
+				  : NULL;
+			keep = ref != NULL && slice_eq(ref_type_of(fhir_node_text(ref)), op->name);
+			break;
+		case FP_OP_WHERE_EQ:
+			keep = fp_where_eq(r, op, it);
+			break;
+		case FP_OP_STEP:
+			break;
+		}
+		if (keep)
+			fp_item_push(r, it.n, it.t);
+	}
+}
+
+static const fp_member_t *
+fp_member_find(const fp_node_t *n, slice_t name)
+{
+	size_t lo = 0, hi = n->nmembers;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = fp_name_cmp(name, n->members[mid].name);
+
+		if (c == 0)
+			return &n->members[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+/* The sets of the member steps below node parent, whose set is the one object it, in one
+ * pass over its members rather than one lookup each (most of them find nothing). */
+static void
+fp_members_fill(fp_run_t *r, const fp_plan_t *p, uint32_t parent, fp_item_t it)
+{
+	const fp_node_t *pn = &p->nodes[parent];
+
+	for (size_t i = 0, nm = fhir_object_count(it.n); i < nm; i++) {
+		const fp_member_t *m = fp_member_find(pn, fhir_object_key_at(it.n, i));
+		const fp_stepdef_t *sd;
+		uint32_t start = (uint32_t)r->n;
+
+		if (m == NULL || r->sets[m->node].done)
+			continue;
+		sd = &p->nodes[m->node].op.step;
+		if (sd->owner != it.t)
+			continue;
+		fp_item_push(r, fhir_object_value_at(it.n, i), sd->etype);
+		r->sets[m->node] = (fp_set_t){start, (uint32_t)(r->n - start), true};
+	}
+	for (size_t j = 0; j < pn->nmembers; j++) {
+		uint32_t c = pn->members[j].node;
+
+		if (!r->sets[c].done && p->nodes[c].op.step.owner == it.t)
+			r->sets[c] = (fp_set_t){(uint32_t)r->n, 0, true};
+	}
+}
+
+static fp_set_t fp_node_set(fp_run_t *r, const fp_plan_t *p, uint32_t k);
+
+/* fp_node_set's work the first time: apart, so that the many calls that find the set done
+ * save no registers. */
+static __attribute__((noinline)) fp_set_t
+fp_node_compute(fp_run_t *r, const fp_plan_t *p, uint32_t k)
+{
+	const fp_node_t *n = &p->nodes[k];
+	fp_set_t in = fp_node_set(r, p, n->parent);
+	uint32_t start;
+
+	if (in.n == 1 && p->nodes[n->parent].nmembers > 1 && n->op.kind == FP_OP_STEP &&
+	    n->op.step.elem != NULL && n->op.step.owner == r->v[in.start].t &&
+	    fhir_node_kind(r->v[in.start].n) == FHIR_OBJECT) {
+		fp_members_fill(r, p, n->parent, r->v[in.start]);
+		if (r->sets[k].done)
+			return r->sets[k];
+	}
+	start = (uint32_t)r->n;
+	if (in.n > 0)
+		fp_op_run(r, &p->nodes[k].op, in);
+	r->sets[k] = (fp_set_t){start, (uint32_t)(r->n - start), true};
+	return r->sets[k];
+}
+
+/* The set of node k of plan p, computed on first use (after its parent's). */
+static inline fp_set_t
+fp_node_set(fp_run_t *r, const fp_plan_t *p, uint32_t k)
+{
+	return r->sets[k].done ? r->sets[k] : fp_node_compute(r, p, k);
 }
 
 bool
@@ -518,12 +773,12 @@ fhir_search_param_is_supported(const fhir_searchparam_t *sp)
 
 /* Normalizations. */
 
-/* Latin-1 supplement (U+00C0..U+00FF) to ASCII, lowercase; NULL keeps the character. */
-static const char *const latin1_fold[64] = {
-    "a", "a", "a", "a", "a", "a", "ae", "c",  "e", "e", "e", "e", "i", "i", "i",  "i",
-    "d", "n", "o", "o", "o", "o", "o",  NULL, "o", "u", "u", "u", "u", "y", "th", "ss",
-    "a", "a", "a", "a", "a", "a", "ae", "c",  "e", "e", "e", "e", "i", "i", "i",  "i",
-    "d", "n", "o", "o", "o", "o", "o",  NULL, "o", "u", "u", "u", "u", "y", "th", "y",
+/* Latin-1 supplement (U+00C0..U+00FF) to ASCII, lowercase; "" keeps the character. */
+static const char latin1_fold[64][3] = {
+    "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i",  "i",
+    "d", "n", "o", "o", "o", "o", "o",  "",  "o", "u", "u", "u", "u", "y", "th", "ss",
+    "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i",  "i",
+    "d", "n", "o", "o", "o", "o", "o",  "",  "o", "u", "u", "u", "u", "y", "th", "y",
 };
 
 slice_t
@@ -536,6 +791,13 @@ fhir_search_string_norm(arena_t *a, slice_t s)
 	for (size_t i = 0; i < s.len; i++) {
 		unsigned char c = (unsigned char)s.ptr[i];
 
+		if (c > ' ' && c < 0x80) { /* most: printable ASCII */
+			if (space)
+				out[o++] = ' ';
+			space = false;
+			out[o++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+			continue;
+		}
 		if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
 			space = o > 0;
 			continue;
@@ -548,14 +810,15 @@ fhir_search_string_norm(arena_t *a, slice_t s)
 		    (unsigned char)s.ptr[i + 1] <= 0xBF) {
 			const char *r = latin1_fold[((unsigned char)s.ptr[i + 1] - 0x80) & 63];
 
-			if (r != NULL) {
-				memcpy(out + o, r, strlen(r));
-				o += strlen(r);
+			if (r[0] != '\0') {
+				out[o++] = r[0];
+				if (r[1] != '\0')
+					out[o++] = r[1];
 				i++;
 				continue;
 			}
 		}
-		out[o++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+		out[o++] = (char)c;
 	}
 	return slice_make(out, o);
 }
@@ -767,6 +1030,10 @@ typedef struct {
 	bool full; /* also the entries a search derives from the resource (<code>.exact) */
 	fhir_idx_entry_t *v;
 	size_t n, cap;
+	/* The last strings normalized, by the address of their text: name, family, given and
+	 * phonetic normalize the same strings, as address and its parts do. */
+	slice_t norm_text[4], norm[4];
+	size_t nnorm; /* how many were normalized: the next goes to [nnorm % 4] */
 } ix_t;
 
 static void
@@ -774,43 +1041,39 @@ ix_add(ix_t *x, slice_t code, slice_t value)
 {
 	size_t max;
 
-	x->v = arena_array_grow(x->a, x->v, x->n, &x->cap, sizeof(*x->v));
+	if (x->n == x->cap)
+		x->v = arena_array_grow(x->a, x->v, x->n, &x->cap, sizeof(*x->v));
 	if (x->value_max != NULL && value.len > (max = x->value_max(x->type, code)))
 		value.len = max;
 	x->v[x->n++] = (fhir_idx_entry_t){code, value};
 }
 
+/* fhir_search_string_norm(x->a, s) for s (not empty) from the tree. */
 static slice_t
-cat(arena_t *a, slice_t x, const char *sep, slice_t y)
+ix_norm(ix_t *x, slice_t s)
 {
-	size_t sl = strlen(sep);
-	char *p = arena_alloc(a, x.len + sl + y.len + 1);
+	size_t n = sizeof(x->norm) / sizeof(x->norm[0]), slot;
 
-	if (x.len)
-		memcpy(p, x.ptr, x.len);
-	memcpy(p + x.len, sep, sl);
-	if (y.len)
-		memcpy(p + x.len + sl, y.ptr, y.len);
-	return slice_make(p, x.len + sl + y.len);
+	for (size_t i = 0; i < n; i++)
+		if (x->norm_text[i].ptr == s.ptr && x->norm_text[i].len == s.len)
+			return x->norm[i];
+	slot = x->nnorm++ % n;
+	x->norm_text[slot] = s;
+	x->norm[slot] = fhir_search_string_norm(x->a, s);
+	return x->norm[slot];
 }
 
 static slice_t
-member_text(const fhir_node_t *obj, const char *key)
+member_text(const fhir_node_t *obj, slice_t key)
 {
-	return fhir_node_text(fhir_object_get_cstr(obj, key));
-}
-
-static slice_t
-derived(ix_t *x, slice_t code, const char *suffix)
-{
-	return cat(x->a, code, suffix, SLICE_NULL);
+	return fhir_node_text(fhir_object_get(obj, key));
 }
 
 static void
-ix_text(ix_t *x, slice_t code, slice_t text)
+ix_text(ix_t *x, const ix_codes_t *c, slice_t text)
 {
 	if (text.len)
-		ix_add(x, derived(x, code, ".text"), fhir_search_string_norm(x->a, text));
+		ix_add(x, c->text, ix_norm(x, text));
 }
 
 /* One entry "value|system" serves "value" (prefix "value|"), "system|value" and "|value"
@@ -824,108 +1087,119 @@ ix_system_value(ix_t *x, slice_t code, slice_t sys, slice_t val)
 }
 
 static void
-ix_token(ix_t *x, slice_t code, const fp_item_t *it)
+ix_token(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 {
-	const char *t = it->t->name;
+	const fhir_type_t *t = it->t;
 	const fhir_node_t *n = it->n;
 
 	if (fhir_node_kind(n) == FHIR_BOOL) {
-		ix_system_value(x, code, SLICE_NULL,
+		ix_system_value(x, c->code, SLICE_NULL,
 				fhir_node_bool(n) ? SLICE_LIT("true") : SLICE_LIT("false"));
 	} else if (fhir_node_kind(n) == FHIR_STRING || fhir_node_kind(n) == FHIR_NUMBER) {
-		ix_system_value(x, code, SLICE_NULL, fhir_node_text(n));
+		ix_system_value(x, c->code, SLICE_NULL, fhir_node_text(n));
 	} else if (fhir_node_kind(n) != FHIR_OBJECT) {
 		return;
-	} else if (strcmp(t, "Coding") == 0) {
-		ix_system_value(x, code, member_text(n, "system"), member_text(n, "code"));
-		ix_text(x, code, member_text(n, "display"));
-	} else if (strcmp(t, "CodeableConcept") == 0) {
-		const fhir_node_t *codings = fhir_object_get_cstr(n, "coding"), *c;
+	} else if (t == ix_types.coding) {
+		ix_system_value(x, c->code, member_text(n, SLICE_LIT("system")),
+				member_text(n, SLICE_LIT("code")));
+		ix_text(x, c, member_text(n, SLICE_LIT("display")));
+	} else if (t == ix_types.codeable_concept) {
+		const fhir_node_t *codings = fhir_object_get(n, SLICE_LIT("coding")), *cd;
 		size_t i;
 
 		if (codings != NULL)
-			FHIR_ARRAY_FOREACH(codings, i, c) {
-				ix_system_value(x, code, member_text(c, "system"),
-						member_text(c, "code"));
-				ix_text(x, code, member_text(c, "display"));
+			FHIR_ARRAY_FOREACH(codings, i, cd) {
+				ix_system_value(x, c->code, member_text(cd, SLICE_LIT("system")),
+						member_text(cd, SLICE_LIT("code")));
+				ix_text(x, c, member_text(cd, SLICE_LIT("display")));
 			}
-		ix_text(x, code, member_text(n, "text"));
-	} else if (strcmp(t, "Identifier") == 0) {
-		const fhir_node_t *type = fhir_object_get_cstr(n, "type");
+		ix_text(x, c, member_text(n, SLICE_LIT("text")));
+	} else if (t == ix_types.identifier) {
+		const fhir_node_t *type = fhir_object_get(n, SLICE_LIT("type"));
 
-		ix_system_value(x, code, member_text(n, "system"), member_text(n, "value"));
+		ix_system_value(x, c->code, member_text(n, SLICE_LIT("system")),
+				member_text(n, SLICE_LIT("value")));
 		if (type != NULL)
-			ix_text(x, code, member_text(type, "text"));
-	} else if (strcmp(t, "ContactPoint") == 0) {
-		ix_system_value(x, code, SLICE_NULL, member_text(n, "value"));
+			ix_text(x, c, member_text(type, SLICE_LIT("text")));
+	} else if (t == ix_types.contact_point) {
+		ix_system_value(x, c->code, SLICE_NULL, member_text(n, SLICE_LIT("value")));
 	}
 }
 
 static void
-ix_string_one(ix_t *x, slice_t code, slice_t s)
+ix_string_one(ix_t *x, const ix_codes_t *c, slice_t s)
 {
 	if (s.len == 0)
 		return;
-	ix_add(x, code, fhir_search_string_norm(x->a, s));
+	ix_add(x, c->code, ix_norm(x, s));
 	if (x->full)
-		ix_add(x, derived(x, code, ".exact"), s);
+		ix_add(x, c->exact, s);
 }
 
 static void
-ix_string(ix_t *x, slice_t code, const fp_item_t *it)
+ix_string(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 {
-	static const char *const name_parts[] = {"family", "given",  "text",
-						 "prefix", "suffix", NULL};
-	static const char *const addr_parts[] = {"line",       "city",    "district", "state",
-						 "postalCode", "country", "text",     NULL};
-	const char *const *parts = NULL;
+	static const slice_t name_parts[] = {SLICE_LIT("family"), SLICE_LIT("given"),
+					     SLICE_LIT("text"),   SLICE_LIT("prefix"),
+					     SLICE_LIT("suffix"), SLICE_NULL};
+	static const slice_t addr_parts[] = {SLICE_LIT("line"),       SLICE_LIT("city"),
+					     SLICE_LIT("district"),   SLICE_LIT("state"),
+					     SLICE_LIT("postalCode"), SLICE_LIT("country"),
+					     SLICE_LIT("text"),       SLICE_NULL};
+	const slice_t *parts = NULL;
 
 	if (fhir_node_kind(it->n) == FHIR_STRING) {
-		ix_string_one(x, code, fhir_node_text(it->n));
+		ix_string_one(x, c, fhir_node_text(it->n));
 		return;
 	}
 	if (fhir_node_kind(it->n) != FHIR_OBJECT)
 		return;
-	if (strcmp(it->t->name, "HumanName") == 0)
+	if (it->t == ix_types.human_name)
 		parts = name_parts;
-	else if (strcmp(it->t->name, "Address") == 0)
+	else if (it->t == ix_types.address)
 		parts = addr_parts;
 	else
 		return;
-	for (; *parts != NULL; parts++) {
-		const fhir_node_t *v = fhir_object_get_cstr(it->n, *parts), *s;
+	/* one pass over the members, not a lookup per part (the order of entries is free) */
+	for (size_t k = 0, nk = fhir_object_count(it->n); k < nk; k++) {
+		slice_t key = fhir_object_key_at(it->n, k);
+		const fhir_node_t *v = fhir_object_value_at(it->n, k), *s;
+		const slice_t *part = parts;
 		size_t i;
 
-		if (v == NULL)
+		while (part->ptr != NULL && !slice_eq(*part, key))
+			part++;
+		if (part->ptr == NULL)
 			continue;
 		if (fhir_node_kind(v) == FHIR_ARRAY)
 			FHIR_ARRAY_FOREACH(v, i, s)
-				ix_string_one(x, code, fhir_node_text(s));
+				ix_string_one(x, c, fhir_node_text(s));
 		else
-			ix_string_one(x, code, fhir_node_text(v));
+			ix_string_one(x, c, fhir_node_text(v));
 	}
 }
 
 static void
-ix_date_range(ix_t *x, slice_t code, int64_t lo, int64_t hi)
+ix_date_range(ix_t *x, const ix_codes_t *c, int64_t lo, int64_t hi)
 {
 	unsigned char *l = arena_alloc(x->a, 16);
 
 	fhir_search_date_encode(lo, l);
 	fhir_search_date_encode(hi, l + 8);
-	ix_add(x, derived(x, code, ".lo"), slice_make((const char *)l, 16));
+	ix_add(x, c->lo, slice_make((const char *)l, 16));
 }
 
 static void
-ix_date(ix_t *x, slice_t code, const fp_item_t *it)
+ix_date(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 {
 	int64_t lo, hi, l2, h2;
 
 	if (fhir_node_kind(it->n) == FHIR_STRING) {
 		if (fhir_search_date_range(fhir_node_text(it->n), &lo, &hi))
-			ix_date_range(x, code, lo, hi);
-	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && strcmp(it->t->name, "Period") == 0) {
-		slice_t s = member_text(it->n, "start"), e = member_text(it->n, "end");
+			ix_date_range(x, c, lo, hi);
+	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && it->t == ix_types.period) {
+		slice_t s = member_text(it->n, SLICE_LIT("start")),
+			e = member_text(it->n, SLICE_LIT("end"));
 
 		lo = INT64_MIN;
 		hi = INT64_MAX;
@@ -934,15 +1208,15 @@ ix_date(ix_t *x, slice_t code, const fp_item_t *it)
 		if (e.len && fhir_search_date_range(e, &l2, &hi) == false)
 			return;
 		if (s.len || e.len)
-			ix_date_range(x, code, lo, hi);
-	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && strcmp(it->t->name, "Timing") == 0) {
-		const fhir_node_t *ev = fhir_object_get_cstr(it->n, "event"), *e;
+			ix_date_range(x, c, lo, hi);
+	} else if (fhir_node_kind(it->n) == FHIR_OBJECT && it->t == ix_types.timing) {
+		const fhir_node_t *ev = fhir_object_get(it->n, SLICE_LIT("event")), *e;
 		size_t i;
 
 		if (ev != NULL)
 			FHIR_ARRAY_FOREACH(ev, i, e)
 				if (fhir_search_date_range(fhir_node_text(e), &lo, &hi))
-					ix_date_range(x, code, lo, hi);
+					ix_date_range(x, c, lo, hi);
 	}
 }
 
@@ -984,23 +1258,23 @@ fhir_search_ref_key(arena_t *a, slice_t ref, slice_t base, slice_t *out)
 }
 
 static void
-ix_reference(ix_t *x, slice_t code, const fp_item_t *it)
+ix_reference(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 {
 	slice_t key;
 
 	if (fhir_node_kind(it->n) == FHIR_STRING) { /* canonical, uri */
-		ix_add(x, code, fhir_node_text(it->n));
+		ix_add(x, c->code, fhir_node_text(it->n));
 		return;
 	}
-	if (fhir_node_kind(it->n) != FHIR_OBJECT || strcmp(it->t->name, "Reference") != 0)
+	if (fhir_node_kind(it->n) != FHIR_OBJECT || it->t != ix_types.reference)
 		return;
-	if (fhir_search_ref_key(x->a, member_text(it->n, "reference"), x->base, &key))
-		ix_add(x, code, key);
-	const fhir_node_t *ident = fhir_object_get_cstr(it->n, "identifier");
+	if (fhir_search_ref_key(x->a, member_text(it->n, SLICE_LIT("reference")), x->base, &key))
+		ix_add(x, c->code, key);
+	const fhir_node_t *ident = fhir_object_get(it->n, SLICE_LIT("identifier"));
 
 	if (ident != NULL)
-		ix_system_value(x, derived(x, code, ".identifier"), member_text(ident, "system"),
-				member_text(ident, "value"));
+		ix_system_value(x, c->identifier, member_text(ident, SLICE_LIT("system")),
+				member_text(ident, SLICE_LIT("value")));
 }
 
 static void
@@ -1013,62 +1287,63 @@ ix_number(ix_t *x, slice_t code, slice_t text)
 }
 
 static void
-ix_quantity(ix_t *x, slice_t code, const fp_item_t *it)
+ix_quantity(ix_t *x, const ix_codes_t *c, const fp_item_t *it)
 {
 	slice_t val, sys, unit, ucode, enc;
 
 	if (fhir_node_kind(it->n) != FHIR_OBJECT)
 		return;
-	val = member_text(it->n, "value");
+	val = member_text(it->n, SLICE_LIT("value"));
 	if (!fhir_search_number_encode(x->a, val, &enc))
 		return;
-	sys = member_text(it->n, "system");
-	ucode = member_text(it->n, "code");
-	unit = member_text(it->n, "unit");
-	ix_add(x, code, enc);
+	sys = member_text(it->n, SLICE_LIT("system"));
+	ucode = member_text(it->n, SLICE_LIT("code"));
+	unit = member_text(it->n, SLICE_LIT("unit"));
+	ix_add(x, c->code, enc);
 	if (ucode.len)
-		ix_add(x, derived(x, code, ".su"), cat(x->a, cat(x->a, sys, "|", ucode), "|", enc));
+		ix_add(x, c->su, cat(x->a, cat(x->a, sys, "|", ucode), "|", enc));
 	if (ucode.len)
-		ix_add(x, derived(x, code, ".u"), cat(x->a, ucode, "|", enc));
+		ix_add(x, c->u, cat(x->a, ucode, "|", enc));
 	if (unit.len && !slice_eq(unit, ucode))
-		ix_add(x, derived(x, code, ".u"), cat(x->a, unit, "|", enc));
+		ix_add(x, c->u, cat(x->a, unit, "|", enc));
 }
 
+/* The entries of parameter prm from the n items v found for it. */
 static void
-ix_param(ix_t *x, const fhir_searchparam_t *sp, const fp_set_t *s)
+ix_param(ix_t *x, const fp_param_t *prm, const fp_item_t *v, size_t n)
 {
-	slice_t code = slice_cstr(sp->code);
+	const ix_codes_t *c = &prm->codes;
 
-	for (size_t i = 0; i < s->n; i++) {
-		const fp_item_t *it = &s->v[i];
+	for (size_t i = 0; i < n; i++) {
+		const fp_item_t *it = &v[i];
 
 		if (it->t == NULL)
 			continue;
-		switch (sp->type) {
+		switch (prm->sp->type) {
 		case FHIR_SP_TOKEN:
-			ix_token(x, code, it);
+			ix_token(x, c, it);
 			break;
 		case FHIR_SP_STRING:
-			ix_string(x, code, it);
+			ix_string(x, c, it);
 			break;
 		case FHIR_SP_DATE:
-			ix_date(x, code, it);
+			ix_date(x, c, it);
 			break;
 		case FHIR_SP_REFERENCE:
-			ix_reference(x, code, it);
+			ix_reference(x, c, it);
 			break;
 		case FHIR_SP_NUMBER:
 			if (fhir_node_kind(it->n) == FHIR_NUMBER)
-				ix_number(x, code, fhir_node_text(it->n));
+				ix_number(x, c->code, fhir_node_text(it->n));
 			else if (fhir_node_kind(it->n) == FHIR_OBJECT)
-				ix_number(x, code, member_text(it->n, "value"));
+				ix_number(x, c->code, member_text(it->n, SLICE_LIT("value")));
 			break;
 		case FHIR_SP_QUANTITY:
-			ix_quantity(x, code, it);
+			ix_quantity(x, c, it);
 			break;
 		case FHIR_SP_URI:
 			if (fhir_node_kind(it->n) == FHIR_STRING)
-				ix_add(x, code, fhir_node_text(it->n));
+				ix_add(x, c->code, fhir_node_text(it->n));
 			break;
 		default:
 			break;
@@ -1079,39 +1354,63 @@ ix_param(ix_t *x, const fhir_searchparam_t *sp, const fp_set_t *s)
 static int
 slice_cmp(slice_t a, slice_t b)
 {
-	int r = memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len);
+	int r;
+
+	/* most pairs differ in their first byte: no call then */
+	if (a.len > 0 && b.len > 0 && a.ptr[0] != b.ptr[0])
+		return (unsigned char)a.ptr[0] < (unsigned char)b.ptr[0] ? -1 : 1;
+	r = memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len);
 
 	return r != 0 ? r : (a.len > b.len) - (a.len < b.len);
+}
+
+/* By code, then value. Codes come from one table (ix_codes_t): one code, one pointer. */
+static inline int
+entry_order(const fhir_idx_entry_t *x, const fhir_idx_entry_t *y)
+{
+	int r = x->code.ptr == y->code.ptr && x->code.len == y->code.len
+		    ? 0
+		    : slice_cmp(x->code, y->code);
+
+	return r != 0 ? r : slice_cmp(x->value, y->value);
 }
 
 static int
 entry_cmp(const void *a, const void *b)
 {
-	const fhir_idx_entry_t *x = a, *y = b;
-	int r = slice_cmp(x->code, y->code);
-
-	return r != 0 ? r : slice_cmp(x->value, y->value);
+	return entry_order(a, b);
 }
 
-/* Sorts entries by entry_cmp: insertion sort for the usual few dozen (they come grouped by
- * parameter already, and qsort's setup costs more than the sort), qsort beyond. */
-static void
-entries_sort(fhir_idx_entry_t *v, size_t n)
+/* Sorts entries by entry_order without duplicates; returns how many remain. Insertion sort
+ * for the usual few dozen (they come grouped by parameter already, and qsort's setup costs
+ * more than the sort), qsort beyond. */
+static size_t
+entries_sort_unique(fhir_idx_entry_t *v, size_t n)
 {
+	size_t k = 0;
+
 	if (n > 64) {
 		qsort(v, n, sizeof(*v), entry_cmp);
-		return;
+		for (size_t i = 0; i < n; i++)
+			if (k == 0 || entry_order(&v[k - 1], &v[i]) != 0)
+				v[k++] = v[i];
+		return k;
 	}
-	for (size_t i = 1; i < n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		fhir_idx_entry_t e = v[i];
-		size_t j = i;
+		size_t j = k;
+		int r = 1;
 
-		while (j > 0 && entry_cmp(&v[j - 1], &e) > 0) {
-			v[j] = v[j - 1];
+		while (j > 0 && (r = entry_order(&v[j - 1], &e)) > 0)
 			j--;
-		}
+		if (r == 0) /* v[j - 1] is e */
+			continue;
+		for (size_t m = k; m > j; m--)
+			v[m] = v[m - 1];
 		v[j] = e;
+		k++;
 	}
+	return k;
 }
 
 static int
@@ -1120,39 +1419,34 @@ index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, s
 {
 	slice_t type = fhir_resource_type(res);
 	const fhir_type_t *rt = fhir_meta_type(type);
-	const fhir_searchparam_t *const *list;
-	const fp_expr_t *const *progs;
-	size_t np, k = 0;
-	ix_t x = {a, value_max, type, base, full, NULL, 0, 0};
+	const fp_plan_t *plan;
+	fp_run_t r = {a, NULL, 0, 0, NULL};
+	ix_t x = {.a = a, .value_max = value_max, .type = type, .base = base, .full = full};
 
 	*out = NULL;
 	*n = 0;
 	if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE)
 		return -FG_EINVAL;
-	np = fhir_meta_searchparams(type, &list);
-	progs = fp_cache_find(rt);
-	for (size_t i = 0; progs != NULL && i < np; i++) {
-		fp_t f = {a, NULL, NULL, false, res, rt, {NULL, NULL}};
-		fp_set_t s;
-
+	plan = fp_cache_find(rt);
+	if (plan != NULL) {
+		r.sets = arena_zalloc(a, plan->nnodes * sizeof(*r.sets));
+		fp_item_push(&r, res, rt);
+		r.sets[0] = (fp_set_t){0, 1, true};
+	}
+	for (size_t i = 0; plan != NULL && i < plan->nparams; i++) {
+		const fp_param_t *prm = &plan->params[i];
 		bool wanted = only == NULL;
 
 		for (size_t j = 0; j < nonly && !wanted; j++)
-			wanted = slice_eq_cstr(only[j], list[i]->code);
-		if (!wanted || list[i]->type == FHIR_SP_COMPOSITE ||
-		    list[i]->type == FHIR_SP_SPECIAL || progs[i] == NULL)
-			continue;
-		s = fp_expr_run(&f, progs[i]);
-		ix_param(&x, list[i], &s);
-	}
-	if (x.n > 0) {
-		entries_sort(x.v, x.n);
-		for (size_t i = 0; i < x.n; i++)
-			if (k == 0 || entry_cmp(&x.v[k - 1], &x.v[i]) != 0)
-				x.v[k++] = x.v[i];
+			wanted = slice_eq(only[j], prm->codes.code);
+		for (size_t j = 0; wanted && j < prm->nleaves; j++) {
+			fp_set_t s = fp_node_set(&r, plan, prm->leaves[j]);
+
+			ix_param(&x, prm, r.v + s.start, s.n);
+		}
 	}
 	*out = x.v;
-	*n = k;
+	*n = entries_sort_unique(x.v, x.n);
 	return 0;
 }
 

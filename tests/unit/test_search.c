@@ -396,6 +396,54 @@ test_string_norm(void **state)
 	assert_memory_equal(s.ptr, "elodie ca va", s.len);
 	s = fhir_search_string_norm(a, S("Straße Øre Æbel"));
 	assert_memory_equal(s.ptr, "strasse ore aebel", s.len);
+	/* around printable ASCII: ~ and DEL as they are, control characters kept, × not folded */
+	s = fhir_search_string_norm(a, S("A~\x7f\x01Z ×\r\n"));
+	assert_int_equal(s.len, strlen("a~\x7f\x01z ×"));
+	assert_memory_equal(s.ptr, "a~\x7f\x01z ×", s.len);
+	arena_free(a);
+}
+
+/* The shapes the evaluation treats apart: a shared step whose set has several objects (no
+ * single-object pass over members), a choice with two expansions around other members (each
+ * node's items stay together), where() over several items, and members of a type unknown
+ * to the path (contained resources). */
+static const char *const shapes_json =
+    "{\"resourceType\":\"Patient\",\"id\":\"s1\","
+    "\"deceasedDateTime\":\"2021-06-01\","
+    "\"address\":[{\"city\":\"Bern\",\"postalCode\":\"3000\"},"
+    "{\"city\":\"Genève\",\"line\":[\"Rue\\t 1\"],\"country\":\"CH\"}],"
+    "\"deceasedBoolean\":true,"
+    "\"name\":[{\"family\":\"A\"},{\"family\":\"B\",\"given\":[\"C\",\"D\"]}],"
+    "\"telecom\":[{\"system\":\"email\",\"value\":\"x@y\"},"
+    "{\"system\":\"phone\",\"value\":\"1\"},{\"system\":\"phone\",\"value\":\"2\"}],"
+    "\"contained\":[{\"resourceType\":\"Organization\",\"id\":\"o\"}],"
+    "\"managingOrganization\":{\"reference\":\"#o\"}}";
+
+static void
+test_shapes(void **state)
+{
+	arena_t *a = arena_new(0);
+	fhir_idx_entry_t *e;
+	size_t n;
+	int64_t lo, hi;
+	char want[64];
+
+	(void)state;
+	assert_int_equal(fhir_search_index(a, parse(a, shapes_json), NULL, &e, &n), 0);
+	assert_string_equal(vals(a, e, n, "address-city"), "bern;geneve");
+	assert_string_equal(vals(a, e, n, "address-postalcode"), "3000");
+	assert_string_equal(vals(a, e, n, "address-country"), "ch");
+	assert_string_equal(vals(a, e, n, "address"), "3000;bern;ch;geneve;rue 1");
+	assert_true(fhir_search_date_range(S("2021-06-01"), &lo, &hi));
+	snprintf(want, sizeof(want), "%lld-%lld", (long long)lo, (long long)hi);
+	assert_string_equal(dates(a, e, n, "death-date"), want);
+	assert_string_equal(vals(a, e, n, "family"), "a;b");
+	assert_string_equal(vals(a, e, n, "given"), "c;d");
+	assert_string_equal(vals(a, e, n, "phonetic"), "a;b;c;d");
+	assert_string_equal(vals(a, e, n, "phone"), "1|;2|");
+	assert_string_equal(vals(a, e, n, "email"), "x@y|");
+	assert_string_equal(vals(a, e, n, "organization"), "");
+	assert_string_equal(vals(a, e, n, "_id"), "s1|");
 	arena_free(a);
 }
 
@@ -503,6 +551,7 @@ main(void)
 	    cmocka_unit_test(test_date_precision),
 	    cmocka_unit_test(test_number_order),
 	    cmocka_unit_test(test_string_norm),
+	    cmocka_unit_test(test_shapes),
 	    cmocka_unit_test(test_param_parse),
 	    cmocka_unit_test(test_supported),
 	};
