@@ -58,6 +58,7 @@ struct store_txn {
 	int err; /* sticky: the first failure of a write transaction */
 	bool write;
 	uint64_t start_used; /* writemap: bytes of pages in use when the transaction began */
+	bool reserved_ahead; /* it reserved disk for itself (store_reserve_ahead) */
 	bool have_last_seq;  /* last_seq is cached after the first append */
 	bool have_hist;      /* hist_seq and hist_ns are cached after the first change */
 	bool have_work;      /* work_last is cached after the first work item */
