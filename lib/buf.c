@@ -68,6 +68,24 @@ buf_added(buf_t *b, size_t n)
 }
 
 int
+buf_append_file(buf_t *b, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	char chunk[65536];
+	size_t n;
+	int rc = 0;
+
+	if (f == NULL)
+		return -FG_EIO;
+	while (rc == 0 && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		rc = buf_append(b, chunk, n);
+	if (rc == 0 && ferror(f))
+		rc = -FG_EIO;
+	fclose(f);
+	return rc;
+}
+
+int
 buf_append(buf_t *b, const void *p, size_t len)
 {
 	int rc = buf_reserve(b, len);

@@ -41,6 +41,9 @@ int buf_append_lpstr(buf_t *b, slice_t s);
 char *buf_room(buf_t *b, size_t extra);
 /* The n bytes written at buf_room's pointer become part of the buffer. */
 void buf_added(buf_t *b, size_t n);
+/* Appends the whole file at path: 0, -FG_EIO when it cannot be opened or read (errno says
+ * why), -FG_ETOOBIG past the cap (what was read stays). */
+int buf_append_file(buf_t *b, const char *path);
 /* Removes the first n bytes. */
 void buf_consume(buf_t *b, size_t n);
 /* Hands the data to the caller (caller owns, free()), leaving b empty. */

@@ -34,23 +34,6 @@ typedef struct {
 	size_t n;
 } corpus_t;
 
-static char *
-file_read(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	buf_t b = BUF_INIT;
-	char chunk[65536];
-	size_t n;
-
-	if (f == NULL)
-		return NULL;
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		buf_append(&b, chunk, n);
-	fclose(f);
-	buf_append(&b, "", 0);
-	return buf_steal(&b, len);
-}
-
 /* Runs one message through the stages up to last; returns 0 when every stage succeeded. */
 static int
 message_run(const map_set_t *set, slice_t msg, stage_t last, arena_t *a, buf_t *json)
@@ -87,13 +70,17 @@ static void
 corpus_add_file(corpus_t *c, const map_set_t *set, const char *path)
 {
 	size_t len, n = 0;
-	char *data = file_read(path, &len);
+	char *data;
 	arena_t *a, *ma;
 	slice_t *msgs;
 	hl7_error_t err;
-	buf_t json = BUF_INIT;
+	buf_t json = BUF_INIT, file = BUF_INIT;
 
-	if (data == NULL)
+	if (buf_append_file(&file, path) < 0) {
+		buf_free(&file);
+		return;
+	}
+	if ((data = buf_steal(&file, &len)) == NULL)
 		return;
 	a = arena_new(0);
 	ma = arena_new(0);

@@ -29,23 +29,6 @@ typedef struct {
 	arena_t *a;
 } resources_t;
 
-static char *
-file_read(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	buf_t b = BUF_INIT;
-	char chunk[65536];
-	size_t n;
-
-	if (f == NULL)
-		return NULL;
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		buf_append(&b, chunk, n);
-	fclose(f);
-	buf_append(&b, "", 0);
-	return buf_steal(&b, len);
-}
-
 static void
 resources_push(resources_t *r, const fhir_node_t *res)
 {
@@ -81,12 +64,17 @@ resources_add_doc(resources_t *r, const fhir_node_t *doc, bool with_bundle)
 static void
 resources_add_file(resources_t *r, const char *path, bool with_bundle)
 {
+	buf_t file = BUF_INIT;
 	size_t len;
-	char *data = file_read(path, &len), err[256];
+	char *data, err[256];
 	fhir_node_t *doc;
 	const char *p, *end;
 
-	if (data == NULL)
+	if (buf_append_file(&file, path) < 0) {
+		buf_free(&file);
+		return;
+	}
+	if ((data = buf_steal(&file, &len)) == NULL)
 		return;
 	if (fhir_json_parse(r->a, data, len, NULL, &doc, err, sizeof(err)) == 0) {
 		resources_add_doc(r, doc, with_bundle);

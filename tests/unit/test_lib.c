@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -51,6 +52,39 @@ test_buf_be(void **state)
 	assert_true(be32_read(b.data + 8) == 0xa1b2c3d4u);
 	assert_int_equal(be16_read(b.data + 12), 3);
 	assert_memory_equal(b.data + 14, "abc", 3);
+	buf_free(&b);
+}
+
+/* A record written in place (buf_room, buf_added) and a file read whole (buf_append_file). */
+static void
+test_buf_room_file(void **state)
+{
+	char path[] = "/tmp/fhirgate-test-buf-XXXXXX";
+	buf_t b = BUF_INIT;
+	int fd = mkstemp(path);
+	char *w;
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "file bytes\n", 11), 11);
+	close(fd);
+	assert_int_equal(buf_append_cstr(&b, "<"), 0);
+	assert_int_equal(buf_append_file(&b, path), 0);
+	assert_string_equal(b.data, "<file bytes\n");
+	w = buf_room(&b, 3);
+	assert_non_null(w);
+	memcpy(w, "abc", 3);
+	assert_int_equal(b.len, 12); /* not part of it yet */
+	buf_added(&b, 3);
+	assert_int_equal(b.len, 15);
+	assert_string_equal(b.data, "<file bytes\nabc");
+	buf_free(&b);
+
+	/* a capped buffer keeps what fits; a missing file is an error */
+	buf_init(&b, 4);
+	assert_int_equal(buf_append_file(&b, path), -FG_ETOOBIG);
+	assert_null(buf_room(&b, 5));
+	unlink(path);
+	assert_int_equal(buf_append_file(&b, path), -FG_EIO);
 	buf_free(&b);
 }
 
@@ -255,6 +289,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_buf_cap),
 	    cmocka_unit_test(test_buf_be),
+	    cmocka_unit_test(test_buf_room_file),
 	    cmocka_unit_test(test_slice_numbers),
 	    cmocka_unit_test(test_arena),
 	    cmocka_unit_test(test_arena_array_printf),

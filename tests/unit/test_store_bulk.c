@@ -417,8 +417,8 @@ run_sorted(const char *path, uint64_t *nents)
 		}
 		assert_ptr_equal(q, p + be_read(p, 4));
 		if (prev != NULL) {
-			int r = bytes_cmp(prev + 14, be_read(prev + 12, 2), p + 14,
-					  be_read(p + 12, 2));
+			int r =
+			    bytes_cmp(prev + 14, be_read(prev + 12, 2), p + 14, be_read(p + 12, 2));
 
 			bad += r > 0 || (r == 0 && be_read(prev + 4, 8) >= be_read(p + 4, 8));
 		}
