@@ -1065,8 +1065,8 @@ typedef struct {
 
 typedef struct {
 	store_bulk_t *b;
-	size_t *order;      /* the groups in key order */
-	size_t gi, ei;      /* the next entry to copy: group (in order), entry */
+	size_t *order; /* the groups in key order */
+	size_t gi, ei; /* the next entry to copy: group (in order), entry */
 	bulk_block_t blocks[BULK_BLOCKS];
 	uint64_t produced, consumed; /* blocks (under mu) */
 	bool have;                   /* the consumer holds block consumed */
@@ -1143,7 +1143,8 @@ bulk_collect_prepare(bulk_collect_t *c)
 			bulk_collect_put(b, p, last, 64);
 	}
 	for (size_t i = 0; i < m->puts.n; i++)
-		bulk_collect_put(b, (const unsigned char *)m->pbytes.data + m->puts.offs[i], last, 64);
+		bulk_collect_put(b, (const unsigned char *)m->pbytes.data + m->puts.offs[i], last,
+				 64);
 	free(last);
 	for (size_t g = 0; g < b->ngroups; g++) {
 		bulk_group_t *gr = &b->groups[g];
@@ -1433,8 +1434,10 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 			uint64_t ord = be64_read(id + idlen) - b->first_ordinal;
 			MDB_val k = {plen + vlen, kb}, v = {idlen, (void *)id};
 
-			if (k.mv_size > sizeof(kb)) { /* bulk_run_whole and store_bulk_add saw to it */
-				store_error_set("bulk idx: a key longer than %d bytes", STORE_KEY_MAX);
+			if (k.mv_size >
+			    sizeof(kb)) { /* bulk_run_whole and store_bulk_add saw to it */
+				store_error_set("bulk idx: a key longer than %d bytes",
+						STORE_KEY_MAX);
 				rc = store_txn_fail(t, -FG_ESTORE);
 				goto out;
 			}

@@ -393,8 +393,7 @@ store_note_growth(store_txn_t *t)
 {
 	uint64_t used, map_size;
 
-	if (t->s->writemap && !t->reserved_ahead &&
-	    store_used_bytes(t->s, &used, &map_size) == 0 &&
+	if (t->s->writemap && !t->reserved_ahead && store_used_bytes(t->s, &used, &map_size) == 0 &&
 	    used > t->start_used && used - t->start_used > t->s->max_growth)
 		t->s->max_growth = used - t->start_used;
 }
