@@ -60,7 +60,7 @@
 #define BULK_DEFAULT_MEM (256u << 20)
 #define BULK_MAX_RUNS    4096
 #define BULK_MAX_ENTRIES 65535
-#define BULK_PREFETCH    16 /* entries ahead the index pass reads from memory */
+#define BULK_PREFETCH    16 /* entries ahead whose records the copy into blocks reads early */
 
 /* An index entry of a load, for sorting within its group (same type and code): the first 16
  * bytes of its value and the first 8 of its id as big-endian numbers, zero-padded (padding
@@ -117,8 +117,9 @@ struct store_bulk {
 	char *dir;
 	size_t mem_max;
 	uint64_t next_ordinal, first_ordinal; /* ordinals of this load: [first, next) */
-	/* The groups of a load's entries (only the entry thread touches them), found by their
-	 * prefix's hash in slots: index + 1, 0 empty; a power of two, at most half full. */
+	/* The groups of a load's entries (made and filled by the entry thread; the index pass
+	 * reads them once it hands out blocks), found by their prefix's hash in slots: index + 1,
+	 * 0 empty; a power of two, at most half full. */
 	bulk_group_t *groups;
 	size_t ngroups, gcap;
 	uint32_t *slots;
@@ -1052,8 +1053,10 @@ bulk_feed_end(bulk_feed_t *f)
  * during the resource pass (which only reads the put records too), then copied in key order
  * into blocks the index pass takes in turn, so that it reads them one after the other instead
  * of from put records all over memory (a cache miss each: twice the pass's time, measured). */
+#ifndef BULK_BLOCK_BYTES /* smaller in a build that tests the hand-over (-D) */
 #define BULK_BLOCK_BYTES (1u << 20)
-#define BULK_BLOCKS      4
+#endif
+#define BULK_BLOCKS 4
 
 /* Entries of one group in key order: be16 value length, value, be16 id length, id, be64
  * ordinal, each. */
