@@ -9,13 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "fhir/json.h"
 #include "fhir/search.h"
 #include "fhir/tree.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
+#include "lib/timeutil.h"
 #include "lib/xalloc.h"
 #include "mappings/hl7.h"
 #include "mappings/map.h"
@@ -142,15 +142,6 @@ corpus_add_dir(corpus_t *c, const map_set_t *set, const char *dir)
 	free(names);
 }
 
-static double
-now_cpu(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void
 diag_print(const map_diag_t *d, void *arg)
 {
@@ -189,7 +180,7 @@ main(int argc, char **argv)
 	}
 	printf("%zu messages, %ld rounds, one core (CPU time)\n", c.n, rounds);
 	for (stage_t s = STAGE_PARSE; s < STAGE_COUNT; s++) {
-		double t0 = now_cpu(), dt;
+		double t0 = (double)time_cpu_ns() / 1e9, dt;
 		size_t total = 0;
 
 		for (long r = 0; r < rounds; r++) {
@@ -199,7 +190,7 @@ main(int argc, char **argv)
 				total++;
 			}
 		}
-		dt = now_cpu() - t0;
+		dt = (double)time_cpu_ns() / 1e9 - t0;
 		printf("%-20s %9.2f us/message %10.0f messages/s\n", stage_names[s],
 		       dt * 1e6 / (double)total, (double)total / dt);
 	}

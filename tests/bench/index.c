@@ -14,13 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "fhir/json.h"
 #include "fhir/search.h"
 #include "fhir/tree.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
+#include "lib/timeutil.h"
 #include "lib/xalloc.h"
 
 typedef struct {
@@ -200,15 +200,6 @@ dump(const resources_t *r)
 	arena_free(a);
 }
 
-static double
-now_cpu(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void
 bench(const char *name, const resources_t *r, long rounds)
 {
@@ -225,7 +216,7 @@ bench(const char *name, const resources_t *r, long rounds)
 		arena_reset(a);
 		fhir_search_index_full(a, r->v[k], SLICE_NULL, &e, &n);
 	}
-	t0 = now_cpu();
+	t0 = (double)time_cpu_ns() / 1e9;
 	for (long round = 0; round < rounds; round++)
 		for (size_t k = 0; k < r->n; k++) {
 			fhir_idx_entry_t *e;
@@ -236,7 +227,7 @@ bench(const char *name, const resources_t *r, long rounds)
 			entries += n;
 			calls++;
 		}
-	dt = now_cpu() - t0;
+	dt = (double)time_cpu_ns() / 1e9 - t0;
 	printf("%-8s %4zu resources %8.2f us/call %10.0f resources/s %6.1f entries/call\n", name,
 	       r->n, dt * 1e6 / (double)calls, (double)calls / dt, (double)entries / (double)calls);
 	arena_free(a);
