@@ -428,22 +428,6 @@ store_txn_begin(store_t *s, bool write, store_txn_t **out)
 	return 0;
 }
 
-int
-store_cursor(store_txn_t *t, int db, MDB_cursor **out)
-{
-	int rc;
-
-	if (t->cur[db] == NULL) {
-		rc = mdb_cursor_open(t->txn, t->s->dbi[db], &t->cur[db]);
-		if (rc != 0) {
-			t->cur[db] = NULL;
-			return store_txn_fail(t, store_mdb_fail(store_dbs[db].name, rc));
-		}
-	}
-	*out = t->cur[db];
-	return 0;
-}
-
 /* The cursor on db, opened on first use: LMDB's code. */
 static int
 store_cursor_raw(store_txn_t *t, int db, MDB_cursor **c)
@@ -454,6 +438,14 @@ store_cursor_raw(store_txn_t *t, int db, MDB_cursor **c)
 		t->cur[db] = NULL;
 	*c = t->cur[db];
 	return rc;
+}
+
+int
+store_cursor(store_txn_t *t, int db, MDB_cursor **out)
+{
+	int rc = store_cursor_raw(t, db, out);
+
+	return rc != 0 ? store_txn_fail(t, store_mdb_fail(store_dbs[db].name, rc)) : 0;
 }
 
 int
