@@ -5,7 +5,6 @@
 
 #include <sys/stat.h>
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include "lib/xalloc.h"
 #include "mappings/hl7.h"
 #include "mappings/map.h"
+#include "tests/bench/dirlist.h"
 
 typedef enum { STAGE_PARSE, STAGE_MAP, STAGE_JSON, STAGE_INDEX, STAGE_COUNT } stage_t;
 
@@ -102,34 +102,14 @@ corpus_add_file(corpus_t *c, const map_set_t *set, const char *path)
 	free(data);
 }
 
-static int
-names_cmp(const void *x, const void *y)
-{
-	return strcmp(*(char *const *)x, *(char *const *)y);
-}
-
 /* Every *.hl7 under dir and its subfolders, in name order. */
 static void
 corpus_add_dir(corpus_t *c, const map_set_t *set, const char *dir)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char **names = NULL;
-	size_t n = 0;
+	size_t n;
+	char **names = dirlist("convert", dir, &n);
 	struct stat sb;
 
-	if (d == NULL) {
-		fprintf(stderr, "convert: cannot open %s\n", dir);
-		exit(1);
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.')
-			continue;
-		names = xreallocarray(names, n + 1, sizeof(*names));
-		names[n++] = xasprintf("%s/%s", dir, de->d_name);
-	}
-	closedir(d);
-	qsort(names, n, sizeof(*names), names_cmp);
 	for (size_t i = 0; i < n; i++) {
 		size_t l = strlen(names[i]);
 

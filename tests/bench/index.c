@@ -9,7 +9,6 @@
 
 #include <sys/stat.h>
 
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 #include "lib/buf.h"
 #include "lib/timeutil.h"
 #include "lib/xalloc.h"
+#include "tests/bench/dirlist.h"
 
 typedef struct {
 	const fhir_node_t **v; /* borrowed from the set's arena */
@@ -98,41 +98,23 @@ resources_add_file(resources_t *r, const char *path, bool with_bundle)
 	free(data);
 }
 
-static int
-names_cmp(const void *x, const void *y)
-{
-	return strcmp(*(char *const *)x, *(char *const *)y);
-}
-
 /* Every *.json and *.out under dir and its subfolders, in name order. */
 static void
 resources_add_dir(resources_t *r, const char *dir, bool with_bundle)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char **names = NULL;
-	size_t n = 0;
+	size_t n;
+	char **names = dirlist("index", dir, &n);
 	struct stat sb;
 
-	if (d == NULL) {
-		fprintf(stderr, "index: cannot open %s\n", dir);
-		exit(1);
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.' || strstr(de->d_name, "schema") != NULL)
-			continue;
-		names = xreallocarray(names, n + 1, sizeof(*names));
-		names[n++] = xasprintf("%s/%s", dir, de->d_name);
-	}
-	closedir(d);
-	qsort(names, n, sizeof(*names), names_cmp);
 	for (size_t i = 0; i < n; i++) {
 		size_t l = strlen(names[i]);
+		/* the R4 schemas beside the test data are no resources */
+		bool schema = strstr(names[i] + strlen(dir), "schema") != NULL;
 
-		if (stat(names[i], &sb) == 0 && S_ISDIR(sb.st_mode))
+		if (!schema && stat(names[i], &sb) == 0 && S_ISDIR(sb.st_mode))
 			resources_add_dir(r, names[i], with_bundle);
-		else if ((l > 5 && strcmp(names[i] + l - 5, ".json") == 0) ||
-			 (l > 4 && strcmp(names[i] + l - 4, ".out") == 0))
+		else if (!schema && ((l > 5 && strcmp(names[i] + l - 5, ".json") == 0) ||
+				     (l > 4 && strcmp(names[i] + l - 4, ".out") == 0)))
 			resources_add_file(r, names[i], with_bundle);
 		free(names[i]);
 	}
