@@ -1031,18 +1031,25 @@ bulk_feed_next(bulk_feed_t *f)
 	}
 }
 
+/* Ends a producer thread (feed, collect): tells it to stop, waits for it, frees its lock. */
+static void
+bulk_thread_end(bool threaded, pthread_t th, pthread_mutex_t *mu, pthread_cond_t *cv, bool *stop)
+{
+	if (threaded) {
+		pthread_mutex_lock(mu);
+		*stop = true;
+		pthread_cond_broadcast(cv);
+		pthread_mutex_unlock(mu);
+		pthread_join(th, NULL);
+	}
+	pthread_mutex_destroy(mu);
+	pthread_cond_destroy(cv);
+}
+
 static void
 bulk_feed_end(bulk_feed_t *f)
 {
-	if (f->threaded) {
-		pthread_mutex_lock(&f->mu);
-		f->stop = true;
-		pthread_cond_broadcast(&f->cv);
-		pthread_mutex_unlock(&f->mu);
-		pthread_join(f->th, NULL);
-	}
-	pthread_mutex_destroy(&f->mu);
-	pthread_cond_destroy(&f->cv);
+	bulk_thread_end(f->threaded, f->th, &f->mu, &f->cv, &f->stop);
 	for (int i = 0; i < BULK_FEED_DEPTH; i++)
 		free(f->blocks[i]);
 	free(f->hp.h);
@@ -1283,15 +1290,7 @@ bulk_collect_end(bulk_collect_t *c)
 {
 	if (c->b == NULL)
 		return;
-	if (c->threaded) {
-		pthread_mutex_lock(&c->mu);
-		c->stop = true;
-		pthread_cond_broadcast(&c->cv);
-		pthread_mutex_unlock(&c->mu);
-		pthread_join(c->th, NULL);
-	}
-	pthread_mutex_destroy(&c->mu);
-	pthread_cond_destroy(&c->cv);
+	bulk_thread_end(c->threaded, c->th, &c->mu, &c->cv, &c->stop);
 	for (int i = 0; i < BULK_BLOCKS; i++)
 		free(c->blocks[i].data);
 	free(c->order);
