@@ -466,6 +466,7 @@ batch_new(void)
 	b->a = arena_new(64 * 1024);
 	b->wj.apply = batch_apply;
 	b->wj.done = batch_done;
+	b->wj.unordered = true; /* AuditEvents touch no resource: no deferred apply before them */
 	return b;
 }
 

@@ -181,6 +181,7 @@ run_stats(store_txn_t *t, const config_t *cfg, const store_args_t *a)
 	printf("  changes     %" PRIu64 "\n", st.changes);
 	printf("index entries %" PRIu64 "\n", st.index_entries);
 	printf("pending work  %" PRIu64 "\n", st.work);
+	printf("unapplied     %" PRIu64 " messages\n", st.pending);
 	printf("audit events  %" PRIu64 "\n", st.audit);
 	printf("audit runs    %" PRIu64 "\n", st.audit_refs);
 	printf("map size      %s\n", map);

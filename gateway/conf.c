@@ -159,6 +159,22 @@ static const opt_t options[] = {
      "Memory held by jobs waiting for the writer (messages, REST bodies and their parsed "
      "data); past it the queue counts as full.",
      1024 * 1024, 64ull << 30, NULL},
+    {"writer.apply_delay", OPT_US, OFF(writer_apply_delay_us), "500ms",
+     "Deferred apply: an MLLP message's resources and search index entries are stored durably "
+     "with it before its AA, and made readable and searchable in one sorted bulk load of "
+     "everything that waits, at most this long after (sooner when a REST write or the memory "
+     "bound needs them). 0: each message's resources are made in its own group commit "
+     "(readable at once, far slower).",
+     0, 60000000, NULL},
+    {"rest.consistent_reads", OPT_CHOICE, OFF(rest_consistent_reads), "on",
+     "on: a REST read or search waits, when MLLP messages already ACKed have resources not "
+     "applied yet (writer.apply_delay), for them to be applied first, so it sees every ACKed "
+     "message; off: it answers at once from what is applied.",
+     0, 0, on_off},
+    {"writer.apply_max_bytes", OPT_SIZE, OFF(writer_apply_max_bytes), "64M",
+     "Memory for the resource puts waiting for the deferred apply; when full they are made at "
+     "once.",
+     1024 * 1024, 16ull << 30, NULL},
     {"hl7.max_message_bytes", OPT_SIZE, OFF(hl7_max_message_bytes), "16M",
      "Largest HL7 v2 message parsed.", 64, 1024ull << 20, NULL},
     {"hl7.max_segments", OPT_COUNT, OFF(hl7_max_segments), "10000", "Most segments in one message.",

@@ -46,6 +46,9 @@ typedef struct {
 	uint64_t writer_batch_max_delay_us;
 	uint64_t writer_queue_max;
 	uint64_t writer_queue_max_bytes;
+	uint64_t writer_apply_delay_us;
+	int rest_consistent_reads; /* CONF_ON or CONF_OFF */
+	uint64_t writer_apply_max_bytes;
 	/* [hl7] */
 	uint64_t hl7_max_message_bytes;
 	uint64_t hl7_max_segments;

@@ -308,7 +308,7 @@ import_commit_run(void *arg)
 		if (it->check != NULL) {
 			ingest_outcome_t out;
 
-			rc = ingest_record(t, it->check, it->raw, it->peer, now, &out);
+			rc = ingest_record(t, it->check, it->raw, it->peer, now, NULL, &out);
 			if (rc == 0 && out.duplicate)
 				j->unchanged += it->check->nres;
 		} else {

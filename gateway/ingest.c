@@ -4,6 +4,7 @@
 #include "gateway/ingest.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fhir/json.h"
@@ -12,6 +13,7 @@
 #include "lib/buf.h"
 #include "lib/err.h"
 #include "lib/hash.h"
+#include "lib/xalloc.h"
 
 const char *
 ingest_stage_name(ingest_stage_t stage)
@@ -196,6 +198,17 @@ dead_put(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint64_t now_
 	return store_dead_put(t, d);
 }
 
+static store_res_put_t
+res_put_of(const ingest_res_t *r, uint64_t now_ns)
+{
+	return (store_res_put_t){.type = r->type,
+				 .id = r->id,
+				 .body = r->body,
+				 .entries = r->entries,
+				 .n_entries = r->nentries,
+				 .now_ns = now_ns};
+}
+
 int
 ingest_store_resources(store_txn_t *t, const ingest_res_t *res, size_t n, uint64_t now_ns,
 		       size_t *unchanged)
@@ -203,12 +216,7 @@ ingest_store_resources(store_txn_t *t, const ingest_res_t *res, size_t n, uint64
 	int rc = 0;
 
 	for (size_t i = 0; rc == 0 && i < n; i++) {
-		store_res_put_t p = {.type = res[i].type,
-				     .id = res[i].id,
-				     .body = res[i].body,
-				     .entries = res[i].entries,
-				     .n_entries = res[i].nentries,
-				     .now_ns = now_ns};
+		store_res_put_t p = res_put_of(&res[i], now_ns);
 		store_res_result_t r;
 
 		rc = store_res_put(t, &p, &r);
@@ -220,9 +228,44 @@ ingest_store_resources(store_txn_t *t, const ingest_res_t *res, size_t n, uint64
 	return rc;
 }
 
+/* The puts of a message that change something, kept in pend under its sequence and added to
+ * the writer's load b. */
+static int
+defer_resources(store_txn_t *t, store_bulk_t *b, uint64_t seq, const ingest_res_t *res, size_t n)
+{
+	store_res_put_t stack[16], *puts = n > 16 ? xreallocarray(NULL, n, sizeof(*puts)) : stack;
+	size_t k = 0;
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		int unchanged;
+
+		puts[k] = res_put_of(&res[i], 0);
+		/* what would be an unchanged put is left out here rather than in the load */
+		unchanged = store_bulk_unchanged(b, t, &puts[k]);
+		if (unchanged < 0)
+			rc = unchanged;
+		else if (!unchanged)
+			k++;
+	}
+	if (rc == 0 && k > 0)
+		rc = store_pend_put(t, seq, puts, k);
+	for (size_t i = 0; rc == 0 && i < k; i++)
+		rc = store_bulk_add(b, &puts[i]);
+	if (puts != stack)
+		free(puts);
+	return rc;
+}
+
+int
+ingest_apply_note(void *ctx, const store_res_put_t *p, const store_res_result_t *r)
+{
+	return r->unchanged ? 0 : score_hook_note(ctx, p->type, p->id, p->body);
+}
+
 int
 ingest_record(store_txn_t *t, const ingest_check_t *c, slice_t raw, slice_t peer, uint64_t now_ns,
-	      ingest_outcome_t *out)
+	      store_bulk_t *defer, ingest_outcome_t *out)
 {
 	store_msg_t m = {
 	    .received_ns = now_ns, .status = ingest_status_of(c->code), .peer = peer, .raw = raw};
@@ -251,6 +294,8 @@ ingest_record(store_txn_t *t, const ingest_check_t *c, slice_t raw, slice_t peer
 		store_dead_t d = {.seq = out->seq};
 
 		rc = dead_put(t, c, &d, now_ns);
+	} else if (rc == 0 && defer != NULL) {
+		rc = defer_resources(t, defer, out->seq, c->res, c->nres);
 	} else if (rc == 0) {
 		rc = ingest_store_resources(t, c->res, c->nres, now_ns, NULL);
 	}

@@ -71,10 +71,15 @@ typedef struct {
  *  - same key and an earlier message that was accepted, or that failed with the same content:
  *    a duplicate, nothing written, ACKed with the earlier code;
  *  - otherwise appended to msg (status = code), its key pointed at it, and when not accepted a
- *    dead letter with stage, 0357 code, reason and location.
+ *    dead letter with stage, 0357 code, reason and location; when accepted its resources
+ *    stored, or with defer (the writer's load, gateway/writer.h) the puts among them that
+ *    change something kept in pend under its sequence and added to defer.
  * Returns 0 or a store error (then t is poisoned and must be aborted). */
 int ingest_record(store_txn_t *t, const ingest_check_t *c, slice_t raw, slice_t peer,
-		  uint64_t now_ns, ingest_outcome_t *out);
+		  uint64_t now_ns, store_bulk_t *defer, ingest_outcome_t *out);
+/* The writer's apply_cb (ctx: the load's transaction): the scoring hook's note of each resource
+ * the load changed, as ingest_store_resources makes it. */
+int ingest_apply_note(void *ctx, const store_res_put_t *p, const store_res_result_t *r);
 
 /* Re-checks the stored message seq whose dead letter is d with check c (made from the stored
  * bytes): when it now passes, its status becomes accepted, its resources are stored, its dedupe

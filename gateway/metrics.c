@@ -47,6 +47,9 @@ static const struct {
 			      "Parsing and mapping one HL7 v2 message (I/O thread)."},
     [METRICS_HIST_COMMIT] = {"fhirgate_commit_seconds",
 			     "One group-commit write transaction, from begin to durable commit."},
+    [METRICS_HIST_APPLY] = {"fhirgate_apply_seconds",
+			    "One deferred apply: the resources and index entries of the messages "
+			    "committed since the last one, made in one write transaction."},
 };
 
 const char *

@@ -34,6 +34,7 @@ const char *metrics_route_name(metrics_route_t r);
 typedef enum {
 	METRICS_HIST_CONVERT, /* parse + map of one HL7 v2 message on an I/O thread */
 	METRICS_HIST_COMMIT,  /* one group-commit transaction, begin to fsync'd commit */
+	METRICS_HIST_APPLY,   /* one deferred apply: the bulk load of the puts waiting in pend */
 	METRICS_HIST_COUNT
 } metrics_hist_t;
 

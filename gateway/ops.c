@@ -107,6 +107,16 @@ write_metrics(server_t *srv, buf_t *b)
 	counter(b, "fhirgate_writer_jobs_total", "Jobs (messages, REST writes) committed.", w.jobs);
 	counter(b, "fhirgate_writer_failed_batches_total", "Transactions that failed.",
 		w.failed_batches);
+	gauge(
+	    b, "fhirgate_writer_unapplied_puts",
+	    "Resource puts of ACKed messages kept in pend, not yet searchable (store.apply_delay).",
+	    h.unapplied);
+	counter(b, "fhirgate_writer_applies_total", "Deferred applies (bulk loads of pend).",
+		w.applies);
+	counter(b, "fhirgate_writer_failed_applies_total", "Deferred applies that failed.",
+		w.failed_applies);
+	counter(b, "fhirgate_writer_applied_puts_total", "Resource puts made by deferred applies.",
+		w.applied_puts);
 	counter(b, "fhirgate_audit_dropped_total",
 		"REST AuditEvents dropped because the writer queue was full.", audit_dropped());
 	if (maps != NULL) {
@@ -163,9 +173,11 @@ writer_checks(health_t *h, server_t *srv, bool ready)
 
 	writer_get_health(server_writer(srv), &w);
 	stuck = (w.committing_since_mono_ns != 0 && now - w.committing_since_mono_ns > STUCK_NS) ||
-		(w.oldest_queued_mono_ns != 0 && now - w.oldest_queued_mono_ns > STUCK_NS);
+		(w.oldest_queued_mono_ns != 0 && now - w.oldest_queued_mono_ns > STUCK_NS) ||
+		(w.unapplied_since_mono_ns != 0 && now - w.unapplied_since_mono_ns > STUCK_NS);
 	check(h, "writer:progress", !stuck,
-	      stuck ? "a write transaction or a queued job is older than 60 s" : NULL);
+	      stuck ? "a write transaction, a queued job or an unapplied put is older than 60 s"
+		    : NULL);
 	if (!ready)
 		return;
 	check(h, "writer:queue", w.queued < w.queue_max,

@@ -1285,6 +1285,7 @@ rest_new(store_t *store, writer_t *writer, maps_t *maps, const config_t *cfg, re
 	r->writer = writer;
 	r->maps = maps;
 	r->audit = cfg->audit_rest;
+	r->consistent_reads = cfg->rest_consistent_reads == CONF_ON;
 	r->limits.max_message_bytes = cfg->hl7_max_message_bytes;
 	r->limits.max_segments = cfg->hl7_max_segments;
 	r->limits.max_field_bytes = cfg->hl7_max_field_bytes;
@@ -1583,6 +1584,33 @@ audit_answered(http_request_t *req, int status, void *arg)
 	audit_submit(c->rest->writer, &e);
 }
 
+static void dispatch(rest_ctx_t *c, slice_t m, const slice_t *seg, size_t n);
+
+/* A request held until the writer made the deferred puts (rest.consistent_reads). */
+typedef struct {
+	slice_t m, seg[6];
+	size_t n;
+} rest_dispatch_t;
+
+/* An empty job that is not deferrable: the writer makes every deferred put before it. */
+static int
+barrier_apply(void *arg, store_txn_t *t)
+{
+	(void)arg;
+	(void)t;
+	return 0;
+}
+
+static void
+barrier_finish(rest_ctx_t *c, void *arg, int rc)
+{
+	rest_dispatch_t *d = arg;
+
+	/* rc < 0: the apply failed; the read still answers from what is applied. */
+	(void)rc;
+	dispatch(c, d->m, d->seg, d->n);
+}
+
 void
 rest_handle(http_request_t *req, void *handler_ctx)
 {
@@ -1591,7 +1619,6 @@ rest_handle(http_request_t *req, void *handler_ctx)
 	rest_ctx_t *c = arena_zalloc(a, sizeof(*c));
 	slice_t m = http_request_method(req), seg[6];
 	size_t n;
-	uint64_t v;
 
 	c->req = req;
 	c->th = th;
@@ -1625,6 +1652,27 @@ rest_handle(http_request_t *req, void *handler_ctx)
 	}
 	if (!rest_authenticate(c))
 		return;
+	/* A read that might miss ACKed messages' resources waits for the writer to apply them. */
+	if (c->rest->consistent_reads && c->kind.action != 'C' && c->kind.action != 'U' &&
+	    c->kind.action != 'D' && writer_unapplied(c->rest->writer) > 0 &&
+	    !writer_full(c->rest->writer)) {
+		rest_dispatch_t *d = arena_zalloc(a, sizeof(*d));
+
+		d->m = m;
+		d->n = n;
+		memcpy(d->seg, seg, n * sizeof(*seg));
+		rest_submit_op(c, barrier_apply, barrier_finish, d);
+		return;
+	}
+	dispatch(c, m, seg, n);
+}
+
+static void
+dispatch(rest_ctx_t *c, slice_t m, const slice_t *seg, size_t n)
+{
+	http_request_t *req = c->req;
+	uint64_t v;
+
 	if (n == 0) {
 		if (method_is(m, "POST"))
 			rest_do_bundle(c);

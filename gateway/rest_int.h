@@ -36,8 +36,9 @@ struct rest {
 	writer_t *writer;
 	maps_t *maps; /* the mappings replays convert with; NULL: store and forward */
 	hl7_limits_t limits;
-	int audit;    /* CONF_AUDIT_REST_* */
-	auth_t *auth; /* authorization (auth.enabled false: everything is allowed) */
+	int audit;             /* CONF_AUDIT_REST_* */
+	bool consistent_reads; /* rest.consistent_reads */
+	auth_t *auth;          /* authorization (auth.enabled false: everything is allowed) */
 	/* The CapabilityStatement, built once: [xml][pretty]. */
 	buf_t capability[2][2];
 };

@@ -18,6 +18,7 @@
 #include "gateway/auth.h"
 #include "gateway/cli.h"
 #include "gateway/dropdir.h"
+#include "gateway/ingest.h"
 #include "gateway/maps.h"
 #include "gateway/models.h"
 #include "gateway/score.h"
@@ -52,7 +53,8 @@ log_stats(serve_ctx_t *x, const char *when)
 		 "duplicates=%llu garbage_bytes=%llu aborted_frames=%llu oversize_frames=%llu "
 		 "store_failures=%llu accept_pauses=%llu refused=%llu tls_failures=%llu "
 		 "batches=%llu largest_batch=%llu "
-		 "commit_ms_avg=%.2f commit_ms_max=%.2f",
+		 "commit_ms_avg=%.2f commit_ms_max=%.2f applies=%llu failed_applies=%llu "
+		 "applied_puts=%llu apply_ms_avg=%.2f apply_ms_max=%.2f",
 		 when, (unsigned long long)s.conns_open, (unsigned long long)s.conns_accepted,
 		 (unsigned long long)s.frames, (unsigned long long)s.acks_aa,
 		 (unsigned long long)s.acks_ae, (unsigned long long)s.acks_ar,
@@ -62,7 +64,10 @@ log_stats(serve_ctx_t *x, const char *when)
 		 (unsigned long long)s.refused, (unsigned long long)s.tls_failures,
 		 (unsigned long long)w.batches, (unsigned long long)w.largest_batch,
 		 w.batches ? (double)w.commit_ns_total / (double)w.batches / 1e6 : 0.0,
-		 (double)w.commit_ns_max / 1e6);
+		 (double)w.commit_ns_max / 1e6, (unsigned long long)w.applies,
+		 (unsigned long long)w.failed_applies, (unsigned long long)w.applied_puts,
+		 w.applies ? (double)w.apply_ns_total / (double)w.applies / 1e6 : 0.0,
+		 (double)w.apply_ns_max / 1e6);
 }
 
 static void
@@ -268,6 +273,9 @@ cmd_serve(int argc, char **argv)
 	wopts.queue_max = cfg.writer_queue_max;
 	wopts.queue_max_bytes = cfg.writer_queue_max_bytes;
 	wopts.after_commit = score_run_pending;
+	wopts.apply_delay_us = cfg.writer_apply_delay_us;
+	wopts.apply_mem_bytes = cfg.writer_apply_max_bytes;
+	wopts.apply_cb = ingest_apply_note;
 	models_open(cfg.scoring_models_dir, &x.models);
 	models_set_global(x.models);
 	/* Threads inherit a mask with the signals blocked: only this thread handles them. */

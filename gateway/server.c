@@ -249,7 +249,8 @@ static int
 job_apply(writer_job_t *wj, store_txn_t *t)
 {
 	job_t *j = (job_t *)wj;
-	int rc = ingest_record(t, &j->check, j->raw, j->peer, j->received_ns, &j->outcome);
+	int rc =
+	    ingest_record(t, &j->check, j->raw, j->peer, j->received_ns, wj->pending, &j->outcome);
 
 	if (rc == 0 && j->audit)
 		rc = job_audit(j, t);
@@ -523,6 +524,7 @@ on_frame(void *ctx, const char *data, size_t len, bool oversize, size_t len_tota
 	atomic_fetch_add(&io->srv->st.frames, 1);
 	j->wj.apply = job_apply;
 	j->wj.done = job_done;
+	j->wj.deferrable = true;
 	j->audit = l->audit;
 	if (j->audit) {
 		audit_event_t e;

@@ -28,7 +28,27 @@ struct writer {
 	uint64_t last_commit_mono_ns;
 	_Atomic uint64_t committing_since; /* written by the writer thread only */
 	int last_rc;
+	/* Deferred apply (writer thread only, but for the two counts under mu): the load the
+	 * deferred puts go to (NULL: none yet), and whether pend may hold puts it lacks (at start,
+	 * after a failure: read them from the store before the load). */
+	store_bulk_t *pend;
+	bool pend_reload;
+	uint64_t unapplied, unapplied_since; /* under mu */
+	bool pend_reload_pub;                /* under mu: pend_reload as pend_counts last saw it */
 };
+
+static bool
+deferring_on(const writer_t *w)
+{
+	return w->opts.apply_delay_us > 0;
+}
+
+/* A job that needs the deferred puts made before its transaction. */
+static bool
+job_ordered(const writer_job_t *j)
+{
+	return !j->deferrable && !j->unordered;
+}
 
 /* Takes up to the batch bounds from the queue; mu held. */
 static writer_job_t *
@@ -36,9 +56,15 @@ take_batch(writer_t *w, uint64_t *count)
 {
 	writer_job_t *first = w->head, *last = NULL, *j = w->head;
 	uint64_t n = 0, bytes = 0;
+	bool deferrable = false;
 
 	while (j != NULL && n < w->opts.batch_max_messages &&
 	       (n == 0 || bytes + j->bytes <= w->opts.batch_max_bytes)) {
+		/* A job that needs the deferred puts made waits for the next batch after one that
+		 * may defer: the load comes before its transaction. */
+		if (deferrable && job_ordered(j))
+			break;
+		deferrable |= deferring_on(w) && j->deferrable;
 		bytes += j->bytes;
 		n++;
 		last = j;
@@ -70,26 +96,189 @@ wait_for_more(writer_t *w)
 			break;
 }
 
+/* Is a load due: puts waiting and (force) or their delay over or their memory full? */
+static bool
+pend_due(writer_t *w, bool force)
+{
+	if (w->pend_reload)
+		return true;
+	if (w->pend == NULL || store_bulk_count(w->pend) == 0)
+		return false;
+	return force || store_bulk_memory_full(w->pend) ||
+	       time_mono_ns() >= w->unapplied_since + w->opts.apply_delay_us * 1000u;
+}
+
+static void
+pend_counts(writer_t *w)
+{
+	uint64_t n = w->pend != NULL ? store_bulk_count(w->pend) : 0;
+
+	pthread_mutex_lock(&w->mu);
+	if (n > 0 && w->unapplied == 0)
+		w->unapplied_since = time_mono_ns();
+	w->unapplied = n;
+	if (n == 0)
+		w->unapplied_since = 0;
+	w->pend_reload_pub = w->pend_reload;
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* The load deferred puts go to, keeping the last put of each resource at hand
+ * (store_bulk_unchanged). */
+static int
+pend_open(writer_t *w)
+{
+	int rc;
+
+	if (w->pend != NULL)
+		return 0;
+	rc = store_bulk_open(w->store, "apply", w->opts.apply_mem_bytes, 0, &w->pend);
+	if (rc == 0)
+		store_bulk_track(w->pend);
+	return rc;
+}
+
+static int
+pend_reload_add(void *ctx, uint64_t seq, const store_res_put_t *p)
+{
+	store_bulk_t *b = ctx;
+	int rc = store_bulk_add(b, p);
+
+	(void)seq;
+	/* More than the memory budget (a long outage's worth): on to a run file. */
+	if (rc == 0 && store_bulk_memory_full(b))
+		rc = store_bulk_sync(b, NULL);
+	return rc;
+}
+
+/* A new load holding every put kept in pend. */
+static int
+pend_reload(writer_t *w)
+{
+	store_txn_t *t;
+	int rc;
+
+	store_bulk_free(w->pend, true);
+	w->pend = NULL;
+	if ((rc = pend_open(w)) < 0)
+		return rc;
+	if ((rc = store_txn_begin(w->store, false, &t)) < 0)
+		return rc;
+	rc = store_pend_foreach(t, pend_reload_add, w->pend);
+	store_txn_abort(t);
+	if (rc == 0)
+		w->pend_reload = false;
+	return rc;
+}
+
+/* The load of the n puts waiting and the removal of pend, in one transaction. */
+static int
+pend_load(writer_t *w, uint64_t n)
+{
+	uint64_t t0 = time_mono_ns(), tc;
+	store_bulk_stats_t bs;
+	store_txn_t *t;
+	int rc = store_txn_begin(w->store, true, &t);
+
+	if (rc < 0)
+		return rc;
+	rc = store_bulk_load(w->pend, t, time_now_ns(), w->opts.apply_cb, t);
+	if (rc == 0)
+		rc = store_pend_del(t, 0, UINT64_MAX);
+	if (rc < 0) {
+		store_txn_abort(t);
+		return rc;
+	}
+	tc = time_mono_ns();
+	if ((rc = store_txn_commit(t)) < 0)
+		return rc;
+	store_bulk_stats(w->pend, &bs);
+	log_debug("writer",
+		  "apply of %llu puts: load %.1f ms (resource pass %.1f, index pass %.1f), commit "
+		  "%.1f ms",
+		  (unsigned long long)n, (double)(tc - t0) / 1e6, (double)bs.res_ns / 1e6,
+		  (double)bs.idx_ns / 1e6, (double)(time_mono_ns() - tc) / 1e6);
+	return 0;
+}
+
+/* Makes every deferred put in one bulk load whose transaction also empties pend. On failure
+ * pend keeps them (the next load reads them again). */
+static int
+pend_apply(writer_t *w)
+{
+	uint64_t t0 = time_mono_ns(), n, dt;
+	int rc = 0;
+
+	if (w->pend_reload && (rc = pend_reload(w)) < 0)
+		goto out;
+	n = w->pend != NULL ? store_bulk_count(w->pend) : 0;
+	if (n == 0)
+		goto out;
+	atomic_store(&w->committing_since, t0);
+	rc = pend_load(w, n);
+	store_bulk_free(w->pend, true);
+	w->pend = NULL;
+	dt = time_mono_ns() - t0;
+	metrics_observe(METRICS_HIST_APPLY, dt);
+	pthread_mutex_lock(&w->mu);
+	w->stats.applies++;
+	w->stats.failed_applies += rc < 0;
+	w->stats.applied_puts += rc < 0 ? 0 : n;
+	w->stats.apply_ns_total += dt;
+	if (dt > w->stats.apply_ns_max)
+		w->stats.apply_ns_max = dt;
+	pthread_mutex_unlock(&w->mu);
+	atomic_store(&w->committing_since, 0);
+out:
+	if (rc < 0) {
+		w->pend_reload = true;
+		log_error("writer", "deferred apply failed: %s (%s); the puts stay in pend",
+			  fg_strerror(rc), store_last_error());
+	}
+	pend_counts(w);
+	return rc;
+}
+
 static void
 commit_batch(writer_t *w, writer_job_t *batch, uint64_t count)
 {
-	uint64_t t0 = time_mono_ns(), dt;
+	uint64_t t0, dt;
 	store_txn_t *t = NULL;
-	int rc;
+	bool ordered = false, defers = false;
+	int rc = 0;
 
+	for (writer_job_t *j = batch; j != NULL; j = j->next) {
+		ordered |= job_ordered(j);
+		defers |= deferring_on(w) && j->deferrable;
+	}
+	/* The puts waiting are made first when a job needs them, when no more fit, or when the
+	 * load lacks some (a failure); else after the batch's ACKs, once due. */
+	if (w->pend_reload || (w->pend != NULL && store_bulk_count(w->pend) > 0 &&
+			       (ordered || store_bulk_memory_full(w->pend))))
+		rc = pend_apply(w);
+	if (rc == 0 && defers)
+		rc = pend_open(w);
+	t0 = time_mono_ns();
 	atomic_store(&w->committing_since, t0);
-	rc = store_txn_begin(w->store, true, &t);
-
-	for (writer_job_t *j = batch; rc == 0 && j != NULL; j = j->next)
+	if (rc == 0)
+		rc = store_txn_begin(w->store, true, &t);
+	for (writer_job_t *j = batch; rc == 0 && j != NULL; j = j->next) {
+		j->pending = deferring_on(w) && j->deferrable ? w->pend : NULL;
 		rc = j->apply(j, t);
+	}
 	if (rc == 0) {
 		rc = store_txn_commit(t);
-	} else {
+	} else if (t != NULL) {
 		store_txn_abort(t);
 	}
-	if (rc < 0)
+	if (rc < 0) {
 		log_error("writer", "commit of %llu messages failed: %s (%s)",
 			  (unsigned long long)count, fg_strerror(rc), store_last_error());
+		/* the load may hold puts of the transaction that failed: rebuild it from pend */
+		if (defers)
+			w->pend_reload = true;
+	}
+	pend_counts(w);
 	dt = time_mono_ns() - t0;
 	metrics_observe(METRICS_HIST_COMMIT, dt);
 	pthread_mutex_lock(&w->mu);
@@ -114,11 +303,47 @@ commit_batch(writer_t *w, writer_job_t *batch, uint64_t count)
 	}
 }
 
+/* Waits (mu held) for a job, or until the deferred puts are due; false when stopping with
+ * nothing queued. */
+static bool
+wait_for_job(writer_t *w)
+{
+	while (w->head == NULL && !w->stopping) {
+		uint64_t due, now = time_mono_ns();
+		struct timespec deadline;
+
+		if (w->unapplied == 0 && !w->pend_reload) {
+			pthread_cond_wait(&w->cv, &w->mu);
+			continue;
+		}
+		due = w->unapplied_since + w->opts.apply_delay_us * 1000u;
+		if (w->pend_reload || now >= due) {
+			pthread_mutex_unlock(&w->mu);
+			if (pend_apply(w) < 0) {
+				struct timespec pause = {1, 0};
+
+				nanosleep(&pause, NULL); /* the store refuses: do not spin */
+			}
+			if (w->opts.after_commit != NULL)
+				w->opts.after_commit(w->store);
+			pthread_mutex_lock(&w->mu);
+			continue;
+		}
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		due = (uint64_t)deadline.tv_nsec + (due - now);
+		deadline.tv_sec += (time_t)(due / 1000000000u);
+		deadline.tv_nsec = (long)(due % 1000000000u);
+		pthread_cond_timedwait(&w->cv, &w->mu, &deadline);
+	}
+	return w->head != NULL;
+}
+
 static void *
 writer_main(void *arg)
 {
 	writer_t *w = arg;
 
+	(void)pend_apply(w); /* what a crash left in pend (pend_reload is set) */
 	if (w->opts.after_commit != NULL)
 		w->opts.after_commit(w->store);
 	pthread_mutex_lock(&w->mu);
@@ -126,20 +351,24 @@ writer_main(void *arg)
 		writer_job_t *batch;
 		uint64_t count;
 
-		while (w->head == NULL && !w->stopping)
-			pthread_cond_wait(&w->cv, &w->mu);
-		if (w->head == NULL)
+		if (!wait_for_job(w))
 			break;
 		if (w->opts.batch_max_delay_us > 0)
 			wait_for_more(w);
 		batch = take_batch(w, &count);
 		pthread_mutex_unlock(&w->mu);
 		commit_batch(w, batch, count);
+		if (pend_due(w, false))
+			(void)pend_apply(w);
 		if (w->opts.after_commit != NULL)
 			w->opts.after_commit(w->store);
 		pthread_mutex_lock(&w->mu);
 	}
 	pthread_mutex_unlock(&w->mu);
+	if (pend_due(w, true))
+		(void)pend_apply(w);
+	store_bulk_free(w->pend, true);
+	w->pend = NULL;
 	return NULL;
 }
 
@@ -150,6 +379,7 @@ writer_start(store_t *store, const writer_opts_t *opts, writer_t **out)
 
 	w->store = store;
 	w->opts = *opts;
+	w->pend_reload = w->pend_reload_pub = true; /* what a crash left in pend: made first */
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
 	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
@@ -212,6 +442,8 @@ writer_get_health(writer_t *w, writer_health_t *out)
 	out->last_commit_mono_ns = w->last_commit_mono_ns;
 	out->oldest_queued_mono_ns = w->head != NULL ? w->head->queued_mono_ns : 0;
 	out->last_rc = w->last_rc;
+	out->unapplied = w->unapplied;
+	out->unapplied_since_mono_ns = w->unapplied_since;
 	pthread_mutex_unlock(&w->mu);
 	out->committing_since_mono_ns = atomic_load(&w->committing_since);
 }
@@ -239,6 +471,17 @@ writer_kick(writer_t *w)
 	j->apply = noop_apply;
 	j->done = noop_done;
 	(void)writer_submit(w, j);
+}
+
+uint64_t
+writer_unapplied(writer_t *w)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&w->mu);
+	n = w->unapplied + (w->pend_reload_pub ? 1 : 0);
+	pthread_mutex_unlock(&w->mu);
+	return n;
 }
 
 uint64_t

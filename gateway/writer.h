@@ -23,6 +23,13 @@ struct writer_job {
 	writer_job_t *next;
 	writer_apply_fn apply;
 	writer_done_fn done;
+	/* Deferred apply. deferrable: the job may defer its resource puts (an MLLP message); else
+	 * it needs every deferred put made before its transaction (a REST write: anything that
+	 * reads or writes resources) unless unordered (it touches no resource: AuditEvents). */
+	bool deferrable, unordered;
+	/* Set by the writer before apply: NULL, make the puts; else keep them in pend
+	 * (store_pend_put) and add them to this load (store_bulk_add), in the transaction. */
+	store_bulk_t *pending;
 	uint64_t bytes;          /* for the batch byte bound */
 	uint64_t queued_mono_ns; /* set by writer_submit */
 };
@@ -36,12 +43,26 @@ typedef struct {
 	/* Runs in the writer thread when it starts and after each batch (NULL: nothing): work
 	 * that follows commits, in its own transactions (scoring, gateway/score.h). */
 	void (*after_commit)(store_t *store);
+	/* Deferred apply (apply_delay_us 0: off, every job makes its puts in its own batch).
+	 * Jobs with a defer function keep their resource puts in pend, in the transaction that
+	 * stores their message; the writer makes all that wait in one bulk load (sorted: each
+	 * B-tree leaf written once) at most apply_delay_us after the first of them committed,
+	 * sooner when apply_mem_bytes of puts wait or a job comes that needs them made, and
+	 * when it starts (what a crash left in pend) and stops. */
+	uint64_t apply_delay_us;
+	uint64_t apply_mem_bytes;
+	/* Called in the load for each put made, with the load's transaction as ctx (NULL:
+	 * nothing): the scoring hook's note of a changed resource. */
+	store_bulk_cb apply_cb;
 } writer_opts_t;
 
 typedef struct {
 	uint64_t batches, jobs, failed_batches;
 	uint64_t commit_ns_total, commit_ns_max;
 	uint64_t largest_batch;
+	/* deferred apply: loads made and failed, puts made in them, their time */
+	uint64_t applies, failed_applies, applied_puts;
+	uint64_t apply_ns_total, apply_ns_max;
 } writer_stats_t;
 
 /* Starts the thread. Caller owns the writer; the store must outlive it. */
@@ -53,6 +74,8 @@ bool writer_submit(writer_t *w, writer_job_t *job);
 /* Queues an empty job: the writer commits an empty transaction and runs after_commit (to pick
  * up work another process left). */
 void writer_kick(writer_t *w);
+/* Deferred puts of committed jobs not made yet (0: everything committed is readable). */
+uint64_t writer_unapplied(writer_t *w);
 /* Jobs queued and not yet committed. */
 uint64_t writer_queued(writer_t *w);
 /* True when the queue is full (as writer_submit says): callers that can refuse work (HTTP writes)
@@ -65,11 +88,14 @@ typedef struct {
 	uint64_t oldest_queued_mono_ns; /* when the job at the queue's head was queued; 0: empty */
 	uint64_t committing_since_mono_ns; /* start of the batch being written; 0: idle */
 	int last_rc;                       /* the last batch's result: 0 or a store error */
+	uint64_t unapplied;                /* puts kept in pend, waiting for the next load */
+	uint64_t unapplied_since_mono_ns;  /* when the first of them committed; 0: none */
 } writer_health_t;
 
 /* A snapshot for /healthz and /readyz. */
 void writer_get_health(writer_t *w, writer_health_t *out);
-/* Commits what is queued and stops the thread (stats stay readable). */
+/* Commits what is queued, makes the deferred puts and stops the thread (stats stay
+ * readable). */
 void writer_stop(writer_t *w);
 /* Accepts NULL; call after writer_stop. */
 void writer_free(writer_t *w);

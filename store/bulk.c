@@ -50,6 +50,7 @@
 
 #include "lib/buf.h"
 #include "lib/err.h"
+#include "lib/hash.h"
 #include "lib/timeutil.h"
 #include "lib/xalloc.h"
 #include "store/store.h"
@@ -138,6 +139,10 @@ struct store_bulk {
 	unsigned nruns;
 	uint64_t run_bytes; /* bytes of the run files */
 	store_bulk_stats_t stats;
+	/* store_bulk_track: the last put of each resource in mem[0], as its record's offset + 1
+	 * (0: empty slot), by the hash of its res key; a power of two, at most half full */
+	bool track;
+	size_t *last, nlast, last_used;
 };
 
 static int
@@ -572,28 +577,36 @@ bulk_offs_push(bulk_offs_t *o, size_t off)
 	o->offs[o->n++] = off;
 }
 
-int
-store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
+/* Checks a put for a put record: what store_res_put would refuse, preconditions, too many
+ * entries. Returns 0 or -FG_EINVAL/-FG_ETOOBIG; *len: the record's bytes. */
+static int
+bulk_put_check(const store_t *s, const store_res_put_t *p, const char *op, size_t *len)
 {
-	size_t stack_order[64], *order = stack_order, len;
-	bulk_mem_t *m = b->cur;
-	unsigned char *w;
 	int rc;
 
-	if ((rc = store_res_put_valid(b->s, p, "bulk add")) < 0)
+	if ((rc = store_res_put_valid(s, p, op)) < 0)
 		return rc;
 	if (p->if_match != 0 || p->create_only || p->n_entries > BULK_MAX_ENTRIES) {
-		store_error_set("bulk add: preconditions or more than %d index entries",
+		store_error_set("%s: preconditions or more than %d index entries", op,
 				BULK_MAX_ENTRIES);
 		return -FG_EINVAL;
 	}
-	len = 12 + 2 + 2 + p->type.len + p->id.len + 4 + p->body.len + 2;
+	*len = 12 + 2 + 2 + p->type.len + p->id.len + 4 + p->body.len + 2;
 	for (size_t i = 0; i < p->n_entries; i++)
-		len += 4 + p->entries[i].code.len + p->entries[i].value.len;
-	if (len > UINT32_MAX) {
-		store_error_set("bulk add: resource too large");
+		*len += 4 + p->entries[i].code.len + p->entries[i].value.len;
+	if (*len > UINT32_MAX) {
+		store_error_set("%s: resource too large", op);
 		return -FG_ETOOBIG;
 	}
+	return 0;
+}
+
+/* Writes p's put record (len bytes, from bulk_put_check) at w. */
+static void
+bulk_put_write(unsigned char *w, const store_res_put_t *p, uint64_t ordinal, size_t len)
+{
+	size_t stack_order[64], *order = stack_order;
+
 	if (p->n_entries > 64)
 		order = xreallocarray(NULL, p->n_entries, sizeof(*order));
 	/* insertion sort: a resource has a few dozen entries at most, usually in order */
@@ -604,12 +617,8 @@ store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 			order[j] = order[j - 1];
 		order[j] = i;
 	}
-	if (m->puts.n == 0)
-		m->first = b->next_ordinal;
-	bulk_offs_push(&m->puts, m->pbytes.len);
-	w = (unsigned char *)buf_room(&m->pbytes, len); /* no cap: never NULL */
 	store_be32_put(w, (uint32_t)len);
-	store_be64_put(w + 4, b->next_ordinal);
+	store_be64_put(w + 4, ordinal);
 	store_be16_put(w + 12, (uint16_t)(2 + p->type.len + p->id.len));
 	w = store_bytes_put(store_lpstr_put(w + 14, p->type), p->id);
 	store_be32_put(w, (uint32_t)p->body.len);
@@ -622,10 +631,140 @@ store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
 
 		w = store_lpstr_put(store_lpstr_put(w, e->code), e->value);
 	}
-	buf_added(&m->pbytes, len);
-	m->nents += p->n_entries;
 	if (order != stack_order)
 		free(order);
+}
+
+/* The put of a decoded record: slices into the record, its entries in entries (room for
+ * BULK_MAX_ENTRIES). */
+static store_res_put_t
+bulk_put_of(const bulk_put_rec_t *r, store_idx_entry_t *entries, uint64_t now_ns)
+{
+	const unsigned char *q = r->entries;
+	slice_t type = {(const char *)r->key + 2, be16_read(r->key)};
+
+	for (size_t i = 0; i < r->nentries; i++) {
+		entries[i].code = (slice_t){(const char *)q + 2, be16_read(q)};
+		q += 2 + entries[i].code.len;
+		entries[i].value = (slice_t){(const char *)q + 2, be16_read(q)};
+		q += 2 + entries[i].value.len;
+	}
+	return (store_res_put_t){
+	    .type = type,
+	    .id = {(const char *)r->key + 2 + type.len, r->klen - 2 - type.len},
+	    .body = r->body,
+	    .entries = entries,
+	    .n_entries = r->nentries,
+	    .now_ns = now_ns};
+}
+
+void
+store_bulk_track(store_bulk_t *b)
+{
+	b->track = b->next_ordinal == b->first_ordinal && b->nruns == 0;
+}
+
+/* Tracking holds while every put is in mem[0]. */
+static bool
+bulk_tracking(const store_bulk_t *b)
+{
+	return b->track && b->nruns == 0 && !b->spilling && b->cur == &b->mem[0];
+}
+
+/* The slot of res key k (its record's key bytes) in the index: where it is, or the empty slot
+ * where it would go. */
+static size_t *
+bulk_last_slot(const store_bulk_t *b, const unsigned char *k, size_t klen)
+{
+	const unsigned char *pb = (const unsigned char *)b->mem[0].pbytes.data;
+	size_t mask = b->nlast - 1, i = hash_fnv1a64(k, klen, 0) & mask;
+
+	for (;; i = (i + 1) & mask) {
+		const unsigned char *r;
+
+		if (b->last[i] == 0)
+			return &b->last[i];
+		r = pb + b->last[i] - 1;
+		if (bulk_cmp_bytes(r + 14, be16_read(r + 12), k, klen) == 0)
+			return &b->last[i];
+	}
+}
+
+static void
+bulk_last_note(store_bulk_t *b, size_t off)
+{
+	const unsigned char *r = (const unsigned char *)b->mem[0].pbytes.data + off;
+	size_t *slot;
+
+	if (2 * (b->last_used + 1) > b->nlast) {
+		size_t *old = b->last, n = b->nlast;
+
+		b->nlast = n ? 2 * n : 1024;
+		b->last = xcalloc(b->nlast, sizeof(*b->last));
+		b->last_used = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (old[i] != 0) {
+				const unsigned char *o =
+				    (const unsigned char *)b->mem[0].pbytes.data + old[i] - 1;
+
+				*bulk_last_slot(b, o + 14, be16_read(o + 12)) = old[i];
+				b->last_used++;
+			}
+		}
+		free(old);
+	}
+	slot = bulk_last_slot(b, r + 14, be16_read(r + 12));
+	b->last_used += *slot == 0;
+	*slot = off + 1;
+}
+
+int
+store_bulk_unchanged(store_bulk_t *b, store_txn_t *t, const store_res_put_t *p)
+{
+	unsigned char kb[2 + STORE_TYPE_MAX + STORE_ID_MAX];
+	store_res_t cur;
+	size_t klen;
+	int rc;
+
+	if (!bulk_tracking(b) || p->type.len > STORE_TYPE_MAX || p->id.len > STORE_ID_MAX)
+		return 0;
+	klen = (size_t)(store_bytes_put(store_lpstr_put(kb, p->type), p->id) - kb);
+	if (b->nlast > 0) {
+		size_t off = *bulk_last_slot(b, kb, klen);
+
+		if (off != 0) {
+			bulk_put_rec_t r;
+
+			bulk_put_decode((const unsigned char *)b->mem[0].pbytes.data + off - 1, &r);
+			return slice_eq(r.body, p->body);
+		}
+	}
+	rc = store_res_get(t, p->type, p->id, &cur);
+	if (rc == -FG_ENOTFOUND)
+		return 0;
+	if (rc < 0)
+		return rc;
+	return !cur.deleted && slice_eq(cur.body, p->body);
+}
+
+int
+store_bulk_add(store_bulk_t *b, const store_res_put_t *p)
+{
+	bulk_mem_t *m = b->cur;
+	size_t len;
+	int rc;
+
+	if ((rc = bulk_put_check(b->s, p, "bulk add", &len)) < 0)
+		return rc;
+	if (m->puts.n == 0)
+		m->first = b->next_ordinal;
+	bulk_offs_push(&m->puts, m->pbytes.len);
+	/* no cap: buf_room never fails */
+	bulk_put_write((unsigned char *)buf_room(&m->pbytes, len), p, b->next_ordinal, len);
+	if (bulk_tracking(b))
+		bulk_last_note(b, m->pbytes.len);
+	buf_added(&m->pbytes, len);
+	m->nents += p->n_entries;
 	b->next_ordinal++;
 	return 0;
 }
@@ -1363,27 +1502,11 @@ store_bulk_load(store_bulk_t *b, store_txn_t *t, uint64_t now_ns, store_bulk_cb 
 	t->idx_deferred = true;
 	while ((rec = bulk_feed_next(&feed)) != NULL) {
 		bulk_put_rec_t r;
-		const unsigned char *q;
 		store_res_put_t p;
 		store_res_result_t res;
-		slice_t type;
 
 		bulk_put_decode(rec, &r);
-		q = r.entries;
-		for (size_t i = 0; i < r.nentries; i++) {
-			entries[i].code = (slice_t){(const char *)q + 2, be16_read(q)};
-			q += 2 + entries[i].code.len;
-			entries[i].value = (slice_t){(const char *)q + 2, be16_read(q)};
-			q += 2 + entries[i].value.len;
-		}
-		type = (slice_t){(const char *)r.key + 2, be16_read(r.key)};
-		p = (store_res_put_t){
-		    .type = type,
-		    .id = {(const char *)r.key + 2 + type.len, r.klen - 2 - type.len},
-		    .body = r.body,
-		    .entries = entries,
-		    .n_entries = r.nentries,
-		    .now_ns = now_ns};
+		p = bulk_put_of(&r, entries, now_ns);
 		if (prev == NULL ||
 		    bulk_cmp_bytes(prev + 14, be16_read(prev + 12), r.key, r.klen) != 0)
 			have_written = false;
@@ -1498,6 +1621,198 @@ store_bulk_free(store_bulk_t *b, bool remove_files)
 	bulk_groups_clear(b);
 	free(b->groups);
 	free(b->slots);
+	free(b->last);
 	free(b->dir);
 	free(b);
+}
+
+/* ---- pend: the puts of accepted messages, durable, waiting for the writer's next load ----
+ * Key: the message's sequence (be64). Value: be32 number of puts, then that many put records
+ * as in a run file (ordinal 0). */
+
+/* Decodes the put record at p, checking that it and its parts lie before end. */
+static int
+bulk_put_decode_checked(const unsigned char *p, const unsigned char *end, bulk_put_rec_t *r)
+{
+	const unsigned char *q, *rend;
+
+	if (end - p < 14 || be32_read(p) > (size_t)(end - p) || be32_read(p) < 14 + 2 + 4 + 2)
+		return -1;
+	rend = p + be32_read(p);
+	bulk_put_decode(p, r);
+	if (r->klen < 2 || be16_read(r->key) > r->klen - 2 ||
+	    rend - r->key < (ptrdiff_t)r->klen + 4)
+		return -1;
+	if ((size_t)(rend - r->key - r->klen - 4) < r->body.len + 2)
+		return -1;
+	q = r->entries;
+	for (size_t i = 0; i < 2 * r->nentries; i++) {
+		if (rend - q < 2 || (size_t)(rend - q - 2) < be16_read(q))
+			return -1;
+		q += 2 + be16_read(q);
+	}
+	return q == rend ? 0 : -1;
+}
+
+int
+store_pend_put(store_txn_t *t, uint64_t seq, const store_res_put_t *puts, size_t n)
+{
+	size_t total = 4, stack_lens[8], *lens = stack_lens;
+	unsigned char kb[8], *w;
+	MDB_val k = store_seq_key(kb, seq), v;
+	int rc = 0;
+
+	if ((rc = store_txn_check(t, true, "pend put")) < 0)
+		return store_txn_fail(t, rc);
+	if (n > UINT32_MAX) {
+		store_error_set("pend put: %zu puts", n);
+		return store_txn_fail(t, -FG_ETOOBIG);
+	}
+	if (n > 8)
+		lens = xreallocarray(NULL, n, sizeof(*lens));
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		rc = bulk_put_check(t->s, &puts[i], "pend put", &lens[i]);
+		total += lens[i];
+		if (rc == 0 && total > UINT32_MAX) {
+			store_error_set("pend put: puts too large");
+			rc = -FG_ETOOBIG;
+		}
+	}
+	if (rc < 0)
+		goto out;
+	v = (MDB_val){total, NULL};
+	if ((rc = mdb_put(t->txn, t->s->dbi[STORE_DB_PEND], &k, &v, MDB_RESERVE)) != 0) {
+		rc = store_mdb_fail("pend put", rc);
+		goto out;
+	}
+	w = v.mv_data;
+	store_be32_put(w, (uint32_t)n);
+	w += 4;
+	for (size_t i = 0; i < n; i++) {
+		bulk_put_write(w, &puts[i], 0, lens[i]);
+		w += lens[i];
+	}
+out:
+	if (lens != stack_lens)
+		free(lens);
+	return rc < 0 ? store_txn_fail(t, rc) : 0;
+}
+
+typedef struct {
+	store_txn_t *t;
+	store_pend_cb cb;
+	void *ctx;
+	store_idx_entry_t *entries;
+} bulk_pend_each_t;
+
+static int
+bulk_pend_visit(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	bulk_pend_each_t *e = ctx;
+	const unsigned char *p = v->mv_data, *end = p + v->mv_size;
+	uint64_t seq;
+	uint32_t n;
+	int rc;
+
+	if (k->mv_size != 8 || v->mv_size < 4)
+		goto bad;
+	seq = be64_read(k->mv_data);
+	n = be32_read(p);
+	p += 4;
+	for (uint32_t i = 0; i < n; i++) {
+		bulk_put_rec_t r;
+		store_res_put_t put;
+
+		if (bulk_put_decode_checked(p, end, &r) < 0)
+			goto bad;
+		put = bulk_put_of(&r, e->entries, 0);
+		if ((rc = e->cb(e->ctx, seq, &put)) != 0)
+			return rc;
+		p += r.len;
+	}
+	if (p == end)
+		return 0;
+bad:
+	store_error_set("pend: a record of %zu bytes under a key of %zu bytes does not decode",
+			v->mv_size, k->mv_size);
+	return store_txn_fail(e->t, -FG_ESTORE);
+}
+
+int
+store_pend_foreach(store_txn_t *t, store_pend_cb cb, void *ctx)
+{
+	bulk_pend_each_t e = {t, cb, ctx, NULL};
+	int rc;
+
+	if ((rc = store_txn_check(t, false, "pend foreach")) < 0)
+		return rc;
+	e.entries = xreallocarray(NULL, BULK_MAX_ENTRIES, sizeof(*e.entries));
+	rc = store_range(t, STORE_DB_PEND, NULL, bulk_pend_visit, &e);
+	free(e.entries);
+	return rc;
+}
+
+int
+store_pend_del(store_txn_t *t, uint64_t lo, uint64_t hi)
+{
+	unsigned char kb[8];
+	MDB_val k = store_seq_key(kb, lo), v;
+	MDB_cursor *c;
+	int rc;
+
+	if ((rc = store_txn_check(t, true, "pend del")) < 0)
+		return store_txn_fail(t, rc);
+	if ((rc = store_cursor(t, STORE_DB_PEND, &c)) < 0)
+		return rc;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	     rc == 0 && k.mv_size == 8 && be64_read(k.mv_data) <= hi;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+		if ((rc = mdb_cursor_del(c, 0)) != 0)
+			break;
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return store_txn_fail(t, store_mdb_fail("pend del", rc));
+	return 0;
+}
+
+static int
+bulk_pend_verify_visit(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	store_verify_t *vf = ctx;
+	const unsigned char *p = v->mv_data, *end = p + v->mv_size;
+	uint64_t seq;
+	uint32_t n;
+	int rc;
+
+	if (k->mv_size != 8) {
+		store_verify_problem(vf, "pend: key of %zu bytes, not 8", k->mv_size);
+		return 0;
+	}
+	seq = be64_read(k->mv_data);
+	if ((rc = store_verify_msg_missing(vf, seq)) < 0)
+		return rc;
+	if (rc == 1)
+		store_verify_problem(vf, "pend %llu: no message with that sequence",
+				     (unsigned long long)seq);
+	if (v->mv_size < 4) {
+		store_verify_problem(vf, "pend %llu: record does not decode",
+				     (unsigned long long)seq);
+		return 0;
+	}
+	n = be32_read(p);
+	p += 4;
+	for (uint32_t i = 0; i < n && p != NULL; i++) {
+		bulk_put_rec_t r;
+
+		p = bulk_put_decode_checked(p, end, &r) < 0 ? NULL : p + r.len;
+	}
+	if (p != end)
+		store_verify_problem(vf, "pend %llu: record does not decode",
+				     (unsigned long long)seq);
+	return 0;
+}
+
+int
+store_pend_verify(store_verify_t *vf)
+{
+	return store_range(vf->t, STORE_DB_PEND, NULL, bulk_pend_verify_visit, vf);
 }

@@ -55,6 +55,7 @@ const store_db_def_t store_dbs[STORE_DB_COUNT] = {
     [STORE_DB_WORK] = {"work", 0},
     [STORE_DB_AUDIT] = {"audit", 0, true},
     [STORE_DB_AUDITREF] = {"auditref", 0, true},
+    [STORE_DB_PEND] = {"pend", 0, true},
 };
 
 static _Thread_local char store_errbuf[256];
@@ -1077,14 +1078,15 @@ store_work_foreach(store_txn_t *t, uint64_t from, store_work_cb cb, void *ctx)
 int
 store_stats(store_txn_t *t, store_stats_t *out)
 {
-	MDB_stat st[4];
+	MDB_stat st[5];
 	MDB_envinfo info;
-	static const int dbs[4] = {STORE_DB_MSG, STORE_DB_MSGKEY, STORE_DB_DEAD, STORE_DB_WORK};
+	static const int dbs[5] = {STORE_DB_MSG, STORE_DB_MSGKEY, STORE_DB_DEAD, STORE_DB_WORK,
+				   STORE_DB_PEND};
 	int rc;
 
 	if ((rc = store_txn_check(t, false, "stats")) < 0)
 		return rc;
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		rc = mdb_stat(t->txn, t->s->dbi[dbs[i]], &st[i]);
 		if (rc != 0)
 			return store_txn_fail(t, store_mdb_fail("stats", rc));
@@ -1100,6 +1102,7 @@ store_stats(store_txn_t *t, store_stats_t *out)
 	out->msgkeys = st[1].ms_entries;
 	out->dead = st[2].ms_entries;
 	out->work = st[3].ms_entries;
+	out->pending = st[4].ms_entries;
 	out->map_size = info.me_mapsize;
 	out->used_bytes = ((uint64_t)info.me_last_pgno + 1) * st[0].ms_psize;
 	if ((rc = store_audit_stats(t, out)) < 0)
@@ -1123,7 +1126,7 @@ store_verify_problem(store_verify_t *vf, const char *fmt, ...)
 }
 
 /* 0 when msg holds seq, 1 when it does not, or an error. */
-static int
+int
 store_verify_msg_missing(store_verify_t *vf, uint64_t seq)
 {
 	unsigned char kb[8];
@@ -1256,7 +1259,8 @@ store_verify(store_txn_t *t, store_report_cb report, void *ctx)
 	else if (rc == 0)
 		vf.work_last = be64_read(v.mv_data);
 	if ((rc = store_range(t, STORE_DB_WORK, NULL, store_verify_work, &vf)) < 0 ||
-	    (rc = store_res_verify(&vf)) < 0 || (rc = store_audit_verify(&vf)) < 0)
+	    (rc = store_res_verify(&vf)) < 0 || (rc = store_audit_verify(&vf)) < 0 ||
+	    (rc = store_pend_verify(&vf)) < 0)
 		return rc;
 	return vf.problems;
 }

@@ -209,6 +209,13 @@ int store_bulk_open(store_t *s, const char *name, size_t mem_bytes, unsigned res
  * the load's applies). -FG_EINVAL/-FG_ETOOBIG for what store_res_put would refuse; after
  * another failure the loader is unusable (free it). */
 int store_bulk_add(store_bulk_t *b, const store_res_put_t *p);
+/* Keeps the last put of each resource at hand for store_bulk_unchanged (call before any add):
+ * an index over the puts in memory, given up once a run file is written. */
+void store_bulk_track(store_bulk_t *b);
+/* 1 when making p after the puts added would write nothing: its body is byte-identical to the
+ * last put of its resource added or, with none, to its current version in t (not deleted);
+ * 0 when it would write (or cannot tell: no tracking, run files); < 0 a store error. */
+int store_bulk_unchanged(store_bulk_t *b, store_txn_t *t, const store_res_put_t *p);
 /* True when the puts in memory reached the budget (time to sync or spill). */
 bool store_bulk_memory_full(const store_bulk_t *b);
 /* Puts added (resumed runs included). */
@@ -238,6 +245,18 @@ void store_bulk_stats(const store_bulk_t *b, store_bulk_stats_t *out);
 /* Accepts NULL. remove_files: delete the run files and folder (after the load committed, or to
  * give up). */
 void store_bulk_free(store_bulk_t *b, bool remove_files);
+
+/* pend: the resource puts of accepted messages that are durable but not made yet (the writer's
+ * deferred apply, gateway/writer.c): kept under the message's sequence in the transaction that
+ * stores the message, made later in a bulk load whose transaction removes them. Puts as for
+ * store_bulk_add (-FG_EINVAL/-FG_ETOOBIG for what it refuses; now_ns is ignored). */
+int store_pend_put(store_txn_t *t, uint64_t seq, const store_res_put_t *puts, size_t n);
+/* Called for each put kept, in sequence order (the puts of one message in the order given);
+ * p's slices are valid during the call. Non-zero stops the walk and is returned. */
+typedef int (*store_pend_cb)(void *ctx, uint64_t seq, const store_res_put_t *p);
+int store_pend_foreach(store_txn_t *t, store_pend_cb cb, void *ctx);
+/* Removes the puts kept under sequences lo..hi. */
+int store_pend_del(store_txn_t *t, uint64_t lo, uint64_t hi);
 
 /* work: pending hook work (scoring) that survives a crash: a kind byte and opaque payload under
  * an id that is never handed out twice. */
@@ -309,6 +328,7 @@ typedef struct {
 	uint64_t work;          /* pending work items */
 	uint64_t audit;         /* records in the audit trail */
 	uint64_t audit_refs;    /* runs in auditref (one per transaction that named references) */
+	uint64_t pending;       /* messages whose resource puts wait in pend */
 } store_stats_t;
 
 int store_stats(store_txn_t *t, store_stats_t *out);

@@ -30,6 +30,7 @@ enum {
 	STORE_DB_WORK,
 	STORE_DB_AUDIT,
 	STORE_DB_AUDITREF,
+	STORE_DB_PEND,
 	STORE_DB_COUNT
 };
 
@@ -133,6 +134,10 @@ void store_verify_problem(store_verify_t *vf, const char *fmt, ...)
 int store_res_stats(store_txn_t *t, store_stats_t *out);
 int store_res_verify(store_verify_t *vf);
 int store_audit_stats(store_txn_t *t, store_stats_t *out);
+/* bulk.c's: every pend record decodes and names a stored message. */
+int store_pend_verify(store_verify_t *vf);
+/* 0 when msg holds seq, 1 when it does not, or an error. */
+int store_verify_msg_missing(store_verify_t *vf, uint64_t seq);
 int store_audit_verify(store_verify_t *vf);
 /* Writes the transaction's auditref run (before the commit); frees what it collected. */
 int store_audit_txn_commit(store_txn_t *t);

@@ -253,6 +253,20 @@ class Server:
         return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8",
                                                                                    "replace")
 
+    def wait_applied(self, timeout=15.0):
+        """Waits until the resources of every ACKed message are applied (the writer's deferred
+        apply, writer.apply_delay): what `fhirgate store` reads directly includes them then.
+        Returns False on timeout."""
+        deadline = time.time() + timeout
+        while True:
+            rc, out, err = self.fhirgate("store", "stats")
+            m = re.search(r"^unapplied\s+(\d+)", out, re.M)
+            if rc == 0 and m and m.group(1) == "0":
+                return True
+            if time.time() > deadline:
+                return False
+            time.sleep(0.05)
+
     def stored_control_ids(self):
         """MSH-10 of every stored message, in order, from `fhirgate store list`."""
         rc, out, err = self.fhirgate("store", "list", "--limit", "100000000")

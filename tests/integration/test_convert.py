@@ -107,6 +107,7 @@ def test_ingest(t):
         for f in files:
             rc, out, err = srv.fhirgate("send", "--port", str(srv.port), "-q", f)
             t.ok(rc == 0 and "AA=1" in out, "%s ACKed AA" % os.path.basename(f), out + err)
+        t.ok(srv.wait_applied(), "their resources are applied (writer.apply_delay)")
         rc, out, _ = store(srv, "resources")
         counts = dict(l.split() for l in out.splitlines())
         t.eq((counts.get("Patient"), counts.get("Encounter")), ("1", "1"),
@@ -188,6 +189,7 @@ def test_reload(t):
                 c.close()
                 rc, out, _ = run("convert", os.path.join(SYN, "01_adt_a01_admit.hl7"))
                 pid = resources(json.loads(out), "Patient")[0]["id"]
+                srv.wait_applied()
                 rc, out, _ = store(srv, "resource", "Patient/" + pid)
                 return ack, json.loads(out.split("\n", 1)[1])
 

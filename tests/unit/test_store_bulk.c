@@ -581,13 +581,210 @@ test_refused(void **state)
 	store_bulk_free(b, true);
 }
 
+/* pend: puts kept under message sequences come back in sequence order, a load of them with
+ * their removal in one transaction leaves the store as the puts one by one, a removal of a range
+ * leaves the others, and verify names a record whose message does not exist. */
+typedef struct {
+	store_bulk_t *b;
+	uint64_t last_seq;
+	size_t n;
+	buf_t order;
+} pend_seen_t;
+
+static int
+pend_collect(void *ctx, uint64_t seq, const store_res_put_t *p)
+{
+	pend_seen_t *s = ctx;
+
+	assert_true(seq >= s->last_seq);
+	s->last_seq = seq;
+	s->n++;
+	buf_printf(&s->order, "%llu:%.*s ", (unsigned long long)seq, (int)p->body.len, p->body.ptr);
+	return s->b != NULL ? store_bulk_add(s->b, p) : 0;
+}
+
+static void
+report_count(void *ctx, const char *problem)
+{
+	(void)problem;
+	(*(int *)ctx)++;
+}
+
+static void
+test_pend(void **state)
+{
+	fixture_t *f = *state;
+	pend_seen_t seen = {.order = BUF_INIT};
+	buf_t want = BUF_INIT;
+	store_txn_t *t;
+	store_stats_t st;
+	uint64_t seqs[40];
+	int problems = 0;
+
+	for (unsigned i = 0; i < 20; i++) {
+		put_one(f->one, i, 0);
+		put_one(f->bulk, i, 0);
+	}
+	assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
+	for (unsigned m = 0; m < 40; m++) {
+		store_msg_t msg = {.received_ns = 1, .status = 'A', .raw = slice_cstr("MSH|x")};
+		gen_t g[3];
+		store_res_put_t p[3];
+		unsigned n = 1 + m % 3;
+
+		assert_int_equal(store_msg_append(t, &msg, &seqs[m]), 0);
+		for (unsigned k = 0; k < n; k++) {
+			/* resources 0..29, some put again with another or the same body */
+			gen(&g[k], (m * 7 + k * 11) % 30, m % 4 == 0 ? 1 : 2);
+			p[k] = g[k].p;
+			buf_printf(&want, "%llu:%s ", (unsigned long long)seqs[m], g[k].body);
+		}
+		assert_int_equal(store_pend_put(t, seqs[m], p, n), 0);
+	}
+	assert_int_equal(store_txn_commit(t), 0);
+	/* the same puts one by one in f->one, for the comparison */
+	for (unsigned m = 0; m < 40; m++)
+		for (unsigned k = 0; k < 1 + m % 3; k++)
+			put_one(f->one, (m * 7 + k * 11) % 30, m % 4 == 0 ? 1 : 2);
+
+	assert_int_equal(store_txn_begin(f->bulk, false, &t), 0);
+	assert_int_equal(store_pend_foreach(t, pend_collect, &seen), 0);
+	assert_int_equal(store_stats(t, &st), 0);
+	assert_int_equal(store_verify(t, report, NULL), 0);
+	store_txn_abort(t);
+	assert_int_equal(st.pending, 40);
+	assert_int_equal(seen.n, 79); /* 1 + m % 3 puts each */
+	assert_string_equal(seen.order.data, want.data);
+
+	/* a load of everything kept, and its removal, in one transaction */
+	assert_int_equal(store_bulk_open(f->bulk, "pend", 0, 0, &seen.b), 0);
+	seen.n = seen.last_seq = 0;
+	assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
+	assert_int_equal(store_pend_foreach(t, pend_collect, &seen), 0);
+	assert_int_equal(store_bulk_load(seen.b, t, 1000, NULL, NULL), 0);
+	assert_int_equal(store_pend_del(t, 0, UINT64_MAX), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	store_bulk_free(seen.b, true);
+	assert_same(f);
+
+	/* a range goes, the rest stays; a record without its message is a problem */
+	assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
+	for (unsigned m = 0; m < 5; m++) {
+		gen_t g;
+
+		gen(&g, m, 3);
+		assert_int_equal(store_pend_put(t, seqs[m], &g.p, 1), 0);
+	}
+	assert_int_equal(store_pend_del(t, seqs[1], seqs[3]), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
+	buf_reset(&seen.order);
+	seen.b = NULL;
+	seen.n = seen.last_seq = 0;
+	assert_int_equal(store_pend_foreach(t, pend_collect, &seen), 0);
+	assert_int_equal(seen.n, 2);
+	assert_int_equal(store_verify(t, report, NULL), 0);
+	{
+		gen_t g;
+
+		gen(&g, 1, 3);
+		assert_int_equal(store_pend_put(t, seqs[39] + 100, &g.p, 1), 0);
+		g.p.id = slice_cstr("no/slash");
+		assert_int_equal(store_pend_put(t, seqs[39] + 101, &g.p, 1), -FG_EINVAL);
+	}
+	store_txn_abort(t);
+	assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
+	{
+		gen_t g;
+
+		gen(&g, 1, 3);
+		assert_int_equal(store_pend_put(t, seqs[39] + 100, &g.p, 1), 0);
+	}
+	assert_int_equal(store_verify(t, report_count, &problems), 1);
+	assert_int_equal(problems, 1);
+	store_txn_abort(t);
+	buf_free(&seen.order);
+	buf_free(&want);
+}
+
+static void
+expect_unchanged(store_bulk_t *b, store_t *s, unsigned i, unsigned v, int want)
+{
+	store_txn_t *t;
+	gen_t g;
+
+	gen(&g, i, v);
+	assert_int_equal(store_txn_begin(s, true, &t), 0);
+	assert_int_equal(store_bulk_unchanged(b, t, &g.p), want);
+	store_txn_abort(t);
+}
+
+static void
+add_put(store_bulk_t *b, unsigned i, unsigned v)
+{
+	gen_t g;
+
+	gen(&g, i, v);
+	assert_int_equal(store_bulk_add(b, &g.p), 0);
+}
+
+/* store_bulk_unchanged: against the last put of the resource in the loader, else the store; no
+ * answer but 0 without tracking or once a run file is written. */
+static void
+test_unchanged(void **state)
+{
+	fixture_t *f = *state;
+	store_bulk_t *b;
+	store_txn_t *t;
+	store_res_result_t r;
+
+	for (unsigned i = 0; i < 10; i++)
+		put_one(f->bulk, i, 0);
+
+	assert_int_equal(store_bulk_open(f->bulk, "track", 1 << 20, 0, &b), 0);
+	expect_unchanged(b, f->bulk, 0, 0, 0); /* not tracking */
+	store_bulk_track(b);
+	expect_unchanged(b, f->bulk, 0, 0, 1);  /* as stored */
+	expect_unchanged(b, f->bulk, 0, 1, 0);  /* another body */
+	expect_unchanged(b, f->bulk, 50, 0, 0); /* not stored */
+	add_put(b, 0, 1);
+	expect_unchanged(b, f->bulk, 0, 1, 1); /* as the last put */
+	expect_unchanged(b, f->bulk, 0, 0, 0); /* as stored, but not as the last put */
+	add_put(b, 0, 0);
+	expect_unchanged(b, f->bulk, 0, 0, 1);
+	expect_unchanged(b, f->bulk, 0, 1, 0);
+	/* thousands of resources: the index grows and finds every last put */
+	for (unsigned i = 100; i < 3100; i++)
+		add_put(b, i, i % 3);
+	for (unsigned i = 100; i < 3100; i += 7) {
+		expect_unchanged(b, f->bulk, i, i % 3, 1);
+		expect_unchanged(b, f->bulk, i, i % 3 + 1, 0);
+	}
+	expect_unchanged(b, f->bulk, 1, 0, 1);
+	/* a deleted resource: a put of its last body writes */
+	{
+		gen_t g;
+
+		gen(&g, 1, 0);
+		assert_int_equal(store_txn_begin(f->bulk, true, &t), 0);
+		assert_int_equal(store_res_delete(t, g.p.type, g.p.id, 1000, &r), 0);
+		assert_int_equal(store_txn_commit(t), 0);
+	}
+	expect_unchanged(b, f->bulk, 1, 0, 0);
+	/* after a run file, no answer */
+	assert_int_equal(store_bulk_sync(b, NULL), 0);
+	expect_unchanged(b, f->bulk, 0, 0, 0);
+	expect_unchanged(b, f->bulk, 2, 0, 0);
+	store_bulk_free(b, true);
+}
+
 int
 main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-	const struct CMUnitTest tests[] = {T(test_equivalent),  T(test_resume),
-					   T(test_large),       T(test_sort_order),
-					   T(test_damaged_run), T(test_refused)};
+	const struct CMUnitTest tests[] = {T(test_equivalent), T(test_resume),      T(test_large),
+					   T(test_sort_order), T(test_damaged_run), T(test_refused),
+					   T(test_pend),       T(test_unchanged)};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
