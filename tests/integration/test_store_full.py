@@ -3,7 +3,8 @@
 with errors (AE with an ERR segment over MLLP, an OperationOutcome over HTTP), never crash
 (with store.writemap = on, LMDB writes into a sparse file's mapping, where a page without a
 disk block would be a SIGBUS), and keep every message it AA'd; a bulk import stops with a clear
-error and leaves a store that verifies. Both store.writemap modes.
+error and leaves a store that verifies. Both store.writemap modes. And converted messages whose
+resources wait for the deferred apply: none of them is lost when the apply cannot be made.
 Needs root to mount the tmpfs; skipped otherwise."""
 
 import json
@@ -96,6 +97,67 @@ def fill(t, writemap):
     return None
 
 
+def big_patient(i):
+    """An ADT whose Patient carries a 256 KiB address line: its resources fill the disk."""
+    street = ("%06d" % i) * (BIG // 6)
+    return hl7("MSH|^~\\&|APP|FAC|RECV|RFAC|20250101120000||ADT^A08^ADT_A01|DEF%05d|P|2.5" % i,
+               "EVN|A08|20250101120000",
+               "PID|1||DEF%05d^^^HOSP^MR||DOE^JANE||19800101|F|||%s^^CITY" % (i, street),
+               "PV1|1|I|WARD^101^1")
+
+
+def deferred_full(t):
+    """Converted messages whose resources wait for the deferred apply (writer.apply_delay) fill
+    the disk: the server answers errors and stays up, the apply at SIGTERM fails for want of
+    space and keeps them in pend, and after the file system grows the next start applies every
+    AA'd message's resources."""
+    mnt = tempfile.mkdtemp(prefix="fhirgate-full-")
+    why = mount_tmpfs(mnt)
+    if why is not None:
+        os.rmdir(mnt)
+        return why
+    srv = Server("writer.apply_delay=60s", "audit.messages=off",
+                 data_dir=os.path.join(mnt, "data"))
+    try:
+        srv.start()
+        c = srv.client(timeout=30)
+        acked, codes = [], []
+        for i in range(4 * FS_MB * 1024 * 1024 // BIG):
+            ack = c.roundtrip(big_patient(i))
+            if ack is None:
+                break
+            codes.append(ack.code)
+            if ack.code == "AA":
+                acked.append(i)
+            elif codes.count(ack.code) >= 3:
+                break
+        c.close()
+        mode = "deferred apply: "
+        t.ok(srv.proc.poll() is None and len(acked) > 10 and codes[-1] in ("AE", "AR"),
+             mode + "messages were AA'd, then the full disk gave error ACKs; the server is up",
+             "codes: %r\n%s" % (codes[-5:], srv.read_log()[-2000:]))
+        t.eq(srv.stop(), 0, mode + "SIGTERM: exit 0")
+        t.ok("deferred apply failed" in srv.read_log(),
+             mode + "the apply at the stop failed for want of space and said so",
+             srv.read_log()[-2000:])
+        rc = subprocess.run(["mount", "-o", "remount,size=%dm" % (8 * FS_MB), mnt],
+                            capture_output=True, text=True)
+        t.ok(rc.returncode == 0, mode + "the file system grows", rc.stderr)
+        srv.start()
+        t.ok(srv.wait_applied(60), mode + "the next start applies what waited")
+        rc, out, _ = srv.fhirgate("store", "resources")
+        counts = dict(l.split() for l in out.splitlines() if len(l.split()) == 2)
+        t.eq(int(counts.get("Patient", 0)), len(acked),
+             mode + "one Patient for each AA'd message (%d)" % len(acked))
+        rc, out, err = srv.fhirgate("store", "verify")
+        t.ok(rc == 0, mode + "the store verifies", out + err)
+    finally:
+        srv.cleanup()
+        subprocess.run(["umount", mnt], capture_output=True)
+        shutil.rmtree(mnt, ignore_errors=True)
+    return None
+
+
 def srv_list(srv):
     return srv.stored_control_ids()
 
@@ -147,6 +209,7 @@ def main():
         if why is not None:
             print("1..0 # SKIP cannot mount a tmpfs (%s)" % why)
             return
+    deferred_full(t)
     t.done()
 
 
