@@ -616,7 +616,7 @@ import_convert(const import_opts_t *o, const record_t *rec, arena_t *a, map_resu
 	if (rc == 0 && (*r == NULL || (*r)->bundle == NULL))
 		rc = -FG_EINVAL;
 	if (rc == 0 && !o->dry_run)
-		rc = ingest_resources(a, *r, res, nres);
+		rc = ingest_resources(a, *r, false, res, nres);
 	if (rc < 0) {
 		snprintf(why, whycap, "mapping failed: %s",
 			 *r && (*r)->error.text[0] ? (*r)->error.text : fg_strerror(rc));

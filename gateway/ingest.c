@@ -90,7 +90,20 @@ ingest_index_entries(arena_t *a, const fhir_node_t *res, store_idx_entry_t **out
 }
 
 int
-ingest_resources(arena_t *a, const map_result_t *r, ingest_res_t **out, size_t *n)
+ingest_res_entries(arena_t *a, ingest_res_t *r)
+{
+	int rc;
+
+	if (r->tree == NULL)
+		return 0;
+	rc = ingest_index_entries(a, r->tree, &r->entries, &r->nentries);
+	if (rc == 0)
+		r->tree = NULL;
+	return rc;
+}
+
+int
+ingest_resources(arena_t *a, const map_result_t *r, bool lazy, ingest_res_t **out, size_t *n)
 {
 	buf_t b = BUF_INIT;
 	ingest_res_t *res;
@@ -105,9 +118,9 @@ ingest_resources(arena_t *a, const map_result_t *r, ingest_res_t **out, size_t *
 		res[i].type = mr->type;
 		res[i].id = mr->id;
 		res[i].body = arena_slice_dup(a, buf_slice(&b));
-		if (rc == 0)
-			rc = ingest_index_entries(a, mr->resource, &res[i].entries,
-						  &res[i].nentries);
+		res[i].tree = mr->resource;
+		if (rc == 0 && !lazy)
+			rc = ingest_res_entries(a, &res[i]);
 	}
 	*out = res;
 	*n = rc == 0 ? r->nresources : 0;
@@ -124,7 +137,7 @@ convert(arena_t *a, const ingest_opts_t *opt, ingest_check_t *out)
 	out->conv = r;
 	out->map_version = (uint32_t)map_set_version(opt->maps);
 	if (rc == 0 && r != NULL && r->bundle != NULL)
-		rc = ingest_resources(a, r, &out->res, &out->nres);
+		rc = ingest_resources(a, r, opt->lazy_entries, &out->res, &out->nres);
 	if (rc == 0)
 		return;
 	out->stage = INGEST_STAGE_MAP;
@@ -147,6 +160,7 @@ ingest_check(arena_t *a, const char *raw, size_t len, const ingest_opts_t *opt, 
 	int rc;
 
 	memset(out, 0, sizeof(*out));
+	out->arena = a;
 	out->code = HL7_ACK_AA;
 	out->content_hash = hash_fnv1a64(raw, len, 0);
 	rc = hl7_parse(a, raw, len, &opt->limits, &out->msg, &out->err);
@@ -229,9 +243,10 @@ ingest_store_resources(store_txn_t *t, const ingest_res_t *res, size_t n, uint64
 }
 
 /* The puts of a message that change something, kept in pend under its sequence and added to
- * the writer's load b. */
+ * the writer's load b (their index entries made now, in arena a, if not made yet). */
 static int
-defer_resources(store_txn_t *t, store_bulk_t *b, uint64_t seq, const ingest_res_t *res, size_t n)
+defer_resources(store_txn_t *t, store_bulk_t *b, uint64_t seq, arena_t *a, ingest_res_t *res,
+		size_t n)
 {
 	store_res_put_t stack[16], *puts = n > 16 ? xreallocarray(NULL, n, sizeof(*puts)) : stack;
 	size_t k = 0;
@@ -243,10 +258,12 @@ defer_resources(store_txn_t *t, store_bulk_t *b, uint64_t seq, const ingest_res_
 		puts[k] = res_put_of(&res[i], 0);
 		/* what would be an unchanged put is left out here rather than in the load */
 		unchanged = store_bulk_unchanged(b, t, &puts[k]);
-		if (unchanged < 0)
+		if (unchanged < 0) {
 			rc = unchanged;
-		else if (!unchanged)
-			k++;
+		} else if (!unchanged) {
+			rc = ingest_res_entries(a, &res[i]);
+			puts[k++] = res_put_of(&res[i], 0);
+		}
 	}
 	if (rc == 0 && k > 0)
 		rc = store_pend_put(t, seq, puts, k);
@@ -295,9 +312,12 @@ ingest_record(store_txn_t *t, const ingest_check_t *c, slice_t raw, slice_t peer
 
 		rc = dead_put(t, c, &d, now_ns);
 	} else if (rc == 0 && defer != NULL) {
-		rc = defer_resources(t, defer, out->seq, c->res, c->nres);
+		rc = defer_resources(t, defer, out->seq, c->arena, c->res, c->nres);
 	} else if (rc == 0) {
-		rc = ingest_store_resources(t, c->res, c->nres, now_ns, NULL);
+		for (size_t i = 0; rc == 0 && i < c->nres; i++)
+			rc = ingest_res_entries(c->arena, &c->res[i]);
+		if (rc == 0)
+			rc = ingest_store_resources(t, c->res, c->nres, now_ns, NULL);
 	}
 	return rc;
 }

@@ -30,13 +30,19 @@ typedef struct {
 	const map_set_t *maps;
 	map_options_t map_opt;
 	bool accept_unmapped; /* no map / failed mapping: AA with a dead letter instead of AE */
+	/* Leave the resources' search index entries to ingest_record, which makes them only for
+	 * the puts it keeps (the deferred apply leaves unchanged ones out): for the MLLP path,
+	 * where they would otherwise be made on the I/O thread for every resource. */
+	bool lazy_entries;
 } ingest_opts_t;
 
-/* A resource to store, serialized canonically (compact JSON), with its search index entries. */
+/* A resource to store, serialized canonically (compact JSON), with its search index entries
+ * (not made yet while tree is set: ingest_res_entries makes them). */
 typedef struct {
 	slice_t type, id, body;
 	store_idx_entry_t *entries;
 	size_t nentries;
+	const fhir_node_t *tree; /* the resource, until its entries are made */
 } ingest_res_t;
 
 typedef struct {
@@ -51,6 +57,7 @@ typedef struct {
 	const map_result_t *conv; /* the conversion (NULL when none was tried) */
 	ingest_res_t *res;        /* arena: the resources to store with the message */
 	size_t nres;
+	arena_t *arena; /* the check's arena (for entries made later) */
 } ingest_check_t;
 
 /* Parses, validates and converts raw (which must outlive the result) into *out using arena a. */
@@ -92,9 +99,11 @@ int ingest_replay(store_txn_t *t, const ingest_check_t *c, store_dead_t *d, uint
  * (ingest, REST, reindex) stores with a resource. Returns 0 or -FG_EINVAL (not a resource). */
 int ingest_index_entries(arena_t *a, const fhir_node_t *res, store_idx_entry_t **out, size_t *n);
 
-/* Serializes the resources of a conversion for the store (canonical compact JSON and index
- * entries, in arena a). Returns 0 or an error (then *n is 0). */
-int ingest_resources(arena_t *a, const map_result_t *r, ingest_res_t **out, size_t *n);
+/* Serializes the resources of a conversion for the store (canonical compact JSON and, unless
+ * lazy, index entries, in arena a). Returns 0 or an error (then *n is 0). */
+int ingest_resources(arena_t *a, const map_result_t *r, bool lazy, ingest_res_t **out, size_t *n);
+/* Makes r's index entries in arena a if they are not made yet. Returns 0 or -FG_EINVAL. */
+int ingest_res_entries(arena_t *a, ingest_res_t *r);
 
 /* Upserts resources in write transaction t: a resource whose body is byte-identical to its
  * current version writes nothing (counted in *unchanged, which may be NULL). Returns 0 or a

@@ -45,7 +45,8 @@ typedef struct live {
 	hl7_limits_t limits;
 	map_options_t map_opt;
 	bool accept_unmapped;
-	bool audit; /* an AuditEvent per message */
+	bool lazy_entries; /* index entries made by the writer for the puts it keeps */
+	bool audit;        /* an AuditEvent per message */
 	uint64_t max_frame, idle_ms, read_ms, max_inflight;
 	char *ack_app, *ack_fac;
 	cidr_list_t *allow; /* mllp.allow; NULL: everyone */
@@ -156,6 +157,7 @@ live_new(const config_t *cfg, live_t **out, char **errmsg)
 	l->limits.max_field_bytes = cfg->hl7_max_field_bytes;
 	maps_options(cfg, &l->map_opt);
 	l->accept_unmapped = cfg->mappings_unmapped == CONF_UNMAPPED_ACCEPT;
+	l->lazy_entries = cfg->writer_apply_delay_us > 0;
 	l->audit = cfg->audit_messages == CONF_ON;
 	l->max_frame = cfg->mllp_max_frame_bytes;
 	l->idle_ms = cfg->mllp_idle_timeout_ms;
@@ -492,7 +494,8 @@ on_frame(void *ctx, const char *data, size_t len, bool oversize, size_t len_tota
 	{
 		ingest_opts_t opt = {.limits = l->limits,
 				     .map_opt = l->map_opt,
-				     .accept_unmapped = l->accept_unmapped};
+				     .accept_unmapped = l->accept_unmapped,
+				     .lazy_entries = l->lazy_entries};
 
 		uint64_t t0 = time_mono_ns();
 
