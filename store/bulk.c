@@ -1698,6 +1698,26 @@ out:
 	return rc < 0 ? store_txn_fail(t, rc) : 0;
 }
 
+/* Whether pend record v (key k) decodes: a count, then that many put records and nothing
+ * more. */
+static bool
+bulk_pend_valid(const MDB_val *k, const MDB_val *v)
+{
+	const unsigned char *p = v->mv_data, *end = p + v->mv_size;
+	uint32_t n;
+
+	if (k->mv_size != 8 || v->mv_size < 4)
+		return false;
+	n = be32_read(p);
+	p += 4;
+	for (uint32_t i = 0; i < n && p != NULL; i++) {
+		bulk_put_rec_t r;
+
+		p = bulk_put_decode_checked(p, end, &r) < 0 ? NULL : p + r.len;
+	}
+	return p == end;
+}
+
 typedef struct {
 	store_txn_t *t;
 	store_pend_cb cb;
@@ -1709,33 +1729,30 @@ static int
 bulk_pend_visit(void *ctx, const MDB_val *k, const MDB_val *v)
 {
 	bulk_pend_each_t *e = ctx;
-	const unsigned char *p = v->mv_data, *end = p + v->mv_size;
+	const unsigned char *p = (const unsigned char *)v->mv_data + 4;
 	uint64_t seq;
 	uint32_t n;
 	int rc;
 
-	if (k->mv_size != 8 || v->mv_size < 4)
-		goto bad;
+	if (!bulk_pend_valid(k, v)) {
+		store_error_set("pend: a record of %zu bytes under a key of %zu bytes does not "
+				"decode",
+				v->mv_size, k->mv_size);
+		return store_txn_fail(e->t, -FG_ESTORE);
+	}
 	seq = be64_read(k->mv_data);
-	n = be32_read(p);
-	p += 4;
+	n = be32_read(v->mv_data);
 	for (uint32_t i = 0; i < n; i++) {
 		bulk_put_rec_t r;
 		store_res_put_t put;
 
-		if (bulk_put_decode_checked(p, end, &r) < 0)
-			goto bad;
+		bulk_put_decode(p, &r);
 		put = bulk_put_of(&r, e->entries, 0);
 		if ((rc = e->cb(e->ctx, seq, &put)) != 0)
 			return rc;
 		p += r.len;
 	}
-	if (p == end)
-		return 0;
-bad:
-	store_error_set("pend: a record of %zu bytes under a key of %zu bytes does not decode",
-			v->mv_size, k->mv_size);
-	return store_txn_fail(e->t, -FG_ESTORE);
+	return 0;
 }
 
 int
@@ -1778,9 +1795,7 @@ static int
 bulk_pend_verify_visit(void *ctx, const MDB_val *k, const MDB_val *v)
 {
 	store_verify_t *vf = ctx;
-	const unsigned char *p = v->mv_data, *end = p + v->mv_size;
 	uint64_t seq;
-	uint32_t n;
 	int rc;
 
 	if (k->mv_size != 8) {
@@ -1793,19 +1808,7 @@ bulk_pend_verify_visit(void *ctx, const MDB_val *k, const MDB_val *v)
 	if (rc == 1)
 		store_verify_problem(vf, "pend %llu: no message with that sequence",
 				     (unsigned long long)seq);
-	if (v->mv_size < 4) {
-		store_verify_problem(vf, "pend %llu: record does not decode",
-				     (unsigned long long)seq);
-		return 0;
-	}
-	n = be32_read(p);
-	p += 4;
-	for (uint32_t i = 0; i < n && p != NULL; i++) {
-		bulk_put_rec_t r;
-
-		p = bulk_put_decode_checked(p, end, &r) < 0 ? NULL : p + r.len;
-	}
-	if (p != end)
+	if (!bulk_pend_valid(k, v))
 		store_verify_problem(vf, "pend %llu: record does not decode",
 				     (unsigned long long)seq);
 	return 0;

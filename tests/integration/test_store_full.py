@@ -37,6 +37,26 @@ def big_message(i):
                "PV1|1|I|WARD^101^1", "NTE|1||" + text)
 
 
+def send_until_full(srv, message):
+    """Sends message(0), message(1), ... until the third answer with the same error code (or
+    no answer); returns the numbers ACKed AA, every code, and the last error ACK."""
+    c = srv.client(timeout=30)
+    acked, codes, err = [], [], None
+    for i in range(4 * FS_MB * 1024 * 1024 // BIG):
+        ack = c.roundtrip(message(i))
+        if ack is None:
+            break
+        codes.append(ack.code)
+        if ack.code == "AA":
+            acked.append(i)
+        else:
+            err = ack
+            if codes.count(ack.code) >= 3:
+                break
+    c.close()
+    return acked, codes, err
+
+
 def fill(t, writemap):
     mnt = tempfile.mkdtemp(prefix="fhirgate-full-")
     why = mount_tmpfs(mnt)
@@ -48,20 +68,8 @@ def fill(t, writemap):
                  "http.listen=127.0.0.1:%d" % hport, data_dir=os.path.join(mnt, "data"))
     try:
         srv.start()
-        c = srv.client(timeout=30)
-        acked, codes, err = [], [], None
-        for i in range(4 * FS_MB * 1024 * 1024 // BIG):
-            ack = c.roundtrip(big_message(i))
-            if ack is None:
-                break
-            codes.append(ack.code)
-            if ack.code == "AA":
-                acked.append("FULL%05d" % i)
-            else:
-                err = ack
-                if codes.count(ack.code) >= 3:
-                    break
-        c.close()
+        acked, codes, err = send_until_full(srv, big_message)
+        acked = ["FULL%05d" % i for i in acked]
         mode = "writemap=%s: " % writemap
         t.ok(srv.proc.poll() is None, mode + "the server is alive after the disk filled up",
              "exit %s\n%s" % (srv.proc.poll(), srv.read_log()[-3000:]))
@@ -120,18 +128,7 @@ def deferred_full(t):
                  data_dir=os.path.join(mnt, "data"))
     try:
         srv.start()
-        c = srv.client(timeout=30)
-        acked, codes = [], []
-        for i in range(4 * FS_MB * 1024 * 1024 // BIG):
-            ack = c.roundtrip(big_patient(i))
-            if ack is None:
-                break
-            codes.append(ack.code)
-            if ack.code == "AA":
-                acked.append(i)
-            elif codes.count(ack.code) >= 3:
-                break
-        c.close()
+        acked, codes, _ = send_until_full(srv, big_patient)
         mode = "deferred apply: "
         t.ok(srv.proc.poll() is None and len(acked) > 10 and codes[-1] in ("AE", "AR"),
              mode + "messages were AA'd, then the full disk gave error ACKs; the server is up",
