@@ -249,6 +249,12 @@ typedef struct {
 	} labels[32];
 	size_t nlabels;
 	slice_t parts[MAP_PARTS_MAX]; /* fr.parts */
+	/* "= *" (map_build_bundle): the references it puts are distinct from one another (every
+	 * resource that stays has its own type and id), so an array they go into is searched for
+	 * an equal element only among the ones it had before the first of them: refs_from */
+	bool refs_distinct;
+	const fhir_node_t *refs_arr;
+	size_t refs_from;
 } map_run_t;
 
 const hl7_msg_t *
@@ -1103,15 +1109,16 @@ map_choice_taken(const fhir_node_t *obj, const map_step_t *st)
 	return false;
 }
 
-/* Whether an array already holds an object equal to v (merges do not repeat identifiers). */
+/* Whether an array already holds an object equal to v (merges do not repeat identifiers):
+ * among its first upto elements, those that can be (map_run_t.refs_distinct). */
 static bool
-map_array_has(const fhir_node_t *arr, const fhir_node_t *v)
+map_array_has(const fhir_node_t *arr, const fhir_node_t *v, size_t upto)
 {
 	size_t n = fhir_array_len(arr);
 
 	if (fhir_node_kind(v) != FHIR_OBJECT || n > 64)
 		return false;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n && i < upto; i++)
 		if (fhir_node_equal(fhir_array_at(arr, i), v))
 			return true;
 	return false;
@@ -1153,8 +1160,18 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 				run->labels[run->nlabels].index = st->index;
 				run->labels[run->nlabels++].child = v;
 			}
-		} else if (map_array_has(cur, v)) {
-			return false;
+		} else {
+			size_t upto = fhir_array_len(cur);
+
+			if (run->refs_distinct) {
+				if (run->refs_arr != cur) {
+					run->refs_arr = cur;
+					run->refs_from = upto;
+				}
+				upto = run->refs_from;
+			}
+			if (map_array_has(cur, v, upto))
+				return false;
 		}
 		fhir_array_append(a, cur, v);
 		map_path_step(path, st, fhir_array_len(cur) - 1, true);
@@ -1577,6 +1594,7 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 
 	/* labels[] is read only below nlabels: no need to clear its 32 entries for every run */
 	run.nlabels = 0;
+	run.refs_distinct = false;
 	run.fr = *parent;
 	run.fr.def = def;
 	run.fr.parent = parent;
@@ -1802,6 +1820,8 @@ map_run_init(map_run_t *run, map_conv_t *cv)
 	memset(&run->fr, 0, sizeof(run->fr));
 	run->src = NULL;
 	run->nlabels = 0;
+	run->refs_distinct = false;
+	run->refs_arr = NULL;
 	run->fr.cv = cv;
 	run->fr.def = cv->msg;
 }
@@ -2229,6 +2249,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		if (self->dropped)
 			continue;
 		map_run_init(&run, cv);
+		run.refs_distinct = true;
 		for (size_t i = 0; i < cv->insts.n; i++) {
 			map_inst_t *o = cv->insts.v[i];
 			fhir_node_t *ref;
