@@ -2275,16 +2275,17 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		rs[n].type = inst->type;
 		rs[n].id = slice_make(arena_strndup(a, inst->id, 32), 32);
 		rs[n++].resource = r;
+		/* new objects: their keys go in without a lookup, borrowed (static texts) */
 		e = fhir_object_new(a);
 		map_full_url(cv, inst, &tmp);
-		fhir_object_set_cstr(a, e, "fullUrl", fhir_string_new(a, buf_slice(&tmp)));
-		fhir_object_set_cstr(a, e, "resource", r);
+		fhir_object_push(a, e, SLICE_LIT("fullUrl"), fhir_string_new(a, buf_slice(&tmp)));
+		fhir_object_push(a, e, SLICE_LIT("resource"), r);
 		req = fhir_object_new(a);
-		fhir_object_set_cstr(a, req, "method", fhir_string_new(a, SLICE_LIT("PUT")));
+		fhir_object_push(a, req, SLICE_LIT("method"), fhir_string_new(a, SLICE_LIT("PUT")));
 		buf_reset(&tmp);
 		map_ref_text(&tmp, inst);
-		fhir_object_set_cstr(a, req, "url", fhir_string_new(a, buf_slice(&tmp)));
-		fhir_object_set_cstr(a, e, "request", req);
+		fhir_object_push(a, req, SLICE_LIT("url"), fhir_string_new(a, buf_slice(&tmp)));
+		fhir_object_push(a, e, SLICE_LIT("request"), req);
 		fhir_array_append(a, entries, e);
 	}
 	buf_free(&tmp);
