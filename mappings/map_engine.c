@@ -82,6 +82,11 @@ struct map_conv {
 	uint64_t *by_id;
 	size_t nsegs;
 	uint32_t *seq; /* per segment: its occurrence number (1-based) */
+	/* map_follows_ok: for the segment at follows_seg (with id follows_id), the nearest
+	 * segment before it that a "follows" of its id's lines names: that segment's id as
+	 * map_seg_key, or UINT64_MAX for none; follows_seg is SIZE_MAX when nothing is kept */
+	size_t follows_seg;
+	uint64_t follows_id, follows_best;
 	bool too_many;
 	/* a datatype map's object went where another type goes (Quantity as Age): its members
 	 * were inserted in the order of the map's type, so the resources are sorted at the end */
@@ -1757,36 +1762,46 @@ map_groups_update(map_conv_t *cv, slice_t id)
 }
 
 /* Whether a message line's "follows" holds: of the segments this map names after "follows"
- * for this segment, the nearest one before it is one of the line's. */
+ * for this segment, the nearest one before it is one of the line's. That nearest one is the
+ * same for every line of the segment: it is looked for once per segment (cv->follows_*). */
 static bool
 map_follows_ok(map_conv_t *cv, const map_line_t *l, size_t seg_index)
 {
 	const map_def_t *d = cv->msg;
-	size_t best = SIZE_MAX;
-	bool mine = false;
+	uint64_t id = map_seg_key(l->src.seg);
 
 	if (l->nfollows == 0)
 		return true;
 	if (seg_index == 0)
 		return false;
-	for (size_t k = 0; k < d->nlines; k++) {
-		const map_line_t *o = &d->lines[k];
+	if (cv->follows_seg != seg_index || cv->follows_id != id) {
+		size_t best = SIZE_MAX;
 
-		if (o->src.kind != MAP_SRC_SEGMENT || memcmp(o->src.seg, l->src.seg, 3) != 0)
-			continue;
-		for (size_t f = 0; f < o->nfollows; f++) {
-			slice_t anchor = slice_make(o->follows[f], 3);
-			size_t at = map_conv_find(cv, anchor, seg_index - 1, false);
+		for (size_t k = 0; k < d->nlines; k++) {
+			const map_line_t *o = &d->lines[k];
 
-			if (at == SIZE_MAX || (best != SIZE_MAX && at <= best))
+			if (o->src.kind != MAP_SRC_SEGMENT ||
+			    memcmp(o->src.seg, l->src.seg, 3) != 0)
 				continue;
-			best = at;
-			mine = false;
-			for (size_t m = 0; m < l->nfollows; m++)
-				mine |= slice_eq(slice_make(l->follows[m], 3), anchor);
+			for (size_t f = 0; f < o->nfollows; f++) {
+				size_t at = map_conv_find(cv, slice_make(o->follows[f], 3),
+							  seg_index - 1, false);
+
+				if (at != SIZE_MAX && (best == SIZE_MAX || at > best))
+					best = at;
+			}
 		}
+		cv->follows_seg = seg_index;
+		cv->follows_id = id;
+		/* the segment found is one of that id (map_conv_find) */
+		cv->follows_best = best == SIZE_MAX
+				       ? UINT64_MAX
+				       : map_seg_id_key(hl7_seg_id(hl7_msg_segment(cv->m, best)));
 	}
-	return mine;
+	for (size_t m = 0; m < l->nfollows; m++)
+		if (map_seg_key(l->follows[m]) == cv->follows_best)
+			return true;
+	return false;
 }
 
 static map_inst_t *
@@ -2372,6 +2387,7 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	cv.set = set;
 	cv.m = m;
 	cv.opt = opt != NULL ? opt : &defaults;
+	cv.follows_seg = SIZE_MAX;
 	cv.msg = map_find_message(set, m, &code_known);
 	if (cv.msg == NULL) {
 		res->error.code =
