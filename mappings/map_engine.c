@@ -96,7 +96,7 @@ struct map_conv {
 	uint32_t rank_system, rank_code, rank_display, rank_reference;
 	/* scratch text, kept from value to value (a fresh buf_t would allocate each time):
 	 * each is used between two calls that cannot reach its user again */
-	buf_t text, part, cat; /* map_line_value */
+	buf_t text, part, cat; /* map_line_value; part and cat also map_hash_id */
 	buf_t vcode, vsys;     /* map_vocab_match */
 	buf_t opd[2];          /* map_conv_scratch */
 };
@@ -421,44 +421,50 @@ map_explain(map_run_t *run, const map_line_t *l, const buf_t *path, const char *
 
 /* ---- ids ---------------------------------------------------------------------------- */
 
+/* The two 64-bit FNV-1a hashes of input (seeds 0 and 0x9e3779b97f4a7c15) in hex. */
 static void
 map_id_from(slice_t input, char out[33])
 {
 	static const char hex[] = "0123456789abcdef";
-	uint64_t h[2] = {hash_fnv1a64(input.ptr, input.len, 0),
-			 hash_fnv1a64(input.ptr, input.len, 0x9e3779b97f4a7c15ull)};
+	static const uint64_t seeds[2] = {0, 0x9e3779b97f4a7c15ull};
+	uint64_t h[2];
 
+	hash_fnv1a64_pair(input.ptr, input.len, seeds, h);
 	for (int k = 0; k < 2; k++)
-		for (int i = 0; i < 16; i++)
-			out[k * 16 + i] = hex[(h[k] >> (60 - 4 * i)) & 0xf];
+		for (int i = 0; i < 8; i++) {
+			unsigned b = (unsigned)(h[k] >> (56 - 8 * i)) & 0xff;
+
+			out[k * 16 + 2 * i] = hex[b >> 4];
+			out[k * 16 + 2 * i + 1] = hex[b & 0xf];
+		}
 	out[32] = '\0';
 }
 
 /* id <- hash(a, b, ...): over the type and the values, 0x1f between; nothing when all are
- * empty. */
+ * empty. The input is put together in the conversion's cat buffer and values are decoded in
+ * its part buffer: map_line_value, their other user, is not running at an id line. */
 static bool
 map_hash_id(map_run_t *run, const map_line_t *l, slice_t type, char out[33])
 {
-	buf_t in = BUF_INIT, text = BUF_INIT;
+	buf_t *in = &run->fr.cv->cat, *text = &run->fr.cv->part;
 	bool any = false;
 
-	buf_append_slice(&in, type);
+	buf_reset(in);
+	buf_append_slice(in, type);
 	for (size_t i = 0; i < l->src.nparts; i++) {
 		size_t si;
 		unsigned rep;
 		slice_t raw = map_ref_raw(&run->fr, &l->src.parts[i].ref, false, &si, &rep);
-		slice_t t = map_text(&run->fr, raw, &text);
+		slice_t t = map_text(&run->fr, raw, text);
 
 		any |= t.len > 0;
 		if (raw.len > 0)
 			map_mark_used(run->fr.cv, si, l->src.parts[i].ref.field, rep);
-		buf_append_byte(&in, 0x1f);
-		buf_append_slice(&in, t);
+		buf_append_byte(in, 0x1f);
+		buf_append_slice(in, t);
 	}
 	if (any)
-		map_id_from(buf_slice(&in), out);
-	buf_free(&in);
-	buf_free(&text);
+		map_id_from(buf_slice(in), out);
 	return any;
 }
 
