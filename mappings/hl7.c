@@ -16,6 +16,9 @@ struct hl7_seg {
 	uint32_t *off;   /* chunk i (0 is the id) spans [off[i], off[i + 1] - 1) from ptr */
 	size_t nchunks;  /* trailing empty chunks not counted */
 	bool is_msh;
+	/* no field has a repetition separator (the message's): a field is its one repetition,
+	 * which hl7_seg_get then need not look for; false when not known */
+	bool no_reps;
 };
 
 struct hl7_msg {
@@ -347,6 +350,7 @@ hl7_parser_add(struct hl7_parser *p, slice_t line)
 	}
 	s->off[n] = (uint32_t)line.len + 1;
 	s->is_msh = m->nsegs == 0;
+	s->no_reps = !s->is_msh && memchr(line.ptr, m->delims.repetition, line.len) == NULL;
 
 	id = hl7_chunk(s, 0);
 	if (!hl7_seg_id_is_valid(id))
@@ -649,6 +653,12 @@ hl7_seg_id(const hl7_seg_t *s)
 	return hl7_chunk(s, 0);
 }
 
+bool
+hl7_seg_may_repeat(const hl7_seg_t *s)
+{
+	return !s->no_reps;
+}
+
 size_t
 hl7_seg_field_count(const hl7_seg_t *s)
 {
@@ -683,7 +693,9 @@ hl7_seg_get(const hl7_msg_t *m, const hl7_seg_t *s, size_t field, size_t rep, si
 		rep = 1;
 	if (comp == 0 && sub != 0)
 		comp = 1;
-	if (rep != 0)
+	if (rep != 0 && m != NULL && s != NULL && s->no_reps)
+		v = rep == 1 && v.len > 0 ? v : SLICE_NULL; /* what hl7_split_nth would give */
+	else if (rep != 0)
 		v = hl7_split_nth(v, d->repetition, rep);
 	if (comp != 0)
 		v = hl7_split_nth(v, d->component, comp);

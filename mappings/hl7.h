@@ -101,6 +101,9 @@ const hl7_seg_t *hl7_msg_segment(const hl7_msg_t *m, size_t index);
 const hl7_seg_t *hl7_msg_find(const hl7_msg_t *m, const char *id, size_t nth);
 
 slice_t hl7_seg_id(const hl7_seg_t *s);
+/* False when no field of s has more than one repetition (by the separator of the message it
+ * was parsed with); true when some may. */
+bool hl7_seg_may_repeat(const hl7_seg_t *s);
 /* Number of the last field present (MSH counts MSH-1 and MSH-2). */
 size_t hl7_seg_field_count(const hl7_seg_t *s);
 /* Raw field n (1-based; MSH-1 is the field separator, MSH-2 the encoding characters), escapes

@@ -104,7 +104,7 @@ map_ref_raw_any(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t 
 	v = hl7_seg_get(m, s, ref->field, rep, ref->comp, ref->sub);
 	if (hl7_is_null(v))
 		return SLICE_NULL;
-	if (rep == 0 && hl7_split_count(v, d->repetition) > 1) {
+	if (rep == 0 && hl7_seg_may_repeat(s) && hl7_split_count(v, d->repetition) > 1) {
 		/* "" in every repetition is still not valued */
 		bool any = false;
 

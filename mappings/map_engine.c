@@ -1662,7 +1662,10 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 			whole.comp = whole.sub = 0;
 			f = map_ref_raw(&run.fr, &whole, true, &si, &r0);
 			s = hl7_msg_segment(cv->m, si);
-			reps = hl7_split_count(f, hl7_msg_delims(cv->m)->repetition);
+			if (g->driver.seg[0] != '\0' && s != NULL && !hl7_seg_may_repeat(s))
+				reps = f.len > 0 ? 1 : 0; /* the field of s has one repetition */
+			else
+				reps = hl7_split_count(f, hl7_msg_delims(cv->m)->repetition);
 			if (reps == 0 || (reps > 1 && !g->repeats))
 				reps =
 				    1; /* an empty field still lets the group's other lines try */
