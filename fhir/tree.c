@@ -111,16 +111,30 @@ fhir_raw_new(arena_t *a, slice_t json)
 	return n;
 }
 
+/* Room for this many members (items) comes with a new object (array), in the same allocation:
+ * most have a few, and the first would otherwise allocate again. */
+#define FHIR_OBJECT_FIRST_CAP 4
+
 fhir_node_t *
 fhir_object_new(arena_t *a)
 {
-	return fhir_node_new(a, FHIR_OBJECT);
+	fhir_node_t *n = arena_alloc(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_member_t));
+
+	*n = (fhir_node_t){.kind = FHIR_OBJECT};
+	n->u.obj.m = (fhir_member_t *)(n + 1);
+	n->u.obj.cap = FHIR_OBJECT_FIRST_CAP;
+	return n;
 }
 
 fhir_node_t *
 fhir_array_new(arena_t *a)
 {
-	return fhir_node_new(a, FHIR_ARRAY);
+	fhir_node_t *n = arena_alloc(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_node_t *));
+
+	*n = (fhir_node_t){.kind = FHIR_ARRAY};
+	n->u.arr.v = (fhir_node_t **)(n + 1);
+	n->u.arr.cap = FHIR_OBJECT_FIRST_CAP;
+	return n;
 }
 
 fhir_kind_t
