@@ -303,6 +303,13 @@ fhir_object_insert(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, 
 	/* almost always at the end: members mostly come in order */
 	while (at > 0 && obj->u.obj.m[at - 1].rank > rank)
 		at--;
+	if (at == n && n < obj->u.obj.cap && obj->u.obj.idx == NULL &&
+	    n + 1 <= FHIR_OBJECT_LINEAR_MAX) {
+		/* and with room, no index to keep or build: fhir_object_append's work, no call */
+		obj->u.obj.m[n] = (fhir_member_t){.key = key, .val = val, .rank = rank};
+		obj->u.obj.n = n + 1;
+		return;
+	}
 	fhir_object_append(a, obj, key, val);
 	m = obj->u.obj.m;
 	if (at == n) {
