@@ -738,12 +738,6 @@ hl7_split_nth(slice_t raw, char delim, size_t n)
 	}
 }
 
-bool
-hl7_is_null(slice_t raw)
-{
-	return slice_eq_cstr(raw, "\"\"");
-}
-
 /* Text decoding: a sticky error and a count of replaced bytes. */
 struct hl7_decoder {
 	buf_t *out;

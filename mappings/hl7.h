@@ -124,8 +124,12 @@ slice_t hl7_split_nth(slice_t raw, char delim, size_t n);
  * number of replaced bytes (0 when clean) or a negative error (buffer cap). */
 int hl7_text_decode(const hl7_msg_t *m, slice_t raw, buf_t *out);
 
-/* Whether the "HL7 null" ("") is the value. */
-bool hl7_is_null(slice_t raw);
+/* Whether the "HL7 null" ("") is the value (inline: asked of nearly every value read). */
+static inline bool
+hl7_is_null(slice_t raw)
+{
+	return raw.len == 2 && raw.ptr[0] == '"' && raw.ptr[1] == '"';
+}
 
 /* Splits a file or stream of messages: plain concatenated messages, or FHS/BHS batches (the
  * header and trailer segments dropped). Returns 0 with *msgs (arena) and *count, or -FG_EPARSE
