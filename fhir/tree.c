@@ -7,33 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fhir/tree_int.h"
 #include "lib/hash.h"
-
-typedef struct {
-	slice_t key;
-	fhir_node_t *val;
-	uint32_t rank; /* fhir_object_insert's order; 0 for members added otherwise */
-} fhir_member_t;
-
-struct fhir_node {
-	fhir_kind_t kind;
-	bool b;
-	union {
-		slice_t text;
-		struct {
-			fhir_member_t *m;
-			size_t n, cap;
-			/* Open-addressing index of member positions + 1 (0: free), built only for
-			 * large objects so that a hostile document with many keys stays linear. */
-			uint32_t *idx;
-			size_t idx_cap;
-		} obj;
-		struct {
-			fhir_node_t **v;
-			size_t n, cap;
-		} arr;
-	} u;
-};
 
 /* Stands in for an emptied item of an aligned primitive array (nulls are never mutated). */
 static fhir_node_t fhir_null_shared = {.kind = FHIR_NULL};
