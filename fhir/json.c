@@ -442,6 +442,18 @@ json_put_string(json_out_t *w, slice_t s)
 	json_put_string_slow(w, s);
 }
 
+static void json_put_node(json_out_t *w, const fhir_node_t *n, unsigned depth);
+
+/* A member's or item's value: a string (most) without a call. */
+static inline void
+json_put_member(json_out_t *w, const fhir_node_t *n, unsigned depth)
+{
+	if (n != NULL && n->kind == FHIR_STRING)
+		json_put_string(w, n->u.text);
+	else
+		json_put_node(w, n, depth);
+}
+
 /* Reads the nodes directly (tree_int.h): a call per member and item to the tree's accessors
  * cost a tenth of the writer's instructions. */
 static void
@@ -477,7 +489,7 @@ json_put_node(json_out_t *w, const fhir_node_t *n, unsigned depth)
 				json_putc(w, ',');
 			json_put_string(w, n->u.obj.m[i].key);
 			json_putc(w, ':');
-			json_put_node(w, n->u.obj.m[i].val, depth + 1);
+			json_put_member(w, n->u.obj.m[i].val, depth + 1);
 		}
 		json_putc(w, '}');
 		return;
@@ -490,7 +502,7 @@ json_put_node(json_out_t *w, const fhir_node_t *n, unsigned depth)
 		for (size_t i = 0; w->rc == 0 && i < n->u.arr.n; i++) {
 			if (i > 0)
 				json_putc(w, ',');
-			json_put_node(w, n->u.arr.v[i], depth + 1);
+			json_put_member(w, n->u.arr.v[i], depth + 1);
 		}
 		json_putc(w, ']');
 		return;
