@@ -262,12 +262,6 @@ typedef struct {
 	size_t refs_from;
 } map_run_t;
 
-const hl7_msg_t *
-map_conv_msg(const map_conv_t *cv)
-{
-	return cv->m;
-}
-
 buf_t *
 map_conv_scratch(map_conv_t *cv, unsigned which)
 {
@@ -332,7 +326,7 @@ map_text(const map_frame_t *fr, slice_t raw, buf_t *scratch)
 	if (raw.len == 0)
 		return slice_make("", 0);
 	/* what decoding would give: the bytes as they are, with no copy */
-	if (map_text_is_plain(raw, hl7_msg_delims(fr->cv->m)->escape))
+	if (map_text_is_plain(raw, fr->delims->escape))
 		return slice_trim(raw);
 	buf_reset(scratch);
 	(void)hl7_text_decode(fr->cv->m, raw, scratch);
@@ -1847,6 +1841,8 @@ map_run_init(map_run_t *run, map_conv_t *cv)
 	run->refs_distinct = false;
 	run->refs_arr = NULL;
 	run->fr.cv = cv;
+	run->fr.m = cv->m;
+	run->fr.delims = hl7_msg_delims(cv->m);
 	run->fr.def = cv->msg;
 }
 
@@ -1911,6 +1907,8 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 
 	memset(&fr, 0, sizeof(fr));
 	fr.cv = cv;
+	fr.m = cv->m;
+	fr.delims = hl7_msg_delims(cv->m);
 	fr.def = d;
 	fr.seg = s;
 	fr.seg_index = seg_index;
