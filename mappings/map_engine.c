@@ -98,6 +98,7 @@ struct map_conv {
 	 * each is used between two calls that cannot reach its user again */
 	buf_t text, part, cat; /* map_line_value; part and cat also map_hash_id */
 	buf_t vcode, vsys;     /* map_vocab_match */
+	buf_t num;             /* map_primitive: numbers and base64 */
 	buf_t opd[2];          /* map_conv_scratch */
 };
 
@@ -725,7 +726,7 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 	map_conv_t *cv = run->fr.cv;
 	const char *name = t != NULL ? t->name : "string";
 	fhir_node_t *node = NULL;
-	buf_t num = BUF_INIT;
+	buf_t *num = &cv->num;
 
 	if (text.len == 0)
 		return NULL;
@@ -779,18 +780,19 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 	case MAP_BI_INTEGER:
 	case MAP_BI_POSITIVE:
 	case MAP_BI_UNSIGNED:
-		if (!map_number_norm(text, bi != MAP_BI_DECIMAL, &num) ||
-		    (bi == MAP_BI_POSITIVE && (num.data[0] == '-' || strcmp(num.data, "0") == 0)) ||
-		    (bi == MAP_BI_UNSIGNED && num.data[0] == '-')) {
+		if (!map_number_norm(text, bi != MAP_BI_DECIMAL, num) ||
+		    (bi == MAP_BI_POSITIVE &&
+		     (num->data[0] == '-' || strcmp(num->data, "0") == 0)) ||
+		    (bi == MAP_BI_UNSIGNED && num->data[0] == '-')) {
 			map_warn(run, l, text, seg_index, field, rep, "not a valid %s: left out",
 				 name);
 			break;
 		}
-		node = fhir_number_new(cv->a, buf_slice(&num));
+		node = fhir_number_new(cv->a, buf_slice(num));
 		break;
 	case MAP_BI_BASE64:
-		map_base64(text, &num);
-		node = fhir_string_new(cv->a, buf_slice(&num));
+		map_base64(text, num);
+		node = fhir_string_new(cv->a, buf_slice(num));
 		break;
 	case MAP_BI_STRING:
 	case MAP_BI_NONE:
@@ -802,7 +804,6 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 		node = fhir_string_new(cv->a, text);
 		break;
 	}
-	buf_free(&num);
 	return node;
 }
 
@@ -859,7 +860,10 @@ map_vocab_first(const map_def_t *v, slice_t code)
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		slice_t k = v->vkeys[mid].code;
-		int c = memcmp(k.ptr, code.ptr, k.len < code.len ? k.len : code.len);
+		/* codes are short and mostly differ in their first byte: no memcmp call then */
+		int c = k.len > 0 && code.len > 0 && k.ptr[0] != code.ptr[0]
+			    ? (unsigned char)k.ptr[0] - (unsigned char)code.ptr[0]
+			    : memcmp(k.ptr, code.ptr, k.len < code.len ? k.len : code.len);
 
 		if (c < 0 || (c == 0 && k.len < code.len))
 			lo = mid + 1;
@@ -964,7 +968,7 @@ map_vocab_apply(map_run_t *run, const map_line_t *l, const fhir_type_t *t, slice
 	fhir_node_t *node = NULL;
 
 	map_vocab_match(run, l->via_def, raw, level, &mm);
-	if (strcmp(name, "CodeableConcept") == 0) {
+	if (name[0] == 'C' && strcmp(name, "CodeableConcept") == 0) {
 		fhir_node_t *codings = fhir_array_new(cv->a), *old;
 
 		for (size_t i = 0; i < mm.n; i++)
@@ -984,9 +988,9 @@ map_vocab_apply(map_run_t *run, const map_line_t *l, const fhir_type_t *t, slice
 		node = cc != NULL ? cc : fhir_object_new(cv->a);
 		if (fhir_array_len(codings) > 0)
 			map_member_set(cv->a, node, t, map_keys[MAP_KEY_CODING], codings);
-	} else if (mm.n > 0 && strcmp(name, "Coding") == 0) {
+	} else if (mm.n > 0 && name[0] == 'C' && strcmp(name, "Coding") == 0) {
 		node = map_coding_from_row(cv, mm.rows[0]);
-	} else if (mm.n > 0 && strcmp(name, "boolean") == 0) {
+	} else if (mm.n > 0 && name[0] == 'b' && strcmp(name, "boolean") == 0) {
 		int b = map_bool_parse(mm.rows[0]->fcode);
 
 		if (b >= 0)
@@ -2466,6 +2470,7 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	buf_free(&cv.cat);
 	buf_free(&cv.vcode);
 	buf_free(&cv.vsys);
+	buf_free(&cv.num);
 	buf_free(&cv.opd[0]);
 	buf_free(&cv.opd[1]);
 	return rc;
