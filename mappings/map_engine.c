@@ -1390,11 +1390,10 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 	if (pp != NULL) /* without explain, paths stay empty */
 		buf_reset(&gs->path);
 	if (g->indexed && l->nsteps >= g->key_steps) {
-		const map_step_t *rs = &l->steps[g->key_steps - 1];
-		map_step_t key = *rs;
-
-		key.index = 0; /* a new element for each repetition */
 		if (gs->root == NULL) {
+			map_step_t key = l->steps[g->key_steps - 1];
+
+			key.index = 0; /* a new element for each repetition */
 			for (size_t i = 0; at != NULL && i + 1 < g->key_steps; i++)
 				at = map_nav_step(run, at, &l->steps[i], pp);
 			if (at == NULL)
