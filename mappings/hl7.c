@@ -653,6 +653,21 @@ hl7_seg_id(const hl7_seg_t *s)
 	return hl7_chunk(s, 0);
 }
 
+uint64_t
+hl7_seg_valued(const hl7_seg_t *s)
+{
+	size_t n = hl7_seg_field_count(s);
+	uint64_t valued = 0;
+
+	for (size_t f = 1; f <= n && f <= 64; f++) {
+		slice_t v = hl7_seg_field(s, f);
+
+		if (v.len > 0 && !hl7_is_null(v))
+			valued |= (uint64_t)1 << (f - 1);
+	}
+	return valued;
+}
+
 bool
 hl7_seg_may_repeat(const hl7_seg_t *s)
 {

@@ -101,6 +101,8 @@ const hl7_seg_t *hl7_msg_segment(const hl7_msg_t *m, size_t index);
 const hl7_seg_t *hl7_msg_find(const hl7_msg_t *m, const char *id, size_t nth);
 
 slice_t hl7_seg_id(const hl7_seg_t *s);
+/* Fields 1 to 64 of s that are valued, neither empty nor the HL7 null (bit n - 1: field n). */
+uint64_t hl7_seg_valued(const hl7_seg_t *s);
 /* False when no field of s has more than one repetition (by the separator of the message it
  * was parsed with); true when some may. */
 bool hl7_seg_may_repeat(const hl7_seg_t *s);

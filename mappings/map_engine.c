@@ -1576,22 +1576,6 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 	}
 }
 
-/* Fields 1 to 64 of a segment that are valued (bit n - 1: field n), for map_egroup_t.needs. */
-static uint64_t
-map_fields_valued(const hl7_seg_t *s)
-{
-	size_t n = hl7_seg_field_count(s);
-	uint64_t valued = 0;
-
-	for (size_t f = 1; f <= n && f <= 64; f++) {
-		slice_t v = hl7_seg_field(s, f);
-
-		if (v.len > 0 && !hl7_is_null(v))
-			valued |= (uint64_t)1 << (f - 1);
-	}
-	return valued;
-}
-
 /* Applies a segment or datatype map: into obj, or for a primitive map into *value_out. */
 static void
 map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, const char *src,
@@ -1624,7 +1608,7 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 		}
 	} else if (def->kind == MAP_SEGMENT && run.fr.seg != NULL &&
 		   slice_eq(hl7_seg_id(run.fr.seg), slice_make(def->v2, strlen(def->v2)))) {
-		valued = map_fields_valued(run.fr.seg);
+		valued = hl7_seg_valued(run.fr.seg); /* as map_egroup_t.needs counts them */
 	}
 	if (def->kind == MAP_DATATYPE && parent->def != NULL) {
 		/* where the value came from: set by map_line_value through the parent's ctx */

@@ -174,6 +174,9 @@ test_delims_custom(void **state)
 	assert_slice(hl7_seg_get(m, seg(m, "EVN"), 1, 2, 0, 0), "");
 	assert_slice(hl7_seg_get(m, seg(m, "EVN"), 2, 1, 0, 0), "");
 	assert_slice(hl7_seg_get(m, seg(m, "PV1"), 1, 1, 1, 0), "1");
+	/* PID-1, PID-3 and PID-5 are valued */
+	assert_true(hl7_seg_valued(pid) == 0x15);
+	assert_true(hl7_seg_valued(seg(m, "EVN")) == 0x1);
 }
 
 static void
