@@ -151,6 +151,21 @@ hl7_chunk(const hl7_seg_t *s, size_t i)
 	return slice_make(s->ptr + s->off[i], s->off[i + 1] - s->off[i] - 1);
 }
 
+/* hl7_seg_field, inline for the readers in this file (hl7_seg_get runs for every value a
+ * conversion reads). */
+static inline slice_t
+hl7_field_at(const hl7_seg_t *s, size_t n)
+{
+	if (s == NULL || n == 0)
+		return SLICE_NULL;
+	if (s->is_msh) {
+		if (n == 1)
+			return slice_make(s->ptr + 3, 1);
+		n--;
+	}
+	return n < s->nchunks ? hl7_chunk(s, n) : SLICE_NULL;
+}
+
 /* Number of occurrences of s's id up to and including s, for error locations. */
 static unsigned
 hl7_seg_seq(const hl7_msg_t *m, const hl7_seg_t *s)
@@ -660,7 +675,7 @@ hl7_seg_valued(const hl7_seg_t *s)
 	uint64_t valued = 0;
 
 	for (size_t f = 1; f <= n && f <= 64; f++) {
-		slice_t v = hl7_seg_field(s, f);
+		slice_t v = hl7_field_at(s, f);
 
 		if (v.len > 0 && !hl7_is_null(v))
 			valued |= (uint64_t)1 << (f - 1);
@@ -683,14 +698,7 @@ hl7_seg_field_count(const hl7_seg_t *s)
 slice_t
 hl7_seg_field(const hl7_seg_t *s, size_t n)
 {
-	if (s == NULL || n == 0)
-		return SLICE_NULL;
-	if (s->is_msh) {
-		if (n == 1)
-			return slice_make(s->ptr + 3, 1);
-		n--;
-	}
-	return n < s->nchunks ? hl7_chunk(s, n) : SLICE_NULL;
+	return hl7_field_at(s, n);
 }
 
 /* rep 0 with a component or subcomponent asked for means the first repetition; so does comp 0
@@ -700,7 +708,7 @@ hl7_seg_get(const hl7_msg_t *m, const hl7_seg_t *s, size_t field, size_t rep, si
 	    size_t sub)
 {
 	const hl7_delims_t *d = m != NULL ? &m->delims : &hl7_delims_std;
-	slice_t v = hl7_seg_field(s, field);
+	slice_t v = hl7_field_at(s, field);
 
 	if (s != NULL && s->is_msh && field <= 2)
 		return rep <= 1 && comp <= 1 && sub <= 1 ? v : SLICE_NULL;
