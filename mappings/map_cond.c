@@ -15,7 +15,7 @@ map_ref_segment(const map_frame_t *fr, const char *id, size_t *index)
 	slice_t want = slice_make(id, 3);
 	size_t i;
 
-	if (fr->seg != NULL && slice_eq(hl7_seg_id(fr->seg), want)) {
+	if (fr->seg != NULL && fr->seg_key == map_seg_key(id)) {
 		*index = fr->seg_index;
 		return fr->seg;
 	}
@@ -135,6 +135,7 @@ map_ref_count(const map_frame_t *fr, const map_ref_t *ref)
 				       .m = fr->m,
 				       .delims = fr->delims,
 				       .seg = fr->seg,
+				       .seg_key = fr->seg_key,
 				       .seg_index = fr->seg_index},
 			&whole, true, &si, &rep);
 	return hl7_split_count(v, fr->delims->repetition);

@@ -1898,6 +1898,7 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 	fr.delims = hl7_msg_delims(cv->m);
 	fr.def = d;
 	fr.seg = s;
+	fr.seg_key = map_seg_key(hl7_seg_id(s).ptr); /* 3 bytes: map_convert skips others */
 	fr.seg_index = seg_index;
 	fr.level = 1;
 	if (!map_follows_ok(cv, l, seg_index) || !map_cond_eval(l->cond, &fr))

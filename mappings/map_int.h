@@ -297,6 +297,7 @@ typedef struct map_frame {
 	const hl7_delims_t *delims;
 	const map_def_t *def;
 	const hl7_seg_t *seg; /* the segment the map runs for */
+	uint64_t seg_key;     /* map_seg_key of seg's id (a valid one: 3 bytes), when seg is set */
 	size_t seg_index;
 	slice_t value; /* datatype maps: the value they were applied to */
 	int level;     /* of value: 1 repetition, 2 component, 3 subcomponent */
