@@ -2192,6 +2192,44 @@ map_deferred_fills(const map_conv_t *cv, const map_inst_t *inst, const char *ele
 	return false;
 }
 
+/* The elements of an R4 type that map_check_required checks (required, not choices), in
+ * element order, kept per thread from conversion to conversion (the metadata is static): a
+ * type has a few among dozens of elements. n is MAP_REQ_MAX + 1 for a type with more. */
+#define MAP_REQ_SLOTS 64
+#define MAP_REQ_MAX   8
+
+typedef struct {
+	const fhir_type_t *t; /* NULL: empty slot */
+	uint16_t n;
+	uint16_t e[MAP_REQ_MAX];
+} map_req_slot_t;
+
+static _Thread_local map_req_slot_t map_req_cache[MAP_REQ_SLOTS];
+
+static bool
+map_elem_is_checked(const fhir_elem_t *el)
+{
+	return (el->flags & FHIR_ELEM_REQUIRED) && !(el->flags & FHIR_ELEM_CHOICE);
+}
+
+static const map_req_slot_t *
+map_required_elems(const fhir_type_t *t)
+{
+	map_req_slot_t *s = &map_req_cache[((uintptr_t)t >> 4) % MAP_REQ_SLOTS];
+
+	if (s->t != t) {
+		s->t = t;
+		s->n = 0;
+		for (size_t e = 0; e < t->nelems && s->n <= MAP_REQ_MAX; e++)
+			if (map_elem_is_checked(&t->elems[e])) {
+				if (s->n < MAP_REQ_MAX)
+					s->e[s->n] = (uint16_t)e;
+				s->n++;
+			}
+	}
+	return s;
+}
+
 /* An element R4 requires (min 1; choices are not checked) that a resource lacks: a warning,
  * and a resource nothing points at is left out rather than sent invalid. */
 static void
@@ -2199,14 +2237,17 @@ map_check_required(map_conv_t *cv, map_inst_t *inst)
 {
 	const fhir_type_t *t = inst->meta;
 	const hl7_seg_t *s = hl7_msg_segment(cv->m, inst->seg_index);
+	const map_req_slot_t *req =
+	    t != NULL && t->nelems <= UINT16_MAX ? map_required_elems(t) : NULL;
+	bool scan = req == NULL || req->n > MAP_REQ_MAX; /* every element */
+	size_t n = t == NULL ? 0 : scan ? t->nelems : req->n;
 
-	for (size_t e = 0; t != NULL && e < t->nelems; e++) {
-		const fhir_elem_t *el = &t->elems[e];
+	for (size_t k = 0; k < n; k++) {
+		const fhir_elem_t *el = &t->elems[scan ? k : req->e[k]];
 		char text[160];
 		map_warning_t *w;
 
-		if (!(el->flags & FHIR_ELEM_REQUIRED) || (el->flags & FHIR_ELEM_CHOICE) ||
-		    fhir_object_get_cstr(inst->obj, el->name) != NULL ||
+		if (!map_elem_is_checked(el) || fhir_object_get_cstr(inst->obj, el->name) != NULL ||
 		    map_deferred_fills(cv, inst, el->name))
 			continue;
 		if (!inst->referenced)
