@@ -1253,7 +1253,8 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 			level = level > 3 ? 3 : level;
 		}
 		map_mark_used(cv, si, field, rep);
-		*src_out = map_ref_string(run, &p0->ref, p0->ref.seg[0] ? rep : 0);
+		if (cv->opt->explain) /* else there is no source to name: no call */
+			*src_out = map_ref_string(run, &p0->ref, p0->ref.seg[0] ? rep : 0);
 		if (l->as_def != NULL) {
 			size_t start = cv->xrecs.n;
 			fhir_node_t *made = NULL;
@@ -1338,7 +1339,7 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 
 					has_ref = true;
 					any |= pt.len > 0;
-					if (*src_out == NULL && pt.len > 0)
+					if (*src_out == NULL && pt.len > 0 && cv->opt->explain)
 						*src_out = map_ref_string(run, &o->ref,
 									  o->ref.seg[0] ? rep : 0);
 					buf_append_slice(cat, pt);
