@@ -7,33 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fhir/tree_int.h"
 #include "lib/hash.h"
-
-typedef struct {
-	slice_t key;
-	fhir_node_t *val;
-	uint32_t rank; /* fhir_object_insert's order; 0 for members added otherwise */
-} fhir_member_t;
-
-struct fhir_node {
-	fhir_kind_t kind;
-	bool b;
-	union {
-		slice_t text;
-		struct {
-			fhir_member_t *m;
-			size_t n, cap;
-			/* Open-addressing index of member positions + 1 (0: free), built only for
-			 * large objects so that a hostile document with many keys stays linear. */
-			uint32_t *idx;
-			size_t idx_cap;
-		} obj;
-		struct {
-			fhir_node_t **v;
-			size_t n, cap;
-		} arr;
-	} u;
-};
 
 /* Stands in for an emptied item of an aligned primitive array (nulls are never mutated). */
 static fhir_node_t fhir_null_shared = {.kind = FHIR_NULL};
@@ -111,16 +86,30 @@ fhir_raw_new(arena_t *a, slice_t json)
 	return n;
 }
 
+/* Room for this many members (items) comes with a new object (array), in the same allocation:
+ * most have a few, and the first would otherwise allocate again. */
+#define FHIR_OBJECT_FIRST_CAP 4
+
 fhir_node_t *
 fhir_object_new(arena_t *a)
 {
-	return fhir_node_new(a, FHIR_OBJECT);
+	fhir_node_t *n = arena_alloc(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_member_t));
+
+	*n = (fhir_node_t){.kind = FHIR_OBJECT};
+	n->u.obj.m = (fhir_member_t *)(n + 1);
+	n->u.obj.cap = FHIR_OBJECT_FIRST_CAP;
+	return n;
 }
 
 fhir_node_t *
 fhir_array_new(arena_t *a)
 {
-	return fhir_node_new(a, FHIR_ARRAY);
+	fhir_node_t *n = arena_alloc(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_node_t *));
+
+	*n = (fhir_node_t){.kind = FHIR_ARRAY};
+	n->u.arr.v = (fhir_node_t **)(n + 1);
+	n->u.arr.cap = FHIR_OBJECT_FIRST_CAP;
+	return n;
 }
 
 fhir_kind_t
@@ -289,6 +278,13 @@ fhir_object_insert(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, 
 	/* almost always at the end: members mostly come in order */
 	while (at > 0 && obj->u.obj.m[at - 1].rank > rank)
 		at--;
+	if (at == n && n < obj->u.obj.cap && obj->u.obj.idx == NULL &&
+	    n + 1 <= FHIR_OBJECT_LINEAR_MAX) {
+		/* and with room, no index to keep or build: fhir_object_append's work, no call */
+		obj->u.obj.m[n] = (fhir_member_t){.key = key, .val = val, .rank = rank};
+		obj->u.obj.n = n + 1;
+		return;
+	}
 	fhir_object_append(a, obj, key, val);
 	m = obj->u.obj.m;
 	if (at == n) {

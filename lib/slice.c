@@ -16,20 +16,9 @@ slice_eq_nocase(slice_t a, slice_t b)
 	return true;
 }
 
-/* Printable ASCII but the space: isspace is false for it in every locale. */
-static bool
-slice_byte_is_graph(unsigned char c)
-{
-	return c > 0x20 && c < 0x7f;
-}
-
 slice_t
-slice_trim(slice_t s)
+slice_trim_space(slice_t s)
 {
-	/* most values: nothing to trim, known without isspace (a call per byte) */
-	if (s.len > 0 && slice_byte_is_graph((unsigned char)s.ptr[0]) &&
-	    slice_byte_is_graph((unsigned char)s.ptr[s.len - 1]))
-		return s;
 	while (s.len > 0 && isspace((unsigned char)s.ptr[0])) {
 		s.ptr++;
 		s.len--;

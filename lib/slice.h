@@ -47,7 +47,19 @@ slice_eq_cstr(slice_t a, const char *s)
 }
 
 bool slice_eq_nocase(slice_t a, slice_t b);
-slice_t slice_trim(slice_t s);
+/* slice_trim when there may be white space to take off (slice.c). */
+slice_t slice_trim_space(slice_t s);
+/* s without leading and trailing white space. Inline: most values (a conversion trims every
+ * one) begin and end with printable ASCII other than the space (0x21-0x7e, for which isspace
+ * is false in every locale): nothing to trim. */
+static inline slice_t
+slice_trim(slice_t s)
+{
+	if (s.len > 0 && (unsigned char)s.ptr[0] - 0x21u < 0x5eu &&
+	    (unsigned char)s.ptr[s.len - 1] - 0x21u < 0x5eu)
+		return s;
+	return slice_trim_space(s);
+}
 /* Parses a non-negative decimal; false on empty, non-digits or overflow. */
 bool slice_to_u64(slice_t s, uint64_t *out);
 /* Parses a possibly signed decimal; false on empty, junk or overflow. */

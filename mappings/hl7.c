@@ -16,6 +16,9 @@ struct hl7_seg {
 	uint32_t *off;   /* chunk i (0 is the id) spans [off[i], off[i + 1] - 1) from ptr */
 	size_t nchunks;  /* trailing empty chunks not counted */
 	bool is_msh;
+	/* no field has a repetition separator (the message's): a field is its one repetition,
+	 * which hl7_seg_get then need not look for; false when not known */
+	bool no_reps;
 };
 
 struct hl7_msg {
@@ -146,6 +149,21 @@ static slice_t
 hl7_chunk(const hl7_seg_t *s, size_t i)
 {
 	return slice_make(s->ptr + s->off[i], s->off[i + 1] - s->off[i] - 1);
+}
+
+/* hl7_seg_field, inline for the readers in this file (hl7_seg_get runs for every value a
+ * conversion reads). */
+static inline slice_t
+hl7_field_at(const hl7_seg_t *s, size_t n)
+{
+	if (s == NULL || n == 0)
+		return SLICE_NULL;
+	if (s->is_msh) {
+		if (n == 1)
+			return slice_make(s->ptr + 3, 1);
+		n--;
+	}
+	return n < s->nchunks ? hl7_chunk(s, n) : SLICE_NULL;
 }
 
 /* Number of occurrences of s's id up to and including s, for error locations. */
@@ -347,6 +365,7 @@ hl7_parser_add(struct hl7_parser *p, slice_t line)
 	}
 	s->off[n] = (uint32_t)line.len + 1;
 	s->is_msh = m->nsegs == 0;
+	s->no_reps = !s->is_msh && memchr(line.ptr, m->delims.repetition, line.len) == NULL;
 
 	id = hl7_chunk(s, 0);
 	if (!hl7_seg_id_is_valid(id))
@@ -649,6 +668,27 @@ hl7_seg_id(const hl7_seg_t *s)
 	return hl7_chunk(s, 0);
 }
 
+uint64_t
+hl7_seg_valued(const hl7_seg_t *s)
+{
+	size_t n = hl7_seg_field_count(s);
+	uint64_t valued = 0;
+
+	for (size_t f = 1; f <= n && f <= 64; f++) {
+		slice_t v = hl7_field_at(s, f);
+
+		if (v.len > 0 && !hl7_is_null(v))
+			valued |= (uint64_t)1 << (f - 1);
+	}
+	return valued;
+}
+
+bool
+hl7_seg_may_repeat(const hl7_seg_t *s)
+{
+	return !s->no_reps;
+}
+
 size_t
 hl7_seg_field_count(const hl7_seg_t *s)
 {
@@ -658,14 +698,7 @@ hl7_seg_field_count(const hl7_seg_t *s)
 slice_t
 hl7_seg_field(const hl7_seg_t *s, size_t n)
 {
-	if (s == NULL || n == 0)
-		return SLICE_NULL;
-	if (s->is_msh) {
-		if (n == 1)
-			return slice_make(s->ptr + 3, 1);
-		n--;
-	}
-	return n < s->nchunks ? hl7_chunk(s, n) : SLICE_NULL;
+	return hl7_field_at(s, n);
 }
 
 /* rep 0 with a component or subcomponent asked for means the first repetition; so does comp 0
@@ -675,7 +708,7 @@ hl7_seg_get(const hl7_msg_t *m, const hl7_seg_t *s, size_t field, size_t rep, si
 	    size_t sub)
 {
 	const hl7_delims_t *d = m != NULL ? &m->delims : &hl7_delims_std;
-	slice_t v = hl7_seg_field(s, field);
+	slice_t v = hl7_field_at(s, field);
 
 	if (s != NULL && s->is_msh && field <= 2)
 		return rep <= 1 && comp <= 1 && sub <= 1 ? v : SLICE_NULL;
@@ -683,7 +716,9 @@ hl7_seg_get(const hl7_msg_t *m, const hl7_seg_t *s, size_t field, size_t rep, si
 		rep = 1;
 	if (comp == 0 && sub != 0)
 		comp = 1;
-	if (rep != 0)
+	if (rep != 0 && m != NULL && s != NULL && s->no_reps)
+		v = rep == 1 && v.len > 0 ? v : SLICE_NULL; /* what hl7_split_nth would give */
+	else if (rep != 0)
 		v = hl7_split_nth(v, d->repetition, rep);
 	if (comp != 0)
 		v = hl7_split_nth(v, d->component, comp);
@@ -724,12 +759,6 @@ hl7_split_nth(slice_t raw, char delim, size_t n)
 			return SLICE_NULL;
 		p = q + 1;
 	}
-}
-
-bool
-hl7_is_null(slice_t raw)
-{
-	return slice_eq_cstr(raw, "\"\"");
 }
 
 /* Text decoding: a sticky error and a count of replaced bytes. */

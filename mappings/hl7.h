@@ -101,6 +101,11 @@ const hl7_seg_t *hl7_msg_segment(const hl7_msg_t *m, size_t index);
 const hl7_seg_t *hl7_msg_find(const hl7_msg_t *m, const char *id, size_t nth);
 
 slice_t hl7_seg_id(const hl7_seg_t *s);
+/* Fields 1 to 64 of s that are valued, neither empty nor the HL7 null (bit n - 1: field n). */
+uint64_t hl7_seg_valued(const hl7_seg_t *s);
+/* False when no field of s has more than one repetition (by the separator of the message it
+ * was parsed with); true when some may. */
+bool hl7_seg_may_repeat(const hl7_seg_t *s);
 /* Number of the last field present (MSH counts MSH-1 and MSH-2). */
 size_t hl7_seg_field_count(const hl7_seg_t *s);
 /* Raw field n (1-based; MSH-1 is the field separator, MSH-2 the encoding characters), escapes
@@ -121,8 +126,12 @@ slice_t hl7_split_nth(slice_t raw, char delim, size_t n);
  * number of replaced bytes (0 when clean) or a negative error (buffer cap). */
 int hl7_text_decode(const hl7_msg_t *m, slice_t raw, buf_t *out);
 
-/* Whether the "HL7 null" ("") is the value. */
-bool hl7_is_null(slice_t raw);
+/* Whether the "HL7 null" ("") is the value (inline: asked of nearly every value read). */
+static inline bool
+hl7_is_null(slice_t raw)
+{
+	return raw.len == 2 && raw.ptr[0] == '"' && raw.ptr[1] == '"';
+}
 
 /* Splits a file or stream of messages: plain concatenated messages, or FHS/BHS batches (the
  * header and trailer segments dropped). Returns 0 with *msgs (arena) and *count, or -FG_EPARSE

@@ -15,7 +15,7 @@ map_ref_segment(const map_frame_t *fr, const char *id, size_t *index)
 	slice_t want = slice_make(id, 3);
 	size_t i;
 
-	if (fr->seg != NULL && slice_eq(hl7_seg_id(fr->seg), want)) {
+	if (fr->seg != NULL && fr->seg_key == map_seg_key(id)) {
 		*index = fr->seg_index;
 		return fr->seg;
 	}
@@ -23,7 +23,7 @@ map_ref_segment(const map_frame_t *fr, const char *id, size_t *index)
 	if (i == SIZE_MAX)
 		return NULL;
 	*index = i;
-	return hl7_msg_segment(map_conv_msg(fr->cv), i);
+	return hl7_msg_segment(fr->m, i);
 }
 
 /* Part n (1-based) of a datatype map's value at its next level, as hl7_split_nth gives it. */
@@ -71,8 +71,8 @@ map_ref_raw_any(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t 
 
 	*seg_index = fr->seg_index;
 	*rep_out = fr->rep;
-	m = map_conv_msg(fr->cv);
-	d = hl7_msg_delims(m);
+	m = fr->m;
+	d = fr->delims;
 	if (ref->seg[0] == '\0') {
 		v = fr->value;
 		if (ref->comp == 0) {
@@ -104,7 +104,7 @@ map_ref_raw_any(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t 
 	v = hl7_seg_get(m, s, ref->field, rep, ref->comp, ref->sub);
 	if (hl7_is_null(v))
 		return SLICE_NULL;
-	if (rep == 0 && hl7_split_count(v, d->repetition) > 1) {
+	if (rep == 0 && hl7_seg_may_repeat(s) && hl7_split_count(v, d->repetition) > 1) {
 		/* "" in every repetition is still not valued */
 		bool any = false;
 
@@ -122,7 +122,6 @@ map_ref_raw_any(const map_frame_t *fr, const map_ref_t *ref, bool whole, size_t 
 size_t
 map_ref_count(const map_frame_t *fr, const map_ref_t *ref)
 {
-	const hl7_msg_t *m = map_conv_msg(fr->cv);
 	size_t si;
 	unsigned rep;
 	map_ref_t whole = *ref;
@@ -132,9 +131,14 @@ map_ref_count(const map_frame_t *fr, const map_ref_t *ref)
 		return map_ref_raw(fr, ref, true, &si, &rep).len > 0 ? 1 : 0;
 	whole.rep = 0;
 	whole.comp = whole.sub = 0;
-	v = map_ref_raw(&(map_frame_t){.cv = fr->cv, .seg = fr->seg, .seg_index = fr->seg_index},
+	v = map_ref_raw(&(map_frame_t){.cv = fr->cv,
+				       .m = fr->m,
+				       .delims = fr->delims,
+				       .seg = fr->seg,
+				       .seg_key = fr->seg_key,
+				       .seg_index = fr->seg_index},
 			&whole, true, &si, &rep);
-	return hl7_split_count(v, hl7_msg_delims(m)->repetition);
+	return hl7_split_count(v, fr->delims->repetition);
 }
 
 /* An operand's value: text (decoded) or a number. The text of a ref is in one of the

@@ -138,6 +138,19 @@ map_dtm_num(char *p, int v, int width)
 	char tmp[12];
 	int n = 0;
 
+	if (width == 2 && v < 100) { /* months, days, hours, minutes, seconds, offsets */
+		p[0] = (char)('0' + v / 10);
+		p[1] = (char)('0' + v % 10);
+		return p + 2;
+	}
+	if (width == 4 && v >= 1000 && v < 10000) { /* years */
+		p[0] = (char)('0' + v / 1000);
+		p[1] = (char)('0' + v / 100 % 10);
+		p[2] = (char)('0' + v / 10 % 10);
+		p[3] = (char)('0' + v % 10);
+		return p + 4;
+	}
+
 	do {
 		tmp[n++] = (char)('0' + v % 10);
 		v /= 10;

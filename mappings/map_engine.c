@@ -82,6 +82,11 @@ struct map_conv {
 	uint64_t *by_id;
 	size_t nsegs;
 	uint32_t *seq; /* per segment: its occurrence number (1-based) */
+	/* map_follows_ok: for the segment at follows_seg (with id follows_id), the nearest
+	 * segment before it that a "follows" of its id's lines names: that segment's id as
+	 * map_seg_key, or UINT64_MAX for none; follows_seg is SIZE_MAX when nothing is kept */
+	size_t follows_seg;
+	uint64_t follows_id, follows_best;
 	bool too_many;
 	/* a datatype map's object went where another type goes (Quantity as Age): its members
 	 * were inserted in the order of the map's type, so the resources are sorted at the end */
@@ -91,8 +96,9 @@ struct map_conv {
 	uint32_t rank_system, rank_code, rank_display, rank_reference;
 	/* scratch text, kept from value to value (a fresh buf_t would allocate each time):
 	 * each is used between two calls that cannot reach its user again */
-	buf_t text, part, cat; /* map_line_value */
+	buf_t text, part, cat; /* map_line_value; part and cat also map_hash_id */
 	buf_t vcode, vsys;     /* map_vocab_match */
+	buf_t num;             /* map_primitive: numbers and base64 */
 	buf_t opd[2];          /* map_conv_scratch */
 };
 
@@ -249,13 +255,13 @@ typedef struct {
 	} labels[32];
 	size_t nlabels;
 	slice_t parts[MAP_PARTS_MAX]; /* fr.parts */
+	/* "= *" (map_build_bundle): the references it puts are distinct from one another (every
+	 * resource that stays has its own type and id), so an array they go into is searched for
+	 * an equal element only among the ones it had before the first of them: refs_from */
+	bool refs_distinct;
+	const fhir_node_t *refs_arr;
+	size_t refs_from;
 } map_run_t;
-
-const hl7_msg_t *
-map_conv_msg(const map_conv_t *cv)
-{
-	return cv->m;
-}
 
 buf_t *
 map_conv_scratch(map_conv_t *cv, unsigned which)
@@ -321,7 +327,7 @@ map_text(const map_frame_t *fr, slice_t raw, buf_t *scratch)
 	if (raw.len == 0)
 		return slice_make("", 0);
 	/* what decoding would give: the bytes as they are, with no copy */
-	if (map_text_is_plain(raw, hl7_msg_delims(fr->cv->m)->escape))
+	if (map_text_is_plain(raw, fr->delims->escape))
 		return slice_trim(raw);
 	buf_reset(scratch);
 	(void)hl7_text_decode(fr->cv->m, raw, scratch);
@@ -410,44 +416,50 @@ map_explain(map_run_t *run, const map_line_t *l, const buf_t *path, const char *
 
 /* ---- ids ---------------------------------------------------------------------------- */
 
+/* The two 64-bit FNV-1a hashes of input (seeds 0 and 0x9e3779b97f4a7c15) in hex. */
 static void
 map_id_from(slice_t input, char out[33])
 {
 	static const char hex[] = "0123456789abcdef";
-	uint64_t h[2] = {hash_fnv1a64(input.ptr, input.len, 0),
-			 hash_fnv1a64(input.ptr, input.len, 0x9e3779b97f4a7c15ull)};
+	static const uint64_t seeds[2] = {0, 0x9e3779b97f4a7c15ull};
+	uint64_t h[2];
 
+	hash_fnv1a64_pair(input.ptr, input.len, seeds, h);
 	for (int k = 0; k < 2; k++)
-		for (int i = 0; i < 16; i++)
-			out[k * 16 + i] = hex[(h[k] >> (60 - 4 * i)) & 0xf];
+		for (int i = 0; i < 8; i++) {
+			unsigned b = (unsigned)(h[k] >> (56 - 8 * i)) & 0xff;
+
+			out[k * 16 + 2 * i] = hex[b >> 4];
+			out[k * 16 + 2 * i + 1] = hex[b & 0xf];
+		}
 	out[32] = '\0';
 }
 
 /* id <- hash(a, b, ...): over the type and the values, 0x1f between; nothing when all are
- * empty. */
+ * empty. The input is put together in the conversion's cat buffer and values are decoded in
+ * its part buffer: map_line_value, their other user, is not running at an id line. */
 static bool
 map_hash_id(map_run_t *run, const map_line_t *l, slice_t type, char out[33])
 {
-	buf_t in = BUF_INIT, text = BUF_INIT;
+	buf_t *in = &run->fr.cv->cat, *text = &run->fr.cv->part;
 	bool any = false;
 
-	buf_append_slice(&in, type);
+	buf_reset(in);
+	buf_append_slice(in, type);
 	for (size_t i = 0; i < l->src.nparts; i++) {
 		size_t si;
 		unsigned rep;
 		slice_t raw = map_ref_raw(&run->fr, &l->src.parts[i].ref, false, &si, &rep);
-		slice_t t = map_text(&run->fr, raw, &text);
+		slice_t t = map_text(&run->fr, raw, text);
 
 		any |= t.len > 0;
 		if (raw.len > 0)
 			map_mark_used(run->fr.cv, si, l->src.parts[i].ref.field, rep);
-		buf_append_byte(&in, 0x1f);
-		buf_append_slice(&in, t);
+		buf_append_byte(in, 0x1f);
+		buf_append_slice(in, t);
 	}
 	if (any)
-		map_id_from(buf_slice(&in), out);
-	buf_free(&in);
-	buf_free(&text);
+		map_id_from(buf_slice(in), out);
 	return any;
 }
 
@@ -714,7 +726,7 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 	map_conv_t *cv = run->fr.cv;
 	const char *name = t != NULL ? t->name : "string";
 	fhir_node_t *node = NULL;
-	buf_t num = BUF_INIT;
+	buf_t *num = &cv->num;
 
 	if (text.len == 0)
 		return NULL;
@@ -768,18 +780,19 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 	case MAP_BI_INTEGER:
 	case MAP_BI_POSITIVE:
 	case MAP_BI_UNSIGNED:
-		if (!map_number_norm(text, bi != MAP_BI_DECIMAL, &num) ||
-		    (bi == MAP_BI_POSITIVE && (num.data[0] == '-' || strcmp(num.data, "0") == 0)) ||
-		    (bi == MAP_BI_UNSIGNED && num.data[0] == '-')) {
+		if (!map_number_norm(text, bi != MAP_BI_DECIMAL, num) ||
+		    (bi == MAP_BI_POSITIVE &&
+		     (num->data[0] == '-' || strcmp(num->data, "0") == 0)) ||
+		    (bi == MAP_BI_UNSIGNED && num->data[0] == '-')) {
 			map_warn(run, l, text, seg_index, field, rep, "not a valid %s: left out",
 				 name);
 			break;
 		}
-		node = fhir_number_new(cv->a, buf_slice(&num));
+		node = fhir_number_new(cv->a, buf_slice(num));
 		break;
 	case MAP_BI_BASE64:
-		map_base64(text, &num);
-		node = fhir_string_new(cv->a, buf_slice(&num));
+		map_base64(text, num);
+		node = fhir_string_new(cv->a, buf_slice(num));
 		break;
 	case MAP_BI_STRING:
 	case MAP_BI_NONE:
@@ -791,7 +804,6 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 		node = fhir_string_new(cv->a, text);
 		break;
 	}
-	buf_free(&num);
 	return node;
 }
 
@@ -848,7 +860,10 @@ map_vocab_first(const map_def_t *v, slice_t code)
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 		slice_t k = v->vkeys[mid].code;
-		int c = memcmp(k.ptr, code.ptr, k.len < code.len ? k.len : code.len);
+		/* codes are short and mostly differ in their first byte: no memcmp call then */
+		int c = k.len > 0 && code.len > 0 && k.ptr[0] != code.ptr[0]
+			    ? (unsigned char)k.ptr[0] - (unsigned char)code.ptr[0]
+			    : memcmp(k.ptr, code.ptr, k.len < code.len ? k.len : code.len);
 
 		if (c < 0 || (c == 0 && k.len < code.len))
 			lo = mid + 1;
@@ -953,7 +968,7 @@ map_vocab_apply(map_run_t *run, const map_line_t *l, const fhir_type_t *t, slice
 	fhir_node_t *node = NULL;
 
 	map_vocab_match(run, l->via_def, raw, level, &mm);
-	if (strcmp(name, "CodeableConcept") == 0) {
+	if (name[0] == 'C' && strcmp(name, "CodeableConcept") == 0) {
 		fhir_node_t *codings = fhir_array_new(cv->a), *old;
 
 		for (size_t i = 0; i < mm.n; i++)
@@ -973,9 +988,9 @@ map_vocab_apply(map_run_t *run, const map_line_t *l, const fhir_type_t *t, slice
 		node = cc != NULL ? cc : fhir_object_new(cv->a);
 		if (fhir_array_len(codings) > 0)
 			map_member_set(cv->a, node, t, map_keys[MAP_KEY_CODING], codings);
-	} else if (mm.n > 0 && strcmp(name, "Coding") == 0) {
+	} else if (mm.n > 0 && name[0] == 'C' && strcmp(name, "Coding") == 0) {
 		node = map_coding_from_row(cv, mm.rows[0]);
-	} else if (mm.n > 0 && strcmp(name, "boolean") == 0) {
+	} else if (mm.n > 0 && name[0] == 'b' && strcmp(name, "boolean") == 0) {
 		int b = map_bool_parse(mm.rows[0]->fcode);
 
 		if (b >= 0)
@@ -1103,15 +1118,16 @@ map_choice_taken(const fhir_node_t *obj, const map_step_t *st)
 	return false;
 }
 
-/* Whether an array already holds an object equal to v (merges do not repeat identifiers). */
+/* Whether an array already holds an object equal to v (merges do not repeat identifiers):
+ * among its first upto elements, those that can be (map_run_t.refs_distinct). */
 static bool
-map_array_has(const fhir_node_t *arr, const fhir_node_t *v)
+map_array_has(const fhir_node_t *arr, const fhir_node_t *v, size_t upto)
 {
 	size_t n = fhir_array_len(arr);
 
 	if (fhir_node_kind(v) != FHIR_OBJECT || n > 64)
 		return false;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n && i < upto; i++)
 		if (fhir_node_equal(fhir_array_at(arr, i), v))
 			return true;
 	return false;
@@ -1153,8 +1169,18 @@ map_put(map_run_t *run, fhir_node_t *obj, const map_step_t *st, fhir_node_t *v, 
 				run->labels[run->nlabels].index = st->index;
 				run->labels[run->nlabels++].child = v;
 			}
-		} else if (map_array_has(cur, v)) {
-			return false;
+		} else {
+			size_t upto = fhir_array_len(cur);
+
+			if (run->refs_distinct) {
+				if (run->refs_arr != cur) {
+					run->refs_arr = cur;
+					run->refs_from = upto;
+				}
+				upto = run->refs_from;
+			}
+			if (map_array_has(cur, v, upto))
+				return false;
 		}
 		fhir_array_append(a, cur, v);
 		map_path_step(path, st, fhir_array_len(cur) - 1, true);
@@ -1227,7 +1253,8 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 			level = level > 3 ? 3 : level;
 		}
 		map_mark_used(cv, si, field, rep);
-		*src_out = map_ref_string(run, &p0->ref, p0->ref.seg[0] ? rep : 0);
+		if (cv->opt->explain) /* else there is no source to name: no call */
+			*src_out = map_ref_string(run, &p0->ref, p0->ref.seg[0] ? rep : 0);
 		if (l->as_def != NULL) {
 			size_t start = cv->xrecs.n;
 			fhir_node_t *made = NULL;
@@ -1312,7 +1339,7 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 
 					has_ref = true;
 					any |= pt.len > 0;
-					if (*src_out == NULL && pt.len > 0)
+					if (*src_out == NULL && pt.len > 0 && cv->opt->explain)
 						*src_out = map_ref_string(run, &o->ref,
 									  o->ref.seg[0] ? rep : 0);
 					buf_append_slice(cat, pt);
@@ -1364,11 +1391,10 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 	if (pp != NULL) /* without explain, paths stay empty */
 		buf_reset(&gs->path);
 	if (g->indexed && l->nsteps >= g->key_steps) {
-		const map_step_t *rs = &l->steps[g->key_steps - 1];
-		map_step_t key = *rs;
-
-		key.index = 0; /* a new element for each repetition */
 		if (gs->root == NULL) {
+			map_step_t key = l->steps[g->key_steps - 1];
+
+			key.index = 0; /* a new element for each repetition */
 			for (size_t i = 0; at != NULL && i + 1 < g->key_steps; i++)
 				at = map_nav_step(run, at, &l->steps[i], pp);
 			if (at == NULL)
@@ -1551,22 +1577,6 @@ map_run_group(map_run_t *run, const map_egroup_t *g, fhir_node_t *obj, fhir_node
 	}
 }
 
-/* Fields 1 to 64 of a segment that are valued (bit n - 1: field n), for map_egroup_t.needs. */
-static uint64_t
-map_fields_valued(const hl7_seg_t *s)
-{
-	size_t n = hl7_seg_field_count(s);
-	uint64_t valued = 0;
-
-	for (size_t f = 1; f <= n && f <= 64; f++) {
-		slice_t v = hl7_seg_field(s, f);
-
-		if (v.len > 0 && !hl7_is_null(v))
-			valued |= (uint64_t)1 << (f - 1);
-	}
-	return valued;
-}
-
 /* Applies a segment or datatype map: into obj, or for a primitive map into *value_out. */
 static void
 map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, const char *src,
@@ -1577,6 +1587,7 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 
 	/* labels[] is read only below nlabels: no need to clear its 32 entries for every run */
 	run.nlabels = 0;
+	run.refs_distinct = false;
 	run.fr = *parent;
 	run.fr.def = def;
 	run.fr.parent = parent;
@@ -1598,7 +1609,7 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 		}
 	} else if (def->kind == MAP_SEGMENT && run.fr.seg != NULL &&
 		   slice_eq(hl7_seg_id(run.fr.seg), slice_make(def->v2, strlen(def->v2)))) {
-		valued = map_fields_valued(run.fr.seg);
+		valued = hl7_seg_valued(run.fr.seg); /* as map_egroup_t.needs counts them */
 	}
 	if (def->kind == MAP_DATATYPE && parent->def != NULL) {
 		/* where the value came from: set by map_line_value through the parent's ctx */
@@ -1633,7 +1644,10 @@ map_run_def(map_conv_t *cv, const map_def_t *def, const map_frame_t *parent, con
 			whole.comp = whole.sub = 0;
 			f = map_ref_raw(&run.fr, &whole, true, &si, &r0);
 			s = hl7_msg_segment(cv->m, si);
-			reps = hl7_split_count(f, hl7_msg_delims(cv->m)->repetition);
+			if (g->driver.seg[0] != '\0' && s != NULL && !hl7_seg_may_repeat(s))
+				reps = f.len > 0 ? 1 : 0; /* the field of s has one repetition */
+			else
+				reps = hl7_split_count(f, hl7_msg_delims(cv->m)->repetition);
 			if (reps == 0 || (reps > 1 && !g->repeats))
 				reps =
 				    1; /* an empty field still lets the group's other lines try */
@@ -1739,36 +1753,46 @@ map_groups_update(map_conv_t *cv, slice_t id)
 }
 
 /* Whether a message line's "follows" holds: of the segments this map names after "follows"
- * for this segment, the nearest one before it is one of the line's. */
+ * for this segment, the nearest one before it is one of the line's. That nearest one is the
+ * same for every line of the segment: it is looked for once per segment (cv->follows_*). */
 static bool
 map_follows_ok(map_conv_t *cv, const map_line_t *l, size_t seg_index)
 {
 	const map_def_t *d = cv->msg;
-	size_t best = SIZE_MAX;
-	bool mine = false;
+	uint64_t id = map_seg_key(l->src.seg);
 
 	if (l->nfollows == 0)
 		return true;
 	if (seg_index == 0)
 		return false;
-	for (size_t k = 0; k < d->nlines; k++) {
-		const map_line_t *o = &d->lines[k];
+	if (cv->follows_seg != seg_index || cv->follows_id != id) {
+		size_t best = SIZE_MAX;
 
-		if (o->src.kind != MAP_SRC_SEGMENT || memcmp(o->src.seg, l->src.seg, 3) != 0)
-			continue;
-		for (size_t f = 0; f < o->nfollows; f++) {
-			slice_t anchor = slice_make(o->follows[f], 3);
-			size_t at = map_conv_find(cv, anchor, seg_index - 1, false);
+		for (size_t k = 0; k < d->nlines; k++) {
+			const map_line_t *o = &d->lines[k];
 
-			if (at == SIZE_MAX || (best != SIZE_MAX && at <= best))
+			if (o->src.kind != MAP_SRC_SEGMENT ||
+			    memcmp(o->src.seg, l->src.seg, 3) != 0)
 				continue;
-			best = at;
-			mine = false;
-			for (size_t m = 0; m < l->nfollows; m++)
-				mine |= slice_eq(slice_make(l->follows[m], 3), anchor);
+			for (size_t f = 0; f < o->nfollows; f++) {
+				size_t at = map_conv_find(cv, slice_make(o->follows[f], 3),
+							  seg_index - 1, false);
+
+				if (at != SIZE_MAX && (best == SIZE_MAX || at > best))
+					best = at;
+			}
 		}
+		cv->follows_seg = seg_index;
+		cv->follows_id = id;
+		/* the segment found is one of that id (map_conv_find) */
+		cv->follows_best = best == SIZE_MAX
+				       ? UINT64_MAX
+				       : map_seg_id_key(hl7_seg_id(hl7_msg_segment(cv->m, best)));
 	}
-	return mine;
+	for (size_t m = 0; m < l->nfollows; m++)
+		if (map_seg_key(l->follows[m]) == cv->follows_best)
+			return true;
+	return false;
 }
 
 static map_inst_t *
@@ -1802,7 +1826,11 @@ map_run_init(map_run_t *run, map_conv_t *cv)
 	memset(&run->fr, 0, sizeof(run->fr));
 	run->src = NULL;
 	run->nlabels = 0;
+	run->refs_distinct = false;
+	run->refs_arr = NULL;
 	run->fr.cv = cv;
+	run->fr.m = cv->m;
+	run->fr.delims = hl7_msg_delims(cv->m);
 	run->fr.def = cv->msg;
 }
 
@@ -1867,8 +1895,11 @@ map_apply_segment_line(map_conv_t *cv, size_t li, const hl7_seg_t *s, size_t seg
 
 	memset(&fr, 0, sizeof(fr));
 	fr.cv = cv;
+	fr.m = cv->m;
+	fr.delims = hl7_msg_delims(cv->m);
 	fr.def = d;
 	fr.seg = s;
+	fr.seg_key = map_seg_key(hl7_seg_id(s).ptr); /* 3 bytes: map_convert skips others */
 	fr.seg_index = seg_index;
 	fr.level = 1;
 	if (!map_follows_ok(cv, l, seg_index) || !map_cond_eval(l->cond, &fr))
@@ -2162,6 +2193,44 @@ map_deferred_fills(const map_conv_t *cv, const map_inst_t *inst, const char *ele
 	return false;
 }
 
+/* The elements of an R4 type that map_check_required checks (required, not choices), in
+ * element order, kept per thread from conversion to conversion (the metadata is static): a
+ * type has a few among dozens of elements. n is MAP_REQ_MAX + 1 for a type with more. */
+#define MAP_REQ_SLOTS 64
+#define MAP_REQ_MAX   8
+
+typedef struct {
+	const fhir_type_t *t; /* NULL: empty slot */
+	uint16_t n;
+	uint16_t e[MAP_REQ_MAX];
+} map_req_slot_t;
+
+static _Thread_local map_req_slot_t map_req_cache[MAP_REQ_SLOTS];
+
+static bool
+map_elem_is_checked(const fhir_elem_t *el)
+{
+	return (el->flags & FHIR_ELEM_REQUIRED) && !(el->flags & FHIR_ELEM_CHOICE);
+}
+
+static const map_req_slot_t *
+map_required_elems(const fhir_type_t *t)
+{
+	map_req_slot_t *s = &map_req_cache[((uintptr_t)t >> 4) % MAP_REQ_SLOTS];
+
+	if (s->t != t) {
+		s->t = t;
+		s->n = 0;
+		for (size_t e = 0; e < t->nelems && s->n <= MAP_REQ_MAX; e++)
+			if (map_elem_is_checked(&t->elems[e])) {
+				if (s->n < MAP_REQ_MAX)
+					s->e[s->n] = (uint16_t)e;
+				s->n++;
+			}
+	}
+	return s;
+}
+
 /* An element R4 requires (min 1; choices are not checked) that a resource lacks: a warning,
  * and a resource nothing points at is left out rather than sent invalid. */
 static void
@@ -2169,14 +2238,17 @@ map_check_required(map_conv_t *cv, map_inst_t *inst)
 {
 	const fhir_type_t *t = inst->meta;
 	const hl7_seg_t *s = hl7_msg_segment(cv->m, inst->seg_index);
+	const map_req_slot_t *req =
+	    t != NULL && t->nelems <= UINT16_MAX ? map_required_elems(t) : NULL;
+	bool scan = req == NULL || req->n > MAP_REQ_MAX; /* every element */
+	size_t n = t == NULL ? 0 : scan ? t->nelems : req->n;
 
-	for (size_t e = 0; t != NULL && e < t->nelems; e++) {
-		const fhir_elem_t *el = &t->elems[e];
+	for (size_t k = 0; k < n; k++) {
+		const fhir_elem_t *el = &t->elems[scan ? k : req->e[k]];
 		char text[160];
 		map_warning_t *w;
 
-		if (!(el->flags & FHIR_ELEM_REQUIRED) || (el->flags & FHIR_ELEM_CHOICE) ||
-		    fhir_object_get_cstr(inst->obj, el->name) != NULL ||
+		if (!map_elem_is_checked(el) || fhir_object_get_cstr(inst->obj, el->name) != NULL ||
 		    map_deferred_fills(cv, inst, el->name))
 			continue;
 		if (!inst->referenced)
@@ -2229,6 +2301,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		if (self->dropped)
 			continue;
 		map_run_init(&run, cv);
+		run.refs_distinct = true;
 		for (size_t i = 0; i < cv->insts.n; i++) {
 			map_inst_t *o = cv->insts.v[i];
 			fhir_node_t *ref;
@@ -2254,16 +2327,17 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		rs[n].type = inst->type;
 		rs[n].id = slice_make(arena_strndup(a, inst->id, 32), 32);
 		rs[n++].resource = r;
+		/* new objects: their keys go in without a lookup, borrowed (static texts) */
 		e = fhir_object_new(a);
 		map_full_url(cv, inst, &tmp);
-		fhir_object_set_cstr(a, e, "fullUrl", fhir_string_new(a, buf_slice(&tmp)));
-		fhir_object_set_cstr(a, e, "resource", r);
+		fhir_object_push(a, e, SLICE_LIT("fullUrl"), fhir_string_new(a, buf_slice(&tmp)));
+		fhir_object_push(a, e, SLICE_LIT("resource"), r);
 		req = fhir_object_new(a);
-		fhir_object_set_cstr(a, req, "method", fhir_string_new(a, SLICE_LIT("PUT")));
+		fhir_object_push(a, req, SLICE_LIT("method"), fhir_string_new(a, SLICE_LIT("PUT")));
 		buf_reset(&tmp);
 		map_ref_text(&tmp, inst);
-		fhir_object_set_cstr(a, req, "url", fhir_string_new(a, buf_slice(&tmp)));
-		fhir_object_set_cstr(a, e, "request", req);
+		fhir_object_push(a, req, SLICE_LIT("url"), fhir_string_new(a, buf_slice(&tmp)));
+		fhir_object_push(a, e, SLICE_LIT("request"), req);
 		fhir_array_append(a, entries, e);
 	}
 	buf_free(&tmp);
@@ -2350,6 +2424,7 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	cv.set = set;
 	cv.m = m;
 	cv.opt = opt != NULL ? opt : &defaults;
+	cv.follows_seg = SIZE_MAX;
 	cv.msg = map_find_message(set, m, &code_known);
 	if (cv.msg == NULL) {
 		res->error.code =
@@ -2421,6 +2496,7 @@ map_convert(const map_set_t *set, const hl7_msg_t *m, const map_options_t *opt, 
 	buf_free(&cv.cat);
 	buf_free(&cv.vcode);
 	buf_free(&cv.vsys);
+	buf_free(&cv.num);
 	buf_free(&cv.opd[0]);
 	buf_free(&cv.opd[1]);
 	return rc;

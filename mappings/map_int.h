@@ -292,8 +292,12 @@ typedef struct map_conv map_conv_t;
 
 typedef struct map_frame {
 	map_conv_t *cv;
+	/* the conversion's message and its delimiters, at hand for every read */
+	const hl7_msg_t *m;
+	const hl7_delims_t *delims;
 	const map_def_t *def;
 	const hl7_seg_t *seg; /* the segment the map runs for */
+	uint64_t seg_key;     /* map_seg_key of seg's id (a valid one: 3 bytes), when seg is set */
 	size_t seg_index;
 	slice_t value; /* datatype maps: the value they were applied to */
 	int level;     /* of value: 1 repetition, 2 component, 3 subcomponent */
@@ -346,7 +350,6 @@ slice_t map_text(const map_frame_t *fr, slice_t raw, buf_t *scratch);
 /* Marks a field repetition as used (explain); MAP_REP_ALL: every repetition. */
 #define MAP_REP_ALL 0xfffffffu
 void map_mark_used(map_conv_t *cv, size_t seg_index, unsigned field, unsigned rep);
-const hl7_msg_t *map_conv_msg(const map_conv_t *cv);
 /* The segment of this id nearest to pos: at or before it, else (with after) the first after
  * it; SIZE_MAX when there is none. */
 size_t map_conv_find(map_conv_t *cv, slice_t id, size_t pos, bool after);

@@ -168,6 +168,17 @@ test_tree_object_insert(void **state)
 	assert_slice_equal(fhir_node_text(fhir_object_get_cstr(o, "k13")), "113");
 	for (size_t i = 1; i < fhir_object_count(o); i++)
 		assert_true(fhir_object_rank_at(o, i - 1) <= fhir_object_rank_at(o, i));
+	/* down to a few members again, the index stays: a member added at the end is found */
+	for (int i = 0; i < 20; i++) {
+		int n = snprintf(key, sizeof(key), "k%d", i);
+
+		assert_true(fhir_object_remove(o, slice_make(key, (size_t)n)));
+	}
+	assert_int_equal(fhir_object_count(o), 6);
+	fhir_object_insert(a, o, SLICE_LIT("z"), fhir_int_new(a, 6), 99);
+	assert_slice_equal(fhir_object_key_at(o, 6), "z");
+	assert_slice_equal(fhir_node_text(fhir_object_get_cstr(o, "z")), "6");
+	assert_slice_equal(fhir_node_text(fhir_object_get_cstr(o, "e")), "5");
 	arena_free(a);
 }
 

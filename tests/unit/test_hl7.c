@@ -164,6 +164,19 @@ test_delims_custom(void **state)
 	assert_slice(hl7_seg_get(m, pid, 3, 2, 2, 0), "E");
 	assert_decoded(m, hl7_seg_field(pid, 5), "X#Y$Z*W%V!U", 0);
 	assert_int_equal(hl7_msg_validate(m, NULL), 0);
+	/* a segment without the repetition separator: each field is its first repetition only
+	 * ('~' is not this message's separator) */
+	assert_true(hl7_seg_may_repeat(pid));
+	assert_false(hl7_seg_may_repeat(seg(m, "EVN")));
+	assert_true(hl7_seg_may_repeat(hl7_msg_segment(m, 0)));
+	assert_slice(hl7_seg_get(m, seg(m, "EVN"), 1, 1, 0, 0), "A01");
+	assert_slice(hl7_seg_get(m, seg(m, "EVN"), 1, 0, 0, 0), "A01");
+	assert_slice(hl7_seg_get(m, seg(m, "EVN"), 1, 2, 0, 0), "");
+	assert_slice(hl7_seg_get(m, seg(m, "EVN"), 2, 1, 0, 0), "");
+	assert_slice(hl7_seg_get(m, seg(m, "PV1"), 1, 1, 1, 0), "1");
+	/* PID-1, PID-3 and PID-5 are valued */
+	assert_true(hl7_seg_valued(pid) == 0x15);
+	assert_true(hl7_seg_valued(seg(m, "EVN")) == 0x1);
 }
 
 static void

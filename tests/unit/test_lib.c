@@ -186,6 +186,19 @@ test_hash_err(void **state)
 	/* FNV-1a 64 test vectors. */
 	assert_true(hash_fnv1a64("", 0, 0) == 0xcbf29ce484222325ull);
 	assert_true(hash_fnv1a64("a", 1, 0) == 0xaf63dc4c8601ec8cull);
+	/* the pair: each as hash_fnv1a64 with its seed gives it */
+	{
+		static const uint64_t seeds[2] = {0, 0x9e3779b97f4a7c15ull};
+		uint64_t h[2];
+
+		hash_fnv1a64_pair("a", 1, seeds, h);
+		assert_true(h[0] == 0xaf63dc4c8601ec8cull);
+		assert_true(h[1] == hash_fnv1a64("a", 1, seeds[1]));
+		hash_fnv1a64_pair("hello, world", 12, seeds, h);
+		assert_true(h[0] == hash_fnv1a64("hello, world", 12, 0));
+		assert_true(h[1] == hash_fnv1a64("hello, world", 12, seeds[1]));
+		assert_true(h[0] != h[1]);
+	}
 	assert_string_equal(fg_strerror(-FG_ETOOBIG), "limit exceeded");
 	assert_string_equal(fg_strerror(-1000), "unknown error");
 }

@@ -372,6 +372,9 @@ test_dtm_precision(void **state)
 	assert_string_equal(dtm("20240312083015-0500", MAP_DTM_DATE, NULL, &rc, NULL),
 			    "2024-03-12");
 	assert_string_equal(dtm("19800615", MAP_DTM_DATE, NULL, &rc, NULL), "1980-06-15");
+	/* years below 1000 keep their four digits */
+	assert_string_equal(dtm("00010203", MAP_DTM_DATE, NULL, &rc, NULL), "0001-02-03");
+	assert_string_equal(dtm("0999", MAP_DTM_DATETIME, NULL, &rc, NULL), "0999");
 	assert_string_equal(dtm("20240312083015-0500^S", MAP_DTM_DATETIME, NULL, &rc, NULL),
 			    "2024-03-12T08:30:15-05:00"); /* TS: the precision component goes */
 	assert_string_equal(dtm("0830", MAP_DTM_TIME, NULL, &rc, NULL), "08:30:00");
