@@ -56,10 +56,10 @@ static const opt_t options[] = {
     {"store.map_size", OPT_SIZE, OFF(map_size), "16G",
      "Largest size the store may grow to (address space, not disk, until used).", 1 << 20,
      1024 * GiB, NULL},
-    {"store.writemap", OPT_CHOICE, OFF(store_writemap), "on",
-     "Write pages straight into the map (on), or through heap copies that LMDB keeps as large "
-     "as the biggest transaction (off: more memory, but a stray pointer cannot write into the "
-     "store).",
+    {"store.writemap", OPT_CHOICE, OFF(store_writemap), "off",
+     "Write pages through heap copies that LMDB keeps as large as the biggest transaction (off: "
+     "faster commits, and a stray pointer cannot write into the store), or straight into the "
+     "map (on: less heap; each commit's write-back costs a TLB shootdown per page).",
      0, 0, on_off},
     {"mllp.listen", OPT_STRING, OFF(mllp_listen), "127.0.0.1:2575",
      "MLLP listeners, host:port separated by commas; empty disables MLLP.", 0, 0, NULL},
