@@ -256,19 +256,22 @@ defer_resources(store_txn_t *t, store_bulk_t *b, uint64_t seq, arena_t *a, inges
 		int unchanged;
 
 		puts[k] = res_put_of(&res[i], 0);
-		/* what would be an unchanged put is left out here rather than in the load */
+		/* what would be an unchanged put is left out here rather than in the load; a kept
+		 * one goes into the load at once, so that a later put of the same resource in this
+		 * message compares with it (should the transaction fail, the writer rebuilds the
+		 * load from pend) */
 		unchanged = store_bulk_unchanged(b, t, &puts[k]);
 		if (unchanged < 0) {
 			rc = unchanged;
 		} else if (!unchanged) {
 			rc = ingest_res_entries(a, &res[i]);
-			puts[k++] = res_put_of(&res[i], 0);
+			puts[k] = res_put_of(&res[i], 0);
+			if (rc == 0)
+				rc = store_bulk_add(b, &puts[k++]);
 		}
 	}
 	if (rc == 0 && k > 0)
 		rc = store_pend_put(t, seq, puts, k);
-	for (size_t i = 0; rc == 0 && i < k; i++)
-		rc = store_bulk_add(b, &puts[i]);
 	if (puts != stack)
 		free(puts);
 	return rc;
