@@ -1630,28 +1630,41 @@ store_bulk_free(store_bulk_t *b, bool remove_files)
  * Key: the message's sequence (be64). Value: be32 number of puts, then that many put records
  * as in a run file (ordinal 0). */
 
-/* Decodes the put record at p, checking that it and its parts lie before end. */
+/* Decodes the put record at p, checking that it and each of its parts lie before end before
+ * reading them. */
 static int
 bulk_put_decode_checked(const unsigned char *p, const unsigned char *end, bulk_put_rec_t *r)
 {
 	const unsigned char *q, *rend;
+	size_t len, klen, blen, n;
 
-	if (end - p < 14 || be32_read(p) > (size_t)(end - p) || be32_read(p) < 14 + 2 + 4 + 2)
+	if (end - p < 14)
 		return -1;
-	rend = p + be32_read(p);
-	bulk_put_decode(p, r);
-	if (r->klen < 2 || be16_read(r->key) > r->klen - 2 ||
-	    rend - r->key < (ptrdiff_t)r->klen + 4)
+	len = be32_read(p);
+	if (len > (size_t)(end - p) || len < 14)
 		return -1;
-	if ((size_t)(rend - r->key - r->klen - 4) < r->body.len + 2)
+	rend = p + len;
+	klen = be16_read(p + 12);
+	q = p + 14;
+	if (klen < 2 || (size_t)(rend - q) < klen + 4 || be16_read(q) > klen - 2)
 		return -1;
-	q = r->entries;
-	for (size_t i = 0; i < 2 * r->nentries; i++) {
+	q += klen;
+	blen = be32_read(q);
+	q += 4;
+	if ((size_t)(rend - q) < blen + 2)
+		return -1;
+	q += blen;
+	n = be16_read(q);
+	q += 2;
+	for (size_t i = 0; i < 2 * n; i++) {
 		if (rend - q < 2 || (size_t)(rend - q - 2) < be16_read(q))
 			return -1;
 		q += 2 + be16_read(q);
 	}
-	return q == rend ? 0 : -1;
+	if (q != rend)
+		return -1;
+	bulk_put_decode(p, r);
+	return 0;
 }
 
 int
