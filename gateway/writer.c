@@ -34,7 +34,9 @@ struct writer {
 	store_bulk_t *pend;
 	bool pend_reload;
 	uint64_t unapplied, unapplied_since; /* under mu */
-	bool pend_reload_pub;                /* under mu: pend_reload as pend_counts last saw it */
+	/* for writer_unapplied without the lock (a REST read asks on every request): the puts
+	 * waiting, plus one while the load lacks some (pend_reload) */
+	_Atomic uint64_t unapplied_pub;
 };
 
 static bool
@@ -119,7 +121,7 @@ pend_counts(writer_t *w)
 	w->unapplied = n;
 	if (n == 0)
 		w->unapplied_since = 0;
-	w->pend_reload_pub = w->pend_reload;
+	atomic_store(&w->unapplied_pub, n + (w->pend_reload ? 1 : 0));
 	pthread_mutex_unlock(&w->mu);
 }
 
@@ -379,7 +381,8 @@ writer_start(store_t *store, const writer_opts_t *opts, writer_t **out)
 
 	w->store = store;
 	w->opts = *opts;
-	w->pend_reload = w->pend_reload_pub = true; /* what a crash left in pend: made first */
+	w->pend_reload = true; /* what a crash left in pend: made first */
+	atomic_store(&w->unapplied_pub, 1);
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
 	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
@@ -476,12 +479,7 @@ writer_kick(writer_t *w)
 uint64_t
 writer_unapplied(writer_t *w)
 {
-	uint64_t n;
-
-	pthread_mutex_lock(&w->mu);
-	n = w->unapplied + (w->pend_reload_pub ? 1 : 0);
-	pthread_mutex_unlock(&w->mu);
-	return n;
+	return atomic_load(&w->unapplied_pub);
 }
 
 uint64_t
