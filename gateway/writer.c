@@ -115,12 +115,14 @@ pend_counts(writer_t *w)
 {
 	uint64_t n = w->pend != NULL ? store_bulk_count(w->pend) : 0;
 
+	bool waiting = n > 0 || w->pend_reload; /* pend_reload: pend holds puts the load lacks */
+
 	pthread_mutex_lock(&w->mu);
-	if (n > 0 && w->unapplied == 0)
+	if (waiting && w->unapplied_since == 0)
 		w->unapplied_since = time_mono_ns();
-	w->unapplied = n;
-	if (n == 0)
+	else if (!waiting)
 		w->unapplied_since = 0;
+	w->unapplied = n;
 	atomic_store(&w->unapplied_pub, n + (w->pend_reload ? 1 : 0));
 	pthread_mutex_unlock(&w->mu);
 }
@@ -223,6 +225,7 @@ pend_apply(writer_t *w)
 	dt = time_mono_ns() - t0;
 	metrics_observe(METRICS_HIST_APPLY, dt);
 	pthread_mutex_lock(&w->mu);
+	w->last_rc = rc;
 	w->stats.applies++;
 	w->stats.failed_applies += rc < 0;
 	w->stats.applied_puts += rc < 0 ? 0 : n;
@@ -234,6 +237,9 @@ pend_apply(writer_t *w)
 out:
 	if (rc < 0) {
 		w->pend_reload = true;
+		pthread_mutex_lock(&w->mu);
+		w->last_rc = rc; /* /readyz: a load that fails is a write that fails */
+		pthread_mutex_unlock(&w->mu);
 		log_error("writer", "deferred apply failed: %s (%s); the puts stay in pend",
 			  fg_strerror(rc), store_last_error());
 	}

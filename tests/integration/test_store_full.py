@@ -37,6 +37,14 @@ def big_message(i):
                "PV1|1|I|WARD^101^1", "NTE|1||" + text)
 
 
+def http_get(port, path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def send_until_full(srv, message):
     """Sends message(0), message(1), ... until the third answer with the same error code (or
     no answer); returns the numbers ACKed AA, every code, and the last error ACK."""
@@ -124,8 +132,9 @@ def deferred_full(t):
     if why is not None:
         os.rmdir(mnt)
         return why
+    hport = free_port()
     srv = Server("writer.apply_delay=60s", "audit.messages=off",
-                 data_dir=os.path.join(mnt, "data"))
+                 "http.listen=127.0.0.1:%d" % hport, data_dir=os.path.join(mnt, "data"))
     try:
         srv.start()
         acked, codes, _ = send_until_full(srv, big_patient)
@@ -133,6 +142,13 @@ def deferred_full(t):
         t.ok(srv.proc.poll() is None and len(acked) > 10 and codes[-1] in ("AE", "AR"),
              mode + "messages were AA'd, then the full disk gave error ACKs; the server is up",
              "codes: %r\n%s" % (codes[-5:], srv.read_log()[-2000:]))
+        # A read asks for the load, which cannot be made: the read still answers from what is
+        # applied, and /readyz says the store fails.
+        st, body = http_get(hport, "/fhir/Patient?identifier=DEF00000")
+        t.eq(st, 200, mode + "a read while the load fails answers from what is applied")
+        st, body = http_get(hport, "/readyz")
+        t.ok(st == 503 and b"store:commit" in body, mode + "/readyz: 503, the store fails",
+             "%d %r" % (st, body[:400]))
         t.eq(srv.stop(), 0, mode + "SIGTERM: exit 0")
         t.ok("deferred apply failed" in srv.read_log(),
              mode + "the apply at the stop failed for want of space and said so",
