@@ -30,6 +30,21 @@ def mount_tmpfs(path):
     return None if p.returncode == 0 else (p.stderr.strip() or "mount failed")
 
 
+def small_fs():
+    """A new folder with a FS_MB tmpfs mounted on it: (path, None), or (None, why not)."""
+    mnt = tempfile.mkdtemp(prefix="fhirgate-full-")
+    why = mount_tmpfs(mnt)
+    if why is not None:
+        os.rmdir(mnt)
+        return None, why
+    return mnt, None
+
+
+def drop_fs(mnt):
+    subprocess.run(["umount", mnt], capture_output=True)
+    shutil.rmtree(mnt, ignore_errors=True)
+
+
 def big_message(i):
     text = ("%06d" % i) * (BIG // 6)
     return hl7("MSH|^~\\&|APP|FAC|RECV|RFAC|20250101120000||ADT^A08^ADT_A01|FULL%05d|P|2.5" % i,
@@ -66,10 +81,8 @@ def send_until_full(srv, message):
 
 
 def fill(t, writemap):
-    mnt = tempfile.mkdtemp(prefix="fhirgate-full-")
-    why = mount_tmpfs(mnt)
+    mnt, why = small_fs()
     if why is not None:
-        os.rmdir(mnt)
         return why
     hport = free_port()
     srv = Server("store.writemap=" + writemap, "mappings.dir=", "audit.messages=off",
@@ -108,8 +121,7 @@ def fill(t, writemap):
              "missing: %r" % missing[:10])
     finally:
         srv.cleanup()
-        subprocess.run(["umount", mnt], capture_output=True)
-        shutil.rmtree(mnt, ignore_errors=True)
+        drop_fs(mnt)
     return None
 
 
@@ -127,10 +139,8 @@ def deferred_full(t):
     the disk: the server answers errors and stays up, the apply at SIGTERM fails for want of
     space and keeps them in pend, and after the file system grows the next start applies every
     AA'd message's resources."""
-    mnt = tempfile.mkdtemp(prefix="fhirgate-full-")
-    why = mount_tmpfs(mnt)
+    mnt, why = small_fs()
     if why is not None:
-        os.rmdir(mnt)
         return why
     hport = free_port()
     srv = Server("writer.apply_delay=60s", "audit.messages=off",
@@ -166,8 +176,7 @@ def deferred_full(t):
         t.ok(rc == 0, mode + "the store verifies", out + err)
     finally:
         srv.cleanup()
-        subprocess.run(["umount", mnt], capture_output=True)
-        shutil.rmtree(mnt, ignore_errors=True)
+        drop_fs(mnt)
     return None
 
 
@@ -179,10 +188,8 @@ def import_full(t, writemap):
     """A bulk import into a store on the small file system: once with its run files filling the
     disk (8 MiB of sort memory), once with everything in memory so that the load's own pages do.
     It must stop with a clear error, not a crash, and leave a store that opens and verifies."""
-    mnt = tempfile.mkdtemp(prefix="fhirgate-full-")
-    why = mount_tmpfs(mnt)
+    mnt, why = small_fs()
     if why is not None:
-        os.rmdir(mnt)
         return why
     work = tempfile.mkdtemp(prefix="fhirgate-full-csv-")
     try:
@@ -210,8 +217,7 @@ def import_full(t, writemap):
             shutil.rmtree(data, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        subprocess.run(["umount", mnt], capture_output=True)
-        shutil.rmtree(mnt, ignore_errors=True)
+        drop_fs(mnt)
     return None
 
 
