@@ -256,23 +256,34 @@ bulk_ent_cmp(const bulk_ent_t *x, const bulk_ent_t *y)
 	return (xo > yo) - (xo < yo);
 }
 
+/* The order of entries whose values share their first skip bytes (arg), with a and b made of
+ * the next 16 (bulk_ents_msd). */
 static int
-bulk_ent_qcmp(const void *a, const void *b)
+bulk_ent_qcmp_r(const void *a, const void *b, void *arg)
 {
 	const bulk_ent_t *x = a, *y = b;
+	uint32_t skip = *(const uint32_t *)arg, xl = x->vlen - skip, yl = y->vlen - skip;
 
 	if (x->a != y->a)
 		return x->a < y->a ? -1 : 1;
 	if (x->b != y->b)
 		return x->b < y->b ? -1 : 1;
-	if (x->vlen <= 16 && y->vlen <= 16) {
-		/* the values are all in a and b: equal up to the shorter one's length */
-		if (x->vlen != y->vlen)
-			return x->vlen < y->vlen ? -1 : 1;
+	if (xl <= 16 && yl <= 16) {
+		/* the rest of the values is all in a and b: equal up to the shorter one's length */
+		if (xl != yl)
+			return xl < yl ? -1 : 1;
 		if (x->c != y->c)
 			return x->c < y->c ? -1 : 1;
 	}
 	return bulk_ent_cmp(x, y);
+}
+
+static int
+bulk_ent_qcmp(const void *a, const void *b)
+{
+	uint32_t skip = 0;
+
+	return bulk_ent_qcmp_r(a, b, &skip);
 }
 
 /* Byte k of an entry's radix key, most significant first: a, b (the value's first 16 bytes),
@@ -280,19 +291,22 @@ bulk_ent_qcmp(const void *a, const void *b)
  * is in a and b, else 0). Ordered by that key, entries are in bulk_ent_qcmp's order up to ties,
  * which it then settles: with equal a and b, a value of up to 16 bytes is a prefix of a longer
  * one (shorter first), two such values of one length are equal (then the id decides), and two
- * longer ones are compared in full. */
+ * longer ones are compared in full. skip: a bucket whose entries share their value's first skip
+ * bytes has a and b made of the next 16 (bulk_ents_rekey), and the length counts from there. */
 #define BULK_RADIX_BYTES 25
 
 static unsigned
-bulk_ent_byte(const bulk_ent_t *e, unsigned k)
+bulk_ent_byte(const bulk_ent_t *e, unsigned k, uint32_t skip)
 {
+	uint32_t vlen = e->vlen - skip;
+
 	if (k < 8)
 		return (unsigned)(e->a >> (56 - 8 * k)) & 0xff;
 	if (k < 16)
 		return (unsigned)(e->b >> (56 - 8 * (k - 8))) & 0xff;
 	if (k == 16)
-		return e->vlen <= 16 ? e->vlen : 17;
-	return e->vlen <= 16 ? (unsigned)(e->c >> (56 - 8 * (k - 17))) & 0xff : 0;
+		return vlen <= 16 ? vlen : 17;
+	return vlen <= 16 ? (unsigned)(e->c >> (56 - 8 * (k - 17))) & 0xff : 0;
 }
 
 static bool
@@ -303,14 +317,43 @@ bulk_ent_radix_eq(const bulk_ent_t *x, const bulk_ent_t *y)
 	       (x->vlen > 16 || x->c == y->c);
 }
 
+/* a and b of n entries from their value's bytes at skip on. */
+static void
+bulk_ents_rekey(bulk_ent_t *e, size_t n, uint32_t skip)
+{
+	for (size_t i = 0; i < n; i++) {
+		const unsigned char *v = e[i].put + e[i].voff + 2 + skip;
+		uint32_t len = e[i].vlen - skip;
+
+		e[i].a = bulk_pad8(v, len);
+		e[i].b = len > 8 ? bulk_pad8(v + 8, len - 8) : 0;
+	}
+}
+
+/* Whether n entries (of a bucket at skip) are in order already, as they often are: the
+ * entries of one resource come in the order of its puts and the radix passes keep that order,
+ * while qsort would compare their ids and values in full n log n times (a Practitioner or a
+ * Location of a feed can be put hundreds of times between two loads). */
+static bool
+bulk_ents_in_order(const bulk_ent_t *e, size_t n, uint32_t skip)
+{
+	for (size_t i = 1; i < n; i++)
+		if (bulk_ent_qcmp_r(&e[i - 1], &e[i], &skip) > 0)
+			return false;
+	return true;
+}
+
 /* Sorts n entries from radix byte k on: a most-significant-byte radix sort (a byte every entry
  * shares costs a counting pass and no move; each bucket goes on with the next byte), small
  * buckets and entries equal in all 25 bytes by qsort with the full comparison. Values with much
  * in common (gender, phone numbers that share their first digits, every _lastUpdated of a load)
  * are split by the id's first bytes rather than compared; varied ones (ids, names) take two or
- * three passes. tmp: room for n entries. */
+ * three passes. A large bucket of values longer than the 16 bytes they share (a reference that
+ * thousands of resources make, a system URL) goes on with the next 16 bytes of its values
+ * rather than to qsort, which would compare them in full each time; its a and b are the shared
+ * ones again afterwards. tmp: room for n entries. */
 static void
-bulk_ents_msd(bulk_ent_t *e, bulk_ent_t *tmp, size_t n, unsigned k)
+bulk_ents_msd(bulk_ent_t *e, bulk_ent_t *tmp, size_t n, unsigned k, uint32_t skip)
 {
 	size_t count[256], pos[256];
 
@@ -320,7 +363,7 @@ bulk_ents_msd(bulk_ent_t *e, bulk_ent_t *tmp, size_t n, unsigned k)
 
 		memset(count, 0, sizeof(count));
 		for (size_t i = 0; i < n; i++)
-			count[bulk_ent_byte(&e[i], k)]++;
+			count[bulk_ent_byte(&e[i], k, skip)]++;
 		for (unsigned v = 0; v < 256; v++) {
 			one |= count[v] == n;
 			pos[v] = at;
@@ -329,18 +372,30 @@ bulk_ents_msd(bulk_ent_t *e, bulk_ent_t *tmp, size_t n, unsigned k)
 		if (one)
 			continue;
 		for (size_t i = 0; i < n; i++)
-			tmp[pos[bulk_ent_byte(&e[i], k)]++] = e[i];
+			tmp[pos[bulk_ent_byte(&e[i], k, skip)]++] = e[i];
 		memcpy(e, tmp, n * sizeof(*e));
 		at = 0;
 		for (unsigned v = 0; v < 256; v++) {
 			if (count[v] > 1)
-				bulk_ents_msd(e + at, tmp + at, count[v], k + 1);
+				bulk_ents_msd(e + at, tmp + at, count[v], k + 1, skip);
 			at += count[v];
 		}
 		return;
 	}
-	if (n > 1)
-		qsort(e, n, sizeof(*e), bulk_ent_qcmp);
+	if (n >= 64 && e[0].vlen - skip > 16) {
+		/* all 25 bytes tie: each value has more than the 16 bytes they share */
+		uint64_t a = e[0].a, b = e[0].b;
+
+		bulk_ents_rekey(e, n, skip + 16);
+		bulk_ents_msd(e, tmp, n, 0, skip + 16);
+		for (size_t i = 0; i < n; i++) {
+			e[i].a = a;
+			e[i].b = b;
+		}
+		return;
+	}
+	if (n > 1 && !bulk_ents_in_order(e, n, skip))
+		qsort_r(e, n, sizeof(*e), bulk_ent_qcmp_r, &skip);
 }
 
 static void
@@ -353,7 +408,7 @@ bulk_ents_sort(bulk_ent_t *e, size_t n)
 		return;
 	}
 	tmp = xreallocarray(NULL, n, sizeof(*tmp));
-	bulk_ents_msd(e, tmp, n, 0);
+	bulk_ents_msd(e, tmp, n, 0, 0);
 	free(tmp);
 }
 
