@@ -327,7 +327,6 @@ import_commit_run(void *arg)
 		rc = store_txn_commit(t);
 	else
 		store_txn_abort(t);
-	score_hook_txn_done();
 	if (rc < 0)
 		snprintf(j->err, sizeof(j->err), "store: %s %s", fg_strerror(rc),
 			 store_last_error());
@@ -535,7 +534,6 @@ import_bulk_load(import_t *im, bool done)
 	im->st->load_wait_ns += bt.wait_ns;
 	im->st->load_res_ns += bt.res_ns;
 	im->st->load_idx_ns += bt.collect_wait_ns + bt.idx_ns;
-	score_hook_txn_done();
 	im->st->loading = 0;
 	if (rc < 0) {
 		snprintf(im->err, im->errcap, "store: %s %s", fg_strerror(rc), store_last_error());

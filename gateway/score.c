@@ -25,9 +25,9 @@
 /* Work was put since the last run (or the server just started: look for leftovers). */
 static atomic_bool pending = true;
 
-/* The patients noted in the writer's current transaction: one work item each. */
+/* The patients noted in this thread's current transaction: one work item each. */
 static _Thread_local struct {
-	const store_txn_t *txn;
+	uint64_t txn; /* store_txn_serial (0: none) */
 	size_t n;
 	char ids[NOTED_MAX][STORE_ID_MAX + 1];
 } noted;
@@ -81,8 +81,8 @@ type_is_input(slice_t type)
 static bool
 noted_before(const store_txn_t *t, slice_t pid)
 {
-	if (noted.txn != t) {
-		noted.txn = t;
+	if (noted.txn != store_txn_serial(t)) {
+		noted.txn = store_txn_serial(t);
 		noted.n = 0;
 	}
 	for (size_t i = 0; i < noted.n; i++)
@@ -507,13 +507,6 @@ run_some(store_t *st, const models_set_t *s, bool *more)
 }
 
 void
-score_hook_txn_done(void)
-{
-	noted.txn = NULL; /* the next transaction starts a new set */
-	noted.n = 0;
-}
-
-void
 score_mark_pending(void)
 {
 	atomic_store(&pending, true);
@@ -526,7 +519,6 @@ score_run_pending(store_t *st)
 	const models_set_t *s;
 	bool more = true;
 
-	score_hook_txn_done();
 	if (m == NULL || !atomic_exchange(&pending, false))
 		return;
 	/* For tests of crash recovery: leave the work items where they are. */

@@ -25,12 +25,9 @@
  * store_res_delete, with an empty body: the stored version is read). When the resource could
  * be an input of a model in force (features_binding_uses_resource) and names its patient
  * (subject/patient reference, or the Patient itself), a work item for that patient is put in
- * t, once per patient per transaction. Returns 0 or a store error. Writer thread only. */
+ * t, once per patient per transaction (store_txn_serial tells them apart). Returns 0 or a
+ * store error. */
 int score_hook_note(store_txn_t *t, slice_t type, slice_t id, slice_t body);
-
-/* Ends the once-per-patient set of the write transaction that was just committed or aborted
- * (a writer other than the server's, such as an import, calls it after each transaction). */
-void score_hook_txn_done(void);
 
 /* Says that work items may be waiting that this process did not note (another process, such
  * as `fhirgate import`, wrote them): the next score_run_pending looks. */

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,6 +400,14 @@ store_note_growth(store_txn_t *t)
 		t->s->max_growth = used - t->start_used;
 }
 
+static _Atomic uint64_t txn_serial;
+
+uint64_t
+store_txn_serial(const store_txn_t *t)
+{
+	return t->serial;
+}
+
 int
 store_txn_begin(store_t *s, bool write, store_txn_t **out)
 {
@@ -413,6 +422,7 @@ store_txn_begin(store_t *s, bool write, store_txn_t **out)
 	t = xcalloc(1, sizeof(*t));
 	t->s = s;
 	t->write = write;
+	t->serial = atomic_fetch_add(&txn_serial, 1) + 1;
 	rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
 	if (rc != 0) {
 		free(t);

@@ -40,6 +40,9 @@ void store_close(store_t *s);
 const char *store_last_error(void);
 
 int store_txn_begin(store_t *s, bool write, store_txn_t **out);
+/* A number no other transaction of this process had or will have: to tell transactions apart,
+ * which their addresses do not (a new one is often where the last one was). */
+uint64_t store_txn_serial(const store_txn_t *t);
 /* Commits a write transaction (durably: LMDB syncs before returning) or ends a read one, and
  * frees t. If an operation in t failed, the error is sticky: commit aborts and returns it. */
 int store_txn_commit(store_txn_t *t);

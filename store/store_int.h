@@ -56,7 +56,8 @@ struct store {
 struct store_txn {
 	store_t *s;
 	MDB_txn *txn;
-	int err; /* sticky: the first failure of a write transaction */
+	uint64_t serial; /* store_txn_serial */
+	int err;         /* sticky: the first failure of a write transaction */
 	bool write;
 	uint64_t start_used; /* writemap: bytes of pages in use when the transaction began */
 	bool reserved_ahead; /* it reserved disk for itself (store_reserve_ahead) */

@@ -20,6 +20,7 @@
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "store/store.h"
 
 static fhir_node_t *
 parse(arena_t *a, const char *json)
@@ -225,6 +226,55 @@ test_score_bundle(void **state)
 	arena_free(a);
 }
 
+static int
+count_work(void *ctx, const store_work_t *w)
+{
+	(void)w;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* One work item per patient per transaction: again in the next transaction, wherever its
+ * struct is allocated (a new one is often where the last one was), after an abort too. */
+static void
+test_note_per_txn(void **state)
+{
+	char dir[] = "/tmp/fhirgate-note-XXXXXX";
+	const char *body = "{\"resourceType\":\"Patient\",\"id\":\"p1\",\"gender\":\"female\","
+			   "\"birthDate\":\"1970-01-01\"}";
+	store_t *st;
+	store_txn_t *t;
+	models_t *m;
+	char *cmd;
+	int n;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(store_open(dir, NULL, &st), 0);
+	models_open(MODELS_DIR, &m);
+	models_set_global(m);
+	for (int round = 0; round < 3; round++) {
+		assert_int_equal(store_txn_begin(st, true, &t), 0);
+		for (int k = 0; k < 2; k++) /* the second note of p1 puts nothing */
+			assert_int_equal(score_hook_note(t, SLICE_LIT("Patient"), SLICE_LIT("p1"),
+							 slice_cstr(body)),
+					 0);
+		n = 0;
+		assert_int_equal(store_work_foreach(t, 0, count_work, &n), 0);
+		assert_int_equal(n, round == 2 ? 2 : 1); /* round 1's is there in round 2 */
+		if (round == 0)
+			store_txn_abort(t); /* its work item goes with it */
+		else
+			assert_int_equal(store_txn_commit(t), 0);
+	}
+	models_set_global(NULL);
+	models_free(m);
+	store_close(st);
+	cmd = xasprintf("rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	free(cmd);
+}
+
 int
 main(void)
 {
@@ -232,6 +282,7 @@ main(void)
 	    cmocka_unit_test(test_patient_of),
 	    cmocka_unit_test(test_models_folder),
 	    cmocka_unit_test(test_score_bundle),
+	    cmocka_unit_test(test_note_per_txn),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
