@@ -1,7 +1,8 @@
 /* Search execution: each parameter becomes a scan of one index (eq, prefix or range) with a
- * filter on the value bytes; id sets are intersected across parameters (once few candidates
- * remain, the rest are checked on each candidate's own entries), sorted, paged by a keyset
- * cursor, and includes are resolved for the page (see gateway/search.h). */
+ * filter on the value bytes (_lastUpdated, which no index holds: a walk of the history); id sets
+ * are intersected across parameters (once few candidates remain, the rest are checked on each
+ * candidate's own entries), sorted, paged by a keyset cursor, and includes are resolved for the
+ * page (see gateway/search.h). */
 #include "config.h"
 
 #include "fhir/search.h"
@@ -237,6 +238,106 @@ typedef struct {
 	idset_t *out;
 } scan_t;
 
+/* _lastUpdated is the time the store gave the current version (store_res_t.last_updated_ns),
+ * which the stored body does not hold (reads add it to meta) and so no index entry has: its
+ * predicates run on the value it would have as an entry, an instant at the millisecond
+ * precision clients see ([ms, ms + 1) as lo||hi), made from the store's records. */
+#define LU_PARAM "_lastUpdated"
+#define LU_CODE  "_lastUpdated.lo"
+
+static slice_t
+lu_value(arena_t *a, uint64_t ns)
+{
+	unsigned char *v = arena_alloc(a, 16);
+	int64_t ms = (int64_t)(ns / 1000000u);
+
+	fhir_search_date_encode(ms, v);
+	fhir_search_date_encode(ms + 1, v + 8);
+	return slice_make((const char *)v, 16);
+}
+
+typedef struct {
+	ctx_t *c;
+	const pred_t *p;
+	idset_t *out;
+} lu_scan_t;
+
+/* A current, not deleted resource: whether its lastUpdated matches (p NULL: any). */
+static int
+lu_scan_res(void *ctx, const store_res_t *r)
+{
+	lu_scan_t *s = ctx;
+
+	if (!r->deleted &&
+	    (s->p == NULL || pred_match(s->p, lu_value(s->c->a, r->last_updated_ns))))
+		ids_add(s->c->a, s->out, r->id);
+	return 0;
+}
+
+/* A version in the history since the bound: its resource is a candidate. */
+static int
+lu_scan_hist(void *ctx, const store_res_t *r)
+{
+	lu_scan_t *s = ctx;
+
+	ids_add(s->c->a, s->out, r->id);
+	return 0;
+}
+
+/* The ids of type whose lastUpdated matches p (a date predicate, or any value: :missing). A
+ * predicate that needs lastUpdated at or after some time reads the history since then (a
+ * resource's lastUpdated is that of its last change, and no change is earlier than one before
+ * it), and checks the current version of each resource it names; the others read them all. */
+static int
+lu_run(ctx_t *c, slice_t type, const pred_t *p, idset_t *out)
+{
+	idset_t cand = {0};
+	lu_scan_t s = {c, p->kind == P_DATE ? p : NULL, out};
+	int64_t from = -1;
+	int rc;
+
+	if (s.p != NULL) {
+		switch (p->pfx) {
+		case FHIR_PFX_EQ:
+		case FHIR_PFX_GE:
+		case FHIR_PFX_AP:
+			from = p->slo;
+			break;
+		case FHIR_PFX_GT:
+		case FHIR_PFX_SA:
+			from = p->shi;
+			break;
+		default:
+			break;
+		}
+	}
+	if (from < 0) {
+		rc = store_res_foreach_type(c->t, type, SLICE_NULL, lu_scan_res, &s);
+		ids_normalize(out);
+		return rc;
+	}
+	s.out = &cand;
+	/* (a bound past the year 2554 is past every time the store can give) */
+	rc = store_hist_foreach_type(
+	    c->t, type,
+	    (uint64_t)from > UINT64_MAX / 1000000u ? UINT64_MAX : (uint64_t)from * 1000000u, 0,
+	    lu_scan_hist, &s);
+	if (rc < 0)
+		return rc;
+	ids_normalize(&cand);
+	s.out = out;
+	for (size_t i = 0; i < cand.n; i++) {
+		store_res_t r;
+
+		if ((rc = store_res_get(c->t, type, cand.v[i], &r)) == 0)
+			lu_scan_res(&s, &r);
+		else if (rc != -FG_ENOTFOUND)
+			return rc;
+	}
+	ids_normalize(out);
+	return 0;
+}
+
 /* The full entries (fhir_search_index_params) of the parameters codes (NULL: all) of the
  * stored resource type/id, in c->a; false when it is gone or unreadable. */
 static bool
@@ -245,11 +346,25 @@ res_entries(ctx_t *c, slice_t type, slice_t id, const slice_t *codes, size_t nco
 {
 	store_res_t r;
 	fhir_node_t *res;
+	fhir_idx_entry_t *all;
 	char err[128];
+	bool lu = codes == NULL;
 
-	return store_res_get(c->t, type, id, &r) == 0 && !r.deleted &&
-	       fhir_json_parse(c->a, r.body.ptr, r.body.len, NULL, &res, err, sizeof(err)) == 0 &&
-	       fhir_search_index_params(c->a, res, c->opt->base, codes, ncodes, e, n) == 0;
+	if (store_res_get(c->t, type, id, &r) != 0 || r.deleted ||
+	    fhir_json_parse(c->a, r.body.ptr, r.body.len, NULL, &res, err, sizeof(err)) != 0 ||
+	    fhir_search_index_params(c->a, res, c->opt->base, codes, ncodes, e, n) != 0)
+		return false;
+	for (size_t i = 0; i < ncodes && !lu; i++)
+		lu = slice_eq_cstr(codes[i], LU_PARAM);
+	if (!lu)
+		return true;
+	/* the store's, which the stored body does not hold (lu_value) */
+	all = arena_alloc(c->a, (*n + 1) * sizeof(*all));
+	memcpy(all, *e, *n * sizeof(*all));
+	all[*n] = (fhir_idx_entry_t){slice_cstr(LU_CODE), lu_value(c->a, r.last_updated_ns)};
+	*e = all;
+	(*n)++;
+	return true;
 }
 
 /* The parameter an index code belongs to ("family.exact" -> "family"). */
@@ -308,6 +423,8 @@ pred_run(ctx_t *c, slice_t type, const pred_t *p, idset_t *out)
 	slice_t los;
 	int rc;
 
+	if (slice_eq_cstr(p->code, LU_CODE))
+		return lu_run(c, type, p, out);
 	if (key.len > s.vmax)
 		key.len = s.vmax;
 	switch (p->kind) {
@@ -943,6 +1060,21 @@ sort_keys_fill(ctx_t *c, slice_t type, row_t *rows, size_t n, size_t k, const so
 		for (size_t i = 0; i < n; i++) {
 			rows[i].key[k] = rows[i].id;
 			rows[i].has[k] = true;
+		}
+		return 0;
+	}
+	if (slice_eq_cstr(sk->code, LU_PARAM)) {
+		for (size_t i = 0; i < n; i++) {
+			store_res_t r;
+			int rc = store_res_get(c->t, type, rows[i].id, &r);
+
+			if (rc == 0) {
+				rows[i].key[k] =
+				    slice_make(lu_value(c->a, r.last_updated_ns).ptr, 8);
+				rows[i].has[k] = true;
+			} else if (rc != -FG_ENOTFOUND) {
+				return rc;
+			}
 		}
 		return 0;
 	}

@@ -429,6 +429,38 @@ def t_search_r4_params(t, api):
     t.ok(st == 400 and is_oo(doc), "a 4.2-only parameter is unknown in R4 (strict: 400)", st)
 
 
+def t_last_updated(t, api, srv):
+    """_lastUpdated is the server's time of the version (the stored body does not hold it): a
+    client that syncs asks for what changed after the last meta.lastUpdated it saw, for
+    resources written over REST and over MLLP alike."""
+    st, _, a, _ = api.req("PUT", "/fhir/Patient/lu1", patient("Lastup", "lu1", id="lu1"))
+    seen = a["meta"]["lastUpdated"]
+    time.sleep(0.01)
+    st, _, b, _ = api.req("PUT", "/fhir/Patient/lu2", patient("Lastup", "lu2", id="lu2"))
+    c = srv.client()
+    ack = c.roundtrip(adt(control_id="LASTUP1", pid_name="SYNCMLLP^PAT"))
+    c.close()
+    t.eq(ack and ack.code, "AA", "_lastUpdated: ADT over MLLP accepted")
+
+    def ids(q):
+        st, _, doc, _ = api.req("GET", "/fhir/Patient?" + q)
+        return st, [e["resource"]["id"] for e in doc.get("entry", [])]
+
+    st, got = ids("family=Lastup&_lastUpdated=ge" + seen)
+    t.eq((st, sorted(got)), (200, ["lu1", "lu2"]), "_lastUpdated=ge the first one's time")
+    st, got = ids("family=Lastup&_lastUpdated=gt" + seen)
+    t.eq(got, ["lu2"], "_lastUpdated=gt the first one's time: only the later one")
+    st, got = ids("family=Lastup&_lastUpdated=lt" + b["meta"]["lastUpdated"])
+    t.eq(got, ["lu1"], "_lastUpdated=lt the second one's time")
+    st, got = ids("_lastUpdated=gt" + seen + "&_sort=-_lastUpdated&_elements=id")
+    t.ok(len(got) >= 2 and got[-1] == "lu2" and "lu1" not in got,
+         "_sort=-_lastUpdated: the MLLP Patient (newest) before lu2", got)
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?name=SYNCMLLP&_lastUpdated=gt" + seen)
+    t.eq(doc.get("total"), 1, "_lastUpdated finds the MLLP Patient")
+    st, _, doc, _ = api.req("GET", "/fhir?_lastUpdated=gt2000-01-01&_summary=count")
+    t.ok(st == 200 and doc.get("total", 0) >= 3, "system search by _lastUpdated", doc)
+
+
 def t_metadata(t, api):
     st, h, doc, _ = api.req("GET", "/fhir/metadata")
     t.eq((st, doc["resourceType"], doc["fhirVersion"]), (200, "CapabilityStatement", "4.0.1"),
@@ -546,6 +578,7 @@ def main():
                    t_meta_output):
             t.run(fn, api)
         t.run(t_mllp, api, srv)
+        t.run(t_last_updated, api, srv)
         t.run(t_xml_xsd, api)
         t.eq(srv.stop(), 0, "server stops cleanly")
         log = srv.read_log()

@@ -29,8 +29,9 @@ typedef struct {
 
 static fixture_t *g_f;
 
+/* Stores json as the server does, its lastUpdated the store's (now_ns), not in the body. */
 static void
-put(store_txn_t *t, const char *json)
+put_at(store_txn_t *t, const char *json, uint64_t now_ns)
 {
 	arena_t *a = arena_new(0);
 	fhir_node_t *res;
@@ -53,10 +54,16 @@ put(store_txn_t *t, const char *json)
 	p.body = buf_slice(&body);
 	p.entries = se;
 	p.n_entries = n;
-	p.now_ns = 1;
+	p.now_ns = now_ns;
 	assert_int_equal(store_res_put(t, &p, &r), 0);
 	buf_free(&body);
 	arena_free(a);
+}
+
+static void
+put(store_txn_t *t, const char *json)
+{
+	put_at(t, json, 1);
 }
 
 static const char *
@@ -84,12 +91,14 @@ setup(void **state)
 			snprintf(bd, sizeof(bd), ",\"birthDate\":\"%d-01-15\"", 1950 + i);
 		snprintf(
 		    json, sizeof(json),
-		    "{\"resourceType\":\"Patient\",\"id\":\"p%02d\",\"meta\":{\"lastUpdated\":"
-		    "\"2024-05-%02dT00:00:00Z\"},\"identifier\":[{\"system\":\"urn:mrn\",\"value\":"
-		    "\"MRN%d\"}],\"name\":[{\"family\":\"%s\",\"given\":[\"G%d\"]}],\"gender\":\"%"
-		    "s\"%s}",
-		    i, i + 1, i, family_of(i), i, i % 2 == 0 ? "male" : "female", bd);
-		put(t, json);
+		    "{\"resourceType\":\"Patient\",\"id\":\"p%02d\",\"identifier\":[{"
+		    "\"system\":\"urn:mrn\",\"value\":\"MRN%d\"}],\"name\":[{\"family\":\"%s\","
+		    "\"given\":[\"G%d\"]}],\"gender\":\"%s\"%s}",
+		    i, i, family_of(i), i, i % 2 == 0 ? "male" : "female", bd);
+		/* lastUpdated 2024-05-(i + 1)T00:00:00Z, and 0.5 ms later for p04 */
+		put_at(t, json,
+		       (1714521600ull + 86400ull * (uint64_t)i) * 1000000000ull +
+			   (i == 4 ? 500000u : 0u));
 	}
 	for (int i = 0; i < 25; i++) {
 		char eff[64], enc[64] = "";
@@ -254,6 +263,53 @@ test_string(void **state)
 		memmove(q + 7, q + 13, strlen(q + 13) + 1);
 		assert_string_equal(run("Practitioner", q), "pr1,pr2");
 	}
+}
+
+/* _lastUpdated is the store's time of the current version (the bodies do not hold it): each
+ * prefix, the millisecond precision clients see, narrowing by other parameters (checked on the
+ * candidates themselves), :missing, sorting, and deleted resources. */
+static void
+test_last_updated(void **state)
+{
+	store_txn_t *t;
+	store_res_result_t r;
+
+	(void)state;
+	assert_string_equal(run("Patient", "_lastUpdated=gt2024-05-18"), "p18,p19");
+	assert_string_equal(run("Patient", "_lastUpdated=ge2024-05-19"), "p18,p19");
+	assert_string_equal(run("Patient", "_lastUpdated=sa2024-05-19"), "p19");
+	assert_string_equal(run("Patient", "_lastUpdated=lt2024-05-03"), "p00,p01");
+	assert_string_equal(run("Patient", "_lastUpdated=le2024-05-02"), "p00,p01");
+	assert_string_equal(run("Patient", "_lastUpdated=eb2024-05-02"), "p00");
+	assert_string_equal(run("Patient", "_lastUpdated=ne2024-05-03&_lastUpdated=lt2024-05-05"),
+			    "p00,p01,p03");
+	assert_string_equal(run("Patient", "_lastUpdated=2024-05-05T00:00:00.000Z"), "p04");
+	assert_string_equal(run("Patient", "_lastUpdated=gt2024-05-05T00:00:00.000Z&_lastUpdated="
+					   "lt2024-05-06"),
+			    "");
+	assert_string_equal(run("Patient", "identifier=urn:mrn|MRN4&_lastUpdated=2024-05-05"),
+			    "p04");
+	assert_string_equal(run("Patient", "identifier=urn:mrn|MRN4&_lastUpdated=2024-05-06"), "");
+	assert_string_equal(run("Patient", "gender=female&_lastUpdated=lt2024-05-06"), "p01,p03");
+	assert_string_equal(run("Patient", "_lastUpdated:missing=true"), "");
+	assert_string_equal(run("Patient", "_lastUpdated:missing=false&_count=3&_sort=_id"),
+			    "p00,p01,p02");
+	assert_string_equal(run("Patient", "_sort=_lastUpdated&_count=3"), "p00,p01,p02");
+	assert_string_equal(run("Patient", "_lastUpdated=lt2024-05-04&_sort=-_lastUpdated"),
+			    "p02,p01,p00");
+	/* a resource deleted since is not found, by the history walk or by the scan */
+	assert_int_equal(store_txn_begin(g_f->s, true, &t), 0);
+	put_at(t, "{\"resourceType\":\"Practitioner\",\"id\":\"gone\"}",
+	       1893456000000000000ull /* 2030-01-01 */);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_string_equal(run("Practitioner", "_lastUpdated=ge2030"), "gone");
+	assert_int_equal(store_txn_begin(g_f->s, true, &t), 0);
+	assert_int_equal(store_res_delete(t, SLICE_LIT("Practitioner"), SLICE_LIT("gone"),
+					  1893456001000000000ull, &r),
+			 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_string_equal(run("Practitioner", "_lastUpdated=ge2030"), "");
+	assert_string_equal(run("Practitioner", "_lastUpdated=le2030"), "pr1,pr2");
 }
 
 static void
@@ -543,6 +599,7 @@ main(void)
 	    cmocka_unit_test(test_token),
 	    cmocka_unit_test(test_string),
 	    cmocka_unit_test(test_date),
+	    cmocka_unit_test(test_last_updated),
 	    cmocka_unit_test(test_reference_chain),
 	    cmocka_unit_test(test_quantity),
 	    cmocka_unit_test(test_sort_and_paging),
