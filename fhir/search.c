@@ -1497,6 +1497,14 @@ fhir_search_prefix_split(slice_t v, slice_t *rest)
 	return FHIR_PFX_EQ;
 }
 
+/* Whether value's byte k starts an escape that keeps the byte after it ("\," "\$" "\\"). */
+static bool
+search_value_escape(slice_t value, size_t k)
+{
+	return value.ptr[k] == '\\' && k + 1 < value.len &&
+	       (value.ptr[k + 1] == ',' || value.ptr[k + 1] == '$' || value.ptr[k + 1] == '\\');
+}
+
 void
 fhir_search_param_parse(arena_t *a, slice_t type, slice_t name, slice_t value,
 			fhir_search_param_t *out)
@@ -1521,10 +1529,14 @@ fhir_search_param_parse(arena_t *a, slice_t type, slice_t name, slice_t value,
 	out->sp = fhir_meta_searchparam(type, out->code);
 
 	/* Values: split on unescaped commas; "\," "\|" "\$" "\\" keep the escaped character
-	 * (a "\|" stays escaped so that token splitting can tell it from a separator). */
-	for (size_t k = 0; k < value.len; k++)
-		if (value.ptr[k] == ',' && (k == 0 || value.ptr[k - 1] != '\\'))
+	 * (a "\|" stays escaped so that token splitting can tell it from a separator). The count
+	 * reads the escapes as the split does: in "\\," the comma separates. */
+	for (size_t k = 0; k < value.len; k++) {
+		if (search_value_escape(value, k))
+			k++;
+		else if (value.ptr[k] == ',')
 			nv++;
+	}
 	out->values = arena_alloc(a, nv * sizeof(*out->values));
 	buf = arena_alloc(a, value.len + 1);
 	start = 0;
@@ -1534,11 +1546,8 @@ fhir_search_param_parse(arena_t *a, slice_t type, slice_t name, slice_t value,
 			start = bl;
 			continue;
 		}
-		if (value.ptr[k] == '\\' && k + 1 < value.len &&
-		    (value.ptr[k + 1] == ',' || value.ptr[k + 1] == '$' ||
-		     value.ptr[k + 1] == '\\')) {
+		if (search_value_escape(value, k))
 			k++;
-		}
 		buf[bl++] = value.ptr[k];
 	}
 }

@@ -466,6 +466,15 @@ test_param_parse(void **state)
 	assert_true(slice_eq_cstr(p.values[0], "Smith"));
 	assert_true(slice_eq_cstr(p.values[1], "Jo,nes"));
 
+	/* an escaped backslash before a comma: the comma separates (once counted as escaped, so
+	 * that more values were written than the array held) */
+	fhir_search_param_parse(a, S("Patient"), S("family"), S("a\\\\,b\\\\,,c\\,d"), &p);
+	assert_int_equal(p.nvalues, 4);
+	assert_true(slice_eq_cstr(p.values[0], "a\\"));
+	assert_true(slice_eq_cstr(p.values[1], "b\\"));
+	assert_true(slice_eq_cstr(p.values[2], ""));
+	assert_true(slice_eq_cstr(p.values[3], "c,d"));
+
 	fhir_search_param_parse(a, S("Observation"), S("patient.identifier"), S("sys|1"), &p);
 	assert_true(slice_eq_cstr(p.code, "patient"));
 	assert_int_equal(p.modifier.len, 0);
