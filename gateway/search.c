@@ -1823,7 +1823,7 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 				rows[nrows].id = set.v[i];
 				nrows++;
 			}
-			for (size_t s = 0; s < ns; s++)
+			for (size_t s = 0; s < ns && nrows > first; s++)
 				if ((rc = sort_keys_fill(&c, ty, rows + first, nrows - first, s,
 							 &sk[s])) < 0)
 					goto done;
@@ -1863,8 +1863,9 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 	for (size_t i = start; i < nrows && i < start + count; i++)
 		hits_add(a, &hits, rows[i].type, rows[i].id, false);
 	res->nmatches = hits.n;
-	res->has_next = start + count < nrows;
-	if (res->has_next && hits.n > 0)
+	/* _count=0 asks for the total only: a page without matches has no next page */
+	res->has_next = hits.n > 0 && start + count < nrows;
+	if (res->has_next)
 		res->next_cursor = cursor_encode(a, &rows[start + hits.n - 1], ns);
 	res->has_prev = start > 0 && start < nrows;
 	if (res->has_prev) {

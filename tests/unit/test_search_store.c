@@ -391,6 +391,9 @@ test_sort_and_paging(void **state)
 	assert_string_equal(run("Patient", "_sort=family,-_id&_count=4"), "p19,p17,p15,p13");
 	assert_string_equal(run("Observation", "_sort=-value-quantity&_count=2"), "o24,o23");
 	assert_string_equal(run("Patient", "_sort=-_lastUpdated&_count=2"), "p19,p18");
+	/* _count=0: the total only, and no next page (it would have no cursor) */
+	assert_string_equal(run("Patient", "_count=0"), "");
+	assert_true(g_res.total_known && g_res.total == 20 && !g_res.has_next);
 
 	/* pages of 7 in birthdate order cover every patient once */
 	opt.default_count = 20;
