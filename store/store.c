@@ -43,20 +43,13 @@
  * since schema 1 (histtype, idxrev, audit, auditref) are created when a writer opens an older
  * store. */
 const store_db_def_t store_dbs[STORE_DB_COUNT] = {
-    [STORE_DB_META] = {"meta", 0},
-    [STORE_DB_MSG] = {"msg", 0},
-    [STORE_DB_MSGKEY] = {"msgkey", 0},
-    [STORE_DB_DEAD] = {"dead", 0},
-    [STORE_DB_RES] = {"res", 0},
-    [STORE_DB_VER] = {"ver", 0},
-    [STORE_DB_HIST] = {"hist", 0},
-    [STORE_DB_HISTTYPE] = {"histtype", 0, true},
-    [STORE_DB_IDX] = {"idx", MDB_DUPSORT},
-    [STORE_DB_IDXREV] = {"idxrev", 0, true},
-    [STORE_DB_WORK] = {"work", 0},
-    [STORE_DB_AUDIT] = {"audit", 0, true},
-    [STORE_DB_AUDITREF] = {"auditref", 0, true},
-    [STORE_DB_PEND] = {"pend", 0, true},
+    [STORE_DB_META] = {"meta", 0, false},         [STORE_DB_MSG] = {"msg", 0, false},
+    [STORE_DB_MSGKEY] = {"msgkey", 0, false},     [STORE_DB_DEAD] = {"dead", 0, false},
+    [STORE_DB_RES] = {"res", 0, false},           [STORE_DB_VER] = {"ver", 0, false},
+    [STORE_DB_HIST] = {"hist", 0, false},         [STORE_DB_HISTTYPE] = {"histtype", 0, true},
+    [STORE_DB_IDX] = {"idx", MDB_DUPSORT, false}, [STORE_DB_IDXREV] = {"idxrev", 0, true},
+    [STORE_DB_WORK] = {"work", 0, false},         [STORE_DB_AUDIT] = {"audit", 0, true},
+    [STORE_DB_AUDITREF] = {"auditref", 0, true},  [STORE_DB_PEND] = {"pend", 0, true},
 };
 
 static _Thread_local char store_errbuf[256];
