@@ -360,7 +360,8 @@ res_entries(ctx_t *c, slice_t type, slice_t id, const slice_t *codes, size_t nco
 		return true;
 	/* the store's, which the stored body does not hold (lu_value) */
 	all = arena_alloc(c->a, (*n + 1) * sizeof(*all));
-	memcpy(all, *e, *n * sizeof(*all));
+	if (*n > 0)
+		memcpy(all, *e, *n * sizeof(*all));
 	all[*n] = (fhir_idx_entry_t){slice_cstr(LU_CODE), lu_value(c->a, r.last_updated_ns)};
 	*e = all;
 	(*n)++;
