@@ -1016,11 +1016,12 @@ do_search(rest_ctx_t *c, slice_t type, slice_t q)
 				 : self);
 	if (cur.ptr != NULL)
 		link_add(c, links, "first", self);
-	if (res->has_prev)
+	/* _summary=count: the total, no pages to go to */
+	if (res->has_prev && c->summary != REST_SUMMARY_COUNT)
 		link_add(
 		    c, links, "previous",
 		    arena_printf(c->a, "%s&_cursor=%s", self, pct_encode(c->a, res->prev_cursor)));
-	if (res->has_next)
+	if (res->has_next && c->summary != REST_SUMMARY_COUNT)
 		link_add(
 		    c, links, "next",
 		    arena_printf(c->a, "%s&_cursor=%s", self, pct_encode(c->a, res->next_cursor)));

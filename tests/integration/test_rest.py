@@ -382,6 +382,12 @@ def t_search(t, api):
     t.eq((st, doc.get("total")), (200, 7), "POST _search")
     st, _, doc, _ = api.req("GET", "/fhir/Patient?family=Searchy&_summary=count")
     t.eq((doc.get("total"), doc.get("entry")), (7, None), "_summary=count")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?family=Searchy&_summary=count&_count=2")
+    t.eq([l["relation"] for l in doc["link"]], ["self"],
+         "_summary=count with _count: no next link (there are no pages)")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?family=Searchy&_count=0")
+    t.eq((doc.get("total"), doc.get("entry"), [l["relation"] for l in doc["link"]]),
+         (7, None, ["self"]), "_count=0: the total, no entries, no next link")
     st, _, doc, _ = api.req("GET", "/fhir/Patient?_id=s2&_elements=gender")
     r = doc["entry"][0]["resource"]
     t.ok("gender" in r and "name" not in r and
