@@ -467,6 +467,9 @@ pred_run(ctx_t *c, slice_t type, const pred_t *p, idset_t *out)
 typedef struct {
 	fhir_search_param_t p;
 	slice_t raw; /* the value before splitting (for chains) */
+	/* _has:Src:ref:inner (p.sp NULL): the resources that Src's reference parameter ref points
+	 * to, of the Src resources matching inner=raw (inner may be another _has) */
+	slice_t has_src, has_ref, has_inner;
 } qparam_t;
 
 static void
@@ -835,7 +838,7 @@ eval_chain(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 	}
 	while (*tp != '\0' || q->p.modifier.len) {
 		slice_t target;
-		qparam_t sub;
+		qparam_t sub = {0};
 		idset_t ids;
 
 		if (q->p.modifier.len) {
@@ -876,12 +879,97 @@ eval_chain(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 	return 0;
 }
 
+/* "_has:Src:ref:inner" into q (its value raw): false (and a bad request) when it is not one. */
+static bool
+has_parse(ctx_t *c, slice_t name, slice_t raw, qparam_t *q)
+{
+	const fhir_searchparam_t *sp;
+	size_t i = 5, a, b;
+
+	memset(q, 0, sizeof(*q));
+	q->raw = raw;
+	for (a = i; i < name.len && name.ptr[i] != ':'; i++)
+		;
+	q->has_src = slice_make(name.ptr + a, i - a);
+	for (b = ++i; i < name.len && name.ptr[i] != ':'; i++)
+		;
+	if (i >= name.len) {
+		bad_request(c, "_has takes _has:Type:reference-parameter:parameter=value");
+		return false;
+	}
+	q->has_ref = slice_make(name.ptr + b, i - b);
+	q->has_inner = slice_make(name.ptr + i + 1, name.len - i - 1);
+	sp = fhir_meta_is_resource(q->has_src) ? fhir_meta_searchparam(q->has_src, q->has_ref)
+					       : NULL;
+	if (sp == NULL || sp->type != FHIR_SP_REFERENCE || q->has_inner.len == 0) {
+		bad_request(c, "_has: not a resource type and one of its reference parameters");
+		return false;
+	}
+	return true;
+}
+
+typedef struct {
+	ctx_t *c;
+	const idset_t *src;
+	slice_t type;
+	idset_t *out;
+} has_scan_t;
+
+/* A reference entry "id|Type" of a source resource: its target, when the source matched. */
+static int
+has_scan_cb(void *ctx, slice_t value, slice_t id)
+{
+	has_scan_t *s = ctx;
+	size_t tl = s->type.len;
+
+	if (value.len > tl + 1 && value.ptr[value.len - tl - 1] == '|' &&
+	    memcmp(value.ptr + value.len - tl, s->type.ptr, tl) == 0 && ids_has(s->src, id))
+		ids_add(s->c->a, s->out, slice_make(value.ptr, value.len - tl - 1));
+	return 0;
+}
+
+/* _has: the Src resources matching the inner parameter, then the ids of type their reference
+ * parameter's index entries name. */
+static int
+eval_has(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
+{
+	qparam_t inner = {0};
+	idset_t src;
+	has_scan_t s = {c, &src, type, out};
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (q->has_inner.len > 5 && memcmp(q->has_inner.ptr, "_has:", 5) == 0) {
+		if (!has_parse(c, q->has_inner, q->raw, &inner))
+			return 0;
+	} else {
+		fhir_search_param_parse(c->a, q->has_src, q->has_inner, q->raw, &inner.p);
+		inner.raw = q->raw;
+		if (inner.p.sp == NULL || inner.p.sp->type == FHIR_SP_COMPOSITE ||
+		    inner.p.sp->type == FHIR_SP_SPECIAL ||
+		    (!fhir_search_param_is_supported(inner.p.sp) && inner.p.chain.len == 0)) {
+			bad_request(c, "_has: unknown or unsupported parameter of its type");
+			return 0;
+		}
+	}
+	if ((rc = eval_param(c, q->has_src, &inner, &src)) < 0)
+		return rc;
+	ids_normalize(&src);
+	if (src.n > 0)
+		rc = store_idx_foreach_prefix(c->t, q->has_src, q->has_ref, SLICE_NULL, has_scan_cb,
+					      &s);
+	ids_normalize(out);
+	return rc;
+}
+
 /* The ids of type matching every value alternative of q (OR). */
 static int
 eval_param(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 {
 	int rc;
 
+	if (q->has_src.len)
+		return eval_has(c, type, q, out);
 	if (q->p.chain.len)
 		return eval_chain(c, type, q, out);
 	memset(out, 0, sizeof(*out));
@@ -905,6 +993,8 @@ param_cost(const qparam_t *q)
 {
 	slice_t mod = q->p.modifier;
 
+	if (q->has_src.len)
+		return 2;
 	if (slice_eq_cstr(mod, "missing") || slice_eq_cstr(mod, "not") ||
 	    slice_eq_cstr(mod, "contains") || slice_eq_cstr(mod, "text"))
 		return 3;
@@ -934,7 +1024,7 @@ candidates_filter(ctx_t *c, slice_t type, const qparam_t *qs, size_t nqs, idset_
 
 	for (size_t i = 0; i < nqs; i++) {
 		vps[i] = NULL;
-		if (qs[i].p.chain.len) {
+		if (qs[i].p.chain.len || qs[i].has_src.len) {
 			idset_t one;
 
 			if ((rc = eval_param(c, type, &qs[i], &one)) < 0)
@@ -1597,6 +1687,20 @@ query_append(buf_t *b, slice_t s)
 	}
 }
 
+/* Appends q to the parameters (growing the arena array). */
+static void
+qparam_push(arena_t *a, qparam_t **qp, size_t *nq, size_t *cap, const qparam_t *q)
+{
+	if (*nq == *cap) {
+		qparam_t *n2 = arena_alloc(a, *cap * 2 * sizeof(*n2));
+
+		memcpy(n2, *qp, *nq * sizeof(**qp));
+		*qp = n2;
+		*cap *= 2;
+	}
+	(*qp)[(*nq)++] = *q;
+}
+
 static bool
 is_control(slice_t k)
 {
@@ -1688,6 +1792,14 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 			types_v = v;
 		} else if (is_control(k)) {
 			/* _format, _pretty: the REST layer's */
+		} else if (k.len > 5 && memcmp(k.ptr, "_has:", 5) == 0) {
+			qparam_t hq;
+
+			if (type.len == 0 || slice_eq_cstr(type, "AuditEvent"))
+				bad_request(&c, "_has is supported on a resource type's search, "
+						"not on AuditEvent or the system");
+			else if (has_parse(&c, k, v, &hq))
+				qparam_push(a, &qp, &nq, &cap, &hq);
 		} else {
 			fhir_search_param_t p;
 			bool system_ok =
@@ -1712,16 +1824,9 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 					      k));
 				keep = false;
 			} else {
-				if (nq == cap) {
-					qparam_t *n2 = arena_alloc(a, cap * 2 * sizeof(*n2));
+				qparam_t q = {.p = p, .raw = v};
 
-					memcpy(n2, qp, nq * sizeof(*qp));
-					qp = n2;
-					cap *= 2;
-				}
-				qp[nq].p = p;
-				qp[nq].raw = v;
-				nq++;
+				qparam_push(a, &qp, &nq, &cap, &q);
 			}
 		}
 		if (keep) {
@@ -1786,7 +1891,8 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 
 					if (type.len == 0)
 						q.p.sp = fhir_meta_searchparam(ty, q.p.code);
-					if (q.p.sp != NULL && param_cost(&q) == cost)
+					if ((q.p.sp != NULL || q.has_src.len) &&
+					    param_cost(&q) == cost)
 						pl[npl++] = q;
 				}
 			/* Start from the first parameter's matches, not from every resource of the

@@ -352,6 +352,11 @@ def t_search(t, api):
     t.eq(doc.get("total"), 3, "date search")
     st, _, doc, _ = api.req("GET", "/fhir/Observation?subject=Patient/s1")
     t.eq([e["resource"]["id"] for e in doc.get("entry", [])], ["o1"], "reference search")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?_has:Observation:subject:code=1234-5")
+    t.eq([e["resource"]["id"] for e in doc.get("entry", [])], ["s1"],
+         "_has: the Patient an Observation with that code points to")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?_has:Observation:subject")
+    t.ok(st == 400 and is_oo(doc), "_has without its parameter: 400", st)
     st, _, doc, _ = api.req("GET", "/fhir/Observation?code=http://loinc.org|1234-5&_include=Observation:subject")
     modes = sorted(e["search"]["mode"] for e in doc.get("entry", []))
     t.eq(modes, ["include", "match"], "_include: include mode")

@@ -312,6 +312,31 @@ test_last_updated(void **state)
 	assert_string_equal(run("Practitioner", "_lastUpdated=le2030"), "pr1,pr2");
 }
 
+/* _has: the resources that a matching resource of another type points to, nested too, with
+ * other parameters; malformed ones are a 400. */
+static void
+test_has(void **state)
+{
+	(void)state;
+	assert_string_equal(run("Patient", "_has:Observation:subject:code=2339-0"),
+			    "p00,p01,p02,p03,p04");
+	assert_string_equal(run("Patient", "_has:Observation:subject:code=8867-4&gender=female"),
+			    "p01,p03");
+	assert_string_equal(run("Patient", "_has:Observation:subject:value-quantity=gt80"),
+			    "p01,p02,p03,p04");
+	assert_string_equal(run("Encounter", "_has:Observation:encounter:value-quantity=lt62"),
+			    "e0,e1");
+	assert_string_equal(
+	    run("Patient", "_has:Encounter:subject:_has:Observation:encounter:value-quantity=lt62"),
+	    "p00,p01");
+	assert_string_equal(run("Patient", "_has:Observation:subject:code=0000-0"), "");
+	assert_string_equal(run("Patient", "_has:Observation:subject"), "ERR");
+	assert_string_equal(run("Patient", "_has:Nope:subject:code=1"), "ERR");
+	assert_string_equal(run("Patient", "_has:Observation:code:code=1"), "ERR");
+	assert_string_equal(run("Patient", "_has:Observation:subject:nonsense=1"), "ERR");
+	assert_string_equal(run("", "_has:Observation:subject:code=2339-0"), "ERR");
+}
+
 static void
 test_date(void **state)
 {
@@ -603,6 +628,7 @@ main(void)
 	    cmocka_unit_test(test_string),
 	    cmocka_unit_test(test_date),
 	    cmocka_unit_test(test_last_updated),
+	    cmocka_unit_test(test_has),
 	    cmocka_unit_test(test_reference_chain),
 	    cmocka_unit_test(test_quantity),
 	    cmocka_unit_test(test_sort_and_paging),
