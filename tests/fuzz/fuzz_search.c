@@ -83,19 +83,23 @@ setup(void)
 			 "\"urn:mrn\",\"value\":\"MRN%d\"}],\"name\":[{\"family\":\"%s\",\"given\":"
 			 "[\"G%d\"]}],\"gender\":\"%s\",\"birthDate\":\"19%02d-0%d-15\","
 			 "\"managingOrganization\":{\"reference\":\"Organization/o%d\"}}",
-			 i, i, i % 3 == 0 ? "Smith" : i % 3 == 1 ? "M\xc3\xbcller" : "Jones", i,
-			 i % 2 ? "female" : "male", 40 + i, 1 + i % 9, i % 2);
+			 i, i,
+			 i % 3 == 0   ? "Smith"
+			 : i % 3 == 1 ? "M\xc3\xbcller"
+				      : "Jones",
+			 i, i % 2 ? "female" : "male", 40 + i, 1 + i % 9, i % 2);
 		put(t, json);
 	}
 	for (int i = 0; i < 16; i++) {
-		snprintf(json, sizeof(json),
-			 "{\"resourceType\":\"Observation\",\"id\":\"ob%d\",\"status\":\"final\","
-			 "\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"%s\"}]},"
-			 "\"subject\":{\"reference\":\"Patient/p%d\"},\"encounter\":{\"reference\":"
-			 "\"Encounter/e%d\"},\"effectiveDateTime\":\"2024-03-%02dT10:00:00+01:00\","
-			 "\"valueQuantity\":{\"value\":%d.5,\"unit\":\"mg/dL\",\"system\":"
-			 "\"http://unitsofmeasure.org\",\"code\":\"mg/dL\"}}",
-			 i, i % 2 ? "8867-4" : "2339-0", i % 12, i % 4, 1 + i, 60 + 3 * i);
+		snprintf(
+		    json, sizeof(json),
+		    "{\"resourceType\":\"Observation\",\"id\":\"ob%d\",\"status\":\"final\","
+		    "\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"%s\"}]},"
+		    "\"subject\":{\"reference\":\"Patient/p%d\"},\"encounter\":{\"reference\":"
+		    "\"Encounter/e%d\"},\"effectiveDateTime\":\"2024-03-%02dT10:00:00+01:00\","
+		    "\"valueQuantity\":{\"value\":%d.5,\"unit\":\"mg/dL\",\"system\":"
+		    "\"http://unitsofmeasure.org\",\"code\":\"mg/dL\"}}",
+		    i, i % 2 ? "8867-4" : "2339-0", i % 12, i % 4, 1 + i, 60 + 3 * i);
 		put(t, json);
 	}
 	for (int i = 0; i < 4; i++) {
@@ -165,9 +169,8 @@ run(slice_t type, slice_t query, const search_opts_t *opt, int depth)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const char *const types[] = {"Patient", "Observation", "Encounter",
-					    "Practitioner", "", "Organization",
-					    "NotAType", "Patient/x"};
+	static const char *const types[] = {"Patient", "Observation",  "Encounter", "Practitioner",
+					    "",        "Organization", "NotAType",  "Patient/x"};
 	search_opts_t opt = {.max_count = 50};
 
 	if (g_store == NULL)
