@@ -823,7 +823,22 @@ eval_value(ctx_t *c, slice_t type, const qparam_t *q, slice_t v, idset_t *out)
 	return vpred_run(c, type, &vp, out);
 }
 
-/* Chained: ref.chain=value -> search the target type(s), then the reference index. */
+/* Links of a chain after the first parameter ("organization.name": 2). */
+#define CHAIN_MAX      4
+#define CHAIN_MAX_TEXT "4"
+
+static size_t
+chain_links(slice_t chain)
+{
+	size_t n = chain.len > 0;
+
+	for (size_t i = 0; i < chain.len; i++)
+		n += chain.ptr[i] == '.';
+	return n;
+}
+
+/* Chained: ref.chain=value -> search the target type(s) (with the rest of the chain, when it
+ * has more links), then the reference index. */
 static int
 eval_chain(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 {
@@ -834,6 +849,10 @@ eval_chain(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 	memset(out, 0, sizeof(*out));
 	if (sp->type != FHIR_SP_REFERENCE) {
 		bad_request(c, "chained parameter on a parameter that is not a reference");
+		return 0;
+	}
+	if (chain_links(q->p.chain) > CHAIN_MAX) {
+		bad_request(c, "a chain has at most " CHAIN_MAX_TEXT " links after its parameter");
 		return 0;
 	}
 	while (*tp != '\0' || q->p.modifier.len) {
@@ -851,7 +870,8 @@ eval_chain(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 		}
 		fhir_search_param_parse(c->a, target, q->p.chain, q->raw, &sub.p);
 		sub.raw = q->raw;
-		if (sub.p.sp != NULL && sub.p.chain.len == 0) {
+		/* a chain of its own goes on through eval_param (sub.p.chain: one link fewer) */
+		if (sub.p.sp != NULL) {
 			if ((rc = eval_param(c, target, &sub, &ids)) < 0)
 				return rc;
 			for (size_t i = 0; i < ids.n; i++) {
@@ -877,6 +897,17 @@ eval_chain(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 	}
 	ids_normalize(out);
 	return 0;
+}
+
+/* How many times needle stands in s. */
+static size_t
+memmem_count(slice_t s, const char *needle)
+{
+	size_t n = 0, nl = strlen(needle);
+
+	for (size_t i = 0; i + nl <= s.len; i++)
+		n += memcmp(s.ptr + i, needle, nl) == 0;
+	return n;
 }
 
 /* "_has:Src:ref:inner" into q (its value raw): false (and a bad request) when it is not one. */
@@ -939,6 +970,10 @@ eval_has(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 	int rc;
 
 	memset(out, 0, sizeof(*out));
+	if (memmem_count(q->has_inner, "_has:") >= CHAIN_MAX) {
+		bad_request(c, "_has nests at most " CHAIN_MAX_TEXT " deep");
+		return 0;
+	}
 	if (q->has_inner.len > 5 && memcmp(q->has_inner.ptr, "_has:", 5) == 0) {
 		if (!has_parse(c, q->has_inner, q->raw, &inner))
 			return 0;

@@ -335,6 +335,16 @@ test_has(void **state)
 	assert_string_equal(run("Patient", "_has:Observation:code:code=1"), "ERR");
 	assert_string_equal(run("Patient", "_has:Observation:subject:nonsense=1"), "ERR");
 	assert_string_equal(run("", "_has:Observation:subject:code=2339-0"), "ERR");
+	/* nested at most 4 deep */
+	assert_string_equal(run("Patient", "_has:Encounter:subject:_has:Observation:encounter:_has:"
+					   "Observation:has-member:_has:Observation:has-member:"
+					   "status=final"),
+			    "");
+	assert_string_equal(run("Patient",
+				"_has:Encounter:subject:_has:Observation:encounter:_has:"
+				"Observation:has-member:_has:Observation:has-member:_has:"
+				"Observation:has-member:status=final"),
+			    "ERR");
 }
 
 static void
@@ -382,6 +392,16 @@ test_reference_chain(void **state)
 			    "o02,o07,o12,o17,o22");
 	assert_string_equal(run("Observation", "encounter:missing=false"), "o00,o01,o02,o03,o04");
 	assert_string_equal(run("Observation", "encounter.status=finished&subject=p03"), "o03");
+	/* chains of several links: Observation -> Encounter -> Patient */
+	assert_string_equal(run("Observation", "encounter.subject.family=Smith"),
+			    "o00,o02,o03,o04");
+	assert_string_equal(run("Observation", "encounter.subject:Patient.family:exact=Smith"),
+			    "o00,o02,o04");
+	assert_string_equal(
+	    run("Observation", "encounter.subject.identifier=urn:mrn|MRN1&code=8867-4"), "o01");
+	assert_string_equal(run("Observation", "encounter.subject.organization.partof.name=x"), "");
+	assert_string_equal(
+	    run("Observation", "encounter.subject.organization.partof.partof.name=x"), "ERR");
 }
 
 static void
