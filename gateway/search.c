@@ -1324,13 +1324,13 @@ include_split(slice_t v, slice_t *src, slice_t *param, slice_t *target)
 }
 
 static int
-do_include(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
+do_include(ctx_t *c, hits_t *h, size_t from, size_t to, slice_t v)
 {
 	slice_t src, param, target;
 
 	if (!include_split(v, &src, &param, &target))
 		return 0;
-	for (size_t i = 0; i < nmatch; i++) {
+	for (size_t i = from; i < to; i++) {
 		fhir_idx_entry_t *e;
 		size_t n;
 
@@ -1363,7 +1363,7 @@ do_include(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
 }
 
 static int
-do_revinclude(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
+do_revinclude(ctx_t *c, hits_t *h, size_t from, size_t to, slice_t v)
 {
 	slice_t src, param, target;
 	int rc;
@@ -1371,7 +1371,7 @@ do_revinclude(ctx_t *c, hits_t *h, size_t nmatch, slice_t v)
 	if (!include_split(v, &src, &param, &target) || !fhir_meta_is_resource(src) ||
 	    fhir_meta_searchparam(src, param) == NULL)
 		return 0;
-	for (size_t i = 0; i < nmatch; i++) {
+	for (size_t i = from; i < to; i++) {
 		idset_t ids = {0};
 		pred_t p = {0};
 		char *k;
@@ -1763,6 +1763,7 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 	size_t nq = 0, cap = 16, count, maxc, ns = 0;
 	sortkey_t sk[MAX_SORT];
 	slice_t incl[16], revincl[16];
+	bool incl_iter[16], rev_iter[16]; /* :iterate */
 	size_t nincl = 0, nrev = 0;
 	search_result_t *res = arena_zalloc(a, sizeof(*res));
 	buf_t self = BUF_INIT;
@@ -1810,12 +1811,16 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 		} else if (slice_eq_cstr(k, "_total")) {
 			total_none = slice_eq_cstr(v, "none");
 		} else if (slice_eq_cstr(k, "_include") || slice_eq_cstr(k, "_include:iterate")) {
-			if (nincl < 16)
+			if (nincl < 16) {
+				incl_iter[nincl] = k.len > 8;
 				incl[nincl++] = v;
+			}
 		} else if (slice_eq_cstr(k, "_revinclude") ||
 			   slice_eq_cstr(k, "_revinclude:iterate")) {
-			if (nrev < 16)
+			if (nrev < 16) {
+				rev_iter[nrev] = k.len > 11;
 				revincl[nrev++] = v;
+			}
 		} else if (slice_eq_cstr(k, "_summary")) {
 			res->summary = v;
 		} else if (slice_eq_cstr(k, "_elements")) {
@@ -2020,12 +2025,21 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 	}
 	res->total_known = !total_none;
 	res->total = nrows;
-	for (size_t i = 0; i < nincl; i++)
-		if ((rc = do_include(&c, &hits, res->nmatches, incl[i])) < 0)
-			goto done;
-	for (size_t i = 0; i < nrev; i++)
-		if ((rc = do_revinclude(&c, &hits, res->nmatches, revincl[i])) < 0)
-			goto done;
+	/* The includes of the matches; then the :iterate ones again over what the round before
+	 * added, until a round adds nothing (at most CHAIN_MAX rounds more). */
+	for (size_t from = 0, to = res->nmatches, round = 0; from < to && round <= CHAIN_MAX;
+	     round++) {
+		for (size_t i = 0; i < nincl; i++)
+			if ((round == 0 || incl_iter[i]) &&
+			    (rc = do_include(&c, &hits, from, to, incl[i])) < 0)
+				goto done;
+		for (size_t i = 0; i < nrev; i++)
+			if ((round == 0 || rev_iter[i]) &&
+			    (rc = do_revinclude(&c, &hits, from, to, revincl[i])) < 0)
+				goto done;
+		from = to;
+		to = hits.n;
+	}
 	res->hits = hits.v;
 	res->nhits = hits.n;
 done:

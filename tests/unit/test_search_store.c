@@ -515,6 +515,18 @@ test_include(void **state)
 	assert_string_equal(
 	    run("Patient", "_id=p02&_revinclude=Encounter:patient&_summary=true&_elements=id"),
 	    "p02 +Encounter/e2");
+	/* :iterate follows what the includes brought in: Observation -> Encounter -> Patient */
+	assert_string_equal(run("Observation", "_id=o01&_include=Observation:encounter&_include:"
+					       "iterate=Encounter:subject"),
+			    "o01 +Encounter/e1 +Patient/p01");
+	assert_string_equal(
+	    run("Observation", "_id=o01&_include=Observation:encounter&_include=Encounter:subject"),
+	    "o01 +Encounter/e1");
+	/* Encounter -> its Patient -> every Observation of that Patient */
+	assert_string_equal(run("Encounter", "_id=e3&_include=Encounter:subject&_revinclude:"
+					     "iterate=Observation:subject"),
+			    "e3 +Patient/p03 +Observation/o03 +Observation/o08 +Observation/o13 "
+			    "+Observation/o18 +Observation/o23");
 }
 
 static void
