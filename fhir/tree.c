@@ -112,10 +112,9 @@ fhir_array_new(arena_t *a)
 	return n;
 }
 
-fhir_kind_t
-fhir_node_kind(const fhir_node_t *n)
+fhir_kind_t(fhir_node_kind)(const fhir_node_t *n)
 {
-	return n->kind;
+	return fhir_node_kind_inl(n);
 }
 
 bool
@@ -124,12 +123,9 @@ fhir_node_bool(const fhir_node_t *n)
 	return n->kind == FHIR_BOOL && n->b;
 }
 
-slice_t
-fhir_node_text(const fhir_node_t *n)
+slice_t(fhir_node_text)(const fhir_node_t *n)
 {
-	if (n == NULL || (n->kind != FHIR_STRING && n->kind != FHIR_NUMBER && n->kind != FHIR_RAW))
-		return slice_make("", 0);
-	return n->u.text;
+	return fhir_node_text_inl(n);
 }
 
 /* Objects. */
@@ -168,7 +164,7 @@ fhir_object_index_build(arena_t *a, fhir_node_t *obj, size_t want)
 /* The lookups of large objects, through their index: apart from the linear search of the
  * others (almost all), which then saves no registers. by_address: keys compared by address
  * (interned), else by bytes. */
-static __attribute__((noinline)) fhir_member_t *
+__attribute__((noinline)) fhir_member_t *
 fhir_object_find_indexed(const fhir_node_t *obj, slice_t key, bool by_address)
 {
 	const fhir_member_t *m = obj->u.obj.m;
@@ -335,26 +331,12 @@ fhir_object_get(const fhir_node_t *obj, slice_t key)
 	return m != NULL ? m->val : NULL;
 }
 
-/* fhir_object_find's twin comparing keys by address: one shared function taking the mode as a
- * flag is not inlined by GCC and costs 2% of a conversion's instructions (callgrind); only the
- * rare lookup through an index shares one (fhir_object_find_indexed). */
-fhir_node_t *
-fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
+/* fhir_object_find's twin comparing keys by address (tree_int.h): one shared function taking
+ * the mode as a flag is not inlined by GCC and costs 2% of a conversion's instructions
+ * (callgrind); only the rare lookup through an index shares one (fhir_object_find_indexed). */
+fhir_node_t *(fhir_object_get_interned)(const fhir_node_t *obj, slice_t key)
 {
-	const fhir_member_t *m;
-
-	if (obj == NULL || obj->kind != FHIR_OBJECT)
-		return NULL;
-	m = obj->u.obj.m;
-	if (obj->u.obj.idx != NULL) {
-		const fhir_member_t *f = fhir_object_find_indexed(obj, key, true);
-
-		return f != NULL ? f->val : NULL;
-	}
-	for (size_t i = 0; i < obj->u.obj.n; i++)
-		if (m[i].key.ptr == key.ptr)
-			return m[i].val;
-	return NULL;
+	return fhir_object_get_interned_inl(obj, key);
 }
 
 /* Removes member i (which is there). */
@@ -384,26 +366,19 @@ fhir_object_remove(fhir_node_t *obj, slice_t key)
 	return true;
 }
 
-size_t
-fhir_object_count(const fhir_node_t *obj)
+size_t(fhir_object_count)(const fhir_node_t *obj)
 {
-	return obj != NULL && obj->kind == FHIR_OBJECT ? obj->u.obj.n : 0;
+	return fhir_object_count_inl(obj);
 }
 
-slice_t
-fhir_object_key_at(const fhir_node_t *obj, size_t i)
+slice_t(fhir_object_key_at)(const fhir_node_t *obj, size_t i)
 {
-	if (i >= fhir_object_count(obj))
-		return slice_make("", 0);
-	return obj->u.obj.m[i].key;
+	return fhir_object_key_at_inl(obj, i);
 }
 
-fhir_node_t *
-fhir_object_value_at(const fhir_node_t *obj, size_t i)
+fhir_node_t *(fhir_object_value_at)(const fhir_node_t *obj, size_t i)
 {
-	if (i >= fhir_object_count(obj))
-		return NULL;
-	return obj->u.obj.m[i].val;
+	return fhir_object_value_at_inl(obj, i);
 }
 
 void
@@ -445,18 +420,14 @@ fhir_array_append(arena_t *a, fhir_node_t *arr, fhir_node_t *val)
 	arr->u.arr.n = n + 1;
 }
 
-size_t
-fhir_array_len(const fhir_node_t *arr)
+size_t(fhir_array_len)(const fhir_node_t *arr)
 {
-	return arr != NULL && arr->kind == FHIR_ARRAY ? arr->u.arr.n : 0;
+	return fhir_array_len_inl(arr);
 }
 
-fhir_node_t *
-fhir_array_at(const fhir_node_t *arr, size_t i)
+fhir_node_t *(fhir_array_at)(const fhir_node_t *arr, size_t i)
 {
-	if (i >= fhir_array_len(arr))
-		return NULL;
-	return arr->u.arr.v[i];
+	return fhir_array_at_inl(arr, i);
 }
 
 void

@@ -1,6 +1,7 @@
-/* The layout of the resource tree's nodes, for the walks in fhir/ that visit every node and
- * cannot afford a call per member (the compact JSON writer); everyone else goes through
- * tree.h. Read only: changes go through tree.c, which keeps an object's index. */
+/* The layout of the resource tree's nodes and its small read accessors inline, for the code
+ * that cannot afford a call per member or lookup (the compact JSON writer, the converter in
+ * mappings/); everyone else goes through tree.h. Read only: changes go through tree.c, which
+ * keeps an object's index. */
 #ifndef FHIR_TREE_INT_H
 #define FHIR_TREE_INT_H
 
@@ -36,5 +37,89 @@ struct fhir_node {
 		} arr;
 	} u;
 };
+
+/* The lookup of an object that has an index (a large one), by address or by bytes. */
+fhir_member_t *fhir_object_find_indexed(const fhir_node_t *obj, slice_t key, bool by_address);
+
+/* The accessors of tree.h, inline: a file that includes this header calls these under the
+ * public names (the macros below); tree.c defines the public functions with them. */
+static inline fhir_kind_t
+fhir_node_kind_inl(const fhir_node_t *n)
+{
+	return n->kind;
+}
+
+static inline slice_t
+fhir_node_text_inl(const fhir_node_t *n)
+{
+	if (n == NULL || (n->kind != FHIR_STRING && n->kind != FHIR_NUMBER && n->kind != FHIR_RAW))
+		return slice_make("", 0);
+	return n->u.text;
+}
+
+static inline size_t
+fhir_object_count_inl(const fhir_node_t *obj)
+{
+	return obj != NULL && obj->kind == FHIR_OBJECT ? obj->u.obj.n : 0;
+}
+
+static inline slice_t
+fhir_object_key_at_inl(const fhir_node_t *obj, size_t i)
+{
+	if (i >= fhir_object_count_inl(obj))
+		return slice_make("", 0);
+	return obj->u.obj.m[i].key;
+}
+
+static inline fhir_node_t *
+fhir_object_value_at_inl(const fhir_node_t *obj, size_t i)
+{
+	if (i >= fhir_object_count_inl(obj))
+		return NULL;
+	return obj->u.obj.m[i].val;
+}
+
+/* Almost every object is small enough to have no index: a linear search by address. */
+static inline fhir_node_t *
+fhir_object_get_interned_inl(const fhir_node_t *obj, slice_t key)
+{
+	const fhir_member_t *m;
+
+	if (obj == NULL || obj->kind != FHIR_OBJECT)
+		return NULL;
+	m = obj->u.obj.m;
+	if (obj->u.obj.idx != NULL) {
+		const fhir_member_t *f = fhir_object_find_indexed(obj, key, true);
+
+		return f != NULL ? f->val : NULL;
+	}
+	for (size_t i = 0; i < obj->u.obj.n; i++)
+		if (m[i].key.ptr == key.ptr)
+			return m[i].val;
+	return NULL;
+}
+
+static inline size_t
+fhir_array_len_inl(const fhir_node_t *arr)
+{
+	return arr != NULL && arr->kind == FHIR_ARRAY ? arr->u.arr.n : 0;
+}
+
+static inline fhir_node_t *
+fhir_array_at_inl(const fhir_node_t *arr, size_t i)
+{
+	if (i >= fhir_array_len_inl(arr))
+		return NULL;
+	return arr->u.arr.v[i];
+}
+
+#define fhir_node_kind(n)                fhir_node_kind_inl(n)
+#define fhir_node_text(n)                fhir_node_text_inl(n)
+#define fhir_object_count(o)             fhir_object_count_inl(o)
+#define fhir_object_key_at(o, i)         fhir_object_key_at_inl((o), (i))
+#define fhir_object_value_at(o, i)       fhir_object_value_at_inl((o), (i))
+#define fhir_object_get_interned(o, key) fhir_object_get_interned_inl((o), (key))
+#define fhir_array_len(a)                fhir_array_len_inl(a)
+#define fhir_array_at(a, i)              fhir_array_at_inl((a), (i))
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "fhir/meta.h"
 #include "fhir/tree.h"
+#include "fhir/tree_int.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
 #include "mappings/hl7.h"
