@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "fhir/tree.h"
+#include "lib/arena_int.h"
 #include "lib/slice.h"
 
 typedef struct {

@@ -28,14 +28,6 @@ buf_free(buf_t *b)
 	b->cap = 0;
 }
 
-void
-buf_reset(buf_t *b)
-{
-	b->len = 0;
-	if (b->data != NULL)
-		b->data[0] = '\0';
-}
-
 static int
 buf_reserve(buf_t *b, size_t extra)
 {

@@ -23,7 +23,14 @@ typedef struct {
 
 void buf_init(buf_t *b, size_t max);
 void buf_free(buf_t *b);
-void buf_reset(buf_t *b);
+/* Empties b, keeping its memory (inline: the converter resets scratch buffers per value). */
+static inline void
+buf_reset(buf_t *b)
+{
+	b->len = 0;
+	if (b->data != NULL)
+		b->data[0] = '\0';
+}
 /* Append; -FG_ETOOBIG (and nothing appended) past the cap, else 0. */
 int buf_append(buf_t *b, const void *p, size_t len);
 int buf_append_slice(buf_t *b, slice_t s);

@@ -10,27 +10,7 @@
 #include <string.h>
 
 #include "lib/err.h"
-
-struct hl7_seg {
-	const char *ptr; /* first byte of the segment id */
-	uint32_t *off;   /* chunk i (0 is the id) spans [off[i], off[i + 1] - 1) from ptr */
-	size_t nchunks;  /* trailing empty chunks not counted */
-	bool is_msh;
-	/* no field has a repetition separator (the message's): a field is its one repetition,
-	 * which hl7_seg_get then need not look for; false when not known */
-	bool no_reps;
-};
-
-struct hl7_msg {
-	const char *input; /* what hl7_parse was given: error offsets count from here */
-	slice_t bytes;
-	hl7_delims_t delims;
-	hl7_charset_t charset;
-	bool charset_known;
-	hl7_header_t hdr;
-	hl7_seg_t *segs;
-	size_t nsegs, cap;
-};
+#include "mappings/hl7_int.h"
 
 /* Where an error is; seg is empty or a valid segment id (never other message bytes). */
 struct hl7_loc {
@@ -143,12 +123,6 @@ hl7_skip_bom(const char *p, const char *end)
 	if (end - p >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
 		return p + 3;
 	return p;
-}
-
-static slice_t
-hl7_chunk(const hl7_seg_t *s, size_t i)
-{
-	return slice_make(s->ptr + s->off[i], s->off[i + 1] - s->off[i] - 1);
 }
 
 /* hl7_seg_field, inline for the readers in this file (hl7_seg_get runs for every value a
@@ -615,16 +589,14 @@ hl7_msg_validate(const hl7_msg_t *m, hl7_error_t *err)
 	return hl7_validate_segments(m, err);
 }
 
-const hl7_header_t *
-hl7_msg_header(const hl7_msg_t *m)
+const hl7_header_t *(hl7_msg_header)(const hl7_msg_t *m)
 {
-	return &m->hdr;
+	return hl7_msg_header_inl(m);
 }
 
-const hl7_delims_t *
-hl7_msg_delims(const hl7_msg_t *m)
+const hl7_delims_t *(hl7_msg_delims)(const hl7_msg_t *m)
 {
-	return &m->delims;
+	return hl7_msg_delims_inl(m);
 }
 
 hl7_charset_t
@@ -639,16 +611,14 @@ hl7_msg_bytes(const hl7_msg_t *m)
 	return m->bytes;
 }
 
-size_t
-hl7_msg_segment_count(const hl7_msg_t *m)
+size_t(hl7_msg_segment_count)(const hl7_msg_t *m)
 {
-	return m->nsegs;
+	return hl7_msg_segment_count_inl(m);
 }
 
-const hl7_seg_t *
-hl7_msg_segment(const hl7_msg_t *m, size_t index)
+const hl7_seg_t *(hl7_msg_segment)(const hl7_msg_t *m, size_t index)
 {
-	return index < m->nsegs ? &m->segs[index] : NULL;
+	return hl7_msg_segment_inl(m, index);
 }
 
 const hl7_seg_t *
@@ -662,10 +632,9 @@ hl7_msg_find(const hl7_msg_t *m, const char *id, size_t nth)
 	return NULL;
 }
 
-slice_t
-hl7_seg_id(const hl7_seg_t *s)
+slice_t(hl7_seg_id)(const hl7_seg_t *s)
 {
-	return hl7_chunk(s, 0);
+	return hl7_seg_id_inl(s);
 }
 
 uint64_t
@@ -683,16 +652,14 @@ hl7_seg_valued(const hl7_seg_t *s)
 	return valued;
 }
 
-bool
-hl7_seg_may_repeat(const hl7_seg_t *s)
+bool(hl7_seg_may_repeat)(const hl7_seg_t *s)
 {
-	return !s->no_reps;
+	return hl7_seg_may_repeat_inl(s);
 }
 
-size_t
-hl7_seg_field_count(const hl7_seg_t *s)
+size_t(hl7_seg_field_count)(const hl7_seg_t *s)
 {
-	return s->is_msh ? s->nchunks : s->nchunks - 1;
+	return hl7_seg_field_count_inl(s);
 }
 
 slice_t

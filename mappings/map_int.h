@@ -14,6 +14,7 @@
 #include "lib/arena.h"
 #include "lib/buf.h"
 #include "mappings/hl7.h"
+#include "mappings/hl7_int.h"
 #include "mappings/map.h"
 
 typedef enum { MAP_MESSAGE, MAP_SEGMENT, MAP_DATATYPE, MAP_VOCAB } map_kind_t;
