@@ -530,13 +530,21 @@ map_inst_final(const map_inst_t *inst)
 	return inst;
 }
 
-/* Appends "Type/id" (a reference, and a Bundle request's url). */
-static void
-map_ref_text(buf_t *b, const map_inst_t *inst)
+/* "Type/id" (a reference, and a Bundle request's url): written in tmp when it fits (a buf_t
+ * makes a call per piece, and goes to the heap), else appended to b. */
+static slice_t
+map_ref_text(const map_inst_t *inst, char *tmp, size_t cap, buf_t *b)
 {
+	if (inst->type.len + 33 <= cap) {
+		memcpy(tmp, inst->type.ptr, inst->type.len);
+		tmp[inst->type.len] = '/';
+		memcpy(tmp + inst->type.len + 1, inst->id, 32);
+		return slice_make(tmp, inst->type.len + 33);
+	}
 	buf_append_slice(b, inst->type);
 	buf_append_byte(b, '/');
 	buf_append(b, inst->id, 32);
+	return buf_slice(b);
 }
 
 /* A reference's "reference" (map_member_set with the rank worked out once). */
@@ -555,21 +563,11 @@ static void
 map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 {
 	char tmp[160];
-	buf_t b;
+	buf_t b = BUF_INIT;
 
-	/* Fixed-size scratch: buf_t would go to the heap for every reference. */
-	inst = map_inst_final(inst);
-	if (inst->type.len + 33 <= sizeof(tmp)) {
-		memcpy(tmp, inst->type.ptr, inst->type.len);
-		tmp[inst->type.len] = '/';
-		memcpy(tmp + inst->type.len + 1, inst->id, 32);
-		map_ref_set(cv, ref, slice_make(tmp, inst->type.len + 33));
-		return;
-	}
-	buf_init(&b, 0);
-	map_ref_text(&b, inst);
-	map_ref_set(cv, ref, buf_slice(&b));
-	buf_free(&b);
+	map_ref_set(cv, ref, map_ref_text(map_inst_final(inst), tmp, sizeof(tmp), &b));
+	if (b.data != NULL)
+		buf_free(&b);
 }
 
 /* {"reference": "Type/id"}, the id filled in when it is final. */
@@ -2155,31 +2153,37 @@ map_list_unused(map_conv_t *cv, map_result_t *res)
 	free(un.v);
 }
 
-static void
+/* A Bundle entry's fullUrl: the base URL's Type/id, else the id as a urn:uuid. */
+static fhir_node_t *
 map_full_url(map_conv_t *cv, const map_inst_t *inst, buf_t *out)
 {
-	buf_reset(out);
+	char tmp[160];
+
 	if (cv->opt->base_url != NULL && cv->opt->base_url[0] != '\0') {
 		size_t n = strlen(cv->opt->base_url);
+		buf_t b = BUF_INIT;
 
 		while (n > 0 && cv->opt->base_url[n - 1] == '/')
 			n--;
+		buf_reset(out);
 		buf_append(out, cv->opt->base_url, n);
 		buf_append_byte(out, '/');
-		map_ref_text(out, inst);
-	} else {
-		/* the 32 hex digits of the id as a UUID: 8-4-4-4-12 */
-		buf_append_cstr(out, "urn:uuid:");
-		buf_append(out, inst->id, 8);
-		buf_append_byte(out, '-');
-		buf_append(out, inst->id + 8, 4);
-		buf_append_byte(out, '-');
-		buf_append(out, inst->id + 12, 4);
-		buf_append_byte(out, '-');
-		buf_append(out, inst->id + 16, 4);
-		buf_append_byte(out, '-');
-		buf_append(out, inst->id + 20, 12);
+		buf_append_slice(out, map_ref_text(inst, tmp, sizeof(tmp), &b));
+		buf_free(&b);
+		return fhir_string_new(cv->a, buf_slice(out));
 	}
+	/* the 32 hex digits of the id as a UUID: 8-4-4-4-12, written in place */
+	memcpy(tmp, "urn:uuid:", 9);
+	memcpy(tmp + 9, inst->id, 8);
+	tmp[17] = '-';
+	memcpy(tmp + 18, inst->id + 8, 4);
+	tmp[22] = '-';
+	memcpy(tmp + 23, inst->id + 12, 4);
+	tmp[27] = '-';
+	memcpy(tmp + 28, inst->id + 16, 4);
+	tmp[32] = '-';
+	memcpy(tmp + 33, inst->id + 20, 12);
+	return fhir_string_new(cv->a, slice_make(tmp, 45));
 }
 
 /* Whether a deferred "= *" line will fill this element of inst. */
@@ -2276,6 +2280,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	map_resource_t *rs = arena_alloc(a, (cv->insts.n ? cv->insts.n : 1) * sizeof(*rs));
 	size_t n = 0;
 	buf_t tmp = BUF_INIT;
+	char url[160];
 
 	map_ids_finish(cv);
 	for (size_t i = 0; i < cv->refs.n; i++) {
@@ -2329,14 +2334,13 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		rs[n++].resource = r;
 		/* new objects: their keys go in without a lookup, borrowed (static texts) */
 		e = fhir_object_new(a);
-		map_full_url(cv, inst, &tmp);
-		fhir_object_push(a, e, SLICE_LIT("fullUrl"), fhir_string_new(a, buf_slice(&tmp)));
+		fhir_object_push(a, e, SLICE_LIT("fullUrl"), map_full_url(cv, inst, &tmp));
 		fhir_object_push(a, e, SLICE_LIT("resource"), r);
 		req = fhir_object_new(a);
 		fhir_object_push(a, req, SLICE_LIT("method"), fhir_string_new(a, SLICE_LIT("PUT")));
 		buf_reset(&tmp);
-		map_ref_text(&tmp, inst);
-		fhir_object_push(a, req, SLICE_LIT("url"), fhir_string_new(a, buf_slice(&tmp)));
+		fhir_object_push(a, req, SLICE_LIT("url"),
+				 fhir_string_new(a, map_ref_text(inst, url, sizeof(url), &tmp)));
 		fhir_object_push(a, e, SLICE_LIT("request"), req);
 		fhir_array_append(a, entries, e);
 	}
