@@ -13,31 +13,12 @@
 /* Stands in for an emptied item of an aligned primitive array (nulls are never mutated). */
 static fhir_node_t fhir_null_shared = {.kind = FHIR_NULL};
 
-/* Objects up to this many members are searched linearly (almost every FHIR object is). */
-#define FHIR_OBJECT_LINEAR_MAX 16
-
 static fhir_node_t *
 fhir_node_new(arena_t *a, fhir_kind_t kind)
 {
 	fhir_node_t *n = arena_alloc(a, sizeof(*n));
 
 	*n = (fhir_node_t){.kind = kind};
-	return n;
-}
-
-/* A number or string node with its text copied right after it: one allocation, not two (a
- * conversion makes hundreds of them). */
-static fhir_node_t *
-fhir_text_node_new(arena_t *a, fhir_kind_t kind, slice_t text)
-{
-	fhir_node_t *n = arena_alloc(a, sizeof(*n) + text.len + 1);
-	char *p = (char *)(n + 1);
-
-	*n = (fhir_node_t){.kind = kind};
-	if (text.len > 0)
-		memcpy(p, text.ptr, text.len);
-	p[text.len] = '\0';
-	n->u.text = slice_make(p, text.len);
 	return n;
 }
 
@@ -59,7 +40,7 @@ fhir_bool_new(arena_t *a, bool v)
 fhir_node_t *
 fhir_number_new(arena_t *a, slice_t text)
 {
-	return fhir_text_node_new(a, FHIR_NUMBER, text);
+	return fhir_text_node_new_inl(a, FHIR_NUMBER, text);
 }
 
 fhir_node_t *
@@ -71,10 +52,9 @@ fhir_int_new(arena_t *a, int64_t v)
 	return fhir_number_new(a, slice_make(tmp, (size_t)len));
 }
 
-fhir_node_t *
-fhir_string_new(arena_t *a, slice_t s)
+fhir_node_t *(fhir_string_new)(arena_t *a, slice_t s)
 {
-	return fhir_text_node_new(a, FHIR_STRING, s);
+	return fhir_string_new_inl(a, s);
 }
 
 fhir_node_t *
@@ -86,30 +66,14 @@ fhir_raw_new(arena_t *a, slice_t json)
 	return n;
 }
 
-/* Room for this many members (items) comes with a new object (array), in the same allocation:
- * most have a few, and the first would otherwise allocate again. */
-#define FHIR_OBJECT_FIRST_CAP 4
-
-fhir_node_t *
-fhir_object_new(arena_t *a)
+fhir_node_t *(fhir_object_new)(arena_t *a)
 {
-	fhir_node_t *n = arena_alloc(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_member_t));
-
-	*n = (fhir_node_t){.kind = FHIR_OBJECT};
-	n->u.obj.m = (fhir_member_t *)(n + 1);
-	n->u.obj.cap = FHIR_OBJECT_FIRST_CAP;
-	return n;
+	return fhir_object_new_inl(a);
 }
 
-fhir_node_t *
-fhir_array_new(arena_t *a)
+fhir_node_t *(fhir_array_new)(arena_t *a)
 {
-	fhir_node_t *n = arena_alloc(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_node_t *));
-
-	*n = (fhir_node_t){.kind = FHIR_ARRAY};
-	n->u.arr.v = (fhir_node_t **)(n + 1);
-	n->u.arr.cap = FHIR_OBJECT_FIRST_CAP;
-	return n;
+	return fhir_array_new_inl(a);
 }
 
 fhir_kind_t(fhir_node_kind)(const fhir_node_t *n)
@@ -265,22 +229,20 @@ fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 	fhir_object_append(a, obj, key, val);
 }
 
-void
-fhir_object_insert(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank)
+void(fhir_object_insert)(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank)
 {
-	size_t n = obj->u.obj.n, at = n;
+	fhir_object_insert_inl(a, obj, key, val, rank);
+}
+
+/* fhir_object_insert's cases other than the end of an object with room and no index
+ * (fhir_object_insert_inl): at is where the member goes. */
+__attribute__((noinline)) void
+fhir_object_insert_at(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank,
+		      size_t at)
+{
+	size_t n = obj->u.obj.n;
 	fhir_member_t *m;
 
-	/* almost always at the end: members mostly come in order */
-	while (at > 0 && obj->u.obj.m[at - 1].rank > rank)
-		at--;
-	if (at == n && n < obj->u.obj.cap && obj->u.obj.idx == NULL &&
-	    n + 1 <= FHIR_OBJECT_LINEAR_MAX) {
-		/* and with room, no index to keep or build: fhir_object_append's work, no call */
-		obj->u.obj.m[n] = (fhir_member_t){.key = key, .val = val, .rank = rank};
-		obj->u.obj.n = n + 1;
-		return;
-	}
 	fhir_object_append(a, obj, key, val);
 	m = obj->u.obj.m;
 	if (at == n) {
@@ -402,22 +364,22 @@ fhir_object_get_cstr(const fhir_node_t *obj, const char *key)
 
 /* Arrays. */
 
-void
-fhir_array_append(arena_t *a, fhir_node_t *arr, fhir_node_t *val)
+void(fhir_array_append)(arena_t *a, fhir_node_t *arr, fhir_node_t *val)
 {
-	size_t n = arr->u.arr.n;
+	fhir_array_append_inl(a, arr, val);
+}
 
-	if (n == arr->u.arr.cap) {
-		size_t ncap = n ? n * 2 : 4;
-		fhir_node_t **v = arena_alloc(a, ncap * sizeof(*v));
+/* An array's items moved to twice the room (fhir_array_append_inl, when it is full). */
+__attribute__((noinline)) void
+fhir_array_grow(arena_t *a, fhir_node_t *arr)
+{
+	size_t n = arr->u.arr.n, ncap = n ? n * 2 : 4;
+	fhir_node_t **v = arena_alloc(a, ncap * sizeof(*v));
 
-		if (n > 0)
-			memcpy(v, arr->u.arr.v, n * sizeof(*v));
-		arr->u.arr.v = v;
-		arr->u.arr.cap = ncap;
-	}
-	arr->u.arr.v[n] = val;
-	arr->u.arr.n = n + 1;
+	if (n > 0)
+		memcpy(v, arr->u.arr.v, n * sizeof(*v));
+	arr->u.arr.v = v;
+	arr->u.arr.cap = ncap;
 }
 
 size_t(fhir_array_len)(const fhir_node_t *arr)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "fhir/tree.h"
 #include "lib/arena_int.h"
@@ -39,6 +40,17 @@ struct fhir_node {
 	} u;
 };
 
+/* Objects up to this many members are searched linearly (almost every FHIR object is). */
+#define FHIR_OBJECT_LINEAR_MAX 16
+
+/* Room for this many members (items) comes with a new object (array), in the same allocation:
+ * most have a few, and the first would otherwise allocate again. */
+#define FHIR_OBJECT_FIRST_CAP 4
+
+/* The paths of the inline functions below that are not inline (tree.c). */
+void fhir_object_insert_at(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val,
+			   uint32_t rank, size_t at);
+void fhir_array_grow(arena_t *a, fhir_node_t *arr);
 /* The lookup of an object that has an index (a large one), by address or by bytes. */
 fhir_member_t *fhir_object_find_indexed(const fhir_node_t *obj, slice_t key, bool by_address);
 
@@ -114,6 +126,90 @@ fhir_array_at_inl(const fhir_node_t *arr, size_t i)
 	return arr->u.arr.v[i];
 }
 
+/* The constructors and the insertions of tree.h that a conversion makes for every value, inline
+ * in the same way. */
+
+/* A number or string node with its text copied right after it: one allocation, not two (a
+ * conversion makes hundreds of them). */
+static inline fhir_node_t *
+fhir_text_node_new_inl(arena_t *a, fhir_kind_t kind, slice_t text)
+{
+	fhir_node_t *n = arena_alloc_inl(a, sizeof(*n) + text.len + 1);
+	char *p = (char *)(n + 1);
+
+	*n = (fhir_node_t){.kind = kind};
+	if (text.len > 0)
+		memcpy(p, text.ptr, text.len);
+	p[text.len] = '\0';
+	n->u.text = slice_make(p, text.len);
+	return n;
+}
+
+static inline fhir_node_t *
+fhir_string_new_inl(arena_t *a, slice_t s)
+{
+	return fhir_text_node_new_inl(a, FHIR_STRING, s);
+}
+
+static inline fhir_node_t *
+fhir_object_new_inl(arena_t *a)
+{
+	fhir_node_t *n =
+	    arena_alloc_inl(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_member_t));
+
+	*n = (fhir_node_t){.kind = FHIR_OBJECT};
+	n->u.obj.m = (fhir_member_t *)(n + 1);
+	n->u.obj.cap = FHIR_OBJECT_FIRST_CAP;
+	return n;
+}
+
+static inline fhir_node_t *
+fhir_array_new_inl(arena_t *a)
+{
+	fhir_node_t *n =
+	    arena_alloc_inl(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_node_t *));
+
+	*n = (fhir_node_t){.kind = FHIR_ARRAY};
+	n->u.arr.v = (fhir_node_t **)(n + 1);
+	n->u.arr.cap = FHIR_OBJECT_FIRST_CAP;
+	return n;
+}
+
+static inline void
+fhir_object_insert_inl(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank)
+{
+	size_t n = obj->u.obj.n, at = n;
+
+	/* almost always at the end: members mostly come in order */
+	while (at > 0 && obj->u.obj.m[at - 1].rank > rank)
+		at--;
+	if (at == n && n < obj->u.obj.cap && obj->u.obj.idx == NULL &&
+	    n + 1 <= FHIR_OBJECT_LINEAR_MAX) {
+		/* and with room, no index to keep or build: fhir_object_append's work, no call */
+		obj->u.obj.m[n] = (fhir_member_t){.key = key, .val = val, .rank = rank};
+		obj->u.obj.n = n + 1;
+		return;
+	}
+	fhir_object_insert_at(a, obj, key, val, rank, at);
+}
+
+static inline void
+fhir_array_append_inl(arena_t *a, fhir_node_t *arr, fhir_node_t *val)
+{
+	size_t n = arr->u.arr.n;
+
+	if (n == arr->u.arr.cap)
+		fhir_array_grow(a, arr);
+	arr->u.arr.v[n] = val;
+	arr->u.arr.n = n + 1;
+}
+
+#define fhir_string_new(a, s) fhir_string_new_inl((a), (s))
+#define fhir_object_new(a)    fhir_object_new_inl(a)
+#define fhir_array_new(a)     fhir_array_new_inl(a)
+#define fhir_object_insert(a, o, key, val, rank) \
+	fhir_object_insert_inl((a), (o), (key), (val), (rank))
+#define fhir_array_append(a, arr, val)   fhir_array_append_inl((a), (arr), (val))
 #define fhir_node_kind(n)                fhir_node_kind_inl(n)
 #define fhir_node_text(n)                fhir_node_text_inl(n)
 #define fhir_object_count(o)             fhir_object_count_inl(o)
