@@ -670,6 +670,57 @@ fhir_node_dedupe(fhir_node_t *n)
 	fhir_node_dedupe_at(n, 0);
 }
 
+/* fhir_node_dedupe_prune below depth: one walk where deduping all of a subtree before pruning
+ * it makes no difference, that is where nothing is compared (an array of one item or none)
+ * and nothing is paired (an object without "_x" companions); elsewhere the two walks as
+ * before, over that subtree. */
+static bool
+fhir_node_dedupe_prune_at(fhir_node_t *n, unsigned depth)
+{
+	fhir_member_t *m;
+	size_t i;
+
+	if (depth > 64 || (n->kind != FHIR_OBJECT && n->kind != FHIR_ARRAY))
+		return fhir_node_prune(n); /* fhir_node_dedupe_at does nothing there */
+	if (n->kind == FHIR_ARRAY) {
+		if (n->u.arr.n > 1) {
+			fhir_node_dedupe_at(n, depth);
+			return fhir_node_prune(n);
+		}
+		if (n->u.arr.n == 1 && n->u.arr.v[0]->kind != FHIR_NULL &&
+		    !fhir_node_dedupe_prune_at(n->u.arr.v[0], depth + 1))
+			fhir_array_remove_at(n, 0);
+		return n->u.arr.n != 0;
+	}
+	m = n->u.obj.m;
+	for (i = 0; i < n->u.obj.n; i++)
+		if (m[i].key.len > 1 && m[i].key.ptr[0] == '_') {
+			fhir_node_dedupe_at(n, depth);
+			return fhir_node_prune(n);
+		}
+	/* fhir_object_prune's pass over the members, each deduped first */
+	i = 0;
+	while (i < n->u.obj.n) {
+		fhir_node_t *v = m[i].val;
+		bool keep = v->kind != FHIR_OBJECT && v->kind != FHIR_ARRAY
+				? !(v->kind == FHIR_STRING && v->u.text.len == 0)
+				: fhir_node_dedupe_prune_at(v, depth + 1) &&
+				      !(v->kind == FHIR_ARRAY && fhir_array_is_all_null(v));
+
+		if (keep)
+			i++;
+		else
+			fhir_object_remove_at(n, i);
+	}
+	return n->u.obj.n != 0;
+}
+
+bool
+fhir_node_dedupe_prune(fhir_node_t *n)
+{
+	return fhir_node_dedupe_prune_at(n, 0);
+}
+
 slice_t
 fhir_resource_type(const fhir_node_t *res)
 {

@@ -2294,8 +2294,10 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 			continue;
 		map_member_set(a, inst->obj, inst->meta, map_keys[MAP_KEY_ID],
 			       fhir_string_new(a, slice_cstr(inst->id)));
-		fhir_node_dedupe(inst->obj); /* equal objects in an array appear once */
-		(void)fhir_node_prune(inst->obj);
+		/* equal objects in an array appear once; a resource is a tree: every node the
+		 * converter makes goes in one place (a merged value's members go to where it merges
+		 * and the value itself nowhere) */
+		(void)fhir_node_dedupe_prune(inst->obj);
 		map_check_required(cv, inst);
 	}
 	/* "= *": every other resource that stays */
