@@ -19,8 +19,6 @@ struct hl7_loc {
 	size_t line, offset;
 };
 
-static const hl7_delims_t hl7_delims_std = {'|', '^', '~', '\\', '&', 0};
-
 void
 hl7_limits_default(hl7_limits_t *lim)
 {
@@ -123,21 +121,6 @@ hl7_skip_bom(const char *p, const char *end)
 	if (end - p >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
 		return p + 3;
 	return p;
-}
-
-/* hl7_seg_field, inline for the readers in this file (hl7_seg_get runs for every value a
- * conversion reads). */
-static inline slice_t
-hl7_field_at(const hl7_seg_t *s, size_t n)
-{
-	if (s == NULL || n == 0)
-		return SLICE_NULL;
-	if (s->is_msh) {
-		if (n == 1)
-			return slice_make(s->ptr + 3, 1);
-		n--;
-	}
-	return n < s->nchunks ? hl7_chunk(s, n) : SLICE_NULL;
 }
 
 /* Number of occurrences of s's id up to and including s, for error locations. */
@@ -670,28 +653,10 @@ hl7_seg_field(const hl7_seg_t *s, size_t n)
 
 /* rep 0 with a component or subcomponent asked for means the first repetition; so does comp 0
  * with a subcomponent. MSH-1 and MSH-2 are never split. */
-slice_t
-hl7_seg_get(const hl7_msg_t *m, const hl7_seg_t *s, size_t field, size_t rep, size_t comp,
-	    size_t sub)
+slice_t(hl7_seg_get)(const hl7_msg_t *m, const hl7_seg_t *s, size_t field, size_t rep, size_t comp,
+		     size_t sub)
 {
-	const hl7_delims_t *d = m != NULL ? &m->delims : &hl7_delims_std;
-	slice_t v = hl7_field_at(s, field);
-
-	if (s != NULL && s->is_msh && field <= 2)
-		return rep <= 1 && comp <= 1 && sub <= 1 ? v : SLICE_NULL;
-	if (rep == 0 && (comp != 0 || sub != 0))
-		rep = 1;
-	if (comp == 0 && sub != 0)
-		comp = 1;
-	if (rep != 0 && m != NULL && s != NULL && s->no_reps)
-		v = rep == 1 && v.len > 0 ? v : SLICE_NULL; /* what hl7_split_nth would give */
-	else if (rep != 0)
-		v = hl7_split_nth(v, d->repetition, rep);
-	if (comp != 0)
-		v = hl7_split_nth(v, d->component, comp);
-	if (sub != 0)
-		v = hl7_split_nth(v, d->subcomponent, sub);
-	return v;
+	return hl7_seg_get_inl(m, s, field, rep, comp, sub);
 }
 
 size_t

@@ -39,6 +39,46 @@ hl7_chunk(const hl7_seg_t *s, size_t i)
 	return slice_make(s->ptr + s->off[i], s->off[i + 1] - s->off[i] - 1);
 }
 
+static const hl7_delims_t hl7_delims_std = {'|', '^', '~', '\\', '&', 0};
+
+/* hl7_seg_field, inline (hl7_seg_get runs for every value a conversion reads). */
+static inline slice_t
+hl7_field_at(const hl7_seg_t *s, size_t n)
+{
+	if (s == NULL || n == 0)
+		return SLICE_NULL;
+	if (s->is_msh) {
+		if (n == 1)
+			return slice_make(s->ptr + 3, 1);
+		n--;
+	}
+	return n < s->nchunks ? hl7_chunk(s, n) : SLICE_NULL;
+}
+
+static inline slice_t
+hl7_seg_get_inl(const hl7_msg_t *m, const hl7_seg_t *s, size_t field, size_t rep, size_t comp,
+		size_t sub)
+{
+	const hl7_delims_t *d = m != NULL ? &m->delims : &hl7_delims_std;
+	slice_t v = hl7_field_at(s, field);
+
+	if (s != NULL && s->is_msh && field <= 2)
+		return rep <= 1 && comp <= 1 && sub <= 1 ? v : SLICE_NULL;
+	if (rep == 0 && (comp != 0 || sub != 0))
+		rep = 1;
+	if (comp == 0 && sub != 0)
+		comp = 1;
+	if (rep != 0 && m != NULL && s != NULL && s->no_reps)
+		v = rep == 1 && v.len > 0 ? v : SLICE_NULL; /* what hl7_split_nth would give */
+	else if (rep != 0)
+		v = hl7_split_nth(v, d->repetition, rep);
+	if (comp != 0)
+		v = hl7_split_nth(v, d->component, comp);
+	if (sub != 0)
+		v = hl7_split_nth(v, d->subcomponent, sub);
+	return v;
+}
+
 /* The accessors of hl7.h, inline: a file that includes this header calls these under the
  * public names (the macros below); hl7.c defines the public functions with them. */
 static inline const hl7_header_t *
@@ -90,5 +130,7 @@ hl7_seg_field_count_inl(const hl7_seg_t *s)
 #define hl7_seg_id(s)            hl7_seg_id_inl(s)
 #define hl7_seg_may_repeat(s)    hl7_seg_may_repeat_inl(s)
 #define hl7_seg_field_count(s)   hl7_seg_field_count_inl(s)
+#define hl7_seg_get(m, s, field, rep, comp, sub) \
+	hl7_seg_get_inl((m), (s), (field), (rep), (comp), (sub))
 
 #endif
