@@ -1701,22 +1701,21 @@ map_find_message(const map_set_t *set, const hl7_msg_t *m, bool *code_known)
 	*code_known = false;
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t k = 0; k < 2; k++)
-			for (size_t i = 0; i < set->ndefs; i++) {
-				const map_def_t *d = set->defs[i];
+			for (size_t i = 0; i < set->nmsgs; i++) {
+				const map_def_t *d = set->msgs[i];
 
-				if (d->kind != MAP_MESSAGE || (pass == 0) != d->site)
+				if ((pass == 0) != d->site)
 					continue;
 				for (size_t j = 0; j < d->nnames; j++)
 					if (keys[k].len > 0 && slice_eq(d->names[j], keys[k]))
 						return d;
 			}
-	for (size_t i = 0; i < set->ndefs; i++)
-		for (size_t j = 0; set->defs[i]->kind == MAP_MESSAGE && j < set->defs[i]->nnames;
-		     j++)
-			if (set->defs[i]->names[j].len > h->msg_code.len &&
-			    memcmp(set->defs[i]->names[j].ptr, h->msg_code.ptr, h->msg_code.len) ==
+	for (size_t i = 0; i < set->nmsgs; i++)
+		for (size_t j = 0; j < set->msgs[i]->nnames; j++)
+			if (set->msgs[i]->names[j].len > h->msg_code.len &&
+			    memcmp(set->msgs[i]->names[j].ptr, h->msg_code.ptr, h->msg_code.len) ==
 				0 &&
-			    set->defs[i]->names[j].ptr[h->msg_code.len] == '_')
+			    set->msgs[i]->names[j].ptr[h->msg_code.len] == '_')
 				*code_known = true;
 	return NULL;
 }

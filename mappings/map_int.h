@@ -230,6 +230,9 @@ struct map_set {
 	arena_t *arena;
 	map_def_t **defs;
 	size_t ndefs;
+	/* the message maps among defs, in the same order (map_find_message looks at these) */
+	const map_def_t **msgs;
+	size_t nmsgs;
 	uint64_t version;
 	/* member keys of the trees conversions build, each text once (map_set_key) */
 	slice_t *keys;
