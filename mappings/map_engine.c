@@ -650,11 +650,19 @@ map_bool_parse(slice_t t)
 static bool
 map_is_uri_type(const char *name)
 {
-	/* the first letter rules out most types at once (string, code, id, ...) */
-	return (name[0] == 'u' || name[0] == 'c' || name[0] == 'o') &&
-	       (strcmp(name, "uri") == 0 || strcmp(name, "url") == 0 ||
-		strcmp(name, "canonical") == 0 || strcmp(name, "oid") == 0 ||
-		strcmp(name, "uuid") == 0);
+	/* the first letter rules out most types at once (string, id, ...), and says which names
+	 * to compare with (code is not compared with uri and url) */
+	switch (name[0]) {
+	case 'u':
+		return strcmp(name, "uri") == 0 || strcmp(name, "url") == 0 ||
+		       strcmp(name, "uuid") == 0;
+	case 'c':
+		return strcmp(name, "canonical") == 0;
+	case 'o':
+		return strcmp(name, "oid") == 0;
+	default:
+		return false;
+	}
 }
 
 static bool
