@@ -1,7 +1,8 @@
-/* The layout of the resource tree's nodes and its small read accessors inline, for the code
- * that cannot afford a call per member or lookup (the compact JSON writer, the converter in
- * mappings/); everyone else goes through tree.h. Read only: changes go through tree.c, which
- * keeps an object's index. */
+/* The layout of the resource tree's nodes, and its small accessors, constructors and
+ * insertions inline, for the code that cannot afford a call per member, lookup or value (the
+ * compact JSON writer, the converter in mappings/); everyone else goes through tree.h. The
+ * layout is read only outside tree.c: changes go through the functions of tree.h (here or
+ * there), which keep an object's index. */
 #ifndef FHIR_TREE_INT_H
 #define FHIR_TREE_INT_H
 
