@@ -416,22 +416,35 @@ map_explain(map_run_t *run, const map_line_t *l, const buf_t *path, const char *
 
 /* ---- ids ---------------------------------------------------------------------------- */
 
+/* The 8 lowercase hex digits of x, most significant first, 8 at a time: each nibble spread
+ * to a byte of its own, then '0' added, and 'a' - '0' - 10 more where the nibble is above 9
+ * (nibble + 6 carries into bit 4 exactly then). */
+static void
+map_hex8(uint32_t x, char *out)
+{
+	const uint64_t ones = 0x0101010101010101ull;
+	uint64_t v = x;
+
+	v = ((v & 0xffff0000ull) << 16) | (v & 0xffffull);
+	v = ((v & 0x0000ff000000ff00ull) << 8) | (v & 0x000000ff000000ffull);
+	v = ((v & 0x00f000f000f000f0ull) << 4) | (v & 0x000f000f000f000full);
+	v += ones * '0' + ((((v + ones * 6) >> 4) & ones) * ('a' - '0' - 10));
+	v = __builtin_bswap64(v); /* byte 0 held the least significant nibble */
+	memcpy(out, &v, 8);
+}
+
 /* The two 64-bit FNV-1a hashes of input (seeds 0 and 0x9e3779b97f4a7c15) in hex. */
 static void
 map_id_from(slice_t input, char out[33])
 {
-	static const char hex[] = "0123456789abcdef";
 	static const uint64_t seeds[2] = {0, 0x9e3779b97f4a7c15ull};
 	uint64_t h[2];
 
 	hash_fnv1a64_pair(input.ptr, input.len, seeds, h);
-	for (int k = 0; k < 2; k++)
-		for (int i = 0; i < 8; i++) {
-			unsigned b = (unsigned)(h[k] >> (56 - 8 * i)) & 0xff;
-
-			out[k * 16 + 2 * i] = hex[b >> 4];
-			out[k * 16 + 2 * i + 1] = hex[b & 0xf];
-		}
+	for (int k = 0; k < 2; k++) {
+		map_hex8((uint32_t)(h[k] >> 32), out + k * 16);
+		map_hex8((uint32_t)h[k], out + k * 16 + 8);
+	}
 	out[32] = '\0';
 }
 
