@@ -429,7 +429,10 @@ map_hex8(uint32_t x, char *out)
 	v = ((v & 0x0000ff000000ff00ull) << 8) | (v & 0x000000ff000000ffull);
 	v = ((v & 0x00f000f000f000f0ull) << 4) | (v & 0x000f000f000f000full);
 	v += ones * '0' + ((((v + ones * 6) >> 4) & ones) * ('a' - '0' - 10));
-	v = __builtin_bswap64(v); /* byte 0 held the least significant nibble */
+	/* byte 7 holds the most significant nibble: first in memory on a big-endian machine */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
 	memcpy(out, &v, 8);
 }
 
