@@ -13,31 +13,12 @@
 /* Stands in for an emptied item of an aligned primitive array (nulls are never mutated). */
 static fhir_node_t fhir_null_shared = {.kind = FHIR_NULL};
 
-/* Objects up to this many members are searched linearly (almost every FHIR object is). */
-#define FHIR_OBJECT_LINEAR_MAX 16
-
 static fhir_node_t *
 fhir_node_new(arena_t *a, fhir_kind_t kind)
 {
 	fhir_node_t *n = arena_alloc(a, sizeof(*n));
 
 	*n = (fhir_node_t){.kind = kind};
-	return n;
-}
-
-/* A number or string node with its text copied right after it: one allocation, not two (a
- * conversion makes hundreds of them). */
-static fhir_node_t *
-fhir_text_node_new(arena_t *a, fhir_kind_t kind, slice_t text)
-{
-	fhir_node_t *n = arena_alloc(a, sizeof(*n) + text.len + 1);
-	char *p = (char *)(n + 1);
-
-	*n = (fhir_node_t){.kind = kind};
-	if (text.len > 0)
-		memcpy(p, text.ptr, text.len);
-	p[text.len] = '\0';
-	n->u.text = slice_make(p, text.len);
 	return n;
 }
 
@@ -59,7 +40,7 @@ fhir_bool_new(arena_t *a, bool v)
 fhir_node_t *
 fhir_number_new(arena_t *a, slice_t text)
 {
-	return fhir_text_node_new(a, FHIR_NUMBER, text);
+	return fhir_text_node_new_inl(a, FHIR_NUMBER, text);
 }
 
 fhir_node_t *
@@ -71,10 +52,9 @@ fhir_int_new(arena_t *a, int64_t v)
 	return fhir_number_new(a, slice_make(tmp, (size_t)len));
 }
 
-fhir_node_t *
-fhir_string_new(arena_t *a, slice_t s)
+fhir_node_t *(fhir_string_new)(arena_t *a, slice_t s)
 {
-	return fhir_text_node_new(a, FHIR_STRING, s);
+	return fhir_string_new_inl(a, s);
 }
 
 fhir_node_t *
@@ -86,36 +66,19 @@ fhir_raw_new(arena_t *a, slice_t json)
 	return n;
 }
 
-/* Room for this many members (items) comes with a new object (array), in the same allocation:
- * most have a few, and the first would otherwise allocate again. */
-#define FHIR_OBJECT_FIRST_CAP 4
-
-fhir_node_t *
-fhir_object_new(arena_t *a)
+fhir_node_t *(fhir_object_new)(arena_t *a)
 {
-	fhir_node_t *n = arena_alloc(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_member_t));
-
-	*n = (fhir_node_t){.kind = FHIR_OBJECT};
-	n->u.obj.m = (fhir_member_t *)(n + 1);
-	n->u.obj.cap = FHIR_OBJECT_FIRST_CAP;
-	return n;
+	return fhir_object_new_inl(a);
 }
 
-fhir_node_t *
-fhir_array_new(arena_t *a)
+fhir_node_t *(fhir_array_new)(arena_t *a)
 {
-	fhir_node_t *n = arena_alloc(a, sizeof(*n) + FHIR_OBJECT_FIRST_CAP * sizeof(fhir_node_t *));
-
-	*n = (fhir_node_t){.kind = FHIR_ARRAY};
-	n->u.arr.v = (fhir_node_t **)(n + 1);
-	n->u.arr.cap = FHIR_OBJECT_FIRST_CAP;
-	return n;
+	return fhir_array_new_inl(a);
 }
 
-fhir_kind_t
-fhir_node_kind(const fhir_node_t *n)
+fhir_kind_t(fhir_node_kind)(const fhir_node_t *n)
 {
-	return n->kind;
+	return fhir_node_kind_inl(n);
 }
 
 bool
@@ -124,12 +87,9 @@ fhir_node_bool(const fhir_node_t *n)
 	return n->kind == FHIR_BOOL && n->b;
 }
 
-slice_t
-fhir_node_text(const fhir_node_t *n)
+slice_t(fhir_node_text)(const fhir_node_t *n)
 {
-	if (n == NULL || (n->kind != FHIR_STRING && n->kind != FHIR_NUMBER && n->kind != FHIR_RAW))
-		return slice_make("", 0);
-	return n->u.text;
+	return fhir_node_text_inl(n);
 }
 
 /* Objects. */
@@ -168,7 +128,7 @@ fhir_object_index_build(arena_t *a, fhir_node_t *obj, size_t want)
 /* The lookups of large objects, through their index: apart from the linear search of the
  * others (almost all), which then saves no registers. by_address: keys compared by address
  * (interned), else by bytes. */
-static __attribute__((noinline)) fhir_member_t *
+__attribute__((noinline)) fhir_member_t *
 fhir_object_find_indexed(const fhir_node_t *obj, slice_t key, bool by_address)
 {
 	const fhir_member_t *m = obj->u.obj.m;
@@ -269,22 +229,20 @@ fhir_object_push(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val)
 	fhir_object_append(a, obj, key, val);
 }
 
-void
-fhir_object_insert(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank)
+void(fhir_object_insert)(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank)
 {
-	size_t n = obj->u.obj.n, at = n;
+	fhir_object_insert_inl(a, obj, key, val, rank);
+}
+
+/* fhir_object_insert's cases other than the end of an object with room and no index
+ * (fhir_object_insert_inl): at is where the member goes. */
+__attribute__((noinline)) void
+fhir_object_insert_at(arena_t *a, fhir_node_t *obj, slice_t key, fhir_node_t *val, uint32_t rank,
+		      size_t at)
+{
+	size_t n = obj->u.obj.n;
 	fhir_member_t *m;
 
-	/* almost always at the end: members mostly come in order */
-	while (at > 0 && obj->u.obj.m[at - 1].rank > rank)
-		at--;
-	if (at == n && n < obj->u.obj.cap && obj->u.obj.idx == NULL &&
-	    n + 1 <= FHIR_OBJECT_LINEAR_MAX) {
-		/* and with room, no index to keep or build: fhir_object_append's work, no call */
-		obj->u.obj.m[n] = (fhir_member_t){.key = key, .val = val, .rank = rank};
-		obj->u.obj.n = n + 1;
-		return;
-	}
 	fhir_object_append(a, obj, key, val);
 	m = obj->u.obj.m;
 	if (at == n) {
@@ -335,26 +293,12 @@ fhir_object_get(const fhir_node_t *obj, slice_t key)
 	return m != NULL ? m->val : NULL;
 }
 
-/* fhir_object_find's twin comparing keys by address: one shared function taking the mode as a
- * flag is not inlined by GCC and costs 2% of a conversion's instructions (callgrind); only the
- * rare lookup through an index shares one (fhir_object_find_indexed). */
-fhir_node_t *
-fhir_object_get_interned(const fhir_node_t *obj, slice_t key)
+/* fhir_object_find's twin comparing keys by address (tree_int.h): one shared function taking
+ * the mode as a flag is not inlined by GCC and costs 2% of a conversion's instructions
+ * (callgrind); only the rare lookup through an index shares one (fhir_object_find_indexed). */
+fhir_node_t *(fhir_object_get_interned)(const fhir_node_t *obj, slice_t key)
 {
-	const fhir_member_t *m;
-
-	if (obj == NULL || obj->kind != FHIR_OBJECT)
-		return NULL;
-	m = obj->u.obj.m;
-	if (obj->u.obj.idx != NULL) {
-		const fhir_member_t *f = fhir_object_find_indexed(obj, key, true);
-
-		return f != NULL ? f->val : NULL;
-	}
-	for (size_t i = 0; i < obj->u.obj.n; i++)
-		if (m[i].key.ptr == key.ptr)
-			return m[i].val;
-	return NULL;
+	return fhir_object_get_interned_inl(obj, key);
 }
 
 /* Removes member i (which is there). */
@@ -384,26 +328,19 @@ fhir_object_remove(fhir_node_t *obj, slice_t key)
 	return true;
 }
 
-size_t
-fhir_object_count(const fhir_node_t *obj)
+size_t(fhir_object_count)(const fhir_node_t *obj)
 {
-	return obj != NULL && obj->kind == FHIR_OBJECT ? obj->u.obj.n : 0;
+	return fhir_object_count_inl(obj);
 }
 
-slice_t
-fhir_object_key_at(const fhir_node_t *obj, size_t i)
+slice_t(fhir_object_key_at)(const fhir_node_t *obj, size_t i)
 {
-	if (i >= fhir_object_count(obj))
-		return slice_make("", 0);
-	return obj->u.obj.m[i].key;
+	return fhir_object_key_at_inl(obj, i);
 }
 
-fhir_node_t *
-fhir_object_value_at(const fhir_node_t *obj, size_t i)
+fhir_node_t *(fhir_object_value_at)(const fhir_node_t *obj, size_t i)
 {
-	if (i >= fhir_object_count(obj))
-		return NULL;
-	return obj->u.obj.m[i].val;
+	return fhir_object_value_at_inl(obj, i);
 }
 
 void
@@ -427,36 +364,32 @@ fhir_object_get_cstr(const fhir_node_t *obj, const char *key)
 
 /* Arrays. */
 
-void
-fhir_array_append(arena_t *a, fhir_node_t *arr, fhir_node_t *val)
+void(fhir_array_append)(arena_t *a, fhir_node_t *arr, fhir_node_t *val)
 {
-	size_t n = arr->u.arr.n;
-
-	if (n == arr->u.arr.cap) {
-		size_t ncap = n ? n * 2 : 4;
-		fhir_node_t **v = arena_alloc(a, ncap * sizeof(*v));
-
-		if (n > 0)
-			memcpy(v, arr->u.arr.v, n * sizeof(*v));
-		arr->u.arr.v = v;
-		arr->u.arr.cap = ncap;
-	}
-	arr->u.arr.v[n] = val;
-	arr->u.arr.n = n + 1;
+	fhir_array_append_inl(a, arr, val);
 }
 
-size_t
-fhir_array_len(const fhir_node_t *arr)
+/* An array's items moved to twice the room (fhir_array_append_inl, when it is full). */
+__attribute__((noinline)) void
+fhir_array_grow(arena_t *a, fhir_node_t *arr)
 {
-	return arr != NULL && arr->kind == FHIR_ARRAY ? arr->u.arr.n : 0;
+	size_t n = arr->u.arr.n, ncap = n ? n * 2 : 4;
+	fhir_node_t **v = arena_alloc(a, ncap * sizeof(*v));
+
+	if (n > 0)
+		memcpy(v, arr->u.arr.v, n * sizeof(*v));
+	arr->u.arr.v = v;
+	arr->u.arr.cap = ncap;
 }
 
-fhir_node_t *
-fhir_array_at(const fhir_node_t *arr, size_t i)
+size_t(fhir_array_len)(const fhir_node_t *arr)
 {
-	if (i >= fhir_array_len(arr))
-		return NULL;
-	return arr->u.arr.v[i];
+	return fhir_array_len_inl(arr);
+}
+
+fhir_node_t *(fhir_array_at)(const fhir_node_t *arr, size_t i)
+{
+	return fhir_array_at_inl(arr, i);
 }
 
 void
@@ -735,6 +668,57 @@ void
 fhir_node_dedupe(fhir_node_t *n)
 {
 	fhir_node_dedupe_at(n, 0);
+}
+
+/* fhir_node_dedupe_prune below depth: one walk where deduping all of a subtree before pruning
+ * it makes no difference, that is where nothing is compared (an array of one item or none)
+ * and nothing is paired (an object without "_x" companions); elsewhere the two walks as
+ * before, over that subtree. */
+static bool
+fhir_node_dedupe_prune_at(fhir_node_t *n, unsigned depth)
+{
+	fhir_member_t *m;
+	size_t i;
+
+	if (depth > 64 || (n->kind != FHIR_OBJECT && n->kind != FHIR_ARRAY))
+		return fhir_node_prune(n); /* fhir_node_dedupe_at does nothing there */
+	if (n->kind == FHIR_ARRAY) {
+		if (n->u.arr.n > 1) {
+			fhir_node_dedupe_at(n, depth);
+			return fhir_node_prune(n);
+		}
+		if (n->u.arr.n == 1 && n->u.arr.v[0]->kind != FHIR_NULL &&
+		    !fhir_node_dedupe_prune_at(n->u.arr.v[0], depth + 1))
+			fhir_array_remove_at(n, 0);
+		return n->u.arr.n != 0;
+	}
+	m = n->u.obj.m;
+	for (i = 0; i < n->u.obj.n; i++)
+		if (m[i].key.len > 1 && m[i].key.ptr[0] == '_') {
+			fhir_node_dedupe_at(n, depth);
+			return fhir_node_prune(n);
+		}
+	/* fhir_object_prune's pass over the members, each deduped first */
+	i = 0;
+	while (i < n->u.obj.n) {
+		fhir_node_t *v = m[i].val;
+		bool keep = v->kind != FHIR_OBJECT && v->kind != FHIR_ARRAY
+				? !(v->kind == FHIR_STRING && v->u.text.len == 0)
+				: fhir_node_dedupe_prune_at(v, depth + 1) &&
+				      !(v->kind == FHIR_ARRAY && fhir_array_is_all_null(v));
+
+		if (keep)
+			i++;
+		else
+			fhir_object_remove_at(n, i);
+	}
+	return n->u.obj.n != 0;
+}
+
+bool
+fhir_node_dedupe_prune(fhir_node_t *n)
+{
+	return fhir_node_dedupe_prune_at(n, 0);
 }
 
 slice_t

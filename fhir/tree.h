@@ -102,6 +102,10 @@ bool fhir_node_prune(fhir_node_t *n);
 /* Removes from every array in n (recursively, 64 levels deep) each object equal to one
  * before it among its first 64 items (the same doctor as placer and filler contact). */
 void fhir_node_dedupe(fhir_node_t *n);
+/* fhir_node_dedupe then fhir_node_prune (its result), in one walk where that gives the same
+ * tree. n must be a tree: no node reachable twice (a subtree pruned on the way would otherwise
+ * be compared pruned where the two walks compare it whole). */
+bool fhir_node_dedupe_prune(fhir_node_t *n);
 
 /* "resourceType" of a resource object, empty when absent. */
 slice_t fhir_resource_type(const fhir_node_t *res);

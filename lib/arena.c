@@ -11,22 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/arena_int.h"
 #include "lib/xalloc.h"
 
 #define CHUNK_MAX (1024 * 1024)
-
-struct chunk {
-	struct chunk *next;
-	size_t size;
-	size_t used;
-	alignas(max_align_t) unsigned char data[];
-};
-
-struct arena {
-	struct chunk *head;
-	size_t chunk_size;
-	size_t total;
-};
 
 /* Freed chunks of the large sizes that growth makes (POOL_MIN, twice that, ... CHUNK_MAX) are
  * kept for the next arena, up to POOL_MAX bytes in all: malloc maps and unmaps blocks that large
@@ -45,7 +33,7 @@ struct arena {
 
 static struct {
 	pthread_mutex_t lock;
-	struct chunk *free[POOL_CLASSES];
+	struct arena_chunk *free[POOL_CLASSES];
 	size_t bytes;
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -59,11 +47,11 @@ pool_class(size_t size)
 	return -1;
 }
 
-static struct chunk *
+static struct arena_chunk *
 chunk_new(size_t size)
 {
 	int k = pool_class(size);
-	struct chunk *c = NULL;
+	struct arena_chunk *c = NULL;
 
 	if (k >= 0) {
 		pthread_mutex_lock(&pool.lock);
@@ -83,7 +71,7 @@ chunk_new(size_t size)
 }
 
 static void
-chunk_free(struct chunk *c)
+chunk_free(struct arena_chunk *c)
 {
 	int k = pool_class(c->size);
 
@@ -111,10 +99,10 @@ arena_new(size_t chunk_size)
 }
 
 static void
-chunks_free(struct chunk *c)
+chunks_free(struct arena_chunk *c)
 {
 	while (c != NULL) {
-		struct chunk *next = c->next;
+		struct arena_chunk *next = c->next;
 
 		chunk_free(c);
 		c = next;
@@ -133,16 +121,16 @@ arena_free(arena_t *a)
 void
 arena_reset(arena_t *a)
 {
-	struct chunk *last = a->head;
+	struct arena_chunk *last = a->head;
 
 	/* Keep the oldest chunk (the last in the list): it has the default size. */
 	while (last->next != NULL)
 		last = last->next;
 	if (last != a->head) {
-		struct chunk *c = a->head;
+		struct arena_chunk *c = a->head;
 
 		while (c != last) {
-			struct chunk *next = c->next;
+			struct arena_chunk *next = c->next;
 
 			chunk_free(c);
 			c = next;
@@ -155,10 +143,10 @@ arena_reset(arena_t *a)
 
 /* arena_alloc past the head chunk's room: a new chunk. Apart, so that the common case saves
  * no registers. */
-static __attribute__((noinline)) void *
+__attribute__((noinline)) void *
 arena_alloc_chunk(arena_t *a, size_t size)
 {
-	struct chunk *c = a->head;
+	struct arena_chunk *c = a->head;
 	/* Chunks double up to CHUNK_MAX: a big request makes few large chunks (which the
 	 * allocator maps and unmaps as a whole) rather than thousands of small ones that
 	 * fragment the heap. */
@@ -175,21 +163,9 @@ arena_alloc_chunk(arena_t *a, size_t size)
 	return c->data;
 }
 
-void *
-arena_alloc(arena_t *a, size_t size)
+void *(arena_alloc)(arena_t *a, size_t size)
 {
-	const size_t align = alignof(max_align_t);
-	struct chunk *c = a->head;
-	size_t off;
-
-	if (size > SIZE_MAX - align)
-		abort();
-	off = (c->used + align - 1) & ~(align - 1);
-	if (off > c->size || size > c->size - off)
-		return arena_alloc_chunk(a, size);
-	c->used = off + size;
-	a->total += size;
-	return c->data + off;
+	return arena_alloc_inl(a, size);
 }
 
 void *

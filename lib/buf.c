@@ -28,14 +28,6 @@ buf_free(buf_t *b)
 	b->cap = 0;
 }
 
-void
-buf_reset(buf_t *b)
-{
-	b->len = 0;
-	if (b->data != NULL)
-		b->data[0] = '\0';
-}
-
 static int
 buf_reserve(buf_t *b, size_t extra)
 {
@@ -100,21 +92,9 @@ buf_append(buf_t *b, const void *p, size_t len)
 }
 
 int
-buf_append_slice(buf_t *b, slice_t s)
-{
-	return buf_append(b, s.ptr, s.len);
-}
-
-int
 buf_append_cstr(buf_t *b, const char *s)
 {
 	return buf_append(b, s, strlen(s));
-}
-
-int
-buf_append_byte(buf_t *b, char c)
-{
-	return buf_append(b, &c, 1);
 }
 
 int

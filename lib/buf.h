@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "lib/slice.h"
 
@@ -23,12 +24,43 @@ typedef struct {
 
 void buf_init(buf_t *b, size_t max);
 void buf_free(buf_t *b);
-void buf_reset(buf_t *b);
+/* Empties b, keeping its memory (inline: the converter resets scratch buffers per value). */
+static inline void
+buf_reset(buf_t *b)
+{
+	b->len = 0;
+	if (b->data != NULL)
+		b->data[0] = '\0';
+}
 /* Append; -FG_ETOOBIG (and nothing appended) past the cap, else 0. */
 int buf_append(buf_t *b, const void *p, size_t len);
-int buf_append_slice(buf_t *b, slice_t s);
 int buf_append_cstr(buf_t *b, const char *s);
-int buf_append_byte(buf_t *b, char c);
+
+/* buf_append of a slice and of a byte, inline when they fit in the room b has and b has no cap
+ * (the converter builds texts piece by piece); else buf_append. */
+static inline int
+buf_append_slice(buf_t *b, slice_t s)
+{
+	if (b->max == 0 && s.len < b->cap - b->len) {
+		if (s.len > 0)
+			memcpy(b->data + b->len, s.ptr, s.len);
+		b->len += s.len;
+		b->data[b->len] = '\0';
+		return 0;
+	}
+	return buf_append(b, s.ptr, s.len);
+}
+
+static inline int
+buf_append_byte(buf_t *b, char c)
+{
+	if (b->max == 0 && b->cap - b->len > 1) {
+		b->data[b->len++] = c;
+		b->data[b->len] = '\0';
+		return 0;
+	}
+	return buf_append(b, &c, 1);
+}
 int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Big-endian fixed-width numbers, for LMDB keys whose byte order is their numeric order. */

@@ -10,27 +10,7 @@
 #include <string.h>
 
 #include "lib/err.h"
-
-struct hl7_seg {
-	const char *ptr; /* first byte of the segment id */
-	uint32_t *off;   /* chunk i (0 is the id) spans [off[i], off[i + 1] - 1) from ptr */
-	size_t nchunks;  /* trailing empty chunks not counted */
-	bool is_msh;
-	/* no field has a repetition separator (the message's): a field is its one repetition,
-	 * which hl7_seg_get then need not look for; false when not known */
-	bool no_reps;
-};
-
-struct hl7_msg {
-	const char *input; /* what hl7_parse was given: error offsets count from here */
-	slice_t bytes;
-	hl7_delims_t delims;
-	hl7_charset_t charset;
-	bool charset_known;
-	hl7_header_t hdr;
-	hl7_seg_t *segs;
-	size_t nsegs, cap;
-};
+#include "mappings/hl7_int.h"
 
 /* Where an error is; seg is empty or a valid segment id (never other message bytes). */
 struct hl7_loc {
@@ -38,8 +18,6 @@ struct hl7_loc {
 	unsigned seg_seq, field, comp;
 	size_t line, offset;
 };
-
-static const hl7_delims_t hl7_delims_std = {'|', '^', '~', '\\', '&', 0};
 
 void
 hl7_limits_default(hl7_limits_t *lim)
@@ -143,27 +121,6 @@ hl7_skip_bom(const char *p, const char *end)
 	if (end - p >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
 		return p + 3;
 	return p;
-}
-
-static slice_t
-hl7_chunk(const hl7_seg_t *s, size_t i)
-{
-	return slice_make(s->ptr + s->off[i], s->off[i + 1] - s->off[i] - 1);
-}
-
-/* hl7_seg_field, inline for the readers in this file (hl7_seg_get runs for every value a
- * conversion reads). */
-static inline slice_t
-hl7_field_at(const hl7_seg_t *s, size_t n)
-{
-	if (s == NULL || n == 0)
-		return SLICE_NULL;
-	if (s->is_msh) {
-		if (n == 1)
-			return slice_make(s->ptr + 3, 1);
-		n--;
-	}
-	return n < s->nchunks ? hl7_chunk(s, n) : SLICE_NULL;
 }
 
 /* Number of occurrences of s's id up to and including s, for error locations. */
@@ -615,16 +572,14 @@ hl7_msg_validate(const hl7_msg_t *m, hl7_error_t *err)
 	return hl7_validate_segments(m, err);
 }
 
-const hl7_header_t *
-hl7_msg_header(const hl7_msg_t *m)
+const hl7_header_t *(hl7_msg_header)(const hl7_msg_t *m)
 {
-	return &m->hdr;
+	return hl7_msg_header_inl(m);
 }
 
-const hl7_delims_t *
-hl7_msg_delims(const hl7_msg_t *m)
+const hl7_delims_t *(hl7_msg_delims)(const hl7_msg_t *m)
 {
-	return &m->delims;
+	return hl7_msg_delims_inl(m);
 }
 
 hl7_charset_t
@@ -639,16 +594,14 @@ hl7_msg_bytes(const hl7_msg_t *m)
 	return m->bytes;
 }
 
-size_t
-hl7_msg_segment_count(const hl7_msg_t *m)
+size_t(hl7_msg_segment_count)(const hl7_msg_t *m)
 {
-	return m->nsegs;
+	return hl7_msg_segment_count_inl(m);
 }
 
-const hl7_seg_t *
-hl7_msg_segment(const hl7_msg_t *m, size_t index)
+const hl7_seg_t *(hl7_msg_segment)(const hl7_msg_t *m, size_t index)
 {
-	return index < m->nsegs ? &m->segs[index] : NULL;
+	return hl7_msg_segment_inl(m, index);
 }
 
 const hl7_seg_t *
@@ -662,10 +615,9 @@ hl7_msg_find(const hl7_msg_t *m, const char *id, size_t nth)
 	return NULL;
 }
 
-slice_t
-hl7_seg_id(const hl7_seg_t *s)
+slice_t(hl7_seg_id)(const hl7_seg_t *s)
 {
-	return hl7_chunk(s, 0);
+	return hl7_seg_id_inl(s);
 }
 
 uint64_t
@@ -683,16 +635,14 @@ hl7_seg_valued(const hl7_seg_t *s)
 	return valued;
 }
 
-bool
-hl7_seg_may_repeat(const hl7_seg_t *s)
+bool(hl7_seg_may_repeat)(const hl7_seg_t *s)
 {
-	return !s->no_reps;
+	return hl7_seg_may_repeat_inl(s);
 }
 
-size_t
-hl7_seg_field_count(const hl7_seg_t *s)
+size_t(hl7_seg_field_count)(const hl7_seg_t *s)
 {
-	return s->is_msh ? s->nchunks : s->nchunks - 1;
+	return hl7_seg_field_count_inl(s);
 }
 
 slice_t
@@ -703,28 +653,10 @@ hl7_seg_field(const hl7_seg_t *s, size_t n)
 
 /* rep 0 with a component or subcomponent asked for means the first repetition; so does comp 0
  * with a subcomponent. MSH-1 and MSH-2 are never split. */
-slice_t
-hl7_seg_get(const hl7_msg_t *m, const hl7_seg_t *s, size_t field, size_t rep, size_t comp,
-	    size_t sub)
+slice_t(hl7_seg_get)(const hl7_msg_t *m, const hl7_seg_t *s, size_t field, size_t rep, size_t comp,
+		     size_t sub)
 {
-	const hl7_delims_t *d = m != NULL ? &m->delims : &hl7_delims_std;
-	slice_t v = hl7_field_at(s, field);
-
-	if (s != NULL && s->is_msh && field <= 2)
-		return rep <= 1 && comp <= 1 && sub <= 1 ? v : SLICE_NULL;
-	if (rep == 0 && (comp != 0 || sub != 0))
-		rep = 1;
-	if (comp == 0 && sub != 0)
-		comp = 1;
-	if (rep != 0 && m != NULL && s != NULL && s->no_reps)
-		v = rep == 1 && v.len > 0 ? v : SLICE_NULL; /* what hl7_split_nth would give */
-	else if (rep != 0)
-		v = hl7_split_nth(v, d->repetition, rep);
-	if (comp != 0)
-		v = hl7_split_nth(v, d->component, comp);
-	if (sub != 0)
-		v = hl7_split_nth(v, d->subcomponent, sub);
-	return v;
+	return hl7_seg_get_inl(m, s, field, rep, comp, sub);
 }
 
 size_t

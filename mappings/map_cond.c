@@ -207,22 +207,60 @@ map_as_number(slice_t t, double *out)
 	return *end == '\0';
 }
 
+/* The value of a text of 1 to 15 ASCII digits: what strtod reads there, exactly (below 2^53). */
+static bool
+map_as_digits(slice_t t, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (t.len == 0 || t.len > 15)
+		return false;
+	for (size_t i = 0; i < t.len; i++) {
+		unsigned d = (unsigned)(unsigned char)t.ptr[i] - '0';
+
+		if (d > 9)
+			return false;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return true;
+}
+
 /* <0, 0, >0: numerically when both sides are numbers, else byte order. */
 static int
 map_compare(slice_t a, slice_t b)
 {
 	double x, y;
+	uint64_t i, j;
 	int c;
 
 	/* equal bytes compare equal either way (strtod reads them the same) */
 	if (a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0))
 		return 0;
+	/* plain integers (lengths, counts, set ids) without strtod */
+	if (map_as_digits(a, &i) && map_as_digits(b, &j))
+		return i < j ? -1 : i > j ? 1 : 0;
 	if (map_as_number(a, &x) && map_as_number(b, &y))
 		return x < y ? -1 : x > y ? 1 : 0;
 	c = memcmp(a.ptr ? a.ptr : "", b.ptr ? b.ptr : "", a.len < b.len ? a.len : b.len);
 	if (c != 0)
 		return c;
 	return a.len < b.len ? -1 : a.len > b.len ? 1 : 0;
+}
+
+/* map_compare(a, b) == 0, without ordering texts that differ (EQUALS, NOT EQUALS, IN). */
+static bool
+map_equal(slice_t a, slice_t b)
+{
+	double x, y;
+	uint64_t i, j;
+
+	if (a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0))
+		return true;
+	if (map_as_digits(a, &i) && map_as_digits(b, &j))
+		return i == j;
+	/* as map_compare: neither below nor above (NaN, from "-nan", is "equal" to anything) */
+	return map_as_number(a, &x) && map_as_number(b, &y) && !(x < y) && !(x > y);
 }
 
 bool
@@ -252,19 +290,18 @@ map_cond_eval(const map_cond_t *c, const map_frame_t *fr)
 		map_operand_eval(&c->a, fr, 0, &a);
 		for (size_t i = 0; i < c->nlist && !r; i++) {
 			map_operand_eval(&c->list[i], fr, 1, &b);
-			r = a.valued && map_compare(a.text, b.text) == 0;
+			r = a.valued && map_equal(a.text, b.text);
 		}
 		return r;
 	case MAP_C_CMP:
 		map_operand_eval(&c->a, fr, 0, &a);
 		map_operand_eval(&c->b, fr, 1, &b);
+		if (c->op == MAP_CMP_EQ || c->op == MAP_CMP_NE)
+			return map_equal(a.text, b.text) == (c->op == MAP_CMP_EQ);
 		cmp = map_compare(a.text, b.text);
 		switch (c->op) {
 		case MAP_CMP_EQ:
-			r = cmp == 0;
-			break;
 		case MAP_CMP_NE:
-			r = cmp != 0;
 			break;
 		case MAP_CMP_LT:
 			r = a.valued && b.valued && cmp < 0;

@@ -416,22 +416,38 @@ map_explain(map_run_t *run, const map_line_t *l, const buf_t *path, const char *
 
 /* ---- ids ---------------------------------------------------------------------------- */
 
+/* The 8 lowercase hex digits of x, most significant first, 8 at a time: each nibble spread
+ * to a byte of its own, then '0' added, and 'a' - '0' - 10 more where the nibble is above 9
+ * (nibble + 6 carries into bit 4 exactly then). */
+static void
+map_hex8(uint32_t x, char *out)
+{
+	const uint64_t ones = 0x0101010101010101ull;
+	uint64_t v = x;
+
+	v = ((v & 0xffff0000ull) << 16) | (v & 0xffffull);
+	v = ((v & 0x0000ff000000ff00ull) << 8) | (v & 0x000000ff000000ffull);
+	v = ((v & 0x00f000f000f000f0ull) << 4) | (v & 0x000f000f000f000full);
+	v += ones * '0' + ((((v + ones * 6) >> 4) & ones) * ('a' - '0' - 10));
+	/* byte 7 holds the most significant nibble: first in memory on a big-endian machine */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	memcpy(out, &v, 8);
+}
+
 /* The two 64-bit FNV-1a hashes of input (seeds 0 and 0x9e3779b97f4a7c15) in hex. */
 static void
 map_id_from(slice_t input, char out[33])
 {
-	static const char hex[] = "0123456789abcdef";
 	static const uint64_t seeds[2] = {0, 0x9e3779b97f4a7c15ull};
 	uint64_t h[2];
 
 	hash_fnv1a64_pair(input.ptr, input.len, seeds, h);
-	for (int k = 0; k < 2; k++)
-		for (int i = 0; i < 8; i++) {
-			unsigned b = (unsigned)(h[k] >> (56 - 8 * i)) & 0xff;
-
-			out[k * 16 + 2 * i] = hex[b >> 4];
-			out[k * 16 + 2 * i + 1] = hex[b & 0xf];
-		}
+	for (int k = 0; k < 2; k++) {
+		map_hex8((uint32_t)(h[k] >> 32), out + k * 16);
+		map_hex8((uint32_t)h[k], out + k * 16 + 8);
+	}
 	out[32] = '\0';
 }
 
@@ -530,13 +546,21 @@ map_inst_final(const map_inst_t *inst)
 	return inst;
 }
 
-/* Appends "Type/id" (a reference, and a Bundle request's url). */
-static void
-map_ref_text(buf_t *b, const map_inst_t *inst)
+/* "Type/id" (a reference, and a Bundle request's url): written in tmp when it fits (a buf_t
+ * makes a call per piece, and goes to the heap), else appended to b. */
+static slice_t
+map_ref_text(const map_inst_t *inst, char *tmp, size_t cap, buf_t *b)
 {
+	if (inst->type.len + 33 <= cap) {
+		memcpy(tmp, inst->type.ptr, inst->type.len);
+		tmp[inst->type.len] = '/';
+		memcpy(tmp + inst->type.len + 1, inst->id, 32);
+		return slice_make(tmp, inst->type.len + 33);
+	}
 	buf_append_slice(b, inst->type);
 	buf_append_byte(b, '/');
 	buf_append(b, inst->id, 32);
+	return buf_slice(b);
 }
 
 /* A reference's "reference" (map_member_set with the rank worked out once). */
@@ -555,21 +579,11 @@ static void
 map_ref_fill(map_conv_t *cv, fhir_node_t *ref, const map_inst_t *inst)
 {
 	char tmp[160];
-	buf_t b;
+	buf_t b = BUF_INIT;
 
-	/* Fixed-size scratch: buf_t would go to the heap for every reference. */
-	inst = map_inst_final(inst);
-	if (inst->type.len + 33 <= sizeof(tmp)) {
-		memcpy(tmp, inst->type.ptr, inst->type.len);
-		tmp[inst->type.len] = '/';
-		memcpy(tmp + inst->type.len + 1, inst->id, 32);
-		map_ref_set(cv, ref, slice_make(tmp, inst->type.len + 33));
-		return;
-	}
-	buf_init(&b, 0);
-	map_ref_text(&b, inst);
-	map_ref_set(cv, ref, buf_slice(&b));
-	buf_free(&b);
+	map_ref_set(cv, ref, map_ref_text(map_inst_final(inst), tmp, sizeof(tmp), &b));
+	if (b.data != NULL)
+		buf_free(&b);
 }
 
 /* {"reference": "Type/id"}, the id filled in when it is final. */
@@ -652,11 +666,19 @@ map_bool_parse(slice_t t)
 static bool
 map_is_uri_type(const char *name)
 {
-	/* the first letter rules out most types at once (string, code, id, ...) */
-	return (name[0] == 'u' || name[0] == 'c' || name[0] == 'o') &&
-	       (strcmp(name, "uri") == 0 || strcmp(name, "url") == 0 ||
-		strcmp(name, "canonical") == 0 || strcmp(name, "oid") == 0 ||
-		strcmp(name, "uuid") == 0);
+	/* the first letter rules out most types at once (string, id, ...), and says which names
+	 * to compare with (code is not compared with uri and url) */
+	switch (name[0]) {
+	case 'u':
+		return strcmp(name, "uri") == 0 || strcmp(name, "url") == 0 ||
+		       strcmp(name, "uuid") == 0;
+	case 'c':
+		return strcmp(name, "canonical") == 0;
+	case 'o':
+		return strcmp(name, "oid") == 0;
+	default:
+		return false;
+	}
 }
 
 static bool
@@ -1703,22 +1725,21 @@ map_find_message(const map_set_t *set, const hl7_msg_t *m, bool *code_known)
 	*code_known = false;
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t k = 0; k < 2; k++)
-			for (size_t i = 0; i < set->ndefs; i++) {
-				const map_def_t *d = set->defs[i];
+			for (size_t i = 0; i < set->nmsgs; i++) {
+				const map_def_t *d = set->msgs[i];
 
-				if (d->kind != MAP_MESSAGE || (pass == 0) != d->site)
+				if ((pass == 0) != d->site)
 					continue;
 				for (size_t j = 0; j < d->nnames; j++)
 					if (keys[k].len > 0 && slice_eq(d->names[j], keys[k]))
 						return d;
 			}
-	for (size_t i = 0; i < set->ndefs; i++)
-		for (size_t j = 0; set->defs[i]->kind == MAP_MESSAGE && j < set->defs[i]->nnames;
-		     j++)
-			if (set->defs[i]->names[j].len > h->msg_code.len &&
-			    memcmp(set->defs[i]->names[j].ptr, h->msg_code.ptr, h->msg_code.len) ==
+	for (size_t i = 0; i < set->nmsgs; i++)
+		for (size_t j = 0; j < set->msgs[i]->nnames; j++)
+			if (set->msgs[i]->names[j].len > h->msg_code.len &&
+			    memcmp(set->msgs[i]->names[j].ptr, h->msg_code.ptr, h->msg_code.len) ==
 				0 &&
-			    set->defs[i]->names[j].ptr[h->msg_code.len] == '_')
+			    set->msgs[i]->names[j].ptr[h->msg_code.len] == '_')
 				*code_known = true;
 	return NULL;
 }
@@ -2155,31 +2176,37 @@ map_list_unused(map_conv_t *cv, map_result_t *res)
 	free(un.v);
 }
 
-static void
+/* A Bundle entry's fullUrl: the base URL's Type/id, else the id as a urn:uuid. */
+static fhir_node_t *
 map_full_url(map_conv_t *cv, const map_inst_t *inst, buf_t *out)
 {
-	buf_reset(out);
+	char tmp[160];
+
 	if (cv->opt->base_url != NULL && cv->opt->base_url[0] != '\0') {
 		size_t n = strlen(cv->opt->base_url);
+		buf_t b = BUF_INIT;
 
 		while (n > 0 && cv->opt->base_url[n - 1] == '/')
 			n--;
+		buf_reset(out);
 		buf_append(out, cv->opt->base_url, n);
 		buf_append_byte(out, '/');
-		map_ref_text(out, inst);
-	} else {
-		/* the 32 hex digits of the id as a UUID: 8-4-4-4-12 */
-		buf_append_cstr(out, "urn:uuid:");
-		buf_append(out, inst->id, 8);
-		buf_append_byte(out, '-');
-		buf_append(out, inst->id + 8, 4);
-		buf_append_byte(out, '-');
-		buf_append(out, inst->id + 12, 4);
-		buf_append_byte(out, '-');
-		buf_append(out, inst->id + 16, 4);
-		buf_append_byte(out, '-');
-		buf_append(out, inst->id + 20, 12);
+		buf_append_slice(out, map_ref_text(inst, tmp, sizeof(tmp), &b));
+		buf_free(&b);
+		return fhir_string_new(cv->a, buf_slice(out));
 	}
+	/* the 32 hex digits of the id as a UUID: 8-4-4-4-12, written in place */
+	memcpy(tmp, "urn:uuid:", 9);
+	memcpy(tmp + 9, inst->id, 8);
+	tmp[17] = '-';
+	memcpy(tmp + 18, inst->id + 8, 4);
+	tmp[22] = '-';
+	memcpy(tmp + 23, inst->id + 12, 4);
+	tmp[27] = '-';
+	memcpy(tmp + 28, inst->id + 16, 4);
+	tmp[32] = '-';
+	memcpy(tmp + 33, inst->id + 20, 12);
+	return fhir_string_new(cv->a, slice_make(tmp, 45));
 }
 
 /* Whether a deferred "= *" line will fill this element of inst. */
@@ -2276,6 +2303,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	map_resource_t *rs = arena_alloc(a, (cv->insts.n ? cv->insts.n : 1) * sizeof(*rs));
 	size_t n = 0;
 	buf_t tmp = BUF_INIT;
+	char url[160];
 
 	map_ids_finish(cv);
 	for (size_t i = 0; i < cv->refs.n; i++) {
@@ -2289,8 +2317,10 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 			continue;
 		map_member_set(a, inst->obj, inst->meta, map_keys[MAP_KEY_ID],
 			       fhir_string_new(a, slice_cstr(inst->id)));
-		fhir_node_dedupe(inst->obj); /* equal objects in an array appear once */
-		(void)fhir_node_prune(inst->obj);
+		/* equal objects in an array appear once; a resource is a tree: every node the
+		 * converter makes goes in one place (a merged value's members go to where it merges
+		 * and the value itself nowhere) */
+		(void)fhir_node_dedupe_prune(inst->obj);
 		map_check_required(cv, inst);
 	}
 	/* "= *": every other resource that stays */
@@ -2329,14 +2359,13 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 		rs[n++].resource = r;
 		/* new objects: their keys go in without a lookup, borrowed (static texts) */
 		e = fhir_object_new(a);
-		map_full_url(cv, inst, &tmp);
-		fhir_object_push(a, e, SLICE_LIT("fullUrl"), fhir_string_new(a, buf_slice(&tmp)));
+		fhir_object_push(a, e, SLICE_LIT("fullUrl"), map_full_url(cv, inst, &tmp));
 		fhir_object_push(a, e, SLICE_LIT("resource"), r);
 		req = fhir_object_new(a);
 		fhir_object_push(a, req, SLICE_LIT("method"), fhir_string_new(a, SLICE_LIT("PUT")));
 		buf_reset(&tmp);
-		map_ref_text(&tmp, inst);
-		fhir_object_push(a, req, SLICE_LIT("url"), fhir_string_new(a, buf_slice(&tmp)));
+		fhir_object_push(a, req, SLICE_LIT("url"),
+				 fhir_string_new(a, map_ref_text(inst, url, sizeof(url), &tmp)));
 		fhir_object_push(a, e, SLICE_LIT("request"), req);
 		fhir_array_append(a, entries, e);
 	}

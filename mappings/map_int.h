@@ -10,9 +10,11 @@
 
 #include "fhir/meta.h"
 #include "fhir/tree.h"
+#include "fhir/tree_int.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
 #include "mappings/hl7.h"
+#include "mappings/hl7_int.h"
 #include "mappings/map.h"
 
 typedef enum { MAP_MESSAGE, MAP_SEGMENT, MAP_DATATYPE, MAP_VOCAB } map_kind_t;
@@ -228,6 +230,9 @@ struct map_set {
 	arena_t *arena;
 	map_def_t **defs;
 	size_t ndefs;
+	/* the message maps among defs, in the same order (map_find_message looks at these) */
+	const map_def_t **msgs;
+	size_t nmsgs;
 	uint64_t version;
 	/* member keys of the trees conversions build, each text once (map_set_key) */
 	slice_t *keys;

@@ -1011,9 +1011,12 @@ map_set_load_files(const map_file_t *files, size_t n, map_diag_fn diag, void *ar
 		return -FG_ECONFIG;
 	}
 	map_set_intern_steps(set);
+	set->msgs = arena_alloc(set->arena, (set->ndefs ? set->ndefs : 1) * sizeof(*set->msgs));
 	for (size_t i = 0; i < set->ndefs; i++)
-		if (set->defs[i]->kind == MAP_MESSAGE)
+		if (set->defs[i]->kind == MAP_MESSAGE) {
 			map_index_segment_lines(set->arena, set->defs[i]);
+			set->msgs[set->nmsgs++] = set->defs[i];
+		}
 	*out = set;
 	return 0;
 }

@@ -616,6 +616,57 @@ test_tree_dedupe(void **state)
 	arena_free(a);
 }
 
+/* fhir_node_dedupe_prune gives the tree and the result that fhir_node_dedupe then
+ * fhir_node_prune give: where pruning first would make objects equal, where "_x" companions
+ * pair up, below arrays of one item and of several, deeper than dedupe goes. */
+static void
+test_tree_dedupe_prune(void **state)
+{
+	static const char *const docs[] = {
+	    "{\"a\":[{\"x\":1,\"e\":{}},{\"x\":1}],\"b\":[{\"c\":[{\"x\":1,\"e\":\"\"},{\"x\":1}]}]"
+	    "}",
+	    "{\"a\":[{\"x\":[{\"y\":1},{\"y\":1}]},{\"x\":[{\"y\":1}]}],\"s\":\"\",\"o\":{}}",
+	    "{\"n\":{\"given\":[\"a\",\"\",\"\"],\"_given\":[null,{\"id\":\"x\"},{}],"
+	    "\"k\":[{\"z\":[]},{\"z\":[]}]}}",
+	    "{\"a\":[{\"b\":[{\"c\":{}}]}],\"d\":[[],{\"e\":[null,{}]}],\"f\":[\"\"]}",
+	    "{\"a\":[{}]}",
+	    "[{\"x\":{}},{\"x\":\"\"},{}]",
+	};
+	char deep[2048];
+	size_t len = 0;
+
+	/* objects in arrays 80 levels deep, equal items at the bottom (past dedupe's 64 levels) */
+	for (int i = 0; i < 40; i++)
+		len += (size_t)snprintf(deep + len, sizeof(deep) - len, "{\"a\":[");
+	len += (size_t)snprintf(deep + len, sizeof(deep) - len, "{\"x\":1},{\"x\":1},{}");
+	for (int i = 0; i < 40; i++)
+		len += (size_t)snprintf(deep + len, sizeof(deep) - len, "]}");
+	for (size_t i = 0; i <= sizeof(docs) / sizeof(docs[0]); i++) {
+		const char *text = i < sizeof(docs) / sizeof(docs[0]) ? docs[i] : deep;
+		arena_t *a = arena_new(0);
+		fhir_json_limits_t lim = {0, 200};
+		fhir_node_t *x = NULL, *y = NULL;
+		char err[256];
+		buf_t ox = BUF_INIT, oy = BUF_INIT;
+		bool rx, ry;
+
+		assert_int_equal(fhir_json_parse(a, text, strlen(text), &lim, &x, err, sizeof(err)),
+				 0);
+		assert_int_equal(fhir_json_parse(a, text, strlen(text), &lim, &y, err, sizeof(err)),
+				 0);
+		fhir_node_dedupe(x);
+		rx = fhir_node_prune(x);
+		ry = fhir_node_dedupe_prune(y);
+		assert_int_equal(rx, ry);
+		assert_int_equal(fhir_json_write(x, false, &ox), 0);
+		assert_int_equal(fhir_json_write(y, false, &oy), 0);
+		assert_string_equal(ox.data, oy.data);
+		buf_free(&ox);
+		buf_free(&oy);
+		arena_free(a);
+	}
+}
+
 /* Parses text expecting error rc, whose message must contain want. */
 static void
 json_parse_bad(const char *text, size_t len, const fhir_json_limits_t *lim, int rc,
@@ -1227,6 +1278,7 @@ main(void)
 	    cmocka_unit_test(test_tree_object_insert),
 	    cmocka_unit_test(test_tree_object_interned),
 	    cmocka_unit_test(test_tree_dedupe),
+	    cmocka_unit_test(test_tree_dedupe_prune),
 	    cmocka_unit_test(test_tree_array),
 	    cmocka_unit_test(test_tree_clone_equal),
 	    cmocka_unit_test(test_tree_prune),
