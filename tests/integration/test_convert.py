@@ -124,6 +124,9 @@ def test_ingest(t):
         ack = c.roundtrip(again)
         c.close()
         t.ok(ack.code in ("AA", "CA"), "a repeat of the A03 is accepted", repr(ack))
+        # its new MessageHeader and Provenance wait for the deferred apply: made before the
+        # versions are counted and before the index entries are (they raced the stats below)
+        t.ok(srv.wait_applied(), "the repeat's resources are applied")
         t.eq(len(history(srv, "Patient/" + pid)), 3, "an unchanged Patient gets no new version")
         t.eq(len(history(srv, "Encounter/" + eid)), 3, "an unchanged Encounter gets no new version")
 
