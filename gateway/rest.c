@@ -12,6 +12,7 @@
 
 #include "fhir/json.h"
 #include "fhir/meta.h"
+#include "fhir/search.h"
 #include "fhir/xml.h"
 #include "gateway/rest_int.h"
 #include "gateway/search.h"
@@ -1232,7 +1233,11 @@ capability_build(arena_t *a, bool secured)
 		for (size_t k = 0; k < n; k++) {
 			fhir_node_t *sp = fhir_object_new(a);
 
-			if (list[k]->type == FHIR_SP_COMPOSITE || list[k]->type == FHIR_SP_SPECIAL)
+			/* only what a search answers (search_run ignores the others with a warning)
+			 */
+			if (list[k]->type == FHIR_SP_COMPOSITE ||
+			    list[k]->type == FHIR_SP_SPECIAL ||
+			    !fhir_search_param_is_supported(list[k]))
 				continue;
 			fhir_object_set_cstr(a, sp, "name", str_node(a, list[k]->code));
 			if (list[k]->url != NULL && *list[k]->url != '\0')

@@ -481,6 +481,9 @@ def t_metadata(t, api):
     ia = sorted(i["code"] for i in res["Patient"]["interaction"])
     t.ok("read" in ia and "patch" in ia and "history-instance" in ia, "interactions", ia)
     t.ok(any(p["name"] == "birthdate" for p in res["Patient"]["searchParam"]), "search params")
+    names = [p["name"] for p in res["Patient"]["searchParam"]]
+    t.ok(not any(n in names for n in ("_text", "_content", "_query", "deceased")),
+         "search params: none that a search would ignore as unsupported", names)
     ae = res["AuditEvent"]
     t.eq((sorted(i["code"] for i in ae["interaction"]), ae.get("updateCreate")),
          (["history-instance", "history-type", "read", "search-type", "vread"], None),
