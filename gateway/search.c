@@ -899,6 +899,16 @@ eval_chain(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 	return 0;
 }
 
+/* Whether a parsed parameter can be searched: known, and either chained (the chain decides)
+ * or of a kind and expression the indexes answer. */
+static bool
+param_searchable(const fhir_search_param_t *p)
+{
+	return p->sp != NULL && (p->chain.len > 0 || (p->sp->type != FHIR_SP_COMPOSITE &&
+						      p->sp->type != FHIR_SP_SPECIAL &&
+						      fhir_search_param_is_supported(p->sp)));
+}
+
 /* How many times needle stands in s. */
 static size_t
 memmem_count(slice_t s, const char *needle)
@@ -980,9 +990,7 @@ eval_has(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 	} else {
 		fhir_search_param_parse(c->a, q->has_src, q->has_inner, q->raw, &inner.p);
 		inner.raw = q->raw;
-		if (inner.p.sp == NULL || inner.p.sp->type == FHIR_SP_COMPOSITE ||
-		    inner.p.sp->type == FHIR_SP_SPECIAL ||
-		    (!fhir_search_param_is_supported(inner.p.sp) && inner.p.chain.len == 0)) {
+		if (!param_searchable(&inner.p)) {
 			bad_request(c, "_has: unknown or unsupported parameter of its type");
 			return 0;
 		}
@@ -1850,10 +1858,7 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 
 			fhir_search_param_parse(a, type.len ? type : SLICE_LIT("Patient"), k, v,
 						&p);
-			if (p.sp == NULL || (type.len == 0 && !system_ok) ||
-			    ((p.sp->type == FHIR_SP_COMPOSITE || p.sp->type == FHIR_SP_SPECIAL ||
-			      !fhir_search_param_is_supported(p.sp)) &&
-			     p.chain.len == 0)) {
+			if (!param_searchable(&p) || (type.len == 0 && !system_ok)) {
 				if (c.opt->strict)
 					bad_request(&c, "unknown or unsupported search parameter");
 				fhir_array_append(
