@@ -76,6 +76,14 @@ typedef enum {
 	FHIR_SP_SPECIAL,
 } fhir_sp_type_t;
 
+/* One component of a composite parameter: the parameter of the same resource that says how
+ * to match its part of a value, and the expression that finds it from each of the composite's
+ * items ("value.as(Quantity)" from an Observation). */
+typedef struct {
+	const char *code;
+	const char *expression;
+} fhir_sp_component_t;
+
 typedef struct {
 	const char *code;     /* "birthdate" */
 	const char *resource; /* the base this entry is for ("Patient"); one entry per base */
@@ -84,6 +92,8 @@ typedef struct {
 	const char
 	    *targets; /* reference targets, space separated ("" when any / not a reference) */
 	const char *url;
+	const fhir_sp_component_t *components; /* composite: its components, in value order */
+	size_t ncomponents;
 } fhir_searchparam_t;
 
 /* Search parameters of a resource type (including those on Resource and DomainResource). */

@@ -40,6 +40,9 @@ typedef struct {
 	const char *p, *end;
 	bool unsupported; /* sticky: a construct outside the subset */
 	const fhir_type_t *rtype;
+	/* paths start with a member of the item they are evaluated on (a composite's component:
+	 * "value.as(Quantity)"), not with the type's name; rtype may then be NULL (not known) */
+	bool relative;
 } fp_t;
 
 /* Adds n to the items being computed; an array adds its items, null nothing. */
@@ -175,6 +178,11 @@ type_is(const fhir_type_t *t, slice_t name)
 		return false;
 	if (slice_eq_cstr(name, t->name))
 		return true;
+	/* as(DateTime) in the composites' components: dateTime (primitives start lowercase) */
+	if (name.len > 0 && name.len == strlen(t->name) && name.ptr[0] >= 'A' &&
+	    name.ptr[0] <= 'Z' && name.ptr[0] + ('a' - 'A') == t->name[0] &&
+	    memcmp(name.ptr + 1, t->name + 1, name.len - 1) == 0)
+		return true;
 	/* Age, Duration, ... are Quantities in R4's type tree. */
 	return slice_eq_cstr(name, "Quantity") &&
 	       (strcmp(t->name, "Age") == 0 || strcmp(t->name, "Duration") == 0 ||
@@ -291,6 +299,13 @@ fp_term_compile(fp_t *f, fp_term_t *t)
 	if (fp_eat(f, "(")) {
 		t->sub = fp_union_compile(f);
 		fp_expect(f, ")");
+	} else if (f->relative) {
+		fp_op_t *op = fp_op_add(f, t);
+
+		op->kind = FP_OP_STEP;
+		op->name = fp_ident(f);
+		op->step = fp_stepdef_make(f->rtype, op->name);
+		cur = op->step.etype;
 	} else {
 		cur = f->rtype;
 		slice_t first = fp_ident(f);
@@ -357,12 +372,12 @@ fp_union_compile(fp_t *f)
 	return e;
 }
 
-/* expr for resources of type rt, in a; NULL when the expression is outside the subset. The
- * result borrows from expr. */
+/* expr for resources of type rt (relative: for items of type rt, NULL when not known), in a;
+ * NULL when the expression is outside the subset. The result borrows from expr. */
 static const fp_expr_t *
-fp_compile(arena_t *a, const char *expr, const fhir_type_t *rt)
+fp_compile_at(arena_t *a, const char *expr, const fhir_type_t *rt, bool relative)
 {
-	fp_t f = {a, expr, expr + strlen(expr), false, rt};
+	fp_t f = {a, expr, expr + strlen(expr), false, rt, relative};
 	const fp_expr_t *e;
 
 	if (*expr == '\0')
@@ -370,6 +385,12 @@ fp_compile(arena_t *a, const char *expr, const fhir_type_t *rt)
 	e = fp_union_compile(&f);
 	fp_ws(&f);
 	return !f.unsupported && f.p == f.end ? e : NULL;
+}
+
+static const fp_expr_t *
+fp_compile(arena_t *a, const char *expr, const fhir_type_t *rt)
+{
+	return fp_compile_at(a, expr, rt, false);
 }
 
 /* The expressions of a resource type's parameters together, as one tree of operations from
@@ -398,12 +419,24 @@ typedef struct {
 	slice_t text, lo, exact, identifier, su, u; /* <code>.text, ...: those of its type */
 } ix_codes_t;
 
+typedef struct fp_param fp_param_t;
+
+/* A composite's component: its parameter (type and codes), found from each item by expr. */
 typedef struct {
+	const fp_param_t *prm;
+	const fp_expr_t *expr;
+} fp_comp_t;
+
+struct fp_param {
 	const fhir_searchparam_t *sp;
 	ix_codes_t codes;
 	uint32_t *leaves; /* the nodes that end the expression's paths, in order */
 	size_t nleaves;   /* 0: the expression is outside the subset */
-} fp_param_t;
+	/* composite: the expression of its items, and its components (NULL: a component or an
+	 * expression outside the subset, so the parameter cannot be searched) */
+	const fp_expr_t *items;
+	fp_comp_t *comps;
+};
 
 typedef struct {
 	fp_node_t *nodes;
@@ -529,6 +562,29 @@ ix_codes_make(arena_t *a, const fhir_searchparam_t *sp)
 	return c;
 }
 
+/* The components of composite prm, each a searchable parameter of the plan's type with an
+ * expression in the subset; prm->comps stays NULL when one is not. */
+static void
+fp_comps_build(arena_t *a, const fp_plan_t *p, fp_param_t *prm)
+{
+	const fhir_searchparam_t *sp = prm->sp;
+	fp_comp_t *comps;
+
+	if (sp->ncomponents == 0)
+		return;
+	comps = arena_zalloc(a, sp->ncomponents * sizeof(*comps));
+	for (size_t k = 0; k < sp->ncomponents; k++) {
+		for (size_t j = 0; j < p->nparams && comps[k].prm == NULL; j++)
+			if (strcmp(p->params[j].sp->code, sp->components[k].code) == 0)
+				comps[k].prm = &p->params[j];
+		/* the items' type differs between the parts of a union: steps find it per item */
+		comps[k].expr = fp_compile_at(a, sp->components[k].expression, NULL, true);
+		if (comps[k].prm == NULL || comps[k].prm->nleaves == 0 || comps[k].expr == NULL)
+			return;
+	}
+	prm->comps = comps;
+}
+
 static const fp_plan_t *
 fp_plan_build(arena_t *a, const fhir_type_t *rt)
 {
@@ -552,7 +608,12 @@ fp_plan_build(arena_t *a, const fhir_type_t *rt)
 		if (e != NULL && list[i]->type != FHIR_SP_COMPOSITE &&
 		    list[i]->type != FHIR_SP_SPECIAL)
 			fp_plan_add(a, p, e, &prm->leaves, &prm->nleaves, &cap);
+		if (e != NULL && list[i]->type == FHIR_SP_COMPOSITE)
+			prm->items = e;
 	}
+	for (size_t i = 0; i < np; i++)
+		if (p->params[i].items != NULL)
+			fp_comps_build(a, p, &p->params[i]);
 	fp_plan_members(a, p);
 	return p;
 }
@@ -614,6 +675,18 @@ fp_cache_find(const fhir_type_t *rt)
 		else
 			hi = mid;
 	}
+	return NULL;
+}
+
+/* The composite parameter code of resource type rt, when it can be searched. */
+static const fp_param_t *
+fp_composite_find(const fhir_type_t *rt, slice_t code)
+{
+	const fp_plan_t *plan = fp_cache_find(rt);
+
+	for (size_t i = 0; plan != NULL && i < plan->nparams; i++)
+		if (slice_eq_cstr(code, plan->params[i].sp->code))
+			return plan->params[i].comps != NULL ? &plan->params[i] : NULL;
 	return NULL;
 }
 
@@ -763,7 +836,9 @@ fhir_search_param_is_supported(const fhir_searchparam_t *sp)
 	if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE)
 		rt = fhir_meta_type(
 		    SLICE_LIT("Patient")); /* Resource, DomainResource: any will do */
-	if (rt == NULL || sp->type == FHIR_SP_COMPOSITE || sp->type == FHIR_SP_SPECIAL)
+	if (rt != NULL && sp->type == FHIR_SP_COMPOSITE)
+		return fp_composite_find(rt, slice_cstr(sp->code)) != NULL;
+	if (rt == NULL || sp->type == FHIR_SP_SPECIAL)
 		return false;
 	a = arena_new(0);
 	ok = fp_compile(a, sp->expression, rt) != NULL;
@@ -1450,6 +1525,73 @@ index_run(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max, s
 	return 0;
 }
 
+/* The items e gives from the items of in, added to r as one set (the union of its terms in
+ * order). */
+static fp_set_t
+fp_expr_eval(fp_run_t *r, const fp_expr_t *e, fp_set_t in)
+{
+	fp_set_t *sets = arena_alloc(r->a, (e->nterms ? e->nterms : 1) * sizeof(*sets)), out;
+
+	for (size_t i = 0; i < e->nterms; i++) {
+		const fp_term_t *t = &e->terms[i];
+		fp_set_t cur = t->sub != NULL ? fp_expr_eval(r, t->sub, in) : in;
+
+		for (size_t k = 0; k < t->nops && cur.n > 0; k++) {
+			uint32_t start = (uint32_t)r->n;
+
+			fp_op_run(r, &t->ops[k], cur);
+			cur = (fp_set_t){start, (uint32_t)(r->n - start), true};
+		}
+		sets[i] = cur;
+	}
+	if (e->nterms == 1)
+		return sets[0];
+	out = (fp_set_t){(uint32_t)r->n, 0, true};
+	for (size_t i = 0; i < e->nterms; i++)
+		for (uint32_t k = sets[i].start; k < sets[i].start + sets[i].n; k++) {
+			fp_item_t it = r->v[k]; /* a copy: r->v moves as items are added */
+
+			fp_item_push(r, it.n, it.t);
+		}
+	out.n = (uint32_t)(r->n - out.start);
+	return out;
+}
+
+int
+fhir_search_index_composite(arena_t *a, const fhir_node_t *res, slice_t base, slice_t code,
+			    fhir_idx_group_t **out, size_t *n)
+{
+	const fhir_type_t *rt = fhir_meta_type(fhir_resource_type(res));
+	const fp_param_t *prm;
+	fp_run_t r = {a, NULL, 0, 0, NULL};
+	fp_set_t items;
+
+	*out = NULL;
+	*n = 0;
+	if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE)
+		return -FG_EINVAL;
+	if ((prm = fp_composite_find(rt, code)) == NULL)
+		return -FG_EUNSUPPORTED;
+	fp_item_push(&r, res, rt);
+	items = fp_expr_eval(&r, prm->items, (fp_set_t){0, 1, true});
+	*out = arena_zalloc(a, (items.n ? items.n : 1) * sizeof(**out));
+	for (uint32_t i = 0; i < items.n; i++) {
+		ix_t x = {.a = a, .type = fhir_resource_type(res), .base = base, .full = true};
+		fp_set_t one = {items.start + i, 1, true};
+
+		if (r.v[one.start].t == NULL)
+			continue;
+		for (size_t k = 0; k < prm->sp->ncomponents; k++) {
+			fp_set_t s = fp_expr_eval(&r, prm->comps[k].expr, one);
+
+			ix_param(&x, prm->comps[k].prm, r.v + s.start, s.n);
+		}
+		(*out)[*n].v = x.v;
+		(*out)[(*n)++].n = entries_sort_unique(x.v, x.n);
+	}
+	return 0;
+}
+
 int
 fhir_search_index_base(arena_t *a, const fhir_node_t *res, fhir_idx_value_max_fn value_max,
 		       slice_t base, fhir_idx_entry_t **out, size_t *n)
@@ -1512,6 +1654,7 @@ fhir_search_param_parse(arena_t *a, slice_t type, slice_t name, slice_t value,
 	size_t i = 0, nv = 1, start;
 	char *buf;
 	size_t bl = 0;
+	bool composite;
 
 	memset(out, 0, sizeof(*out));
 	out->name = name;
@@ -1529,8 +1672,10 @@ fhir_search_param_parse(arena_t *a, slice_t type, slice_t name, slice_t value,
 	out->sp = fhir_meta_searchparam(type, out->code);
 
 	/* Values: split on unescaped commas; "\," "\|" "\$" "\\" keep the escaped character
-	 * (a "\|" stays escaped so that token splitting can tell it from a separator). The count
+	 * (a "\|" stays escaped so that token splitting can tell it from a separator, and in a
+	 * composite's value "\$" and "\\" do, for the split into its components). The count
 	 * reads the escapes as the split does: in "\\," the comma separates. */
+	composite = out->sp != NULL && out->sp->type == FHIR_SP_COMPOSITE;
 	for (size_t k = 0; k < value.len; k++) {
 		if (search_value_escape(value, k))
 			k++;
@@ -1546,8 +1691,11 @@ fhir_search_param_parse(arena_t *a, slice_t type, slice_t name, slice_t value,
 			start = bl;
 			continue;
 		}
-		if (search_value_escape(value, k))
+		if (search_value_escape(value, k)) {
+			if (composite && value.ptr[k + 1] != ',')
+				buf[bl++] = '\\';
 			k++;
+		}
 		buf[bl++] = value.ptr[k];
 	}
 }

@@ -54,6 +54,22 @@ int fhir_search_index_full(arena_t *a, const fhir_node_t *res, slice_t base, fhi
 int fhir_search_index_params(arena_t *a, const fhir_node_t *res, slice_t base, const slice_t *codes,
 			     size_t ncodes, fhir_idx_entry_t **out, size_t *n);
 
+/* The entries of one item of a composite parameter (an Observation, or one of its
+ * components): those of every component parameter, found from the item. */
+typedef struct {
+	fhir_idx_entry_t *v;
+	size_t n;
+} fhir_idx_group_t;
+
+/* For the composite parameter code of res's type (code-value-quantity), one group of entries
+ * per item of its expression, with the codes of its component parameters ("code",
+ * "value-quantity", "value-quantity.su", ...) and their derived entries as
+ * fhir_search_index_full makes them: a composite value matches when one item matches every
+ * component. Returns 0, -FG_EINVAL when res is no resource, -FG_EUNSUPPORTED when code is not
+ * a composite of the type that can be searched (fhir_search_param_is_supported). */
+int fhir_search_index_composite(arena_t *a, const fhir_node_t *res, slice_t base, slice_t code,
+				fhir_idx_group_t **out, size_t *n);
+
 /* The reference index value of a reference string: "id|Type" for a relative reference (or
  * an absolute one under base; version dropped), other URLs as written, in *out (borrowed
  * from ref or a). Returns false for references that are not indexed ("#contained", "urn:"). */

@@ -1235,8 +1235,7 @@ capability_build(arena_t *a, bool secured)
 
 			/* only what a search answers (search_run ignores the others with a warning)
 			 */
-			if (list[k]->type == FHIR_SP_COMPOSITE ||
-			    list[k]->type == FHIR_SP_SPECIAL ||
+			if (list[k]->type == FHIR_SP_SPECIAL ||
 			    !fhir_search_param_is_supported(list[k]))
 				continue;
 			fhir_object_set_cstr(a, sp, "name", str_node(a, list[k]->code));
@@ -1520,7 +1519,11 @@ do_search_post(rest_ctx_t *c, slice_t type)
 	buf_append_slice(&b, body);
 	q = arena_slice_dup(c->a, buf_slice(&b));
 	buf_free(&b);
-	do_search(c, type, q.ptr != NULL ? q : slice_make("", 0));
+	/* _summary, _elements, _format, _pretty in the body count as in the URL */
+	c->query = q.ptr != NULL ? q : slice_make("", 0);
+	if (!ctx_options(c))
+		return;
+	do_search(c, type, c->query);
 }
 
 /* What a request is, from its method and path segments: the metrics' route label, and the

@@ -145,12 +145,18 @@ struct pred {
 };
 
 /* One value of a parameter: its alternatives (OR), and whether the result is the type's
- * ids without their matches (:not, :missing=true). */
-typedef struct {
+ * ids without their matches (:not, :missing=true). A composite's value is instead one value
+ * of each component parameter (comps), which one item of the resource must match together. */
+typedef struct vpred vpred_t;
+
+struct vpred {
 	pred_t p[2];
 	size_t n;
 	bool negate;
-} vpred_t;
+	vpred_t *comps;
+	size_t ncomps;
+	slice_t composite; /* the composite parameter's code */
+};
 
 static bool
 pred_date(const pred_t *p, slice_t v)
@@ -630,6 +636,58 @@ reference_vpred(ctx_t *c, const char *code, slice_t mod, slice_t v, vpred_t *vp)
 	}
 }
 
+static bool value_preds(ctx_t *c, const qparam_t *q, slice_t v, vpred_t *vp);
+
+/* A composite value "part$part...": one value for each component parameter, with "\$" and
+ * "\\" (kept escaped by fhir_search_param_parse) read as '$' and '\'. */
+static bool
+composite_preds(ctx_t *c, const qparam_t *q, slice_t v, vpred_t *vp)
+{
+	const fhir_searchparam_t *sp = q->p.sp;
+	char *buf = arena_alloc(c->a, v.len + 1);
+	size_t k = 0, bl = 0, start = 0;
+
+	if (q->p.modifier.len) {
+		bad_request(c, "a composite parameter takes no modifier");
+		return false;
+	}
+	vp->ncomps = sp->ncomponents;
+	vp->comps = arena_zalloc(c->a, sp->ncomponents * sizeof(*vp->comps));
+	vp->composite = slice_cstr(sp->code);
+	for (size_t i = 0; i <= v.len; i++) {
+		qparam_t cq;
+
+		if (i < v.len && v.ptr[i] == '\\' && i + 1 < v.len &&
+		    (v.ptr[i + 1] == '$' || v.ptr[i + 1] == '\\')) {
+			buf[bl++] = v.ptr[++i];
+			continue;
+		}
+		if (i < v.len && v.ptr[i] != '$') {
+			buf[bl++] = v.ptr[i];
+			continue;
+		}
+		if (k == sp->ncomponents) {
+			k++; /* one part too many */
+			break;
+		}
+		memset(&cq, 0, sizeof(cq));
+		cq.p.code = slice_cstr(sp->components[k].code);
+		cq.p.sp = fhir_meta_searchparam(slice_cstr(sp->resource), cq.p.code);
+		cq.raw = slice_make(buf + start, bl - start);
+		if (cq.p.sp == NULL || bl == start || !value_preds(c, &cq, cq.raw, &vp->comps[k]))
+			break;
+		start = bl;
+		k++;
+	}
+	if (k != sp->ncomponents) {
+		bad_request(c,
+			    "a composite value has one part for each of its components, "
+			    "separated by $ (code-value-quantity=http://loinc.org|8480-6$gt140)");
+		return false;
+	}
+	return true;
+}
+
 /* The predicates of one (OR-ed) value of q over type's indexes; false (and a bad request)
  * when the value or modifier is not valid for the parameter. */
 static bool
@@ -643,6 +701,8 @@ value_preds(ctx_t *c, const qparam_t *q, slice_t v, vpred_t *vp)
 	memset(vp, 0, sizeof(*vp));
 	vp->n = 1;
 	p->code = slice_cstr(sp->code);
+	if (sp->type == FHIR_SP_COMPOSITE)
+		return composite_preds(c, q, v, vp);
 	if (slice_eq_cstr(mod, "missing")) {
 		if (!slice_eq_cstr(v, "true") && !slice_eq_cstr(v, "false")) {
 			bad_request(c, ":missing takes true or false");
@@ -773,6 +833,52 @@ value_preds(ctx_t *c, const qparam_t *q, slice_t v, vpred_t *vp)
 	return true;
 }
 
+/* Whether the entries e match vp. */
+static bool vpred_match_entries(const vpred_t *vp, const fhir_idx_entry_t *e, size_t n);
+
+/* Whether the stored resource type/id has an item of composite vp's parameter that matches
+ * every component. */
+static bool
+composite_match(ctx_t *c, slice_t type, slice_t id, const vpred_t *vp)
+{
+	store_res_t r;
+	fhir_node_t *res;
+	fhir_idx_group_t *g;
+	size_t ng;
+	char err[128];
+
+	if (store_res_get(c->t, type, id, &r) != 0 || r.deleted ||
+	    fhir_json_parse(c->a, r.body.ptr, r.body.len, NULL, &res, err, sizeof(err)) != 0 ||
+	    fhir_search_index_composite(c->a, res, c->opt->base, vp->composite, &g, &ng) != 0)
+		return false;
+	for (size_t i = 0; i < ng; i++) {
+		bool all = true;
+
+		for (size_t k = 0; k < vp->ncomps && all; k++)
+			all = vpred_match_entries(&vp->comps[k], g[i].v, g[i].n);
+		if (all)
+			return true;
+	}
+	return false;
+}
+
+static int vpred_run(ctx_t *c, slice_t type, const vpred_t *vp, idset_t *out);
+
+/* A composite value: the resources the first component's index finds, each checked. */
+static int
+composite_run(ctx_t *c, slice_t type, const vpred_t *vp, idset_t *out)
+{
+	size_t k = 0;
+	int rc = vpred_run(c, type, &vp->comps[0], out);
+
+	for (size_t i = 0; rc == 0 && i < out->n; i++)
+		if (composite_match(c, type, out->v[i], vp))
+			out->v[k++] = out->v[i];
+	if (rc == 0)
+		out->n = k;
+	return rc;
+}
+
 /* The ids of type matching vp, through the indexes. */
 static int
 vpred_run(ctx_t *c, slice_t type, const vpred_t *vp, idset_t *out)
@@ -780,6 +886,8 @@ vpred_run(ctx_t *c, slice_t type, const vpred_t *vp, idset_t *out)
 	idset_t all;
 	int rc;
 
+	if (vp->ncomps > 0)
+		return composite_run(c, type, vp, out);
 	memset(out, 0, sizeof(*out));
 	for (size_t i = 0; i < vp->n; i++) {
 		idset_t one = {0};
@@ -904,8 +1012,7 @@ eval_chain(ctx_t *c, slice_t type, const qparam_t *q, idset_t *out)
 static bool
 param_searchable(const fhir_search_param_t *p)
 {
-	return p->sp != NULL && (p->chain.len > 0 || (p->sp->type != FHIR_SP_COMPOSITE &&
-						      p->sp->type != FHIR_SP_SPECIAL &&
+	return p->sp != NULL && (p->chain.len > 0 || (p->sp->type != FHIR_SP_SPECIAL &&
 						      fhir_search_param_is_supported(p->sp)));
 }
 
@@ -1075,7 +1182,8 @@ candidates_filter(ctx_t *c, slice_t type, const qparam_t *qs, size_t nqs, idset_
 			ids_and(set, &one, false);
 			continue;
 		}
-		codes[ncodes++] = qs[i].p.code;
+		if (qs[i].p.sp->type != FHIR_SP_COMPOSITE)
+			codes[ncodes++] = qs[i].p.code;
 		vps[i] = arena_alloc(c->a, (qs[i].p.nvalues ? qs[i].p.nvalues : 1) * sizeof(**vps));
 		for (size_t j = 0; j < qs[i].p.nvalues; j++)
 			if (!value_preds(c, &qs[i], qs[i].p.values[j], &vps[i][j]))
@@ -1089,8 +1197,12 @@ candidates_filter(ctx_t *c, slice_t type, const qparam_t *qs, size_t nqs, idset_
 		for (size_t i = 0; i < nqs && keep; i++) {
 			bool any = false;
 
+			/* a composite's items are the resource's: checked on it (composite_match)
+			 */
 			for (size_t j = 0; vps[i] != NULL && j < qs[i].p.nvalues && !any; j++)
-				any = vpred_match_entries(&vps[i][j], e, n);
+				any = vps[i][j].ncomps > 0
+					  ? composite_match(c, type, set->v[r], &vps[i][j])
+					  : vpred_match_entries(&vps[i][j], e, n);
 			keep = vps[i] == NULL || any;
 		}
 		if (keep)
@@ -1806,12 +1918,15 @@ search_run(store_txn_t *t, arena_t *a, slice_t type, slice_t query, const search
 				if (i > s && ns < MAX_SORT) {
 					bool desc = v.ptr[s] == '-';
 					slice_t code = slice_make(v.ptr + s + desc, i - s - desc);
+					const fhir_searchparam_t *sp =
+					    type.len ? fhir_meta_searchparam(type, code) : NULL;
 
 					if (!slice_eq_cstr(code, "_id") &&
-					    !slice_eq_cstr(code, "_lastUpdated") &&
-					    (type.len == 0 ||
-					     fhir_meta_searchparam(type, code) == NULL))
+					    !slice_eq_cstr(code, "_lastUpdated") && sp == NULL)
 						bad_request(&c, "unknown _sort parameter");
+					else if (sp != NULL && sp->type == FHIR_SP_COMPOSITE)
+						bad_request(&c,
+							    "_sort takes no composite parameter");
 					sk[ns++] = (sortkey_t){code, desc};
 				}
 				s = i + 1;

@@ -446,6 +446,13 @@ R4_SEARCH_FIXES = {
     ("SpecimenDefinition", "title"): None,
 }
 
+# (resource, code): the components as R4 defines them, where the shipped definitions differ.
+# 4.2.0 gives DocumentReference's relatesto component the expression `code` and relation
+# `target`, the other way round from the elements they name.
+R4_COMPONENT_FIXES = {
+    ("DocumentReference", "relationship"): [("relatesto", "target"), ("relation", "code")],
+}
+
 
 def r4_renamed(text):
     for old, new in R4_RENAMED_TYPES.items():
@@ -466,6 +473,8 @@ def apply_r4_fixes(entries):
             typ, expr, targets = fix
             e = dict(e, type=SP_TYPES[typ], expression=expr, targets=targets)
             e["url"] = "http://hl7.org/fhir/SearchParameter/%s-%s" % key
+        if key in R4_COMPONENT_FIXES:
+            e = dict(e, components=R4_COMPONENT_FIXES[key])
         out.append(e)
     for key, fix in R4_SEARCH_FIXES.items():
         if key in by_key:
@@ -481,6 +490,7 @@ def apply_r4_fixes(entries):
                 "expression": expr,
                 "targets": targets,
                 "url": "http://hl7.org/fhir/SearchParameter/%s-%s" % key,
+                "components": [],
             }
         )
     return out
@@ -488,13 +498,19 @@ def apply_r4_fixes(entries):
 
 def build_searchparams(path, types, resources):
     root = ET.parse(path).getroot()
-    entries = []  # dicts: code, resource, type, expression, targets, url
+    entries = []  # dicts: code, resource, type, expression, targets, url, components
     dropped = set()
     unmatched = []
 
     def val(sp, tag):
         e = sp.find(FHIR + tag)
         return e.get("value") if e is not None else None
+
+    # A composite's components name their parameters by url: (base, url) -> code.
+    code_of_url = {}
+    for sp in root.iter(FHIR + "SearchParameter"):
+        if val(sp, "url"):
+            code_of_url[r4_renamed(val(sp, "url"))] = val(sp, "code")
 
     for sp in root.iter(FHIR + "SearchParameter"):
         code = val(sp, "code")
@@ -504,6 +520,12 @@ def build_searchparams(path, types, resources):
         targets = " ".join(sorted(r4_renamed(t.get("value")) for t in sp.findall(FHIR + "target")))
         url = val(sp, "url")
         url = r4_renamed(url) if url else url
+        components = []
+        for comp in sp.findall(FHIR + "component"):
+            curl = r4_renamed(val(comp, "definition") or "")
+            if curl not in code_of_url:
+                fail("%s: component %s is no search parameter of the definitions" % (url, curl))
+            components.append((code_of_url[curl], val(comp, "expression") or ""))
         parts = split_union(expr)
         for base in bases:
             if base not in resources and base not in ("Resource", "DomainResource"):
@@ -526,6 +548,7 @@ def build_searchparams(path, types, resources):
                     "expression": " | ".join(mine),
                     "targets": targets,
                     "url": url,
+                    "components": components,
                 }
             )
 
@@ -675,10 +698,22 @@ def emit(out, types, resources, entries, lists, dropped, bad, sources):
     w("};")
     w("const size_t fhir_r4_nresources = %d;" % len(resources))
     w("")
-    w("const fhir_searchparam_t fhir_r4_searchparams[] = {")
+    w("/* The components of the composite parameters, each one's together. */")
+    w("static const fhir_sp_component_t fhir_r4_sp_components[] = {")
+    comp_at = []
+    ncomp = 0
     for e in entries:
+        comp_at.append(ncomp)
+        for code, expr in e["components"]:
+            w("    {%s, %s}," % (c_str(code), c_str(expr)))
+            ncomp += 1
+    w("};")
+    w("")
+    w("const fhir_searchparam_t fhir_r4_searchparams[] = {")
+    for e, at in zip(entries, comp_at):
+        comps = "&fhir_r4_sp_components[%d], %d" % (at, len(e["components"])) if e["components"] else "NULL, 0"
         w(
-            "    {%s, %s, %s, %s, %s, %s},"
+            "    {%s, %s, %s, %s, %s, %s, %s},"
             % (
                 c_str(e["code"]),
                 c_str(e["resource"]),
@@ -686,6 +721,7 @@ def emit(out, types, resources, entries, lists, dropped, bad, sources):
                 c_str(e["expression"]),
                 c_str(e["targets"]),
                 c_str(e["url"]),
+                comps,
             )
         )
     w("};")

@@ -385,6 +385,15 @@ def t_search(t, api):
     st, _, doc, _ = api.req("POST", "/fhir/Patient/_search", "family=Searchy&gender=female",
                             ctype="application/x-www-form-urlencoded")
     t.eq((st, doc.get("total")), (200, 7), "POST _search")
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/_search",
+                            "family=Searchy&_summary=count&_elements=gender",
+                            ctype="application/x-www-form-urlencoded")
+    t.eq((st, doc.get("total"), doc.get("entry")), (200, 7, None),
+         "POST _search: _summary in the form body counts")
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/_search", "_id=s2&_elements=gender",
+                            ctype="application/x-www-form-urlencoded")
+    r = doc["entry"][0]["resource"] if doc.get("entry") else {}
+    t.ok("gender" in r and "name" not in r, "POST _search: _elements in the form body", doc)
     st, _, doc, _ = api.req("GET", "/fhir/Patient?family=Searchy&_summary=count")
     t.eq((doc.get("total"), doc.get("entry")), (7, None), "_summary=count")
     st, _, doc, _ = api.req("GET", "/fhir/Patient?family=Searchy&_summary=count&_count=2")
@@ -408,6 +417,80 @@ def t_search(t, api):
     t.eq(ids, ["Observation/o1", "Patient/s1"], "Patient/$everything")
     st, _, doc, _ = api.req("GET", "/fhir/Patient/zz/$everything")
     t.eq(st, 404, "$everything of unknown: 404")
+
+
+def t_search_composite(t, api):
+    """Composite parameters: each part of the value ($-separated) matches its component, all
+    of them within one item (the Observation, or one of its components)."""
+    ucum = "http://unitsofmeasure.org"
+
+    def obs(oid, code, **more):
+        o = {"resourceType": "Observation", "id": oid, "status": "final",
+             "code": {"coding": [{"system": "http://loinc.org", "code": code}]}}
+        o.update(more)
+        st, _, _, _ = api.req("PUT", "/fhir/Observation/" + oid, o)
+        t.ok(st in (200, 201), "stored Observation/" + oid, st)
+
+    def qty(v):
+        return {"value": v, "unit": "mmHg", "system": ucum, "code": "mm[Hg]"}
+
+    obs("cv-sys150", "8480-6", valueQuantity=qty(150))
+    obs("cv-sys120", "8480-6", valueQuantity=qty(120))
+    # a panel: systolic 118 and diastolic 155 as components, and no value of its own
+    obs("cv-panel", "85354-9", component=[
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+         "valueQuantity": qty(118)},
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+         "valueQuantity": qty(155)}])
+    obs("cv-concept", "72166-2", valueCodeableConcept={
+        "coding": [{"system": "http://snomed.info/sct", "code": "8517006"}]})
+    obs("cv-string", "8302-2", valueString="Tall $ person")
+    obs("cv-date", "21112-8", valueDateTime="1980-05-04")
+
+    def ids(query):
+        st, _, doc, _ = api.req("GET", "/fhir/Observation?" + query)
+        if st != 200:
+            return st
+        return sorted(e["resource"]["id"] for e in doc.get("entry", [])
+                      if e["search"]["mode"] == "match" and e["resource"]["id"].startswith("cv-"))
+
+    cases = [
+        ("code-value-quantity=http://loinc.org|8480-6$gt140", ["cv-sys150"]),
+        ("code-value-quantity=8480-6$gt100", ["cv-sys120", "cv-sys150"]),
+        ("code-value-quantity=8480-6$lt100", []),
+        ("code-value-quantity=8480-6$lt125|%s|mm[Hg]" % ucum, ["cv-sys120"]),
+        ("code-value-quantity=8480-6$lt125|%s|kg" % ucum, []),
+        ("code-value-quantity=8480-6$gt140,8480-6$lt125", ["cv-sys120", "cv-sys150"]),
+        ("code-value-quantity=8480-6$gt140&status=final", ["cv-sys150"]),
+        # the diastolic 155 is in the panel, but not with the systolic code
+        ("component-code-value-quantity=8462-4$gt150", ["cv-panel"]),
+        ("component-code-value-quantity=8480-6$gt150", []),
+        ("combo-code-value-quantity=8480-6$gt115", ["cv-panel", "cv-sys120", "cv-sys150"]),
+        ("code-value-concept=72166-2$http://snomed.info/sct|8517006", ["cv-concept"]),
+        ("code-value-concept=72166-2$http://snomed.info/sct|0", []),
+        ("code-value-string=8302-2$tall%20%5C$", ["cv-string"]),
+        ("code-value-string=8302-2$short", []),
+        ("code-value-date=21112-8$lt1990", ["cv-date"]),
+        ("code-value-date=21112-8$gt1990", []),
+        ("code-value-quantity=8480-6", 400),
+        ("code-value-quantity=8480-6$gt1$3", 400),
+        ("code-value-quantity=8480-6$abc", 400),
+        ("code-value-quantity:missing=true", 400),
+        ("_sort=code-value-quantity", 400),
+    ]
+    for query, want in cases:
+        t.eq(ids(urllib.parse.quote(query, safe="=&$|:/,%")), want, query)
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?_has:Observation:subject:code-value-quantity="
+                            "8480-6$gt140")
+    t.eq((st, doc.get("total")), (200, 0), "a composite inside _has")
+    st, _, doc, _ = api.req("GET", "/fhir/metadata")
+    obs_params = [r for r in doc["rest"][0]["resource"] if r["type"] == "Observation"][0]
+    names = {p["name"]: p["type"] for p in obs_params["searchParam"]}
+    t.eq([n for n in sorted(names) if names[n] == "composite"],
+         ["code-value-concept", "code-value-date", "code-value-quantity", "code-value-string",
+          "combo-code-value-concept", "combo-code-value-quantity",
+          "component-code-value-concept", "component-code-value-quantity"],
+         "the CapabilityStatement lists Observation's composite parameters")
 
 
 def t_search_r4_params(t, api):
@@ -588,7 +671,8 @@ def main():
         srv.start()
         api = Api(port)
         for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
-                   t_transaction, t_history, t_patch, t_search, t_search_r4_params, t_metadata,
+                   t_transaction, t_history, t_patch, t_search, t_search_composite,
+                   t_search_r4_params, t_metadata,
                    t_meta_output):
             t.run(fn, api)
         t.run(t_mllp, api, srv)

@@ -15,6 +15,7 @@
 #include "fhir/search.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
+#include "lib/err.h"
 
 #define S(lit) SLICE_LIT(lit)
 
@@ -241,6 +242,71 @@ test_observation(void **state)
 	assert_string_equal(vals(a, e, n, "value-quantity.u"), want);
 	snprintf(want, sizeof(want), "%.*s;%.*s", (int)nm8.len, nm8.ptr, (int)n120.len, n120.ptr);
 	assert_string_equal(vals(a, e, n, "component-value-quantity"), want);
+	arena_free(a);
+}
+
+/* A composite's items, each with the entries of every component found from it. */
+static void
+test_composite(void **state)
+{
+	arena_t *a = arena_new(0);
+	fhir_node_t *obs = parse(a, obs_json);
+	fhir_idx_group_t *g;
+	size_t n;
+	slice_t n120, nm8, n1205;
+	char want[256];
+
+	(void)state;
+	assert_true(fhir_search_number_encode(a, S("120"), &n120));
+	assert_true(fhir_search_number_encode(a, S("-8"), &nm8));
+	assert_true(fhir_search_number_encode(a, S("120.5"), &n1205));
+	/* component-code-value-quantity: one item per component, its code with its value */
+	assert_int_equal(fhir_search_index_composite(a, obs, SLICE_NULL,
+						     S("component-code-value-quantity"), &g, &n),
+			 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(vals(a, g[0].v, g[0].n, "component-code"), "8480-6|http://loinc.org");
+	assert_string_equal(vals(a, g[0].v, g[0].n, "component-value-quantity"),
+			    arena_strndup(a, n120.ptr, n120.len));
+	snprintf(want, sizeof(want), "http://unitsofmeasure.org|mm[Hg]|%.*s", (int)n120.len,
+		 n120.ptr);
+	assert_string_equal(vals(a, g[0].v, g[0].n, "component-value-quantity.su"), want);
+	assert_string_equal(vals(a, g[1].v, g[1].n, "component-code"), "8462-4|http://loinc.org");
+	assert_string_equal(vals(a, g[1].v, g[1].n, "component-value-quantity"),
+			    arena_strndup(a, nm8.ptr, nm8.len));
+	/* code-value-quantity: the Observation itself is the one item */
+	assert_int_equal(
+	    fhir_search_index_composite(a, obs, SLICE_NULL, S("code-value-quantity"), &g, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(vals(a, g[0].v, g[0].n, "code"), "85354-9|http://loinc.org");
+	assert_string_equal(vals(a, g[0].v, g[0].n, "code.text"), "blood pressure panel;bp");
+	assert_string_equal(vals(a, g[0].v, g[0].n, "value-quantity"),
+			    arena_strndup(a, n1205.ptr, n1205.len));
+	/* combo-: the Observation and each component */
+	assert_int_equal(
+	    fhir_search_index_composite(a, obs, SLICE_NULL, S("combo-code-value-quantity"), &g, &n),
+	    0);
+	assert_int_equal(n, 3);
+	assert_string_equal(vals(a, g[2].v, g[2].n, "combo-code"), "8462-4|http://loinc.org");
+	/* value.as(DateTime) finds a dateTime */
+	obs = parse(a, "{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":"
+		       "{\"text\":\"x\"},\"valueDateTime\":\"2020\"}");
+	assert_int_equal(
+	    fhir_search_index_composite(a, obs, SLICE_NULL, S("code-value-date"), &g, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(dates(a, g[0].v, g[0].n, "value-date"), "1577836800000-1609459200000");
+	/* not a composite, not one that can be searched (%resource), not a resource */
+	assert_int_equal(fhir_search_index_composite(a, obs, SLICE_NULL, S("code"), &g, &n),
+			 -FG_EUNSUPPORTED);
+	assert_false(fhir_search_param_is_supported(
+	    fhir_meta_searchparam(S("MolecularSequence"), S("chromosome-variant-coordinate"))));
+	assert_true(fhir_search_param_is_supported(
+	    fhir_meta_searchparam(S("MolecularSequence"), S("chromosome-window-coordinate"))));
+	assert_true(fhir_search_param_is_supported(
+	    fhir_meta_searchparam(S("DocumentReference"), S("relationship"))));
+	assert_int_equal(fhir_search_index_composite(a, parse(a, "{\"a\":1}"), SLICE_NULL,
+						     S("code-value-date"), &g, &n),
+			 -FG_EINVAL);
 	arena_free(a);
 }
 
@@ -475,6 +541,13 @@ test_param_parse(void **state)
 	assert_true(slice_eq_cstr(p.values[2], ""));
 	assert_true(slice_eq_cstr(p.values[3], "c,d"));
 
+	/* a composite's value keeps "\\$" and "\\\\" for the split into its parts */
+	fhir_search_param_parse(a, S("Observation"), S("code-value-string"), S("a$b\\$c\\\\,d\\,e"),
+				&p);
+	assert_int_equal(p.nvalues, 2);
+	assert_true(slice_eq_cstr(p.values[0], "a$b\\$c\\\\"));
+	assert_true(slice_eq_cstr(p.values[1], "d,e"));
+
 	fhir_search_param_parse(a, S("Observation"), S("patient.identifier"), S("sys|1"), &p);
 	assert_true(slice_eq_cstr(p.code, "patient"));
 	assert_int_equal(p.modifier.len, 0);
@@ -556,6 +629,7 @@ main(void)
 	    cmocka_unit_test(test_patient),
 	    cmocka_unit_test(test_truncation),
 	    cmocka_unit_test(test_observation),
+	    cmocka_unit_test(test_composite),
 	    cmocka_unit_test(test_encounter_condition_immunization),
 	    cmocka_unit_test(test_date_precision),
 	    cmocka_unit_test(test_number_order),
