@@ -281,6 +281,18 @@ rest_res_load(arena_t *a, const store_res_t *r)
 	return res;
 }
 
+/* A top-level element of t with a minimum cardinality of 1 (its "_x" companion with it). */
+static bool
+is_required_elem(const fhir_type_t *t, slice_t key)
+{
+	const fhir_elem_t *e;
+
+	if (key.len > 1 && key.ptr[0] == '_')
+		key = slice_make(key.ptr + 1, key.len - 1);
+	e = t != NULL ? fhir_meta_elem(t, key) : NULL;
+	return e != NULL && (e->flags & FHIR_ELEM_REQUIRED) != 0;
+}
+
 /* Elements kept by _summary=true: the metadata has no summary flags, so this is the required
  * elements plus the ones R4 marks as summary on most resources (documented approximation). */
 static bool
@@ -311,15 +323,11 @@ is_summary_elem(const fhir_type_t *t, slice_t key)
 					   "period",
 					   "encounter",
 					   NULL};
-	const fhir_elem_t *e;
 
 	for (size_t i = 0; keep[i] != NULL; i++)
 		if (slice_eq_cstr(key, keep[i]))
 			return true;
-	if (key.len > 1 && key.ptr[0] == '_')
-		key = slice_make(key.ptr + 1, key.len - 1);
-	e = t != NULL ? fhir_meta_elem(t, key) : NULL;
-	return e != NULL && (e->flags & FHIR_ELEM_REQUIRED) != 0;
+	return is_required_elem(t, key);
 }
 
 static bool
@@ -361,7 +369,7 @@ rest_res_shape(rest_ctx_t *c, fhir_node_t *res)
 		else if (c->summary == REST_SUMMARY_TRUE)
 			keep = is_summary_elem(t, k);
 		else if (c->summary == REST_SUMMARY_TEXT)
-			keep = slice_eq_cstr(k, "text") || is_summary_elem(t, k);
+			keep = slice_eq_cstr(k, "text") || is_required_elem(t, k);
 		else if (c->summary == REST_SUMMARY_DATA)
 			keep = !slice_eq_cstr(k, "text");
 		else
@@ -672,13 +680,30 @@ do_read(rest_ctx_t *c, slice_t type, slice_t id, uint32_t version)
 
 typedef struct {
 	rest_ctx_t *c;
+	store_txn_t *t;
 	fhir_node_t *entries;
 	size_t n, max;
 	uint64_t cursor; /* of the last entry taken */
 	uint64_t since;
+	/* _at: only versions that were current at some time in [at_lo, at_hi) (ns) */
+	bool at;
+	uint64_t at_lo, at_hi;
 	bool instance;
 	bool more;
 } hist_t;
+
+/* Whether version r was current at some time in h's _at period: from its own time until
+ * the next version's (the current one: until now and on). */
+static bool
+hist_at_ok(const hist_t *h, const store_res_t *r)
+{
+	store_res_t next;
+
+	if (r->last_updated_ns >= h->at_hi)
+		return false;
+	return store_res_vread(h->t, r->type, r->id, r->version + 1, &next) != 0 ||
+	       next.last_updated_ns > h->at_lo;
+}
 
 static int
 hist_cb(void *ctx, const store_res_t *r)
@@ -690,6 +715,8 @@ hist_cb(void *ctx, const store_res_t *r)
 
 	if (r->last_updated_ns < h->since)
 		return 1; /* newest first: the rest is older still */
+	if (h->at && !hist_at_ok(h, r))
+		return 0;
 	if (h->n == h->max) {
 		h->more = true;
 		return 1;
@@ -846,6 +873,51 @@ query_get(rest_ctx_t *c, slice_t q, const char *name)
 	return SLICE_NULL;
 }
 
+/* ms since the epoch as ns, clamped to what a store time can be. */
+static uint64_t
+hist_ms_to_ns(int64_t ms)
+{
+	if (ms <= 0)
+		return 0;
+	return (uint64_t)ms > UINT64_MAX / 1000000u ? UINT64_MAX : (uint64_t)ms * 1000000u;
+}
+
+/* _at=[eq|ge|gt|le|lt]date: the period it names ([lo, hi) of its precision, or open on one
+ * side), in ns. */
+static bool
+hist_at_parse(slice_t v, hist_t *h)
+{
+	slice_t rest;
+	fhir_search_prefix_t pfx = fhir_search_prefix_split(v, &rest);
+	int64_t lo, hi;
+
+	if (!fhir_search_date_range(rest, &lo, &hi))
+		return false;
+	h->at = true;
+	h->at_lo = hist_ms_to_ns(lo);
+	h->at_hi = hist_ms_to_ns(hi);
+	switch (pfx) {
+	case FHIR_PFX_EQ:
+		return true;
+	case FHIR_PFX_GE:
+		h->at_hi = UINT64_MAX;
+		return true;
+	case FHIR_PFX_GT:
+		h->at_lo = h->at_hi;
+		h->at_hi = UINT64_MAX;
+		return true;
+	case FHIR_PFX_LE:
+		h->at_lo = 0;
+		return true;
+	case FHIR_PFX_LT:
+		h->at_hi = h->at_lo;
+		h->at_lo = 0;
+		return true;
+	default:
+		return false;
+	}
+}
+
 static void
 do_history(rest_ctx_t *c, slice_t type, slice_t id)
 {
@@ -863,6 +935,12 @@ do_history(rest_ctx_t *c, slice_t type, slice_t id)
 		rest_send_error(c, 400, "invalid", "_since is not an instant");
 		return;
 	}
+	s = query_get(c, c->query, "_at");
+	if (s.ptr != NULL && !hist_at_parse(s, &h)) {
+		rest_send_error(c, 400, "invalid",
+				"_at takes a date, dateTime or instant, with eq, ge, gt, le or lt");
+		return;
+	}
 	s = query_get(c, c->query, "_count");
 	if (s.ptr != NULL && !slice_to_u64(s, &count)) {
 		rest_send_error(c, 400, "invalid", "_count is not a number");
@@ -878,6 +956,7 @@ do_history(rest_ctx_t *c, slice_t type, slice_t id)
 	h.entries = fhir_array_new(c->a);
 	if ((t = rest_read_begin(c)) == NULL)
 		return;
+	h.t = t;
 	if (slice_eq_cstr(type, "AuditEvent") && (id.len == 0 || audit_id_key(id, &key)))
 		rc = audit_history(&h, t, id, before);
 	else if (id.len > 0)

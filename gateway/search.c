@@ -1443,25 +1443,31 @@ include_split(slice_t v, slice_t *src, slice_t *param, slice_t *target)
 	return src->len > 0 && param->len > 0;
 }
 
+/* _include=Src:param[:Target], Src:*, or * (every reference of every resource in the range). */
 static int
 do_include(ctx_t *c, hits_t *h, size_t from, size_t to, slice_t v)
 {
 	slice_t src, param, target;
 
-	if (!include_split(v, &src, &param, &target))
+	if (slice_eq_cstr(v, "*")) {
+		src = param = v;
+		target = SLICE_NULL;
+	} else if (!include_split(v, &src, &param, &target)) {
 		return 0;
+	}
 	for (size_t i = from; i < to; i++) {
 		fhir_idx_entry_t *e;
 		size_t n;
+		slice_t type = h->v[i].type;
 
-		if (!slice_eq(h->v[i].type, src))
+		if (!slice_eq(type, src) && !slice_eq_cstr(src, "*"))
 			continue;
 		/* "*": every parameter (the reference ones are kept below) */
-		if (!res_entries(c, src, h->v[i].id, slice_eq_cstr(param, "*") ? NULL : &param, 1,
+		if (!res_entries(c, type, h->v[i].id, slice_eq_cstr(param, "*") ? NULL : &param, 1,
 				 &e, &n))
 			continue;
 		for (size_t k = 0; k < n; k++) {
-			const fhir_searchparam_t *sp = fhir_meta_searchparam(src, e[k].code);
+			const fhir_searchparam_t *sp = fhir_meta_searchparam(type, e[k].code);
 			/* "id|Type"; other values (URLs, canonicals) have no resource type there */
 			const char *bar = memchr(e[k].value.ptr, '|', e[k].value.len);
 			slice_t tt, tid;
@@ -1482,33 +1488,88 @@ do_include(ctx_t *c, hits_t *h, size_t from, size_t to, slice_t v)
 	return 0;
 }
 
+/* Whether reference parameter sp may point at a resource of type t (no targets: any). */
+static bool
+sp_may_target(const fhir_searchparam_t *sp, slice_t t)
+{
+	const char *p = sp->targets;
+
+	if (*p == '\0')
+		return true;
+	while (*p != '\0') {
+		size_t len = strcspn(p, " ");
+
+		if (len == t.len && memcmp(p, t.ptr, len) == 0)
+			return true;
+		p += len + (p[len] == ' ');
+	}
+	return false;
+}
+
+/* The src resources whose reference parameter code points at the hit i (added to h). */
+static int
+revinclude_param(ctx_t *c, hits_t *h, size_t i, slice_t src, slice_t code)
+{
+	slice_t id = h->v[i].id, type = h->v[i].type;
+	idset_t ids = {0};
+	pred_t p = {0};
+	char *k = arena_alloc(c->a, id.len + 1 + type.len);
+	int rc;
+
+	memcpy(k, id.ptr, id.len);
+	k[id.len] = '|';
+	memcpy(k + id.len + 1, type.ptr, type.len);
+	p.kind = P_EQ;
+	p.code = code;
+	p.key = slice_make(k, id.len + 1 + type.len);
+	if ((rc = pred_run(c, src, &p, &ids)) < 0)
+		return rc;
+	for (size_t j = 0; j < ids.n; j++)
+		hits_add(c->a, h, src, ids.v[j], true);
+	return 0;
+}
+
+/* _revinclude=Src:param[:Target]; Src:* (every reference parameter of Src that may point at
+ * the resource) and * (those of every type the store holds). */
 static int
 do_revinclude(ctx_t *c, hits_t *h, size_t from, size_t to, slice_t v)
 {
 	slice_t src, param, target;
+	bool any_src = slice_eq_cstr(v, "*");
 	int rc;
 
-	if (!include_split(v, &src, &param, &target) || !fhir_meta_is_resource(src) ||
-	    fhir_meta_searchparam(src, param) == NULL)
+	if (any_src) {
+		src = param = v;
+		target = SLICE_NULL;
+	} else if (!include_split(v, &src, &param, &target) || !fhir_meta_is_resource(src) ||
+		   (!slice_eq_cstr(param, "*") && fhir_meta_searchparam(src, param) == NULL)) {
 		return 0;
+	}
 	for (size_t i = from; i < to; i++) {
-		idset_t ids = {0};
-		pred_t p = {0};
-		char *k;
+		size_t nt = any_src ? fhir_meta_resource_count() : 1;
 
 		if (target.len && !slice_eq(target, h->v[i].type))
 			continue;
-		k = arena_alloc(c->a, h->v[i].id.len + 1 + h->v[i].type.len);
-		memcpy(k, h->v[i].id.ptr, h->v[i].id.len);
-		k[h->v[i].id.len] = '|';
-		memcpy(k + h->v[i].id.len + 1, h->v[i].type.ptr, h->v[i].type.len);
-		p.kind = P_EQ;
-		p.code = param;
-		p.key = slice_make(k, h->v[i].id.len + 1 + h->v[i].type.len);
-		if ((rc = pred_run(c, src, &p, &ids)) < 0)
-			return rc;
-		for (size_t j = 0; j < ids.n; j++)
-			hits_add(c->a, h, src, ids.v[j], true);
+		if (!slice_eq_cstr(param, "*")) {
+			if ((rc = revinclude_param(c, h, i, src, param)) < 0)
+				return rc;
+			continue;
+		}
+		for (size_t ti = 0; ti < nt; ti++) {
+			slice_t st = any_src ? slice_cstr(fhir_meta_resource_at(ti)->name) : src;
+			const fhir_searchparam_t *const *list;
+			size_t np = fhir_meta_searchparams(st, &list);
+			uint64_t count = 1;
+
+			if (any_src && (rc = store_res_count(c->t, st, &count)) < 0)
+				return rc;
+			for (size_t k = 0; count > 0 && k < np; k++)
+				if (list[k]->type == FHIR_SP_REFERENCE &&
+				    sp_may_target(list[k], h->v[i].type) &&
+				    (rc = revinclude_param(c, h, i, st,
+							   slice_cstr(list[k]->code))) < 0)
+					return rc;
+		}
 	}
 	return 0;
 }

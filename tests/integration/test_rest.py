@@ -298,6 +298,25 @@ def t_history(t, api):
     api.req("PUT", "/fhir/Patient/h1", patient("Late", "h1", id="h1"))
     st, _, doc, _ = api.req("GET", "/fhir/Patient/h1/_history?_since=" + since)
     t.eq([e["resource"]["meta"]["versionId"] for e in doc.get("entry", [])], ["6"], "_since")
+    # _at: the versions current at some time in the period. Version 5 was current from before
+    # `since` until version 6.
+    def at(q):
+        st, _, doc, _ = api.req("GET", "/fhir/Patient/h1/_history?" + q)
+        return st if st != 200 else [e["resource"]["meta"]["versionId"]
+                                     for e in doc.get("entry", [])]
+    t.eq(at("_at=" + since), ["5"], "_at an instant: the version current then")
+    t.eq(at("_at=ge" + since), ["6", "5"], "_at=ge: current then or later")
+    t.eq(at("_at=lt" + since), ["5", "4", "3", "2", "1"], "_at=lt: current before")
+    t.eq(at("_at=1999"), [], "_at before the first version: none")
+    t.eq(at("_at=gt2999"), ["6"], "_at in the future: the current version")
+    t.eq(at("_at=" + since[:4]), ["6", "5", "4", "3", "2", "1"], "_at a year: every version of it")
+    t.eq(at("_at=" + since + "&_count=1"), ["5"], "_at with paging")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/_history?_at=" + since)
+    t.ok(st == 200 and all(e["response"]["etag"] != 'W/"6"' or
+                           not e["fullUrl"].endswith("/h1") for e in doc.get("entry", [])),
+         "type history with _at leaves out what began after", st)
+    t.eq(at("_at=ap" + since), 400, "_at with ap: 400")
+    t.eq(at("_at=yesterday"), 400, "_at that is not a date: 400")
     st, _, doc, _ = api.req("GET", "/fhir/Patient/_history?_count=3")
     t.eq((st, len(doc["entry"])), (200, 3), "type history")
     st, _, doc, _ = api.req("GET", "/fhir/_history?_count=1")
@@ -409,6 +428,21 @@ def t_search(t, api):
          "_elements subsets and tags SUBSETTED", r)
     st, _, doc, _ = api.req("GET", "/fhir/Patient/s2?_summary=true")
     t.ok("name" in doc and "SUBSETTED" in json.dumps(doc), "_summary=true on read", doc)
+    st, _, doc, _ = api.req("GET", "/fhir/Observation/o1?_summary=text")
+    t.eq(sorted(doc), ["code", "id", "meta", "resourceType", "status"],
+         "_summary=text: text, id, meta and the required top-level elements only")
+    st, _, doc, _ = api.req("GET", "/fhir/Observation?_id=o1&_include=*")
+    t.eq(sorted((e["resource"]["id"], e["search"]["mode"]) for e in doc.get("entry", [])),
+         [("o1", "match"), ("s1", "include")], "_include=*: every reference")
+    for rev in ("*", "Observation:*"):
+        st, _, doc, _ = api.req("GET", "/fhir/Patient?_id=s1&_revinclude=" + rev)
+        t.eq(sorted((e["resource"]["id"], e["search"]["mode"]) for e in doc.get("entry", [])),
+             [("o1", "include"), ("s1", "match")],
+             "_revinclude=%s: what points at the match (once, through subject and patient)"
+             % rev)
+    st, _, doc, _ = api.req("GET", "/fhir/Patient?_id=s1&_revinclude=Encounter:*")
+    t.eq([e["resource"]["id"] for e in doc.get("entry", [])], ["s1"],
+         "_revinclude=Encounter:*: no Encounter points at it")
     st, _, doc, _ = api.req("GET", "/fhir/Patient?birthdate=notadate")
     t.ok(st == 400 and is_oo(doc), "bad search value: 400", st)
     st, _, doc, _ = api.req("GET", "/fhir/Patient/s1/$everything")
