@@ -1040,32 +1040,49 @@ pct_encode(arena_t *a, slice_t v)
 	return s;
 }
 
-/* Searches type (empty: the system) with the raw query q and answers the searchset. */
-static void
-do_search(rest_ctx_t *c, slice_t type, slice_t q)
+static bool result_options(rest_ctx_t *c, slice_t q);
+static int search_bundle(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t q, fhir_node_t **out);
+
+int
+rest_search_bundle(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t q, fhir_node_t **out)
+{
+	/* the query's own _summary and _elements (a Bundle entry's, not the request's) */
+	rest_summary_t summary = c->summary;
+	slice_t elements = c->elements;
+	int status;
+
+	if (!result_options(c, q)) {
+		*out = rest_outcome(c->a, "error", "invalid", "bad _summary value");
+		status = 400;
+	} else {
+		status = search_bundle(c, t, type, q, out);
+	}
+	c->summary = summary;
+	c->elements = elements;
+	return status;
+}
+
+static int
+search_bundle(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t q, fhir_node_t **out)
 {
 	static const char *const drop[] = {"_format", "_pretty", NULL};
 	search_opts_t opts = {
 	    .strict = c->strict, .max_count = REST_COUNT_MAX, .default_count = REST_COUNT_DEFAULT};
 	search_result_t *res = NULL;
 	fhir_node_t *oo = NULL, *b, *links, *entries;
-	store_txn_t *t;
 	slice_t sq, cur;
 	const char *self;
 	int rc;
 
 	opts.base = slice_cstr(arena_printf(c->a, "%s/", c->base));
 	sq = query_strip(c->a, q, drop);
-	if ((t = rest_read_begin(c)) == NULL)
-		return;
 	rc = search_run(t, c->a, type, sq, &opts, &res, &oo);
 	if (rc < 0) {
-		store_txn_abort(t);
-		if (oo != NULL)
-			rest_send(c, 400, oo, NULL);
-		else
-			rest_send_error(c, 500, "exception", "search failed: %s", fg_strerror(rc));
-		return;
+		*out = oo != NULL
+			   ? oo
+			   : rest_outcome(c->a, "error", "exception",
+					  arena_printf(c->a, "search failed: %s", fg_strerror(rc)));
+		return oo != NULL ? 400 : 500;
 	}
 	b = bundle_new(c, "searchset");
 	if (res->total_known)
@@ -1078,7 +1095,6 @@ do_search(rest_ctx_t *c, slice_t type, slice_t q)
 		if (e != NULL)
 			fhir_array_append(c->a, entries, e);
 	}
-	store_txn_abort(t);
 	if (res->warnings != NULL) {
 		fhir_node_t *e = fhir_object_new(c->a), *sm = fhir_object_new(c->a);
 
@@ -1108,7 +1124,23 @@ do_search(rest_ctx_t *c, slice_t type, slice_t q)
 	fhir_object_set_cstr(c->a, b, "link", links);
 	if (fhir_array_len(entries) > 0)
 		fhir_object_set_cstr(c->a, b, "entry", entries);
-	rest_send(c, 200, b, NULL);
+	*out = b;
+	return 200;
+}
+
+/* Searches type (empty: the system) with the raw query q and answers the searchset. */
+static void
+do_search(rest_ctx_t *c, slice_t type, slice_t q)
+{
+	store_txn_t *t;
+	fhir_node_t *b;
+	int status;
+
+	if ((t = rest_read_begin(c)) == NULL)
+		return;
+	status = rest_search_bundle(c, t, type, q, &b);
+	store_txn_abort(t);
+	rest_send(c, status, b, NULL);
 }
 
 /* ---- Patient/$everything ---- */
@@ -1484,6 +1516,29 @@ path_split(rest_ctx_t *c, slice_t path, slice_t *seg, size_t *nseg, size_t max)
 	return true;
 }
 
+/* _summary and _elements of query q into c; false when _summary is not a valid value. */
+static bool
+result_options(rest_ctx_t *c, slice_t q)
+{
+	slice_t v = query_get(c, q, "_summary");
+
+	c->summary = REST_SUMMARY_FALSE;
+	if (v.ptr != NULL) {
+		if (slice_eq_cstr(v, "true"))
+			c->summary = REST_SUMMARY_TRUE;
+		else if (slice_eq_cstr(v, "text"))
+			c->summary = REST_SUMMARY_TEXT;
+		else if (slice_eq_cstr(v, "data"))
+			c->summary = REST_SUMMARY_DATA;
+		else if (slice_eq_cstr(v, "count"))
+			c->summary = REST_SUMMARY_COUNT;
+		else if (!slice_eq_cstr(v, "false"))
+			return false;
+	}
+	c->elements = query_get(c, q, "_elements");
+	return true;
+}
+
 static bool
 ctx_options(rest_ctx_t *c)
 {
@@ -1505,22 +1560,10 @@ ctx_options(rest_ctx_t *c)
 	c->xml = f == 1;
 	v = query_get(c, c->query, "_pretty");
 	c->pretty = v.ptr != NULL && slice_eq_cstr(v, "true");
-	v = query_get(c, c->query, "_summary");
-	if (v.ptr != NULL) {
-		if (slice_eq_cstr(v, "true"))
-			c->summary = REST_SUMMARY_TRUE;
-		else if (slice_eq_cstr(v, "text"))
-			c->summary = REST_SUMMARY_TEXT;
-		else if (slice_eq_cstr(v, "data"))
-			c->summary = REST_SUMMARY_DATA;
-		else if (slice_eq_cstr(v, "count"))
-			c->summary = REST_SUMMARY_COUNT;
-		else if (!slice_eq_cstr(v, "false")) {
-			rest_send_error(c, 400, "invalid", "bad _summary value");
-			return false;
-		}
+	if (!result_options(c, c->query)) {
+		rest_send_error(c, 400, "invalid", "bad _summary value");
+		return false;
 	}
-	c->elements = query_get(c, c->query, "_elements");
 	prefer = http_request_header(c->req, "Prefer");
 	if (prefer.ptr != NULL) {
 		char *p = rest_cstr(c->a, prefer);

@@ -139,6 +139,9 @@ void rest_do_delete(rest_ctx_t *c, slice_t type, slice_t id);
 void rest_do_cond_delete(rest_ctx_t *c, slice_t type);
 void rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id);
 void rest_do_bundle(rest_ctx_t *c);
+/* The searchset Bundle of a search of type (empty: the system) with the raw query q in t, in
+ * *out, and 200; or 400 (a bad request) or 500 with an OperationOutcome in *out. */
+int rest_search_bundle(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t q, fhir_node_t **out);
 /* A write of an operation outside rest_write.c ($replay): apply runs in the writer thread inside
  * the batch's transaction (a negative return fails the batch); finish runs on the I/O thread
  * after the commit (rc: 0 or the commit's error) and must answer the request. */

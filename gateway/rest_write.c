@@ -24,7 +24,7 @@
 #include "lib/log.h"
 #include "lib/timeutil.h"
 
-typedef enum { OP_PUT, OP_DELETE, OP_READ } op_kind_t;
+typedef enum { OP_PUT, OP_DELETE, OP_READ, OP_SEARCH } op_kind_t;
 typedef enum { COND_NONE, COND_CREATE, COND_UPDATE, COND_DELETE } cond_t;
 
 typedef struct {
@@ -251,7 +251,7 @@ op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 	store_res_t cur;
 	int rc;
 
-	if (op->kind == OP_READ || op->status != 0)
+	if (op->kind == OP_READ || op->kind == OP_SEARCH || op->status != 0)
 		return 0;
 	if (op->cond != COND_NONE) {
 		search_opts_t opts = {.max_count = 2};
@@ -333,7 +333,7 @@ op_write(rest_job_t *j, store_txn_t *t, rest_op_t *op, uint64_t now_ns)
 {
 	int rc;
 
-	if (op->kind == OP_READ || op->status != 0)
+	if (op->kind == OP_READ || op->kind == OP_SEARCH || op->status != 0)
 		return 0;
 	if (op->kind == OP_DELETE) {
 		rc = score_hook_note(t, op->type, op->id, SLICE_NULL);
@@ -599,6 +599,17 @@ finish_bundle(rest_job_t *j)
 				    a, resp, "etag",
 				    fhir_string_new(a, slice_cstr(rest_etag(a, ver))));
 			}
+		}
+		if (op->kind == OP_SEARCH && op->status == 0) {
+			fhir_node_t *res = NULL;
+
+			if (t == NULL && (t = rest_read_begin(c)) == NULL)
+				return;
+			op->status = rest_search_bundle(c, t, op->type, op->query, &res);
+			if (op->status == 200)
+				fhir_object_set_cstr(a, e, "resource", res);
+			else
+				op->outcome = res;
 		}
 		status_text(st, sizeof(st), op->status);
 		fhir_object_set_cstr(a, resp, "status", fhir_string_new(a, slice_cstr(st)));
@@ -983,12 +994,14 @@ entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 	op->type = type;
 	op->id = id;
 	if (slice_eq_cstr(method, "GET")) {
-		if (id.len == 0 || q.ptr != NULL) {
+		if (id.len > 0 && q.ptr != NULL) {
 			op->outcome = outcome_printf(
-			    a, "not-supported", "only reads (GET T/id) are supported in a Bundle");
+			    a, "not-supported",
+			    "a GET in a Bundle is a read (T/id) or a search (T?query)");
 			return 400;
 		}
-		op->kind = OP_READ;
+		op->kind = id.len > 0 ? OP_READ : OP_SEARCH;
+		op->query = q.ptr != NULL ? q : slice_make("", 0);
 		return 0;
 	}
 	if (slice_eq_cstr(type, "AuditEvent")) {
@@ -1070,6 +1083,8 @@ entry_authorize(rest_ctx_t *c, rest_op_t *op)
 
 	if (op->kind == OP_READ)
 		az = REST_AZ_READ;
+	else if (op->kind == OP_SEARCH)
+		az = REST_AZ_SEARCH;
 	else if (op->kind == OP_DELETE)
 		az = op->cond == COND_DELETE ? REST_AZ_COND_DELETE : REST_AZ_DELETE;
 	else if (op->create_only)

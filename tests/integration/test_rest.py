@@ -271,6 +271,31 @@ def t_transaction(t, api):
     stats = [e["response"]["status"].split()[0] for e in doc["entry"]]
     t.eq(stats, ["201", "400", "200", "204"], "batch entries independent")
     t.eq(doc["entry"][2].get("resource", {}).get("id"), "txput", "batch GET returns the resource")
+    # searches in a batch, and in a transaction after its writes
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?_id=txput,batch1&_sort=_id"}},
+        {"request": {"method": "GET", "url": "Patient?_id=batch1&_summary=count"}},
+        {"request": {"method": "GET", "url": "Patient?birthdate=notadate"}},
+        {"request": {"method": "GET", "url": "Patient/txput?_id=x"}},
+    ]}
+    st, _, doc, _ = api.req("POST", "/fhir", batch)
+    ents = doc.get("entry", [])
+    t.eq([e["response"]["status"].split()[0] for e in ents], ["200", "200", "400", "400"],
+         "batch searches: 200 each, 400 for a bad value or a read with a query")
+    t.eq(([x["resource"]["id"] for x in ents[0].get("resource", {}).get("entry", [])],
+          ents[0].get("resource", {}).get("type")), (["batch1", "txput"], "searchset"),
+         "a batch search answers its searchset Bundle")
+    t.eq((ents[1].get("resource", {}).get("total"), ents[1].get("resource", {}).get("entry")),
+         (1, None), "with its own result parameters (_summary=count)")
+    t.ok("outcome" in ents[2]["response"], "a bad search's entry has its OperationOutcome")
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+         "resource": patient("TxSearch", "txs1"), "request": {"method": "POST", "url": "Patient"}},
+        {"request": {"method": "GET", "url": "Patient?family=TxSearch"}},
+    ]}
+    st, _, doc, _ = api.req("POST", "/fhir", tx)
+    t.eq((st, doc["entry"][1]["resource"].get("total")), (200, 1),
+         "a transaction's search runs after its writes and sees them")
     st, _, doc, _ = api.req("POST", "/fhir", patient())
     t.eq(st, 400, "POST /fhir with a non-Bundle: 400")
 
