@@ -44,6 +44,9 @@ typedef struct {
 	fhir_node_t *outcome;
 	store_res_result_t out;
 	bool matched; /* a conditional create found its resource */
+	/* Bundles: the entry's fullUrl, and the id given to it before the conditions were
+	 * resolved (what references to its urn:uuid were rewritten to) */
+	slice_t full, pre_id;
 } rest_op_t;
 
 struct rest_job {
@@ -366,29 +369,248 @@ op_write(rest_job_t *j, store_txn_t *t, rest_op_t *op, uint64_t now_ns)
 	}
 }
 
+/* ---- references the conditions decide (Bundles, in the writer) ---- */
+
+/* A conditional reference resolved once per Bundle: "Patient?identifier=s|1" -> its target. */
+typedef struct {
+	slice_t from, to; /* to empty: it failed (status, outcome) */
+	int status;
+	fhir_node_t *outcome;
+} cref_t;
+
+typedef struct {
+	rest_job_t *j;
+	store_txn_t *t;
+	rest_op_t *op; /* whose resource is walked */
+	cref_t *crefs;
+	size_t ncrefs, capcrefs;
+	/* transactions: the entries whose id a condition decided after references to them were
+	 * rewritten (conditional creates that matched, conditional updates named by urn:uuid),
+	 * listed once all conditions are resolved */
+	size_t *remap;
+	size_t nremap, capremap;
+	bool listed;
+	bool changed;
+	int status; /* the first failure: 412 (no or several matches) or 400 (a bad query) */
+	fhir_node_t *outcome;
+	int rc; /* a store error */
+} reffix_t;
+
+/* "Type?query" with Type a resource type: a conditional reference. */
+static bool
+cref_split(slice_t ref, slice_t *type, slice_t *query)
+{
+	const char *q = memchr(ref.ptr, '?', ref.len);
+
+	if (q == NULL)
+		return false;
+	*type = slice_make(ref.ptr, (size_t)(q - ref.ptr));
+	*query = slice_make(q + 1, ref.len - type->len - 1);
+	return type->len > 0 && query->len > 0 && fhir_meta_is_resource(*type);
+}
+
+/* The target of conditional reference ref: the one stored resource its query matches, else
+ * the one entry of the Bundle that creates or updates a resource of the type under that same
+ * condition; a cref with status 412 when there is none or more than one. */
+static cref_t *
+cref_resolve(reffix_t *f, slice_t ref)
+{
+	arena_t *a = f->j->c->a;
+	search_opts_t opts = {.max_count = 2};
+	search_result_t *sr;
+	fhir_node_t *oo = NULL;
+	slice_t type, query, id = SLICE_NULL;
+	cref_t *cr;
+	size_t nbundle = 0;
+	int rc;
+
+	for (size_t i = 0; i < f->ncrefs; i++)
+		if (slice_eq(f->crefs[i].from, ref))
+			return &f->crefs[i];
+	f->crefs = arena_array_grow(a, f->crefs, f->ncrefs, &f->capcrefs, sizeof(*f->crefs));
+	cr = &f->crefs[f->ncrefs++];
+	memset(cr, 0, sizeof(*cr));
+	cr->from = ref;
+	cref_split(ref, &type, &query);
+	rc = search_run(f->t, a, type, query, &opts, &sr, &oo);
+	if (rc == -FG_EINVAL) {
+		cr->status = 400;
+		cr->outcome = oo;
+		return cr;
+	}
+	if (rc < 0) {
+		f->rc = rc;
+		cr->status = 500;
+		return cr;
+	}
+	if (sr->nmatches == 1 && !sr->has_next)
+		id = sr->hits[0].id;
+	for (size_t i = 0; sr->nmatches == 0 && i < f->j->nops; i++) {
+		const rest_op_t *o = &f->j->ops[i];
+
+		if (o->kind == OP_PUT && (o->cond == COND_CREATE || o->cond == COND_UPDATE) &&
+		    (o->status == 0 || o->matched) && slice_eq(o->type, type) &&
+		    slice_eq(o->query, query) && o->id.len > 0) {
+			id = o->id;
+			nbundle++;
+		}
+	}
+	if (id.len == 0 || nbundle > 1) {
+		cr->status = 412;
+		cr->outcome = outcome_printf(
+		    a, sr->nmatches > 1 || nbundle > 1 ? "multiple-matches" : "not-found",
+		    "the conditional reference %.*s matches %s resource", (int)ref.len, ref.ptr,
+		    sr->nmatches > 1 || nbundle > 1 ? "more than one" : "no");
+		return cr;
+	}
+	cr->to =
+	    slice_cstr(arena_printf(a, "%.*s/%.*s", (int)type.len, type.ptr, (int)id.len, id.ptr));
+	return cr;
+}
+
+/* The reference a condition decided for ref, or ref. */
+static slice_t
+ref_fixed(reffix_t *f, slice_t ref)
+{
+	arena_t *a = f->j->c->a;
+	slice_t type, query;
+
+	if (cref_split(ref, &type, &query)) {
+		cref_t *cr = cref_resolve(f, ref);
+
+		if (cr->to.len > 0)
+			return cr->to;
+		if (f->status == 0) {
+			f->status = cr->status;
+			f->outcome = cr->outcome;
+		}
+		return ref;
+	}
+	for (size_t k = 0; k < f->nremap; k++) {
+		const rest_op_t *o = &f->j->ops[f->remap[k]];
+		bool hit =
+		    o->pre_id.len == 0
+			/* a conditional update's urn:uuid, left as it was */
+			? slice_eq(o->full, ref)
+			/* the id given up front to a conditional create that found its
+			 * resource instead */
+			: ref.len == o->type.len + 1 + o->pre_id.len &&
+			      memcmp(ref.ptr, o->type.ptr, o->type.len) == 0 &&
+			      ref.ptr[o->type.len] == '/' &&
+			      memcmp(ref.ptr + o->type.len + 1, o->pre_id.ptr, o->pre_id.len) == 0;
+
+		if (hit)
+			return slice_cstr(arena_printf(a, "%.*s/%.*s", (int)o->type.len,
+						       o->type.ptr, (int)o->id.len, o->id.ptr));
+	}
+	return ref;
+}
+
+static void
+refs_fix_walk(reffix_t *f, fhir_node_t *n, int depth)
+{
+	if (depth > 64 || f->status != 0 || f->rc != 0)
+		return;
+	if (fhir_node_kind(n) == FHIR_ARRAY) {
+		for (size_t i = 0; i < fhir_array_len(n); i++)
+			refs_fix_walk(f, fhir_array_at(n, i), depth + 1);
+		return;
+	}
+	if (fhir_node_kind(n) != FHIR_OBJECT)
+		return;
+	for (size_t i = 0; i < fhir_object_count(n); i++) {
+		fhir_node_t *v = fhir_object_value_at(n, i);
+
+		if (slice_eq_cstr(fhir_object_key_at(n, i), "reference") &&
+		    fhir_node_kind(v) == FHIR_STRING) {
+			slice_t to = ref_fixed(f, fhir_node_text(v));
+
+			if (to.ptr != fhir_node_text(v).ptr) {
+				fhir_object_set_value_at(n, i, fhir_string_new(f->j->c->a, to));
+				f->changed = true;
+			}
+		} else {
+			refs_fix_walk(f, v, depth + 1);
+		}
+	}
+}
+
+/* After the conditions: the references of op that they decide (conditional references,
+ * urn:uuids of conditional updates, the up-front ids of conditional creates that matched),
+ * rewritten, and op prepared again when one was. 0, or a store error; a reference that does
+ * not resolve sets op's status. */
+static int
+op_refs_fix(rest_job_t *j, store_txn_t *t, rest_op_t *op, reffix_t *f)
+{
+	int rc;
+
+	if (j->transaction && !f->listed) {
+		f->listed = true;
+		for (size_t i = 0; i < j->nops; i++) {
+			const rest_op_t *o = &j->ops[i];
+
+			if (o->kind == OP_PUT && o->id.len > 0 &&
+			    ((o->matched && o->pre_id.len > 0 && !slice_eq(o->pre_id, o->id)) ||
+			     (o->pre_id.len == 0 && o->full.len > 9 &&
+			      memcmp(o->full.ptr, "urn:uuid:", 9) == 0))) {
+				f->remap = arena_array_grow(j->c->a, f->remap, f->nremap,
+							    &f->capremap, sizeof(*f->remap));
+				f->remap[f->nremap++] = i;
+			}
+		}
+	}
+	if (op->kind != OP_PUT || op->status != 0)
+		return 0;
+	f->j = j;
+	f->t = t;
+	f->op = op;
+	f->changed = false;
+	f->status = 0;
+	f->outcome = NULL;
+	refs_fix_walk(f, op->res, 0);
+	if (f->rc != 0)
+		return f->rc;
+	if (f->status != 0) {
+		op->status = f->status;
+		op->outcome = f->outcome;
+		return 0;
+	}
+	if (f->changed && (rc = op_prepare(j->c->a, op)) < 0) {
+		op->status = 400;
+		op->outcome = outcome_printf(j->c->a, "invalid", "index: %s", fg_strerror(rc));
+	}
+	return 0;
+}
+
 static int
 job_apply(writer_job_t *wj, store_txn_t *t)
 {
 	rest_job_t *j = (rest_job_t *)wj;
 	uint64_t now = time_now_ns();
+	reffix_t f = {0};
 	int rc = 0;
 
 	if (j->transaction) {
-		/* Every check first: a failing entry leaves the transaction unwritten. */
-		for (size_t i = 0; rc == 0 && i < j->nops; i++) {
-			rc = op_resolve(j, t, &j->ops[i]);
-			if (rc == 0 && j->ops[i].status >= 400) {
-				j->fail_status = j->ops[i].status;
-				j->fail_outcome = j->ops[i].outcome;
-				return 0;
+		/* Every check first: a failing entry leaves the transaction unwritten. Then the
+		 * references the conditions decided, with every condition resolved. */
+		for (size_t pass = 0; pass < 2; pass++)
+			for (size_t i = 0; rc == 0 && i < j->nops; i++) {
+				rc = pass == 0 ? op_resolve(j, t, &j->ops[i])
+					       : op_refs_fix(j, t, &j->ops[i], &f);
+				if (rc == 0 && j->ops[i].status >= 400) {
+					j->fail_status = j->ops[i].status;
+					j->fail_outcome = j->ops[i].outcome;
+					return 0;
+				}
 			}
-		}
 		for (size_t i = 0; rc == 0 && i < j->nops; i++)
 			rc = op_write(j, t, &j->ops[i], now);
 		return rc;
 	}
 	for (size_t i = 0; rc == 0 && i < j->nops; i++) {
 		rc = op_resolve(j, t, &j->ops[i]);
+		if (rc == 0 && j->bundle)
+			rc = op_refs_fix(j, t, &j->ops[i], &f);
 		if (rc == 0)
 			rc = op_write(j, t, &j->ops[i], now);
 	}
@@ -1147,6 +1369,8 @@ rest_do_bundle(rest_ctx_t *c)
 		else if (op->create_only) /* POST: the server names it */
 			op->id = new_id(c->a);
 		full = fhir_node_text(fhir_object_get_cstr(e, "fullUrl"));
+		op->full = full;
+		op->pre_id = op->id;
 		if (full.len > 9 && memcmp(full.ptr, "urn:uuid:", 9) == 0 && op->id.len > 0) {
 			buf_t to = BUF_INIT;
 

@@ -300,6 +300,64 @@ def t_transaction(t, api):
     t.eq(st, 400, "POST /fhir with a non-Bundle: 400")
 
 
+def t_conditional_references(t, api):
+    """References a condition decides inside Bundles: Type?query, the urn:uuid of a
+    conditional update, and the urn:uuid of a conditional create that found its resource."""
+    api.req("PUT", "/fhir/Patient/cr-pat", patient("Cr", "cr-1", id="cr-pat"))
+
+    def obs(oid, ref):
+        return {"resource": {"resourceType": "Observation", "id": oid, "status": "final",
+                             "code": {"text": "x"}, "subject": {"reference": ref}},
+                "request": {"method": "PUT", "url": "Observation/" + oid}}
+
+    def subject(oid):
+        st, _, doc, _ = api.req("GET", "/fhir/Observation/" + oid)
+        return doc["subject"]["reference"] if st == 200 else st
+
+    def tx(*entries, kind="transaction"):
+        return api.req("POST", "/fhir", {"resourceType": "Bundle", "type": kind,
+                                         "entry": list(entries)})
+
+    st, _, _, _ = tx(obs("cr-o1", "Patient?identifier=urn:test|cr-1"))
+    t.eq((st, subject("cr-o1")), (200, "Patient/cr-pat"),
+         "Patient?identifier=... resolves to the one stored match")
+    st, _, doc, _ = tx(obs("cr-o2", "Patient?identifier=urn:test|cr-none"))
+    t.ok(st == 412 and is_oo(doc) and subject("cr-o2") == 404,
+         "no match: 412 and nothing written", st)
+    st, _, doc, _ = tx(
+        {"resource": patient("Cr", "cr-2"),
+         "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:test|cr-2"}},
+        obs("cr-o3", "Patient?identifier=urn:test|cr-2"))
+    created = (doc or {}).get("entry", [{}])[0].get("response", {}).get("location", "")
+    t.ok(st == 200 and created.startswith("Patient/") and
+         subject("cr-o3") == "/".join(created.split("/")[:2]),
+         "a match made by the Bundle's own conditional create", (st, created, subject("cr-o3")))
+    urn = "urn:uuid:7d0e0e9c-3f0a-4a39-9c53-8f5d3d6c1e01"
+    st, _, doc, _ = tx(
+        {"fullUrl": urn, "resource": patient("Cr", "cr-1"),
+         "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:test|cr-1"}},
+        obs("cr-o4", urn))
+    t.eq((st, subject("cr-o4")), (200, "Patient/cr-pat"),
+         "the urn:uuid of a conditional create that matched names the resource it found")
+    urn = "urn:uuid:7d0e0e9c-3f0a-4a39-9c53-8f5d3d6c1e02"
+    st, _, doc, _ = tx(
+        {"fullUrl": urn, "resource": patient("Cr2", "cr-1"),
+         "request": {"method": "PUT", "url": "Patient?identifier=urn:test|cr-1"}},
+        obs("cr-o5", urn))
+    t.eq((st, subject("cr-o5")), (200, "Patient/cr-pat"),
+         "the urn:uuid of a conditional update names the resource it updated")
+    for i in range(2):
+        api.req("POST", "/fhir/Patient", patient("CrDup", "cr-dup"))
+    st, _, doc, _ = tx(obs("cr-o6", "Patient?identifier=urn:test|cr-dup"))
+    t.ok(st == 412 and "more than one" in json.dumps(doc), "two matches: 412", st)
+    st, _, doc, _ = tx(obs("cr-o7", "Patient?identifier=urn:test|cr-1"),
+                       obs("cr-o8", "Patient?identifier=urn:test|cr-none"), kind="batch")
+    t.eq([e["response"]["status"].split()[0] for e in (doc or {}).get("entry", [])],
+         ["201", "412"], "batch: each entry's reference on its own")
+    st, _, doc, _ = api.req("GET", "/fhir/Observation?subject=Patient/cr-pat&_summary=count")
+    t.eq(doc.get("total"), 4, "the resolved references are indexed")
+
+
 def t_history(t, api):
     for i in range(5):
         api.req("PUT", "/fhir/Patient/h1", patient("H%d" % i, "h1", id="h1"))
@@ -730,7 +788,7 @@ def main():
         srv.start()
         api = Api(port)
         for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
-                   t_transaction, t_history, t_patch, t_search, t_search_composite,
+                   t_transaction, t_conditional_references, t_history, t_patch, t_search, t_search_composite,
                    t_search_r4_params, t_metadata,
                    t_meta_output):
             t.run(fn, api)
