@@ -28,6 +28,7 @@ typedef struct map_inst {
 	size_t result_index;
 	bool referenced; /* another resource points at it */
 	bool dropped;    /* left out: it lacks what FHIR requires, and nothing points at it */
+	bool sourced;    /* a line that reads the message put a value in it (not constants only) */
 } map_inst_t;
 
 /* A reference made before ids are final: filled in at the end. */
@@ -521,6 +522,8 @@ map_ids_finish(map_conv_t *cv)
 	for (size_t i = 0; i < cv->insts.n; i++) {
 		map_inst_t *inst = cv->insts.v[i];
 
+		if (inst->dropped)
+			continue; /* made of constants only (map_line_value): no id, no merge */
 		if (!inst->has_id) {
 			map_fallback_id(cv, inst->type, inst->seg_index, inst->where, inst->id);
 			inst->has_id = true;
@@ -528,7 +531,7 @@ map_ids_finish(map_conv_t *cv)
 		for (size_t j = 0; j < i; j++) {
 			map_inst_t *o = cv->insts.v[j];
 
-			if (o->merged_into != NULL || !slice_eq(o->type, inst->type) ||
+			if (o->merged_into != NULL || o->dropped || !slice_eq(o->type, inst->type) ||
 			    strcmp(o->id, inst->id) != 0)
 				continue;
 			map_merge(cv->a, o->obj, inst->obj);
@@ -1243,6 +1246,20 @@ map_explain_fix(map_conv_t *cv, size_t start, map_inst_t *inst, const buf_t *pat
 			cv->xrecs.v[i].inst = inst;
 }
 
+/* Whether a value holds separators only ("^^", "^&~"): components, none of them valued. Such
+ * a field gives nothing (no Practitioner or Location without a single value of its own). */
+static bool
+map_raw_blank(slice_t raw, const hl7_delims_t *d)
+{
+	for (size_t i = 0; i < raw.len; i++) {
+		char c = raw.ptr[i];
+
+		if (c != d->component && c != d->subcomponent && c != d->repetition)
+			return false;
+	}
+	return true;
+}
+
 /* The value of a line, or NULL. *src_out gets the explain source. */
 static fhir_node_t *
 map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const char **src_out)
@@ -1265,7 +1282,7 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 		slice_t raw = map_ref_raw(&run->fr, &p0->ref, false, &si, &rep);
 		int level;
 
-		if (raw.len == 0)
+		if (raw.len == 0 || map_raw_blank(raw, run->fr.delims))
 			return NULL;
 		if (p0->ref.seg[0] != '\0') {
 			field = p0->ref.field;
@@ -1301,6 +1318,13 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 				res = map_inst_new(cv, l->as_def->fhir, l->as_def->type, si, where);
 				map_run_def(cv, l->as_def, &from, *src_out, raw, level, res,
 					    res->obj, NULL);
+				if (!res->sourced) {
+					/* its lines gave constants only (a location with just an
+					 * assigning authority the map does not read): no resource */
+					res->dropped = true;
+					cv->xrecs.n = start;
+					return NULL;
+				}
 				node = map_reference(cv, res);
 			} else {
 				made = l->as_def->type->kind == FHIR_TYPE_PRIMITIVE
@@ -1456,6 +1480,8 @@ map_place(map_run_t *run, const map_egroup_t *g, const map_line_t *l, fhir_node_
 	if (at == NULL || !map_put(run, at, &l->steps[l->nsteps - 1], v, pp))
 		goto drop;
 done:
+	if (l->src.kind != MAP_SRC_CONST && run->fr.inst != NULL)
+		run->fr.inst->sourced = true;
 	if (cv->opt->explain) {
 		map_explain_fix(cv, start, map_run_inst(run), &gs->path);
 		map_explain(run, l, &gs->path, src);
@@ -2313,7 +2339,7 @@ map_build_bundle(map_conv_t *cv, map_result_t *res)
 	for (size_t i = 0; i < cv->insts.n; i++) {
 		map_inst_t *inst = cv->insts.v[i];
 
-		if (inst->merged_into != NULL)
+		if (inst->merged_into != NULL || inst->dropped)
 			continue;
 		map_member_set(a, inst->obj, inst->meta, map_keys[MAP_KEY_ID],
 			       fhir_string_new(a, slice_cstr(inst->id)));

@@ -1183,7 +1183,7 @@ test_no_map(void **state)
 	arena_t *a = arena_new(0);
 	map_set_t *set = load_shipped(NULL);
 	char *a99 = msg_text("MSH|^~\\&|A|B|C|D|20240101||ADT^A99|1|P|2.5", "PID|1||9", NULL);
-	char *bar = msg_text("MSH|^~\\&|A|B|C|D|20240101||BAR^P01^BAR_P01|1|P|2.5", "PID|1", NULL);
+	char *bar = msg_text("MSH|^~\\&|A|B|C|D|20240101||MFN^M02^MFN_M02|1|P|2.5", "MFE|A", NULL);
 	map_result_t *r = NULL;
 
 	(void)state;
@@ -1201,6 +1201,34 @@ test_no_map(void **state)
 	arena_free(a);
 	free(a99);
 	free(bar);
+}
+
+/* A field of separators only ("^^^") gives nothing, and neither does one whose components the
+ * datatype map does not read: no Practitioner or Location of constants alone, no reference. */
+static void
+test_blank_fields(void **state)
+{
+	arena_t *a = arena_new(0);
+	map_set_t *set = load_shipped(NULL);
+	char *msg = msg_text("MSH|^~\\&|A|B|C|D|20240101120000+0100||ADT^A01^ADT_A01|B1|P|2.5",
+			     "PID|1||5^^^H^MR||ROE^RITA",
+			     "PV1|1|I|W1^R2^B3|||^^^^^^^^^^HOSP&LODI|13936^TEST^TEST|^^^^^|&&^",
+			     NULL);
+	map_result_t *r = convert(a, set, msg, NULL);
+	const fhir_node_t *enc = NULL;
+
+	(void)state;
+	assert_int_equal(res_count(r, "Practitioner"), 1); /* PV1-7 only */
+	assert_int_equal(res_count(r, "Location"), 1);     /* PV1-3 only */
+	for (size_t i = 0; i < r->nresources; i++)
+		if (slice_eq_cstr(fhir_resource_type(r->resources[i].resource), "Encounter"))
+			enc = r->resources[i].resource;
+	assert_non_null(enc);
+	assert_int_equal(fhir_array_len(fhir_object_get_cstr(enc, "participant")), 1);
+	assert_int_equal(fhir_array_len(fhir_object_get_cstr(enc, "location")), 1);
+	map_set_free(set);
+	arena_free(a);
+	free(msg);
 }
 
 /* A resource missing what R4 requires is reported, and left out when nothing points at it. */
@@ -1291,6 +1319,7 @@ main(void)
 	    cmocka_unit_test(test_no_map),
 	    cmocka_unit_test(test_timezone_option),
 	    cmocka_unit_test(test_required),
+	    cmocka_unit_test(test_blank_fields),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
