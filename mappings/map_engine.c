@@ -1060,6 +1060,8 @@ map_path_step(buf_t *path, const map_step_t *st, size_t pos, bool array)
 		buf_printf(path, "[%zu]", pos);
 }
 
+static bool map_choice_taken(const fhir_node_t *obj, const map_step_t *st);
+
 static fhir_node_t *
 map_label_find(map_run_t *run, fhir_node_t *arr, uint16_t index)
 {
@@ -1091,6 +1093,10 @@ map_nav_step(map_run_t *run, fhir_node_t *obj, const map_step_t *st, buf_t *path
 	if (!st->array) {
 		child = fhir_object_get_interned(obj, st->key);
 		if (child == NULL) {
+			/* a choice another type of which has a value: the first one stays */
+			if (st->elem != NULL && st->elem->choice_base != NULL &&
+			    map_choice_taken(obj, st))
+				return NULL;
 			child = fhir_object_new(a);
 			map_member_add(a, obj, st->key, child, st->rank);
 		}

@@ -57,6 +57,8 @@ TABLES = [
     ("ProviderRole", "ProviderRole", "HL7 table 0443 -> participant role (ROL-3, PRT-4)"),
     ("PractitionerIDNumberType", "PractitionerIDNumberType", "HL7 table 0338 -> Identifier.type (PLN-2)"),
     ("Participation", "Participation", "HL7 table 0912 -> PractitionerRole.code, CareTeam.participant.role (PRT-4)"),
+    ("ExtendedPriorityCodes", "ExtendedPriorityCodes", "HL7 table 0485 -> ServiceRequest.priority (TQ1-9)"),
+    ("VIPIndicator", "VIPIndicator", "HL7 table 0099 (site codes: the IG lists targets only) -> patient-importance (PV1-16)"),
 ]
 
 # (our name, v2 code) -> replacement (code, display, system): the IG row does not fit.
