@@ -58,6 +58,7 @@ TABLES = [
     ("PractitionerIDNumberType", "PractitionerIDNumberType", "HL7 table 0338 -> Identifier.type (PLN-2)"),
     ("Participation", "Participation", "HL7 table 0912 -> PractitionerRole.code, CareTeam.participant.role (PRT-4)"),
     ("ExtendedPriorityCodes", "ExtendedPriorityCodes", "HL7 table 0485 -> ServiceRequest.priority (TQ1-9)"),
+    ("LivingWillCode", "LivingWillCode", "HL7 table 0315 -> the living will Observation's value (PD1-7)"),
     ("VIPIndicator", "VIPIndicator", "HL7 table 0099 (site codes: the IG lists targets only) -> patient-importance (PV1-16)"),
 ]
 
