@@ -531,8 +531,8 @@ map_ids_finish(map_conv_t *cv)
 		for (size_t j = 0; j < i; j++) {
 			map_inst_t *o = cv->insts.v[j];
 
-			if (o->merged_into != NULL || o->dropped || !slice_eq(o->type, inst->type) ||
-			    strcmp(o->id, inst->id) != 0)
+			if (o->merged_into != NULL || o->dropped ||
+			    !slice_eq(o->type, inst->type) || strcmp(o->id, inst->id) != 0)
 				continue;
 			map_merge(cv->a, o->obj, inst->obj);
 			inst->merged_into = o;
@@ -1326,7 +1326,8 @@ map_line_value(map_run_t *run, const map_line_t *l, const fhir_type_t *t, const 
 					    res->obj, NULL);
 				if (!res->sourced) {
 					/* its lines gave constants only (a location with just an
-					 * assigning authority the map does not read): no resource */
+					 * assigning authority the map does not read): no resource
+					 */
 					res->dropped = true;
 					cv->xrecs.n = start;
 					return NULL;

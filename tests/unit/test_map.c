@@ -1210,10 +1210,10 @@ test_blank_fields(void **state)
 {
 	arena_t *a = arena_new(0);
 	map_set_t *set = load_shipped(NULL);
-	char *msg = msg_text("MSH|^~\\&|A|B|C|D|20240101120000+0100||ADT^A01^ADT_A01|B1|P|2.5",
-			     "PID|1||5^^^H^MR||ROE^RITA",
-			     "PV1|1|I|W1^R2^B3|||^^^^^^^^^^HOSP&LODI|13936^TEST^TEST|^^^^^|&&^",
-			     NULL);
+	char *msg =
+	    msg_text("MSH|^~\\&|A|B|C|D|20240101120000+0100||ADT^A01^ADT_A01|B1|P|2.5",
+		     "PID|1||5^^^H^MR||ROE^RITA",
+		     "PV1|1|I|W1^R2^B3|||^^^^^^^^^^HOSP&LODI|13936^TEST^TEST|^^^^^|&&^", NULL);
 	map_result_t *r = convert(a, set, msg, NULL);
 	const fhir_node_t *enc = NULL;
 
@@ -1229,6 +1229,42 @@ test_blank_fields(void **state)
 	map_set_free(set);
 	arena_free(a);
 	free(msg);
+}
+
+/* PD1-7 makes the living will Observation (IG: PD1[Observation-LivingWill]), its value through
+ * the IG's LivingWillCode; without PD1-7 there is none. */
+static void
+test_living_will(void **state)
+{
+	arena_t *a = arena_new(0);
+	map_set_t *set = load_shipped(NULL);
+	char *msg = msg_text("MSH|^~\\&|A|B|C|D|20240101120000+0100||ADT^A01^ADT_A01|L1|P|2.5",
+			     "PID|1||5^^^H^MR||ROE^RITA", "PD1|||||||Y", NULL);
+	char *none = msg_text("MSH|^~\\&|A|B|C|D|20240101120000+0100||ADT^A01^ADT_A01|L2|P|2.5",
+			      "PID|1||5^^^H^MR||ROE^RITA", "PD1|||||||", NULL);
+	map_result_t *r = convert(a, set, msg, NULL);
+	const fhir_node_t *obs = NULL, *coding;
+
+	(void)state;
+	for (size_t i = 0; i < r->nresources; i++)
+		if (slice_eq_cstr(fhir_resource_type(r->resources[i].resource), "Observation"))
+			obs = r->resources[i].resource;
+	assert_non_null(obs);
+	coding =
+	    fhir_array_at(fhir_object_get_cstr(fhir_object_get_cstr(obs, "code"), "coding"), 0);
+	assert_true(slice_eq_cstr(fhir_node_text(fhir_object_get_cstr(coding, "code")), "75320-2"));
+	coding = fhir_array_at(
+	    fhir_object_get_cstr(fhir_object_get_cstr(obs, "valueCodeableConcept"), "coding"), 0);
+	assert_true(slice_eq_cstr(fhir_node_text(fhir_object_get_cstr(coding, "system")),
+				  "http://terminology.hl7.org/CodeSystem/v2-0315"));
+	assert_true(slice_eq_cstr(fhir_node_text(fhir_object_get_cstr(coding, "code")), "Y"));
+	assert_non_null(fhir_object_get_cstr(obs, "subject"));
+	r = convert(a, set, none, NULL);
+	assert_int_equal(res_count(r, "Observation"), 0);
+	map_set_free(set);
+	arena_free(a);
+	free(msg);
+	free(none);
 }
 
 /* A resource missing what R4 requires is reported, and left out when nothing points at it. */
@@ -1320,6 +1356,7 @@ main(void)
 	    cmocka_unit_test(test_timezone_option),
 	    cmocka_unit_test(test_required),
 	    cmocka_unit_test(test_blank_fields),
+	    cmocka_unit_test(test_living_will),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
