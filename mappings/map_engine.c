@@ -1931,6 +1931,27 @@ map_apply_ref(map_run_t *run, const map_frame_t *fr, const map_line_t *l)
 		map_put_path(run, l, inst, v, NULL);
 		return;
 	}
+	case MAP_SRC_VALUE:
+	case MAP_SRC_JOIN: {
+		const char *src = NULL;
+		size_t start = cv->xrecs.n;
+
+		/* a field of the segment line's segment, read as a segment map reads it */
+		run->fr.seg = fr->seg;
+		run->fr.seg_key = fr->seg_key;
+		run->fr.seg_index = fr->seg_index;
+		run->fr.value_seg = fr->seg_index;
+		run->fr.level = 1;
+		run->fr.parts = NULL;
+		run->fr.inst = inst;
+		v = map_line_value(run, l, l->steps[l->nsteps - 1].type, &src);
+		if (v == NULL) {
+			cv->xrecs.n = start;
+			return;
+		}
+		map_put_path(run, l, inst, v, src);
+		return;
+	}
 	default:
 		return;
 	}

@@ -686,6 +686,11 @@ map_check_message(map_ld_t *ld, map_def_t *d)
 			}
 			continue;
 		}
+		if (l->src.kind == MAP_SRC_VALUE || l->src.kind == MAP_SRC_JOIN) {
+			/* a field into an element (map_parse_message_value) */
+			map_check_conversions(ld, d, l, t);
+			continue;
+		}
 		if (l->src.kind == MAP_SRC_SLOT || l->src.kind == MAP_SRC_ALL) {
 			if (t == NULL || strcmp(t->name, "Reference") != 0)
 				map_diag(&ld->dg, MAP_DIAG_ERROR, l->file, l->lineno, l->col, NULL,

@@ -1106,6 +1106,31 @@ map_parse_ignore(map_ps_t *ps, map_pf_t *pf)
 }
 
 /* A message map line: Slot[.path] <- SEG ... as SEG[Type], or [Slot.]path = Slot | * | const. */
+/* A message map line that takes a field: target <- SEG-f... [as X] [via Y], owned by the
+ * segment line above it, as the reference lines are. */
+static void
+map_parse_message_value(map_ps_t *ps, map_pf_t *pf, map_line_t *l)
+{
+	if (l->nsteps == 0) {
+		map_fail(ps, l->col, "Encounter[1].diagnosis[1].rank <- DG1-15",
+			 "say which element takes the field");
+		return;
+	}
+	if (pf->last_segment_line < 0) {
+		map_fail(ps, l->col, "write a line 'Type[n] <- SEG as SEG[Type]' first",
+			 "a line that takes a field follows the segment line it belongs to");
+		return;
+	}
+	l->is_ref = true;
+	l->owner = (size_t)pf->last_segment_line;
+	map_parse_source(ps, l);
+	if (!ps->err)
+		map_parse_modifiers(ps, l);
+	if (!ps->err && l->nfollows > 0)
+		map_fail(ps, ps->tok.col, NULL,
+			 "'follows' belongs on the segment line, not on the lines under it");
+}
+
 static void
 map_parse_message_line(map_ps_t *ps, map_pf_t *pf, map_line_t *l)
 {
@@ -1149,6 +1174,14 @@ map_parse_message_line(map_ps_t *ps, map_pf_t *pf, map_line_t *l)
 	if (l->nsteps > 1 && slice_eq_cstr(l->steps[l->nsteps - 1].name, "reference"))
 		l->nsteps--;
 	if (map_accept_tok(ps, T_ARROW)) {
+		/* "Encounter[1].diagnosis[1].rank <- DG1-15": a field of the segment line above
+		 * into an element of a resource (with the line's other references: their [n]
+		 * name the same elements) */
+		if (ps->tok.kind == T_IDENT && map_is_segment_id(ps->tok.p, ps->tok.len) &&
+		    ps->p < ps->line + ps->len && *ps->p == '-') {
+			map_parse_message_value(ps, pf, l);
+			return;
+		}
 		if (l->is_ref) {
 			map_fail(ps, ps->tok.col, NULL, "only a resource takes '<- SEG'");
 			return;

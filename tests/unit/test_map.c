@@ -904,6 +904,20 @@ test_err_message_map(void **state)
 	expect_diag("gender <- PID-8\n", "messages/ORU_R01.map",
 		    "Patient[1] <- PID as PID[Patient]\n    subject = Patient[1]\n", -FG_ECONFIG,
 		    "ORU_R01.map:2:5: error: Patient has no element 'subject'");
+	/* a field on a message map line: it needs a target, belongs to a segment line, fits */
+	expect_diag("gender <- PID-8\n", "messages/ORU_R01.map",
+		    "Patient[1] <- PID as PID[Patient]\nPatient[1] <- PID-8\n", -FG_ECONFIG,
+		    "ORU_R01.map:2:1: error: say which element takes the field");
+	expect_diag("gender <- PID-8\n", "messages/ORU_R01.map",
+		    "Patient[1].gender <- PID-8\nPatient[1] <- PID as PID[Patient]\n", -FG_ECONFIG,
+		    "ORU_R01.map:1:1: error: a line that takes a field follows the segment line");
+	expect_diag("gender <- PID-8\n", "messages/ORU_R01.map",
+		    "Patient[1] <- PID as PID[Patient]\n    Patient[1].name <- PID-5\n",
+		    -FG_ECONFIG, "error: the target is a HumanName: a field alone cannot fill it");
+	expect_diag("gender <- PID-8\n", "messages/ORU_R01.map",
+		    "Patient[1] <- PID as PID[Patient]\n    Patient[1].gender <- PID-8 follows "
+		    "MSH\n",
+		    -FG_ECONFIG, "error: 'follows' belongs on the segment line");
 	expect_diag("gender <- PID-8\n", "vocab/AdministrativeSex.csv", "code,display\nF,female\n",
 		    -FG_ECONFIG,
 		    "vocab/AdministrativeSex.csv:1:1: error: the header needs at least the columns "
@@ -1231,6 +1245,46 @@ test_blank_fields(void **state)
 	free(msg);
 }
 
+/* Message map lines under a segment line that take a field of its segment: their [n] name the
+ * elements the line's references made (one Encounter.diagnosis per DG1, with its condition,
+ * use and rank). */
+static void
+test_message_field_lines(void **state)
+{
+	arena_t *a = arena_new(0);
+	map_set_t *set = load_shipped(NULL);
+	char *msg = msg_text("MSH|^~\\&|A|B|C|D|20240101120000+0100||ADT^A01^ADT_A01|D1|P|2.5",
+			     "PID|1||5^^^H^MR||ROE^RITA", "PV1|1|I|W1^R2^B3",
+			     "DG1|1||I10^Chest pain^I10||20240101|A|||||||||1",
+			     "DG1|2||R07^Cough^I10||20240101|F|||||||||2", NULL);
+	map_result_t *r = convert(a, set, msg, NULL);
+	const fhir_node_t *enc = NULL, *dx;
+
+	(void)state;
+	for (size_t i = 0; i < r->nresources; i++)
+		if (slice_eq_cstr(fhir_resource_type(r->resources[i].resource), "Encounter"))
+			enc = r->resources[i].resource;
+	assert_non_null(enc);
+	dx = fhir_object_get_cstr(enc, "diagnosis");
+	assert_int_equal(fhir_array_len(dx), 2);
+	for (size_t i = 0; i < 2; i++) {
+		const fhir_node_t *d = fhir_array_at(dx, i);
+		const fhir_node_t *use = fhir_array_at(
+		    fhir_object_get_cstr(fhir_object_get_cstr(d, "use"), "coding"), 0);
+
+		assert_non_null(fhir_object_get_cstr(d, "condition"));
+		/* A: admission (diagnosis-role AD); F (final): known to the IG, no FHIR code, the
+		 * message's kept */
+		assert_true(slice_eq_cstr(fhir_node_text(fhir_object_get_cstr(use, "code")),
+					  i == 0 ? "AD" : "F"));
+		assert_true(slice_eq_cstr(fhir_node_text(fhir_object_get_cstr(d, "rank")),
+					  i == 0 ? "1" : "2"));
+	}
+	map_set_free(set);
+	arena_free(a);
+	free(msg);
+}
+
 /* PD1-7 makes the living will Observation (IG: PD1[Observation-LivingWill]), its value through
  * the IG's LivingWillCode; without PD1-7 there is none. */
 static void
@@ -1357,6 +1411,7 @@ main(void)
 	    cmocka_unit_test(test_required),
 	    cmocka_unit_test(test_blank_fields),
 	    cmocka_unit_test(test_living_will),
+	    cmocka_unit_test(test_message_field_lines),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
