@@ -109,7 +109,15 @@ def t_drop_folder(t):
         drop(folder, "big.csv", b"\n".join(big) + b"\n")
         t.ok(wait_for(lambda: os.path.exists(os.path.join(folder, "processing", "big.csv"))),
              "the big file is being imported")
-        time.sleep(1.0)
+
+        def some_committed():
+            # a batch's rows are searchable once its transaction, which holds the file's
+            # checkpoint, has committed (a fixed wait failed on a loaded machine: nothing
+            # committed yet, so the second run started over)
+            st, doc = get(port, "/fhir/Patient?family=Big&_summary=count")
+            return st == 200 and (doc.get("total") or 0) > 0
+
+        t.ok(wait_for(some_committed, 60), "a first batch of it is committed")
         t.eq(srv.stop(), 0, "the server stops cleanly while an import runs")
         t.ok(os.path.exists(os.path.join(folder, "big.csv")),
              "the interrupted file is back in the drop folder", os.listdir(folder))
