@@ -1314,7 +1314,10 @@ capability_build(arena_t *a, bool secured)
 	{
 		fhir_node_t *pf = fhir_array_new(a);
 
+		/* JSON Patch, and FHIRPath Patch in either resource format */
 		fhir_array_append(a, pf, str_node(a, "application/json-patch+json"));
+		fhir_array_append(a, pf, str_node(a, "application/fhir+json"));
+		fhir_array_append(a, pf, str_node(a, "application/fhir+xml"));
 		fhir_object_set_cstr(a, cs, "patchFormat", pf);
 	}
 	fhir_object_set_cstr(a, rest, "mode", str_node(a, "server"));

@@ -109,6 +109,35 @@ outcome_printf(arena_t *a, const char *code, const char *fmt, ...)
 
 /* ---- request bodies ---- */
 
+/* A media type without its parameters ("application/fhir+json; charset=utf-8"). */
+static slice_t
+media_type(slice_t ct)
+{
+	size_t semi = 0;
+
+	while (semi < ct.len && ct.ptr[semi] != ';')
+		semi++;
+	return slice_trim(slice_make(ct.ptr, semi));
+}
+
+/* The resource format of a Content-Type: 0 JSON, 1 XML, -1 neither. */
+static int
+body_format(slice_t ct)
+{
+	ct = media_type(ct);
+	if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+json")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("application/json")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("application/json+fhir")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("text/json")))
+		return 0;
+	if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+xml")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("application/xml")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("application/xml+fhir")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("text/xml")))
+		return 1;
+	return -1;
+}
+
 fhir_node_t *
 rest_body_parse(rest_ctx_t *c)
 {
@@ -116,23 +145,9 @@ rest_body_parse(rest_ctx_t *c)
 	fhir_node_t *res = NULL;
 	char err[256];
 	int fmt = -1, rc;
-	size_t semi = 0;
 
 	if (ct.ptr != NULL) {
-		while (semi < ct.len && ct.ptr[semi] != ';')
-			semi++;
-		ct = slice_trim(slice_make(ct.ptr, semi));
-		if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+json")) ||
-		    slice_eq_nocase(ct, SLICE_LIT("application/json")) ||
-		    slice_eq_nocase(ct, SLICE_LIT("application/json+fhir")) ||
-		    slice_eq_nocase(ct, SLICE_LIT("text/json")))
-			fmt = 0;
-		else if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+xml")) ||
-			 slice_eq_nocase(ct, SLICE_LIT("application/xml")) ||
-			 slice_eq_nocase(ct, SLICE_LIT("application/xml+fhir")) ||
-			 slice_eq_nocase(ct, SLICE_LIT("text/xml")))
-			fmt = 1;
-		else {
+		if ((fmt = body_format(ct)) < 0) {
 			rest_send_error(c, 415, "not-supported",
 					"unsupported Content-Type: send application/fhir+json or "
 					"application/fhir+xml");
@@ -243,6 +258,28 @@ res_check(arena_t *a, fhir_node_t *res, slice_t type, slice_t id, bool id_requir
 	}
 	meta_strip(res);
 	return 0;
+}
+
+/* Applies a patch to res, the current version of type/id (meta stripped first): a FHIRPath
+ * Patch (a Parameters resource) or a JSON Patch (an array); then checks the result as any
+ * incoming resource. 0, or a status (400; 422 when the patch does not apply or its result is
+ * not a valid resource) with *outcome. For PATCH requests and PATCH entries of Bundles. */
+static int
+patch_apply(arena_t *a, fhir_node_t **res, const fhir_node_t *patch, bool fhirpath, slice_t type,
+	    slice_t id, fhir_node_t **outcome)
+{
+	char err[512];
+	int st;
+
+	meta_strip(*res);
+	st = fhirpath ? rest_fhirpath_patch(a, *res, patch, err, sizeof(err))
+		      : rest_json_patch(a, res, patch, err, sizeof(err));
+	if (st != 0) {
+		*outcome = outcome_printf(a, st == 422 ? "processing" : "invalid", "%s", err);
+		return st;
+	}
+	st = res_check(a, *res, type, id, true, outcome);
+	return st == 400 ? 422 : st;
 }
 
 /* ---- the writer side ---- */
@@ -1089,6 +1126,12 @@ rest_do_cond_delete(rest_ctx_t *c, slice_t type)
 	job_submit(j);
 }
 
+static bool
+is_json_patch(slice_t ct)
+{
+	return slice_eq_nocase(media_type(ct), SLICE_LIT("application/json-patch+json"));
+}
+
 void
 rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
 {
@@ -1099,14 +1142,25 @@ rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
 	uint64_t lu;
 	char err[256];
 	rest_job_t *j;
+	bool fhirpath = !is_json_patch(ct);
 	int st;
 
-	if (ct.ptr == NULL || ct.len < 27 ||
-	    !slice_eq_nocase(slice_make(ct.ptr, 27), SLICE_LIT("application/json-patch+json"))) {
-		rest_send_error(c, 415, "not-supported", "PATCH takes application/json-patch+json");
+	if (ct.ptr == NULL || (fhirpath && body_format(ct) < 0)) {
+		rest_send_error(c, 415, "not-supported",
+				"PATCH takes a JSON Patch (application/json-patch+json) or a "
+				"FHIRPath Patch (a Parameters resource as application/fhir+json or "
+				"application/fhir+xml)");
 		return;
 	}
-	if (fhir_json_parse(c->a, body.ptr, body.len, NULL, &patch, err, sizeof(err)) < 0) {
+	if (fhirpath) {
+		if ((patch = rest_body_parse(c)) == NULL)
+			return;
+		if (!slice_eq_cstr(fhir_resource_type(patch), "Parameters")) {
+			rest_send_error(c, 400, "invalid",
+					"a FHIRPath Patch is a Parameters resource");
+			return;
+		}
+	} else if (fhir_json_parse(c->a, body.ptr, body.len, NULL, &patch, err, sizeof(err)) < 0) {
 		rest_send_error(c, 400, "structure", "the patch does not parse: %s", err);
 		return;
 	}
@@ -1124,13 +1178,8 @@ rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
 				want, ver);
 		return;
 	}
-	meta_strip(res);
-	if ((st = rest_json_patch(c->a, &res, patch, err, sizeof(err))) != 0) {
-		rest_send_error(c, st, st == 422 ? "processing" : "invalid", "%s", err);
-		return;
-	}
-	if ((st = res_check(c->a, res, type, id, true, &oo)) != 0) {
-		rest_send(c, st == 400 ? 422 : st, oo, NULL);
+	if ((st = patch_apply(c->a, &res, patch, fhirpath, type, id, &oo)) != 0) {
+		rest_send(c, st, oo, NULL);
 		return;
 	}
 	j = job_new(c, 1);
