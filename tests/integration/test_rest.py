@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import base64
 import urllib.parse
 import xml.etree.ElementTree as ET
 
@@ -539,6 +540,78 @@ def t_fhirpath_patch(t, api):
          "refused patches wrote nothing")
 
 
+def t_bundle_patch(t, api):
+    """PATCH entries in transactions and batches: a Binary with a JSON Patch, a Parameters."""
+    for pid in ("bp1", "bp2"):
+        api.req("PUT", "/fhir/Patient/" + pid, patient("Bp", pid, id=pid))
+    jp = base64.b64encode(json.dumps(
+        [{"op": "replace", "path": "/gender", "value": "male"}]).encode()).decode()
+    urn = "urn:uuid:6f0f2cde-93a5-4a79-a2d3-1d0c6e0a8d31"
+    gp = fp_params(fp_op("add", "Patient", name="generalPractitioner",
+                         value={"valueReference": {"reference": urn}}))
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": urn, "resource": {"resourceType": "Practitioner", "name": [{"family": "Doc"}]},
+         "request": {"method": "POST", "url": "Practitioner"}},
+        {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                      "data": jp},
+         "request": {"method": "PATCH", "url": "Patient/bp1", "ifMatch": 'W/"1"'}},
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient/bp2"}},
+    ]}
+    st, _, doc, _ = api.req("POST", "/fhir", tx)
+    ents = doc.get("entry", []) if st == 200 else []
+    t.eq([e["response"]["status"] for e in ents], ["201 Created", "200 OK", "200 OK"],
+         "transaction with PATCH entries: 200")
+    t.eq([e["response"].get("location") for e in ents[1:]],
+         ["Patient/bp1/_history/2", "Patient/bp2/_history/2"], "PATCH entries' locations")
+    prac = ents[0]["response"]["location"].rsplit("/_history", 1)[0] if ents else None
+    st, _, p1, _ = api.req("GET", "/fhir/Patient/bp1")
+    st, _, p2, _ = api.req("GET", "/fhir/Patient/bp2")
+    t.eq((p1.get("gender"), p2.get("generalPractitioner")),
+         ("male", [{"reference": prac}]),
+         "JSON Patch from a Binary applied; a FHIRPath Patch value's urn:uuid rewritten")
+    # all or nothing: the second PATCH's ifMatch is stale
+    tx["entry"] = [
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient/bp2"}},
+        {"resource": tx["entry"][1]["resource"],
+         "request": {"method": "PATCH", "url": "Patient/bp1", "ifMatch": 'W/"1"'}}]
+    st, _, doc, _ = api.req("POST", "/fhir", tx)
+    t.ok(st == 412 and is_oo(doc), "a PATCH entry's stale ifMatch fails the transaction", st)
+    tx["entry"][1] = {"resource": fp_params(fp_op("replace", "Patient.birthDate.where(x='1')",
+                                                  value={"valueDate": "2000-01-01"})),
+                      "request": {"method": "PATCH", "url": "Patient/bp1"}}
+    st, _, doc, _ = api.req("POST", "/fhir", tx)
+    t.ok(st == 422 and is_oo(doc), "a PATCH entry that does not apply fails the transaction",
+         (st, doc))
+    st, _, p2, _ = api.req("GET", "/fhir/Patient/bp2")
+    t.eq(p2["meta"]["versionId"], "2", "failed transactions wrote nothing")
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": fp_params(fp_op("replace", "Patient.gender", value={"valueCode": "other"})),
+         "request": {"method": "PATCH", "url": "Patient/bp2", "ifMatch": 'W/"2"'}},
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient/bp-none"}},
+        {"resource": fp_params(fp_op("delete", "Patient.name")),
+         "request": {"method": "PATCH", "url": "Patient/bp1"}},
+        {"resource": {"resourceType": "Binary", "contentType": "text/plain", "data": "eA=="},
+         "request": {"method": "PATCH", "url": "Patient/bp1"}},
+        {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                      "data": "not base64!"},
+         "request": {"method": "PATCH", "url": "Patient/bp1"}},
+        {"resource": patient(), "request": {"method": "PATCH", "url": "Patient/bp1"}},
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient?family=Bp"}},
+        {"resource": fp_params(fp_op("replace", "Patient.gender", value={"valueCode": "male"})),
+         "request": {"method": "PATCH", "url": "Patient/bp2", "ifMatch": 'W/"3"'}},
+    ]}
+    st, _, doc, _ = api.req("POST", "/fhir", batch)
+    ents = doc.get("entry", [])
+    t.eq([e["response"]["status"].split()[0] for e in ents],
+         ["200", "404", "200", "400", "400", "400", "400", "200"],
+         "batch PATCH entries: each its own status")
+    t.ok(all("outcome" in e["response"] for e in ents[1:2] + ents[3:7]),
+         "failed PATCH entries carry their OperationOutcome")
+    st, _, p2, _ = api.req("GET", "/fhir/Patient/bp2")
+    t.eq((p2["meta"]["versionId"], p2.get("gender")), ("4", "male"),
+         "a later entry patches what an earlier one wrote (its ifMatch W/\"3\" holds)")
+
+
 def t_search(t, api):
     for i in range(7):
         api.req("PUT", "/fhir/Patient/s%d" % i,
@@ -891,7 +964,7 @@ def main():
         api = Api(port)
         for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
                    t_transaction, t_conditional_references, t_history, t_patch, t_fhirpath_patch,
-                   t_search, t_search_composite,
+                   t_bundle_patch, t_search, t_search_composite,
                    t_search_r4_params, t_metadata,
                    t_meta_output):
             t.run(fn, api)
