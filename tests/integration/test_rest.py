@@ -711,6 +711,89 @@ def t_search(t, api):
     t.eq(st, 404, "$everything of unknown: 404")
 
 
+def t_everything(t, api):
+    """Patient/$everything: _count pages with a cursor, _since, _type, start/end ignored."""
+    api.req("PUT", "/fhir/Patient/ev1", patient("Ev", "ev1", id="ev1"))
+    api.req("PUT", "/fhir/Patient/ev2", patient("Ev", "ev2", id="ev2"))
+    for i in range(5):
+        # subject and performer both point at the patient: found once
+        api.req("PUT", "/fhir/Observation/eo%d" % i, {
+            "resourceType": "Observation", "id": "eo%d" % i, "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "Patient/ev1"},
+            "performer": [{"reference": "Patient/ev1"}]})
+    api.req("PUT", "/fhir/Condition/ec1", {"resourceType": "Condition", "id": "ec1",
+                                          "subject": {"reference": "Patient/ev1"}})
+    api.req("PUT", "/fhir/Encounter/ee1", {"resourceType": "Encounter", "id": "ee1",
+                                          "status": "finished", "class": {"code": "AMB"},
+                                          "subject": {"reference": "Patient/ev1"}})
+    api.req("PUT", "/fhir/Condition/ec2", {"resourceType": "Condition", "id": "ec2",
+                                          "subject": {"reference": "Patient/ev2"}})
+    api.req("PUT", "/fhir/Condition/ec3", {"resourceType": "Condition", "id": "ec3",
+                                          "subject": {"reference": "Patient/ev1"}})
+    api.req("DELETE", "/fhir/Condition/ec3")
+
+    def ids(doc):
+        return ["%s/%s" % (e["resource"]["resourceType"], e["resource"]["id"])
+                for e in doc.get("entry", [])]
+
+    def walk(query):
+        """Every page from query on: the ids, the totals, the pages' link relations."""
+        got, totals, rels, url = [], [], [], "/fhir/Patient/ev1/$everything?" + query
+        while url and len(rels) < 20:
+            st, _, doc, _ = api.req("GET", url)
+            if st != 200:
+                return None, [st], rels
+            got += ids(doc)
+            totals.append(doc.get("total"))
+            rels.append([lk["relation"] for lk in doc.get("link", [])])
+            nxt = [lk["url"] for lk in doc.get("link", []) if lk["relation"] == "next"]
+            url = None
+            if nxt:
+                u = urllib.parse.urlsplit(nxt[0])
+                url = u.path + "?" + u.query
+        return got, totals, rels
+
+    everything = ["Patient/ev1", "Condition/ec1", "Encounter/ee1"] + \
+        ["Observation/eo%d" % i for i in range(5)]
+    got, totals, rels = walk("")
+    t.eq((got, totals, rels), (everything, [8], [["self"]]),
+         "$everything: the Patient first, then by type and id, each once; no next link")
+    got, totals, rels = walk("_count=3")
+    t.eq((got, totals, rels),
+         (everything, [8, 8, 8], [["self", "next"], ["self", "first", "next"],
+                                  ["self", "first"]]),
+         "$everything?_count=3: next links reach every resource once, total stays the full count")
+    got, totals, _ = walk("_count=0")
+    t.eq((got, totals), ([], [8]), "$everything?_count=0: the total only")
+    got, totals, _ = walk("start=2020-01-01&end=2020-12-31")
+    t.eq((got, totals), (everything, [8]), "start and end (care dates) are ignored")
+    got, totals, _ = walk("_type=Observation,Condition&_count=4")
+    t.eq((got, totals), (everything[1:2] + everything[3:], [6, 6]),
+         "_type: only those types; the Patient only when listed (as HAPI)")
+    got, _, _ = walk("_type=Encounter&_type=Patient")
+    t.eq(got, ["Patient/ev1", "Encounter/ee1"], "_type repeated, Patient listed")
+    # the server's clock: a write elsewhere marks the time
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/ev2", patient("Ev", "ev2", id="ev2",
+                                                               gender="male"))
+    since = doc["meta"]["lastUpdated"]
+    time.sleep(0.002)
+    st, _, doc, _ = api.req("GET", "/fhir/Observation/eo3")
+    api.req("PUT", "/fhir/Observation/eo3", dict(doc, status="amended"))
+    api.req("PUT", "/fhir/Observation/eo9", {
+        "resourceType": "Observation", "id": "eo9", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient/ev1"}})
+    got, totals, _ = walk("_since=" + urllib.parse.quote(since))
+    t.eq((got, totals), (["Observation/eo3", "Observation/eo9"], [2]),
+         "_since: only what was updated at or after it (the Patient too)")
+    for q, what in (("_cursor=x", "a cursor without its position"),
+                    ("_cursor=999999_eo1", "a position past the types"),
+                    ("_cursor=3_a%20b", "an id that is not one"),
+                    ("_type=Bogus", "an unknown _type"), ("_since=yesterday", "a bad _since"),
+                    ("start=notadate", "a bad start"), ("_count=many", "a bad _count")):
+        st, _, doc, _ = api.req("GET", "/fhir/Patient/ev1/$everything?" + q)
+        t.ok(st == 400 and is_oo(doc), "$everything with %s: 400" % what, st)
+
+
 def t_search_composite(t, api):
     """Composite parameters: each part of the value ($-separated) matches its component, all
     of them within one item (the Observation, or one of its components)."""
@@ -964,7 +1047,7 @@ def main():
         api = Api(port)
         for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
                    t_transaction, t_conditional_references, t_history, t_patch, t_fhirpath_patch,
-                   t_bundle_patch, t_search, t_search_composite,
+                   t_bundle_patch, t_search, t_everything, t_search_composite,
                    t_search_r4_params, t_metadata,
                    t_meta_output):
             t.run(fn, api)
