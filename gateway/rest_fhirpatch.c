@@ -475,6 +475,17 @@ elem_find(arena_t *a, const fhir_type_t *t, const fhir_node_t *obj, slice_t name
 	return first;
 }
 
+/* The element of obj (of type t) that holds e's value already: e, or for a choice whichever
+ * of its types is there; NULL when none is. */
+static const fhir_elem_t *
+elem_present(arena_t *a, const fhir_type_t *t, const fhir_node_t *obj, const fhir_elem_t *e)
+{
+	const fhir_elem_t *x =
+	    elem_find(a, t, obj, slice_cstr(e->choice_base ? e->choice_base : e->name));
+
+	return fhir_object_get_cstr(obj, x->name) != NULL ? x : NULL;
+}
+
 static const fhir_type_t *
 type_of(const fhir_type_t *owner, const fhir_elem_t *e, const fhir_node_t *node)
 {
@@ -818,8 +829,7 @@ typedef struct {
 static void
 part_value(fp_t *p, const fhir_node_t *part, fp_val_t *out)
 {
-	static const char *pname = "Parameters_Parameter";
-	const fhir_type_t *pt = fhir_meta_type(slice_cstr(pname));
+	const fhir_type_t *pt = fhir_meta_type(SLICE_LIT("Parameters_Parameter"));
 
 	memset(out, 0, sizeof(*out));
 	for (size_t i = 0; i < fhir_object_count(part); i++) {
@@ -876,10 +886,11 @@ value_from_parts(fp_t *p, const fhir_node_t *parts, const fhir_type_t *t, int de
 				    fhir_array_len(fhir_object_get_cstr(obj, e->name)), v, comp);
 			continue;
 		}
-		if (!fhir_object_add_new(p->a, obj, slice_cstr(e->name), v)) {
+		if (elem_present(p->a, t, obj, e) != NULL) {
 			fp_fail(p, 422, "the value gives %s.%s more than once", t->name, e->name);
 			return NULL;
 		}
+		fhir_object_set_cstr(p->a, obj, e->name, v);
 		if (comp != NULL)
 			fhir_object_set(p->a, obj, comp_key(p->a, e), comp);
 	}
@@ -1092,10 +1103,7 @@ op_add(fp_t *p, fhir_node_t *doc, const fp_op_t *op, const fp_path_t *path)
 				    comp);
 			continue;
 		}
-		other =
-		    elem_find(p->a, it->type, it->node,
-			      e->choice_base ? slice_cstr(e->choice_base) : slice_cstr(e->name));
-		if (fhir_object_get_cstr(it->node, other->name) != NULL) {
+		if ((other = elem_present(p->a, it->type, it->node, e)) != NULL) {
 			fp_fail(p, 422, "%s.%s is there already (replace changes it)",
 				it->type->name, other->name);
 			return;

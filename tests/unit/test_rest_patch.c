@@ -201,6 +201,26 @@ test_add(void **state)
 	assert_has(out, "Patient has no element 'nickname'");
 	assert_int_equal(
 	    apply1("add", "Patient", "{'name':'value','valueString':'C'}", out, sizeof(out)), 400);
+	/* A choice inside a backbone value: one of its types, once. */
+	{
+		static const char obs[] = "{'resourceType':'Observation','id':'o','status':"
+					  "'final','code':{'text':'c'}}";
+		op_t ops[] = {{"add", "Observation",
+			       "{'name':'name','valueString':'component'},"
+			       "{'name':'value','part':[{'name':'code','valueCodeableConcept':"
+			       "{'text':'a'}},{'name':'value','valueString':'x'}]}"},
+			      {"replace", "Observation.component.where(code.text = 'a').value",
+			       "{'name':'value','valueQuantity':{'value':1.5,'unit':'mg'}}"}};
+
+		assert_int_equal(apply(obs, ops, 2, out, sizeof(out)), 0);
+		assert_has(out, "'component':[{'code':{'text':'a'},'valueQuantity':{'value':1.5,"
+				"'unit':'mg'}}]");
+		ops[0].parts = "{'name':'name','valueString':'component'},"
+			       "{'name':'value','part':[{'name':'value','valueString':'x'},"
+			       "{'name':'value','valueBoolean':true}]}";
+		assert_int_equal(apply(obs, ops, 1, out, sizeof(out)), 422);
+		assert_has(out, "valueBoolean more than once");
+	}
 }
 
 static void
