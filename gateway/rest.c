@@ -1160,74 +1160,278 @@ targets_patient(const fhir_searchparam_t *sp)
 	return false;
 }
 
+/* Resources one $everything may consider (its total): each page finds them all again. */
+#define EVERYTHING_MAX 100000
+
+static int
+slice_qcmp(const void *x, const void *y)
+{
+	const slice_t *a = x, *b = y;
+	int r = memcmp(a->ptr, b->ptr, a->len < b->len ? a->len : b->len);
+
+	return r != 0 ? r : (a->len > b->len) - (a->len < b->len);
+}
+
+/* One $everything request: its parameters, and where its page stands. Positions order the
+ * Bundle: the Patient is 0, then type i of fhir_meta_resource_at is i + 1, ids in byte
+ * order within a type. */
+typedef struct {
+	rest_ctx_t *c;
+	store_txn_t *t;
+	slice_t pid;
+	uint64_t since; /* _since in ns (0: none) */
+	bool *types;    /* _type: per position (NULL: every type) */
+	size_t count;   /* page size */
+	bool cursor;    /* _cursor given: the page starts after (cur_pos, cur_id) */
+	size_t cur_pos;
+	slice_t cur_id;
+	uint64_t total;  /* resources found so far */
+	size_t last_pos; /* the last entry on the page */
+	slice_t last_id;
+	bool more; /* resources after the page */
+	fhir_node_t *entries;
+} every_t;
+
+/* Counts resource pos/id and puts it on the page when it comes after the cursor and there is
+ * room. */
+static void
+every_add(every_t *ev, size_t pos, slice_t type, slice_t id)
+{
+	fhir_node_t *e;
+	int r = !ev->cursor          ? 1
+		: pos != ev->cur_pos ? (pos > ev->cur_pos ? 1 : -1)
+				     : slice_qcmp(&id, &ev->cur_id);
+
+	ev->total++;
+	if (r <= 0)
+		return;
+	if (fhir_array_len(ev->entries) >= ev->count) {
+		ev->more = true;
+		return;
+	}
+	if ((e = search_entry(ev->c, ev->t, type, id, "match")) == NULL)
+		return;
+	fhir_array_append(ev->c->a, ev->entries, e);
+	ev->last_pos = pos;
+	ev->last_id = arena_slice_dup(ev->c->a, id); /* for the next link, after the read */
+}
+
+/* The ids of type tn whose reference parameters that target Patient point at the patient
+ * (sorted, each once), updated at or after _since; -FG_ETOOBIG when one parameter finds more
+ * than EVERYTHING_MAX or the record grows past it. */
+static int
+every_ids(every_t *ev, slice_t tn, slice_t **out, size_t *nout)
+{
+	arena_t *a = ev->c->a;
+	const fhir_searchparam_t *const *sps;
+	size_t nsp = fhir_meta_searchparams(tn, &sps), n = 0, cap = 0, k = 0;
+	slice_t *ids = NULL;
+	int rc;
+
+	for (size_t i = 0; i < nsp; i++) {
+		search_opts_t opts = {.max_count = EVERYTHING_MAX};
+		search_result_t *sr;
+		fhir_node_t *soo;
+		const char *q;
+
+		if (!targets_patient(sps[i]))
+			continue;
+		q = arena_printf(a, "%s=Patient/%.*s&_count=%d&_total=none", sps[i]->code,
+				 (int)ev->pid.len, ev->pid.ptr, EVERYTHING_MAX);
+		rc = search_run(ev->t, a, tn, slice_cstr(q), &opts, &sr, &soo);
+		if (rc == -FG_EINVAL) /* a parameter the search cannot run: it finds nothing */
+			continue;
+		if (rc < 0)
+			return rc;
+		if (sr->has_next)
+			return -FG_ETOOBIG;
+		for (size_t h = 0; h < sr->nmatches; h++) {
+			ids = arena_array_grow(a, ids, n, &cap, sizeof(*ids));
+			ids[n++] = sr->hits[h].id;
+		}
+	}
+	if (n > 1)
+		qsort(ids, n, sizeof(*ids), slice_qcmp);
+	/* Several parameters can find the same resource. */
+	for (size_t i = 0; i < n; i++) {
+		store_res_t r;
+
+		if (k > 0 && slice_eq(ids[k - 1], ids[i]))
+			continue;
+		if (ev->since != 0 && (store_res_get(ev->t, tn, ids[i], &r) < 0 || r.deleted ||
+				       r.last_updated_ns < ev->since))
+			continue;
+		ids[k++] = ids[i];
+	}
+	if (ev->total + k > EVERYTHING_MAX)
+		return -FG_ETOOBIG;
+	*out = ids;
+	*nout = k;
+	return 0;
+}
+
+/* _type (repeated, comma lists): the positions it keeps; false when a type is unknown. */
+static bool
+every_types(every_t *ev, slice_t *bad)
+{
+	size_t ntypes = fhir_meta_resource_count();
+	http_query_t it;
+	slice_t k, v;
+
+	http_query_init(&it, ev->c->query, ev->c->a);
+	while (http_query_next(&it, &k, &v)) {
+		size_t start = 0;
+
+		if (!slice_eq_cstr(k, "_type"))
+			continue;
+		if (ev->types == NULL)
+			ev->types = arena_zalloc(ev->c->a, ntypes + 1);
+		for (size_t i = 0; i <= v.len; i++) {
+			slice_t name;
+			const fhir_type_t *rt;
+
+			if (i < v.len && v.ptr[i] != ',')
+				continue;
+			name = slice_trim(slice_make(v.ptr + start, i - start));
+			start = i + 1;
+			rt = fhir_meta_type(name);
+			if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE) {
+				*bad = name;
+				return false;
+			}
+			if (slice_eq_cstr(name, "Patient"))
+				ev->types[0] = true;
+			for (size_t p = 0; p < ntypes; p++)
+				if (fhir_meta_resource_at(p) == rt)
+					ev->types[p + 1] = true;
+		}
+	}
+	return true;
+}
+
+/* _cursor "<position>_<id>" (ids have no '_'); false when it is not one. */
+static bool
+every_cursor(every_t *ev, slice_t v)
+{
+	const char *us = memchr(v.ptr, '_', v.len);
+	uint64_t pos;
+
+	if (us == NULL || !slice_to_u64(slice_make(v.ptr, (size_t)(us - v.ptr)), &pos) ||
+	    pos > fhir_meta_resource_count())
+		return false;
+	ev->cursor = true;
+	ev->cur_pos = (size_t)pos;
+	ev->cur_id = slice_make(us + 1, v.len - (size_t)(us - v.ptr) - 1);
+	return rest_id_is_valid(ev->cur_id);
+}
+
+/* Patient/id/$everything: the Patient, then every resource of a type whose reference search
+ * parameters that target Patient point at it, by type and id. _since, _type, _count and
+ * _cursor as in docs/rest-api.md; start and end (care dates) are checked and ignored. */
 static void
 do_everything(rest_ctx_t *c, slice_t id)
 {
-	store_txn_t *t;
-	fhir_node_t *res, *oo, *b, *entries, *e;
+	static const char *const drop[] = {"_cursor", NULL};
+	every_t ev = {.c = c, .pid = id, .count = REST_BUNDLE_MAX};
+	static const char *const dates[] = {"start", "end"};
+	fhir_node_t *res, *oo, *b, *links;
 	uint32_t ver;
 	uint64_t lu, n;
-	int status;
-	size_t total = 0;
+	int64_t lo, hi;
+	slice_t v, bad = SLICE_NULL;
+	const char *self;
+	int status, rc = 0;
 
-	if ((t = rest_read_begin(c)) == NULL)
+	v = query_get(c, c->query, "_since");
+	if (v.ptr != NULL && !rest_parse_instant(v, &ev.since)) {
+		rest_send_error(c, 400, "invalid", "_since is not an instant");
 		return;
-	status = rest_read_result(c, t, SLICE_LIT("Patient"), id, 0, &res, &oo, &ver, &lu);
+	}
+	for (size_t i = 0; i < 2; i++) {
+		v = query_get(c, c->query, dates[i]);
+		if (v.ptr != NULL && !fhir_search_date_range(v, &lo, &hi)) {
+			rest_send_error(c, 400, "invalid", "%s is not a date", dates[i]);
+			return;
+		}
+	}
+	if (!every_types(&ev, &bad)) {
+		rest_send_error(c, 400, "invalid", "_type: '%.*s' is not a resource type",
+				(int)(bad.len > 64 ? 64 : bad.len), bad.ptr);
+		return;
+	}
+	v = query_get(c, c->query, "_count");
+	if (v.ptr != NULL) {
+		if (!slice_to_u64(v, &n)) {
+			rest_send_error(c, 400, "invalid", "_count is not a number");
+			return;
+		}
+		ev.count = n > REST_COUNT_MAX ? REST_COUNT_MAX : (size_t)n;
+	}
+	if (c->summary == REST_SUMMARY_COUNT)
+		ev.count = 0;
+	v = query_get(c, c->query, "_cursor");
+	if (v.ptr != NULL && !every_cursor(&ev, v)) {
+		rest_send_error(c, 400, "invalid", "bad _cursor");
+		return;
+	}
+	if ((ev.t = rest_read_begin(c)) == NULL)
+		return;
+	status = rest_read_result(c, ev.t, SLICE_LIT("Patient"), id, 0, &res, &oo, &ver, &lu);
 	if (status != 200) {
-		store_txn_abort(t);
+		store_txn_abort(ev.t);
 		rest_send(c, status, oo, NULL);
 		return;
 	}
-	b = bundle_new(c, "searchset");
-	entries = fhir_array_new(c->a);
-	if ((e = search_entry(c, t, SLICE_LIT("Patient"), id, "match")) != NULL)
-		fhir_array_append(c->a, entries, e);
-	for (size_t i = 0; i < fhir_meta_resource_count() && total < REST_BUNDLE_MAX; i++) {
+	ev.entries = fhir_array_new(c->a);
+	if ((ev.types == NULL || ev.types[0]) && lu >= ev.since)
+		every_add(&ev, 0, SLICE_LIT("Patient"), id);
+	for (size_t i = 0; rc == 0 && i < fhir_meta_resource_count(); i++) {
 		const fhir_type_t *rt = fhir_meta_resource_at(i);
-		slice_t tn = slice_cstr(rt->name);
-		const fhir_searchparam_t *const *sps;
-		size_t nsp = fhir_meta_searchparams(tn, &sps);
-		slice_t *seen = NULL; /* ids of this type already in the Bundle */
-		size_t nseen = 0, seen_cap = 0;
+		slice_t tn = slice_cstr(rt->name), *ids = NULL;
+		size_t nids = 0;
 
 		/* The audit trail is about the patient's record, not part of it (and reading it
 		 * needs its own permission). */
-		if (strcmp(rt->name, "Patient") == 0 || strcmp(rt->name, "AuditEvent") == 0 ||
-		    store_res_count(t, tn, &n) < 0 || n == 0)
+		if ((ev.types != NULL && !ev.types[i + 1]) || strcmp(rt->name, "Patient") == 0 ||
+		    strcmp(rt->name, "AuditEvent") == 0 || store_res_count(ev.t, tn, &n) < 0 ||
+		    n == 0)
 			continue;
-		for (size_t k = 0; k < nsp; k++) {
-			search_opts_t opts = {.max_count = REST_COUNT_MAX};
-			search_result_t *sr;
-			fhir_node_t *soo;
-			const char *q;
-
-			if (!targets_patient(sps[k]))
-				continue;
-			q = arena_printf(c->a, "%s=Patient/%.*s&_count=%d", sps[k]->code,
-					 (int)id.len, id.ptr, REST_COUNT_MAX);
-			if (search_run(t, c->a, tn, slice_cstr(q), &opts, &sr, &soo) < 0)
-				continue;
-			for (size_t h = 0; h < sr->nmatches && total < REST_BUNDLE_MAX; h++) {
-				bool dup = false;
-
-				/* Several parameters can find the same resource of a type. */
-				for (size_t j = 0; j < nseen && !dup; j++)
-					dup = slice_eq(seen[j], sr->hits[h].id);
-				if (!dup &&
-				    (e = search_entry(c, t, tn, sr->hits[h].id, "match")) != NULL) {
-					fhir_array_append(c->a, entries, e);
-					seen = arena_array_grow(c->a, seen, nseen, &seen_cap,
-								sizeof(*seen));
-					seen[nseen++] = sr->hits[h].id;
-					total++;
-				}
-			}
-		}
+		if ((rc = every_ids(&ev, tn, &ids, &nids)) == 0)
+			for (size_t k = 0; k < nids; k++)
+				every_add(&ev, i + 1, tn, ids[k]);
 	}
-	store_txn_abort(t);
-	fhir_object_set_cstr(c->a, b, "total",
-			     fhir_int_new(c->a, (int64_t)fhir_array_len(entries)));
-	fhir_object_set_cstr(c->a, b, "entry", entries);
+	store_txn_abort(ev.t);
+	if (rc == -FG_ETOOBIG) {
+		rest_send_error(c, 422, "too-costly",
+				"the record has more than %d resources: narrow it with _type or "
+				"_since",
+				EVERYTHING_MAX);
+		return;
+	}
+	if (rc < 0) {
+		rest_send_error(c, 500, "exception", "$everything failed: %s", fg_strerror(rc));
+		return;
+	}
+	b = bundle_new(c, "searchset");
+	fhir_object_set_cstr(c->a, b, "total", fhir_int_new(c->a, (int64_t)ev.total));
+	links = fhir_array_new(c->a);
+	v = query_strip(c->a, c->query, drop);
+	self = arena_printf(c->a, "%s/Patient/%.*s/$everything", c->base, (int)id.len, id.ptr);
+	link_add(c, links, "self",
+		 c->query.len ? arena_printf(c->a, "%s?%.*s", self, (int)c->query.len, c->query.ptr)
+			      : self);
+	if (ev.cursor)
+		link_add(c, links, "first",
+			 v.len ? arena_printf(c->a, "%s?%.*s", self, (int)v.len, v.ptr) : self);
+	/* _count=0: the total, no pages to go to */
+	if (ev.more && fhir_array_len(ev.entries) > 0)
+		link_add(c, links, "next",
+			 arena_printf(c->a, "%s?%.*s%s_cursor=%zu_%.*s", self, (int)v.len, v.ptr,
+				      v.len ? "&" : "", ev.last_pos, (int)ev.last_id.len,
+				      ev.last_id.ptr));
+	fhir_object_set_cstr(c->a, b, "link", links);
+	if (fhir_array_len(ev.entries) > 0)
+		fhir_object_set_cstr(c->a, b, "entry", ev.entries);
 	rest_send(c, 200, b, NULL);
 }
 
@@ -1314,7 +1518,10 @@ capability_build(arena_t *a, bool secured)
 	{
 		fhir_node_t *pf = fhir_array_new(a);
 
+		/* JSON Patch, and FHIRPath Patch in either resource format */
 		fhir_array_append(a, pf, str_node(a, "application/json-patch+json"));
+		fhir_array_append(a, pf, str_node(a, "application/fhir+json"));
+		fhir_array_append(a, pf, str_node(a, "application/fhir+xml"));
 		fhir_object_set_cstr(a, cs, "patchFormat", pf);
 	}
 	fhir_object_set_cstr(a, rest, "mode", str_node(a, "server"));

@@ -157,6 +157,18 @@ rest_res_validate(const fhir_node_t *res, char *err, size_t cap)
 
 /* ---- JSON Patch ---- */
 
+void
+rest_array_insert(arena_t *a, fhir_node_t *arr, size_t i, fhir_node_t *val)
+{
+	size_t len = fhir_array_len(arr);
+
+	/* Append, then shift the tail up by one. */
+	fhir_array_append(a, arr, val);
+	for (size_t k = len; k > i; k--)
+		fhir_array_set(arr, k, fhir_array_at(arr, k - 1));
+	fhir_array_set(arr, i, val);
+}
+
 /* Walks a JSON Pointer to the parent of its last token: *parent and the token (decoded). */
 static int
 pointer_walk(arena_t *a, fhir_node_t *doc, slice_t ptr, fhir_node_t **parent, slice_t *last)
@@ -269,15 +281,10 @@ pointer_put(arena_t *a, fhir_node_t *doc, slice_t ptr, fhir_node_t *val, bool re
 	}
 	if (!slice_to_u64(last, &idx) || idx > len || (replace && idx == len))
 		return -FG_ENOTFOUND;
-	if (replace) {
+	if (replace)
 		fhir_array_set(parent, idx, val);
-		return 0;
-	}
-	/* Insert: append, then shift the tail up by one. */
-	fhir_array_append(a, parent, val);
-	for (size_t k = len; k > idx; k--)
-		fhir_array_set(parent, k, fhir_array_at(parent, k - 1));
-	fhir_array_set(parent, idx, val);
+	else
+		rest_array_insert(a, parent, idx, val);
 	return 0;
 }
 

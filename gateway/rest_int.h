@@ -125,6 +125,18 @@ int rest_read_result(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, ui
 int rest_res_validate(const fhir_node_t *res, char *err, size_t cap);
 /* Applies a JSON Patch document to doc (in place, arena a); 0, or a status (400/422) with err. */
 int rest_json_patch(arena_t *a, fhir_node_t **doc, const fhir_node_t *patch, char *err, size_t cap);
+/* Inserts val into array arr before item i (i at most its length). */
+void rest_array_insert(arena_t *a, fhir_node_t *arr, size_t i, fhir_node_t *val);
+
+/* ---- FHIRPath Patch (rest_fhirpatch.c) ---- */
+
+/* Applies a FHIRPath Patch (a Parameters resource of "operation" parameters, R4
+ * fhirpatch.html) to the resource doc, in place (arena a), then prunes what it left empty.
+ * Returns 0, or 400 (the Parameters is malformed, a path is not FHIRPath) or 422 (a path
+ * names the wrong number of elements, a value of the wrong type, a FHIRPath construct this
+ * subset does not support) with a message in err. doc may be half-patched after a failure. */
+int rest_fhirpath_patch(arena_t *a, fhir_node_t *doc, const fhir_node_t *params, char *err,
+			size_t cap);
 bool rest_id_is_valid(slice_t id);
 /* A new server-assigned id (REST_ID_HEX hex digits and a NUL). */
 void rest_random_id(char *out);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <openssl/evp.h>
 
 #include "fhir/json.h"
 #include "fhir/meta.h"
@@ -39,6 +40,9 @@ typedef struct {
 	uint32_t if_match;
 	bool create_only;
 	bool conflict_409; /* a PATCH: a version that moved on is a conflict, not a precondition */
+	/* A PATCH entry of a Bundle: applied in the writer to the version current then */
+	const fhir_node_t *patch;
+	bool fhirpath; /* patch is a FHIRPath Patch (Parameters), else a JSON Patch */
 	/* results */
 	int status; /* 0: to be written; else the entry's HTTP status */
 	fhir_node_t *outcome;
@@ -49,12 +53,20 @@ typedef struct {
 	slice_t full, pre_id;
 } rest_op_t;
 
+/* A Bundle-local urn:uuid and the reference it stands for. */
+typedef struct {
+	slice_t from; /* "urn:uuid:..." */
+	slice_t to;   /* "Patient/abc" */
+} urn_map_t;
+
 struct rest_job {
 	writer_job_t wj; /* first: the writer hands this pointer back */
 	rest_job_t *done_next;
 	rest_ctx_t *c;
 	rest_op_t *ops;
 	size_t nops;
+	const urn_map_t *urns; /* a Bundle's urn:uuids, for what PATCH entries make */
+	size_t nurns;
 	bool bundle, transaction;
 	int fail_status; /* a transaction that wrote nothing */
 	fhir_node_t *fail_outcome;
@@ -109,6 +121,35 @@ outcome_printf(arena_t *a, const char *code, const char *fmt, ...)
 
 /* ---- request bodies ---- */
 
+/* A media type without its parameters ("application/fhir+json; charset=utf-8"). */
+static slice_t
+media_type(slice_t ct)
+{
+	size_t semi = 0;
+
+	while (semi < ct.len && ct.ptr[semi] != ';')
+		semi++;
+	return slice_trim(slice_make(ct.ptr, semi));
+}
+
+/* The resource format of a Content-Type: 0 JSON, 1 XML, -1 neither. */
+static int
+body_format(slice_t ct)
+{
+	ct = media_type(ct);
+	if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+json")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("application/json")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("application/json+fhir")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("text/json")))
+		return 0;
+	if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+xml")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("application/xml")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("application/xml+fhir")) ||
+	    slice_eq_nocase(ct, SLICE_LIT("text/xml")))
+		return 1;
+	return -1;
+}
+
 fhir_node_t *
 rest_body_parse(rest_ctx_t *c)
 {
@@ -116,23 +157,9 @@ rest_body_parse(rest_ctx_t *c)
 	fhir_node_t *res = NULL;
 	char err[256];
 	int fmt = -1, rc;
-	size_t semi = 0;
 
 	if (ct.ptr != NULL) {
-		while (semi < ct.len && ct.ptr[semi] != ';')
-			semi++;
-		ct = slice_trim(slice_make(ct.ptr, semi));
-		if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+json")) ||
-		    slice_eq_nocase(ct, SLICE_LIT("application/json")) ||
-		    slice_eq_nocase(ct, SLICE_LIT("application/json+fhir")) ||
-		    slice_eq_nocase(ct, SLICE_LIT("text/json")))
-			fmt = 0;
-		else if (slice_eq_nocase(ct, SLICE_LIT("application/fhir+xml")) ||
-			 slice_eq_nocase(ct, SLICE_LIT("application/xml")) ||
-			 slice_eq_nocase(ct, SLICE_LIT("application/xml+fhir")) ||
-			 slice_eq_nocase(ct, SLICE_LIT("text/xml")))
-			fmt = 1;
-		else {
+		if ((fmt = body_format(ct)) < 0) {
 			rest_send_error(c, 415, "not-supported",
 					"unsupported Content-Type: send application/fhir+json or "
 					"application/fhir+xml");
@@ -208,6 +235,18 @@ op_prepare(arena_t *a, rest_op_t *op)
 	return ingest_index_entries(a, op->res, &op->entries, &op->nentries);
 }
 
+/* op_prepare in the writer: a resource that cannot be indexed fails op with 400. */
+static void
+op_prepare_or_fail(arena_t *a, rest_op_t *op)
+{
+	int rc = op_prepare(a, op);
+
+	if (rc < 0) {
+		op->status = 400;
+		op->outcome = outcome_printf(a, "invalid", "index: %s", fg_strerror(rc));
+	}
+}
+
 /* Checks a resource to store as type (and id when not empty); 0, or a status with outcome. */
 static int
 res_check(arena_t *a, fhir_node_t *res, slice_t type, slice_t id, bool id_required,
@@ -245,7 +284,74 @@ res_check(arena_t *a, fhir_node_t *res, slice_t type, slice_t id, bool id_requir
 	return 0;
 }
 
+/* Applies a patch to res, the current version of type/id (meta stripped first): a FHIRPath
+ * Patch (a Parameters resource) or a JSON Patch (an array); then checks the result as any
+ * incoming resource. 0, or a status (400; 422 when the patch does not apply or its result is
+ * not a valid resource) with *outcome. For PATCH requests and PATCH entries of Bundles. */
+static int
+patch_apply(arena_t *a, fhir_node_t **res, const fhir_node_t *patch, bool fhirpath, slice_t type,
+	    slice_t id, fhir_node_t **outcome)
+{
+	char err[512];
+	int st;
+
+	meta_strip(*res);
+	st = fhirpath ? rest_fhirpath_patch(a, *res, patch, err, sizeof(err))
+		      : rest_json_patch(a, res, patch, err, sizeof(err));
+	if (st != 0) {
+		*outcome = outcome_printf(a, st == 422 ? "processing" : "invalid", "%s", err);
+		return st;
+	}
+	st = res_check(a, *res, type, id, true, outcome);
+	return st == 400 ? 422 : st;
+}
+
 /* ---- the writer side ---- */
+
+static void refs_rewrite(arena_t *a, fhir_node_t *n, const urn_map_t *map, size_t nmap, int depth);
+
+/* A PATCH entry of a Bundle: its patch applied to the version current in the writer's
+ * transaction (no other write can come between), checked, its references to the Bundle's
+ * urn:uuids rewritten, and prepared. 0, or a store error; a failure sets op's status. */
+static int
+op_patch(rest_job_t *j, store_txn_t *t, rest_op_t *op)
+{
+	arena_t *a = j->c->a;
+	store_res_t cur;
+	fhir_node_t *res;
+	int rc = store_res_get(t, op->type, op->id, &cur);
+
+	if (rc == -FG_ENOTFOUND || (rc == 0 && cur.deleted)) {
+		op->status = rc == 0 ? 410 : 404;
+		op->outcome = outcome_printf(a, rc == 0 ? "deleted" : "not-found", "%.*s/%.*s %s",
+					     (int)op->type.len, op->type.ptr, (int)op->id.len,
+					     op->id.ptr, rc == 0 ? "was deleted" : "is not known");
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	if (op->if_match != 0 && cur.version != op->if_match) {
+		op->status = 412;
+		op->outcome =
+		    outcome_printf(a, "conflict", "version %u is not the current version %u",
+				   op->if_match, cur.version);
+		return 0;
+	}
+	if ((res = rest_res_load(a, &cur)) == NULL) {
+		op->status = 500;
+		op->outcome = outcome_printf(a, "exception", "the stored resource is corrupt");
+		return 0;
+	}
+	op->status = patch_apply(a, &res, op->patch, op->fhirpath, op->type, op->id, &op->outcome);
+	if (op->status != 0)
+		return 0;
+	if (j->nurns > 0)
+		refs_rewrite(a, res, j->urns, j->nurns, 0);
+	op->res = res;
+	op->if_match = cur.version;
+	op_prepare_or_fail(a, op);
+	return 0;
+}
 
 static int
 op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
@@ -256,6 +362,8 @@ op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 
 	if (op->kind == OP_READ || op->kind == OP_SEARCH || op->status != 0)
 		return 0;
+	if (op->patch != NULL)
+		return op_patch(j, t, op);
 	if (op->cond != COND_NONE) {
 		search_opts_t opts = {.max_count = 2};
 		search_result_t *sr;
@@ -305,12 +413,9 @@ op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 			op->id = nmatch == 1      ? arena_slice_dup(a, hit)
 				 : op->id.len > 0 ? op->id
 						  : new_id(a);
-			if ((rc = op_prepare(a, op)) < 0) {
-				op->status = 400;
-				op->outcome =
-				    outcome_printf(a, "invalid", "index: %s", fg_strerror(rc));
+			op_prepare_or_fail(a, op);
+			if (op->status != 0)
 				return 0;
-			}
 		}
 	}
 	if (op->kind == OP_PUT && (op->if_match != 0 || op->create_only)) {
@@ -542,8 +647,6 @@ refs_fix_walk(reffix_t *f, fhir_node_t *n, int depth)
 static int
 op_refs_fix(rest_job_t *j, store_txn_t *t, rest_op_t *op, reffix_t *f)
 {
-	int rc;
-
 	if (j->transaction && !f->listed) {
 		f->listed = true;
 		for (size_t i = 0; i < j->nops; i++) {
@@ -575,10 +678,8 @@ op_refs_fix(rest_job_t *j, store_txn_t *t, rest_op_t *op, reffix_t *f)
 		op->outcome = f->outcome;
 		return 0;
 	}
-	if (f->changed && (rc = op_prepare(j->c->a, op)) < 0) {
-		op->status = 400;
-		op->outcome = outcome_printf(j->c->a, "invalid", "index: %s", fg_strerror(rc));
-	}
+	if (f->changed)
+		op_prepare_or_fail(j->c->a, op);
 	return 0;
 }
 
@@ -1089,6 +1190,12 @@ rest_do_cond_delete(rest_ctx_t *c, slice_t type)
 	job_submit(j);
 }
 
+static bool
+is_json_patch(slice_t ct)
+{
+	return slice_eq_nocase(media_type(ct), SLICE_LIT("application/json-patch+json"));
+}
+
 void
 rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
 {
@@ -1099,14 +1206,25 @@ rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
 	uint64_t lu;
 	char err[256];
 	rest_job_t *j;
+	bool fhirpath = !is_json_patch(ct);
 	int st;
 
-	if (ct.ptr == NULL || ct.len < 27 ||
-	    !slice_eq_nocase(slice_make(ct.ptr, 27), SLICE_LIT("application/json-patch+json"))) {
-		rest_send_error(c, 415, "not-supported", "PATCH takes application/json-patch+json");
+	if (ct.ptr == NULL || (fhirpath && body_format(ct) < 0)) {
+		rest_send_error(c, 415, "not-supported",
+				"PATCH takes a JSON Patch (application/json-patch+json) or a "
+				"FHIRPath Patch (a Parameters resource as application/fhir+json or "
+				"application/fhir+xml)");
 		return;
 	}
-	if (fhir_json_parse(c->a, body.ptr, body.len, NULL, &patch, err, sizeof(err)) < 0) {
+	if (fhirpath) {
+		if ((patch = rest_body_parse(c)) == NULL)
+			return;
+		if (!slice_eq_cstr(fhir_resource_type(patch), "Parameters")) {
+			rest_send_error(c, 400, "invalid",
+					"a FHIRPath Patch is a Parameters resource");
+			return;
+		}
+	} else if (fhir_json_parse(c->a, body.ptr, body.len, NULL, &patch, err, sizeof(err)) < 0) {
 		rest_send_error(c, 400, "structure", "the patch does not parse: %s", err);
 		return;
 	}
@@ -1124,13 +1242,8 @@ rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
 				want, ver);
 		return;
 	}
-	meta_strip(res);
-	if ((st = rest_json_patch(c->a, &res, patch, err, sizeof(err))) != 0) {
-		rest_send_error(c, st, st == 422 ? "processing" : "invalid", "%s", err);
-		return;
-	}
-	if ((st = res_check(c->a, res, type, id, true, &oo)) != 0) {
-		rest_send(c, st == 400 ? 422 : st, oo, NULL);
+	if ((st = patch_apply(c->a, &res, patch, fhirpath, type, id, &oo)) != 0) {
+		rest_send(c, st, oo, NULL);
 		return;
 	}
 	j = job_new(c, 1);
@@ -1144,11 +1257,6 @@ rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
 }
 
 /* ---- batch and transaction ---- */
-
-typedef struct {
-	slice_t from; /* "urn:uuid:..." */
-	slice_t to;   /* "Patient/abc" */
-} urn_map_t;
 
 /* Replaces every reference to a Bundle-local urn:uuid by the id it was given. */
 static void
@@ -1195,6 +1303,72 @@ entry_url(rest_ctx_t *c, slice_t url, slice_t *type, slice_t *id, slice_t *query
 	*type = slice_make(url.ptr, i);
 	*id = i < q ? slice_make(url.ptr + i + 1, q - i - 1) : slice_make("", 0);
 	return fhir_meta_is_resource(*type) && (id->len == 0 || rest_id_is_valid(*id));
+}
+
+/* Standard base64 (RFC 4648, padded; white space between is skipped) into the arena; false
+ * when it is not base64. */
+static bool
+b64_decode(arena_t *a, slice_t in, slice_t *out)
+{
+	buf_t clean = BUF_INIT;
+	unsigned char *bytes;
+	size_t pad = 0;
+	int n;
+	bool ok;
+
+	for (size_t i = 0; i < in.len; i++)
+		if (in.ptr[i] != ' ' && in.ptr[i] != '\t' && in.ptr[i] != '\r' && in.ptr[i] != '\n')
+			buf_append_byte(&clean, in.ptr[i]);
+	ok = clean.len > 0 && clean.len % 4 == 0 && clean.len <= INT32_MAX;
+	if (ok) {
+		pad = (clean.data[clean.len - 1] == '=') + (clean.data[clean.len - 2] == '=');
+		bytes = arena_alloc(a, clean.len / 4 * 3 + 1);
+		n = EVP_DecodeBlock(bytes, (const unsigned char *)clean.data, (int)clean.len);
+		ok = n >= 0 && (size_t)n >= pad;
+		if (ok)
+			*out = slice_make((const char *)bytes, (size_t)n - pad);
+	}
+	buf_free(&clean);
+	return ok;
+}
+
+/* The patch of a PATCH entry: a Parameters resource (FHIRPath Patch), or a Binary whose data
+ * is a JSON Patch (contentType application/json-patch+json), as HAPI sends them. 0, or 400
+ * with op->outcome. */
+static int
+entry_patch(arena_t *a, const fhir_node_t *res, rest_op_t *op)
+{
+	slice_t rt = fhir_resource_type(res), json;
+	fhir_node_t *patch;
+	char err[256];
+
+	if (slice_eq_cstr(rt, "Parameters")) {
+		op->patch = res;
+		op->fhirpath = true;
+		return 0;
+	}
+	if (!slice_eq_cstr(rt, "Binary")) {
+		op->outcome = outcome_printf(a, "invalid",
+					     "a PATCH entry's resource is a Parameters (FHIRPath "
+					     "Patch) or a Binary (JSON Patch)");
+		return 400;
+	}
+	if (!is_json_patch(fhir_node_text(fhir_object_get_cstr(res, "contentType")))) {
+		op->outcome = outcome_printf(a, "not-supported",
+					     "a PATCH entry's Binary must have the contentType "
+					     "application/json-patch+json");
+		return 400;
+	}
+	if (!b64_decode(a, fhir_node_text(fhir_object_get_cstr(res, "data")), &json)) {
+		op->outcome = outcome_printf(a, "invalid", "the Binary's data is not base64");
+		return 400;
+	}
+	if (fhir_json_parse(a, json.ptr, json.len, NULL, &patch, err, sizeof(err)) < 0) {
+		op->outcome = outcome_printf(a, "structure", "the patch does not parse: %s", err);
+		return 400;
+	}
+	op->patch = patch;
+	return 0;
 }
 
 /* Builds op i from entry e; 0, or a status with op->outcome set. */
@@ -1244,6 +1418,19 @@ entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 			op->cond = COND_DELETE;
 			op->query = q;
 		}
+		return 0;
+	}
+	if (slice_eq_cstr(method, "PATCH")) {
+		if (id.len == 0 || q.ptr != NULL) {
+			op->outcome = outcome_printf(a, "not-supported",
+						     "a PATCH entry's url is T/id (no conditional "
+						     "patch)");
+			return 400;
+		}
+		if ((st = entry_patch(a, res, op)) != 0)
+			return st;
+		op->kind = OP_PUT;
+		op->if_match = etag_version(fhir_node_text(fhir_object_get_cstr(req, "ifMatch")));
 		return 0;
 	}
 	if (!slice_eq_cstr(method, "POST") && !slice_eq_cstr(method, "PUT")) {
@@ -1348,6 +1535,7 @@ rest_do_bundle(rest_ctx_t *c)
 	j->bundle = true;
 	j->transaction = slice_eq_cstr(btype, "transaction");
 	map = arena_zalloc(c->a, (n ? n : 1) * sizeof(*map));
+	j->urns = map;
 	for (i = 0; i < n; i++) {
 		rest_op_t *op = &j->ops[i];
 		slice_t full;
@@ -1362,7 +1550,8 @@ rest_do_bundle(rest_ctx_t *c)
 			rest_send(c, op->status, op->outcome, NULL);
 			return;
 		}
-		if (op->status != 0 || op->kind != OP_PUT)
+		/* a PATCH's resource comes from the store, in the writer */
+		if (op->status != 0 || op->kind != OP_PUT || op->patch != NULL)
 			continue;
 		if (op->id.len == 0 && op->cond != COND_UPDATE)
 			op->id = new_id(c->a);
@@ -1384,7 +1573,7 @@ rest_do_bundle(rest_ctx_t *c)
 	for (i = 0; i < n; i++) {
 		rest_op_t *op = &j->ops[i];
 
-		if (op->status != 0 || op->kind != OP_PUT)
+		if (op->status != 0 || op->kind != OP_PUT || op->patch != NULL)
 			continue;
 		if (nmap > 0)
 			refs_rewrite(c->a, op->res, map, nmap, 0);
@@ -1393,6 +1582,7 @@ rest_do_bundle(rest_ctx_t *c)
 			op->outcome = outcome_printf(c->a, "invalid", "cannot index entry %zu", i);
 		}
 	}
+	j->nurns = nmap;
 	if (j->transaction) {
 		/* One entry per resource: the outcome of two would depend on their order. */
 		for (i = 0; i < n; i++)

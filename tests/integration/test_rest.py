@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import base64
 import urllib.parse
 import xml.etree.ElementTree as ET
 
@@ -429,12 +430,186 @@ def t_patch(t, api):
                             json.dumps([{"op": "add", "path": "/bogus", "value": 1}]),
                             ctype="application/json-patch+json")
     t.ok(st == 422 and is_oo(doc), "patch to an invalid resource: 422", st)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/pa1", "[]", ctype="text/plain")
+    t.eq(st, 415, "PATCH with another media type: 415")
     st, _, doc, _ = api.req("PATCH", "/fhir/Patient/pa1", "[]", ctype=JSON)
-    t.eq(st, 415, "PATCH with a resource media type: 415")
+    t.ok(st == 400 and is_oo(doc), "PATCH as application/fhir+json that is not a Parameters: 400",
+         st)
     st, _, doc, _ = api.req("PATCH", "/fhir/Patient/pa1",
                             json.dumps([{"op": "replace", "path": "/gender", "value": "male"}]),
                             ctype="application/json-patch+json", headers={"If-Match": 'W/"1"'})
     t.eq(st, 412, "PATCH with a stale If-Match: 412")
+
+
+def fp_op(type_, path, **parts):
+    """One FHIRPath Patch operation; value= is the value part's members (valueX or part)."""
+    p = [{"name": "type", "valueCode": type_}, {"name": "path", "valueString": path}]
+    for k, v in parts.items():
+        if k == "value":
+            p.append(dict({"name": "value"}, **v))
+        elif k in ("index", "source", "destination"):
+            p.append({"name": k, "valueInteger": v})
+        else:
+            p.append({"name": k, "valueString": v})
+    return {"name": "operation", "part": p}
+
+
+def fp_params(*ops):
+    return {"resourceType": "Parameters", "parameter": list(ops)}
+
+
+def t_fhirpath_patch(t, api):
+    api.req("PUT", "/fhir/Patient/fp1", patient(
+        "Fp", "fp1", id="fp1", telecom=[{"system": "phone", "value": "1"},
+                                        {"system": "email", "value": "a@b"}]))
+    body = fp_params(
+        fp_op("replace", "Patient.gender", value={"valueCode": "male"}),
+        fp_op("replace", "Patient.telecom.where(system='phone').value",
+              value={"valueString": "555"}),
+        fp_op("add", "Patient", name="active", value={"valueBoolean": True}),
+        fp_op("insert", "Patient.identifier", index=0,
+              value={"valueIdentifier": {"system": "urn:x", "value": "9"}}),
+        fp_op("delete", "Patient.identifier.where(system='urn:test')"),
+        fp_op("move", "Patient.telecom", source=1, destination=0),
+        fp_op("add", "Patient", name="contact", value={"part": [
+            {"name": "name", "valueHumanName": {"family": "Kin"}},
+            {"name": "gender", "valueCode": "female"}]}))
+    st, h, doc, _ = api.req("PATCH", "/fhir/Patient/fp1", body)
+    t.eq((st, h.get("etag")), (200, 'W/"2"'), "FHIRPath Patch: 200, version 2")
+    t.eq((doc.get("gender"), doc.get("active"), doc.get("identifier"),
+          [c["system"] for c in doc.get("telecom", [])], doc["telecom"][1].get("value"),
+          doc.get("contact")),
+         ("male", True, [{"system": "urn:x", "value": "9"}], ["email", "phone"], "555",
+          [{"name": {"family": "Kin"}, "gender": "female"}]),
+         "every operation type applied, in order")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/fp1")
+    t.eq((doc.get("gender"), doc["meta"]["versionId"]), ("male", "2"), "the patch is stored")
+    xml = """<Parameters xmlns="http://hl7.org/fhir"><parameter><name value="operation"/>
+  <part><name value="type"/><valueCode value="add"/></part>
+  <part><name value="path"/><valueString value="Patient.name[0]"/></part>
+  <part><name value="name"/><valueString value="given"/></part>
+  <part><name value="value"/><valueString value="Mary"/></part>
+</parameter><parameter><name value="operation"/>
+  <part><name value="type"/><valueCode value="add"/></part>
+  <part><name value="path"/><valueString value="Patient"/></part>
+  <part><name value="name"/><valueString value="multipleBirth"/></part>
+  <part><name value="value"/><valueInteger value="2"/></part>
+</parameter></Parameters>"""
+    st, h, doc, raw = api.req("PATCH", "/fhir/Patient/fp1", xml, ctype=XML,
+                              headers={"Accept": XML})
+    r = ET.fromstring(raw) if st == 200 else None
+    t.ok(st == 200 and h.get("content-type", "").startswith(XML) and
+         [g.get("value") for g in r.iter(NS + "given")] == ["Jo", "Mary"] and
+         r.find(NS + "multipleBirthInteger").get("value") == "2",
+         "FHIRPath Patch as XML: parsed by the XML codec, integer kept", raw[:300])
+    st, h, doc, _ = api.req("PATCH", "/fhir/Patient/fp1",
+                            fp_params(fp_op("delete", "Patient.photo")))
+    t.eq((st, h.get("etag")), (200, 'W/"3"'), "delete of nothing: 200, no new version")
+    for path, says in (("Patient.name.exists()", "exists()"),
+                       ("Patient.name | Patient.telecom", "'|'"),
+                       ("Patient.telecom.where(system != 'x')", "'!='")):
+        st, _, doc, _ = api.req("PATCH", "/fhir/Patient/fp1",
+                                fp_params(fp_op("delete", path)))
+        t.ok(st == 422 and is_oo(doc) and says in doc["issue"][0]["diagnostics"],
+             "unsupported FHIRPath (%s): 422 naming it" % says, (st, doc))
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/fp1", fp_params(
+        fp_op("replace", "Patient.telecom.value", value={"valueString": "1"})))
+    t.ok(st == 422 and "matches 2 elements" in doc["issue"][0]["diagnostics"],
+         "replace of two elements: 422 saying so", doc)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/fp1", fp_params(
+        fp_op("replace", "Patient.birthDate", value={"valueString": "yesterday"}),
+        fp_op("replace", "Patient.deceased", value={"valueBoolean": True})))
+    t.ok(st == 422 and "operation 1" in doc["issue"][0]["diagnostics"],
+         "replace of nothing: 422 naming the operation", doc)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/fp1", fp_params(
+        fp_op("replace", "Patient.id", value={"valueId": "other"})))
+    t.ok(st == 422 and is_oo(doc), "a patch whose result is not valid here: 422", (st, doc))
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/fp1", fp_params(fp_op("frob", "Patient")))
+    t.ok(st == 400 and is_oo(doc), "unknown operation type: 400", st)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/fp1", patient())
+    t.ok(st == 400 and is_oo(doc), "a resource that is not a Parameters: 400", st)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/fp1",
+                            fp_params(fp_op("delete", "Patient.active")),
+                            headers={"If-Match": 'W/"1"'})
+    t.eq(st, 412, "FHIRPath Patch with a stale If-Match: 412")
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient/fp-none",
+                            fp_params(fp_op("delete", "Patient.active")))
+    t.eq(st, 404, "FHIRPath Patch of an unknown resource: 404")
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/fp1")
+    t.eq((doc["meta"]["versionId"], doc.get("active")), ("3", True),
+         "refused patches wrote nothing")
+
+
+def t_bundle_patch(t, api):
+    """PATCH entries in transactions and batches: a Binary with a JSON Patch, a Parameters."""
+    for pid in ("bp1", "bp2"):
+        api.req("PUT", "/fhir/Patient/" + pid, patient("Bp", pid, id=pid))
+    jp = base64.b64encode(json.dumps(
+        [{"op": "replace", "path": "/gender", "value": "male"}]).encode()).decode()
+    urn = "urn:uuid:6f0f2cde-93a5-4a79-a2d3-1d0c6e0a8d31"
+    gp = fp_params(fp_op("add", "Patient", name="generalPractitioner",
+                         value={"valueReference": {"reference": urn}}))
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": urn, "resource": {"resourceType": "Practitioner", "name": [{"family": "Doc"}]},
+         "request": {"method": "POST", "url": "Practitioner"}},
+        {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                      "data": jp},
+         "request": {"method": "PATCH", "url": "Patient/bp1", "ifMatch": 'W/"1"'}},
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient/bp2"}},
+    ]}
+    st, _, doc, _ = api.req("POST", "/fhir", tx)
+    ents = doc.get("entry", []) if st == 200 else []
+    t.eq([e["response"]["status"] for e in ents], ["201 Created", "200 OK", "200 OK"],
+         "transaction with PATCH entries: 200")
+    t.eq([e["response"].get("location") for e in ents[1:]],
+         ["Patient/bp1/_history/2", "Patient/bp2/_history/2"], "PATCH entries' locations")
+    prac = ents[0]["response"]["location"].rsplit("/_history", 1)[0] if ents else None
+    st, _, p1, _ = api.req("GET", "/fhir/Patient/bp1")
+    st, _, p2, _ = api.req("GET", "/fhir/Patient/bp2")
+    t.eq((p1.get("gender"), p2.get("generalPractitioner")),
+         ("male", [{"reference": prac}]),
+         "JSON Patch from a Binary applied; a FHIRPath Patch value's urn:uuid rewritten")
+    # all or nothing: the second PATCH's ifMatch is stale
+    tx["entry"] = [
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient/bp2"}},
+        {"resource": tx["entry"][1]["resource"],
+         "request": {"method": "PATCH", "url": "Patient/bp1", "ifMatch": 'W/"1"'}}]
+    st, _, doc, _ = api.req("POST", "/fhir", tx)
+    t.ok(st == 412 and is_oo(doc), "a PATCH entry's stale ifMatch fails the transaction", st)
+    tx["entry"][1] = {"resource": fp_params(fp_op("replace", "Patient.birthDate.where(x='1')",
+                                                  value={"valueDate": "2000-01-01"})),
+                      "request": {"method": "PATCH", "url": "Patient/bp1"}}
+    st, _, doc, _ = api.req("POST", "/fhir", tx)
+    t.ok(st == 422 and is_oo(doc), "a PATCH entry that does not apply fails the transaction",
+         (st, doc))
+    st, _, p2, _ = api.req("GET", "/fhir/Patient/bp2")
+    t.eq(p2["meta"]["versionId"], "2", "failed transactions wrote nothing")
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": fp_params(fp_op("replace", "Patient.gender", value={"valueCode": "other"})),
+         "request": {"method": "PATCH", "url": "Patient/bp2", "ifMatch": 'W/"2"'}},
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient/bp-none"}},
+        {"resource": fp_params(fp_op("delete", "Patient.name")),
+         "request": {"method": "PATCH", "url": "Patient/bp1"}},
+        {"resource": {"resourceType": "Binary", "contentType": "text/plain", "data": "eA=="},
+         "request": {"method": "PATCH", "url": "Patient/bp1"}},
+        {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json",
+                      "data": "not base64!"},
+         "request": {"method": "PATCH", "url": "Patient/bp1"}},
+        {"resource": patient(), "request": {"method": "PATCH", "url": "Patient/bp1"}},
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient?family=Bp"}},
+        {"resource": fp_params(fp_op("replace", "Patient.gender", value={"valueCode": "male"})),
+         "request": {"method": "PATCH", "url": "Patient/bp2", "ifMatch": 'W/"3"'}},
+    ]}
+    st, _, doc, _ = api.req("POST", "/fhir", batch)
+    ents = doc.get("entry", [])
+    t.eq([e["response"]["status"].split()[0] for e in ents],
+         ["200", "404", "200", "400", "400", "400", "400", "200"],
+         "batch PATCH entries: each its own status")
+    t.ok(all("outcome" in e["response"] for e in ents[1:2] + ents[3:7]),
+         "failed PATCH entries carry their OperationOutcome")
+    st, _, p2, _ = api.req("GET", "/fhir/Patient/bp2")
+    t.eq((p2["meta"]["versionId"], p2.get("gender")), ("4", "male"),
+         "a later entry patches what an earlier one wrote (its ifMatch W/\"3\" holds)")
 
 
 def t_search(t, api):
@@ -534,6 +709,89 @@ def t_search(t, api):
     t.eq(ids, ["Observation/o1", "Patient/s1"], "Patient/$everything")
     st, _, doc, _ = api.req("GET", "/fhir/Patient/zz/$everything")
     t.eq(st, 404, "$everything of unknown: 404")
+
+
+def t_everything(t, api):
+    """Patient/$everything: _count pages with a cursor, _since, _type, start/end ignored."""
+    api.req("PUT", "/fhir/Patient/ev1", patient("Ev", "ev1", id="ev1"))
+    api.req("PUT", "/fhir/Patient/ev2", patient("Ev", "ev2", id="ev2"))
+    for i in range(5):
+        # subject and performer both point at the patient: found once
+        api.req("PUT", "/fhir/Observation/eo%d" % i, {
+            "resourceType": "Observation", "id": "eo%d" % i, "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "Patient/ev1"},
+            "performer": [{"reference": "Patient/ev1"}]})
+    api.req("PUT", "/fhir/Condition/ec1", {"resourceType": "Condition", "id": "ec1",
+                                          "subject": {"reference": "Patient/ev1"}})
+    api.req("PUT", "/fhir/Encounter/ee1", {"resourceType": "Encounter", "id": "ee1",
+                                          "status": "finished", "class": {"code": "AMB"},
+                                          "subject": {"reference": "Patient/ev1"}})
+    api.req("PUT", "/fhir/Condition/ec2", {"resourceType": "Condition", "id": "ec2",
+                                          "subject": {"reference": "Patient/ev2"}})
+    api.req("PUT", "/fhir/Condition/ec3", {"resourceType": "Condition", "id": "ec3",
+                                          "subject": {"reference": "Patient/ev1"}})
+    api.req("DELETE", "/fhir/Condition/ec3")
+
+    def ids(doc):
+        return ["%s/%s" % (e["resource"]["resourceType"], e["resource"]["id"])
+                for e in doc.get("entry", [])]
+
+    def walk(query):
+        """Every page from query on: the ids, the totals, the pages' link relations."""
+        got, totals, rels, url = [], [], [], "/fhir/Patient/ev1/$everything?" + query
+        while url and len(rels) < 20:
+            st, _, doc, _ = api.req("GET", url)
+            if st != 200:
+                return None, [st], rels
+            got += ids(doc)
+            totals.append(doc.get("total"))
+            rels.append([lk["relation"] for lk in doc.get("link", [])])
+            nxt = [lk["url"] for lk in doc.get("link", []) if lk["relation"] == "next"]
+            url = None
+            if nxt:
+                u = urllib.parse.urlsplit(nxt[0])
+                url = u.path + "?" + u.query
+        return got, totals, rels
+
+    everything = ["Patient/ev1", "Condition/ec1", "Encounter/ee1"] + \
+        ["Observation/eo%d" % i for i in range(5)]
+    got, totals, rels = walk("")
+    t.eq((got, totals, rels), (everything, [8], [["self"]]),
+         "$everything: the Patient first, then by type and id, each once; no next link")
+    got, totals, rels = walk("_count=3")
+    t.eq((got, totals, rels),
+         (everything, [8, 8, 8], [["self", "next"], ["self", "first", "next"],
+                                  ["self", "first"]]),
+         "$everything?_count=3: next links reach every resource once, total stays the full count")
+    got, totals, _ = walk("_count=0")
+    t.eq((got, totals), ([], [8]), "$everything?_count=0: the total only")
+    got, totals, _ = walk("start=2020-01-01&end=2020-12-31")
+    t.eq((got, totals), (everything, [8]), "start and end (care dates) are ignored")
+    got, totals, _ = walk("_type=Observation,Condition&_count=4")
+    t.eq((got, totals), (everything[1:2] + everything[3:], [6, 6]),
+         "_type: only those types; the Patient only when listed (as HAPI)")
+    got, _, _ = walk("_type=Encounter&_type=Patient")
+    t.eq(got, ["Patient/ev1", "Encounter/ee1"], "_type repeated, Patient listed")
+    # the server's clock: a write elsewhere marks the time
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/ev2", patient("Ev", "ev2", id="ev2",
+                                                               gender="male"))
+    since = doc["meta"]["lastUpdated"]
+    time.sleep(0.002)
+    st, _, doc, _ = api.req("GET", "/fhir/Observation/eo3")
+    api.req("PUT", "/fhir/Observation/eo3", dict(doc, status="amended"))
+    api.req("PUT", "/fhir/Observation/eo9", {
+        "resourceType": "Observation", "id": "eo9", "status": "final", "code": {"text": "x"},
+        "subject": {"reference": "Patient/ev1"}})
+    got, totals, _ = walk("_since=" + urllib.parse.quote(since))
+    t.eq((got, totals), (["Observation/eo3", "Observation/eo9"], [2]),
+         "_since: only what was updated at or after it (the Patient too)")
+    for q, what in (("_cursor=x", "a cursor without its position"),
+                    ("_cursor=999999_eo1", "a position past the types"),
+                    ("_cursor=3_a%20b", "an id that is not one"),
+                    ("_type=Bogus", "an unknown _type"), ("_since=yesterday", "a bad _since"),
+                    ("start=notadate", "a bad start"), ("_count=many", "a bad _count")):
+        st, _, doc, _ = api.req("GET", "/fhir/Patient/ev1/$everything?" + q)
+        t.ok(st == 400 and is_oo(doc), "$everything with %s: 400" % what, st)
 
 
 def t_search_composite(t, api):
@@ -788,7 +1046,8 @@ def main():
         srv.start()
         api = Api(port)
         for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
-                   t_transaction, t_conditional_references, t_history, t_patch, t_search, t_search_composite,
+                   t_transaction, t_conditional_references, t_history, t_patch, t_fhirpath_patch,
+                   t_bundle_patch, t_search, t_everything, t_search_composite,
                    t_search_r4_params, t_metadata,
                    t_meta_output):
             t.run(fn, api)
