@@ -805,12 +805,15 @@ hl7_dec_bytes(struct hl7_decoder *dec, const char *p, size_t n)
 		const unsigned char *run = s;
 		size_t k;
 
-		while (s < end && *s < 0x80 && *s != 0)
+		while (s < end && *s < 0x80 &&
+		       (*s >= 0x20 || *s == '\t' || *s == '\n' || *s == '\r'))
 			s++;
 		hl7_dec_append(dec, run, (size_t)(s - run));
 		if (s == end)
 			break;
-		if (*s == 0) {
+		if (*s < 0x20) {
+			/* a control character (NUL included): no text may carry one (FHIR strings
+			 * allow tab, CR and LF only; XML 1.0 no other) */
 			hl7_dec_replace(dec);
 			s++;
 		} else if (dec->cs == HL7_CHARSET_LATIN1) {

@@ -122,8 +122,9 @@ slice_t hl7_split_nth(slice_t raw, char delim, size_t n);
 
 /* Decodes escape sequences (\F\ \S\ \T\ \R\ \E\ \Xhh..\ \.br\ -> newline; \H\ \N\ and other
  * formatting commands kept literally; unknown escapes kept literally) and converts from the
- * message's character set to UTF-8, appending to out. Invalid bytes become U+FFFD. Returns the
- * number of replaced bytes (0 when clean) or a negative error (buffer cap). */
+ * message's character set to UTF-8, appending to out. Invalid bytes, and control characters
+ * but tab, CR and LF (also from \Xhh\), become U+FFFD. Returns the number of replaced bytes
+ * (0 when clean) or a negative error (buffer cap). */
 int hl7_text_decode(const hl7_msg_t *m, slice_t raw, buf_t *out);
 
 /* Whether the "HL7 null" ("") is the value (inline: asked of nearly every value read). */

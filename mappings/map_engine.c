@@ -278,7 +278,7 @@ map_mark_used(map_conv_t *cv, size_t seg_index, unsigned field, unsigned rep)
 		    (uint64_t)seg_index << 40 | (uint64_t)(field & 0xfff) << 28 | (rep & 0xfffffff);
 }
 
-/* Whether decoding would leave raw as it is: ASCII without NULs or escape sequences (most
+/* Whether decoding would leave raw as it is: printable ASCII without escape sequences (most
  * values), so that it can be copied instead. */
 static bool
 map_word_is_plain(uint64_t v, uint64_t esc)
@@ -286,11 +286,12 @@ map_word_is_plain(uint64_t v, uint64_t esc)
 	const uint64_t ones = 0x0101010101010101ull, high = ones * 0x80;
 	uint64_t e = v ^ esc;
 
-	/* a byte with its high bit set, a zero byte, or one equal to the escape */
-	return ((v | ((v - ones) & ~v) | ((e - ones) & ~e)) & high) == 0;
+	/* a byte with its high bit set, a control character (below 0x20: decoding replaces it,
+	 * and tab, CR and LF are rare enough to take the slow way), or one equal to the escape */
+	return ((v | ((v - ones * 0x20) & ~v) | ((e - ones) & ~e)) & high) == 0;
 }
 
-/* Whether decoding would leave raw as it is: ASCII without NULs or escape sequences (most
+/* Whether decoding would leave raw as it is: printable ASCII without escape sequences (most
  * values), so that it can be copied instead. A word at a time: the last one overlapping the
  * one before, a short value in one word padded with a byte that is plain. */
 static bool

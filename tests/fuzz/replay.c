@@ -1,6 +1,7 @@
 /* Runs a fuzz target's LLVMFuzzerTestOneInput over saved inputs without libFuzzer, so that
- * corpora replay in `make check`: every file in the directories (or the files) given as
- * arguments, or with none, in $top_srcdir/tests/fuzz/corpus/FUZZ_CORPUS. Emits TAP. */
+ * corpora replay in `make check`: every file in the directories (and their subdirectories) or
+ * the files given as arguments, or with none, in $top_srcdir/tests/fuzz/corpus/FUZZ_CORPUS
+ * and, when FUZZ_DATA names one ("tests/data"), in $top_srcdir/FUZZ_DATA too. Emits TAP. */
 #include "config.h"
 
 #include <sys/stat.h>
@@ -80,6 +81,8 @@ replay_path(const char *path)
 	for (size_t i = 0; i < n; i++) {
 		if (stat(names[i], &st) == 0 && S_ISREG(st.st_mode))
 			bad |= replay_file(names[i]);
+		else if (S_ISDIR(st.st_mode))
+			bad |= replay_path(names[i]);
 		free(names[i]);
 	}
 	free(names);
@@ -101,6 +104,11 @@ main(int argc, char **argv)
 
 		bad |= replay_path(dir);
 		free(dir);
+#ifdef FUZZ_DATA
+		dir = xasprintf("%s/%s", top ? top : ".", FUZZ_DATA);
+		bad |= replay_path(dir);
+		free(dir);
+#endif
 #else
 		fprintf(stderr, "usage: %s FILE-OR-DIRECTORY...\n", argv[0]);
 		return 2;

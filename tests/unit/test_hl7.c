@@ -283,6 +283,18 @@ test_escapes(void **state)
 		       1);
 	/* Escapes in UTF-8 hex are decoded as the message's charset. */
 	assert_decoded(m, SLICE_LIT("\\XC3A9\\"), "\xc3\xa9", 0);
+	/* control characters (raw or \Xhh\) but tab, CR and LF cannot be in any FHIR or XML
+	 * text: replaced */
+	assert_decoded(m,
+		       SLICE_LIT("A\x01"
+				 "B\x1f"
+				 "\x7f"),
+		       "A\xef\xbf\xbd"
+		       "B\xef\xbf\xbd"
+		       "\x7f",
+		       2);
+	assert_decoded(m, SLICE_LIT("a\tb\nc\rd"), "a\tb\nc\rd", 0);
+	assert_decoded(m, SLICE_LIT("x\\X0A\\y\\X1B\\z"), "x\ny\xef\xbf\xbdz", 1);
 	assert_decoded(m, SLICE_LIT(""), "", 0);
 	assert_true(hl7_is_null(SLICE_LIT("\"\"")));
 	assert_false(hl7_is_null(SLICE_LIT("\"")));
