@@ -1769,7 +1769,7 @@ map_find_message(const map_set_t *set, const hl7_msg_t *m, bool *code_known)
 					if (keys[k].len > 0 && slice_eq(d->names[j], keys[k]))
 						return d;
 			}
-	for (size_t i = 0; i < set->nmsgs; i++)
+	for (size_t i = 0; h->msg_code.len > 0 && i < set->nmsgs; i++)
 		for (size_t j = 0; j < set->msgs[i]->nnames; j++)
 			if (set->msgs[i]->names[j].len > h->msg_code.len &&
 			    memcmp(set->msgs[i]->names[j].ptr, h->msg_code.ptr, h->msg_code.len) ==
