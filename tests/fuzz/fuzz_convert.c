@@ -4,7 +4,8 @@
  * tests/data replays as it is). A conversion either fails with a table 0357 code and a
  * text, or gives a Bundle whose every resource passes the checks the REST API applies to what
  * clients send (R4 elements, kinds of primitives, no empty values): a feed must not store what
- * a client could not read back. Every resource and the Bundle are written as JSON and XML. */
+ * a client could not read back. Every resource and the Bundle are written as JSON and XML, and
+ * every resource indexed for search as the writer does. */
 #include "config.h"
 
 #include <stdint.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "fhir/json.h"
+#include "fhir/search.h"
 #include "fhir/xml.h"
 #include "gateway/rest_int.h"
 #include "lib/arena.h"
@@ -107,6 +109,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		}
 		fuzz_write(r->resources[i].resource);
+		/* the writer indexes what it stores */
+		{
+			fhir_idx_entry_t *e;
+			size_t ne;
+
+			if (fhir_search_index(a, r->resources[i].resource, NULL, &e, &ne) != 0)
+				abort();
+		}
 	}
 	fuzz_write(r->bundle);
 	arena_free(a);
