@@ -308,7 +308,7 @@ patch_apply(arena_t *a, fhir_node_t **res, const fhir_node_t *patch, bool fhirpa
 
 /* ---- the writer side ---- */
 
-static void refs_rewrite(arena_t *a, fhir_node_t *n, const urn_map_t *map, size_t nmap, int depth);
+static void refs_rewrite(arena_t *a, fhir_node_t *n, const urn_map_t *map, size_t nmap);
 
 /* A PATCH entry of a Bundle: its patch applied to the version current in the writer's
  * transaction (no other write can come between), checked, its references to the Bundle's
@@ -346,7 +346,7 @@ op_patch(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 	if (op->status != 0)
 		return 0;
 	if (j->nurns > 0)
-		refs_rewrite(a, res, j->urns, j->nurns, 0);
+		refs_rewrite(a, res, j->urns, j->nurns);
 	op->res = res;
 	op->if_match = cur.version;
 	op_prepare_or_fail(a, op);
@@ -476,6 +476,42 @@ op_write(rest_job_t *j, store_txn_t *t, rest_op_t *op, uint64_t now_ns)
 
 /* ---- references the conditions decide (Bundles, in the writer) ---- */
 
+typedef slice_t (*ref_fix_fn)(void *ctx, slice_t ref);
+
+/* Puts fix(ref) in place of every reference string of n (a resource or a part of one) where
+ * it differs from ref; true when one did. */
+static bool
+refs_walk(arena_t *a, fhir_node_t *n, ref_fix_fn fix, void *ctx, int depth)
+{
+	bool changed = false;
+
+	if (depth > 64)
+		return false;
+	if (fhir_node_kind(n) == FHIR_ARRAY) {
+		for (size_t i = 0; i < fhir_array_len(n); i++)
+			changed |= refs_walk(a, fhir_array_at(n, i), fix, ctx, depth + 1);
+		return changed;
+	}
+	if (fhir_node_kind(n) != FHIR_OBJECT)
+		return false;
+	for (size_t i = 0; i < fhir_object_count(n); i++) {
+		fhir_node_t *v = fhir_object_value_at(n, i);
+
+		if (slice_eq_cstr(fhir_object_key_at(n, i), "reference") &&
+		    fhir_node_kind(v) == FHIR_STRING) {
+			slice_t to = fix(ctx, fhir_node_text(v));
+
+			if (to.ptr != fhir_node_text(v).ptr) {
+				fhir_object_set_value_at(n, i, fhir_string_new(a, to));
+				changed = true;
+			}
+		} else {
+			changed |= refs_walk(a, v, fix, ctx, depth + 1);
+		}
+	}
+	return changed;
+}
+
 /* A conditional reference resolved once per Bundle: "Patient?identifier=s|1" -> its target. */
 typedef struct {
 	slice_t from, to; /* to empty: it failed (status, outcome) */
@@ -573,12 +609,16 @@ cref_resolve(reffix_t *f, slice_t ref)
 	return cr;
 }
 
-/* The reference a condition decided for ref, or ref. */
+/* The reference a condition decided for ref, or ref (also once a reference failed). */
 static slice_t
-ref_fixed(reffix_t *f, slice_t ref)
+ref_fixed(void *ctx, slice_t ref)
 {
+	reffix_t *f = ctx;
 	arena_t *a = f->j->c->a;
 	slice_t type, query;
+
+	if (f->status != 0 || f->rc != 0)
+		return ref;
 
 	if (cref_split(ref, &type, &query)) {
 		cref_t *cr = cref_resolve(f, ref);
@@ -611,35 +651,6 @@ ref_fixed(reffix_t *f, slice_t ref)
 	return ref;
 }
 
-static void
-refs_fix_walk(reffix_t *f, fhir_node_t *n, int depth)
-{
-	if (depth > 64 || f->status != 0 || f->rc != 0)
-		return;
-	if (fhir_node_kind(n) == FHIR_ARRAY) {
-		for (size_t i = 0; i < fhir_array_len(n); i++)
-			refs_fix_walk(f, fhir_array_at(n, i), depth + 1);
-		return;
-	}
-	if (fhir_node_kind(n) != FHIR_OBJECT)
-		return;
-	for (size_t i = 0; i < fhir_object_count(n); i++) {
-		fhir_node_t *v = fhir_object_value_at(n, i);
-
-		if (slice_eq_cstr(fhir_object_key_at(n, i), "reference") &&
-		    fhir_node_kind(v) == FHIR_STRING) {
-			slice_t to = ref_fixed(f, fhir_node_text(v));
-
-			if (to.ptr != fhir_node_text(v).ptr) {
-				fhir_object_set_value_at(n, i, fhir_string_new(f->j->c->a, to));
-				f->changed = true;
-			}
-		} else {
-			refs_fix_walk(f, v, depth + 1);
-		}
-	}
-}
-
 /* After the conditions: the references of op that they decide (conditional references,
  * urn:uuids of conditional updates, the up-front ids of conditional creates that matched),
  * rewritten, and op prepared again when one was. 0, or a store error; a reference that does
@@ -667,10 +678,9 @@ op_refs_fix(rest_job_t *j, store_txn_t *t, rest_op_t *op, reffix_t *f)
 	f->j = j;
 	f->t = t;
 	f->op = op;
-	f->changed = false;
 	f->status = 0;
 	f->outcome = NULL;
-	refs_fix_walk(f, op->res, 0);
+	f->changed = refs_walk(j->c->a, op->res, ref_fixed, f, 0);
 	if (f->rc != 0)
 		return f->rc;
 	if (f->status != 0) {
@@ -1258,31 +1268,30 @@ rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
 
 /* ---- batch and transaction ---- */
 
+typedef struct {
+	const urn_map_t *map;
+	size_t n;
+} urn_fix_t;
+
+/* The id a Bundle-local urn:uuid was given, or ref. */
+static slice_t
+urn_fixed(void *ctx, slice_t ref)
+{
+	const urn_fix_t *u = ctx;
+
+	for (size_t k = 0; k < u->n; k++)
+		if (slice_eq(ref, u->map[k].from))
+			return u->map[k].to;
+	return ref;
+}
+
 /* Replaces every reference to a Bundle-local urn:uuid by the id it was given. */
 static void
-refs_rewrite(arena_t *a, fhir_node_t *n, const urn_map_t *map, size_t nmap, int depth)
+refs_rewrite(arena_t *a, fhir_node_t *n, const urn_map_t *map, size_t nmap)
 {
-	if (depth > 64)
-		return;
-	if (fhir_node_kind(n) == FHIR_ARRAY) {
-		for (size_t i = 0; i < fhir_array_len(n); i++)
-			refs_rewrite(a, fhir_array_at(n, i), map, nmap, depth + 1);
-		return;
-	}
-	if (fhir_node_kind(n) != FHIR_OBJECT)
-		return;
-	for (size_t i = 0; i < fhir_object_count(n); i++) {
-		fhir_node_t *v = fhir_object_value_at(n, i);
+	urn_fix_t u = {map, nmap};
 
-		if (slice_eq_cstr(fhir_object_key_at(n, i), "reference") &&
-		    fhir_node_kind(v) == FHIR_STRING) {
-			for (size_t k = 0; k < nmap; k++)
-				if (slice_eq(fhir_node_text(v), map[k].from))
-					fhir_object_set_value_at(n, i,
-								 fhir_string_new(a, map[k].to));
-		} else
-			refs_rewrite(a, v, map, nmap, depth + 1);
-	}
+	(void)refs_walk(a, n, urn_fixed, &u, 0);
 }
 
 /* Splits an entry URL "T", "T/id", "T?q" (relative, or under this base). */
@@ -1576,7 +1585,7 @@ rest_do_bundle(rest_ctx_t *c)
 		if (op->status != 0 || op->kind != OP_PUT || op->patch != NULL)
 			continue;
 		if (nmap > 0)
-			refs_rewrite(c->a, op->res, map, nmap, 0);
+			refs_rewrite(c->a, op->res, map, nmap);
 		if (op->id.len > 0 && op_prepare(c->a, op) < 0) {
 			op->status = 400;
 			op->outcome = outcome_printf(c->a, "invalid", "cannot index entry %zu", i);
