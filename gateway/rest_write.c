@@ -68,6 +68,9 @@ struct rest_job {
 	const urn_map_t *urns; /* a Bundle's urn:uuids, for what PATCH entries make */
 	size_t nurns;
 	bool bundle, transaction;
+	/* a Bundle entry's resource has a conditional reference, or a PATCH entry may make
+	 * one: the writer looks for them (op_refs_fix) only then */
+	bool cond_refs;
 	int fail_status; /* a transaction that wrote nothing */
 	fhir_node_t *fail_outcome;
 	int store_rc;
@@ -609,6 +612,17 @@ cref_resolve(reffix_t *f, slice_t ref)
 	return cr;
 }
 
+/* Notes (in *ctx, a bool) a conditional reference; changes nothing. */
+static slice_t
+cref_note(void *ctx, slice_t ref)
+{
+	slice_t type, query;
+
+	if (cref_split(ref, &type, &query))
+		*(bool *)ctx = true;
+	return ref;
+}
+
 /* The reference a condition decided for ref, or ref (also once a reference failed). */
 static slice_t
 ref_fixed(void *ctx, slice_t ref)
@@ -673,7 +687,7 @@ op_refs_fix(rest_job_t *j, store_txn_t *t, rest_op_t *op, reffix_t *f)
 			}
 		}
 	}
-	if (op->kind != OP_PUT || op->status != 0)
+	if (op->kind != OP_PUT || op->status != 0 || (!j->cond_refs && f->nremap == 0))
 		return 0;
 	f->j = j;
 	f->t = t;
@@ -1582,8 +1596,12 @@ rest_do_bundle(rest_ctx_t *c)
 	for (i = 0; i < n; i++) {
 		rest_op_t *op = &j->ops[i];
 
+		if (op->status == 0 && op->patch != NULL)
+			j->cond_refs = true;
 		if (op->status != 0 || op->kind != OP_PUT || op->patch != NULL)
 			continue;
+		if (!j->cond_refs)
+			(void)refs_walk(c->a, op->res, cref_note, &j->cond_refs, 0);
 		if (nmap > 0)
 			refs_rewrite(c->a, op->res, map, nmap);
 		if (op->id.len > 0 && op_prepare(c->a, op) < 0) {
