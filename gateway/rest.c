@@ -2077,8 +2077,11 @@ dispatch(rest_ctx_t *c, slice_t m, const slice_t *seg, size_t n)
 		} else if (method_is(m, "DELETE")) {
 			if (rest_authorize(c, REST_AZ_COND_DELETE, seg[0], SLICE_NULL))
 				rest_do_cond_delete(c, seg[0]);
+		} else if (method_is(m, "PATCH")) {
+			if (rest_authorize(c, REST_AZ_COND_UPDATE, seg[0], SLICE_NULL))
+				rest_do_cond_patch(c, seg[0]);
 		} else
-			not_allowed(c, "GET, POST, PUT, DELETE");
+			not_allowed(c, "GET, POST, PUT, DELETE, PATCH");
 		return;
 	}
 	if (n == 2 && slice_eq_cstr(seg[1], "_search")) {

@@ -150,6 +150,7 @@ void rest_do_cond_update(rest_ctx_t *c, slice_t type);
 void rest_do_delete(rest_ctx_t *c, slice_t type, slice_t id);
 void rest_do_cond_delete(rest_ctx_t *c, slice_t type);
 void rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id);
+void rest_do_cond_patch(rest_ctx_t *c, slice_t type);
 void rest_do_bundle(rest_ctx_t *c);
 /* The searchset Bundle of a search of type (empty: the system) with the raw query q in t, in
  * *out, and 200; or 400 (a bad request) or 500 with an OperationOutcome in *out. */

@@ -1220,38 +1220,106 @@ is_json_patch(slice_t ct)
 	return slice_eq_nocase(media_type(ct), SLICE_LIT("application/json-patch+json"));
 }
 
-void
-rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
+/* A PATCH request's body: a JSON Patch or a FHIRPath Patch (*fhirpath); false when it was
+ * answered (415, 400). */
+static bool
+patch_body(rest_ctx_t *c, fhir_node_t **patch, bool *fhirpath)
 {
 	slice_t ct = http_request_header(c->req, "Content-Type"), body = http_request_body(c->req);
-	fhir_node_t *patch, *res, *oo = NULL;
-	store_txn_t *t;
-	uint32_t ver = 0, want;
-	uint64_t lu;
 	char err[256];
-	rest_job_t *j;
-	bool fhirpath = !is_json_patch(ct);
-	int st;
 
-	if (ct.ptr == NULL || (fhirpath && body_format(ct) < 0)) {
+	*fhirpath = !is_json_patch(ct);
+	if (ct.ptr == NULL || (*fhirpath && body_format(ct) < 0)) {
 		rest_send_error(c, 415, "not-supported",
 				"PATCH takes a JSON Patch (application/json-patch+json) or a "
 				"FHIRPath Patch (a Parameters resource as application/fhir+json or "
 				"application/fhir+xml)");
-		return;
+		return false;
 	}
-	if (fhirpath) {
-		if ((patch = rest_body_parse(c)) == NULL)
-			return;
-		if (!slice_eq_cstr(fhir_resource_type(patch), "Parameters")) {
+	if (*fhirpath) {
+		if ((*patch = rest_body_parse(c)) == NULL)
+			return false;
+		if (!slice_eq_cstr(fhir_resource_type(*patch), "Parameters")) {
 			rest_send_error(c, 400, "invalid",
 					"a FHIRPath Patch is a Parameters resource");
-			return;
+			return false;
 		}
-	} else if (fhir_json_parse(c->a, body.ptr, body.len, NULL, &patch, err, sizeof(err)) < 0) {
+	} else if (fhir_json_parse(c->a, body.ptr, body.len, NULL, patch, err, sizeof(err)) < 0) {
 		rest_send_error(c, 400, "structure", "the patch does not parse: %s", err);
+		return false;
+	}
+	return true;
+}
+
+static void patch_submit(rest_ctx_t *c, slice_t type, slice_t id, fhir_node_t *patch,
+			 bool fhirpath);
+
+void
+rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id)
+{
+	fhir_node_t *patch;
+	bool fhirpath;
+
+	if (patch_body(c, &patch, &fhirpath))
+		patch_submit(c, type, id, patch, fhirpath);
+}
+
+/* PATCH T?query: the one resource the query matches is patched (404 when none, 412 when
+ * more than one), as HAPI and the R5 text have it. */
+void
+rest_do_cond_patch(rest_ctx_t *c, slice_t type)
+{
+	search_opts_t opts = {.max_count = 2};
+	search_result_t *sr;
+	fhir_node_t *patch, *oo = NULL;
+	store_txn_t *t;
+	slice_t id;
+	bool fhirpath;
+	int rc;
+
+	if (!patch_body(c, &patch, &fhirpath))
+		return;
+	if (c->query.len == 0) {
+		rest_send_error(c, 400, "invalid", "PATCH needs an id or a condition");
 		return;
 	}
+	if ((t = rest_read_begin(c)) == NULL)
+		return;
+	rc = search_run(t, c->a, type, c->query, &opts, &sr, &oo);
+	store_txn_abort(t);
+	if (rc < 0) {
+		if (oo != NULL)
+			rest_send(c, 400, oo, NULL);
+		else
+			rest_send_error(c, 500, "exception", "search failed: %s", fg_strerror(rc));
+		return;
+	}
+	if (sr->nmatches == 0) {
+		rest_send_error(c, 404, "not-found", "the condition matches no %.*s", (int)type.len,
+				type.ptr);
+		return;
+	}
+	if (sr->nmatches > 1 || sr->has_next) {
+		rest_send_error(c, 412, "multiple-matches",
+				"the condition matches more than one resource");
+		return;
+	}
+	id = arena_slice_dup(c->a, sr->hits[0].id);
+	patch_submit(c, type, id, patch, fhirpath);
+}
+
+/* Applies patch to the current version of type/id and writes the result (a write to it in
+ * between is a 409). */
+static void
+patch_submit(rest_ctx_t *c, slice_t type, slice_t id, fhir_node_t *patch, bool fhirpath)
+{
+	fhir_node_t *res, *oo = NULL;
+	store_txn_t *t;
+	uint32_t ver = 0, want;
+	uint64_t lu;
+	rest_job_t *j;
+	int st;
+
 	if ((t = rest_read_begin(c)) == NULL)
 		return;
 	st = rest_read_result(c, t, type, id, 0, &res, &oo, &ver, &lu);

@@ -113,7 +113,7 @@ def t_errors(t, api):
     t.ok(st == 406 and is_oo(doc), "nothing acceptable: 406", st)
     st, _, doc, _ = api.req("GET", "/fhir/Patient/x?_format=text/csv")
     t.ok(st == 406, "bad _format: 406", st)
-    st, h, doc, _ = api.req("PATCH", "/fhir/Patient")
+    st, h, doc, _ = api.req("OPTIONS", "/fhir/Patient")
     t.ok(st == 405 and is_oo(doc) and "allow" in h, "wrong method: 405 with Allow", st)
     st, _, doc, _ = api.req("GET", "/fhir/Nonsense/1")
     t.ok(st == 404 and is_oo(doc), "unknown type: 404", st)
@@ -612,6 +612,36 @@ def t_bundle_patch(t, api):
          "a later entry patches what an earlier one wrote (its ifMatch W/\"3\" holds)")
 
 
+def t_cond_patch(t, api):
+    """PATCH T?query: the one match is patched; none 404, several 412, a bad query 400."""
+    api.req("PUT", "/fhir/Patient/cp1", patient("CondPatch", "cp-1", id="cp1"))
+    jp = json.dumps([{"op": "replace", "path": "/gender", "value": "other"}])
+    st, h, doc, _ = api.req("PATCH", "/fhir/Patient?identifier=urn:test|cp-1", jp,
+                            ctype="application/json-patch+json")
+    t.eq((st, doc and doc.get("id"), doc and doc.get("gender"), h.get("etag")),
+         (200, "cp1", "other", 'W/"2"'), "conditional JSON Patch of the one match")
+    fp = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.gender"},
+        {"name": "value", "valueCode": "female"}]}]}
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient?identifier=urn:test|cp-1", fp)
+    t.eq((st, doc and doc.get("gender")), (200, "female"), "conditional FHIRPath Patch")
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient?identifier=urn:test|cp-none", jp,
+                            ctype="application/json-patch+json")
+    t.ok(st == 404 and is_oo(doc), "no match: 404", st)
+    api.req("PUT", "/fhir/Patient/cp2", patient("CondPatch", "cp-2", id="cp2"))
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient?family=CondPatch", jp,
+                            ctype="application/json-patch+json")
+    t.ok(st == 412 and is_oo(doc), "two matches: 412", st)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient?birthdate=notadate", jp,
+                            ctype="application/json-patch+json")
+    t.ok(st == 400 and is_oo(doc), "a bad condition: 400", st)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient", jp, ctype="application/json-patch+json")
+    t.ok(st == 400 and is_oo(doc), "no id and no condition: 400", st)
+    st, _, doc, _ = api.req("PATCH", "/fhir/Patient?identifier=urn:test|cp-1", jp,
+                            ctype="application/json-patch+json", headers={"If-Match": 'W/"1"'})
+    t.eq(st, 412, "with a stale If-Match: 412")
+
+
 def t_search(t, api):
     for i in range(7):
         api.req("PUT", "/fhir/Patient/s%d" % i,
@@ -1046,7 +1076,7 @@ def main():
         srv.start()
         api = Api(port)
         for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
-                   t_transaction, t_conditional_references, t_history, t_patch, t_fhirpath_patch,
+                   t_transaction, t_conditional_references, t_history, t_cond_patch, t_patch, t_fhirpath_patch,
                    t_bundle_patch, t_search, t_everything, t_search_composite,
                    t_search_r4_params, t_metadata,
                    t_meta_output):
