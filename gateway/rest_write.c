@@ -26,7 +26,7 @@
 #include "lib/timeutil.h"
 
 typedef enum { OP_PUT, OP_DELETE, OP_READ, OP_SEARCH } op_kind_t;
-typedef enum { COND_NONE, COND_CREATE, COND_UPDATE, COND_DELETE } cond_t;
+typedef enum { COND_NONE, COND_CREATE, COND_UPDATE, COND_DELETE, COND_PATCH } cond_t;
 
 typedef struct {
 	op_kind_t kind;
@@ -365,7 +365,7 @@ op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 
 	if (op->kind == OP_READ || op->kind == OP_SEARCH || op->status != 0)
 		return 0;
-	if (op->patch != NULL)
+	if (op->patch != NULL && op->cond == COND_NONE)
 		return op_patch(j, t, op);
 	if (op->cond != COND_NONE) {
 		search_opts_t opts = {.max_count = 2};
@@ -391,6 +391,18 @@ op_resolve(rest_job_t *j, store_txn_t *t, rest_op_t *op)
 			op->outcome = outcome_printf(
 			    a, "multiple-matches", "the condition matches more than one resource");
 			return 0;
+		}
+		if (op->cond == COND_PATCH) {
+			/* the one match is patched */
+			if (nmatch == 0) {
+				op->status = 404;
+				op->outcome =
+				    outcome_printf(a, "not-found", "the condition matches no %.*s",
+						   (int)op->type.len, op->type.ptr);
+				return 0;
+			}
+			op->id = arena_slice_dup(a, hit);
+			return op_patch(j, t, op);
 		}
 		if (op->cond == COND_CREATE && nmatch == 1) {
 			op->status = 200;
@@ -1512,11 +1524,14 @@ entry_op(rest_ctx_t *c, fhir_node_t *e, rest_op_t *op)
 		return 0;
 	}
 	if (slice_eq_cstr(method, "PATCH")) {
-		if (id.len == 0 || q.ptr != NULL) {
-			op->outcome = outcome_printf(a, "not-supported",
-						     "a PATCH entry's url is T/id (no conditional "
-						     "patch)");
+		if ((id.len == 0) == (q.ptr == NULL)) {
+			op->outcome =
+			    outcome_printf(a, "invalid", "a PATCH entry's url is T/id or T?query");
 			return 400;
+		}
+		if (q.ptr != NULL) {
+			op->cond = COND_PATCH;
+			op->query = q;
 		}
 		if ((st = entry_patch(a, res, op)) != 0)
 			return st;
@@ -1590,7 +1605,8 @@ entry_authorize(rest_ctx_t *c, rest_op_t *op)
 	else if (op->create_only)
 		az = op->cond == COND_CREATE ? REST_AZ_COND_CREATE : REST_AZ_CREATE;
 	else
-		az = op->cond == COND_UPDATE ? REST_AZ_COND_UPDATE : REST_AZ_UPDATE;
+		az = op->cond == COND_UPDATE || op->cond == COND_PATCH ? REST_AZ_COND_UPDATE
+								       : REST_AZ_UPDATE;
 	if (rest_authorize_entry(c, az, op->type, err, sizeof(err)) == 0)
 		return 0;
 	op->outcome = outcome_printf(c->a, "forbidden", "%s", err);

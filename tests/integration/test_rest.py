@@ -596,15 +596,21 @@ def t_bundle_patch(t, api):
                       "data": "not base64!"},
          "request": {"method": "PATCH", "url": "Patient/bp1"}},
         {"resource": patient(), "request": {"method": "PATCH", "url": "Patient/bp1"}},
-        {"resource": gp, "request": {"method": "PATCH", "url": "Patient?family=Bp"}},
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient?_id=bp1,bp2"}},
         {"resource": fp_params(fp_op("replace", "Patient.gender", value={"valueCode": "male"})),
          "request": {"method": "PATCH", "url": "Patient/bp2", "ifMatch": 'W/"3"'}},
+        # conditional: the one match (bp1), none, and (above) two
+        {"resource": fp_params(fp_op("replace", "Patient.gender", value={"valueCode": "unknown"})),
+         "request": {"method": "PATCH", "url": "Patient?identifier=urn:test|bp1"}},
+        {"resource": gp, "request": {"method": "PATCH", "url": "Patient?identifier=urn:test|none"}},
     ]}
     st, _, doc, _ = api.req("POST", "/fhir", batch)
     ents = doc.get("entry", [])
     t.eq([e["response"]["status"].split()[0] for e in ents],
-         ["200", "404", "200", "400", "400", "400", "400", "200"],
+         ["200", "404", "200", "400", "400", "400", "412", "200", "200", "404"],
          "batch PATCH entries: each its own status")
+    t.eq([e["response"].get("location") for e in ents[8:9]], ["Patient/bp1/_history/4"],
+         "a conditional PATCH entry patches the one match")
     t.ok(all("outcome" in e["response"] for e in ents[1:2] + ents[3:7]),
          "failed PATCH entries carry their OperationOutcome")
     st, _, p2, _ = api.req("GET", "/fhir/Patient/bp2")
