@@ -1426,19 +1426,6 @@ ix_param(ix_t *x, const fp_param_t *prm, const fp_item_t *v, size_t n)
 	}
 }
 
-static int
-slice_cmp(slice_t a, slice_t b)
-{
-	int r;
-
-	/* most pairs differ in their first byte: no call then */
-	if (a.len > 0 && b.len > 0 && a.ptr[0] != b.ptr[0])
-		return (unsigned char)a.ptr[0] < (unsigned char)b.ptr[0] ? -1 : 1;
-	r = memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len);
-
-	return r != 0 ? r : (a.len > b.len) - (a.len < b.len);
-}
-
 /* By code, then value. Codes come from one table (ix_codes_t): one code, one pointer. */
 static inline int
 entry_order(const fhir_idx_entry_t *x, const fhir_idx_entry_t *y)

@@ -489,6 +489,53 @@ op_write(rest_job_t *j, store_txn_t *t, rest_op_t *op, uint64_t now_ns)
 	}
 }
 
+/* ---- one entry per resource ---- */
+
+typedef struct {
+	slice_t type, id;
+	size_t index;
+} op_key_t;
+
+static int
+op_key_cmp(const void *x, const void *y)
+{
+	const op_key_t *a = x, *b = y;
+	int c = slice_cmp(a->type, b->type);
+
+	if (c == 0)
+		c = slice_cmp(a->id, b->id);
+	if (c == 0)
+		c = a->index < b->index ? -1 : a->index > b->index;
+	return c;
+}
+
+/* Whether two entries of j that are still to be written change the same resource; *first and
+ * *second are then the indexes of such a pair. Sorted, not compared pairwise: a Bundle may
+ * have 10000 entries. */
+static bool
+ops_same_resource(rest_job_t *j, size_t *first, size_t *second)
+{
+	op_key_t *v = arena_alloc(j->c->a, (j->nops ? j->nops : 1) * sizeof(*v));
+	size_t n = 0;
+
+	for (size_t i = 0; i < j->nops; i++) {
+		const rest_op_t *op = &j->ops[i];
+
+		if (op->id.len > 0 && op->status == 0 && op->kind != OP_READ &&
+		    op->kind != OP_SEARCH)
+			v[n++] = (op_key_t){op->type, op->id, i};
+	}
+	if (n > 1)
+		qsort(v, n, sizeof(*v), op_key_cmp);
+	for (size_t i = 1; i < n; i++)
+		if (slice_eq(v[i - 1].type, v[i].type) && slice_eq(v[i - 1].id, v[i].id)) {
+			*first = v[i - 1].index;
+			*second = v[i].index;
+			return true;
+		}
+	return false;
+}
+
 /* ---- references the conditions decide (Bundles, in the writer) ---- */
 
 typedef slice_t (*ref_fix_fn)(void *ctx, slice_t ref);
@@ -730,7 +777,9 @@ job_apply(writer_job_t *wj, store_txn_t *t)
 	if (j->transaction) {
 		/* Every check first: a failing entry leaves the transaction unwritten. Then the
 		 * references the conditions decided, with every condition resolved. */
-		for (size_t pass = 0; pass < 2; pass++)
+		for (size_t pass = 0; pass < 2; pass++) {
+			size_t first, second;
+
 			for (size_t i = 0; rc == 0 && i < j->nops; i++) {
 				rc = pass == 0 ? op_resolve(j, t, &j->ops[i])
 					       : op_refs_fix(j, t, &j->ops[i], &f);
@@ -740,6 +789,15 @@ job_apply(writer_job_t *wj, store_txn_t *t)
 					return 0;
 				}
 			}
+			/* conditions resolved: two entries may have found the same resource */
+			if (rc == 0 && pass == 0 && ops_same_resource(j, &first, &second)) {
+				j->fail_status = 400;
+				j->fail_outcome = outcome_printf(
+				    j->c->a, "invalid",
+				    "entries %zu and %zu change the same resource", first, second);
+				return 0;
+			}
+		}
 		for (size_t i = 0; rc == 0 && i < j->nops; i++)
 			rc = op_write(j, t, &j->ops[i], now);
 		return rc;
@@ -1695,18 +1753,15 @@ rest_do_bundle(rest_ctx_t *c)
 	}
 	j->nurns = nmap;
 	if (j->transaction) {
-		/* One entry per resource: the outcome of two would depend on their order. */
-		for (i = 0; i < n; i++)
-			for (size_t k = i + 1; k < n; k++)
-				if (j->ops[i].id.len > 0 &&
-				    slice_eq(j->ops[i].type, j->ops[k].type) &&
-				    slice_eq(j->ops[i].id, j->ops[k].id) &&
-				    j->ops[i].kind != OP_READ && j->ops[k].kind != OP_READ) {
-					rest_send_error(
-					    c, 400, "invalid",
-					    "entries %zu and %zu change the same resource", i, k);
-					return;
-				}
+		size_t k;
+
+		/* One entry per resource: the outcome of two would depend on their order (the
+		 * conditional ones are checked again in the writer, once their ids are known). */
+		if (ops_same_resource(j, &i, &k)) {
+			rest_send_error(c, 400, "invalid",
+					"entries %zu and %zu change the same resource", i, k);
+			return;
+		}
 		for (i = 0; i < n; i++)
 			if (j->ops[i].status != 0) {
 				rest_send(c, j->ops[i].status, j->ops[i].outcome, NULL);

@@ -47,17 +47,9 @@ ids_add(arena_t *a, idset_t *s, slice_t id)
 }
 
 static int
-bytes_cmp(slice_t a, slice_t b)
-{
-	int r = a.len && b.len ? memcmp(a.ptr, b.ptr, a.len < b.len ? a.len : b.len) : 0;
-
-	return r != 0 ? r : (a.len > b.len) - (a.len < b.len);
-}
-
-static int
 slice_qcmp(const void *a, const void *b)
 {
-	return bytes_cmp(*(const slice_t *)a, *(const slice_t *)b);
+	return slice_cmp(*(const slice_t *)a, *(const slice_t *)b);
 }
 
 static void
@@ -81,7 +73,7 @@ ids_has(const idset_t *s, slice_t id)
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int r = bytes_cmp(s->v[mid], id);
+		int r = slice_cmp(s->v[mid], id);
 
 		if (r == 0)
 			return true;
@@ -202,12 +194,12 @@ pred_number(const pred_t *p, slice_t v)
 	v = slice_make(v.ptr + p->key.len, v.len - p->key.len);
 	in = true;
 	if (p->nlo.len) {
-		int r = bytes_cmp(v, p->nlo);
+		int r = slice_cmp(v, p->nlo);
 
 		in = p->nlo_incl ? r >= 0 : r > 0;
 	}
 	if (in && p->nhi.len) {
-		int r = bytes_cmp(v, p->nhi);
+		int r = slice_cmp(v, p->nhi);
 
 		in = p->nhi_incl ? r <= 0 : r < 0;
 	}
@@ -1240,14 +1232,14 @@ row_cmp_keys(const row_t *x, const row_t *y, const sortkey_t *sk, size_t ns)
 			return x->has[k] ? -1 : 1; /* missing values last */
 		if (!x->has[k])
 			continue;
-		r = bytes_cmp(x->key[k], y->key[k]);
+		r = slice_cmp(x->key[k], y->key[k]);
 		if (r != 0)
 			return sk[k].desc ? -r : r;
 	}
 	{
-		int r = bytes_cmp(x->type, y->type);
+		int r = slice_cmp(x->type, y->type);
 
-		return r != 0 ? r : bytes_cmp(x->id, y->id);
+		return r != 0 ? r : slice_cmp(x->id, y->id);
 	}
 }
 
@@ -1275,7 +1267,7 @@ sortscan_cb(void *ctx, slice_t value, slice_t id)
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int r = bytes_cmp(s->rows[mid].id, id);
+		int r = slice_cmp(s->rows[mid].id, id);
 
 		if (r == 0) {
 			row_t *row = &s->rows[mid];

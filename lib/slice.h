@@ -46,6 +46,20 @@ slice_eq_cstr(slice_t a, const char *s)
 	return slice_eq(a, slice_cstr(s));
 }
 
+/* Byte order, a prefix before what it begins (the order of index keys): <0, 0, >0. */
+static inline int
+slice_cmp(slice_t a, slice_t b)
+{
+	size_t n = a.len < b.len ? a.len : b.len;
+	int r;
+
+	/* most pairs differ in their first byte: no call then */
+	if (n > 0 && a.ptr[0] != b.ptr[0])
+		return (unsigned char)a.ptr[0] < (unsigned char)b.ptr[0] ? -1 : 1;
+	r = n > 0 ? memcmp(a.ptr, b.ptr, n) : 0;
+	return r != 0 ? r : (a.len > b.len) - (a.len < b.len);
+}
+
 bool slice_eq_nocase(slice_t a, slice_t b);
 /* slice_trim when there may be white space to take off (slice.c). */
 slice_t slice_trim_space(slice_t s);

@@ -357,6 +357,15 @@ def t_conditional_references(t, api):
          ["201", "412"], "batch: each entry's reference on its own")
     st, _, doc, _ = api.req("GET", "/fhir/Observation?subject=Patient/cr-pat&_summary=count")
     t.eq(doc.get("total"), 4, "the resolved references are indexed")
+    # two conditional entries that find the same resource: refused as two with one id are
+    st, _, doc, _ = tx(
+        {"resource": patient("Cr3", "cr-1"),
+         "request": {"method": "PUT", "url": "Patient?identifier=urn:test|cr-1"}},
+        {"request": {"method": "DELETE", "url": "Patient?_id=cr-pat"}})
+    t.ok(st == 400 and "change the same resource" in json.dumps(doc),
+         "two conditional entries on one resource: 400", (st, doc))
+    st, _, doc, _ = api.req("GET", "/fhir/Patient/cr-pat")
+    t.ok(st == 200 and doc["name"][0]["family"] != "Cr3", "... and nothing written", st)
 
 
 def t_history(t, api):
