@@ -1486,6 +1486,19 @@ capability_security(arena_t *a, fhir_node_t *rest)
 	fhir_object_set_cstr(a, rest, "security", sec);
 }
 
+/* Appends to ops the operation name defined by http://hl7.org/fhir/OperationDefinition/def. */
+static void
+operation_add(arena_t *a, fhir_node_t *ops, const char *name, const char *def)
+{
+	fhir_node_t *op = fhir_object_new(a);
+	char url[128];
+
+	snprintf(url, sizeof(url), "http://hl7.org/fhir/OperationDefinition/%s", def);
+	fhir_object_set_cstr(a, op, "name", str_node(a, name));
+	fhir_object_set_cstr(a, op, "definition", str_node(a, url));
+	fhir_array_append(a, ops, op);
+}
+
 static fhir_node_t *
 capability_build(arena_t *a, bool secured)
 {
@@ -1566,15 +1579,16 @@ capability_build(arena_t *a, bool secured)
 		}
 		if (fhir_array_len(sps) > 0)
 			fhir_object_set_cstr(a, r, "searchParam", sps);
-		if (strcmp(rt->name, "Patient") == 0) {
-			fhir_node_t *ops = fhir_array_new(a), *op = fhir_object_new(a);
+		{
+			fhir_node_t *ops = fhir_array_new(a);
 
-			fhir_object_set_cstr(a, op, "name", str_node(a, "everything"));
-			fhir_object_set_cstr(a, op, "definition",
-					     str_node(a, "http://hl7.org/fhir/OperationDefinition/"
-							 "Patient-everything"));
-			fhir_array_append(a, ops, op);
-			fhir_object_set_cstr(a, r, "operation", ops);
+			/* (not AuditEvent: audit_read_only answers its POSTs) */
+			if (strcmp(rt->name, "AuditEvent") != 0)
+				operation_add(a, ops, "validate", "Resource-validate");
+			if (strcmp(rt->name, "Patient") == 0)
+				operation_add(a, ops, "everything", "Patient-everything");
+			if (fhir_array_len(ops) > 0)
+				fhir_object_set_cstr(a, r, "operation", ops);
 		}
 		fhir_array_append(a, resources, r);
 	}
@@ -2096,6 +2110,14 @@ dispatch(rest_ctx_t *c, slice_t m, const slice_t *seg, size_t n)
 			not_allowed(c, "GET");
 		else if (rest_authorize(c, REST_AZ_HISTORY, seg[0], SLICE_NULL))
 			do_history(c, seg[0], slice_make("", 0));
+		return;
+	}
+	if ((n == 2 && slice_eq_cstr(seg[1], "$validate")) ||
+	    (n == 3 && slice_eq_cstr(seg[2], "$validate") && rest_id_is_valid(seg[1]))) {
+		if (!method_is(m, "POST"))
+			not_allowed(c, "POST");
+		else if (rest_authorize(c, REST_AZ_READ, seg[0], SLICE_NULL))
+			rest_do_validate(c, seg[0], n == 3 ? seg[1] : SLICE_NULL);
 		return;
 	}
 	if (!rest_id_is_valid(seg[1])) {

@@ -151,6 +151,9 @@ void rest_do_delete(rest_ctx_t *c, slice_t type, slice_t id);
 void rest_do_cond_delete(rest_ctx_t *c, slice_t type);
 void rest_do_patch(rest_ctx_t *c, slice_t type, slice_t id);
 void rest_do_cond_patch(rest_ctx_t *c, slice_t type);
+/* POST T/$validate, T/id/$validate: the checks a create or update makes, as an
+ * OperationOutcome with 200. */
+void rest_do_validate(rest_ctx_t *c, slice_t type, slice_t id);
 void rest_do_bundle(rest_ctx_t *c);
 /* The searchset Bundle of a search of type (empty: the system) with the raw query q in t, in
  * *out, and 200; or 400 (a bad request) or 500 with an OperationOutcome in *out. */

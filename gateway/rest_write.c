@@ -1418,6 +1418,71 @@ patch_submit(rest_ctx_t *c, slice_t type, slice_t id, fhir_node_t *patch, bool f
 		job_submit(j);
 }
 
+/* ---- $validate ---- */
+
+/* The resource a $validate body gives: the body itself, or the "resource" parameter of a
+ * Parameters (with "mode"). NULL when there is none. */
+static fhir_node_t *
+validate_input(fhir_node_t *body, slice_t type, slice_t *mode)
+{
+	fhir_node_t *params;
+
+	*mode = SLICE_NULL;
+	if (!slice_eq_cstr(fhir_resource_type(body), "Parameters") ||
+	    slice_eq_cstr(type, "Parameters"))
+		return body;
+	params = fhir_object_get_cstr(body, "parameter");
+	body = NULL;
+	for (size_t i = 0; i < fhir_array_len(params); i++) {
+		fhir_node_t *p = fhir_array_at(params, i);
+		slice_t name = fhir_node_text(fhir_object_get_cstr(p, "name"));
+
+		if (slice_eq_cstr(name, "resource"))
+			body = fhir_object_get_cstr(p, "resource");
+		else if (slice_eq_cstr(name, "mode"))
+			*mode = fhir_node_text(fhir_object_get_cstr(p, "valueCode"));
+	}
+	return body;
+}
+
+void
+rest_do_validate(rest_ctx_t *c, slice_t type, slice_t id)
+{
+	fhir_node_t *body, *res, *oo = NULL;
+	slice_t mode;
+	int st;
+
+	if ((body = rest_body_parse(c)) == NULL)
+		return;
+	res = validate_input(body, type, &mode);
+	if (mode.len == 0 || slice_eq_cstr(mode, "create") || slice_eq_cstr(mode, "update")) {
+		if (res == NULL || fhir_node_kind(res) != FHIR_OBJECT) {
+			rest_send_error(c, 400, "invalid",
+					"$validate takes a resource, as the body "
+					"or a Parameters' resource parameter");
+			return;
+		}
+		/* the checks a create (or, with an id, an update) makes */
+		st = res_check(c->a, res, type, id, true, &oo);
+		if (st == 0 && slice_eq_cstr(mode, "update") && id.len == 0 &&
+		    fhir_object_get_cstr(res, "id") == NULL) {
+			oo = outcome_printf(c->a, "required", "an update needs the resource's id");
+			st = 400;
+		}
+	} else if (slice_eq_cstr(mode, "delete")) {
+		st = 0; /* a resource can always be deleted (deletes are idempotent) */
+	} else {
+		rest_send_error(c, 400, "invalid", "mode is create, update or delete");
+		return;
+	}
+	/* validated: 200 whatever the outcome says */
+	rest_send(c, 200,
+		  st == 0 ? rest_outcome(c->a, "information", "informational",
+					 "No issues detected during validation")
+			  : oo,
+		  NULL);
+}
+
 /* ---- batch and transaction ---- */
 
 typedef struct {

@@ -975,6 +975,53 @@ def t_last_updated(t, api, srv):
     t.ok(st == 200 and doc.get("total", 0) >= 3, "system search by _lastUpdated", doc)
 
 
+def t_validate(t, api):
+    """POST T/$validate: the checks a create or update makes, as an OperationOutcome with 200;
+    nothing is stored."""
+    def issues(doc):
+        return [(i.get("severity"), i.get("code")) for i in doc.get("issue", [])] if doc else None
+
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", patient("Valid", "val-1", id="val1"))
+    t.eq((st, issues(doc)), (200, [("information", "informational")]), "a valid resource")
+    st, _, _, _ = api.req("GET", "/fhir/Patient/val1")
+    t.eq(st, 404, "$validate stores nothing")
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", patient("Bad", "val-2", colour="red"))
+    t.ok(st == 200 and is_oo(doc) and issues(doc)[0][0] == "error" and
+         "colour" in json.dumps(doc), "an unknown element: 200 with an error issue", doc)
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", {"resourceType": "Observation",
+                                                                "status": "final"})
+    t.ok(st == 200 and issues(doc)[0][0] == "error" and "resourceType" in json.dumps(doc),
+         "another type than the URL's: an error issue", doc)
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/val1/$validate", patient("V", "val-3", id="val2"))
+    t.ok(st == 200 and issues(doc)[0][0] == "error", "an instance: the ids must agree", doc)
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/val1/$validate", patient("V", "val-3", id="val1"))
+    t.eq(issues(doc)[0][0], "information", "an instance: the same id")
+    params = {"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": patient("P", "val-4")},
+        {"name": "mode", "valueCode": "update"}]}
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", params)
+    t.ok(st == 200 and issues(doc)[0] == ("error", "required"),
+         "Parameters with mode=update and no id: an error issue", doc)
+    params["parameter"][0]["resource"]["id"] = "val4"
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", params)
+    t.eq((st, issues(doc)), (200, [("information", "informational")]),
+         "Parameters with mode=update and an id")
+    params["parameter"][1]["valueCode"] = "merge"
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", params)
+    t.ok(st == 400 and is_oo(doc), "an unknown mode: 400", st)
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate",
+                            {"resourceType": "Parameters", "parameter": []})
+    t.ok(st == 400 and is_oo(doc), "Parameters without a resource: 400", st)
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", b"{not json")
+    t.ok(st == 400 and is_oo(doc), "a body that does not parse: 400", st)
+    body = ('<Patient xmlns="http://hl7.org/fhir"><gender value="female"/>'
+            '<birthDate value="1970-01-01"/></Patient>')
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", body, ctype=XML)
+    t.eq((st, issues(doc)), (200, [("information", "informational")]), "an XML body")
+    st, h, doc, _ = api.req("GET", "/fhir/Patient/$validate")
+    t.ok(st == 405 and "POST" in h.get("allow", ""), "GET: 405", st)
+
+
 def t_metadata(t, api):
     st, h, doc, _ = api.req("GET", "/fhir/metadata")
     t.eq((st, doc["resourceType"], doc["fhirVersion"]), (200, "CapabilityStatement", "4.0.1"),
@@ -984,6 +1031,10 @@ def t_metadata(t, api):
     ia = sorted(i["code"] for i in res["Patient"]["interaction"])
     t.ok("read" in ia and "patch" in ia and "history-instance" in ia, "interactions", ia)
     t.ok(any(p["name"] == "birthdate" for p in res["Patient"]["searchParam"]), "search params")
+    t.eq(sorted(o["name"] for o in res["Patient"]["operation"]), ["everything", "validate"],
+         "Patient operations")
+    t.eq([o["name"] for o in res["Observation"]["operation"]], ["validate"],
+         "$validate on every type")
     names = [p["name"] for p in res["Patient"]["searchParam"]]
     t.ok(not any(n in names for n in ("_text", "_content", "_query", "deceased")),
          "search params: none that a search would ignore as unsupported", names)
@@ -991,6 +1042,7 @@ def t_metadata(t, api):
     t.eq((sorted(i["code"] for i in ae["interaction"]), ae.get("updateCreate")),
          (["history-instance", "history-type", "read", "search-type", "vread"], None),
          "AuditEvent: only what the append-only trail allows")
+    t.ok("operation" not in ae, "AuditEvent: no $validate (no POST)", ae.get("operation"))
     st, _, _, raw = api.req("GET", "/fhir/metadata", headers={"Accept": XML})
     t.ok(st == 200 and raw.startswith(b"<CapabilityStatement"), "metadata as XML", raw[:40])
 
@@ -1091,7 +1143,8 @@ def main():
         srv.start()
         api = Api(port)
         for fn in (t_crud, t_errors, t_xml, t_versioning, t_conditional, t_concurrent,
-                   t_transaction, t_conditional_references, t_history, t_cond_patch, t_patch, t_fhirpath_patch,
+                   t_transaction, t_conditional_references, t_history, t_cond_patch, t_patch,
+                   t_fhirpath_patch, t_validate,
                    t_bundle_patch, t_search, t_everything, t_search_composite,
                    t_search_r4_params, t_metadata,
                    t_meta_output):
