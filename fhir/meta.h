@@ -16,6 +16,8 @@ enum {
 	FHIR_ELEM_PRIMITIVE = 1 << 2, /* of a primitive type: has a `_name` companion in JSON */
 	FHIR_ELEM_CHOICE = 1 << 3,    /* one expansion of a choice element value[x] */
 	FHIR_ELEM_ATTRIBUTE = 1 << 4, /* in XML an attribute: Element.id, Extension.url */
+	/* an expansion of a choice of min cardinality >= 1: one of the choice's is required */
+	FHIR_ELEM_CHOICE_REQUIRED = 1 << 5,
 };
 
 typedef enum {

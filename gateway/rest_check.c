@@ -6,24 +6,15 @@
 #include <string.h>
 
 #include "fhir/meta.h"
+#include "fhir/validate.h"
 #include "gateway/rest_int.h"
 #include "lib/err.h"
-
-#define CHECK_DEPTH_MAX 64
 
 bool
 rest_id_is_valid(slice_t id)
 {
-	if (id.len == 0 || id.len > STORE_ID_MAX)
-		return false;
-	for (size_t i = 0; i < id.len; i++) {
-		char ch = id.ptr[i];
-
-		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-		      (ch >= '0' && ch <= '9') || ch == '-' || ch == '.'))
-			return false;
-	}
-	return true;
+	/* R4's id (1 to 64 of A-Z a-z 0-9 - .) within what the store keys hold */
+	return id.len <= STORE_ID_MAX && fhir_primitive_problem("id", id) == NULL;
 }
 
 bool
@@ -32,127 +23,23 @@ rest_type_is_valid(slice_t type)
 	return fhir_meta_is_resource(type);
 }
 
-static int check_object(const fhir_type_t *t, const fhir_node_t *obj, buf_t *path, int depth,
-			char *err, size_t cap);
-
-static int
-fail(char *err, size_t cap, const buf_t *path, const char *what)
-{
-	snprintf(err, cap, "%s at %.*s", what, (int)path->len, path->data ? path->data : "");
-	return 400;
-}
-
-/* One value (not an array) of element e of owner. */
-static int
-check_value(const fhir_type_t *owner, const fhir_elem_t *e, const fhir_node_t *v, bool companion,
-	    buf_t *path, int depth, char *err, size_t cap)
-{
-	const fhir_type_t *et = fhir_meta_elem_type(owner, e);
-	fhir_kind_t k = fhir_node_kind(v);
-
-	if (companion) /* `_x`: the primitive's id and extensions */
-		return k == FHIR_NULL ? 0
-		       : k == FHIR_OBJECT
-			   ? check_object(fhir_meta_type(SLICE_LIT("Element")), v, path, depth + 1,
-					  err, cap)
-			   : fail(err, cap, path, "a primitive's extension must be an object");
-	if (et == NULL) { /* ResourceList: any resource */
-		const fhir_type_t *rt;
-
-		if (k != FHIR_OBJECT)
-			return fail(err, cap, path, "a resource must be an object");
-		rt = fhir_meta_type(fhir_resource_type(v));
-		if (rt == NULL || rt->kind != FHIR_TYPE_RESOURCE)
-			return fail(err, cap, path, "unknown resourceType");
-		return check_object(rt, v, path, depth + 1, err, cap);
-	}
-	if (et->kind == FHIR_TYPE_PRIMITIVE) {
-		bool ok = (et->json_form == FHIR_JSON_STRING && k == FHIR_STRING) ||
-			  (et->json_form == FHIR_JSON_NUMBER && k == FHIR_NUMBER) ||
-			  (et->json_form == FHIR_JSON_BOOL && k == FHIR_BOOL) || k == FHIR_NULL;
-
-		if (!ok)
-			return fail(err, cap, path, "wrong JSON type for a primitive");
-		if (k == FHIR_STRING && fhir_node_text(v).len == 0)
-			return fail(err, cap, path, "empty string");
-		return 0;
-	}
-	if (k != FHIR_OBJECT)
-		return fail(err, cap, path, "an object is expected");
-	return check_object(et, v, path, depth + 1, err, cap);
-}
-
-static int
-check_object(const fhir_type_t *t, const fhir_node_t *obj, buf_t *path, int depth, char *err,
-	     size_t cap)
-{
-	size_t mark = path->len;
-
-	if (depth > CHECK_DEPTH_MAX)
-		return fail(err, cap, path, "nested too deeply");
-	for (size_t i = 0; i < fhir_object_count(obj); i++) {
-		slice_t key = fhir_object_key_at(obj, i), name = key;
-		const fhir_node_t *v = fhir_object_value_at(obj, i);
-		bool companion = key.len > 1 && key.ptr[0] == '_';
-		const fhir_elem_t *e;
-		int rc = 0;
-
-		path->len = mark;
-		buf_append_byte(path, '.');
-		buf_append_slice(path, key);
-		if (t->kind == FHIR_TYPE_RESOURCE && slice_eq_cstr(key, "resourceType"))
-			continue;
-		if (companion)
-			name = slice_make(key.ptr + 1, key.len - 1);
-		e = fhir_meta_elem(t, name);
-		if (e == NULL || (companion && !(e->flags & FHIR_ELEM_PRIMITIVE)))
-			return fail(err, cap, path, "unknown element");
-		if (fhir_node_kind(v) == FHIR_ARRAY) {
-			size_t j;
-			const fhir_node_t *item;
-
-			if (!(e->flags & FHIR_ELEM_ARRAY))
-				return fail(err, cap, path, "an array where one value is allowed");
-			if (fhir_array_len(v) == 0)
-				return fail(err, cap, path, "empty array");
-			FHIR_ARRAY_FOREACH(v, j, item) {
-				if (rc == 0)
-					rc = check_value(t, e, item, companion, path, depth, err,
-							 cap);
-			}
-		} else if (e->flags & FHIR_ELEM_ARRAY)
-			return fail(err, cap, path, "an array is expected");
-		else if (fhir_node_kind(v) == FHIR_NULL)
-			return fail(err, cap, path, "null");
-		else
-			rc = check_value(t, e, v, companion, path, depth, err, cap);
-		if (rc != 0)
-			return rc;
-	}
-	path->len = mark;
-	return 0;
-}
-
 int
 rest_res_validate(const fhir_node_t *res, char *err, size_t cap)
 {
-	const fhir_type_t *t;
-	buf_t path = BUF_INIT;
-	int rc;
+	arena_t *a = arena_new(1024);
+	fhir_issue_t is;
+	int st = 0;
 
-	if (fhir_node_kind(res) != FHIR_OBJECT) {
-		snprintf(err, cap, "a resource must be a JSON object");
-		return 400;
+	/* the first problem of structure or value; required elements are $validate's */
+	if (fhir_validate(a, res, 0, &is, 1) > 0) {
+		if (is.path[0] != '\0')
+			snprintf(err, cap, "%s: %s", is.path, is.what);
+		else
+			snprintf(err, cap, "%s", is.what);
+		st = 400;
 	}
-	t = fhir_meta_type(fhir_resource_type(res));
-	if (t == NULL || t->kind != FHIR_TYPE_RESOURCE) {
-		snprintf(err, cap, "unknown or missing resourceType");
-		return 400;
-	}
-	buf_append_cstr(&path, t->name);
-	rc = check_object(t, res, &path, 0, err, cap);
-	buf_free(&path);
-	return rc;
+	arena_free(a);
+	return st;
 }
 
 /* ---- JSON Patch ---- */

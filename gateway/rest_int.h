@@ -120,8 +120,9 @@ int rest_read_result(rest_ctx_t *c, store_txn_t *t, slice_t type, slice_t id, ui
 
 /* ---- checks (rest_check.c) ---- */
 
-/* Checks a resource against the R4 metadata: every member known, JSON kinds right. Returns 0,
- * or an HTTP status (400) with a message in err. */
+/* Checks a resource against the R4 metadata (fhir_validate without required elements):
+ * every member known, JSON kinds right, primitive values valid. Returns 0, or an HTTP status
+ * (400) with "path: problem" in err. */
 int rest_res_validate(const fhir_node_t *res, char *err, size_t cap);
 /* Applies a JSON Patch document to doc (in place, arena a); 0, or a status (400/422) with err. */
 int rest_json_patch(arena_t *a, fhir_node_t **doc, const fhir_node_t *patch, char *err, size_t cap);

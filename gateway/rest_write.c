@@ -16,6 +16,7 @@
 
 #include "fhir/json.h"
 #include "fhir/meta.h"
+#include "fhir/validate.h"
 #include "fhir/xml.h"
 #include "gateway/ingest.h"
 #include "gateway/rest_int.h"
@@ -250,13 +251,11 @@ op_prepare_or_fail(arena_t *a, rest_op_t *op)
 	}
 }
 
-/* Checks a resource to store as type (and id when not empty); 0, or a status with outcome. */
+/* The checks of res_check before the resource's content: its type and id. */
 static int
-res_check(arena_t *a, fhir_node_t *res, slice_t type, slice_t id, bool id_required,
-	  fhir_node_t **outcome)
+res_check_ids(arena_t *a, const fhir_node_t *res, slice_t type, slice_t id, bool id_required,
+	      fhir_node_t **outcome)
 {
-	char err[256];
-	int st;
 	fhir_node_t *rid;
 
 	if (!slice_eq(fhir_resource_type(res), type)) {
@@ -278,6 +277,19 @@ res_check(arena_t *a, fhir_node_t *res, slice_t type, slice_t id, bool id_requir
 		*outcome = outcome_printf(a, "invalid", "the resource's id is not a valid id");
 		return 400;
 	}
+	return 0;
+}
+
+/* Checks a resource to store as type (and id when not empty); 0, or a status with outcome. */
+static int
+res_check(arena_t *a, fhir_node_t *res, slice_t type, slice_t id, bool id_required,
+	  fhir_node_t **outcome)
+{
+	char err[256];
+	int st = res_check_ids(a, res, type, id, id_required, outcome);
+
+	if (st != 0)
+		return st;
 	st = rest_res_validate(res, err, sizeof(err));
 	if (st != 0) {
 		*outcome = outcome_printf(a, "structure", "%s", err);
@@ -1420,6 +1432,29 @@ patch_submit(rest_ctx_t *c, slice_t type, slice_t id, fhir_node_t *patch, bool f
 
 /* ---- $validate ---- */
 
+/* One issue of a $validate outcome: "path: what" and the path as its expression. */
+static fhir_node_t *
+validate_issue(arena_t *a, const char *severity, const char *code, const char *path,
+	       const char *what)
+{
+	fhir_node_t *is = fhir_object_new(a);
+
+	fhir_object_set_cstr(a, is, "severity", fhir_string_new(a, slice_cstr(severity)));
+	fhir_object_set_cstr(a, is, "code", fhir_string_new(a, slice_cstr(code)));
+	if (path != NULL && *path != '\0') {
+		fhir_node_t *ex = fhir_array_new(a);
+
+		fhir_object_set_cstr(
+		    a, is, "diagnostics",
+		    fhir_string_new(a, slice_cstr(arena_printf(a, "%s: %s", path, what))));
+		fhir_array_append(a, ex, fhir_string_new(a, slice_cstr(path)));
+		fhir_object_set_cstr(a, is, "expression", ex);
+	} else {
+		fhir_object_set_cstr(a, is, "diagnostics", fhir_string_new(a, slice_cstr(what)));
+	}
+	return is;
+}
+
 /* The resource a $validate body gives: the body itself, or the "resource" parameter of a
  * Parameters (with "mode"). NULL when there is none. */
 static fhir_node_t *
@@ -1445,42 +1480,74 @@ validate_input(fhir_node_t *body, slice_t type, slice_t *mode)
 	return body;
 }
 
+/* At most this many issues in a $validate answer (the text below says it). */
+#define VALIDATE_ISSUES_MAX 100
+
 void
 rest_do_validate(rest_ctx_t *c, slice_t type, slice_t id)
 {
+	static const char *const codes[] = {
+	    [FHIR_ISSUE_STRUCTURE] = "structure",
+	    [FHIR_ISSUE_VALUE] = "value",
+	    [FHIR_ISSUE_REQUIRED] = "required",
+	};
 	fhir_node_t *body, *res, *oo = NULL;
+	fhir_issue_t *is;
+	size_t n;
 	slice_t mode;
-	int st;
 
 	if ((body = rest_body_parse(c)) == NULL)
 		return;
 	res = validate_input(body, type, &mode);
-	if (mode.len == 0 || slice_eq_cstr(mode, "create") || slice_eq_cstr(mode, "update")) {
-		if (res == NULL || fhir_node_kind(res) != FHIR_OBJECT) {
-			rest_send_error(c, 400, "invalid",
-					"$validate takes a resource, as the body "
-					"or a Parameters' resource parameter");
-			return;
-		}
-		/* the checks a create (or, with an id, an update) makes */
-		st = res_check(c->a, res, type, id, true, &oo);
-		if (st == 0 && slice_eq_cstr(mode, "update") && id.len == 0 &&
-		    fhir_object_get_cstr(res, "id") == NULL) {
-			oo = outcome_printf(c->a, "required", "an update needs the resource's id");
-			st = 400;
-		}
-	} else if (slice_eq_cstr(mode, "delete")) {
-		st = 0; /* a resource can always be deleted (deletes are idempotent) */
-	} else {
+	if (slice_eq_cstr(mode, "delete")) {
+		/* a resource can always be deleted (deletes are idempotent) */
+		rest_send(c, 200,
+			  rest_outcome(c->a, "information", "informational",
+				       "No issues detected during validation"),
+			  NULL);
+		return;
+	}
+	if (mode.len > 0 && !slice_eq_cstr(mode, "create") && !slice_eq_cstr(mode, "update")) {
 		rest_send_error(c, 400, "invalid", "mode is create, update or delete");
 		return;
 	}
+	if (res == NULL || fhir_node_kind(res) != FHIR_OBJECT) {
+		rest_send_error(c, 400, "invalid",
+				"$validate takes a resource, as the body or a Parameters' resource "
+				"parameter");
+		return;
+	}
+	/* what a create (or, with an id, an update) checks first: the type and the id */
+	if (res_check_ids(c->a, res, type, id, true, &oo) == 0 && slice_eq_cstr(mode, "update") &&
+	    id.len == 0 && fhir_object_get_cstr(res, "id") == NULL)
+		oo = outcome_printf(c->a, "required", "an update needs the resource's id");
+	if (oo == NULL) {
+		/* then every problem of structure and value, and the required elements */
+		is = arena_alloc(c->a, VALIDATE_ISSUES_MAX * sizeof(*is));
+		n = fhir_validate(c->a, res, FHIR_VALIDATE_REQUIRED, is, VALIDATE_ISSUES_MAX);
+		if (n == 0) {
+			oo = rest_outcome(c->a, "information", "informational",
+					  "No issues detected during validation");
+		} else {
+			fhir_node_t *issues = fhir_array_new(c->a);
+
+			oo = fhir_object_new(c->a);
+			fhir_object_set_cstr(c->a, oo, "resourceType",
+					     fhir_string_new(c->a, SLICE_LIT("OperationOutcome")));
+			for (size_t i = 0; i < n; i++)
+				fhir_array_append(c->a, issues,
+						  validate_issue(c->a, "error", codes[is[i].kind],
+								 is[i].path, is[i].what));
+			if (n == VALIDATE_ISSUES_MAX)
+				fhir_array_append(
+				    c->a, issues,
+				    validate_issue(c->a, "information", "informational", NULL,
+						   "validation stopped at 100 issues"));
+			fhir_object_set_cstr(c->a, oo, "issue", issues);
+		}
+	}
 	/* validated: 200 whatever the outcome says */
-	rest_send(c, 200,
-		  st == 0 ? rest_outcome(c->a, "information", "informational",
-					 "No issues detected during validation")
-			  : oo,
-		  NULL);
+	rest_send(c, 200, oo, NULL);
 }
 
 /* ---- batch and transaction ---- */

@@ -2276,7 +2276,7 @@ map_deferred_fills(const map_conv_t *cv, const map_inst_t *inst, const char *ele
 	return false;
 }
 
-/* The elements of an R4 type that map_check_required checks (required, not choices), in
+/* The elements of an R4 type that map_check_required checks (map_elem_is_checked), in
  * element order, kept per thread from conversion to conversion (the metadata is static): a
  * type has a few among dozens of elements. n is MAP_REQ_MAX + 1 for a type with more. */
 #define MAP_REQ_SLOTS 64
@@ -2290,10 +2290,35 @@ typedef struct {
 
 static _Thread_local map_req_slot_t map_req_cache[MAP_REQ_SLOTS];
 
+/* Element e of t is checked: a required one, or the first expansion of a required choice. */
 static bool
-map_elem_is_checked(const fhir_elem_t *el)
+map_elem_is_checked(const fhir_type_t *t, size_t e)
 {
+	const fhir_elem_t *el = &t->elems[e];
+
+	if (el->flags & FHIR_ELEM_CHOICE_REQUIRED)
+		return e == 0 || t->elems[e - 1].choice_base == NULL ||
+		       strcmp(t->elems[e - 1].choice_base, el->choice_base) != 0;
 	return (el->flags & FHIR_ELEM_REQUIRED) && !(el->flags & FHIR_ELEM_CHOICE);
+}
+
+/* Whether inst has the checked element e of t (or a line still to fill it): for a choice, any
+ * of its expansions, which are adjacent in t. */
+static bool
+map_elem_present(const map_conv_t *cv, const map_inst_t *inst, const fhir_type_t *t, size_t e)
+{
+	const fhir_elem_t *el = &t->elems[e];
+	size_t end = e + 1;
+
+	if (el->flags & FHIR_ELEM_CHOICE_REQUIRED)
+		while (end < t->nelems && t->elems[end].choice_base != NULL &&
+		       strcmp(t->elems[end].choice_base, el->choice_base) == 0)
+			end++;
+	for (size_t k = e; k < end; k++)
+		if (fhir_object_get_cstr(inst->obj, t->elems[k].name) != NULL ||
+		    map_deferred_fills(cv, inst, t->elems[k].name))
+			return true;
+	return false;
 }
 
 static const map_req_slot_t *
@@ -2305,7 +2330,7 @@ map_required_elems(const fhir_type_t *t)
 		s->t = t;
 		s->n = 0;
 		for (size_t e = 0; e < t->nelems && s->n <= MAP_REQ_MAX; e++)
-			if (map_elem_is_checked(&t->elems[e])) {
+			if (map_elem_is_checked(t, e)) {
 				if (s->n < MAP_REQ_MAX)
 					s->e[s->n] = (uint16_t)e;
 				s->n++;
@@ -2314,8 +2339,8 @@ map_required_elems(const fhir_type_t *t)
 	return s;
 }
 
-/* An element R4 requires (min 1; choices are not checked) that a resource lacks: a warning,
- * and a resource nothing points at is left out rather than sent invalid. */
+/* An element R4 requires (min 1; a choice of min 1 by any of its types) that a resource
+ * lacks: a warning, and a resource nothing points at is left out rather than sent invalid. */
 static void
 map_check_required(map_conv_t *cv, map_inst_t *inst)
 {
@@ -2327,18 +2352,19 @@ map_check_required(map_conv_t *cv, map_inst_t *inst)
 	size_t n = t == NULL ? 0 : scan ? t->nelems : req->n;
 
 	for (size_t k = 0; k < n; k++) {
-		const fhir_elem_t *el = &t->elems[scan ? k : req->e[k]];
+		size_t e = scan ? k : req->e[k];
+		const fhir_elem_t *el = &t->elems[e];
+		bool choice = (el->flags & FHIR_ELEM_CHOICE_REQUIRED) != 0;
 		char text[160];
 		map_warning_t *w;
 
-		if (!map_elem_is_checked(el) || fhir_object_get_cstr(inst->obj, el->name) != NULL ||
-		    map_deferred_fills(cv, inst, el->name))
+		if (!map_elem_is_checked(t, e) || map_elem_present(cv, inst, t, e))
 			continue;
 		if (!inst->referenced)
 			inst->dropped = true;
-		snprintf(text, sizeof(text), "%.*s%s: no %s, which FHIR requires",
+		snprintf(text, sizeof(text), "%.*s%s: no %s%s, which FHIR requires",
 			 (int)inst->type.len, inst->type.ptr, inst->dropped ? " left out" : "",
-			 el->name);
+			 choice ? el->choice_base : el->name, choice ? "[x]" : "");
 		w = MAP_VEC_PUSH(cv->warnings);
 		memset(w, 0, sizeof(*w));
 		w->text = arena_strndup(cv->a, text, strlen(text));

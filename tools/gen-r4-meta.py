@@ -15,7 +15,8 @@ Where each fact comes from:
   the base and each expansion's type come from the XSD's <xs:choice> groups (the element
   name is base + the type name with an upper-case first letter);
 - required elements: the JSON schema's `required` plus XSD minOccurs >= 1 (the JSON schema
-  leaves out required primitives, whose value may sit in the `_name` companion alone);
+  leaves out required primitives, whose value may sit in the `_name` companion alone); a
+  choice of minOccurs >= 1 (MedicationRequest.medication[x]) flags each of its expansions;
 - XML attributes (Element.id, Extension.url): the XSD's <xs:attribute>;
 - primitives: JSON form from the schema's `type` (boolean, number, else string) and `pattern`.
 The element order of every type is checked against the XSD's (flattened) sequence; any
@@ -163,6 +164,7 @@ def build_types(schema, xsd, added, removed):
             fail("%s: no XSD complexType %s" % (name, xname))
         items, attrs = xsd_flatten(xsd, xname)
         choice_of = {}  # expanded name -> (base, xsd type)
+        choice_required = set()  # expanded names of a choice of minOccurs >= 1
         xsd_elems = {}  # name -> (type, min, max)
         xsd_order = []
         for it in items:
@@ -171,6 +173,8 @@ def build_types(schema, xsd, added, removed):
                 xsd_order.append(it[1])
             else:
                 for mname, mtype in it[3]:
+                    if it[1] >= 1:
+                        choice_required.add(mname)
                     suffix = mtype[0].upper() + mtype[1:]
                     if not mname.endswith(suffix) or mname == suffix:
                         fail("%s.%s: choice member type %s is not its suffix" % (name, mname, mtype))
@@ -204,6 +208,8 @@ def build_types(schema, xsd, added, removed):
             if pname in choice_of:
                 base, etype = choice_of[pname]
                 flags.append("FHIR_ELEM_CHOICE")
+                if pname in choice_required:
+                    flags.append("FHIR_ELEM_CHOICE_REQUIRED")
                 if "$ref" in target and ref_name(target["$ref"]) != etype:
                     fail("%s.%s: JSON type %s, XSD %s" % (name, pname, target["$ref"], etype))
             elif "$ref" in target:
@@ -243,6 +249,8 @@ def build_types(schema, xsd, added, removed):
                 prev = xsd_order[i - 1]
                 at = next(k for k, e in enumerate(elems) if e["name"] == prev) + 1
                 flags = ["FHIR_ELEM_CHOICE"]
+                if xname_ in choice_required:
+                    flags.append("FHIR_ELEM_CHOICE_REQUIRED")
                 if etype in primitives:
                     flags.append("FHIR_ELEM_PRIMITIVE")
                 elems.insert(at, {"name": xname_, "type": etype, "base": base, "flags": flags})

@@ -1020,6 +1020,39 @@ def t_validate(t, api):
     t.eq((st, issues(doc)), (200, [("information", "informational")]), "an XML body")
     st, h, doc, _ = api.req("GET", "/fhir/Patient/$validate")
     t.ok(st == 405 and "POST" in h.get("allow", ""), "GET: 405", st)
+    # every problem, with its path; required elements and values too
+    st, _, doc, _ = api.req("POST", "/fhir/Observation/$validate", {
+        "resourceType": "Observation", "effectiveDateTime": "2024-02-30T10:00:00",
+        "valueQuantity": {"value": 1}, "note": [{"text": "a"}, {"text": "b\u0002"}]})
+    got = [(i["code"], i.get("expression")) for i in doc["issue"]] if doc else None
+    t.eq((st, got), (200, [("value", ["Observation.effectiveDateTime"]),
+                           ("value", ["Observation.note[1].text"]),
+                           ("required", ["Observation.status"]), ("required", ["Observation.code"])]),
+         "$validate lists every issue with its expression")
+    t.ok("not a valid dateTime" in doc["issue"][0].get("diagnostics", ""),
+         "an issue says what a valid value looks like", doc["issue"][0])
+    st, _, doc, _ = api.req("POST", "/fhir/MedicationRequest/$validate", {
+        "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "subject": {"reference": "Patient/p"}})
+    t.eq(issues(doc), [("error", "required")], "a required choice (medication[x])")
+    t.eq(doc["issue"][0].get("expression"), ["MedicationRequest.medication[x]"],
+         "a required choice's expression")
+    many = {"resourceType": "Patient", "name": [{"given": ["x\u0001"]} for _ in range(120)]}
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", many)
+    t.eq((st, len(doc["issue"]), doc["issue"][-1]["severity"]), (200, 101, "information"),
+         "at most 100 issues, then a note")
+    # writes refuse values R4 does not allow (but not missing required elements)
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/val5", patient("V", "val-5", id="val5",
+                                                                  birthDate="1970-13-01"))
+    t.ok(st == 400 and is_oo(doc) and "Patient.birthDate" in json.dumps(doc) and
+         "not a valid date" in json.dumps(doc), "a write with an invalid date: 400", doc)
+    st, _, doc, _ = api.req("POST", "/fhir/Observation", {
+        "resourceType": "Observation", "status": "final", "code": {"text": "x"},
+        "valueInteger": 3000000000})
+    t.ok(st == 400 and "valueInteger" in json.dumps(doc), "an integer beyond 32 bits: 400", doc)
+    st, _, doc, _ = api.req("POST", "/fhir/Observation", {"resourceType": "Observation",
+                                                          "status": "final"})
+    t.eq(st, 201, "a write without a required element is stored (as HAPI does)")
 
 
 def t_metadata(t, api):

@@ -16,6 +16,7 @@
 #include "fhir/json.h"
 #include "fhir/meta.h"
 #include "fhir/tree.h"
+#include "fhir/validate.h"
 #include "fhir/xml.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
@@ -1269,6 +1270,209 @@ test_xml_write_escapes(void **state)
 	arena_free(a);
 }
 
+/* ---- validation ---- */
+
+static void
+test_validate_primitives(void **state)
+{
+	static const struct {
+		const char *type, *text;
+		bool ok;
+	} cases[] = {
+	    {"date", "1970", true},
+	    {"date", "1970-05", true},
+	    {"date", "1970-05-06", true},
+	    {"date", "0000", false},
+	    {"date", "1970-13", false},
+	    {"date", "1970-05-32", false},
+	    {"date", "1970-04-31", false},
+	    {"date", "2023-02-29", false},
+	    {"date", "2024-02-29", true},
+	    {"date", "2000-02-29", true},
+	    {"date", "1900-02-29", false},
+	    {"date", "1970-12-31", true},
+	    {"date", "1970-5-6", false},
+	    {"date", "1970-05-06T10:00:00Z", false},
+	    {"date", "19700506", false},
+	    {"dateTime", "2024-03-01T10:20:30Z", true},
+	    {"dateTime", "2024-03-01T10:20:30.123+05:30", true},
+	    {"dateTime", "2024-03-01T10:20:30-14:00", true},
+	    {"dateTime", "2024-03-01T23:59:60+14:00", true},
+	    {"dateTime", "2024-03", true},
+	    {"dateTime", "2024-03-01T10:20:30", false}, /* a time needs its zone */
+	    {"dateTime", "2024-03-01T10:20Z", false},   /* and its seconds */
+	    {"dateTime", "2024-03-01T24:00:00Z", false},
+	    {"dateTime", "2024-03-01T10:20:30+14:30", false},
+	    {"dateTime", "2024-03-01T10:20:30.Z", false},
+	    {"dateTime", "2024-03T10:20:30Z", false},
+	    {"dateTime", "2024-03-01 10:20:30Z", false},
+	    {"instant", "2024-03-01T10:20:30.5Z", true},
+	    {"instant", "2024-03-01", false},
+	    {"instant", "2024-03-01T10:20:30", false},
+	    {"time", "10:20:30", true},
+	    {"time", "10:20:30.25", true},
+	    {"time", "10:20", false},
+	    {"time", "25:00:00", false},
+	    {"integer", "0", true},
+	    {"integer", "-2147483648", true},
+	    {"integer", "2147483647", true},
+	    {"integer", "2147483648", false},
+	    {"integer", "-0", false},
+	    {"integer", "007", false},
+	    {"integer", "1.0", false},
+	    {"integer", "1e3", false},
+	    {"positiveInt", "1", true},
+	    {"positiveInt", "0", false},
+	    {"positiveInt", "-1", false},
+	    {"unsignedInt", "0", true},
+	    {"unsignedInt", "99999999999", false},
+	    {"decimal", "0", true},
+	    {"decimal", "-1.50", true},
+	    {"decimal", "6.02e23", true},
+	    {"decimal", "1E-3", true},
+	    {"decimal", "01.5", false},
+	    {"decimal", "1.", false},
+	    {"decimal", ".5", false},
+	    {"decimal", "1e", false},
+	    {"id", "a-Z.09", true},
+	    {"id", "a_b", false},
+	    {"id", "0123456789012345678901234567890123456789012345678901234567890123", true},
+	    {"id", "01234567890123456789012345678901234567890123456789012345678901234", false},
+	    {"code", "final", true},
+	    {"code", "two words", true},
+	    {"code", " lead", false},
+	    {"code", "trail ", false},
+	    {"code", "two  spaces", false},
+	    {"uri", "http://loinc.org", true},
+	    {"uri", "urn:oid:1.2", true},
+	    {"uri", "http://a b", false},
+	    {"url", "http://x\ty", false},
+	    {"canonical", "http://hl7.org/fhir/StructureDefinition/Patient|4.0.1", true},
+	    {"oid", "urn:oid:2.16.840.1.113883", true},
+	    {"oid", "urn:oid:3.1", false},
+	    {"oid", "urn:oid:1.02", false},
+	    {"oid", "urn:oid:1", false},
+	    {"uuid", "urn:uuid:c757873d-ec9a-4326-a141-556f43239520", true},
+	    {"uuid", "urn:uuid:C757873D-EC9A-4326-A141-556F43239520", false},
+	    {"uuid", "c757873d-ec9a-4326-a141-556f43239520", false},
+	    {"base64Binary", "aGVsbG8=", true},
+	    {"base64Binary", "aGVs\nbG8h", true},
+	    {"base64Binary", "aGVsbG8", false},
+	    {"base64Binary", "aGV=bG8=", false},
+	    {"base64Binary", "aGVs*G8=", false},
+	    {"string", "Jo\tDoe\r\n", true},
+	    {"string", "caf\xc3\xa9", true},
+	    {"string", "a\x01z", false},
+	    {"markdown", "a\x7f", false},
+	    {"boolean", "anything", true}, /* JSON true/false: the walk checks the kind */
+	    {"xhtml", "<div>\x01</div>", true},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *p = fhir_primitive_problem(cases[i].type, slice_cstr(cases[i].text));
+
+		if ((p == NULL) != cases[i].ok)
+			fail_msg("%s '%s': %s", cases[i].type, cases[i].text,
+				 p != NULL ? p : "accepted");
+	}
+}
+
+/* The issues fhir_validate finds in json, as "kind path: what" lines. */
+static char *
+validate_lines(arena_t *a, const char *json, unsigned flags, size_t max, size_t *n)
+{
+	fhir_node_t *doc;
+	fhir_issue_t is[16];
+	char err[256];
+	buf_t out = BUF_INIT;
+	char *s;
+
+	assert_true(max <= 16);
+	if (fhir_json_parse(a, json, strlen(json), NULL, &doc, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	*n = fhir_validate(a, doc, flags, is, max);
+	for (size_t i = 0; i < *n; i++)
+		buf_printf(&out, "%d %s: %s\n", (int)is[i].kind, is[i].path, is[i].what);
+	s = arena_strndup(a, out.data != NULL ? out.data : "", out.len);
+	buf_free(&out);
+	return s;
+}
+
+static void
+test_validate_tree(void **state)
+{
+	arena_t *a = arena_new(0);
+	const char *bad =
+	    "{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":["
+	    "{\"resource\":{\"resourceType\":\"Observation\",\"valueQuantity\":{\"value\":1.0}}},"
+	    "{\"resource\":{\"resourceType\":\"MedicationRequest\",\"status\":\"active\","
+	    "\"intent\":\"order\",\"subject\":{\"reference\":\"Patient/1\"},"
+	    "\"authoredOn\":\"2020-13-01\"}},"
+	    "{\"resource\":{\"resourceType\":\"Patient\",\"birthDate\":\"1970\","
+	    "\"_birthDate\":{\"extension\":[{\"url\":\"a b\"}]},\"name\":[{\"given\":[\"Jo\","
+	    "\"a\\u0001\"]}],\"colour\":\"red\",\"multipleBirthInteger\":-1.5}}]}";
+	size_t n;
+	char *got;
+
+	(void)state;
+	got = validate_lines(a, bad, FHIR_VALIDATE_REQUIRED, 16, &n);
+	assert_string_equal(got,
+			    "2 Bundle.entry[0].resource.status: required\n"
+			    "2 Bundle.entry[0].resource.code: required\n"
+			    "1 Bundle.entry[1].resource.authoredOn: not a valid dateTime (YYYY, "
+			    "YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss[.f] with Z or +hh:mm)\n"
+			    "2 Bundle.entry[1].resource.medication[x]: one of the choice is "
+			    "required\n"
+			    "1 Bundle.entry[2].resource._birthDate.extension[0].url: not a valid "
+			    "uri (no whitespace)\n"
+			    "1 Bundle.entry[2].resource.name[0].given[1]: control characters "
+			    "(other than tab, CR and LF)\n"
+			    "0 Bundle.entry[2].resource.colour: unknown element\n"
+			    "1 Bundle.entry[2].resource.multipleBirthInteger: not a valid integer "
+			    "(a whole number of 32 bits)\n");
+	assert_int_equal(n, 8);
+	/* without required elements; stopping at the first */
+	got = validate_lines(a, bad, 0, 16, &n);
+	assert_int_equal(n, 5);
+	got = validate_lines(a, bad, FHIR_VALIDATE_REQUIRED, 1, &n);
+	assert_int_equal(n, 1);
+	assert_string_equal(got, "2 Bundle.entry[0].resource.status: required\n");
+	got = validate_lines(a, bad, 0, 1, &n);
+	assert_string_equal(got, "1 Bundle.entry[1].resource.authoredOn: not a valid dateTime "
+				 "(YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss[.f] with Z or "
+				 "+hh:mm)\n");
+	/* a required primitive given by its extension alone; one member of a required choice */
+	got =
+	    validate_lines(a,
+			   "{\"resourceType\":\"Observation\",\"_status\":{\"extension\":[{"
+			   "\"url\":\"http://x\",\"valueCode\":\"u\"}]},\"code\":{\"text\":\"t\"}}",
+			   FHIR_VALIDATE_REQUIRED, 16, &n);
+	assert_int_equal(n, 0);
+	got = validate_lines(a,
+			     "{\"resourceType\":\"MedicationRequest\",\"status\":\"active\","
+			     "\"intent\":\"order\",\"subject\":{\"reference\":\"Patient/1\"},"
+			     "\"medicationReference\":{\"reference\":\"Medication/m\"}}",
+			     FHIR_VALIDATE_REQUIRED, 16, &n);
+	assert_int_equal(n, 0);
+	got = validate_lines(a, "[]", 0, 16, &n);
+	assert_string_equal(got, "0 : a resource must be a JSON object\n");
+	got = validate_lines(a, "{\"resourceType\":\"Nope\"}", 0, 16, &n);
+	assert_string_equal(got, "0 : unknown or missing resourceType\n");
+	/* the R4 examples have nothing to report */
+	for (size_t i = 0; i < NEXAMPLES; i++) {
+		buf_t in;
+
+		data_read(examples[i], &in);
+		buf_append_byte(&in, '\0');
+		got = validate_lines(a, in.data, FHIR_VALIDATE_REQUIRED, 16, &n);
+		if (n != 0)
+			fail_msg("%s:\n%s", examples[i], got);
+		buf_free(&in);
+	}
+	arena_free(a);
+}
+
 int
 main(void)
 {
@@ -1300,6 +1504,8 @@ main(void)
 	    cmocka_unit_test(test_xml_write_errors),
 	    cmocka_unit_test(test_xml_write_order),
 	    cmocka_unit_test(test_xml_write_escapes),
+	    cmocka_unit_test(test_validate_primitives),
+	    cmocka_unit_test(test_validate_tree),
 	};
 
 	return cmocka_run_group_tests_name("fhir", tests, xml_group_setup, xml_group_teardown);

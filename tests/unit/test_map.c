@@ -1339,6 +1339,23 @@ test_required(void **state)
 		warned |= strcmp(r->warnings[i].text,
 				 "Provenance left out: no recorded, which FHIR requires") == 0;
 	assert_true(warned);
+	free(msg);
+	/* a required choice: Immunization.occurrence[x] from RXA-3, empty here */
+	msg = msg_text("MSH|^~\\&|A|B|C|D|20240101120000+0000||VXU^V04^VXU_V04|V1|P|2.5.1",
+		       "PID|1||5^^^H^MR||ROE^RITA", "RXA|0|1|||08^HepB^CVX|0.5|mL^mL^UCUM", NULL);
+	r = convert(a, set, msg, NULL);
+	assert_int_equal(res_count(r, "Immunization"), 0);
+	warned = false;
+	for (size_t i = 0; i < r->nwarnings; i++)
+		warned |= strcmp(r->warnings[i].text, "Immunization left out: no occurrence[x], "
+						      "which FHIR requires") == 0;
+	assert_true(warned);
+	free(msg);
+	msg = msg_text("MSH|^~\\&|A|B|C|D|20240101120000+0000||VXU^V04^VXU_V04|V1|P|2.5.1",
+		       "PID|1||5^^^H^MR||ROE^RITA", "RXA|0|1|20240101||08^HepB^CVX|0.5|mL^mL^UCUM",
+		       NULL);
+	r = convert(a, set, msg, NULL);
+	assert_int_equal(res_count(r, "Immunization"), 1);
 	map_set_free(set);
 	arena_free(a);
 	free(msg);
