@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fhir/meta.h"
+#include "fhir/xml.h"
 #include "lib/buf.h"
 
 #define VALIDATE_DEPTH_MAX 64
@@ -307,15 +308,22 @@ is_uuid(slice_t s)
 	return true;
 }
 
-/* No control characters but tab, CR and LF (FHIR strings; XML cannot carry the others). */
+/* UTF-8 of characters XML can carry: no control characters but tab, CR and LF (FHIR's rule
+ * for strings), none that XML 1.0 lacks (every primitive is an XML attribute value too). */
 static bool
-is_string(slice_t s)
+is_text(slice_t s)
 {
-	for (size_t i = 0; i < s.len; i++) {
-		unsigned char ch = (unsigned char)s.ptr[i];
+	const unsigned char *p = (const unsigned char *)s.ptr;
+	size_t i = 0, n;
 
-		if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f)
+	while (i < s.len) {
+		if (p[i] >= 0x20 && p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if ((n = fhir_xml_char_len(p + i, s.len - i)) == 0)
 			return false;
+		i += n;
 	}
 	return true;
 }
@@ -346,6 +354,9 @@ is_base64(slice_t s)
 const char *
 fhir_primitive_problem(const char *type, slice_t s)
 {
+	if (!is_text(s))
+		return "not UTF-8, or characters XML cannot carry (control characters other than "
+		       "tab, CR and LF)";
 	switch (type[0]) {
 	case 'b':
 		if (strcmp(type, "base64Binary") == 0 && !is_base64(s))
@@ -375,10 +386,6 @@ fhir_primitive_problem(const char *type, slice_t s)
 		if (strcmp(type, "integer") == 0 && !is_integer(s, -2147483648LL, 2147483647LL))
 			return "not a valid integer (a whole number of 32 bits)";
 		break;
-	case 'm':
-		if (strcmp(type, "markdown") == 0 && !is_string(s))
-			return "control characters (other than tab, CR and LF)";
-		break;
 	case 'o':
 		if (strcmp(type, "oid") == 0 && !is_oid(s))
 			return "not a valid oid (urn:oid:1.2.3)";
@@ -386,10 +393,6 @@ fhir_primitive_problem(const char *type, slice_t s)
 	case 'p':
 		if (strcmp(type, "positiveInt") == 0 && !is_integer(s, 1, 2147483647LL))
 			return "not a valid positiveInt (1 to 2147483647)";
-		break;
-	case 's':
-		if (strcmp(type, "string") == 0 && !is_string(s))
-			return "control characters (other than tab, CR and LF)";
 		break;
 	case 't':
 		if (strcmp(type, "time") == 0 && !is_time(s))
@@ -482,6 +485,9 @@ check_value(val_t *v, const fhir_type_t *owner, const fhir_elem_t *e, const fhir
 	if (et->kind != FHIR_TYPE_PRIMITIVE) {
 		if (k != FHIR_OBJECT)
 			issue(v, FHIR_ISSUE_STRUCTURE, "an object is expected");
+		else if (fhir_object_count(n) == 0)
+			issue(v, FHIR_ISSUE_STRUCTURE,
+			      "an empty object (an element needs a value or children)");
 		else
 			check_object(v, et, n, depth + 1);
 		return;
@@ -543,6 +549,54 @@ check_required(val_t *v, const fhir_type_t *t, const fhir_node_t *obj)
 	}
 }
 
+/* Whether a `_x` companion (or NULL) gives a primitive an id or an extension. */
+static bool
+companion_has_content(const fhir_node_t *x)
+{
+	return x != NULL && fhir_node_kind(x) == FHIR_OBJECT &&
+	       (fhir_object_get_cstr(x, "id") != NULL ||
+		fhir_array_len(fhir_object_get_cstr(x, "extension")) > 0);
+}
+
+/* A primitive element e of obj with its `_e` companion: each value (or item) needs a value or
+ * an id or extension, and the two arrays have one length. The path names e. */
+static void
+check_pair(val_t *v, const fhir_node_t *obj, const fhir_elem_t *e)
+{
+	char key[128];
+	size_t len = strlen(e->name), at = v->path.len;
+	const fhir_node_t *p = fhir_object_get_cstr(obj, e->name), *x = NULL;
+
+	if (len + 2 <= sizeof(key)) {
+		key[0] = '_';
+		memcpy(key + 1, e->name, len + 1);
+		x = fhir_object_get_cstr(obj, key);
+	}
+	if (!(e->flags & FHIR_ELEM_ARRAY)) {
+		if (p == NULL && !companion_has_content(x)) /* a null value is reported */
+			issue(v, FHIR_ISSUE_STRUCTURE, "a primitive needs a value or extensions");
+		return;
+	}
+	if ((p != NULL && fhir_node_kind(p) != FHIR_ARRAY) ||
+	    (x != NULL && fhir_node_kind(x) != FHIR_ARRAY))
+		return; /* reported as not an array */
+	if (p != NULL && x != NULL && fhir_array_len(p) != fhir_array_len(x)) {
+		issue(v, FHIR_ISSUE_STRUCTURE, "the value and _ companion arrays differ in length");
+		return;
+	}
+	for (size_t i = 0; i < fhir_array_len(p != NULL ? p : x) && !val_full(v); i++) {
+		const fhir_node_t *pi = fhir_array_at(p, i);
+
+		if ((pi == NULL || fhir_node_kind(pi) == FHIR_NULL) &&
+		    !companion_has_content(fhir_array_at(x, i))) {
+			v->path.len = at;
+			buf_printf(&v->path, "[%zu]", i);
+			issue(v, FHIR_ISSUE_STRUCTURE, "a primitive needs a value or extensions");
+		}
+	}
+	v->path.len = at;
+}
+
 static void
 check_object(val_t *v, const fhir_type_t *t, const fhir_node_t *obj, int depth)
 {
@@ -590,6 +644,13 @@ check_object(val_t *v, const fhir_type_t *t, const fhir_node_t *obj, int depth)
 		} else {
 			check_value(v, t, e, n, companion, depth);
 		}
+		/* a primitive with its companion, once: from the value, else the companion */
+		if (e != NULL && (e->flags & FHIR_ELEM_PRIMITIVE) &&
+		    (!companion || fhir_object_get_cstr(obj, e->name) == NULL)) {
+			v->path.len = mark;
+			buf_printf(&v->path, ".%s", e->name);
+			check_pair(v, obj, e);
+		}
 	}
 	v->path.len = mark;
 	if (v->flags & FHIR_VALIDATE_REQUIRED)
@@ -604,7 +665,7 @@ fhir_validate(arena_t *a, const fhir_node_t *res, unsigned flags, fhir_issue_t *
 
 	if (max == 0)
 		return 0;
-	if (fhir_node_kind(res) != FHIR_OBJECT) {
+	if (res == NULL || fhir_node_kind(res) != FHIR_OBJECT) {
 		issue(&v, FHIR_ISSUE_STRUCTURE, "a resource must be a JSON object");
 		return v.n;
 	}

@@ -35,8 +35,9 @@ size_t fhir_validate(arena_t *a, const fhir_node_t *res, unsigned flags, fhir_is
 		     size_t max);
 
 /* Whether text is a valid value of primitive type name ("date", "id", "positiveInt", ...) as
- * R4 defines it; NULL or "" when it is. Otherwise what a valid one looks like. Unknown types
- * and those without a rule (xhtml) pass. */
+ * R4 defines it: NULL when it is, else what is wrong or what a valid one looks like. Every
+ * type needs UTF-8 text XML can carry (no control characters but tab, CR, LF); beyond that,
+ * unknown types and those without a rule (string, markdown, xhtml) pass. */
 const char *fhir_primitive_problem(const char *type, slice_t text);
 
 #endif

@@ -650,10 +650,8 @@ xml_newline(xml_write_t *w)
 		XML_PUT_LIT(w, "\n");
 }
 
-/* Length of the UTF-8 sequence at s (at most len bytes) if it is a character XML allows,
- * else 0. */
-static size_t
-xml_char_len(const unsigned char *s, size_t len)
+size_t
+fhir_xml_char_len(const unsigned char *s, size_t len)
 {
 	unsigned c = s[0];
 	uint32_t cp;
@@ -729,7 +727,7 @@ xml_put_escaped(xml_write_t *w, slice_t s)
 			i++;
 			continue;
 		}
-		n = xml_char_len(p + i, s.len - i);
+		n = fhir_xml_char_len(p + i, s.len - i);
 		if (n == 0)
 			return xml_write_fail(w, "a character XML cannot carry (or not UTF-8)");
 		i += n;

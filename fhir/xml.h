@@ -24,6 +24,10 @@ int fhir_xml_parse(arena_t *a, const char *data, size_t len, const fhir_xml_limi
 /* Writes a resource (an object with resourceType) as FHIR XML in R4 element order. Returns
  * -FG_EINVAL (with err) for members the metadata does not know. */
 int fhir_xml_write(const fhir_node_t *res, bool pretty, buf_t *out, char *err, size_t cap);
+/* Length of the UTF-8 sequence at s (len bytes at most) when it is a character XML 1.0 can
+ * carry (no control characters but tab, LF and CR, no surrogates, U+FFFE or U+FFFF, no
+ * overlong forms), else 0. */
+size_t fhir_xml_char_len(const unsigned char *s, size_t len);
 
 /* Why fhir_xml_doc_read gave no document. */
 typedef struct {

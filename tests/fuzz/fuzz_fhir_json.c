@@ -5,9 +5,11 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fhir/json.h"
 #include "fhir/tree.h"
+#include "fhir/validate.h"
 #include "fhir/xml.h"
 #include "lib/arena.h"
 #include "lib/buf.h"
@@ -59,6 +61,30 @@ fuzz_xml(arena_t *a, const fhir_node_t *n)
 	buf_free(&again);
 }
 
+/* fhir_validate reports well-formed issues, at most max; a resource it finds nothing wrong
+ * with (structure and values) can be written as XML, unless its narrative's div is not
+ * XHTML, which it does not check. */
+static void
+fuzz_validate(arena_t *a, const fhir_node_t *n)
+{
+	fhir_issue_t is[4];
+	size_t k = fhir_validate(a, n, FHIR_VALIDATE_REQUIRED, is, 4);
+	buf_t out = BUF_INIT;
+	char err[256];
+
+	if (k > 4)
+		abort();
+	for (size_t i = 0; i < k; i++)
+		if (is[i].path == NULL || is[i].what == NULL || is[i].what[0] == '\0' ||
+		    is[i].kind > FHIR_ISSUE_REQUIRED)
+			abort();
+	if (fhir_validate(a, n, 0, is, 1) != 0)
+		return;
+	if (fhir_xml_write(n, false, &out, err, sizeof(err)) != 0 && strstr(err, "div") == NULL)
+		abort();
+	buf_free(&out);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -83,6 +109,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (fhir_node_kind(n) == FHIR_OBJECT)
 		fuzz_xml(a, n);
+	fuzz_validate(a, n);
 	arena_free(a);
 	return 0;
 }

@@ -1363,9 +1363,17 @@ test_validate_primitives(void **state)
 	    {"string", "Jo\tDoe\r\n", true},
 	    {"string", "caf\xc3\xa9", true},
 	    {"string", "a\x01z", false},
-	    {"markdown", "a\x7f", false},
+	    {"string", "a\x7fz", true},
+	    {"string", "\xe0\x82\xac", false}, /* overlong */
+	    {"string", "\xed\xa0\x80", false}, /* a surrogate */
+	    {"string", "\xef\xbf\xbf", false}, /* U+FFFF */
+	    {"string", "\xc3", false},         /* cut short */
+	    {"string", "\xf0\x9f\x98\x80", true},
+	    {"markdown", "a\x02", false},
+	    {"code", "a\x0b", false},
 	    {"boolean", "anything", true}, /* JSON true/false: the walk checks the kind */
-	    {"xhtml", "<div>\x01</div>", true},
+	    {"xhtml", "<div>x</div>", true},
+	    {"xhtml", "<div>\x01</div>", false},
 	};
 
 	(void)state;
@@ -1426,8 +1434,9 @@ test_validate_tree(void **state)
 			    "required\n"
 			    "1 Bundle.entry[2].resource._birthDate.extension[0].url: not a valid "
 			    "uri (no whitespace)\n"
-			    "1 Bundle.entry[2].resource.name[0].given[1]: control characters "
-			    "(other than tab, CR and LF)\n"
+			    "1 Bundle.entry[2].resource.name[0].given[1]: not UTF-8, or "
+			    "characters XML cannot carry (control characters other than tab, CR "
+			    "and LF)\n"
 			    "0 Bundle.entry[2].resource.colour: unknown element\n"
 			    "1 Bundle.entry[2].resource.multipleBirthInteger: not a valid integer "
 			    "(a whole number of 32 bits)\n");
@@ -1455,6 +1464,23 @@ test_validate_tree(void **state)
 			     "\"medicationReference\":{\"reference\":\"Medication/m\"}}",
 			     FHIR_VALIDATE_REQUIRED, 16, &n);
 	assert_int_equal(n, 0);
+	/* a primitive's value and its _ companion, as the XML writer needs them */
+	got = validate_lines(
+	    a,
+	    "{\"resourceType\":\"Patient\",\"name\":[{\"given\":[null,\"x\"],\"_given\":[{"
+	    "\"extension\":[{\"url\":\"http://u\",\"valueString\":\"s\"}]},null]},{\"given\":["
+	    "null]},{\"given\":[\"a\"],\"_given\":[null,{\"id\":\"i\"}]},{\"_family\":{}}],"
+	    "\"_birthDate\":{\"id\":\"b\"},\"contact\":[{}],\"gender\":null}",
+	    0, 16, &n);
+	assert_string_equal(got,
+			    "0 Patient.name[1].given[0]: a primitive needs a value or "
+			    "extensions\n"
+			    "0 Patient.name[2].given: the value and _ companion arrays differ "
+			    "in length\n"
+			    "0 Patient.name[3].family: a primitive needs a value or extensions\n"
+			    "0 Patient.contact[0]: an empty object (an element needs a value or "
+			    "children)\n"
+			    "0 Patient.gender: null\n");
 	got = validate_lines(a, "[]", 0, 16, &n);
 	assert_string_equal(got, "0 : a resource must be a JSON object\n");
 	got = validate_lines(a, "{\"resourceType\":\"Nope\"}", 0, 16, &n);
