@@ -59,7 +59,9 @@ def t_drop_folder(t):
                      "mappings.timezone=+0100"]
         srv.start()
         for sub in ("processing", "done", "failed", "logs"):
-            t.ok(os.path.isdir(os.path.join(folder, sub)), "drop folder: %s/ created" % sub)
+            # made by the watcher's thread, which may start after the listeners
+            t.ok(wait_for(lambda: os.path.isdir(os.path.join(folder, sub)), 10.0),
+                 "drop folder: %s/ created" % sub)
 
         # a file still being written waits
         part = os.path.join(folder, "late.csv.part")
