@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir/validate.h"
 #include "lib/err.h"
 #include "lib/hash.h"
 #include "lib/xalloc.h"
@@ -806,10 +807,9 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 	case MAP_BI_INTEGER:
 	case MAP_BI_POSITIVE:
 	case MAP_BI_UNSIGNED:
+		/* R4's rules for the type (fhir_primitive_problem): 32 bits, > 0, >= 0 */
 		if (!map_number_norm(text, bi != MAP_BI_DECIMAL, num) ||
-		    (bi == MAP_BI_POSITIVE &&
-		     (num->data[0] == '-' || strcmp(num->data, "0") == 0)) ||
-		    (bi == MAP_BI_UNSIGNED && num->data[0] == '-')) {
+		    fhir_primitive_problem(name, buf_slice(num)) != NULL) {
 			map_warn(run, l, text, seg_index, field, rep, "not a valid %s: left out",
 				 name);
 			break;
@@ -825,6 +825,14 @@ map_primitive(map_run_t *run, const map_line_t *l, const fhir_type_t *t, map_bui
 		if (map_is_uri_type(name) && map_has_space(text)) {
 			map_warn(run, l, text, seg_index, field, rep,
 				 "not a URI (it has blanks): %s left out", name);
+			break;
+		}
+		/* a code with double blanks, an id with a slash, ...: what R4 does not allow
+		 * (strings need no check: decoding made them text XML can carry) */
+		if (strcmp(name, "string") != 0 && strcmp(name, "markdown") != 0 &&
+		    fhir_primitive_problem(name, text) != NULL) {
+			map_warn(run, l, text, seg_index, field, rep, "not a valid %s: left out",
+				 name);
 			break;
 		}
 		node = fhir_string_new(cv->a, text);

@@ -1356,6 +1356,16 @@ test_required(void **state)
 		       NULL);
 	r = convert(a, set, msg, NULL);
 	assert_int_equal(res_count(r, "Immunization"), 1);
+	free(msg);
+	/* a value R4 does not allow is left out with a warning: an integer beyond 32 bits */
+	msg = msg_text("MSH|^~\\&|A|B|C|D|20240101120000+0000||ADT^A04^ADT_A01|R2|P|2.5.1",
+		       "PID|1||5^^^H^MR||ROE^RITA|||||||||||||||||||Y|3000000000", "PV1|1|O", NULL);
+	r = convert(a, set, msg, NULL);
+	assert_null(fhir_object_get_cstr(res_find(r, "Patient", 0), "multipleBirthInteger"));
+	warned = false;
+	for (size_t i = 0; i < r->nwarnings; i++)
+		warned |= strcmp(r->warnings[i].text, "not a valid integer: left out") == 0;
+	assert_true(warned);
 	map_set_free(set);
 	arena_free(a);
 	free(msg);
