@@ -1456,9 +1456,9 @@ validate_issue(arena_t *a, const char *severity, const char *code, const char *p
 }
 
 /* The resource a $validate body gives: the body itself, or the "resource" parameter of a
- * Parameters (with "mode"). NULL when there is none. */
+ * Parameters (with "mode"; *profile set when it names one). NULL when there is none. */
 static fhir_node_t *
-validate_input(fhir_node_t *body, slice_t type, slice_t *mode)
+validate_input(fhir_node_t *body, slice_t type, slice_t *mode, bool *profile)
 {
 	fhir_node_t *params;
 
@@ -1476,6 +1476,8 @@ validate_input(fhir_node_t *body, slice_t type, slice_t *mode)
 			body = fhir_object_get_cstr(p, "resource");
 		else if (slice_eq_cstr(name, "mode"))
 			*mode = fhir_node_text(fhir_object_get_cstr(p, "valueCode"));
+		else if (slice_eq_cstr(name, "profile"))
+			*profile = true;
 	}
 	return body;
 }
@@ -1494,11 +1496,16 @@ rest_do_validate(rest_ctx_t *c, slice_t type, slice_t id)
 	fhir_node_t *body, *res, *oo = NULL;
 	fhir_issue_t *is;
 	size_t n;
-	slice_t mode;
+	slice_t mode, k, v;
+	bool profile = false;
+	http_query_t q;
 
 	if ((body = rest_body_parse(c)) == NULL)
 		return;
-	res = validate_input(body, type, &mode);
+	res = validate_input(body, type, &mode, &profile);
+	http_query_init(&q, c->query, c->a);
+	while (http_query_next(&q, &k, &v))
+		profile = profile || slice_eq_cstr(k, "profile");
 	if (slice_eq_cstr(mode, "delete")) {
 		/* a resource can always be deleted (deletes are idempotent) */
 		rest_send(c, 200,
@@ -1546,6 +1553,11 @@ rest_do_validate(rest_ctx_t *c, slice_t type, slice_t id)
 			fhir_object_set_cstr(c->a, oo, "issue", issues);
 		}
 	}
+	if (profile) /* said, not ignored silently */
+		fhir_array_append(c->a, fhir_object_get_cstr(oo, "issue"),
+				  validate_issue(c->a, "warning", "not-supported", NULL,
+						 "profiles are not checked: validated against the "
+						 "base R4 definitions only"));
 	/* validated: 200 whatever the outcome says */
 	rest_send(c, 200, oo, NULL);
 }

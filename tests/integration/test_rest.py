@@ -1041,6 +1041,17 @@ def t_validate(t, api):
     st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", many)
     t.eq((st, len(doc["issue"]), doc["issue"][-1]["severity"]), (200, 101, "information"),
          "at most 100 issues, then a note")
+    # a profile is not checked, and the answer says so
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate?profile=http://example.org/p",
+                            patient("P", "val-6"))
+    t.eq((st, issues(doc)), (200, [("information", "informational"), ("warning", "not-supported")]),
+         "a profile in the URL: a warning that it is not checked")
+    st, _, doc, _ = api.req("POST", "/fhir/Patient/$validate", {
+        "resourceType": "Parameters", "parameter": [
+            {"name": "resource", "resource": patient("P", "val-7", birthDate="1970-02-30")},
+            {"name": "profile", "valueUri": "http://example.org/p"}]})
+    t.eq(issues(doc), [("error", "value"), ("warning", "not-supported")],
+         "a profile parameter: the same warning after the issues")
     # writes refuse values R4 does not allow (but not missing required elements)
     st, _, doc, _ = api.req("PUT", "/fhir/Patient/val5", patient("V", "val-5", id="val5",
                                                                   birthDate="1970-13-01"))
