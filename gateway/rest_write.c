@@ -280,20 +280,67 @@ res_check_ids(arena_t *a, const fhir_node_t *res, slice_t type, slice_t id, bool
 	return 0;
 }
 
+/* The OperationOutcome issue code of each kind of fhir_validate issue. */
+static const char *const validate_codes[] = {
+    [FHIR_ISSUE_STRUCTURE] = "structure",
+    [FHIR_ISSUE_VALUE] = "value",
+    [FHIR_ISSUE_REQUIRED] = "required",
+};
+
+/* One issue of an outcome of fhir_validate's checks (writes, $validate): "path: what" and the path
+ * as its expression. */
+static fhir_node_t *
+validate_issue(arena_t *a, const char *severity, const char *code, const char *path,
+	       const char *what)
+{
+	fhir_node_t *is = fhir_object_new(a);
+
+	fhir_object_set_cstr(a, is, "severity", fhir_string_new(a, slice_cstr(severity)));
+	fhir_object_set_cstr(a, is, "code", fhir_string_new(a, slice_cstr(code)));
+	if (path != NULL && *path != '\0') {
+		fhir_node_t *ex = fhir_array_new(a);
+
+		fhir_object_set_cstr(
+		    a, is, "diagnostics",
+		    fhir_string_new(a, slice_cstr(arena_printf(a, "%s: %s", path, what))));
+		fhir_array_append(a, ex, fhir_string_new(a, slice_cstr(path)));
+		fhir_object_set_cstr(a, is, "expression", ex);
+	} else {
+		fhir_object_set_cstr(a, is, "diagnostics", fhir_string_new(a, slice_cstr(what)));
+	}
+	return is;
+}
+
+/* An OperationOutcome of n fhir_validate issues, each an error. */
+static fhir_node_t *
+validate_outcome(arena_t *a, const fhir_issue_t *is, size_t n)
+{
+	fhir_node_t *oo = fhir_object_new(a), *issues = fhir_array_new(a);
+
+	fhir_object_set_cstr(a, oo, "resourceType",
+			     fhir_string_new(a, SLICE_LIT("OperationOutcome")));
+	for (size_t i = 0; i < n; i++)
+		fhir_array_append(
+		    a, issues,
+		    validate_issue(a, "error", validate_codes[is[i].kind], is[i].path, is[i].what));
+	fhir_object_set_cstr(a, oo, "issue", issues);
+	return oo;
+}
+
 /* Checks a resource to store as type (and id when not empty); 0, or a status with outcome. */
 static int
 res_check(arena_t *a, fhir_node_t *res, slice_t type, slice_t id, bool id_required,
 	  fhir_node_t **outcome)
 {
-	char err[256];
 	int st = res_check_ids(a, res, type, id, id_required, outcome);
+	fhir_issue_t is;
 
 	if (st != 0)
 		return st;
-	st = rest_res_validate(res, err, sizeof(err));
-	if (st != 0) {
-		*outcome = outcome_printf(a, "structure", "%s", err);
-		return st;
+	/* the first problem of structure or value (rest_res_validate), with its expression */
+	if (fhir_validate(a, res, 0, &is, 1) > 0) {
+		*outcome = validate_outcome(a, &is, 1);
+		return 400;
 	}
 	meta_strip(res);
 	return 0;
@@ -1432,29 +1479,6 @@ patch_submit(rest_ctx_t *c, slice_t type, slice_t id, fhir_node_t *patch, bool f
 
 /* ---- $validate ---- */
 
-/* One issue of a $validate outcome: "path: what" and the path as its expression. */
-static fhir_node_t *
-validate_issue(arena_t *a, const char *severity, const char *code, const char *path,
-	       const char *what)
-{
-	fhir_node_t *is = fhir_object_new(a);
-
-	fhir_object_set_cstr(a, is, "severity", fhir_string_new(a, slice_cstr(severity)));
-	fhir_object_set_cstr(a, is, "code", fhir_string_new(a, slice_cstr(code)));
-	if (path != NULL && *path != '\0') {
-		fhir_node_t *ex = fhir_array_new(a);
-
-		fhir_object_set_cstr(
-		    a, is, "diagnostics",
-		    fhir_string_new(a, slice_cstr(arena_printf(a, "%s: %s", path, what))));
-		fhir_array_append(a, ex, fhir_string_new(a, slice_cstr(path)));
-		fhir_object_set_cstr(a, is, "expression", ex);
-	} else {
-		fhir_object_set_cstr(a, is, "diagnostics", fhir_string_new(a, slice_cstr(what)));
-	}
-	return is;
-}
-
 /* The resource a $validate body gives: the body itself, or the "resource" parameter of a
  * Parameters (with "mode"; *profile set when it names one). NULL when there is none. */
 static fhir_node_t *
@@ -1488,11 +1512,6 @@ validate_input(fhir_node_t *body, slice_t type, slice_t *mode, bool *profile)
 void
 rest_do_validate(rest_ctx_t *c, slice_t type, slice_t id)
 {
-	static const char *const codes[] = {
-	    [FHIR_ISSUE_STRUCTURE] = "structure",
-	    [FHIR_ISSUE_VALUE] = "value",
-	    [FHIR_ISSUE_REQUIRED] = "required",
-	};
 	fhir_node_t *body, *res, *oo = NULL;
 	fhir_issue_t *is;
 	size_t n;
@@ -1536,21 +1555,12 @@ rest_do_validate(rest_ctx_t *c, slice_t type, slice_t id)
 			oo = rest_outcome(c->a, "information", "informational",
 					  "No issues detected during validation");
 		} else {
-			fhir_node_t *issues = fhir_array_new(c->a);
-
-			oo = fhir_object_new(c->a);
-			fhir_object_set_cstr(c->a, oo, "resourceType",
-					     fhir_string_new(c->a, SLICE_LIT("OperationOutcome")));
-			for (size_t i = 0; i < n; i++)
-				fhir_array_append(c->a, issues,
-						  validate_issue(c->a, "error", codes[is[i].kind],
-								 is[i].path, is[i].what));
+			oo = validate_outcome(c->a, is, n);
 			if (n == VALIDATE_ISSUES_MAX)
 				fhir_array_append(
-				    c->a, issues,
+				    c->a, fhir_object_get_cstr(oo, "issue"),
 				    validate_issue(c->a, "information", "informational", NULL,
 						   "validation stopped at 100 issues"));
-			fhir_object_set_cstr(c->a, oo, "issue", issues);
 		}
 	}
 	if (profile) /* said, not ignored silently */

@@ -1057,6 +1057,12 @@ def t_validate(t, api):
                                                                   birthDate="1970-13-01"))
     t.ok(st == 400 and is_oo(doc) and "Patient.birthDate" in json.dumps(doc) and
          "not a valid date" in json.dumps(doc), "a write with an invalid date: 400", doc)
+    t.eq([(i["code"], i.get("expression")) for i in doc["issue"]],
+         [("value", ["Patient.birthDate"])], "... a value issue with its expression")
+    st, _, doc, _ = api.req("PUT", "/fhir/Patient/val5", patient("V", "val-5", id="val5",
+                                                                  colour="red"))
+    t.eq((st, [(i["code"], i.get("expression")) for i in doc["issue"]]),
+         (400, [("structure", ["Patient.colour"])]), "an unknown element: a structure issue")
     st, _, doc, _ = api.req("POST", "/fhir/Observation", {
         "resourceType": "Observation", "status": "final", "code": {"text": "x"},
         "valueInteger": 3000000000})
