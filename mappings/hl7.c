@@ -821,7 +821,10 @@ hl7_dec_bytes(struct hl7_decoder *dec, const char *p, size_t n)
 		} else if (dec->cs == HL7_CHARSET_LATIN9) {
 			hl7_dec_codepoint(dec, hl7_latin9(*s++));
 		} else if ((k = hl7_utf8_len(s, (size_t)(end - s))) != 0) {
-			hl7_dec_append(dec, s, k);
+			if (k == 3 && s[0] == 0xef && s[1] == 0xbf && s[2] >= 0xbe)
+				hl7_dec_replace(dec); /* U+FFFE, U+FFFF: XML cannot carry them */
+			else
+				hl7_dec_append(dec, s, k);
 			s += k;
 		} else {
 			hl7_dec_replace(dec);

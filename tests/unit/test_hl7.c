@@ -294,6 +294,9 @@ test_escapes(void **state)
 		       "\x7f",
 		       2);
 	assert_decoded(m, SLICE_LIT("a\tb\nc\rd"), "a\tb\nc\rd", 0);
+	/* so are U+FFFE and U+FFFF, which XML cannot carry either (U+FFFD and U+FEFF stay) */
+	assert_decoded(m, SLICE_LIT("\xef\xbf\xbe|\xef\xbf\xbf|\xef\xbf\xbd\xef\xbb\xbf"),
+		       "\xef\xbf\xbd|\xef\xbf\xbd|\xef\xbf\xbd\xef\xbb\xbf", 2);
 	assert_decoded(m, SLICE_LIT("x\\X0A\\y\\X1B\\z"), "x\ny\xef\xbf\xbdz", 1);
 	assert_decoded(m, SLICE_LIT(""), "", 0);
 	assert_true(hl7_is_null(SLICE_LIT("\"\"")));
