@@ -123,6 +123,18 @@ fhir_meta_elem(const fhir_type_t *t, slice_t name)
 	return i < 0 ? NULL : &t->elems[i];
 }
 
+size_t
+fhir_meta_choice_end(const fhir_type_t *t, size_t e)
+{
+	const char *base = t->elems[e].choice_base;
+	size_t end = e + 1;
+
+	while (base != NULL && end < t->nelems && t->elems[end].choice_base != NULL &&
+	       strcmp(t->elems[end].choice_base, base) == 0)
+		end++;
+	return end;
+}
+
 const fhir_type_t *
 fhir_meta_elem_type(const fhir_type_t *owner, const fhir_elem_t *e)
 {

@@ -57,6 +57,9 @@ int fhir_meta_elem_index(const fhir_type_t *t, slice_t name);
 /* The type of element e of owner (e from owner->elems), without a lookup; NULL for
  * "ResourceList". */
 const fhir_type_t *fhir_meta_elem_type(const fhir_type_t *owner, const fhir_elem_t *e);
+/* One past the last expansion of the choice whose expansion t->elems[e] is (the expansions of
+ * a choice are adjacent); e + 1 for an element that is no choice. */
+size_t fhir_meta_choice_end(const fhir_type_t *t, size_t e);
 bool fhir_meta_is_resource(slice_t name);
 size_t fhir_meta_resource_count(void);
 const fhir_type_t *fhir_meta_resource_at(size_t i);

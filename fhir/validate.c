@@ -508,20 +508,26 @@ check_value(val_t *v, const fhir_type_t *owner, const fhir_elem_t *e, const fhir
 		issue(v, FHIR_ISSUE_VALUE, problem);
 }
 
+/* The `_name` companion member of obj, or NULL. */
+static const fhir_node_t *
+companion_get(const fhir_node_t *obj, const char *name)
+{
+	char key[128];
+	size_t len = strlen(name);
+
+	if (len + 2 > sizeof(key))
+		return NULL;
+	key[0] = '_';
+	memcpy(key + 1, name, len + 1);
+	return fhir_object_get_cstr(obj, key);
+}
+
 /* Whether obj has element e, as a value or (a primitive) through its `_e` companion. */
 static bool
 has_elem(const fhir_node_t *obj, const fhir_elem_t *e)
 {
-	char key[128];
-	size_t len = strlen(e->name);
-
-	if (fhir_object_get_cstr(obj, e->name) != NULL)
-		return true;
-	if (!(e->flags & FHIR_ELEM_PRIMITIVE) || len + 2 > sizeof(key))
-		return false;
-	key[0] = '_';
-	memcpy(key + 1, e->name, len + 1);
-	return fhir_object_get_cstr(obj, key) != NULL;
+	return fhir_object_get_cstr(obj, e->name) != NULL ||
+	       ((e->flags & FHIR_ELEM_PRIMITIVE) && companion_get(obj, e->name) != NULL);
 }
 
 /* The required elements of t that obj lacks; a required choice once, by its base. */
@@ -532,17 +538,14 @@ check_required(val_t *v, const fhir_type_t *t, const fhir_node_t *obj)
 		const fhir_elem_t *e = &t->elems[i];
 
 		if (e->flags & FHIR_ELEM_CHOICE_REQUIRED) {
-			size_t j = i;
+			size_t end = fhir_meta_choice_end(t, i);
 			bool any = false;
 
-			/* the expansions of one choice are adjacent */
-			for (; j < t->nelems && t->elems[j].choice_base != NULL &&
-			       strcmp(t->elems[j].choice_base, e->choice_base) == 0;
-			     j++)
+			for (size_t j = i; j < end; j++)
 				any = any || has_elem(obj, &t->elems[j]);
 			if (!any)
 				issue_missing(v, e->choice_base, true);
-			i = j - 1;
+			i = end - 1;
 		} else if ((e->flags & FHIR_ELEM_REQUIRED) && !has_elem(obj, e)) {
 			issue_missing(v, e->name, false);
 		}
@@ -563,15 +566,9 @@ companion_has_content(const fhir_node_t *x)
 static void
 check_pair(val_t *v, const fhir_node_t *obj, const fhir_elem_t *e)
 {
-	char key[128];
-	size_t len = strlen(e->name), at = v->path.len;
-	const fhir_node_t *p = fhir_object_get_cstr(obj, e->name), *x = NULL;
+	size_t at = v->path.len;
+	const fhir_node_t *p = fhir_object_get_cstr(obj, e->name), *x = companion_get(obj, e->name);
 
-	if (len + 2 <= sizeof(key)) {
-		key[0] = '_';
-		memcpy(key + 1, e->name, len + 1);
-		x = fhir_object_get_cstr(obj, key);
-	}
 	if (!(e->flags & FHIR_ELEM_ARRAY)) {
 		if (p == NULL && !companion_has_content(x)) /* a null value is reported */
 			issue(v, FHIR_ISSUE_STRUCTURE, "a primitive needs a value or extensions");

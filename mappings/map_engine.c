@@ -2315,13 +2315,9 @@ map_elem_is_checked(const fhir_type_t *t, size_t e)
 static bool
 map_elem_present(const map_conv_t *cv, const map_inst_t *inst, const fhir_type_t *t, size_t e)
 {
-	const fhir_elem_t *el = &t->elems[e];
-	size_t end = e + 1;
+	size_t end =
+	    t->elems[e].flags & FHIR_ELEM_CHOICE_REQUIRED ? fhir_meta_choice_end(t, e) : e + 1;
 
-	if (el->flags & FHIR_ELEM_CHOICE_REQUIRED)
-		while (end < t->nelems && t->elems[end].choice_base != NULL &&
-		       strcmp(t->elems[end].choice_base, el->choice_base) == 0)
-			end++;
 	for (size_t k = e; k < end; k++)
 		if (fhir_object_get_cstr(inst->obj, t->elems[k].name) != NULL ||
 		    map_deferred_fills(cv, inst, t->elems[k].name))

@@ -417,6 +417,22 @@ test_meta_flags(void **state)
 	assert_string_equal(e->type, "date");
 	assert_int_equal(e->flags, FHIR_ELEM_PRIMITIVE);
 	assert_null(e->choice_base);
+	{
+		/* a required choice flags each expansion; fhir_meta_choice_end spans them */
+		const fhir_type_t *mr = type_of("MedicationRequest");
+		int cc = fhir_meta_elem_index(mr, SLICE_LIT("medicationCodeableConcept"));
+		int ref = fhir_meta_elem_index(mr, SLICE_LIT("medicationReference"));
+		int dec = fhir_meta_elem_index(p, SLICE_LIT("deceasedBoolean"));
+
+		assert_true(cc >= 0 && ref == cc + 1);
+		assert_true(mr->elems[cc].flags & FHIR_ELEM_CHOICE_REQUIRED);
+		assert_true(mr->elems[ref].flags & FHIR_ELEM_CHOICE_REQUIRED);
+		assert_int_equal(fhir_meta_choice_end(mr, (size_t)cc), (size_t)ref + 1);
+		assert_int_equal(fhir_meta_choice_end(mr, (size_t)ref), (size_t)ref + 1);
+		assert_false(p->elems[dec].flags & FHIR_ELEM_CHOICE_REQUIRED); /* 0..1 */
+		assert_int_equal(fhir_meta_choice_end(p, (size_t)dec), (size_t)dec + 2);
+		assert_int_equal(fhir_meta_choice_end(p, 0), 1); /* no choice */
+	}
 	e = fhir_meta_elem(p, SLICE_LIT("deceasedBoolean"));
 	assert_string_equal(e->type, "boolean");
 	assert_string_equal(e->choice_base, "deceased");
